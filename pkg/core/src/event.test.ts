@@ -1,0 +1,65 @@
+import { defaultDst, parseProbeLine, ProbeLineError, type ConnectEvent } from './event';
+
+const good =
+  '{"type":"connect","ts_ns":1764100000123456789,"latency_ns":1023456789,"result":"ok","errno":0,"syn_retrans":1,"pid":1234,"tid":1235,"comm":"ruby \\"x\\"\\\\","cgroup_id":18446744073709551615,"family":"ipv4","saddr":"127.0.0.1","sport":43340,"daddr":"127.0.0.1","dport":5432}';
+
+describe('parseProbeLine', () => {
+  test('reads a connect line exactly, 64-bit integers included', () => {
+    const r = parseProbeLine(good);
+    expect(r.ok).toBe(true);
+    const e = (r as { ok: true; value: ConnectEvent }).value;
+    expect(e.tsNs).toBe(1764100000123456789n);
+    expect(e.cgroupId).toBe('18446744073709551615');
+    expect(e.latencyNs).toBe(1023456789);
+    expect(e.comm).toBe('ruby "x"\\');
+    expect(e).toMatchObject({ result: 'ok', synRetrans: 1, pid: 1234, tid: 1235, family: 'ipv4', sport: 43340, dport: 5432 });
+  });
+
+  test('reads a stats line', () => {
+    const r = parseProbeLine('{"type":"stats","ts_ns":1764100001000000000,"events":1200,"dropped":3}');
+    expect(r).toEqual({ ok: true, value: { type: 'stats', tsNs: 1764100001000000000n, events: 1200, dropped: 3 } });
+  });
+
+  test('a comm that looks like a key does not confuse the exact-integer reader', () => {
+    const line = good.replace('"comm":"ruby \\"x\\"\\\\"', '"comm":"\\"ts_ns\\":1"');
+    const r = parseProbeLine(line);
+    expect(r.ok && r.value.type === 'connect' && r.value.comm).toBe('"ts_ns":1');
+    expect(r.ok && r.value.tsNs).toBe(1764100000123456789n);
+  });
+
+  test.each([
+    ['', 'empty', undefined],
+    ['   ', 'empty', undefined],
+    ['not json', 'json', undefined],
+    ['[1,2]', 'json', undefined],
+    ['{"type":"connect"', 'json', undefined],
+    ['{"type":"bogus","ts_ns":1}', 'type', 'type'],
+    [good.replace('"result":"ok"', '"result":"maybe"'), 'field', 'result'],
+    [good.replace('"family":"ipv4"', '"family":"ipx"'), 'field', 'family'],
+    [good.replace('"sport":43340', '"sport":70000'), 'field', 'sport'],
+    [good.replace('"latency_ns":1023456789', '"latency_ns":-5'), 'field', 'latency_ns'],
+    [good.replace('"pid":1234', '"pid":"1234"'), 'field', 'pid'],
+    [good.replace('"ts_ns":1764100000123456789', '"ts_ns":"soon"'), 'field', 'ts_ns'],
+    [good.replace('"ts_ns":1764100000123456789', '"ts_ns":99999999999999999999999'), 'field', 'ts_ns'],
+    [good.replace('"comm":"ruby \\"x\\"\\\\"', '"comm":42'), 'field', 'comm'],
+    ['{"type":"stats","ts_ns":1,"events":1.5,"dropped":0}', 'field', 'events'],
+  ])('malformed line %# is a typed error (%s)', (line, reason, field) => {
+    const r = parseProbeLine(line);
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.error).toBeInstanceOf(ProbeLineError);
+    expect(r.error.reason).toBe(reason);
+    expect(r.error.field).toBe(field);
+    expect(r.error.message.length).toBeGreaterThan(5);
+  });
+
+  test('errors quote at most a bounded excerpt of a huge line', () => {
+    const r = parseProbeLine('x'.repeat(100_000));
+    expect(!r.ok && r.error.message.length).toBeLessThan(300);
+  });
+});
+
+test('defaultDst formats ip:port and [v6]:port', () => {
+  expect(defaultDst('ipv4', '10.0.0.5', 5432)).toBe('10.0.0.5:5432');
+  expect(defaultDst('ipv6', '::1', 443)).toBe('[::1]:443');
+});

@@ -1,0 +1,123 @@
+/**
+ * Minimal InfluxDB HTTP client shared by agent, renderer and tests: where to write, how to authenticate,
+ * and InfluxQL queries for 1.x. Secrets live only in the target object (from env or files), never in
+ * log lines: use describeTarget() to print one.
+ */
+
+export interface InfluxV1Target {
+  version: 1;
+  url: string;
+  db: string;
+  rp?: string;
+  user?: string;
+  password?: string;
+}
+
+export interface InfluxV2Target {
+  version: 2;
+  url: string;
+  org: string;
+  bucket: string;
+  token: string;
+}
+
+export type InfluxTarget = InfluxV1Target | InfluxV2Target;
+
+export class InfluxError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status, or 0 when the server could not be reached. */
+    readonly status: number,
+    readonly body = '',
+  ) {
+    super(message);
+    this.name = 'InfluxError';
+  }
+}
+
+function base(url: string): string {
+  return url.replace(/\/+$/, '');
+}
+
+/** A description safe for logs: URL and database/bucket, no credentials. */
+export function describeTarget(t: InfluxTarget): string {
+  const u = new URL(t.url);
+  u.username = '';
+  u.password = '';
+  const where = t.version === 1 ? `db=${t.db}${t.rp ? ` rp=${t.rp}` : ''}` : `org=${t.org} bucket=${t.bucket}`;
+  return `InfluxDB ${t.version}.x at ${base(u.toString())} (${where})`;
+}
+
+export function authHeaders(t: InfluxTarget): Record<string, string> {
+  if (t.version === 2) return { Authorization: `Token ${t.token}` };
+  if (t.user !== undefined && t.user !== '') {
+    return { Authorization: 'Basic ' + Buffer.from(`${t.user}:${t.password ?? ''}`).toString('base64') };
+  }
+  return {};
+}
+
+/** The write endpoint with ns precision for a target. */
+export function writeUrl(t: InfluxTarget): string {
+  if (t.version === 2) {
+    const q = new URLSearchParams({ org: t.org, bucket: t.bucket, precision: 'ns' });
+    return `${base(t.url)}/api/v2/write?${q}`;
+  }
+  const q = new URLSearchParams({ db: t.db, precision: 'ns' });
+  if (t.rp) q.set('rp', t.rp);
+  return `${base(t.url)}/write?${q}`;
+}
+
+/** Write a line-protocol body (uncompressed). Throws InfluxError on any non-2xx answer. */
+export async function writeLines(t: InfluxTarget, body: string, signal?: AbortSignal): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(writeUrl(t), { method: 'POST', headers: { ...authHeaders(t), 'Content-Type': 'text/plain; charset=utf-8' }, body, signal });
+  } catch (e) {
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+  }
+  if (res.status >= 200 && res.status < 300) return;
+  const text = await res.text().catch(() => '');
+  throw new InfluxError(`write to ${describeTarget(t)} failed: HTTP ${res.status}: ${text.trim()}`, res.status, text);
+}
+
+export interface InfluxSeries {
+  name: string;
+  tags?: Record<string, string>;
+  columns: string[];
+  values: unknown[][];
+}
+
+/** Run InfluxQL statements on a 1.x server (`/query`, epoch=ms unless given). Returns each statement's series. */
+export async function queryInfluxQL(
+  t: InfluxV1Target,
+  q: string,
+  opts: { method?: 'GET' | 'POST'; epoch?: 'ns' | 'ms' | 's'; signal?: AbortSignal } = {},
+): Promise<InfluxSeries[][]> {
+  const params = new URLSearchParams({ db: t.db, q, epoch: opts.epoch ?? 'ms' });
+  if (t.rp) params.set('rp', t.rp);
+  const method = opts.method ?? 'GET';
+  const url = `${base(t.url)}/query` + (method === 'GET' ? `?${params}` : '');
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { ...authHeaders(t), ...(method === 'POST' ? { 'Content-Type': 'application/x-www-form-urlencoded' } : {}) },
+      body: method === 'POST' ? params.toString() : undefined,
+      signal: opts.signal,
+    });
+  } catch (e) {
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+  }
+  const text = await res.text();
+  let json: { error?: string; results?: { error?: string; series?: InfluxSeries[] }[] };
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new InfluxError(`query to ${describeTarget(t)} answered HTTP ${res.status} with non-JSON: ${text.slice(0, 200)}`, res.status, text);
+  }
+  if (!res.ok || json.error) throw new InfluxError(`query failed: HTTP ${res.status}: ${json.error ?? text.slice(0, 200)}`, res.status, text);
+  return (json.results ?? []).map((r) => {
+    if (r.error) throw new InfluxError(`query failed: ${r.error}`, res.status, text);
+    return r.series ?? [];
+  });
+}

@@ -1,0 +1,143 @@
+import { describeWith } from '../../../tests/support/prereq';
+import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
+import { queryInfluxQL, type InfluxV1Target, writeLines } from './influx';
+import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName } from './lineprotocol';
+import { quote } from './escape';
+
+/** Values that break naive encoders. */
+export const HOSTILE: readonly string[] = [
+  'plain',
+  'with space',
+  'comma,here',
+  'equals=here',
+  'quote"here',
+  "single'quote",
+  'back\\slash',
+  'double\\\\back',
+  'back\\ space',
+  'back\\,comma',
+  'back\\=eq',
+  'trailing\\',
+  'new\nline',
+  'carriage\rreturn',
+  'tab\there',
+  'nul\u0000byte',
+  'unicode ü 中文 😀',
+  ' leading and trailing ',
+  '"',
+  '\\',
+  '=',
+  ',',
+  ' ',
+  '|> drop()',
+  "' OR 1=1 --",
+  '${interp}',
+  'x'.repeat(500),
+];
+
+describe('line protocol encoder', () => {
+  test('golden lines', () => {
+    expect(
+      encodePoint({
+        measurement: 'tcp_connect',
+        tags: { service: 'my svc', dst: '10.0.0.1:5432', host: 'h1', empty: '' },
+        fields: { latency_ms: 1.5, pid: int(42), comm: 'ru"by', ok: true },
+        timeNs: 1764100000123456789n,
+      }),
+    ).toBe('tcp_connect,dst=10.0.0.1:5432,host=h1,service=my\\ svc latency_ms=1.5,pid=42i,comm="ru\\"by",ok=true 1764100000123456789');
+    expect(encodePoint({ measurement: 'm,x y', fields: { 'f k=': int(1n) } })).toBe('m\\,x\\ y f\\ k\\==1i');
+    expect(escapeTag('a,b=c d')).toBe('a\\,b\\=c\\ d');
+    expect(escapeStringField('a\\"b')).toBe('"a\\\\\\"b"');
+  });
+
+  test('names that line protocol cannot carry are normalised, visibly', () => {
+    expect(normalizeName('a\nb\tc\rd')).toBe('a\\nb\\tc\\rd');
+    expect(normalizeName('nul\u0000')).toBe('nul\\x00');
+    expect(normalizeName('end\\')).toBe('end\uFF3C');
+    expect(normalizeName('plain')).toBe('plain');
+    expect(normalizeName('a\\ b\\,c\\=d\\e')).toBe('a\uFF3C b\uFF3C,c\uFF3C=d\\e');
+  });
+
+  test('rejects points InfluxDB would refuse, with a message', () => {
+    expect(() => encodePoint({ measurement: '', fields: { a: 1 } })).toThrow(LineProtocolError);
+    expect(() => encodePoint({ measurement: 'm', fields: {} })).toThrow(/no fields/);
+    expect(() => encodePoint({ measurement: 'm', fields: { a: NaN } })).toThrow(/finite/);
+    expect(() => encodePoint({ measurement: 'm', fields: { a: Infinity } })).toThrow(LineProtocolError);
+    expect(() => encodePoint({ measurement: 'm', fields: { a: int(1.5) } })).toThrow(/integer/);
+    expect(() => encodePoint({ measurement: 'm', fields: { '': 1 } })).toThrow(/field key/);
+    expect(() => encodePoint({ measurement: 'm', tags: { '': 'x' }, fields: { a: 1 } })).toThrow(/tag key/);
+    expect(() => encodePoint({ measurement: 'm', fields: { a: 1 }, timeNs: '12; DROP' })).toThrow(/timestamp/);
+  });
+
+  test('encodePoints terminates every line', () => {
+    expect(encodePoints([{ measurement: 'm', fields: { a: 1 } }, { measurement: 'm', fields: { a: 2 } }])).toBe('m a=1\nm a=2\n');
+  });
+});
+
+describeWith(missingInflux(), 'line protocol round-trip through the real InfluxDB', () => {
+  let db: InfluxV1Target;
+  beforeAll(async () => {
+    db = await freshDatabase('lp');
+  });
+  afterAll(async () => {
+    if (db) await dropDatabase(db);
+  });
+
+  test('every hostile value written as tag, field, key and measurement reads back equal', async () => {
+    // One batch: the string fields with raw newlines must not split lines.
+    const points = HOSTILE.map((v, i) => ({
+      measurement: 'roundtrip',
+      tags: { case: String(i), hostile: v },
+      fields: { text: v, n: int(i), [`k_${v}`]: int(1) },
+      timeNs: BigInt(1_700_000_000_000_000_000n + BigInt(i)),
+    }));
+    const meas = HOSTILE.map((v, i) => ({ measurement: `m_${v}`, tags: { [`t_${v}`]: 'x' }, fields: { n: int(i) }, timeNs: 1_700_000_000_000_000_000n }));
+    await writeLines(db, encodePoints([...points, ...meas]));
+
+    const [series] = await queryInfluxQL(db, 'SELECT * FROM "roundtrip"', { epoch: 'ns' });
+    expect(series).toHaveLength(1);
+    const cols = series[0].columns;
+    const rows = series[0].values;
+    expect(rows).toHaveLength(HOSTILE.length);
+    const idx = (c: string) => cols.indexOf(c);
+    const notEqualTags: string[] = [];
+    for (const row of rows) {
+      const i = Number(row[idx('case')]);
+      const v = HOSTILE[i];
+      // String field values carry everything exactly, newlines and NUL included.
+      expect(row[idx('text')]).toBe(v);
+      expect(row[idx('n')]).toBe(i);
+      // Tag values read back equal, except what line protocol cannot carry, which reads back normalised.
+      expect(row[idx('hostile')]).toBe(v === '' ? null : normalizeName(v));
+      if (normalizeName(v) !== v) notEqualTags.push(v);
+      // Field keys likewise.
+      expect(row[idx(`k_${normalizeName(v)}`)]).toBe(1);
+    }
+    // The only values not stored verbatim are those with control characters or a trailing backslash.
+    expect(notEqualTags.sort()).toEqual(HOSTILE.filter((v) => /[\u0000-\u001f]|\\([ ,=]|$)/.test(v)).sort());
+
+    const [names] = await queryInfluxQL(db, 'SHOW MEASUREMENTS');
+    const got = new Set(names[0].values.map((r) => r[0]));
+    for (const v of HOSTILE) expect(got.has(`m_${normalizeName(v)}`)).toBe(true);
+    const [tagKeys] = await queryInfluxQL(db, 'SHOW TAG KEYS');
+    const keys = new Set(tagKeys.flatMap((s) => s.values.map((r) => r[0])));
+    for (const v of HOSTILE) expect(keys.has(`t_${normalizeName(v)}`)).toBe(true);
+  });
+
+  test('hostile tag values are selectable exactly through the escaping function', async () => {
+    for (const [i, v] of HOSTILE.entries()) {
+      if (v.includes('\u0000')) {
+        expect(() => quote('influxql-string', normalizeName(v))).not.toThrow(); // normalised names never carry NUL
+        continue;
+      }
+      const stored = normalizeName(v);
+      const q = `SELECT "n" FROM "roundtrip" WHERE ${quote('influxql-ident', 'hostile')} = ${quote('influxql-string', stored)}`;
+      const [s] = await queryInfluxQL(db, q);
+      expect(s).toHaveLength(1);
+      expect(s[0].values.map((r) => r[1])).toEqual([i]);
+    }
+    // and the data is all still there
+    const [count] = await queryInfluxQL(db, 'SELECT count("n") FROM "roundtrip"');
+    expect(count[0].values[0][1]).toBe(HOSTILE.length);
+  });
+});
