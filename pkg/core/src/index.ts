@@ -6,3 +6,4 @@ export * from './duration';
 export * from './escape';
 export * from './event';
 export * from './influx';
+export * from './config';

@@ -3,6 +3,7 @@
  * and InfluxQL queries for 1.x. Secrets live only in the target object (from env or files), never in
  * log lines: use describeTarget() to print one.
  */
+import { ConfigError, type ConfigValues, type OptionSpec } from './config';
 
 export interface InfluxV1Target {
   version: 1;
@@ -120,4 +121,51 @@ export async function queryInfluxQL(
     if (r.error) throw new InfluxError(`query failed: ${r.error}`, res.status, text);
     return r.series ?? [];
   });
+}
+
+
+/** The InfluxDB flags shared by `tcplat agent` and `tcplat renderer`. The dialect follows the credentials. */
+export const INFLUX_OPTIONS: readonly OptionSpec[] = [
+  { name: 'influx-url', type: 'string', arg: 'URL', help: 'InfluxDB base URL', default: 'http://127.0.0.1:8086' },
+  { name: 'influx-db', type: 'string', arg: 'DB', help: 'InfluxDB 1.x database (selects v1: /write and InfluxQL)' },
+  { name: 'influx-rp', type: 'string', arg: 'RP', help: 'InfluxDB 1.x retention policy (default: the database default)' },
+  { name: 'influx-user', type: 'string', arg: 'USER', help: 'InfluxDB 1.x user' },
+  { name: 'influx-password', type: 'string', arg: 'PASSWORD', help: 'InfluxDB 1.x password', secret: true },
+  { name: 'influx-org', type: 'string', arg: 'ORG', help: 'InfluxDB 2.x organisation (selects v2: /api/v2/write and Flux)' },
+  { name: 'influx-bucket', type: 'string', arg: 'BUCKET', help: 'InfluxDB 2.x bucket' },
+  { name: 'influx-token', type: 'string', arg: 'TOKEN', help: 'InfluxDB 2.x API token', secret: true },
+];
+
+/** Build the target from loaded config values; errors name the missing or conflicting flags. */
+export function influxTargetFromConfig(v: ConfigValues): InfluxTarget {
+  const url = String(v['influx-url'] ?? '');
+  try {
+    const u = new URL(url);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+  } catch {
+    throw new ConfigError(`--influx-url: expected an http(s) URL such as http://127.0.0.1:8086, got ${JSON.stringify(url)}`);
+  }
+  const v1 = v['influx-db'] !== undefined;
+  const v2 = v['influx-org'] !== undefined || v['influx-bucket'] !== undefined || v['influx-token'] !== undefined;
+  if (v1 && v2) throw new ConfigError('give either --influx-db (InfluxDB 1.x) or --influx-org/--influx-bucket/--influx-token (2.x), not both');
+  if (v1) {
+    const db = String(v['influx-db']);
+    if (db === '') throw new ConfigError('--influx-db: the database name is empty');
+    if (v['influx-password'] !== undefined && v['influx-user'] === undefined) throw new ConfigError('--influx-password given without --influx-user');
+    return {
+      version: 1,
+      url,
+      db,
+      rp: v['influx-rp'] as string | undefined,
+      user: v['influx-user'] as string | undefined,
+      password: v['influx-password'] as string | undefined,
+    };
+  }
+  if (v2) {
+    for (const k of ['influx-org', 'influx-bucket', 'influx-token']) {
+      if (v[k] === undefined || v[k] === '') throw new ConfigError(`InfluxDB 2.x needs --${k} (with --influx-org, --influx-bucket and --influx-token)`);
+    }
+    return { version: 2, url, org: String(v['influx-org']), bucket: String(v['influx-bucket']), token: String(v['influx-token']) };
+  }
+  throw new ConfigError('no InfluxDB database: give --influx-db DB (InfluxDB 1.x) or --influx-org, --influx-bucket and --influx-token (2.x)');
 }
