@@ -7,3 +7,4 @@ export * from './escape';
 export * from './event';
 export * from './influx';
 export * from './config';
+export * from './points';

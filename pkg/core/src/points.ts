@@ -1,0 +1,97 @@
+/**
+ * Points of the tcplat schema, built from typed values: the agent writes them, tests and benchmarks use
+ * them to seed InfluxDB exactly as the agent would.
+ */
+import { BUCKET_FIELDS } from './buckets';
+import type { Histogram } from './histogram';
+import { int, type Fields, type Point } from './lineprotocol';
+import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, SESSION_FIELD, TAG, type ConnectResult, type Family } from './schema';
+
+export interface SeriesTags {
+  host: string;
+  service: string;
+  dst: string;
+  result: ConnectResult;
+}
+
+export interface ConnectPointInput extends SeriesTags {
+  comm: string;
+  family: Family;
+  latencyMs: number;
+  synRetrans: number;
+  pid: number;
+  sport: number;
+  errno?: number;
+  container?: string;
+  /** Events this point stands for when sampled; omitted when 1. */
+  sampleWeight?: number;
+  timeNs: bigint;
+}
+
+export function connectPoint(e: ConnectPointInput): Point {
+  const fields: Fields = {
+    [CONNECT_FIELD.latencyMs]: e.latencyMs,
+    [CONNECT_FIELD.synRetrans]: int(e.synRetrans),
+    [CONNECT_FIELD.pid]: int(e.pid),
+    [CONNECT_FIELD.sport]: int(e.sport),
+  };
+  if (e.errno) fields[CONNECT_FIELD.errno] = int(e.errno);
+  if (e.container) fields[CONNECT_FIELD.container] = e.container;
+  if (e.sampleWeight !== undefined && e.sampleWeight !== 1) fields[CONNECT_FIELD.sampleWeight] = e.sampleWeight;
+  return {
+    measurement: MEASUREMENT.connect,
+    tags: { [TAG.host]: e.host, [TAG.service]: e.service, [TAG.comm]: e.comm, [TAG.dst]: e.dst, [TAG.result]: e.result, [TAG.family]: e.family },
+    fields,
+    timeNs: e.timeNs,
+  };
+}
+
+/**
+ * One tcp_connect_hist point: the exact histogram of one series over one window, stamped with the
+ * window's start. Every bucket field is written (zeros included) so a window's point is complete on its own.
+ */
+export function histPoint(tags: SeriesTags, h: Histogram, windowStartNs: bigint, synRetrans = 0): Point {
+  const fields: Fields = {
+    [HIST_FIELD.count]: int(h.count),
+    [HIST_FIELD.sumMs]: h.sumMs,
+    [HIST_FIELD.minMs]: h.count > 0 ? h.minMs : 0,
+    [HIST_FIELD.maxMs]: h.count > 0 ? h.maxMs : 0,
+    [HIST_FIELD.synRetrans]: int(synRetrans),
+  };
+  for (let i = 0; i < BUCKET_FIELDS.length; i++) fields[BUCKET_FIELDS[i]] = int(h.buckets[i]);
+  return {
+    measurement: MEASUREMENT.connectHist,
+    tags: { [TAG.host]: tags.host, [TAG.service]: tags.service, [TAG.dst]: tags.dst, [TAG.result]: tags.result },
+    fields,
+    timeNs: windowStartNs,
+  };
+}
+
+export interface SessionPointInput {
+  host: string;
+  service: string;
+  comm: string;
+  dst: string;
+  family: Family;
+  lifespanMs: number;
+  txKb: number;
+  rxKb: number;
+  pid: number;
+  sport: number;
+  timeNs: bigint;
+}
+
+export function sessionPoint(s: SessionPointInput): Point {
+  return {
+    measurement: MEASUREMENT.session,
+    tags: { [TAG.host]: s.host, [TAG.service]: s.service, [TAG.comm]: s.comm, [TAG.dst]: s.dst, [TAG.family]: s.family },
+    fields: {
+      [SESSION_FIELD.lifespanMs]: s.lifespanMs,
+      [SESSION_FIELD.txKb]: s.txKb,
+      [SESSION_FIELD.rxKb]: s.rxKb,
+      [SESSION_FIELD.pid]: int(s.pid),
+      [SESSION_FIELD.sport]: int(s.sport),
+    },
+    timeNs: s.timeNs,
+  };
+}
