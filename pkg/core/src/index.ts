@@ -8,3 +8,4 @@ export * from './event';
 export * from './influx';
 export * from './config';
 export * from './points';
+export * from './query';

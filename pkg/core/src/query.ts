@@ -1,0 +1,303 @@
+/**
+ * Query builders for `tcp_connect_hist`, in both dialects (InfluxQL for 1.x, Flux for 2.x), and the
+ * parsers that turn either answer into the same rows. Used by the renderer and the Grafana datasource.
+ *
+ * Every user value reaches the query through quote() (escape.ts); numbers are checked to be finite
+ * integers before they are printed. Aggregation happens in the database: bucket fields, count, sum and
+ * syn_retrans are SUMMED over every point in a time bin (the agent may write several points per series
+ * per window: late events are stamped window start + k ns), min_ms takes the minimum and max_ms the maximum.
+ *
+ * Time bins are aligned to the Unix epoch in both dialects (InfluxQL `GROUP BY time()` and Flux
+ * `aggregateWindow` both align to 1970-01-01), each row is stamped with its bin's start, and the range is
+ * [fromMs, toMs). Empty bins are not returned.
+ */
+import { BUCKET_FIELDS } from './buckets';
+import { MAX_TIME_MS } from './duration';
+import { QueryValueError, quote } from './escape';
+import { HIST_FIELD, MEASUREMENT, TAG } from './schema';
+
+/** Tags of tcp_connect_hist that queries filter and group by. */
+export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
+export type HistQueryTag = (typeof HIST_QUERY_TAGS)[number];
+
+/**
+ * What to read: `buckets` (every bucket field, summed), `count`, `sum` (sum_ms), `min` (min_ms),
+ * `max` (max_ms), `synRetrans` (syn_retrans, summed).
+ */
+export const HIST_METRICS = ['buckets', 'count', 'sum', 'min', 'max', 'synRetrans'] as const;
+export type HistMetric = (typeof HIST_METRICS)[number];
+
+export interface HistQuery {
+  /** Exact-match filters: a series matches when its tag equals any listed value. Absent or empty: no filter. */
+  filters?: Partial<Record<HistQueryTag, readonly string[]>>;
+  /** Inclusive start, epoch ms. */
+  fromMs: number;
+  /** Exclusive end, epoch ms. */
+  toMs: number;
+  /** Width of a time bin, ms (a positive integer). */
+  windowMs: number;
+  metrics: readonly HistMetric[];
+  /** Tags to keep apart (one row per bin per combination); absent: everything summed together. */
+  groupBy?: readonly HistQueryTag[];
+}
+
+export type HistAgg = 'sum' | 'min' | 'max';
+
+export interface HistColumn {
+  /** Field name in tcp_connect_hist, also the column name in the answer. */
+  field: string;
+  agg: HistAgg;
+}
+
+/** The fields a query reads and how each is aggregated, in a fixed order (buckets first). */
+export function histColumns(metrics: readonly HistMetric[]): HistColumn[] {
+  const want = new Set(metrics);
+  const out: HistColumn[] = [];
+  if (want.has('buckets')) for (const f of BUCKET_FIELDS) out.push({ field: f, agg: 'sum' });
+  if (want.has('count')) out.push({ field: HIST_FIELD.count, agg: 'sum' });
+  if (want.has('sum')) out.push({ field: HIST_FIELD.sumMs, agg: 'sum' });
+  if (want.has('min')) out.push({ field: HIST_FIELD.minMs, agg: 'min' });
+  if (want.has('max')) out.push({ field: HIST_FIELD.maxMs, agg: 'max' });
+  if (want.has('synRetrans')) out.push({ field: HIST_FIELD.synRetrans, agg: 'sum' });
+  return out;
+}
+
+/** Validate a query's shape; throws QueryValueError naming the bad part. Returns normalised parts. */
+function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: HistQueryTag[]; columns: HistColumn[] } {
+  const int = (name: string, v: number, min: number, max: number) => {
+    if (!Number.isSafeInteger(v) || v < min || v > max) throw new QueryValueError(`${name} must be an integer in ${min}..${max}, got ${v}`);
+  };
+  int('fromMs', q.fromMs, 0, MAX_TIME_MS);
+  int('toMs', q.toMs, 0, MAX_TIME_MS);
+  if (q.toMs <= q.fromMs) throw new QueryValueError(`toMs (${q.toMs}) must be after fromMs (${q.fromMs})`);
+  int('windowMs', q.windowMs, 1, MAX_TIME_MS);
+  for (const m of q.metrics) if (!(HIST_METRICS as readonly string[]).includes(m)) throw new QueryValueError(`unknown metric ${JSON.stringify(m)}`);
+  const columns = histColumns(q.metrics);
+  if (columns.length === 0) throw new QueryValueError('a query needs at least one metric');
+  const filters: [HistQueryTag, string[]][] = [];
+  for (const tag of HIST_QUERY_TAGS) {
+    const values = q.filters?.[tag];
+    if (values === undefined || values.length === 0) continue;
+    for (const v of values) if (typeof v !== 'string') throw new QueryValueError(`filter ${tag}: expected strings, got ${typeof v}`);
+    // Deduplicate and sort: the same filter always gives the same query text (cache keys, golden tests).
+    filters.push([tag, [...new Set(values)].sort()]);
+  }
+  for (const k of Object.keys(q.filters ?? {})) {
+    if (!(HIST_QUERY_TAGS as readonly string[]).includes(k)) throw new QueryValueError(`cannot filter on ${JSON.stringify(k)}: use one of ${HIST_QUERY_TAGS.join(', ')}`);
+  }
+  const groupBy: HistQueryTag[] = [];
+  for (const g of q.groupBy ?? []) {
+    if (!(HIST_QUERY_TAGS as readonly string[]).includes(g)) throw new QueryValueError(`cannot group by ${JSON.stringify(g)}: use one of ${HIST_QUERY_TAGS.join(', ')}`);
+    if (!groupBy.includes(g)) groupBy.push(g);
+  }
+  return { filters, groupBy, columns };
+}
+
+/**
+ * InfluxQL for InfluxDB 1.x. The database and retention policy are not part of the text: they go in the
+ * request's `db`/`rp` parameters (queryInfluxQL does that). Long filter lists make long queries: send it
+ * with POST.
+ */
+export function buildInfluxQLHistQuery(q: HistQuery): string {
+  const { filters, groupBy, columns } = check(q);
+  const id = (s: string) => quote('influxql-ident', s);
+  const select = columns.map((c) => `${c.agg}(${id(c.field)}) AS ${id(c.field)}`).join(', ');
+  const where = [`time >= ${q.fromMs}ms`, `time < ${q.toMs}ms`];
+  for (const [tag, values] of filters) {
+    const alts = values.map((v) => `${id(tag)} = ${quote('influxql-string', v)}`);
+    where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
+  }
+  const group = [`time(${q.windowMs}ms)`, ...groupBy.map(id)].join(', ');
+  return `SELECT ${select} FROM ${id(MEASUREMENT.connectHist)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
+}
+
+function fluxTime(ms: number): string {
+  // RFC 3339 date-time literal, from a checked integer: never from user text.
+  return new Date(ms).toISOString();
+}
+
+/**
+ * Flux for InfluxDB 2.x. Two aggregation passes per function: first per series and bin (the shape that
+ * the storage engine pushes down: range |> filter |> aggregateWindow), then across series after
+ * regrouping by field (and the groupBy tags), so points of many hosts, results or late writes in one bin
+ * add up. Then one pivot puts the fields side by side: one row per bin (per group), columns named as the
+ * fields, like the InfluxQL answer.
+ */
+export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): string {
+  const { filters, groupBy, columns } = check(q);
+  const s = (v: string) => quote('flux-string', v);
+  const col = (tag: string) => `r[${s(tag)}]`;
+  const every = `${q.windowMs}ms`;
+  const lines: string[] = [];
+  lines.push(`data = from(bucket: ${s(opts.bucket)})`);
+  lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
+  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(MEASUREMENT.connectHist)})`);
+  for (const [tag, values] of filters) {
+    lines.push(`  |> filter(fn: (r) => ${values.map((v) => `${col(tag)} == ${s(v)}`).join(' or ')})`);
+  }
+  const groupCols = `[${['_field', ...groupBy].map(s).join(', ')}]`;
+  const streams: string[] = [];
+  for (const agg of ['sum', 'min', 'max'] as const) {
+    const fields = columns.filter((c) => c.agg === agg).map((c) => c.field);
+    if (fields.length === 0) continue;
+    const name = `${agg}s`;
+    streams.push(name);
+    const window = `aggregateWindow(every: ${every}, fn: ${agg}, createEmpty: false, timeSrc: "_start")`;
+    lines.push('');
+    lines.push(`${name} = data`);
+    lines.push(`  |> filter(fn: (r) => ${fields.map((f) => `r._field == ${s(f)}`).join(' or ')})`);
+    lines.push(`  |> ${window}`);
+    lines.push(`  |> group(columns: ${groupCols})`);
+    lines.push(`  |> ${window}`);
+  }
+  lines.push('');
+  lines.push(streams.length === 1 ? streams[0] : `union(tables: [${streams.join(', ')}])`);
+  lines.push(`  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`);
+  lines.push(`  |> group(columns: [${groupBy.map(s).join(', ')}])`);
+  lines.push(`  |> sort(columns: ["_time"])`);
+  lines.push(`  |> yield(name: "hist")`);
+  return lines.join('\n') + '\n';
+}
+
+/** One time bin (of one group) of a histogram query's answer, the same for both dialects. */
+export interface HistRow {
+  /** Bin start, epoch ms. */
+  timeMs: number;
+  /** Values of the groupBy tags ("" when a series has no such tag). */
+  tags: Record<string, string>;
+  /** Field name -> aggregated value; a missing value (no point had the field) is absent. */
+  values: Record<string, number>;
+}
+
+/** The shape queryInfluxQL returns for one statement. */
+export interface InfluxQLSeriesLike {
+  tags?: Record<string, string>;
+  columns: string[];
+  values: unknown[][];
+}
+
+/** Rows from an InfluxQL answer (queried with epoch=ms). */
+export function histRowsFromInfluxQL(series: readonly InfluxQLSeriesLike[], groupBy: readonly HistQueryTag[] = []): HistRow[] {
+  const out: HistRow[] = [];
+  for (const sr of series) {
+    const tags: Record<string, string> = {};
+    for (const g of groupBy) tags[g] = sr.tags?.[g] ?? '';
+    const ti = sr.columns.indexOf('time');
+    for (const v of sr.values) {
+      const values: Record<string, number> = {};
+      for (let i = 0; i < sr.columns.length; i++) {
+        if (i === ti) continue;
+        const x = v[i];
+        if (typeof x === 'number' && Number.isFinite(x)) values[sr.columns[i]] = x;
+      }
+      out.push({ timeMs: Number(v[ti]), tags, values });
+    }
+  }
+  return out.sort((a, b) => a.timeMs - b.timeMs);
+}
+
+export class FluxResultError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FluxResultError';
+  }
+}
+
+/** Parse CSV text (RFC 4180: quoted fields, doubled quotes, CRLF or LF) into records of strings. */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let i = 0;
+  let quoted = false;
+  let any = false;
+  while (i < text.length) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i += 2;
+          continue;
+        }
+        quoted = false;
+        i++;
+        continue;
+      }
+      field += c;
+      i++;
+      continue;
+    }
+    if (c === '"') {
+      quoted = true;
+      any = true;
+      i++;
+    } else if (c === ',') {
+      row.push(field);
+      field = '';
+      any = true;
+      i++;
+    } else if (c === '\r' || c === '\n') {
+      if (any || field !== '') row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+      any = false;
+      i += c === '\r' && text[i + 1] === '\n' ? 2 : 1;
+    } else {
+      field += c;
+      any = true;
+      i++;
+    }
+  }
+  if (any || field !== '') {
+    row.push(field);
+    rows.push(row);
+  }
+  return rows;
+}
+
+/**
+ * Rows from a Flux answer in annotated CSV (`Accept: application/csv`, the /api/v2/query default dialect):
+ * tables separated by blank lines, each with optional `#datatype`/`#group`/`#default` annotation rows and
+ * a header row. An error table (`error,reference` header) becomes a FluxResultError.
+ */
+export function histRowsFromFluxCsv(text: string, groupBy: readonly HistQueryTag[] = []): HistRow[] {
+  const out: HistRow[] = [];
+  let header: string[] | null = null;
+  for (const rec of parseCsv(text)) {
+    if (rec.length === 0 || (rec.length === 1 && rec[0] === '')) {
+      header = null; // blank line: the next table brings its own header
+      continue;
+    }
+    if (rec[0].startsWith('#')) {
+      header = null;
+      continue;
+    }
+    if (header === null) {
+      header = rec;
+      continue;
+    }
+    if (header.includes('error') && header.includes('reference')) {
+      throw new FluxResultError(`Flux query failed: ${rec[header.indexOf('error')] ?? 'unknown error'}`);
+    }
+    const values: Record<string, number> = {};
+    const tags: Record<string, string> = {};
+    let timeMs = NaN;
+    for (let i = 0; i < header.length; i++) {
+      const name = header[i];
+      const x = rec[i] ?? '';
+      if (name === '_time') timeMs = Date.parse(x);
+      else if ((groupBy as readonly string[]).includes(name)) tags[name] = x;
+      else if (name === '' || name === 'result' || name === 'table' || name.startsWith('_')) continue;
+      else if (x !== '') {
+        const n = Number(x);
+        if (Number.isFinite(n)) values[name] = n;
+      }
+    }
+    if (!Number.isFinite(timeMs)) throw new FluxResultError(`Flux answer row without a valid _time: ${rec.join(',').slice(0, 200)}`);
+    for (const g of groupBy) if (!(g in tags)) tags[g] = '';
+    out.push({ timeMs, tags, values });
+  }
+  return out.sort((a, b) => a.timeMs - b.timeMs);
+}
