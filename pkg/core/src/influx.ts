@@ -30,10 +30,21 @@ export class InfluxError extends Error {
     /** HTTP status, or 0 when the server could not be reached. */
     readonly status: number,
     readonly body = '',
+    /** The server's Retry-After (429/503), in ms, when it sent one. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'InfluxError';
   }
+}
+
+/** Retry-After as ms: delta-seconds or an HTTP date (RFC 9110). Undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | null | undefined, nowMs: number = Date.now()): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isFinite(t) ? Math.max(0, t - nowMs) : undefined;
 }
 
 function base(url: string): string {
@@ -68,17 +79,39 @@ export function writeUrl(t: InfluxTarget): string {
   return `${base(t.url)}/write?${q}`;
 }
 
-/** Write a line-protocol body (uncompressed). Throws InfluxError on any non-2xx answer. */
-export async function writeLines(t: InfluxTarget, body: string, signal?: AbortSignal): Promise<void> {
+export interface WriteOptions {
+  signal?: AbortSignal;
+  /** The body is already gzip-compressed line protocol (sent with Content-Encoding: gzip). */
+  gzip?: boolean;
+}
+
+/**
+ * Write a line-protocol body. Throws InfluxError on any non-2xx answer, with the status, InfluxDB's
+ * message and Retry-After (ms) so a caller can sort retry / throttle / split / dead-letter.
+ */
+export async function writeLines(t: InfluxTarget, body: string | Uint8Array, opts: AbortSignal | WriteOptions = {}): Promise<void> {
+  const o: WriteOptions = opts instanceof AbortSignal ? { signal: opts } : opts;
+  const headers: Record<string, string> = { ...authHeaders(t), 'Content-Type': 'text/plain; charset=utf-8' };
+  if (o.gzip) headers['Content-Encoding'] = 'gzip';
   let res: Response;
   try {
-    res = await fetch(writeUrl(t), { method: 'POST', headers: { ...authHeaders(t), 'Content-Type': 'text/plain; charset=utf-8' }, body, signal });
+    res = await fetch(writeUrl(t), { method: 'POST', headers, body, signal: o.signal });
   } catch (e) {
-    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+    const err = e as Error & { cause?: { message?: string } };
+    const why = err.cause?.message ? `${err.message}: ${err.cause.message}` : err.message;
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${why}`, 0);
   }
-  if (res.status >= 200 && res.status < 300) return;
+  if (res.status >= 200 && res.status < 300) {
+    await res.arrayBuffer().catch(() => undefined);
+    return;
+  }
   const text = await res.text().catch(() => '');
-  throw new InfluxError(`write to ${describeTarget(t)} failed: HTTP ${res.status}: ${text.trim()}`, res.status, text);
+  throw new InfluxError(
+    `write to ${describeTarget(t)} failed: HTTP ${res.status}: ${text.trim()}`,
+    res.status,
+    text,
+    parseRetryAfter(res.headers.get('retry-after')),
+  );
 }
 
 export interface InfluxSeries {
