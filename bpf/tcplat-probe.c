@@ -790,10 +790,11 @@ static int attach(struct tcplat_bpf *skel, bool use_btf)
 {
 	struct bpf_program *progs[2];
 	struct bpf_link *link;
+	int n = 2;
 
 	progs[0] = use_btf ? skel->progs.btf_inet_sock_set_state : skel->progs.tp_inet_sock_set_state;
 	progs[1] = use_btf ? skel->progs.btf_tcp_retransmit_skb : skel->progs.tp_tcp_retransmit_skb;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < n; i++) {
 		link = bpf_program__attach(progs[i]);
 		if (!link) {
 			int err = -errno;
@@ -850,7 +851,7 @@ int main(int argc, char **argv)
 	struct ring_buffer *rb = NULL;
 	struct btf *vmlinux = NULL;
 	bool use_btf, have_btf_tp;
-	int retrans_nargs, err = 0, ret = 1;
+	int retrans_nargs, err = 0, ret = 1, busy_rounds = 0;
 	int64_t next_stats = 0, stats_ns = (int64_t)(opt.stats_interval * 1e9);
 	char filters[2048];
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -927,18 +928,33 @@ int main(int argc, char **argv)
 	if (stats_ns > 0)
 		next_stats = ts_of(CLOCK_MONOTONIC) + stats_ns;
 	while (!exiting) {
-		int timeout_ms = 1000;
+		/* The kernel side wakes us only for the first event after a quiet
+		 * period (see WAKEUP_NS in tcplat.bpf.c); while events flow, poll
+		 * every 10 ms, and keep doing so for two empty rounds. */
+		int timeout_ms = busy_rounds > 0 ? 10 : 1000;
+		int n;
 
 		if (stats_ns > 0) {
 			int64_t left = next_stats - ts_of(CLOCK_MONOTONIC);
+			int to_stats = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
 
-			timeout_ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+			if (to_stats < timeout_ms)
+				timeout_ms = to_stats;
 		}
-		err = ring_buffer__poll(rb, timeout_ms);
-		if (err < 0 && err != -EINTR) {
+		n = ring_buffer__poll(rb, timeout_ms);
+		if (n < 0 && n != -EINTR) {
+			logf_("reading the ring buffer failed: %s", strerror(-n));
+			goto out;
+		}
+		err = ring_buffer__consume(rb); /* records submitted without a wakeup */
+		if (err < 0) {
 			logf_("reading the ring buffer failed: %s", strerror(-err));
 			goto out;
 		}
+		if (n > 0 || err > 0)
+			busy_rounds = 2;
+		else if (busy_rounds > 0)
+			busy_rounds--;
 		flush_out();
 		if (stats_ns > 0 && ts_of(CLOCK_MONOTONIC) >= next_stats) {
 			print_stats(skel);

@@ -33,6 +33,8 @@
 #define EAGAIN 11
 #define ENOMEM 12
 #define EBUSY 16
+#define SO_EE_ORIGIN_ICMP 2
+#define SO_EE_ORIGIN_ICMP6 3
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -50,6 +52,15 @@ const volatile bool retrans_has_err = false;
 /* Last start timestamp handed out, host-wide: start_ns values are strictly
  * increasing, so (host, ts_ns) is unique and ordered by SYN time. */
 __u64 last_start_ns = 0;
+
+/* Waking the reader costs an irq_work (a self-IPI: a VM exit under
+ * virtualisation), several microseconds per event if done for every event, as
+ * the ring buffer does by default. Instead: wake it for the first event after
+ * a quiet WAKEUP_NS, or when the buffer fills up; the reader, once awake,
+ * polls every WAKEUP_NS until the stream stops. Own section: written by every
+ * CPU, kept off last_start_ns's cache line. */
+#define WAKEUP_NS (10 * 1000 * 1000ULL)
+__u64 last_wakeup_ns SEC(".data.wakeup") = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -136,6 +147,18 @@ static __always_inline bool cgroup_matches(void)
 	return false;
 }
 
+static __always_inline __u64 wakeup_flags(__u64 now)
+{
+	if (now - last_wakeup_ns >= WAKEUP_NS) {
+		last_wakeup_ns = now; /* racy on purpose: at worst one extra wakeup */
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
+	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 8)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline int on_syn_sent(struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -167,6 +190,27 @@ static __always_inline int on_syn_sent(struct sock *sk)
 	return 0;
 }
 
+/* errno of the newest ICMP/ICMPv6 error queued on the socket, or 0. */
+static __always_inline int queued_icmp_error(struct sock *sk)
+{
+	struct sock_exterr_skb *serr;
+	struct sk_buff *skb;
+	__u32 eno = 0;
+	__u8 origin = 0;
+
+	if (!BPF_CORE_READ(sk, sk_error_queue.qlen))
+		return 0;
+	skb = BPF_CORE_READ(sk, sk_error_queue.prev);
+	if (!skb)
+		return 0;
+	serr = (struct sock_exterr_skb *)&skb->cb; /* SKB_EXT_ERR() */
+	bpf_core_read(&origin, sizeof(origin), &serr->ee.ee_origin);
+	if (origin != SO_EE_ORIGIN_ICMP && origin != SO_EE_ORIGIN_ICMP6)
+		return 0;
+	bpf_core_read(&eno, sizeof(eno), &serr->ee.ee_errno);
+	return eno;
+}
+
 static __always_inline bool is_v4mapped(const __u32 *a)
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
@@ -192,12 +236,18 @@ static __always_inline int on_done(struct sock *sk, bool ok)
 
 	if (!ok) {
 		/* tcp_reset(), tcp_write_err() and tcp_v4/v6_err() set sk_err before
-		 * tcp_done() moves the socket to CLOSE. An ICMP error that arrived
-		 * while the socket was locked by its owner only lands in sk_err_soft.
-		 * 0 in both: nobody but the application ended the attempt. */
+		 * tcp_done() moves the socket to CLOSE. An ICMP error that arrives
+		 * while the owner holds the socket lock (a local firewall REJECT:
+		 * the ICMP comes back inside connect()) is only a soft error, which
+		 * the application may already have read (SO_ERROR clears it) before
+		 * closing the socket itself; the ICMP's own record is then still on
+		 * the socket's error queue. Nothing anywhere: the application gave
+		 * up on its own. */
 		err = BPF_CORE_READ(sk, sk_err);
 		if (!err)
 			err = BPF_CORE_READ(sk, sk_err_soft);
+		if (!err)
+			err = queued_icmp_error(sk);
 	}
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -241,7 +291,7 @@ static __always_inline int on_done(struct sock *sk, bool ok)
 	}
 	e->family = family;
 
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags(now));
 	count(TCPLAT_CNT_SUBMITTED);
 out:
 	bpf_map_delete_elem(&inflight, &key);
