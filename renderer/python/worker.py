@@ -1,0 +1,313 @@
+#!/usr/bin/python3
+"""tcplat renderer worker: a long-lived Matplotlib (Agg) process fed over stdin/stdout.
+
+Started once by the renderer's worker pool and reused for many renders: importing matplotlib costs far
+more than drawing a chart, so no Python process is spawned per request.
+
+Framing (all integers unsigned 32-bit big-endian):
+  request  = u32 length, then that many bytes of UTF-8 JSON
+  reply    = u32 header length, u32 body length, header (UTF-8 JSON), body (PNG bytes; empty on error)
+The first reply, sent unasked, is {"ready": true, ...} once matplotlib is imported.
+A failed render answers {"ok": false, "error": "..."} and the worker keeps serving.
+
+Only matplotlib.figure.Figure with FigureCanvasAgg is used, never pyplot: no global figure registry, so
+nothing accumulates between renders, and each figure is cleared and dropped after it is drawn.
+All data arrive prepared (bins, bucket edges, quantiles): this file only draws.
+"""
+import gc
+import io
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+import zoneinfo
+
+import matplotlib
+
+matplotlib.use("Agg")
+# Titles, legends and messages carry user text (service and destination names): never read "$...$" in
+# them as mathtext, which would both reinterpret the text and raise on malformed input.
+matplotlib.rcParams["text.parse_math"] = False
+import matplotlib.dates as mdates  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+DPI = 100
+MS_PER_DAY = 86_400_000.0
+
+# Grafana's own colours, so an embedded image sits in a panel without a visible seam.
+THEMES = {
+    "dark": {
+        "bg": "#181b1f",  # panel background
+        "plot": "#111217",  # canvas: the plot area reads as a well, like Grafana's heatmap
+        "text": "#ccccdc",
+        "muted": "#8e8e9e",
+        "grid": "#2c3235",
+        "cmap": "plasma",
+        "series": ["#73bf69", "#f2cc0c", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8ab8ff", "#96d98d"],
+        "p50": "#8ab8ff",
+        "p99": "#ffffff",
+        "error": "#f2495c",
+    },
+    "light": {
+        "bg": "#ffffff",
+        "plot": "#f4f5f5",
+        "text": "#24292e",
+        "muted": "#6e6e7e",
+        "grid": "#dcdee0",
+        "cmap": "viridis",
+        "series": ["#37872d", "#c4a000", "#1f60c4", "#fa6400", "#c4162a", "#8f3bb8", "#3274d9", "#56a64b"],
+        "p50": "#1f60c4",
+        "p99": "#c4162a",
+        "error": "#c4162a",
+    },
+}
+
+
+def read_exact(stream, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def send(out, header, body=b""):
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    out.write(struct.pack(">II", len(h), len(body)) + h + body)
+    out.flush()
+
+
+def human_latency(ms):
+    if ms >= 1000:
+        v, unit = ms / 1000.0, "s"
+    elif ms >= 1:
+        v, unit = ms, "ms"
+    else:
+        v, unit = ms * 1000.0, "µs"
+    return ("%g" % float("%.2g" % v)) + " " + unit
+
+
+def human_count(x):
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return ("%g" % float("%.3g" % (x / div))) + suffix
+    return "%g" % float("%.3g" % x)
+
+
+def new_figure(req):
+    theme = THEMES.get(req.get("theme"), THEMES["dark"])
+    w, h = int(req["width"]), int(req["height"])
+    fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI, facecolor=theme["bg"])
+    FigureCanvasAgg(fig)
+    return fig, theme, w, h
+
+
+def style_axes(ax, theme):
+    ax.set_facecolor(theme["plot"])
+    for s in ax.spines.values():
+        s.set_color(theme["grid"])
+    ax.tick_params(colors=theme["text"], which="both", labelsize=8.5)
+    ax.xaxis.label.set_color(theme["text"])
+    ax.yaxis.label.set_color(theme["text"])
+
+
+def add_titles(fig, req, theme, w, h):
+    # Titles sit in fixed pixel rows so that small panels keep them readable.
+    fig.text(10 / w, 1 - 8 / h, req.get("title", ""), ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
+    if req.get("subtitle"):
+        fig.text(10 / w, 1 - 26 / h, req["subtitle"], ha="left", va="top", color=theme["muted"], fontsize=8.5)
+
+
+def time_axis(ax, req, theme):
+    tz = zoneinfo.ZoneInfo(req.get("tz") or "UTC")
+    locator = mdates.AutoDateLocator(tz=tz, minticks=3, maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    fmt = mdates.ConciseDateFormatter(locator, tz=tz, show_offset=True)
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.get_offset_text().set_color(theme["muted"])
+    ax.xaxis.get_offset_text().set_fontsize(8)
+    ax.set_xlim(req["from_ms"] / MS_PER_DAY, req["to_ms"] / MS_PER_DAY)
+
+
+def latency_axis(ax, lo, hi):
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    decades = [10.0 ** e for e in range(-2, 5) if lo <= 10.0 ** e <= hi]
+    ax.yaxis.set_major_locator(FixedLocator(decades))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(v)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5), numticks=20))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def margins(fig, w, h, right_px):
+    left, bottom, top = 84, 40, 44
+    fig.subplots_adjust(left=left / w, right=1 - right_px / w, bottom=bottom / h, top=1 - top / h)
+
+
+def nan_array(values):
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def render_heatmap(req):
+    fig, theme, w, h = new_figure(req)
+    margins(fig, w, h, 92)
+    ax = fig.add_subplot(1, 1, 1)
+    style_axes(ax, theme)
+    nbins = int(req["bins"])
+    edges_y = np.asarray(req["y_edges_ms"], dtype=float)
+    counts = np.asarray(req["counts"], dtype=float).reshape(nbins, len(edges_y) - 1)
+    x = (req["from_ms"] + np.arange(nbins + 1, dtype=float) * req["window_ms"]) / MS_PER_DAY
+    data = np.ma.masked_less_equal(counts.T, 0)
+    vmax = max(2.0, float(counts.max()) if counts.size else 2.0)
+    mesh = ax.pcolormesh(x, edges_y, data, cmap=theme["cmap"], norm=LogNorm(vmin=1, vmax=vmax), shading="flat", rasterized=True)
+    latency_axis(ax, edges_y[0], edges_y[-1])
+    time_axis(ax, req, theme)
+    ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
+    ax.set_ylabel("connect latency", fontsize=9)
+    centres = x[:-1] + (x[1:] - x[:-1]) / 2
+    for name in ("p50", "p90", "p99", "max"):
+        line = req.get("overlays", {}).get(name)
+        if line is None:
+            continue
+        colour = theme.get(name, theme["text"])
+        ax.plot(centres, nan_array(line), color=colour, linewidth=1.2, linestyle="-" if name == "p50" else "--", label=name)
+    if req.get("overlays"):
+        leg = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
+        leg.get_frame().set_alpha(0.8)
+    cax = fig.add_axes((1 - 80 / w, 40 / h, 12 / w, 1 - 84 / h))
+    cb = fig.colorbar(mesh, cax=cax)
+    cb.outline.set_edgecolor(theme["grid"])
+    cb.ax.tick_params(colors=theme["text"], labelsize=8)
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_count(v)))
+    cb.ax.yaxis.set_minor_formatter(NullFormatter())
+    cb.set_label(req.get("colour_label", "connections per cell"), color=theme["text"], fontsize=8.5)
+    add_titles(fig, req, theme, w, h)
+    return fig
+
+
+def render_percentiles(req):
+    fig, theme, w, h = new_figure(req)
+    margins(fig, w, h, 16 if w < 500 else 150)
+    gs = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
+    ax = fig.add_subplot(gs[0])
+    axe = fig.add_subplot(gs[1], sharex=ax)
+    for a in (ax, axe):
+        style_axes(a, theme)
+        a.grid(True, which="major", color=theme["grid"], linewidth=0.6, alpha=0.6)
+    x = (np.asarray(req["times_ms"], dtype=float) + req["window_ms"] / 2) / MS_PER_DAY
+    styles = {"p50": ("-", 1.6), "p90": ("--", 1.1), "p99": (":", 1.4), "max": ((0, (1, 3)), 0.8)}
+    lo, hi = req["y_edges_ms"][0], req["y_edges_ms"][-1]
+    seen_hi = 0.0
+    seen_lo = hi
+    handles = []
+    for i, s in enumerate(req["series"]):
+        colour = theme["series"][i % len(theme["series"])]
+        for q in req.get("quantiles", ["p50", "p90", "p99", "max"]):
+            y = nan_array(s[q])
+            if np.isfinite(y).any():
+                seen_hi = max(seen_hi, float(np.nanmax(y)))
+                seen_lo = min(seen_lo, float(np.nanmin(y[y > 0])) if (y > 0).any() else seen_lo)
+            ls, lw = styles[q]
+            (line,) = ax.plot(x, y, color=colour, linestyle=ls, linewidth=lw, marker="o" if len(x) < 3 else None, markersize=3)
+            if q == "p50":
+                line.set_label(s["name"])
+                handles.append(line)
+        err = nan_array(s["error_pct"])
+        axe.plot(x, err, color=colour, linewidth=1.2, marker="o" if len(x) < 3 else None, markersize=3)
+    # y range: the data's own decades, inside the shared bucket range.
+    if seen_hi > 0:
+        lo = max(lo, 10 ** np.floor(np.log10(max(seen_lo, 1e-3)) - 0.0))
+        hi = min(hi, 10 ** np.ceil(np.log10(seen_hi) + 1e-9))
+        if hi <= lo:
+            hi = lo * 10
+    latency_axis(ax, lo, hi)
+    ax.set_ylabel("connect latency", fontsize=9)
+    ax.tick_params(labelbottom=False)
+    axe.set_ylabel("errors %", fontsize=9)
+    axe.set_ylim(bottom=0)
+    top = axe.get_ylim()[1]
+    axe.set_ylim(0, max(1.0, top))
+    time_axis(ax, req, theme)
+    axe.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(3))
+    if w >= 500:
+        leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelcolor=theme["text"], title="destination")
+        leg.get_title().set_color(theme["muted"])
+        leg.get_title().set_fontsize(8)
+        keys = [ax.plot([], [], color=theme["muted"], linestyle=styles[q][0], linewidth=styles[q][1], label=q)[0] for q in req.get("quantiles", [])]
+        ax.add_artist(leg)
+        leg2 = ax.legend(handles=keys, loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8, frameon=False, labelcolor=theme["text"])
+        leg2.set_in_layout(False)
+    add_titles(fig, req, theme, w, h)
+    return fig
+
+
+def render_message(req):
+    """An image that says why there is nothing to plot (no data in range): panels and alerts embed it."""
+    fig, theme, w, h = new_figure(req)
+    add_titles(fig, req, theme, w, h)
+    fig.text(0.5, 0.5, req.get("message", "No data"), ha="center", va="center", color=theme["text"], fontsize=16 if w >= 300 else 11)
+    if req.get("detail"):
+        fig.text(0.5, 0.5 - 28 / h, req["detail"], ha="center", va="top", color=theme["muted"], fontsize=9, wrap=True)
+    return fig
+
+
+RENDERERS = {"heatmap": render_heatmap, "percentiles": render_percentiles, "message": render_message}
+
+
+def png(fig):
+    buf = io.BytesIO()
+    fig.canvas.print_png(buf)
+    return buf.getvalue()
+
+
+def main():
+    inp = sys.stdin.buffer
+    out = sys.stdout.buffer
+    # Anything printed by a library must not corrupt the frames on stdout.
+    sys.stdout = sys.stderr
+    send(out, {"ready": True, "pid": os.getpid(), "matplotlib": matplotlib.__version__, "numpy": np.__version__})
+    served = 0
+    while True:
+        raw = read_exact(inp, 4)
+        if raw is None:
+            return 0
+        (n,) = struct.unpack(">I", raw)
+        payload = read_exact(inp, n)
+        if payload is None:
+            return 0
+        started = time.perf_counter()
+        fig = None
+        req = None
+        try:
+            req = json.loads(payload)
+            rid = req.get("id")
+            if req.get("delay_ms"):  # test hook: lets tests kill a worker in the middle of a request
+                time.sleep(float(req["delay_ms"]) / 1000.0)
+            fig = RENDERERS[req["kind"]](req)
+            body = png(fig)
+            send(out, {"id": rid, "ok": True, "render_ms": round((time.perf_counter() - started) * 1000, 2)}, body)
+        except Exception as e:  # noqa: BLE001 - report any failure and keep serving
+            traceback.print_exc(file=sys.stderr)
+            send(out, {"id": req.get("id") if isinstance(req, dict) else None, "ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+        finally:
+            if fig is not None:
+                fig.clear()
+                del fig
+            served += 1
+            if served % 50 == 0:
+                gc.collect()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BrokenPipeError, KeyboardInterrupt):
+        sys.exit(0)

@@ -1,0 +1,369 @@
+/**
+ * The renderer as a fastify plugin: routes, auth, cache, overload control and error mapping.
+ * buildApp() wires it with an InfluxDB source and a started worker pool; tests use app.inject().
+ */
+import crypto from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { DurationError, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
+import { canonicalQueryString, checkAuth, linkSecret, signLink, type AuthConfig } from './auth';
+import { ImageCache, type CachedImage } from './cache';
+import { chartQuery, heatmapChart, percentilesChart } from './charts';
+import type { RendererConfig } from './config';
+import { influxSource, type HistSource } from './data';
+import { RendererMetrics } from './metrics';
+import { canonicalKey, parseRenderParams, ParamError, type ChartKind } from './params';
+import { PoolOverloadedError, RenderError, WorkerPool } from './pool';
+
+export interface RendererDeps {
+  config: RendererConfig;
+  source: HistSource;
+  pool: WorkerPool;
+  now?: () => number;
+}
+
+export const ROUTES = {
+  heatmap: '/render/heatmap.png',
+  percentiles: '/render/percentiles.png',
+  seedHeatmap: '/visualize/tcp-latency-heatmap',
+  links: '/links',
+  healthz: '/healthz',
+  metrics: '/metrics',
+} as const;
+
+const SIGNABLE: Record<string, ChartKind> = { [ROUTES.heatmap]: 'heatmap', [ROUTES.percentiles]: 'percentiles' };
+
+const LIST = { type: 'array', items: { type: 'string', maxLength: 4096 }, maxItems: 200 };
+const TEXT = { type: 'string', maxLength: 4096 };
+const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay'] as const;
+const AUTH_PARAMS = ['token', 'exp', 'sig'] as const;
+
+function renderQuerySchema() {
+  return {
+    type: 'object',
+    properties: {
+      service: LIST,
+      dst: LIST,
+      host: LIST,
+      result: LIST,
+      overlay: LIST,
+      from: TEXT,
+      to: TEXT,
+      // Pixel limits are checked by parseRenderParams against the configured limits.
+      width: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+      height: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+      theme: { type: 'string', enum: ['light', 'dark'] },
+      tz: TEXT,
+      title: TEXT,
+      token: TEXT,
+      exp: TEXT,
+      sig: TEXT,
+    },
+  };
+}
+
+/** Query parameters of the seed's endpoint, which answers with the same heatmap. */
+const SEED_PARAMS = ['serviceName', 'timeRange', 'width', 'height', 'theme', 'tz', 'token', 'exp', 'sig'] as const;
+
+/** Strip secrets from URLs before they reach a log line. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&](?:token|sig)=)[^&]*/gi, '$1***');
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly parameter?: string,
+  ) {
+    super(message);
+  }
+}
+
+function rejectUnknown(query: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const k of Object.keys(query)) {
+    if (!allowed.includes(k)) throw new ParamError(k.slice(0, 64), `unknown parameter ${JSON.stringify(k.slice(0, 64))}; known: ${allowed.filter((a) => !AUTH_PARAMS.includes(a as never)).join(', ')}`);
+  }
+}
+
+export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): Promise<void> {
+  const { config, source, pool } = deps;
+  const now = deps.now ?? Date.now;
+  const metrics = new RendererMetrics();
+  const cache = new ImageCache(config.cacheBytes, now);
+  const auth: AuthConfig = { tokens: config.authTokens, linkSecret: linkSecret(config.authTokens, config.linkSecret) };
+  const inflight = new Map<string, Promise<CachedImage>>();
+  let active = 0;
+  const capacity = config.workers + config.queue;
+
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0];
+    if (path === ROUTES.healthz) return;
+    const r = checkAuth(auth, path, req.query as Record<string, unknown>, req.headers.authorization, Math.floor(now() / 1000));
+    if (!r.ok) {
+      if (r.status === 401) reply.header('WWW-Authenticate', 'Bearer realm="tcplat renderer"');
+      return reply.code(r.status).send({ error: r.message });
+    }
+  });
+
+  app.addHook('onResponse', async (_req, reply) => {
+    metrics.response(reply.statusCode);
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({ error: `no route ${req.method} ${redactUrl(req.url.split('?')[0]).slice(0, 200)}; see ${ROUTES.heatmap}, ${ROUTES.percentiles}, ${ROUTES.links}, ${ROUTES.healthz}, ${ROUTES.metrics}` });
+  });
+
+  app.setErrorHandler((err: FastifyError | Error, req, reply) => {
+    const e = err as FastifyError & { validation?: { instancePath?: string; params?: Record<string, unknown> }[]; validationContext?: string };
+    if (e.validation) {
+      const v = e.validation[0];
+      const parameter = (v?.instancePath ?? '').replace(/^\//, '').split('/')[0] || String(v?.params?.missingProperty ?? '') || undefined;
+      return reply.code(400).send({ error: `${parameter ?? e.validationContext ?? 'request'}: ${e.message.replace(/^(querystring|body)\/?\S*\s*/, '')}`, parameter });
+    }
+    if (err instanceof ParamError) return reply.code(400).send({ error: err.message, parameter: err.parameter });
+    if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message, parameter: err.parameter });
+    if (err instanceof QueryValueError) return reply.code(400).send({ error: err.message });
+    if (err instanceof PoolOverloadedError) {
+      metrics.rejected++;
+      return reply.code(429).header('Retry-After', '2').send({ error: err.message });
+    }
+    if (err instanceof InfluxError) {
+      metrics.influxErrors++;
+      req.log.warn({ err: err.message, status: err.status }, 'InfluxDB query failed');
+      if (err.status === 0 || err.status >= 500 || err.status === 429) {
+        return reply.code(503).header('Retry-After', '10').send({ error: `InfluxDB is not available: ${err.message}` });
+      }
+      return reply.code(502).send({ error: `InfluxDB refused the query: ${err.message}` });
+    }
+    if (err instanceof RenderError) {
+      req.log.error({ reason: err.reason, err: err.message }, 'render failed');
+      if (err.reason === 'render') return reply.code(500).send({ error: err.message });
+      return reply.code(503).header('Retry-After', '5').send({ error: err.message });
+    }
+    const status = (err as FastifyError).statusCode;
+    if (status && status >= 400 && status < 500) return reply.code(status).send({ error: err.message });
+    req.log.error({ err }, 'unexpected error');
+    return reply.code(500).send({ error: 'internal error in the renderer; see its log' });
+  });
+
+  async function produce(kind: ChartKind, p: ReturnType<typeof parseRenderParams>, key: string): Promise<CachedImage> {
+    if (active >= capacity) throw new PoolOverloadedError(active - config.workers);
+    active++;
+    const t0 = performance.now();
+    try {
+      const rows = await source.query(chartQuery(p));
+      const chart = kind === 'heatmap' ? heatmapChart(p, rows) : percentilesChart(p, rows);
+      const r = await pool.render(chart.request);
+      metrics.render(kind, chart.total > 0 ? 'ok' : 'nodata', (performance.now() - t0) / 1000);
+      // The newest bins are still filling (late events, spooled writes): short life; the past: longer.
+      const live = p.binToMs > now() - Math.max(2 * p.windowMs, 60_000);
+      const maxAgeS = live ? Math.min(60, Math.max(5, Math.round(p.windowMs / 1000))) : 600;
+      const img: CachedImage = {
+        png: r.png,
+        etag: `"${crypto.createHash('sha256').update(r.png).digest('base64url').slice(0, 27)}"`,
+        noData: chart.total === 0,
+        maxAgeS,
+        expiresAt: now() + maxAgeS * 1000,
+      };
+      if (config.cacheBytes > 0) cache.set(key, img);
+      return img;
+    } catch (e) {
+      metrics.render(kind, 'error');
+      throw e;
+    } finally {
+      active--;
+    }
+  }
+
+  async function serve(kind: ChartKind, query: Record<string, unknown>, req: FastifyRequest, reply: FastifyReply) {
+    const p = parseRenderParams(kind, query, config.limits, now());
+    const key = canonicalKey(p);
+    let img = config.cacheBytes > 0 ? cache.get(key) : undefined;
+    const hit = img !== undefined;
+    if (!img) {
+      let pending = inflight.get(key);
+      if (pending) metrics.coalesced++;
+      else {
+        pending = produce(kind, p, key).finally(() => inflight.delete(key));
+        inflight.set(key, pending);
+      }
+      img = await pending;
+    }
+    reply
+      .header('Cache-Control', `private, max-age=${img.maxAgeS}`)
+      .header('ETag', img.etag)
+      .header('X-Tcplat-Cache', hit ? 'hit' : 'miss')
+      .header('X-Tcplat-Bin-Ms', String(p.windowMs));
+    if (img.noData) reply.header('X-Tcplat-No-Data', 'true');
+    if (req.headers['if-none-match'] === img.etag) return reply.code(304).send();
+    return reply.type('image/png').send(img.png);
+  }
+
+  const renderSchema = { querystring: renderQuerySchema() };
+  for (const kind of ['heatmap', 'percentiles'] as const) {
+    app.get(ROUTES[kind], { schema: renderSchema }, async (req, reply) => {
+      const q = req.query as Record<string, unknown>;
+      rejectUnknown(q, [...RENDER_PARAMS, ...AUTH_PARAMS]);
+      return serve(kind, q, req, reply);
+    });
+  }
+
+  // The seed's URL keeps working: ?serviceName=api&timeRange=1h answers with the same heatmap.
+  app.get(
+    ROUTES.seedHeatmap,
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: { serviceName: TEXT, timeRange: TEXT, width: { type: 'integer', minimum: 0, maximum: 1_000_000 }, height: { type: 'integer', minimum: 0, maximum: 1_000_000 }, theme: { type: 'string', enum: ['light', 'dark'] }, tz: TEXT, token: TEXT, exp: TEXT, sig: TEXT },
+        },
+      },
+    },
+    async (req, reply) => {
+      const q = req.query as Record<string, unknown>;
+      rejectUnknown(q, SEED_PARAMS);
+      const range = typeof q.timeRange === 'string' ? q.timeRange : '1h';
+      try {
+        parseDuration(range);
+      } catch (e) {
+        if (e instanceof DurationError) throw new ParamError('timeRange', `timeRange: ${e.message}`);
+        throw e;
+      }
+      const mapped: Record<string, unknown> = { from: `now-${range}`, to: 'now' };
+      if (typeof q.serviceName === 'string') mapped.service = [q.serviceName];
+      for (const k of ['width', 'height', 'theme', 'tz'] as const) if (q[k] !== undefined) mapped[k] = q[k];
+      return serve('heatmap', mapped, req, reply);
+    },
+  );
+
+  app.post(
+    ROUTES.links,
+    {
+      bodyLimit: 16 * 1024,
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', maxLength: 8192 },
+            path: { type: 'string', enum: Object.keys(SIGNABLE) },
+            params: { type: 'object', additionalProperties: { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'array', items: { type: 'string' } }] } },
+            ttl: { type: 'string', maxLength: 32 },
+            pin: { type: 'boolean' },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      if (!auth.linkSecret) throw new HttpError(409, 'signed links need a secret: start the renderer with --link-secret or --auth-token');
+      const body = (req.body ?? {}) as { url?: string; path?: string; params?: Record<string, unknown>; ttl?: string; pin?: boolean };
+      let path: string;
+      const query: Record<string, unknown> = {};
+      if (body.url !== undefined) {
+        let u: URL;
+        try {
+          u = new URL(body.url, 'http://renderer.invalid');
+        } catch {
+          throw new HttpError(400, 'url: not a URL', 'url');
+        }
+        path = u.pathname;
+        for (const [k, v] of u.searchParams) {
+          const prev = query[k];
+          query[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+        }
+      } else if (body.path !== undefined) {
+        path = body.path;
+        for (const [k, v] of Object.entries(body.params ?? {})) query[k] = Array.isArray(v) ? v.map(String) : String(v);
+      } else throw new HttpError(400, 'give url (a render URL with its query) or path and params', 'url');
+      const kind = SIGNABLE[path];
+      if (!kind) throw new HttpError(400, `links can only point at ${Object.keys(SIGNABLE).join(' or ')}`, body.url !== undefined ? 'url' : 'path');
+      for (const k of AUTH_PARAMS) delete query[k];
+      rejectUnknown(query, RENDER_PARAMS);
+      for (const k of ['width', 'height']) if (typeof query[k] === 'string' && !/^\d{1,6}$/.test(query[k] as string)) throw new ParamError(k, `${k}: expected a whole number`);
+      const p = parseRenderParams(kind, query, config.limits, now()); // refuse to sign what would not render
+      if (body.pin) {
+        query.from = String(p.fromMs);
+        query.to = String(p.toMs);
+      }
+      let ttlMs = config.linkTtlMs;
+      if (body.ttl !== undefined) {
+        try {
+          ttlMs = parseDuration(body.ttl);
+        } catch (e) {
+          throw new HttpError(400, `ttl: ${(e as Error).message}`, 'ttl');
+        }
+        if (ttlMs <= 0 || ttlMs > config.linkMaxTtlMs) throw new HttpError(400, `ttl: must be more than 0 and at most ${config.linkMaxTtlMs / 3_600_000} h`, 'ttl');
+      }
+      const exp = Math.floor((now() + ttlMs) / 1000);
+      query.exp = String(exp);
+      const sig = signLink(auth.linkSecret, path, query);
+      const base = config.publicUrl ?? `${req.protocol}://${req.host}`;
+      return reply.code(201).send({ url: `${base}${path}?${canonicalQueryString(query)}&sig=${sig}`, expires: new Date(exp * 1000).toISOString() });
+    },
+  );
+
+  app.get(ROUTES.healthz, async (_req, reply) => {
+    const s = pool.stats();
+    const ok = s.ready > 0;
+    return reply.code(ok ? 200 : 503).send({ ok, workers: s.workers, ready: s.ready, busy: s.busy, queued: s.queued, restarts: s.restarts, influx: source.describe(), dialect: source.dialect });
+  });
+
+  app.get(ROUTES.metrics, async (_req, reply) => {
+    const s = pool.stats();
+    return reply
+      .type('text/plain; version=0.0.4')
+      .send(metrics.format({ queueDepth: s.queued, busy: s.busy, workers: s.workers, restarts: s.restarts, cache: cache.stats() }));
+  });
+}
+
+// Like fastify-plugin: the hooks, error and 404 handlers apply to the whole instance, not a child context.
+(rendererPlugin as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true;
+
+export interface BuildOptions {
+  config: RendererConfig;
+  /** Defaults to the InfluxDB of the config. */
+  source?: HistSource;
+  /** Defaults to a new pool, started here and closed with the app. */
+  pool?: WorkerPool;
+  logger?: boolean | object;
+  now?: () => number;
+}
+
+/** The fastify instance with the renderer registered and its worker pool started. */
+export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
+  const { config } = opts;
+  const app = Fastify({
+    logger:
+      opts.logger === false || opts.logger === undefined
+        ? false
+        : {
+            level: config.logLevel,
+            serializers: { req: (req: { method: string; url: string }) => ({ method: req.method, url: redactUrl(req.url) }) },
+            ...(typeof opts.logger === 'object' ? opts.logger : {}),
+          },
+    // Long filter lists are legal; a URL longer than this is not a chart request.
+    maxParamLength: 200,
+  });
+  const ownPool = !opts.pool;
+  const pool =
+    opts.pool ??
+    new WorkerPool({
+      python: config.python,
+      workers: config.workers,
+      queue: config.queue,
+      timeoutMs: config.renderTimeoutMs,
+      maxRenders: config.workerMaxRenders,
+      log: app.log,
+    });
+  if (ownPool) {
+    try {
+      await pool.start();
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    app.addHook('onClose', async () => pool.close());
+  }
+  await app.register(rendererPlugin, { config, pool, source: opts.source ?? influxSource(config.influx, config.queryTimeoutMs), now: opts.now });
+  return app;
+}

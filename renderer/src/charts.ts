@@ -1,0 +1,208 @@
+/**
+ * From rows to what a Python worker draws. All numbers are prepared here with pkg/core (bucket bounds,
+ * quantiles), so the workers only draw and the datasource computes the same values.
+ */
+import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, FAILURE_RESULTS, HIST_FIELD, quantileFromBuckets, type HistQuery, type HistRow } from '@tcplat/core';
+import type { Overlay, RenderParams } from './params';
+
+/** Drawn y edges: the shared bounds plus one R5 step below the first and above the last (overflow). */
+export function yEdgesMs(): number[] {
+  const b = BUCKET_BOUNDS_MS;
+  const below = (b[0] * b[0]) / b[1];
+  const above = (b[b.length - 1] * b[b.length - 1]) / b[b.length - 2];
+  return [below, ...b, above];
+}
+
+export const QUANTILES: Record<Overlay, number> = { p50: 0.5, p90: 0.9, p99: 0.99, max: 1 };
+
+/** The one query a chart needs. */
+export function chartQuery(p: RenderParams): HistQuery {
+  return {
+    filters: p.filters,
+    fromMs: p.binFromMs,
+    toMs: p.binToMs,
+    windowMs: p.windowMs,
+    metrics: ['buckets', 'count', 'min', 'max'],
+    groupBy: p.kind === 'percentiles' ? ['dst', 'result'] : [],
+  };
+}
+
+function fmtDuration(ms: number): string {
+  const units: [number, string][] = [
+    [86_400_000, 'd'],
+    [3_600_000, 'h'],
+    [60_000, 'min'],
+    [1000, 's'],
+  ];
+  for (const [u, name] of units) if (ms >= u && ms % u === 0) return `${ms / u} ${name}`;
+  return `${ms} ms`;
+}
+
+function fmtRange(p: RenderParams): string {
+  const f = new Intl.DateTimeFormat('en-CA', { timeZone: p.tz, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+  const parts = (ms: number) => {
+    const o: Record<string, string> = {};
+    for (const x of f.formatToParts(ms)) o[x.type] = x.value;
+    return { day: `${o.year}-${o.month}-${o.day}`, time: `${o.hour}:${o.minute}` };
+  };
+  const a = parts(p.binFromMs);
+  const b = parts(p.binToMs);
+  return `${a.day} ${a.time} – ${b.day === a.day ? '' : b.day + ' '}${b.time} ${p.tz}`;
+}
+
+function shortList(values: string[], all: string): string {
+  if (values.length === 0) return all;
+  const shown = values.slice(0, 3).map((v) => (v.length > 40 ? v.slice(0, 39) + '…' : v));
+  return shown.join(', ') + (values.length > 3 ? ` +${values.length - 3}` : '');
+}
+
+function titles(p: RenderParams, what: string, extra: string[]): { title: string; subtitle: string } {
+  const scope = `${shortList(p.filters.service, 'all services')} → ${shortList(p.filters.dst, 'all destinations')}`;
+  const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins`];
+  if (p.filters.host.length) sub.push(`host ${shortList(p.filters.host, '')}`);
+  if (p.filters.result.length) sub.push(`result ${shortList(p.filters.result, '')}`);
+  sub.push(...extra);
+  return p.title ? { title: p.title, subtitle: `${what}: ${scope} · ${sub.join(' · ')}` } : { title: `${what}: ${scope}`, subtitle: sub.join(' · ') };
+}
+
+function base(p: RenderParams) {
+  return { width: p.width, height: p.height, theme: p.theme, tz: p.tz, from_ms: p.binFromMs, to_ms: p.binToMs, window_ms: p.windowMs };
+}
+
+export interface Chart {
+  /** What a worker draws. */
+  request: Record<string, unknown>;
+  /** Connections in the chart (0: the image says there is no data). */
+  total: number;
+}
+
+function noData(p: RenderParams, what: string): Chart {
+  const t = titles(p, what, []);
+  return {
+    total: 0,
+    request: { kind: 'message', ...base(p), ...t, message: 'No data', detail: 'no TCP connects recorded for these filters in this time range' },
+  };
+}
+
+const fmtCount = (n: number) => n.toLocaleString('en-US');
+
+export function heatmapChart(p: RenderParams, rows: HistRow[]): Chart {
+  const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
+  const counts = new Float64Array(bins * BUCKET_COUNT);
+  const mins = new Float64Array(bins).fill(Infinity);
+  const maxs = new Float64Array(bins).fill(-Infinity);
+  let total = 0;
+  for (const r of rows) {
+    const i = Math.floor((r.timeMs - p.binFromMs) / p.windowMs);
+    if (i < 0 || i >= bins) continue;
+    for (let k = 0; k < BUCKET_COUNT; k++) {
+      const c = r.values[BUCKET_FIELDS[k]] ?? 0;
+      counts[i * BUCKET_COUNT + k] += c;
+      total += c;
+    }
+    const lo = r.values[HIST_FIELD.minMs];
+    const hi = r.values[HIST_FIELD.maxMs];
+    if (lo !== undefined && lo < mins[i]) mins[i] = lo;
+    if (hi !== undefined && hi > maxs[i]) maxs[i] = hi;
+  }
+  if (total <= 0) return noData(p, 'TCP connect latency');
+  const overlays: Record<string, (number | null)[]> = {};
+  for (const o of p.overlays) {
+    const line: (number | null)[] = [];
+    for (let i = 0; i < bins; i++) {
+      const v = quantileFromBuckets(counts.subarray(i * BUCKET_COUNT, (i + 1) * BUCKET_COUNT) as unknown as number[], QUANTILES[o], mins[i], maxs[i]);
+      line.push(Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : null);
+    }
+    overlays[o] = line;
+  }
+  const t = titles(p, 'TCP connect latency', [`${fmtCount(total)} connects`]);
+  return {
+    total,
+    request: {
+      kind: 'heatmap',
+      ...base(p),
+      ...t,
+      bins,
+      y_edges_ms: yEdgesMs(),
+      counts: Array.from(counts),
+      overlays,
+      colour_label: `connects per cell (${fmtDuration(p.windowMs)} × bucket)`,
+    },
+  };
+}
+
+interface DstAcc {
+  ok: Float64Array; // latency histogram per bin (bins × buckets)
+  mins: Float64Array;
+  maxs: Float64Array;
+  total: Float64Array;
+  failed: Float64Array;
+  sum: number;
+}
+
+/** At most this many destinations get their own lines (the busiest); the subtitle says how many more. */
+export const MAX_PERCENTILE_SERIES = 8;
+
+export function percentilesChart(p: RenderParams, rows: HistRow[]): Chart {
+  const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
+  // Latency lines use successful handshakes unless the result filter names only failures: a refused
+  // connect returns in microseconds and would hide a slow handshake in the percentiles.
+  const latencyResults = p.filters.result.length > 0 && !p.filters.result.includes('ok') ? new Set(p.filters.result) : new Set(['ok']);
+  const failures = new Set<string>(FAILURE_RESULTS);
+  const byDst = new Map<string, DstAcc>();
+  let total = 0;
+  for (const r of rows) {
+    const i = Math.floor((r.timeMs - p.binFromMs) / p.windowMs);
+    if (i < 0 || i >= bins) continue;
+    const dst = r.tags.dst ?? '';
+    let a = byDst.get(dst);
+    if (!a) {
+      a = { ok: new Float64Array(bins * BUCKET_COUNT), mins: new Float64Array(bins).fill(Infinity), maxs: new Float64Array(bins).fill(-Infinity), total: new Float64Array(bins), failed: new Float64Array(bins), sum: 0 };
+      byDst.set(dst, a);
+    }
+    const n = r.values[HIST_FIELD.count] ?? 0;
+    a.total[i] += n;
+    a.sum += n;
+    total += n;
+    if (failures.has(r.tags.result ?? '')) a.failed[i] += n;
+    if (latencyResults.has(r.tags.result ?? '')) {
+      for (let k = 0; k < BUCKET_COUNT; k++) a.ok[i * BUCKET_COUNT + k] += r.values[BUCKET_FIELDS[k]] ?? 0;
+      const lo = r.values[HIST_FIELD.minMs];
+      const hi = r.values[HIST_FIELD.maxMs];
+      if (lo !== undefined && lo < a.mins[i]) a.mins[i] = lo;
+      if (hi !== undefined && hi > a.maxs[i]) a.maxs[i] = hi;
+    }
+  }
+  if (total <= 0) return noData(p, 'TCP connect percentiles');
+  const ranked = [...byDst.entries()].sort((x, y) => y[1].sum - x[1].sum || (x[0] < y[0] ? -1 : 1));
+  const shown = ranked.slice(0, MAX_PERCENTILE_SERIES);
+  const round = (v: number) => (Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : null);
+  const series = shown.map(([dst, a]) => {
+    const s: Record<string, unknown> = { name: (dst || '(no dst)').slice(0, 48) };
+    for (const q of ['p50', 'p90', 'p99', 'max'] as const) {
+      const line: (number | null)[] = [];
+      for (let i = 0; i < bins; i++) {
+        const h = a.ok.subarray(i * BUCKET_COUNT, (i + 1) * BUCKET_COUNT) as unknown as number[];
+        line.push(q === 'max' ? round(a.maxs[i]) : round(quantileFromBuckets(h, QUANTILES[q], a.mins[i], a.maxs[i])));
+      }
+      s[q] = line;
+    }
+    s.error_pct = Array.from(a.total, (t, i) => (t > 0 ? Math.round((a.failed[i] / t) * 1e6) / 1e4 : null));
+    return s;
+  });
+  const extra = [`${fmtCount(total)} connects`];
+  if (ranked.length > shown.length) extra.push(`top ${shown.length} of ${ranked.length} destinations`);
+  const t = titles(p, 'TCP connect percentiles', extra);
+  return {
+    total,
+    request: {
+      kind: 'percentiles',
+      ...base(p),
+      ...t,
+      times_ms: Array.from({ length: bins }, (_, i) => p.binFromMs + i * p.windowMs),
+      y_edges_ms: yEdgesMs(),
+      quantiles: ['p50', 'p90', 'p99', 'max'],
+      series,
+    },
+  };
+}

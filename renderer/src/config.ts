@@ -1,0 +1,98 @@
+/** The flags of `tcplat renderer` (also TCPLAT_<FLAG> and config-file keys) and their validation. */
+import { ConfigError, INFLUX_OPTIONS, influxTargetFromConfig, type ConfigValues, type InfluxTarget, type OptionSpec } from '@tcplat/core';
+import { isLoopback } from './auth';
+import { DEFAULT_LIMITS, type Limits } from './params';
+
+export const RENDERER_OPTIONS: readonly OptionSpec[] = [
+  ...INFLUX_OPTIONS,
+  { name: 'listen', type: 'hostport', arg: 'HOST:PORT', help: 'address to serve on; beyond loopback it needs --auth-token', default: '127.0.0.1:7071' },
+  { name: 'workers', type: 'int', arg: 'N', help: 'long-lived Python Matplotlib workers', default: 2, min: 1, max: 32 },
+  { name: 'queue', type: 'int', arg: 'N', help: 'renders that may wait for a free worker; beyond that, 429 with Retry-After', default: 16, min: 0, max: 10_000 },
+  { name: 'cache-mb', type: 'int', arg: 'N', help: 'LRU cache of rendered images, MiB (0: no cache)', default: 64, min: 0, max: 65_536 },
+  { name: 'python', type: 'string', arg: 'PATH', help: 'Python with matplotlib and numpy (Debian: python3-matplotlib)', default: '/usr/bin/python3' },
+  { name: 'render-timeout', type: 'duration', arg: 'DURATION', help: 'longest a worker may draw one chart; then it is replaced', default: '20s' },
+  { name: 'query-timeout', type: 'duration', arg: 'DURATION', help: 'longest InfluxDB may take to answer one query', default: '15s' },
+  { name: 'worker-max-renders', type: 'int', arg: 'N', help: 'replace a worker after this many charts (0: never)', default: 5000, min: 0 },
+  { name: 'max-range', type: 'duration', arg: 'DURATION', help: 'longest time range of one chart', default: '31d' },
+  { name: 'max-width', type: 'int', arg: 'PX', help: 'widest image', default: DEFAULT_LIMITS.maxWidth, min: 200, max: 10_000 },
+  { name: 'max-height', type: 'int', arg: 'PX', help: 'tallest image', default: DEFAULT_LIMITS.maxHeight, min: 150, max: 10_000 },
+  { name: 'max-bins', type: 'int', arg: 'N', help: 'most time bins in one chart', default: DEFAULT_LIMITS.maxBins, min: 10, max: 10_000 },
+  { name: 'min-bin', type: 'duration', arg: 'DURATION', help: "narrowest time bin: the agent's flush window", default: '10s' },
+  { name: 'auth-token', type: 'string', arg: 'TOKENS', help: 'bearer tokens (comma-separated) required on every route but /healthz', secret: true },
+  { name: 'link-secret', type: 'string', arg: 'SECRET', help: 'HMAC key of signed links (default: derived from the first auth token)', secret: true },
+  { name: 'link-ttl', type: 'duration', arg: 'DURATION', help: 'default lifetime of links minted by POST /links', default: '7d' },
+  { name: 'link-max-ttl', type: 'duration', arg: 'DURATION', help: 'longest lifetime a link may ask for', default: '90d' },
+  { name: 'public-url', type: 'string', arg: 'URL', help: 'base URL put in minted links (default: from the request)' },
+  { name: 'log-level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level', default: 'info' },
+];
+
+export interface RendererConfig {
+  influx: InfluxTarget;
+  listen: { host: string; port: number };
+  workers: number;
+  queue: number;
+  cacheBytes: number;
+  python: string;
+  renderTimeoutMs: number;
+  queryTimeoutMs: number;
+  workerMaxRenders: number;
+  limits: Limits;
+  authTokens: string[];
+  linkSecret?: string;
+  linkTtlMs: number;
+  linkMaxTtlMs: number;
+  publicUrl?: string;
+  logLevel: string;
+}
+
+export function rendererConfig(v: ConfigValues): RendererConfig {
+  const influx = influxTargetFromConfig(v);
+  const listen = v.listen as { host: string; port: number };
+  const authTokens = String(v['auth-token'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const t of authTokens) if (t.length < 16) throw new ConfigError('--auth-token: every token needs at least 16 characters (e.g. openssl rand -hex 24)');
+  if (!isLoopback(listen.host) && authTokens.length === 0) {
+    throw new ConfigError(
+      `--listen ${listen.host}:${listen.port} is reachable beyond this machine, so the renderer needs --auth-token (or --auth-token-file / TCPLAT_AUTH_TOKEN); ` +
+        'it refuses to start unauthenticated. Bind to 127.0.0.1 to run without tokens.',
+    );
+  }
+  const linkSecret = v['link-secret'] as string | undefined;
+  if (linkSecret !== undefined && linkSecret.length < 16) throw new ConfigError('--link-secret: needs at least 16 characters');
+  const publicUrl = v['public-url'] as string | undefined;
+  if (publicUrl !== undefined && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(publicUrl)) throw new ConfigError(`--public-url: expected an http(s) base URL, got ${JSON.stringify(publicUrl)}`);
+  const linkTtlMs = v['link-ttl'] as number;
+  const linkMaxTtlMs = v['link-max-ttl'] as number;
+  if (linkTtlMs > linkMaxTtlMs) throw new ConfigError('--link-ttl is longer than --link-max-ttl');
+  const minBinMs = v['min-bin'] as number;
+  if (!(minBinMs >= 1000 && Number.isInteger(minBinMs))) throw new ConfigError('--min-bin: at least 1s, in whole milliseconds');
+  const maxRangeMs = v['max-range'] as number;
+  if (!(maxRangeMs >= 60_000)) throw new ConfigError('--max-range: at least 1m');
+  return {
+    influx,
+    listen,
+    workers: v.workers as number,
+    queue: v.queue as number,
+    cacheBytes: (v['cache-mb'] as number) * 1024 * 1024,
+    python: v.python as string,
+    renderTimeoutMs: v['render-timeout'] as number,
+    queryTimeoutMs: v['query-timeout'] as number,
+    workerMaxRenders: v['worker-max-renders'] as number,
+    limits: {
+      maxRangeMs,
+      maxWidth: v['max-width'] as number,
+      maxHeight: v['max-height'] as number,
+      maxBins: v['max-bins'] as number,
+      minBinMs,
+      maxListValues: DEFAULT_LIMITS.maxListValues,
+    },
+    authTokens,
+    linkSecret,
+    linkTtlMs,
+    linkMaxTtlMs,
+    publicUrl: publicUrl?.replace(/\/+$/, ''),
+    logLevel: v['log-level'] as string,
+  };
+}
