@@ -1,0 +1,333 @@
+/**
+ * The agent's pipeline, one job per stage:
+ *   source -> parse -> enrich -> aggregate -> encode -> spool -> write
+ * Each stage counts what it received, emitted and dropped (by reason); /metrics and /api/status show it.
+ */
+import { encodePoint, LineProtocolError, parseProbeLine, type Point } from '@tcplat/core';
+import { Aggregator } from './aggregate/aggregator';
+import { wallNs, type Clock } from './clock';
+import { Enricher } from './enrich/enricher';
+import { Metrics, StageCounters } from './metrics';
+import type { AgentConfig } from './options';
+import { TextParser, type TextTool } from './parse/text';
+import { sourceCommand } from './sources/commands';
+import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
+import { Spool } from './spool/spool';
+import { StreamHub } from './stream';
+import type { EnrichedEvent, Logger, SourceEvent } from './types';
+import { Writer, type WriterOptions } from './write/writer';
+
+export const MAX_BATCH_LINES = 5000;
+
+export interface AgentDeps {
+  log: Logger;
+  clock?: Clock;
+  /** Override the source command (tests). */
+  command?: SourceCommand;
+  writer?: Partial<Omit<WriterOptions, 'log' | 'metrics'>>;
+  selfPids?: number[];
+}
+
+export class Agent {
+  readonly metrics = new Metrics();
+  readonly spool: Spool;
+  readonly writer: Writer;
+  readonly source: SourceSupervisor;
+  readonly stream: StreamHub;
+  readonly command: SourceCommand;
+  private readonly stages: Record<'parse' | 'enrich' | 'aggregate' | 'encode' | 'spool' | 'write', StageCounters>;
+  private readonly enricher: Enricher;
+  private readonly aggregator: Aggregator;
+  private readonly textParser: TextParser | null;
+  private readonly log: Logger;
+  private batch = '';
+  private batchLines = 0;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private parseErrorsLogged = 0;
+  private probeStats: { events: number; dropped: number; atNs: string } | null = null;
+  private readonly startedMs = Date.now();
+  private shuttingDown = false;
+  private lastEventNs: bigint | null = null;
+
+  constructor(
+    readonly config: AgentConfig,
+    deps: AgentDeps,
+  ) {
+    this.log = deps.log;
+    const m = this.metrics;
+    this.stages = {
+      parse: new StageCounters(m, 'parse'),
+      enrich: new StageCounters(m, 'enrich'),
+      aggregate: new StageCounters(m, 'aggregate'),
+      encode: new StageCounters(m, 'encode'),
+      spool: new StageCounters(m, 'spool'),
+      write: new StageCounters(m, 'write'),
+    };
+    this.spool = new Spool(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: this.log });
+    this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
+    this.stream = new StreamHub(m);
+    const live = !config.once && config.source !== 'ndjson';
+    this.enricher = new Enricher({ rules: config.rules, selfPids: new Set(deps.selfPids ?? [process.pid]), useProc: live }, this.stages.enrich);
+    this.aggregator = new Aggregator(
+      { host: config.host, windowNs: BigInt(config.histWindowMs) * 1_000_000n, rawLimit: config.rawRateLimit, runId: this.spool.runId },
+      this.stages.aggregate,
+    );
+    const clock = deps.clock ?? wallNs;
+    this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
+    this.command = deps.command ?? sourceCommand({ source: config.source, sourceCmd: config.sourceCmd, probe: config.probe, selfPid: process.pid });
+    this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
+    this.registerGauges();
+  }
+
+  private registerGauges(): void {
+    const m = this.metrics;
+    m.gauge('tcplat_source_lines_total', 'Lines read from the source', () => this.source.state.lines);
+    m.gauge('tcplat_source_restarts_total', 'Source restarts', () => this.source.state.restarts);
+    m.gauge('tcplat_source_running', '1 while the source process runs', () => (this.source.state.running ? 1 : 0));
+    m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
+    m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines', () => this.probeStats?.dropped ?? 0);
+    m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
+    m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
+    m.gauge('tcplat_spool_pending_lines', 'Lines spooled and not yet written', () => this.spool.lines);
+    m.gauge('tcplat_spool_pending_batches', 'Batches spooled and not yet written', () => this.spool.pendingRecords);
+    m.gauge('tcplat_spool_dropped_lines_total', 'Lines dropped because the spool was full (oldest first)', () => this.spool.stats.droppedLines);
+    m.gauge('tcplat_spool_corrupt_records_total', 'Spool records that failed their checksum at replay', () => this.spool.stats.corruptRecords);
+    m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
+    m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
+    m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
+    m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
+  }
+
+  lagSeconds(): number {
+    const oldest = this.spool.peek();
+    return oldest ? Math.max(0, (Date.now() - oldest.createdMs) / 1000) : 0;
+  }
+
+  start(): void {
+    this.log.info(
+      { source: this.config.source, command: describeCommand(this.command), spool: this.spool.dir, runId: this.spool.runId, once: this.config.once },
+      'agent starting',
+    );
+    this.flushTimer = setInterval(() => this.flush(false), this.config.flushIntervalMs);
+    this.writer.kick();
+    this.source.start();
+  }
+
+  /** parse -> enrich -> aggregate for one source line. */
+  line(text: string): void {
+    const parse = this.stages.parse;
+    parse.received.inc();
+    let ev: SourceEvent;
+    if (this.textParser) {
+      const r = this.textParser.parse(text);
+      if (r.kind !== 'event') {
+        if (r.kind === 'error') {
+          parse.drop(r.reason);
+          if (r.message) this.parseError(r.reason, r.message);
+        } else if (r.kind === 'skip' && r.reason !== 'empty') parse.drop(`skip_${r.reason}`);
+        else if (r.kind === 'skip') parse.drop('empty');
+        return;
+      }
+      ev = r.event;
+    } else {
+      const r = parseProbeLine(text);
+      if (!r.ok) {
+        parse.drop(r.error.reason);
+        if (r.error.reason !== 'empty') this.parseError(r.error.reason, r.error.message);
+        return;
+      }
+      if (r.value.type === 'stats') {
+        this.probeStatsLine(r.value.events, r.value.dropped, r.value.tsNs);
+        parse.drop('stats_line');
+        return;
+      }
+      ev = r.value;
+    }
+    parse.emitted.inc();
+    const e = this.enricher.enrich(ev);
+    if (!e) return;
+    this.lastEventNs = e.tsNs;
+    this.aggregator.add(e as EnrichedEvent);
+    if (e.type === 'connect') this.stream.event(e);
+  }
+
+  private parseError(reason: string, message: string): void {
+    // The first 20 malformed lines are logged, then one in 1000: counts are always in /metrics.
+    this.parseErrorsLogged++;
+    if (this.parseErrorsLogged <= 20 || this.parseErrorsLogged % 1000 === 0 || reason === 'unknown_format') {
+      this.log.warn({ reason, count: this.parseErrorsLogged }, `dropped a source line: ${message}`);
+    }
+  }
+
+  private probeStatsLine(events: number, dropped: number, tsNs: bigint): void {
+    const prev = this.probeStats?.dropped ?? 0;
+    this.probeStats = { events, dropped, atNs: tsNs.toString() };
+    if (dropped > prev) {
+      this.log.warn({ dropped, newlyDropped: dropped - prev }, `the probe lost ${dropped - prev} events in the kernel (ring buffer full): raise its --ringbuf-mb`);
+    }
+  }
+
+  /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
+  flush(final: boolean): void {
+    this.aggregator.flush((p) => this.encode(p), final);
+    this.sealBatch();
+  }
+
+  private encode(p: Point): void {
+    const enc = this.stages.encode;
+    enc.received.inc();
+    let line: string;
+    try {
+      line = encodePoint(p);
+    } catch (e) {
+      enc.drop(e instanceof LineProtocolError ? 'line_protocol' : 'error');
+      this.log.warn({ err: (e as Error).message, measurement: p.measurement }, 'cannot encode a point; dropped');
+      return;
+    }
+    enc.emitted.inc();
+    this.batch += line + '\n';
+    this.batchLines++;
+    if (this.batchLines >= MAX_BATCH_LINES) this.sealBatch();
+  }
+
+  private sealBatch(): void {
+    if (this.batchLines === 0) return;
+    const text = this.batch;
+    const lines = this.batchLines;
+    this.batch = '';
+    this.batchLines = 0;
+    const sp = this.stages.spool;
+    sp.received.inc(lines);
+    try {
+      this.spool.append(text, lines);
+      sp.emitted.inc(lines);
+    } catch (e) {
+      // Disk full or gone: nothing durable to hand over. Say so loudly; the counters show the loss.
+      sp.drop('write_error', lines);
+      this.log.error({ err: (e as Error).message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
+      return;
+    }
+    this.writer.kick();
+  }
+
+  /** /readyz: the source runs (or, in --once, has not failed) and the writer is healthy. */
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    const s = this.source.state;
+    if (!s.running && !(this.config.once && s.lastExit?.code === 0)) {
+      reasons.push(s.starts === 0 ? 'source not started' : `source not running (last exit: ${JSON.stringify(s.lastExit)}; ${s.startError ?? ''})`.trim());
+    }
+    if (this.writer.state.configError) reasons.push(this.writer.state.configError);
+    else if (!this.writer.state.healthy) reasons.push(`InfluxDB writes failing: ${this.writer.state.lastError}`);
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  status(): Record<string, unknown> {
+    const s = this.source.state;
+    return {
+      version: 1,
+      uptime_s: (Date.now() - this.startedMs) / 1000,
+      host: this.config.host,
+      source: {
+        kind: this.config.source,
+        command: describeCommand(this.command),
+        running: s.running,
+        pid: s.pid,
+        starts: s.starts,
+        restarts: s.restarts,
+        last_exit: s.lastExit,
+        next_start_ms: s.nextStartMs,
+        error: s.startError,
+        lines: s.lines,
+        stderr_tail: s.stderrTail,
+        text_columns: this.textParser?.columns,
+        probe_stats: this.probeStats,
+        last_event_ns: this.lastEventNs?.toString() ?? null,
+      },
+      pipeline: {
+        pending_events: this.aggregator.pending,
+        batch_lines: this.batchLines,
+        stages: Object.fromEntries(
+          Object.entries(this.stages).map(([name, st]) => [name, { received: st.received.value, emitted: st.emitted.value, dropped: st.droppedCount() }]),
+        ),
+      },
+      spool: { dir: this.spool.dir, run_id: this.spool.runId, ...this.spool.snapshot() },
+      writer: { target: this.describeTarget(), ...this.writer.state, lag_s: this.lagSeconds() },
+      readiness: this.readiness(),
+      metrics: this.metrics.snapshot(),
+    };
+  }
+
+  private describeTarget(): string {
+    const t = this.config.target;
+    return t.version === 1 ? `InfluxDB 1.x ${t.url} db=${t.db}` : `InfluxDB 2.x ${t.url} org=${t.org} bucket=${t.bucket}`;
+  }
+
+  /** True when every event read so far is on disk and nothing is waiting in memory. */
+  get quiescent(): boolean {
+    return this.aggregator.pending === 0 && this.batchLines === 0;
+  }
+
+  /**
+   * Stop the source, flush everything in memory to the spool, then give the writer until the deadline to
+   * send it; whatever is left stays spooled for the next start.
+   */
+  async shutdown(deadlineMs: number): Promise<{ drained: boolean }> {
+    if (this.shuttingDown) return { drained: false };
+    this.shuttingDown = true;
+    await this.source.stop(Math.max(100, Math.min(2000, deadlineMs - Date.now())));
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    this.flushTimer = null;
+    this.flush(true);
+    const drained = await this.writer.drain(deadlineMs);
+    await this.writer.stop();
+    this.stream.close();
+    this.spool.close();
+    if (!drained) {
+      this.log.warn({ spooledLines: this.spool.lines, dir: this.spool.dir }, `shutdown deadline reached: ${this.spool.lines} lines stay in the spool and are sent at the next start`);
+    }
+    return { drained };
+  }
+
+  /**
+   * --once: run the source to its end, flush, wait until InfluxDB has everything. Returns the exit code:
+   * 0 when all was written, 1 when the source failed or InfluxDB refuses the configuration.
+   */
+  async runOnce(stopSignal: Promise<void>): Promise<number> {
+    this.start();
+    const ended = await Promise.race([this.source.ended, stopSignal.then(() => null)]);
+    if (ended === null) {
+      await this.shutdown(Date.now() + 5000);
+      return 130;
+    }
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    this.flushTimer = null;
+    this.flush(true);
+    let stop = false;
+    void stopSignal.then(() => (stop = true));
+    const drained = await this.writer.drain(Number.POSITIVE_INFINITY, () => stop || this.writer.state.configError !== null);
+    const configError = this.writer.state.configError;
+    await this.writer.stop();
+    this.stream.close();
+    this.spool.close();
+    const sourceOk = ended.code === 0;
+    const usage = process.resourceUsage();
+    this.log.info(
+      {
+        lines: this.source.state.lines,
+        parsed: this.stages.parse.emitted.value,
+        events: this.stages.aggregate.received.value,
+        points: this.stages.encode.emitted.value,
+        written: this.metrics.get('tcplat_written_lines_total'),
+        spooledLeft: this.spool.lines,
+        cpuUserMs: usage.userCPUTime / 1000,
+        cpuSystemMs: usage.systemCPUTime / 1000,
+        maxRssKb: usage.maxRSS,
+        sourceExit: ended.code,
+      },
+      drained ? 'import done' : 'import stopped before InfluxDB had everything; the rest stays in the spool',
+    );
+    if (configError) this.log.error({}, configError);
+    return drained && sourceOk ? 0 : 1;
+  }
+}

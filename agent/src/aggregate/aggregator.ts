@@ -1,0 +1,249 @@
+/**
+ * Aggregate stage: exact histograms per window of event time, rate-limited raw points, sessions, and
+ * unique timestamps.
+ *
+ * Histograms (tcp_connect_hist). A point written twice with the same series and timestamp replaces the
+ * first in InfluxDB, so a window's histogram is never rewritten: at every flush, each (series, window)
+ * that received events since the last flush gets one new point holding just those events (a delta),
+ * stamped inside its window at
+ *     window start + (run id mod R) * 1 ms + (flush number mod 1e6) ns,   R = window / 1 ms,
+ * where the run id grows by one at every agent start (kept in the spool directory). Within a run the
+ * flush number makes it unique; across restarts the run id does. A late event (a slow attempt reported
+ * seconds after its SYN, or an imported capture) simply lands in a later delta of its own window, so
+ * nothing is ever overwritten and the window's histogram is the SUM of its points (count, sum_ms,
+ * syn_retrans and every bucket summed; min_ms/max_ms as min/max), which is how pkg/core's query
+ * builders read it. Every event counts in the histogram, sampled or not. In memory a histogram waits at
+ * most one flush interval, as raw points do, so a crash (SIGKILL) loses at most that much.
+ *
+ * Raw points (tcp_connect) are limited per host and per second of EVENT time (so an import is thinned only
+ * where the capture itself was that dense): each second keeps a uniform reservoir sample of at most
+ * `rawLimit` events; when a second had more, every kept point carries sample_weight = events / kept
+ * (the weights of a second sum to its event count). A second's raw points are emitted once a newer
+ * second has been seen or at the second flush after it started, whichever comes first.
+ *
+ * Unique timestamps: raw and session points of one series never share a timestamp: a collision (text
+ * tools print coarse times; a capture may repeat) moves the later point by 1 ns until it is free. Used
+ * timestamps are remembered for `dedupHorizonS` seconds of event time.
+ */
+import {
+  connectPoint,
+  Histogram,
+  histPoint,
+  sessionPoint,
+  type Point,
+  type SeriesTags,
+} from '@tcplat/core';
+import type { StageCounters } from '../metrics';
+import type { EnrichedConnect, EnrichedEvent, EnrichedSession } from '../types';
+
+export interface AggregatorOptions {
+  host: string;
+  windowNs: bigint;
+  /** Raw tcp_connect points per second of event time; 0 = unlimited. */
+  rawLimit: number;
+  /** Grows by one per agent start; places this run's histogram points inside their windows. */
+  runId: number;
+  dedupHorizonS?: number;
+  random?: () => number;
+}
+
+interface HistCell {
+  tags: SeriesTags;
+  windowStartNs: bigint;
+  hist: Histogram;
+  synRetrans: number;
+}
+
+interface SecondSample {
+  second: number;
+  n: number;
+  capacity: number;
+  kept: EnrichedConnect[];
+  bornAtFlush: number;
+}
+
+const NS_PER_S = 1_000_000_000n;
+const SLOT_NS = 1_000_000n;
+const MAX_SERIES_IDS = 8_000_000; // seriesId * 1e9 + ns must stay below 2^53
+
+export class Aggregator {
+  private readonly hist = new Map<string, HistCell>();
+  private readonly samples = new Map<number, SecondSample>();
+  /** Raw points already emitted per second of event time (for the limit across late reservoirs). */
+  private readonly emittedPerSecond = new Map<number, number>();
+  private sessions: EnrichedSession[] = [];
+  private newestSecond = -Infinity;
+  private flushNo = 0;
+  private readonly runSlotNs: bigint;
+  private readonly used = new Map<number, Set<number>>();
+  private readonly seriesIds = new Map<string, number>();
+  private readonly horizon: number;
+  private readonly random: () => number;
+  /** Points moved by 1 ns (or more) because their series already had a point at that time. */
+  collisions = 0;
+  private pendingHistEvents = 0;
+  private pendingRaw = 0;
+  /** Events held in memory, not yet turned into points. */
+  get pending(): number {
+    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
+  }
+
+  constructor(
+    private readonly opts: AggregatorOptions,
+    private readonly stage: StageCounters,
+  ) {
+    const runSlots = opts.windowNs / SLOT_NS > 0n ? opts.windowNs / SLOT_NS : 1n;
+    this.runSlotNs = (BigInt(opts.runId) % runSlots) * SLOT_NS;
+    this.horizon = opts.dedupHorizonS ?? 30;
+    this.random = opts.random ?? Math.random;
+  }
+
+  add(ev: EnrichedEvent): void {
+    this.stage.received.inc();
+    if (ev.type === 'session') {
+      this.sessions.push(ev);
+      const sec = Number(ev.tsNs / NS_PER_S);
+      if (sec > this.newestSecond) this.newestSecond = sec;
+      return;
+    }
+    const ts = ev.tsNs;
+    const windowStart = ts - (ts % this.opts.windowNs);
+    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}\u0000${windowStart}`;
+    let cell = this.hist.get(key);
+    if (!cell) {
+      cell = {
+        tags: { host: this.opts.host, service: ev.service, dst: ev.dst, result: ev.result },
+        windowStartNs: windowStart,
+        hist: new Histogram(),
+        synRetrans: 0,
+      };
+      this.hist.set(key, cell);
+    }
+    const ms = ev.latencyNs / 1e6;
+    cell.hist.add(ms);
+    cell.synRetrans += ev.synRetrans;
+    this.pendingHistEvents++;
+
+    const second = Number(ts / NS_PER_S);
+    if (second > this.newestSecond) this.newestSecond = second;
+    let s = this.samples.get(second);
+    if (!s) {
+      const limit = this.opts.rawLimit;
+      const capacity = limit <= 0 ? Infinity : Math.max(1, limit - (this.emittedPerSecond.get(second) ?? 0));
+      s = { second, n: 0, capacity, kept: [], bornAtFlush: this.flushNo };
+      this.samples.set(second, s);
+    }
+    s.n++;
+    if (s.kept.length < s.capacity) {
+      s.kept.push(ev);
+      this.pendingRaw++;
+    } else {
+      const j = Math.floor(this.random() * s.n);
+      if (j < s.capacity) s.kept[j] = ev;
+      this.stage.drop('sampled_out');
+    }
+  }
+
+  /**
+   * Turn what is due into points: every histogram delta, the raw samples of finished seconds (all of them
+   * when `final`), every session. Calls `emit` once per point.
+   */
+  flush(emit: (p: Point) => void, final = false): void {
+    const flushNo = this.flushNo++;
+    const offset = this.runSlotNs + BigInt(flushNo % 1_000_000);
+    for (const cell of this.hist.values()) {
+      emit(histPoint(cell.tags, cell.hist, cell.windowStartNs + offset, cell.synRetrans));
+      this.stage.emitted.inc();
+    }
+    this.hist.clear();
+    this.pendingHistEvents = 0;
+
+    for (const [second, s] of this.samples) {
+      if (!(final || second < this.newestSecond || s.bornAtFlush < flushNo)) continue;
+      this.samples.delete(second);
+      const weight = s.n > s.kept.length ? s.n / s.kept.length : undefined;
+      s.kept.sort((a, b) => (a.tsNs < b.tsNs ? -1 : a.tsNs > b.tsNs ? 1 : 0));
+      for (const ev of s.kept) {
+        const timeNs = this.unique(`c\u0000${ev.service}\u0000${ev.comm}\u0000${ev.dst}\u0000${ev.result}\u0000${ev.family}`, ev.tsNs);
+        emit(
+          connectPoint({
+            host: this.opts.host,
+            service: ev.service,
+            comm: ev.comm,
+            dst: ev.dst,
+            result: ev.result,
+            family: ev.family,
+            latencyMs: ev.latencyNs / 1e6,
+            synRetrans: ev.synRetrans,
+            pid: ev.pid,
+            sport: ev.sport,
+            errno: ev.errno,
+            container: ev.container,
+            sampleWeight: weight,
+            timeNs,
+          }),
+        );
+        this.stage.emitted.inc();
+      }
+      this.pendingRaw -= s.kept.length;
+      this.emittedPerSecond.set(second, (this.emittedPerSecond.get(second) ?? 0) + s.kept.length);
+    }
+
+    const sessions = this.sessions;
+    this.sessions = [];
+    for (const ev of sessions) {
+      const timeNs = this.unique(`s\u0000${ev.service}\u0000${ev.comm}\u0000${ev.dst}\u0000${ev.family}`, ev.tsNs);
+      emit(
+        sessionPoint({
+          host: this.opts.host,
+          service: ev.service,
+          comm: ev.comm,
+          dst: ev.dst,
+          family: ev.family,
+          lifespanMs: ev.lifespanMs,
+          txKb: ev.txKb,
+          rxKb: ev.rxKb,
+          pid: ev.pid,
+          sport: ev.sport,
+          timeNs,
+        }),
+      );
+      this.stage.emitted.inc();
+    }
+    this.prune();
+  }
+
+  /** The timestamp itself, or the next free nanosecond after it for this series. */
+  private unique(series: string, ts: bigint): bigint {
+    let id = this.seriesIds.get(series);
+    if (id === undefined) {
+      if (this.seriesIds.size >= MAX_SERIES_IDS) {
+        this.seriesIds.clear();
+        this.used.clear();
+      }
+      id = this.seriesIds.size;
+      this.seriesIds.set(series, id);
+    }
+    for (;;) {
+      const second = Number(ts / NS_PER_S);
+      const key = id * 1e9 + Number(ts % NS_PER_S);
+      let set = this.used.get(second);
+      if (!set) {
+        set = new Set();
+        this.used.set(second, set);
+      }
+      if (!set.has(key)) {
+        set.add(key);
+        return ts;
+      }
+      this.collisions++;
+      ts += 1n;
+    }
+  }
+
+  private prune(): void {
+    const oldest = this.newestSecond - this.horizon;
+    for (const second of this.used.keys()) if (second < oldest) this.used.delete(second);
+    for (const second of this.emittedPerSecond.keys()) if (second < oldest) this.emittedPerSecond.delete(second);
+  }
+}

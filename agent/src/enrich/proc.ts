@@ -1,0 +1,108 @@
+/**
+ * Facts about a live process from /proc (exe, cmdline, cgroup, container), cached per pid for a short
+ * time: pids are reused, and a process can exec. Short-lived processes are often gone by the time their
+ * connect is reported; then only comm and pid are known.
+ */
+import fs from 'node:fs';
+import { cgroupPaths, containerFromCgroup } from './container';
+
+export interface ProcFacts {
+  exe?: string;
+  cmdline?: string;
+  cgroup?: string;
+  containerId?: string;
+  podUid?: string;
+}
+
+function read(path: string): string | undefined {
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+export class ProcCache {
+  private readonly cache = new Map<number, { at: number; facts: ProcFacts }>();
+  lookups = 0;
+  misses = 0;
+
+  constructor(
+    private readonly procRoot = '/proc',
+    private readonly ttlMs = 30_000,
+    private readonly maxEntries = 8192,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(pid: number, wantExeCmdline: boolean): ProcFacts {
+    const t = this.now();
+    const hit = this.cache.get(pid);
+    if (hit && t - hit.at < this.ttlMs) return hit.facts;
+    this.lookups++;
+    const facts: ProcFacts = {};
+    const cg = read(`${this.procRoot}/${pid}/cgroup`);
+    if (cg === undefined) this.misses++;
+    else {
+      const paths = cgroupPaths(cg);
+      // cgroup v2 line (0::/path) when present, else the first v1 path.
+      facts.cgroup = cg.split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? paths[0];
+      const c = containerFromCgroup(cg);
+      facts.containerId = c.id;
+      facts.podUid = c.podUid;
+    }
+    if (wantExeCmdline && cg !== undefined) {
+      try {
+        facts.exe = fs.readlinkSync(`${this.procRoot}/${pid}/exe`);
+      } catch {
+        /* kernel thread or gone */
+      }
+      const cmd = read(`${this.procRoot}/${pid}/cmdline`);
+      if (cmd !== undefined) facts.cmdline = cmd.replace(/\0+$/, '').split('\0').join(' ');
+    }
+    if (this.cache.size >= this.maxEntries) {
+      for (const [k, v] of this.cache) if (t - v.at >= this.ttlMs) this.cache.delete(k);
+      if (this.cache.size >= this.maxEntries) this.cache.clear();
+    }
+    this.cache.set(pid, { at: t, facts });
+    return facts;
+  }
+}
+
+/**
+ * Local TCP ports in LISTEN state (from /proc/net/tcp and tcp6), to tell an accepted session (inbound:
+ * its remote port is a client's ephemeral port, an unbounded tag value) from one this host opened.
+ * Refreshed at most once a second, on demand.
+ */
+export class ListeningPorts {
+  private ports = new Set<number>();
+  private at = -Infinity;
+
+  constructor(
+    private readonly procRoot = '/proc',
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private refresh(): void {
+    const ports = new Set<number>();
+    for (const f of ['net/tcp', 'net/tcp6']) {
+      let text: string;
+      try {
+        text = fs.readFileSync(`${this.procRoot}/${f}`, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const line of text.split('\n').slice(1)) {
+        const cols = line.trim().split(/\s+/);
+        if (cols.length > 3 && cols[3] === '0A') ports.add(parseInt(cols[1].split(':')[1], 16));
+      }
+    }
+    this.ports = ports;
+    this.at = this.now();
+  }
+
+  has(port: number): boolean {
+    if (this.ports.has(port)) return true;
+    if (this.now() - this.at >= 1000) this.refresh();
+    return this.ports.has(port);
+  }
+}

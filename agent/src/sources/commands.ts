@@ -1,0 +1,61 @@
+/** The command each --source runs unless --source-cmd replaces it. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError } from '@tcplat/core';
+import type { SourceCommand } from './supervisor';
+
+export const SOURCES = ['probe', 'tcplife', 'tcpstates', 'tcpconnlat', 'ndjson'] as const;
+export type SourceKind = (typeof SOURCES)[number];
+
+/** Where the tools live: libbpf-tools (Debian's libbpf-tools package), then BCC (Python) installs. */
+export const TOOL_PATHS: Record<'tcplife' | 'tcpstates' | 'tcpconnlat', string[]> = {
+  tcplife: ['/usr/sbin/tcplife', '/usr/share/bcc/tools/tcplife', '/usr/sbin/tcplife-bpfcc'],
+  tcpstates: ['/usr/sbin/tcpstates', '/usr/share/bcc/tools/tcpstates', '/usr/sbin/tcpstates-bpfcc'],
+  tcpconnlat: ['/usr/sbin/tcpconnlat', '/usr/share/bcc/tools/tcpconnlat', '/usr/sbin/tcpconnlat-bpfcc'],
+};
+
+/** bpf/tcplat-probe of this checkout (agent/dist/sources or agent/src/sources -> repository root). */
+export function defaultProbePath(): string {
+  return path.resolve(__dirname, '..', '..', '..', 'bpf', 'tcplat-probe');
+}
+
+function executable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export interface CommandInput {
+  source: SourceKind;
+  sourceCmd?: string;
+  probe?: string;
+  /** The agent's pid, excluded in the kernel by the probe. */
+  selfPid: number;
+}
+
+export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = executable): SourceCommand {
+  if (c.sourceCmd !== undefined && c.sourceCmd.trim() !== '') return { shell: c.sourceCmd };
+  switch (c.source) {
+    case 'probe': {
+      const probe = c.probe ?? defaultProbePath();
+      if (!exists(probe)) {
+        throw new ConfigError(`--probe ${probe}: not found or not executable; build it with 'make -C bpf', or give --probe PATH`);
+      }
+      return { argv: [probe, '--exclude-pid', String(c.selfPid)] };
+    }
+    case 'ndjson':
+      return { stdin: true };
+    default: {
+      const found = TOOL_PATHS[c.source].find((p) => exists(p));
+      if (!found) {
+        throw new ConfigError(
+          `--source ${c.source}: the tool is not installed (looked for ${TOOL_PATHS[c.source].join(', ')}); install libbpf-tools or bpfcc-tools, or give --source-cmd`,
+        );
+      }
+      return { argv: [found] };
+    }
+  }
+}
