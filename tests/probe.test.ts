@@ -654,15 +654,16 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
   });
 
   const cg2 = missing ? null : cgroup2Mount();
-  (cg2 ? test : test.skip)('--cgroup: only tasks in that cgroup v2 (and below); cgroup_id is its id', async () => {
+  (cg2 ? test : test.skip)('--cgroup: only tasks in that cgroup v2 or below it; cgroup_id is the caller\'s own cgroup', async () => {
     const server = await startServer('127.0.0.1');
     const port = portOf(server);
     const dir = path.join(cg2!, `tcplat_test_${randomBytes(4).toString('hex')}`);
-    fs.mkdirSync(dir);
+    const sub = path.join(dir, 'below');
+    fs.mkdirSync(sub, { recursive: true });
     try {
       const child = new ChildConnector('127.0.0.1', port);
       await child.ready();
-      fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(child.pid));
+      fs.writeFileSync(path.join(sub, 'cgroup.procs'), String(child.pid)); // a cgroup below the filtered one
       // relative to the cgroup2 mount point, as the help says
       const probe = await Probe.start(['--dport', String(port), '--cgroup', path.basename(dir)]);
       expect((await connectOnce('127.0.0.1', port)).ok).toBe(true); // we are not in it
@@ -671,10 +672,11 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
       await sleep(100);
       expect(probe.eventsTo(port)).toHaveLength(1);
       expect(e.pid).toBe(child.pid);
-      expect(e.cgroup_id).toBe(fs.statSync(dir).ino);
+      expect(e.cgroup_id).toBe(fs.statSync(sub).ino);
     } finally {
       for (let i = 0; i < 50; i++) {
         try {
+          if (fs.existsSync(sub)) fs.rmdirSync(sub);
           fs.rmdirSync(dir);
           break;
         } catch {
