@@ -751,6 +751,11 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	skel->rodata->min_latency_ns = opt.min_latency_us * 1000;
 	skel->rodata->retrans_has_err = retrans_nargs >= 3;
 	bpf_map__set_max_entries(skel->maps.events, opt.ringbuf_mb << 20);
+	/* hash maps are preallocated: size the filter sets to what they hold */
+	bpf_map__set_max_entries(skel->maps.pids, opt.n_pids ? opt.n_pids : 1);
+	bpf_map__set_max_entries(skel->maps.exclude_pids, opt.n_exclude_pids ? opt.n_exclude_pids : 1);
+	bpf_map__set_max_entries(skel->maps.dports, opt.n_dports ? opt.n_dports : 1);
+	bpf_map__set_max_entries(skel->maps.cgroups, opt.n_cgroups ? opt.n_cgroups : 1);
 
 	bpf_program__set_autoload(skel->progs.btf_inet_sock_set_state, use_btf);
 	bpf_program__set_autoload(skel->progs.btf_tcp_retransmit_skb, use_btf);

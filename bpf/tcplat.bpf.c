@@ -186,19 +186,23 @@ static __always_inline int on_syn_sent(struct sock *sk)
 	in.pid = tgid;
 	in.tid = (__u32)pid_tgid;
 	bpf_get_current_comm(&in.comm, sizeof(in.comm));
+	/* a socket can connect() again after a failure: older ICMP records on
+	 * its error queue are not about this attempt */
+	in.errq_len = BPF_CORE_READ(sk, sk_error_queue.qlen);
 	bpf_map_update_elem(&inflight, &key, &in, BPF_ANY);
 	return 0;
 }
 
-/* errno of the newest ICMP/ICMPv6 error queued on the socket, or 0. */
-static __always_inline int queued_icmp_error(struct sock *sk)
+/* errno of the newest ICMP/ICMPv6 error queued on the socket during this
+ * attempt (the queue grew since SYN time), or 0. */
+static __always_inline int queued_icmp_error(struct sock *sk, __u32 errq_len_at_start)
 {
 	struct sock_exterr_skb *serr;
 	struct sk_buff *skb;
 	__u32 eno = 0;
 	__u8 origin = 0;
 
-	if (!BPF_CORE_READ(sk, sk_error_queue.qlen))
+	if (BPF_CORE_READ(sk, sk_error_queue.qlen) <= errq_len_at_start)
 		return 0;
 	skb = BPF_CORE_READ(sk, sk_error_queue.prev);
 	if (!skb)
@@ -247,7 +251,7 @@ static __always_inline int on_done(struct sock *sk, bool ok)
 		if (!err)
 			err = BPF_CORE_READ(sk, sk_err_soft);
 		if (!err)
-			err = queued_icmp_error(sk);
+			err = queued_icmp_error(sk, in->errq_len);
 	}
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

@@ -27,7 +27,7 @@ struct tcplat_inflight {
 	__u32 pid;      /* tgid */
 	__u32 tid;
 	__u32 syn_retrans;
-	__u32 _pad;
+	__u32 errq_len;  /* socket error queue length at SYN time */
 	char comm[TCPLAT_COMM_LEN];
 };
 
