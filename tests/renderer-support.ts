@@ -93,6 +93,12 @@ export interface Image {
   rgba: Buffer;
 }
 
+/** Width and height from a PNG's IHDR, without decoding it; throws when it is not a PNG. */
+export function pngSize(buf: Buffer): { width: number; height: number } {
+  if (buf.length < 24 || buf.subarray(0, 8).toString('hex') !== '89504e470d0a1a0a' || buf.subarray(12, 16).toString('latin1') !== 'IHDR') throw new Error('not a PNG');
+  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+}
+
 /** Decode an 8-bit, non-interlaced RGB/RGBA PNG (what Matplotlib's Agg writes). */
 export function decodePng(buf: Buffer): Image {
   if (buf.subarray(0, 8).toString('hex') !== '89504e470d0a1a0a') throw new Error('not a PNG');

@@ -31,11 +31,12 @@ matplotlib.use("Agg")
 # them as mathtext, which would both reinterpret the text and raise on malformed input.
 matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.patheffects as patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 DPI = 100
 MS_PER_DAY = 86_400_000.0
@@ -50,8 +51,11 @@ THEMES = {
         "grid": "#2c3235",
         "cmap": "plasma",
         "series": ["#73bf69", "#f2cc0c", "#5794f2", "#ff9830", "#f2495c", "#b877d9", "#8ab8ff", "#96d98d"],
-        "p50": "#8ab8ff",
+        "p50": "#ffffff",
+        "p90": "#ffffff",
         "p99": "#ffffff",
+        "max": "#ffffff",
+        "halo": "#000000",
         "error": "#f2495c",
     },
     "light": {
@@ -62,8 +66,11 @@ THEMES = {
         "grid": "#dcdee0",
         "cmap": "viridis",
         "series": ["#37872d", "#c4a000", "#1f60c4", "#fa6400", "#c4162a", "#8f3bb8", "#3274d9", "#56a64b"],
-        "p50": "#1f60c4",
-        "p99": "#c4162a",
+        "p50": "#111217",
+        "p90": "#111217",
+        "p99": "#111217",
+        "max": "#111217",
+        "halo": "#ffffff",
         "error": "#c4162a",
     },
 }
@@ -143,8 +150,8 @@ def latency_axis(ax, lo, hi):
     decades = [10.0 ** e for e in range(-2, 5) if lo <= 10.0 ** e <= hi]
     ax.yaxis.set_major_locator(FixedLocator(decades))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(v)))
-    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 5), numticks=20))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    # Minor ticks would cost more draw time than they add (each Tick is a handful of artists): none.
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def margins(fig, w, h, right_px):
@@ -167,8 +174,15 @@ def render_heatmap(req):
     x = (req["from_ms"] + np.arange(nbins + 1, dtype=float) * req["window_ms"]) / MS_PER_DAY
     data = np.ma.masked_less_equal(counts.T, 0)
     vmax = max(2.0, float(counts.max()) if counts.size else 2.0)
-    mesh = ax.pcolormesh(x, edges_y, data, cmap=theme["cmap"], norm=LogNorm(vmin=1, vmax=vmax), shading="flat", rasterized=True)
-    latency_axis(ax, edges_y[0], edges_y[-1])
+    # Drawn in log10(ms) on a linear axis: pcolorfast then draws the rectilinear grid as one image,
+    # several times faster than a QuadMesh on a log axis, and the picture is the same log scale.
+    ly = np.log10(edges_y)
+    mesh = ax.pcolorfast(x, ly, data, cmap=theme["cmap"], norm=LogNorm(vmin=1, vmax=vmax))
+    ax.set_ylim(ly[0], ly[-1])
+    decades = [e for e in range(-2, 5) if ly[0] <= e <= ly[-1]]
+    ax.yaxis.set_major_locator(FixedLocator(decades))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
+    ax.yaxis.set_minor_locator(NullLocator())
     time_axis(ax, req, theme)
     ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
     ax.set_ylabel("connect latency", fontsize=9)
@@ -178,7 +192,11 @@ def render_heatmap(req):
         if line is None:
             continue
         colour = theme.get(name, theme["text"])
-        ax.plot(centres, nan_array(line), color=colour, linewidth=1.2, linestyle="-" if name == "p50" else "--", label=name)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ly_line = np.log10(nan_array(line))
+        style = {"p50": "-", "p90": "-.", "p99": "--", "max": ":"}[name]
+        # A halo keeps the line readable over any cell colour.
+        ax.plot(centres, ly_line, color=colour, linewidth=1.3, linestyle=style, label=name, path_effects=[patheffects.withStroke(linewidth=3, foreground=theme["halo"], alpha=0.6)])
     if req.get("overlays"):
         leg = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
         leg.get_frame().set_alpha(0.8)
@@ -187,7 +205,7 @@ def render_heatmap(req):
     cb.outline.set_edgecolor(theme["grid"])
     cb.ax.tick_params(colors=theme["text"], labelsize=8)
     cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_count(v)))
-    cb.ax.yaxis.set_minor_formatter(NullFormatter())
+    cb.ax.yaxis.set_minor_locator(NullLocator())
     cb.set_label(req.get("colour_label", "connections per cell"), color=theme["text"], fontsize=8.5)
     add_titles(fig, req, theme, w, h)
     return fig

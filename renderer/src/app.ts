@@ -152,8 +152,12 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     const t0 = performance.now();
     try {
       const rows = await source.query(chartQuery(p));
+      const t1 = performance.now();
       const chart = kind === 'heatmap' ? heatmapChart(p, rows) : percentilesChart(p, rows);
+      const t2 = performance.now();
       const r = await pool.render(chart.request);
+      const t3 = performance.now();
+      const timing = `query;dur=${(t1 - t0).toFixed(1)}, prepare;dur=${(t2 - t1).toFixed(1)}, render;dur=${(t3 - t2).toFixed(1)}, draw;dur=${Number(r.header.render_ms ?? 0).toFixed(1)}`;
       metrics.render(kind, chart.total > 0 ? 'ok' : 'nodata', (performance.now() - t0) / 1000);
       // The newest bins are still filling (late events, spooled writes): short life; the past: longer.
       const live = p.binToMs > now() - Math.max(2 * p.windowMs, 60_000);
@@ -163,6 +167,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
         etag: `"${crypto.createHash('sha256').update(r.png).digest('base64url').slice(0, 27)}"`,
         noData: chart.total === 0,
         maxAgeS,
+        timing,
         expiresAt: now() + maxAgeS * 1000,
       };
       if (config.cacheBytes > 0) cache.set(key, img);
@@ -195,6 +200,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       .header('X-Tcplat-Cache', hit ? 'hit' : 'miss')
       .header('X-Tcplat-Bin-Ms', String(p.windowMs));
     if (img.noData) reply.header('X-Tcplat-No-Data', 'true');
+    if (!hit && img.timing) reply.header('Server-Timing', img.timing);
     if (req.headers['if-none-match'] === img.etag) return reply.code(304).send();
     return reply.type('image/png').send(img.png);
   }
@@ -341,8 +347,6 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
             serializers: { req: (req: { method: string; url: string }) => ({ method: req.method, url: redactUrl(req.url) }) },
             ...(typeof opts.logger === 'object' ? opts.logger : {}),
           },
-    // Long filter lists are legal; a URL longer than this is not a chart request.
-    maxParamLength: 200,
   });
   const ownPool = !opts.pool;
   const pool =

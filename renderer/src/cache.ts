@@ -8,6 +8,8 @@ export interface CachedImage {
   noData: boolean;
   /** Seconds a client may reuse it (Cache-Control max-age). */
   maxAgeS: number;
+  /** Server-Timing of the render that produced it (query, prepare, render = queue + draw, draw). */
+  timing?: string;
   expiresAt: number;
 }
 

@@ -87,7 +87,7 @@ function list(raw: Raw, name: string, limits: Limits): string[] {
     if (x === '' || x === '*' || x === '$__all') continue;
     if (x.length > 256) throw new ParamError(name, `${name}: a value is longer than 256 characters`);
     // eslint-disable-next-line no-control-regex
-    if (/[\x00]/.test(x)) throw new ParamError(name, `${name}: values cannot contain NUL characters`);
+    if (/[\x00-\x1f\x7f]/.test(x)) throw new ParamError(name, `${name}: values cannot contain control characters (no tag value does: the agent writes them as \\n, \\r, \\t text)`);
     out.add(x);
   }
   if (values.includes('*') || values.includes('$__all')) return [];

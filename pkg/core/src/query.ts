@@ -78,7 +78,13 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   for (const tag of HIST_QUERY_TAGS) {
     const values = q.filters?.[tag];
     if (values === undefined || values.length === 0) continue;
-    for (const v of values) if (typeof v !== 'string') throw new QueryValueError(`filter ${tag}: expected strings, got ${typeof v}`);
+    for (const v of values) {
+      if (typeof v !== 'string') throw new QueryValueError(`filter ${tag}: expected strings, got ${typeof v}`);
+      // No tag value holds a control character (the line-protocol encoder writes them as `\n`, `\r`,
+      // `\t`, `\xNN` text), and InfluxQL 1.x string literals cannot carry CR or TAB at all: refuse them.
+      // eslint-disable-next-line no-control-regex
+      if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`filter ${tag}: tag values never contain control characters, got ${JSON.stringify(v.slice(0, 40))}`);
+    }
     // Deduplicate and sort: the same filter always gives the same query text (cache keys, golden tests).
     filters.push([tag, [...new Set(values)].sort()]);
   }

@@ -1,0 +1,134 @@
+/**
+ * Every parameter with hostile values against the real InfluxDB 1.x: the answer is a 4xx or a correct
+ * (empty) image, never a 5xx, never a query error, and the data are still there afterwards.
+ */
+import { queryInfluxQL, type InfluxV1Target } from '@tcplat/core';
+import { describeWith } from './support/prereq';
+import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { pngSize, seedPoints, testServer, writePoints, type Answer, type TestServer } from './renderer-support';
+
+const NOW = Date.UTC(2025, 10, 25, 12, 0, 0);
+const FROM = NOW - 3_600_000;
+
+const HOSTILE = [
+  "'",
+  '"',
+  '\\',
+  "\\'",
+  "' OR 1=1 --",
+  '" OR 1=1',
+  '") |> drop(columns: ["_value"]) //',
+  '|>',
+  '\n',
+  'a\nb',
+  '\r\n',
+  '${x}',
+  '; DROP DATABASE x',
+  '/.*/',
+  '1e309',
+  '-1',
+  '99999999999999999999999',
+  'NaN',
+  'now-99999999999d',
+  "now-1h' OR 1=1",
+  '2025-13-45T99:99:99Z',
+  '\u0000',
+  '<script>alert(1)</script>',
+  '../../etc/passwd',
+  '$\\frac{1}{',
+  '%',
+  '*',
+  '',
+  'x'.repeat(5000),
+  '🚀 ünï',
+];
+
+const PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay'];
+
+describeWith(missingInflux(), 'renderer with hostile parameters', () => {
+  let target: InfluxV1Target;
+  let srv: TestServer;
+  let seeded = 0;
+
+  beforeAll(async () => {
+    target = await freshDatabase('renderer_hostile');
+    const points = seedPoints([{ service: 'api', dst: 'db:5432', perWindow: 5, latency: (i) => 0.5 + i }], FROM, NOW);
+    seeded = points.length * 5;
+    await writePoints(target, points);
+    srv = await testServer(target, ['--cache-mb', '0'], { now: () => NOW });
+  });
+
+  afterAll(async () => {
+    await srv?.close();
+    if (target) await dropDatabase(target);
+  });
+
+  function check(a: Answer, what: string): void {
+    if (a.statusCode >= 500) throw new Error(`${what}: HTTP ${a.statusCode} ${a.text.slice(0, 300)}`);
+    expect(a.statusCode === 200 || (a.statusCode >= 400 && a.statusCode < 500)).toBe(true);
+    if (a.statusCode === 200) {
+      expect(a.headers['content-type']).toBe('image/png');
+      expect(pngSize(a.body).width).toBeGreaterThan(0);
+    } else {
+      const body = a.json();
+      expect(typeof body.error).toBe('string');
+      expect(a.text).not.toMatch(/\n\s+at |\.ts:\d+/);
+    }
+  }
+
+  async function run(paths: string[]): Promise<Answer[]> {
+    const out: Answer[] = [];
+    // A few at a time: enough to be quick, never enough to hit the overload limit.
+    for (let i = 0; i < paths.length; i += 4) {
+      const batch = await Promise.all(paths.slice(i, i + 4).map((p) => srv.get(p)));
+      batch.forEach((a, k) => check(a, paths[i + k]));
+      out.push(...batch);
+    }
+    return out;
+  }
+
+  test('each parameter, each hostile value, on both charts', async () => {
+    const paths: string[] = [];
+    for (const route of ['/render/heatmap.png', '/render/percentiles.png']) {
+      for (const p of PARAMS) {
+        for (const v of HOSTILE) {
+          // Small images: this runs hundreds of renders.
+          const q = new URLSearchParams({ from: String(FROM), to: String(NOW), width: '400', height: '200' });
+          q.set(p, v);
+          paths.push(`${route}?${q}`);
+        }
+      }
+    }
+    const answers = await run(paths);
+    const codes = new Set(answers.map((a) => a.statusCode));
+    expect([...codes].every((c) => c === 200 || c === 400)).toBe(true);
+    // Hostile filter values are just names nobody has: a correct empty image.
+    const r = await srv.get(`/render/heatmap.png?service=${encodeURIComponent("api' OR 1=1 --")}&from=${FROM}&to=${NOW}`);
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['x-tcplat-no-data']).toBe('true');
+  });
+
+  test('hostile parameter names, repeated and oversized lists, the seed route', async () => {
+    const paths = [
+      ...HOSTILE.slice(0, 12).map((v) => `/render/heatmap.png?${encodeURIComponent(v)}=1`),
+      `/render/heatmap.png?${Array.from({ length: 60 }, (_, i) => `service=s${i}`).join('&')}`,
+      `/render/heatmap.png?service=api&service=${encodeURIComponent("'")}&from=${FROM}&to=${NOW}`,
+      `/render/heatmap.png?from=${FROM}&from=${FROM - 1}`,
+      `/render/heatmap.png?width=100&width=200`,
+      ...HOSTILE.map((v) => `/visualize/tcp-latency-heatmap?serviceName=${encodeURIComponent(v)}`),
+      ...HOSTILE.map((v) => `/visualize/tcp-latency-heatmap?serviceName=api&timeRange=${encodeURIComponent(v)}`),
+    ];
+    await run(paths);
+  });
+
+  test('no query error reached InfluxDB, and the data are intact', async () => {
+    const m = await srv.get('/metrics');
+    expect(m.text).toContain('tcplat_renderer_influx_errors_total 0');
+    expect(m.text).not.toMatch(/outcome="error"/);
+    const [series] = await queryInfluxQL(target, 'SELECT sum("count") FROM "tcp_connect_hist"');
+    expect(series[0].values[0][1]).toBe(seeded);
+    const ok = await srv.get(`/render/heatmap.png?service=api&from=${FROM}&to=${NOW}`);
+    expect(ok.statusCode).toBe(200);
+    expect(ok.headers['x-tcplat-no-data']).toBeUndefined();
+  });
+});
