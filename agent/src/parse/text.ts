@@ -80,7 +80,7 @@ const DECIMAL = /^\d+(\.\d+)?$/;
 const MS_PER_DAY = 86_400_000;
 
 function tokenize(line: string, csv: boolean): string[] {
-  return csv ? line.split(',').map((s) => s.trim()) : line.trim().split(/\s+/);
+  return csv ? line.trim().split(',') : line.trim().split(/\s+/);
 }
 
 /** Recognise a header line: known column names only, with PID and COMM among them. */
@@ -103,7 +103,7 @@ function readHeader(line: string): { layout: Layout; tool: TextTool | null } | n
 
 function looksLikeHeader(line: string): boolean {
   // Data rows start with a number (pid, time or socket address); a header starts with a column name.
-  return /^[A-Z][A-Z_()-]*[\s,]/.test(line.trim()) && !/^\d/.test(line.trim());
+  return /^[A-Z][A-Za-z_()-]*[\s,]/.test(line.trim());
 }
 
 function normaliseAddr(addr: string): { addr: string; family: Family } | null {

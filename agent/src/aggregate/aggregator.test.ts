@@ -1,0 +1,140 @@
+import { BUCKET_FIELDS, CONNECT_FIELD, encodePoint, HIST_FIELD, IntValue, MEASUREMENT, type ConnectEvent, type Point } from '@tcplat/core';
+import { Metrics, StageCounters } from '../metrics';
+import type { EnrichedConnect, EnrichedSession } from '../types';
+import { Aggregator } from './aggregator';
+
+const T0 = 1_764_100_000_000_000_000n; // a whole 10 s window start
+const S = 1_000_000_000n;
+
+function ev(tsNs: bigint, over: Partial<EnrichedConnect> = {}): EnrichedConnect {
+  const base: ConnectEvent = {
+    type: 'connect', tsNs, latencyNs: 2_000_000, result: 'ok', errno: 0, synRetrans: 0, pid: 1, tid: 1, comm: 'ruby', cgroupId: '0',
+    family: 'ipv4', saddr: '127.0.0.1', sport: 1, daddr: '10.0.0.1', dport: 5432,
+  };
+  return { ...base, service: 'rails', dst: 'pg', ...over };
+}
+
+function make(opts: Partial<ConstructorParameters<typeof Aggregator>[0]> = {}) {
+  const stage = new StageCounters(new Metrics(), 'aggregate');
+  let seed = 1;
+  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const a = new Aggregator({ host: 'h', windowNs: 10n * S, rawLimit: 10_000, runId: 1, random, ...opts }, stage);
+  const points: Point[] = [];
+  return { a, stage, points, flush: (final = false) => a.flush((p) => points.push(p), final) };
+}
+
+const num = (v: unknown) => (v instanceof IntValue ? Number(v.value) : (v as number));
+const hist = (ps: Point[]) => ps.filter((p) => p.measurement === MEASUREMENT.connectHist);
+const raw = (ps: Point[]) => ps.filter((p) => p.measurement === MEASUREMENT.connect);
+
+describe('histograms', () => {
+  test('one delta point per series and window per flush, stamped inside the window, never twice at one time', () => {
+    const { a, points, flush } = make();
+    for (let i = 0; i < 5; i++) a.add(ev(T0 + BigInt(i) * S));
+    a.add(ev(T0 + 1n, { result: 'refused', latencyNs: 100_000 }));
+    flush();
+    // Late events for the same window after it was flushed, plus a new window.
+    a.add(ev(T0 + 3n * S, { latencyNs: 1_050_000_000, synRetrans: 1 }));
+    a.add(ev(T0 + 12n * S));
+    flush(true);
+    const h = hist(points);
+    expect(h).toHaveLength(4);
+    const okW0 = h.filter((p) => p.tags!.result === 'ok' && BigInt(p.timeNs!) < T0 + 10n * S);
+    expect(okW0).toHaveLength(2);
+    // The window's histogram is the sum of its points.
+    expect(okW0.reduce((n, p) => n + num(p.fields[HIST_FIELD.count]), 0)).toBe(6);
+    expect(okW0.reduce((n, p) => n + num(p.fields[HIST_FIELD.synRetrans]), 0)).toBe(1);
+    expect(Math.max(...okW0.map((p) => num(p.fields[HIST_FIELD.maxMs])))).toBe(1050);
+    const times = h.map((p) => `${p.tags!.result}@${p.timeNs}`);
+    expect(new Set(times).size).toBe(times.length);
+    for (const p of h) {
+      const t = BigInt(p.timeNs!);
+      expect(t - (t % (10n * S))).toBe(t >= T0 + 10n * S ? T0 + 10n * S : T0);
+    }
+    // Bucket fields add up to count.
+    for (const p of h) expect(BUCKET_FIELDS.reduce((n, f) => n + num(p.fields[f]), 0)).toBe(num(p.fields[HIST_FIELD.count]));
+  });
+
+  test('another run (agent restarted) stamps the same window at other times', () => {
+    const r1 = make({ runId: 1 });
+    const r2 = make({ runId: 2 });
+    r1.a.add(ev(T0));
+    r2.a.add(ev(T0));
+    r1.flush();
+    r2.flush();
+    expect(hist(r1.points)[0].timeNs).not.toBe(hist(r2.points)[0].timeNs);
+  });
+});
+
+describe('raw points', () => {
+  test('exact below the limit; unique timestamps per series (collisions move by 1 ns)', () => {
+    const { a, points, flush } = make();
+    a.add(ev(T0 + 5n));
+    a.add(ev(T0 + 5n));
+    a.add(ev(T0 + 5n, { result: 'refused' }));
+    a.add(ev(T0 + 6n));
+    flush(true);
+    const r = raw(points);
+    expect(r.map((p) => `${p.tags!.result}@${BigInt(p.timeNs!) - T0}`).sort()).toEqual(['ok@5', 'ok@6', 'ok@7', 'refused@5']);
+    expect(r.every((p) => p.fields[CONNECT_FIELD.sampleWeight] === undefined)).toBe(true);
+    expect(a.collisions).toBe(2);
+  });
+
+  test('beyond the limit per second of event time: a sample whose weights sum to the events', () => {
+    const { a, points, flush, stage } = make({ rawLimit: 100 });
+    for (let i = 0; i < 1000; i++) a.add(ev(T0 + BigInt(i) * 1000n)); // 1000 events in one second
+    for (let i = 0; i < 50; i++) a.add(ev(T0 + S + BigInt(i))); // 50 in the next
+    flush(true);
+    const r = raw(points);
+    const first = r.filter((p) => BigInt(p.timeNs!) < T0 + S);
+    expect(first).toHaveLength(100);
+    expect(first.reduce((n, p) => n + (p.fields[CONNECT_FIELD.sampleWeight] as number), 0)).toBeCloseTo(1000, 6);
+    const second = r.filter((p) => BigInt(p.timeNs!) >= T0 + S);
+    expect(second).toHaveLength(50);
+    expect(second.every((p) => p.fields[CONNECT_FIELD.sampleWeight] === undefined)).toBe(true);
+    expect(stage.droppedCount('sampled_out')).toBe(900);
+    // The histogram is exact regardless.
+    expect(hist(points).reduce((n, p) => n + num(p.fields[HIST_FIELD.count]), 0)).toBe(1050);
+  });
+
+  test('a second is emitted once a newer second is seen, or at the second flush; late events respect the budget', () => {
+    const { a, points, flush } = make({ rawLimit: 3 });
+    a.add(ev(T0));
+    flush();
+    expect(raw(points)).toHaveLength(0); // its second may still be filling
+    flush();
+    expect(raw(points)).toHaveLength(1);
+    a.add(ev(T0 + 1n));
+    a.add(ev(T0 + 2n));
+    a.add(ev(T0 + 3n));
+    a.add(ev(T0 + 4n)); // second T0 already had 1 point: 2 more fit, 4 events -> weight 2
+    a.add(ev(T0 + 2n * S));
+    flush();
+    const late = raw(points).slice(1);
+    expect(late).toHaveLength(2);
+    expect(late.every((p) => p.fields[CONNECT_FIELD.sampleWeight] === 2)).toBe(true);
+    expect(a.pending).toBe(1);
+  });
+
+  test('hostile values are carried, and encoded without breaking the line', () => {
+    const { a, points, flush } = make();
+    a.add(ev(T0, { comm: 'a b,c=d\n"x"\\', service: 'svc\\', dst: 'x y', container: 'c"' })); // container ids are hex or uuids: never a newline
+    flush(true);
+    for (const p of points) expect(encodePoint(p).split('\n')).toHaveLength(1);
+  });
+});
+
+test('sessions keep their own time and become tcp_session points', () => {
+  const { a, points, flush } = make();
+  const s: EnrichedSession = {
+    type: 'session', tsNs: T0, lifespanMs: 22.5, txKb: 2.93, rxKb: 0.01, pid: 7, comm: 'node', family: 'ipv4', saddr: '127.0.0.1', sport: 40000,
+    daddr: '127.0.0.1', dport: 47001, service: 'node', dst: '127.0.0.1:47001',
+  };
+  a.add(s);
+  a.add({ ...s });
+  flush();
+  expect(points.map((p) => [p.measurement, BigInt(p.timeNs!) - T0])).toEqual([
+    [MEASUREMENT.session, 0n],
+    [MEASUREMENT.session, 1n],
+  ]);
+});

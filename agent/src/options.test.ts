@@ -1,0 +1,67 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, formatHelp } from '@tcplat/core';
+import { AGENT_OPTIONS, AGENT_SUMMARY, loadAgentConfig } from './options';
+import { sourceCommand } from './sources/commands';
+
+const BASE = ['--influx-db', 'tcplat'];
+
+describe('agent options', () => {
+  test('defaults and the documented flags', () => {
+    const { config } = loadAgentConfig(BASE, {});
+    expect(config).toMatchObject({
+      source: 'probe',
+      once: false,
+      listen: { host: '127.0.0.1', port: 7070 },
+      flushIntervalMs: 1000,
+      histWindowMs: 10_000,
+      rawRateLimit: 10_000,
+      spoolMaxBytes: 1 << 30,
+      target: { version: 1, url: 'http://127.0.0.1:8086', db: 'tcplat' },
+    });
+    const help = formatHelp('agent', AGENT_SUMMARY, AGENT_OPTIONS);
+    for (const f of ['--source', '--source-cmd', '--probe', '--once', '--influx-url', '--influx-db', '--influx-rp', '--influx-user', '--influx-password', '--influx-org', '--influx-bucket', '--influx-token', '--spool-dir', '--listen', '--flush-interval', '--hist-window', '--host', '--config']) {
+      expect(help).toContain(`  ${f}`);
+    }
+  });
+
+  test('env and config file, with mapping rules', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-opt-'));
+    const f = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(f, 'source: tcplife\nhist-window: 1m\nservices:\n  - {name: api, comm: node}\ndestinations:\n  - 10.0.0.0/8:5432 -> pg\n');
+    const { config } = loadAgentConfig(['--config', f], { TCPLAT_INFLUX_ORG: 'o', TCPLAT_INFLUX_BUCKET: 'b', TCPLAT_INFLUX_TOKEN: 't', TCPLAT_ONCE: 'true' });
+    expect(config).toMatchObject({ source: 'tcplife', histWindowMs: 60_000, once: true, target: { version: 2, org: 'o', bucket: 'b', token: 't' } });
+    expect(config!.rules.services[0].name).toBe('api');
+    expect(config!.rules.destinations[0].name).toBe('pg');
+    fs.writeFileSync(f, 'destinations:\n  - 10.0.0.0/8:5432 pg\n');
+    expect(() => loadAgentConfig(['--config', f, ...BASE], {})).toThrow(/destinations\[0\]: expected "CIDR\[:PORT\] -> NAME"/);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test.each([
+    [['--listen', '0.0.0.0:7070'], /not a loopback address: give --api-token/],
+    [['--hist-window', '500ms'], /--hist-window: must be a whole number of milliseconds, at least 1s/],
+    [['--flush-interval', '1ms'], /--flush-interval: must be at least 10ms/],
+    [['--source', 'tcptop'], /--source: must be one of probe, tcplife, tcpstates, tcpconnlat, ndjson/],
+    [['--raw-rate-limit', '-1'], /--raw-rate-limit: must be at least 0/],
+  ])('%j is refused with a message naming the key', (argv, msg) => {
+    expect(() => loadAgentConfig([...BASE, ...(argv as string[])], {})).toThrow(msg);
+  });
+
+  test('no database is a clear error', () => {
+    expect(() => loadAgentConfig([], {})).toThrow(ConfigError);
+    expect(() => loadAgentConfig([], {})).toThrow(/no InfluxDB database/);
+  });
+});
+
+describe('source commands', () => {
+  test('the probe excludes the agent in the kernel; --source-cmd replaces any command', () => {
+    expect(sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => true)).toEqual({ argv: ['/x/probe', '--exclude-pid', '42'] });
+    expect(() => sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => false)).toThrow(/--probe \/x\/probe: not found .*make -C bpf/);
+    expect(sourceCommand({ source: 'tcplife', sourceCmd: 'cat cap.txt', selfPid: 1 })).toEqual({ shell: 'cat cap.txt' });
+    expect(sourceCommand({ source: 'tcpstates', selfPid: 1 }, (p) => p === '/usr/share/bcc/tools/tcpstates')).toEqual({ argv: ['/usr/share/bcc/tools/tcpstates'] });
+    expect(() => sourceCommand({ source: 'tcpconnlat', selfPid: 1 }, () => false)).toThrow(/tool is not installed .* give --source-cmd/);
+    expect(sourceCommand({ source: 'ndjson', selfPid: 1 })).toEqual({ stdin: true });
+  });
+});
