@@ -13,7 +13,7 @@ export const SHUTDOWN_DEADLINE_MS = 5000;
 
 export async function runAgent(config: AgentConfig, values: Record<string, unknown>): Promise<number> {
   const app = Fastify({
-    logger: { level: config.logLevel, base: { component: 'tcplat-agent' }, redact: ['req.headers.authorization'] },
+    logger: { level: config.logLevel, base: { component: 'tcplat-agent' }, redact: ['req.headers.authorization'], stream: process.stderr },
     disableRequestLogging: true,
   });
   const log = app.log as unknown as Logger;
