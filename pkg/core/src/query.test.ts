@@ -65,6 +65,15 @@ describe('InfluxQL builder (golden)', () => {
     expect(text.endsWith('sum("le_10000") AS "le_10000", sum("le_inf") AS "le_inf" FROM "tcp_connect_hist" WHERE time >= 1764100000000ms AND time < 1764103600000ms GROUP BY time(10000ms) fill(none)')).toBe(true);
   });
 
+  test('fields: a subset of the metrics, in the metrics order', () => {
+    const text = buildInfluxQLHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['buckets', 'max'], fields: ['max_ms', 'le_1', 'le_0.63'] });
+    expect(text).toBe(
+      'SELECT sum("le_0.63") AS "le_0.63", sum("le_1") AS "le_1", max("max_ms") AS "max_ms" FROM "tcp_connect_hist" WHERE time >= 1764100000000ms AND time < 1764103600000ms GROUP BY time(60000ms) fill(none)',
+    );
+    expect(() => buildInfluxQLHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'], fields: ['le_1'] })).toThrow(/not one of/);
+    expect(() => buildFluxHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'], fields: [] }, { bucket: 'b' })).toThrow(/empty/);
+  });
+
   test('filters are order-independent and deduplicated (same text, same cache key)', () => {
     const a = buildInfluxQLHistQuery({ filters: { host: ['b', 'a', 'b'] }, fromMs: FROM, toMs: TO, windowMs: 1000, metrics: ['count'] });
     const b = buildInfluxQLHistQuery({ filters: { host: ['a', 'b'] }, fromMs: FROM, toMs: TO, windowMs: 1000, metrics: ['count'] });

@@ -39,6 +39,11 @@ export interface HistQuery {
   metrics: readonly HistMetric[];
   /** Tags to keep apart (one row per bin per combination); absent: everything summed together. */
   groupBy?: readonly HistQueryTag[];
+  /**
+   * Read only these of the metrics' fields (e.g. the buckets that can be non-zero, or one half of them
+   * for two queries in parallel); absent: all of them. Fields not read are absent from the rows.
+   */
+  fields?: readonly string[];
 }
 
 export type HistAgg = 'sum' | 'min' | 'max';
@@ -72,8 +77,13 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   if (q.toMs <= q.fromMs) throw new QueryValueError(`toMs (${q.toMs}) must be after fromMs (${q.fromMs})`);
   int('windowMs', q.windowMs, 1, MAX_TIME_MS);
   for (const m of q.metrics) if (!(HIST_METRICS as readonly string[]).includes(m)) throw new QueryValueError(`unknown metric ${JSON.stringify(m)}`);
-  const columns = histColumns(q.metrics);
+  let columns = histColumns(q.metrics);
   if (columns.length === 0) throw new QueryValueError('a query needs at least one metric');
+  if (q.fields !== undefined) {
+    for (const f of q.fields) if (!columns.some((c) => c.field === f)) throw new QueryValueError(`field ${JSON.stringify(f)} is not one of the metrics' fields`);
+    columns = columns.filter((c) => q.fields!.includes(c.field));
+    if (columns.length === 0) throw new QueryValueError('fields: empty: a query needs at least one field');
+  }
   const filters: [HistQueryTag, string[]][] = [];
   for (const tag of HIST_QUERY_TAGS) {
     const values = q.filters?.[tag];

@@ -1,0 +1,315 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * Benchmark of `tcplat renderer` (npm run bench:renderer; scripts/bench-renderer starts the InfluxDB).
+ * One run, same data: uncached heatmap p50/p95 at 1 h, 6 h and 24 h; cached p50; 8 concurrent clients;
+ * the seed's design (a fresh Python + pandas + Matplotlib process per request, same query, same picture
+ * size); RSS of the service and its workers over 1,000 renders.
+ *
+ * Flags: --influx-url URL (required) --renders N (default 1000) --n N (samples per range, default 25)
+ *        --seed-only (write the data set and exit: for looking at it by hand)
+ */
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..', '..');
+const core = require(path.join(root, 'pkg/core/dist'));
+const { parseRenderParams, DEFAULT_LIMITS } = require(path.join(root, 'renderer/dist/params'));
+const { chartQuery, heatmapChart } = require(path.join(root, 'renderer/dist/charts'));
+const { influxSource } = require(path.join(root, 'renderer/dist/data'));
+
+function flag(name, dflt) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+}
+const INFLUX = flag('influx-url');
+if (!INFLUX) {
+  console.error('bench-renderer: --influx-url is required (scripts/bench-renderer starts a throwaway InfluxDB)');
+  process.exit(2);
+}
+const RENDERS = Number(flag('renders', '1000'));
+const N = Number(flag('n', '25'));
+const PYTHON = '/usr/bin/python3';
+const DB = 'bench_renderer';
+const HOUR = 3_600_000;
+const WINDOW = 10_000;
+const END = Math.floor(Date.now() / WINDOW) * WINDOW;
+const START = END - 25 * HOUR;
+const W = 1000;
+const H = 400;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+};
+const fmt = (ms) => `${ms.toFixed(ms < 10 ? 2 : 1)} ms`;
+const log = (...a) => console.error('bench-renderer:', ...a);
+
+/** A deterministic generator, so every run measures the same data. */
+function rng(seed) {
+  let s = seed;
+  return () => (s = (s * 16807) % 2147483647) / 2147483647;
+}
+
+async function seed(target) {
+  await core.queryInfluxQL({ ...target, db: '' }, `CREATE DATABASE ${core.quote('influxql-ident', DB)}`, { method: 'POST' });
+  const r = rng(42);
+  const series = [];
+  for (const host of ['h1', 'h2']) {
+    series.push({ host, service: 'rails', dst: 'pg:5432', n: 12, lat: () => (r() < 0.05 ? 1000 + 80 * r() : 0.25 + 0.3 * r()) });
+    series.push({ host, service: 'rails', dst: 'redis:6379', n: 20, lat: () => 0.06 + 0.05 * r() });
+    series.push({ host, service: 'nest', dst: 'pg:5432', n: 25, lat: () => 0.15 * Math.exp(r()) });
+    series.push({ host, service: 'nest', dst: 'redis:6379', n: 15, lat: () => 0.07 + 0.04 * r() });
+    series.push({ host, service: 'rails', dst: 'pg:5432', result: 'refused', n: 1, lat: () => 0.04 });
+  }
+  let points = [];
+  let total = 0;
+  for (let t = START; t < END; t += WINDOW) {
+    for (const s of series) {
+      const h = new core.Histogram();
+      const n = Math.round(s.n * (0.5 + r()));
+      for (let i = 0; i < n; i++) h.add(s.lat());
+      points.push(core.histPoint({ host: s.host, service: s.service, dst: s.dst, result: s.result ?? 'ok' }, h, BigInt(t) * 1_000_000n));
+      total++;
+    }
+    if (points.length >= 10_000) {
+      await core.writeLines(target, core.encodePoints(points));
+      points = [];
+    }
+  }
+  if (points.length) await core.writeLines(target, core.encodePoints(points));
+  return total;
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = require('node:net').createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function startRenderer(extra) {
+  const port = await freePort();
+  const child = spawn(process.execPath, [path.join(root, 'bin/tcplat'), 'renderer', '--influx-url', INFLUX, '--influx-db', DB, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...extra], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) return { child, base };
+    } catch {
+      /* not up yet */
+    }
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error('renderer did not start');
+}
+
+function stopRenderer(r) {
+  return new Promise((resolve) => {
+    r.child.once('exit', resolve);
+    r.child.kill('SIGTERM');
+    setTimeout(() => r.child.kill('SIGKILL'), 15_000).unref();
+  });
+}
+
+/** RSS (KiB) of a process and its children (the Python workers). */
+function treeRssKiB(pid) {
+  const rss = (p) => {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      return m ? Number(m[1]) : 0;
+    } catch {
+      return 0;
+    }
+  };
+  let total = rss(pid);
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) total += rss(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return total;
+}
+
+async function timed(url) {
+  const t0 = performance.now();
+  const res = await fetch(url);
+  const body = Buffer.from(await res.arrayBuffer());
+  const ms = performance.now() - t0;
+  if (res.status !== 200 || body.subarray(1, 4).toString() !== 'PNG') throw new Error(`${url}: HTTP ${res.status} ${body.toString().slice(0, 200)}`);
+  return { ms, timing: res.headers.get('server-timing') ?? '' };
+}
+
+const heatmapUrl = (base, rangeH, i = 0) => `${base}/render/heatmap.png?service=rails&from=${END - rangeH * HOUR - i * WINDOW}&to=${END - i * WINDOW}&width=${W}&height=${H}`;
+
+/** The seed's design: same query and bins, then a fresh Python + pandas + pyplot process per request. */
+async function seedDesign(source, rangeH) {
+  const t0 = performance.now();
+  const p = parseRenderParams('heatmap', { service: 'rails', from: String(END - rangeH * HOUR), to: String(END), width: String(W), height: String(H) }, DEFAULT_LIMITS, END);
+  const rows = await source.query(chartQuery(p));
+  const chart = heatmapChart(p, rows);
+  const png = await new Promise((resolve, reject) => {
+    const child = spawn(PYTHON, [path.join(__dirname, 'seed_plotter.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const out = [];
+    child.stdout.on('data', (c) => out.push(c));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`seed_plotter exited ${code}`))));
+    child.stdin.end(JSON.stringify(chart.request));
+  });
+  if (png.subarray(1, 4).toString() !== 'PNG') throw new Error('seed design produced no PNG');
+  return performance.now() - t0;
+}
+
+async function main() {
+  const target = { version: 1, url: INFLUX, db: DB };
+  const hasPandas = (await new Promise((resolve) => spawn(PYTHON, ['-c', 'import pandas'], { stdio: 'ignore' }).on('exit', (c) => resolve(c === 0))));
+  log(`seeding 25 h of tcp_connect_hist (10 s windows, 10 series) into ${INFLUX} db=${DB}`);
+  let t = performance.now();
+  const points = await seed(target);
+  log(`seeded ${points} points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  const results = { machine: { cpus: require('node:os').cpus().length, node: process.version }, points, hasPandas };
+
+  const uncached = await startRenderer(['--cache-mb', '0']);
+  try {
+    for (let i = 0; i < 5; i++) await timed(heatmapUrl(uncached.base, 1, i)); // warm-up
+    results.uncached = {};
+    for (const rangeH of [1, 6, 24]) {
+      const xs = [];
+      let timing = '';
+      for (let i = 0; i < N; i++) {
+        const r = await timed(heatmapUrl(uncached.base, rangeH, i));
+        xs.push(r.ms);
+        timing = r.timing;
+      }
+      results.uncached[`${rangeH}h`] = { p50: pct(xs, 0.5), p95: pct(xs, 0.95), n: xs.length, lastServerTiming: timing };
+      log(`uncached ${rangeH} h: p50 ${fmt(pct(xs, 0.5))}, p95 ${fmt(pct(xs, 0.95))} (${timing})`);
+    }
+
+    // The seed's design on the same data, same query, same picture size.
+    const source = influxSource(target, 30_000);
+    results.seed = {};
+    for (const rangeH of [1, 24]) {
+      const xs = [];
+      for (let i = 0; i < (rangeH === 1 ? 10 : 5); i++) xs.push(await seedDesign(source, rangeH));
+      results.seed[`${rangeH}h`] = { p50: pct(xs, 0.5), p95: pct(xs, 0.95), n: xs.length };
+      log(`seed design ${rangeH} h: p50 ${fmt(pct(xs, 0.5))}, p95 ${fmt(pct(xs, 0.95))}`);
+    }
+
+    // 8 concurrent clients, mixed ranges, uncached: every answer must be a PNG.
+    {
+      const lat = [];
+      let errors = 0;
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, c) => {
+          for (let i = 0; i < 12; i++) {
+            try {
+              lat.push((await timed(heatmapUrl(uncached.base, [1, 6, 24][(c + i) % 3], 100 + c * 20 + i))).ms);
+            } catch (e) {
+              errors++;
+              log(`concurrent request failed: ${e.message}`);
+            }
+          }
+        }),
+      );
+      const secs = (performance.now() - t0) / 1000;
+      results.concurrent = { clients: 8, requests: 96, errors, p50: pct(lat, 0.5), p95: pct(lat, 0.95), rps: 96 / secs };
+      log(`8 clients: ${errors} errors, p50 ${fmt(pct(lat, 0.5))}, p95 ${fmt(pct(lat, 0.95))}, ${(96 / secs).toFixed(1)} renders/s`);
+    }
+
+    // RSS over RENDERS uncached renders (service + workers), two at a time.
+    {
+      const pid = uncached.child.pid;
+      const before = treeRssKiB(pid);
+      let max = before;
+      let done = 0;
+      let errors = 0;
+      const t0 = performance.now();
+      await Promise.all(
+        [0, 1].map(async (c) => {
+          while (done < RENDERS) {
+            const i = done++;
+            try {
+              await timed(heatmapUrl(uncached.base, 1, 1000 + (i % 500) * 2 + c));
+            } catch {
+              errors++;
+            }
+            if (i % 50 === 0) max = Math.max(max, treeRssKiB(pid));
+          }
+        }),
+      );
+      const after = treeRssKiB(pid);
+      results.rss = { renders: RENDERS, errors, beforeMiB: before / 1024, afterMiB: after / 1024, maxMiB: Math.max(max, after) / 1024, growthPct: ((after - before) / before) * 100, secs: (performance.now() - t0) / 1000 };
+      log(`RSS over ${RENDERS} renders: ${(before / 1024).toFixed(1)} -> ${(after / 1024).toFixed(1)} MiB (${results.rss.growthPct.toFixed(1)} %), ${errors} errors`);
+    }
+  } finally {
+    await stopRenderer(uncached);
+  }
+
+  const cached = await startRenderer(['--cache-mb', '64']);
+  try {
+    const url = heatmapUrl(cached.base, 24);
+    await timed(url);
+    const xs = [];
+    for (let i = 0; i < 300; i++) xs.push((await timed(url)).ms);
+    results.cached = { p50: pct(xs, 0.5), p95: pct(xs, 0.95), n: xs.length };
+    log(`cached 24 h: p50 ${fmt(pct(xs, 0.5))}, p95 ${fmt(pct(xs, 0.95))}`);
+  } finally {
+    await stopRenderer(cached);
+  }
+
+  const ratio = results.seed['1h'].p50 / results.uncached['1h'].p50;
+  const ratio24 = results.seed['24h'].p50 / results.uncached['24h'].p50;
+  results.speedup = { '1h': ratio, '24h': ratio24 };
+  const ok = {
+    speedup: ratio >= 5,
+    cached: results.cached.p50 <= 10,
+    concurrency: results.concurrent.errors === 0,
+    rss: results.rss.growthPct <= 10 && results.rss.errors === 0,
+  };
+  results.targets = ok;
+  const rows = [
+    ['heatmap 1000x400, service=rails', 'p50', 'p95'],
+    ['uncached 1 h', fmt(results.uncached['1h'].p50), fmt(results.uncached['1h'].p95)],
+    ['uncached 6 h', fmt(results.uncached['6h'].p50), fmt(results.uncached['6h'].p95)],
+    ['uncached 24 h', fmt(results.uncached['24h'].p50), fmt(results.uncached['24h'].p95)],
+    ['cached (24 h)', fmt(results.cached.p50), fmt(results.cached.p95)],
+    ['8 concurrent clients, mixed', fmt(results.concurrent.p50), fmt(results.concurrent.p95)],
+    [`seed design 1 h (spawn python${hasPandas ? ' + pandas' : ', NO pandas'} + pyplot)`, fmt(results.seed['1h'].p50), fmt(results.seed['1h'].p95)],
+    [`seed design 24 h`, fmt(results.seed['24h'].p50), fmt(results.seed['24h'].p95)],
+  ];
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  console.log('');
+  for (const r of rows) console.log(`${r[0].padEnd(w0)}  ${r[1].padStart(10)}  ${r[2].padStart(10)}`);
+  console.log('');
+  console.log(`uncached p50 vs seed design: ${ratio.toFixed(1)}x faster at 1 h, ${ratio24.toFixed(1)}x at 24 h  (target >= 5x: ${ok.speedup ? 'met' : 'MISSED'})`);
+  console.log(`cached p50 ${fmt(results.cached.p50)}  (target <= 10 ms: ${ok.cached ? 'met' : 'MISSED'})`);
+  console.log(`8 concurrent clients: ${results.concurrent.errors} errors of 96, ${results.concurrent.rps.toFixed(1)} renders/s  (target 0 errors: ${ok.concurrency ? 'met' : 'MISSED'})`);
+  console.log(
+    `RSS over ${results.rss.renders} renders: ${results.rss.beforeMiB.toFixed(1)} -> ${results.rss.afterMiB.toFixed(1)} MiB, ${results.rss.growthPct.toFixed(1)} %, peak ${results.rss.maxMiB.toFixed(1)} MiB  (target <= 10 %: ${ok.rss ? 'met' : 'MISSED'})`,
+  );
+  fs.mkdirSync(path.join(root, 'test-output'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'test-output/bench-renderer.json'), JSON.stringify(results, null, 2) + '\n');
+  return Object.values(ok).every(Boolean) ? 0 : 1;
+}
+
+if (process.argv.includes('--seed-only')) seed({ version: 1, url: INFLUX, db: DB }).then(() => process.exit(0));
+else main().then(
+  (code) => process.exit(code),
+  (e) => {
+    console.error(`bench-renderer: ${e.stack ?? e}`);
+    process.exit(1);
+  },
+);

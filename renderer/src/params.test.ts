@@ -1,0 +1,55 @@
+import { canonicalKey, canonicalTimeZone, chooseWindow, DEFAULT_LIMITS, ParamError, parseRenderParams } from './params';
+
+const NOW = Date.UTC(2025, 10, 25, 12, 0, 7);
+
+describe('render parameters', () => {
+  test('bins: about one per 3 px, never finer than the agent window, nice steps', () => {
+    expect(chooseWindow(3_600_000, 1000, DEFAULT_LIMITS)).toBe(15_000);
+    expect(chooseWindow(6 * 3_600_000, 1000, DEFAULT_LIMITS)).toBe(120_000);
+    expect(chooseWindow(24 * 3_600_000, 1000, DEFAULT_LIMITS)).toBe(600_000);
+    expect(chooseWindow(60_000, 4000, DEFAULT_LIMITS)).toBe(10_000);
+    expect(chooseWindow(31 * 86_400_000, 200, DEFAULT_LIMITS)).toBe(3 * 86_400_000);
+  });
+
+  test('the range is snapped outwards to whole bins; the key ignores where inside a bin "now" is', () => {
+    const a = parseRenderParams('heatmap', { from: 'now-1h' }, DEFAULT_LIMITS, NOW);
+    expect(a.binFromMs % a.windowMs).toBe(0);
+    expect(a.binToMs % a.windowMs).toBe(0);
+    expect(a.binFromMs).toBeLessThanOrEqual(a.fromMs);
+    expect(a.binToMs).toBeGreaterThanOrEqual(a.toMs);
+    const b = parseRenderParams('heatmap', { from: 'now-1h' }, DEFAULT_LIMITS, NOW + 2000);
+    expect(canonicalKey(b)).toBe(canonicalKey(a));
+  });
+
+  test('lists: repeated or comma-separated, deduplicated and sorted; * and $__all mean no filter', () => {
+    const p = parseRenderParams('heatmap', { service: ['b', 'a', 'b'], dst: 'x,y', host: '*', result: '$__all' }, DEFAULT_LIMITS, NOW);
+    expect(p.filters).toEqual({ service: ['a', 'b'], dst: ['x', 'y'], host: [], result: [] });
+    expect(canonicalKey(p)).toBe(canonicalKey(parseRenderParams('heatmap', { service: 'a,b', dst: ['y', 'x'] }, DEFAULT_LIMITS, NOW)));
+  });
+
+  test.each([
+    ['service', { service: 'a\nb' }],
+    ['service', { service: 'x'.repeat(300) }],
+    ['dst', { dst: Array.from({ length: 51 }, (_, i) => `d${i}`) }],
+    ['width', { width: '1e3' }],
+    ['tz', { tz: 'Europe/../../etc' }],
+    ['title', { title: 't'.repeat(201) }],
+    ['from', { from: 'now-1y' }],
+  ])('%s is refused with a ParamError naming it', (parameter, raw) => {
+    try {
+      parseRenderParams('heatmap', raw, DEFAULT_LIMITS, NOW);
+      throw new Error('accepted');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ParamError);
+      expect((e as ParamError).parameter).toBe(parameter);
+    }
+  });
+
+  test('time zones: canonical names, UTC aliases', () => {
+    expect(canonicalTimeZone('')).toBe('UTC');
+    expect(canonicalTimeZone('browser')).toBe('UTC');
+    expect(canonicalTimeZone('utc')).toBe('UTC');
+    expect(canonicalTimeZone('Europe/Berlin')).toBe('Europe/Berlin');
+    expect(() => canonicalTimeZone('+01:00')).toThrow(ParamError);
+  });
+});
