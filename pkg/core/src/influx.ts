@@ -157,6 +157,36 @@ export async function queryInfluxQL(
 }
 
 
+/**
+ * Run a Flux query on a 2.x server (`/api/v2/query`) and return the annotated CSV text. Throws InfluxError
+ * with InfluxDB's message on any non-2xx answer (status 0 when unreachable).
+ */
+export async function queryFlux(t: InfluxV2Target, flux: string, signal?: AbortSignal): Promise<string> {
+  const url = `${base(t.url)}/api/v2/query?${new URLSearchParams({ org: t.org })}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { ...authHeaders(t), 'Content-Type': 'application/json', Accept: 'application/csv' },
+      body: JSON.stringify({ query: flux, type: 'flux', dialect: { header: true, annotations: ['datatype', 'group', 'default'] } }),
+      signal,
+    });
+  } catch (e) {
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+  }
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = text.slice(0, 300);
+    try {
+      msg = (JSON.parse(text) as { message?: string }).message ?? msg;
+    } catch {
+      /* not JSON: keep the text */
+    }
+    throw new InfluxError(`Flux query to ${describeTarget(t)} failed: HTTP ${res.status}: ${msg}`, res.status, text);
+  }
+  return text;
+}
+
 /** The InfluxDB flags shared by `tcplat agent` and `tcplat renderer`. The dialect follows the credentials. */
 export const INFLUX_OPTIONS: readonly OptionSpec[] = [
   { name: 'influx-url', type: 'string', arg: 'URL', help: 'InfluxDB base URL', default: 'http://127.0.0.1:8086' },

@@ -3,37 +3,8 @@ import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/suppo
 import { queryInfluxQL, type InfluxV1Target, writeLines } from './influx';
 import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName } from './lineprotocol';
 import { quote } from './escape';
+import { HOSTILE } from '../../../tests/support/hostile';
 
-/** Values that break naive encoders. */
-export const HOSTILE: readonly string[] = [
-  'plain',
-  'with space',
-  'comma,here',
-  'equals=here',
-  'quote"here',
-  "single'quote",
-  'back\\slash',
-  'double\\\\back',
-  'back\\ space',
-  'back\\,comma',
-  'back\\=eq',
-  'trailing\\',
-  'new\nline',
-  'carriage\rreturn',
-  'tab\there',
-  'nul\u0000byte',
-  'unicode ü 中文 😀',
-  ' leading and trailing ',
-  '"',
-  '\\',
-  '=',
-  ',',
-  ' ',
-  '|> drop()',
-  "' OR 1=1 --",
-  '${interp}',
-  'x'.repeat(500),
-];
 
 describe('line protocol encoder', () => {
   test('golden lines', () => {
