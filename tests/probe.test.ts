@@ -40,10 +40,13 @@ function missingPrerequisite(): string | null {
   }
   if (!commandWorks('nft', ['--version'])) return 'nft (nftables) is not installed: run scripts/setup';
   if (!fs.existsSync(PROBE)) {
-    for (const tool of ['make', 'clang', 'bpftool']) {
+    for (const tool of ['make', 'clang', 'bpftool', 'cc']) {
       if (!commandWorks('sh', ['-c', `command -v ${tool}`])) {
         return `bpf/tcplat-probe is missing and cannot be built (no ${tool}): run scripts/setup, then make -C bpf`;
       }
+    }
+    if (!commandWorks('pkg-config', ['--exists', 'libbpf'])) {
+      return 'bpf/tcplat-probe is missing and cannot be built (no libbpf-dev): run scripts/setup, then make -C bpf';
     }
   }
   return null;
