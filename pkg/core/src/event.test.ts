@@ -27,6 +27,17 @@ describe('parseProbeLine', () => {
     expect(r.ok && r.value.tsNs).toBe(1764100000123456789n);
   });
 
+  test('non-integer 64-bit fields are refused, not truncated', () => {
+    for (const [from, to, field] of [
+      ['"ts_ns":1764100000123456789', '"ts_ns":1.5e18', 'ts_ns'],
+      ['"ts_ns":1764100000123456789', '"ts_ns":1764100000.5', 'ts_ns'],
+      ['"cgroup_id":18446744073709551615', '"cgroup_id":5E3', 'cgroup_id'],
+    ]) {
+      const r = parseProbeLine(good.replace(from, to));
+      expect(!r.ok && [r.error.reason, r.error.field]).toEqual(['field', field]);
+    }
+  });
+
   test.each([
     ['', 'empty', undefined],
     ['   ', 'empty', undefined],

@@ -50,12 +50,10 @@ export class ProbeLineError extends Error {
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: ProbeLineError };
 
-// Quote the 64-bit integers before JSON.parse so they survive exactly. Inside JSON strings a quote is
-// always escaped, so `"ts_ns":` can only match a real key.
-const BIG_KEYS = /"(ts_ns|cgroup_id)"\s*:\s*(-?\d+)/g;
 const RESULT_SET = new Set<string>(RESULTS);
 const FAMILY_SET = new Set<string>(FAMILIES);
 const U64_MAX = (1n << 64n) - 1n;
+const U64_DIGITS = /^\d{1,20}$/;
 
 function excerpt(line: string): string {
   return line.length > 120 ? JSON.stringify(line.slice(0, 120)) + '...' : JSON.stringify(line);
@@ -67,21 +65,50 @@ function fail(reason: ProbeLineErrorReason, message: string, field?: string): { 
 
 type Raw = Record<string, unknown>;
 
-function uint(o: Raw, key: string, max: number): number | string {
-  const v = o[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
-    return `field ${key} must be an integer within 0..${max}, got ${JSON.stringify(v)}`;
+/**
+ * The exact digits of the 64-bit integer key `"name":` in a JSON text, or undefined. JSON.parse would
+ * round them to a double. Inside a JSON string a quote is always escaped, so `"name"` followed by `:`
+ * can only be a key; reading the digits in place (no regex, no copy of the line) keeps the parser fast.
+ */
+function rawInteger(text: string, quotedKey: string): string | undefined {
+  let from = 0;
+  for (;;) {
+    const i = text.indexOf(quotedKey, from);
+    if (i < 0) return undefined;
+    let j = i + quotedKey.length;
+    while (text.charCodeAt(j) === 32 || text.charCodeAt(j) === 9) j++;
+    if (text.charCodeAt(j) !== 58 /* : */) {
+      from = i + 1;
+      continue;
+    }
+    j++;
+    while (text.charCodeAt(j) === 32 || text.charCodeAt(j) === 9) j++;
+    const start = j;
+    while (j < text.length && text.charCodeAt(j) >= 48 && text.charCodeAt(j) <= 57) j++;
+    const next = text.charCodeAt(j);
+    // 1.5e18 or 12.0 is not an integer: the digits must end the number.
+    if (next === 46 /* . */ || next === 101 /* e */ || next === 69 /* E */) return undefined;
+    return j > start ? text.slice(start, j) : undefined;
   }
-  return v;
 }
 
-function ts(o: Raw): bigint | string {
-  const v = o.ts_ns;
-  if (typeof v !== 'string' || !/^\d{1,20}$/.test(v)) return `field ts_ns must be an unsigned integer (ns), got ${JSON.stringify(v)}`;
-  const b = BigInt(v);
-  if (b > U64_MAX) return `field ts_ns ${v} exceeds 64 bits`;
+function badUint(key: string, v: unknown, max: number): string {
+  return `field ${key} must be an integer within 0..${max}, got ${JSON.stringify(v)}`;
+}
+
+function isUint(v: unknown, max: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+}
+
+function ts(digits: string | undefined, parsed: unknown): bigint | string {
+  if (digits === undefined || !U64_DIGITS.test(digits)) return `field ts_ns must be an unsigned integer (ns), got ${JSON.stringify(parsed)}`;
+  const b = BigInt(digits);
+  if (b > U64_MAX) return `field ts_ns ${digits} exceeds 64 bits`;
   return b;
 }
+
+const U32 = 4294967295;
+const SAFE = Number.MAX_SAFE_INTEGER;
 
 /** Parse one probe line. Never throws: malformed input yields `{ ok: false, error }`. */
 export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
@@ -89,38 +116,30 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   if (text === '') return fail('empty', 'empty line');
   let o: unknown;
   try {
-    o = JSON.parse(text.replace(BIG_KEYS, '"$1":"$2"'));
+    o = JSON.parse(text);
   } catch (e) {
     return fail('json', `not JSON: ${(e as Error).message}: ${excerpt(text)}`);
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) return fail('json', `not a JSON object: ${excerpt(text)}`);
   const r = o as Raw;
-  const tsNs = ts(r);
+  const tsNs = ts(typeof r.ts_ns === 'number' ? rawInteger(text, '"ts_ns"') : typeof r.ts_ns === 'string' ? r.ts_ns : undefined, r.ts_ns);
   if (typeof tsNs === 'string') return fail('field', tsNs, 'ts_ns');
 
   if (r.type === 'stats') {
-    const events = uint(r, 'events', Number.MAX_SAFE_INTEGER);
-    if (typeof events === 'string') return fail('field', events, 'events');
-    const dropped = uint(r, 'dropped', Number.MAX_SAFE_INTEGER);
-    if (typeof dropped === 'string') return fail('field', dropped, 'dropped');
-    return { ok: true, value: { type: 'stats', tsNs, events, dropped } };
+    if (!isUint(r.events, SAFE)) return fail('field', badUint('events', r.events, SAFE), 'events');
+    if (!isUint(r.dropped, SAFE)) return fail('field', badUint('dropped', r.dropped, SAFE), 'dropped');
+    return { ok: true, value: { type: 'stats', tsNs, events: r.events, dropped: r.dropped } };
   }
   if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect or stats)`, 'type');
 
-  const nums: Record<string, number> = {};
-  for (const [k, max] of [
-    ['latency_ns', Number.MAX_SAFE_INTEGER],
-    ['errno', 4095],
-    ['syn_retrans', 65535],
-    ['pid', 4294967295],
-    ['tid', 4294967295],
-    ['sport', 65535],
-    ['dport', 65535],
-  ] as const) {
-    const v = uint(r, k, max);
-    if (typeof v === 'string') return fail('field', v, k);
-    nums[k] = v;
-  }
+  const { latency_ns, errno, syn_retrans, pid, tid, sport, dport } = r;
+  if (!isUint(latency_ns, SAFE)) return fail('field', badUint('latency_ns', latency_ns, SAFE), 'latency_ns');
+  if (!isUint(errno, 4095)) return fail('field', badUint('errno', errno, 4095), 'errno');
+  if (!isUint(syn_retrans, 65535)) return fail('field', badUint('syn_retrans', syn_retrans, 65535), 'syn_retrans');
+  if (!isUint(pid, U32)) return fail('field', badUint('pid', pid, U32), 'pid');
+  if (!isUint(tid, U32)) return fail('field', badUint('tid', tid, U32), 'tid');
+  if (!isUint(sport, 65535)) return fail('field', badUint('sport', sport, 65535), 'sport');
+  if (!isUint(dport, 65535)) return fail('field', badUint('dport', dport, 65535), 'dport');
   const result = r.result;
   if (typeof result !== 'string' || !RESULT_SET.has(result)) {
     return fail('field', `field result must be one of ${RESULTS.join(', ')}, got ${JSON.stringify(result)}`, 'result');
@@ -129,31 +148,36 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   if (typeof family !== 'string' || !FAMILY_SET.has(family)) {
     return fail('field', `field family must be ipv4 or ipv6, got ${JSON.stringify(family)}`, 'family');
   }
-  for (const k of ['comm', 'saddr', 'daddr'] as const) {
-    if (typeof r[k] !== 'string') return fail('field', `field ${k} must be a string, got ${JSON.stringify(r[k])}`, k);
-  }
-  const cg = r.cgroup_id;
-  if (cg !== undefined && (typeof cg !== 'string' || !/^\d{1,20}$/.test(cg))) {
-    return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(cg)}`, 'cgroup_id');
+  const { comm, saddr, daddr } = r;
+  if (typeof comm !== 'string') return fail('field', `field comm must be a string, got ${JSON.stringify(comm)}`, 'comm');
+  if (typeof saddr !== 'string') return fail('field', `field saddr must be a string, got ${JSON.stringify(saddr)}`, 'saddr');
+  if (typeof daddr !== 'string') return fail('field', `field daddr must be a string, got ${JSON.stringify(daddr)}`, 'daddr');
+  let cgroupId = '0';
+  if (r.cgroup_id !== undefined) {
+    const cg = typeof r.cgroup_id === 'number' ? rawInteger(text, '"cgroup_id"') : typeof r.cgroup_id === 'string' ? r.cgroup_id : undefined;
+    if (cg === undefined || !U64_DIGITS.test(cg)) {
+      return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
+    }
+    cgroupId = cg;
   }
   return {
     ok: true,
     value: {
       type: 'connect',
       tsNs,
-      latencyNs: nums.latency_ns,
+      latencyNs: latency_ns,
       result: result as ConnectResult,
-      errno: nums.errno,
-      synRetrans: nums.syn_retrans,
-      pid: nums.pid,
-      tid: nums.tid,
-      comm: r.comm as string,
-      cgroupId: (cg as string | undefined) ?? '0',
+      errno,
+      synRetrans: syn_retrans,
+      pid,
+      tid,
+      comm,
+      cgroupId,
       family: family as Family,
-      saddr: r.saddr as string,
-      sport: nums.sport,
-      daddr: r.daddr as string,
-      dport: nums.dport,
+      saddr,
+      sport,
+      daddr,
+      dport,
     },
   };
 }

@@ -73,10 +73,20 @@ export function escapeMeasurement(name: string): string {
   return MEAS_SPECIAL.test(s) ? s.replace(MEAS_SPECIAL_G, '\\$1') : s;
 }
 
+// Tag keys, tag values and field keys repeat endlessly (a few services, destinations, hosts): remember
+// their escaped form. Bounded; cleared when full.
+const ESCAPED = new Map<string, string>();
+const ESCAPED_MAX = 20_000;
+
 /** Escapes a tag key, tag value or field key. */
 export function escapeTag(value: string): string {
+  let out = ESCAPED.get(value);
+  if (out !== undefined) return out;
   const s = normalizeName(value);
-  return TAG_SPECIAL.test(s) ? s.replace(TAG_SPECIAL_G, '\\$1') : s;
+  out = TAG_SPECIAL.test(s) ? s.replace(TAG_SPECIAL_G, '\\$1') : s;
+  if (ESCAPED.size >= ESCAPED_MAX) ESCAPED.clear();
+  ESCAPED.set(value, out);
+  return out;
 }
 
 export function escapeStringField(value: string): string {
@@ -104,7 +114,14 @@ function encodeFieldValue(key: string, v: FieldValue): string {
 export function encodePoint(p: Point): string {
   let line = escapeMeasurement(p.measurement);
   if (p.tags) {
-    const keys = Object.keys(p.tags).sort();
+    const keys = Object.keys(p.tags);
+    // Builders insert tags in sorted order already; sort only when they are not.
+    for (let i = 1; i < keys.length; i++) {
+      if (keys[i - 1] > keys[i]) {
+        keys.sort();
+        break;
+      }
+    }
     for (const k of keys) {
       const v = p.tags[k];
       if (v === undefined || v === '') continue;
