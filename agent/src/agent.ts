@@ -18,6 +18,8 @@ import type { EnrichedEvent, Logger, SourceEvent } from './types';
 import { Writer, type WriterOptions } from './write/writer';
 
 export const MAX_BATCH_LINES = 5000;
+/** InfluxDB's latest timestamp, less room for the 1 ns moves of unique timestamps and histogram offsets. */
+const MAX_TIME_NS = 9_223_372_036_854_775_806n - 60_000_000_000n;
 
 export interface AgentDeps {
   log: Logger;
@@ -142,6 +144,12 @@ export class Agent {
         return;
       }
       ev = r.value;
+    }
+    if (ev.tsNs > MAX_TIME_NS) {
+      // InfluxDB stores int64 ns: a later time would make it refuse the whole batch.
+      parse.drop('ts_out_of_range');
+      this.parseError('ts_out_of_range', `timestamp ${ev.tsNs} ns is beyond what InfluxDB can store (year 2262)`);
+      return;
     }
     parse.emitted.inc();
     const e = this.enricher.enrich(ev);

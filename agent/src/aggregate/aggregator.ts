@@ -21,9 +21,9 @@
  * (the weights of a second sum to its event count). A second's raw points are emitted once a newer
  * second has been seen or at the second flush after it started, whichever comes first.
  *
- * Unique timestamps: raw and session points of one series never share a timestamp: a collision (text
- * tools print coarse times; a capture may repeat) moves the later point by 1 ns until it is free. Used
- * timestamps are remembered for `dedupHorizonS` seconds of event time.
+ * Unique timestamps: raw and session points never share a timestamp (host-wide, hence also per series): a
+ * collision (text tools print coarse times; a capture may repeat) moves the later point by 1 ns until it
+ * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time.
  */
 import {
   connectPoint,
@@ -59,12 +59,13 @@ interface SecondSample {
   n: number;
   capacity: number;
   kept: EnrichedConnect[];
+  /** ns within the second of each kept event (same index). */
+  subs: number[];
   bornAtFlush: number;
 }
 
 const NS_PER_S = 1_000_000_000n;
 const SLOT_NS = 1_000_000n;
-const MAX_SERIES_IDS = 8_000_000; // seriesId * 1e9 + ns must stay below 2^53
 
 export class Aggregator {
   private readonly hist = new Map<string, HistCell>();
@@ -75,8 +76,8 @@ export class Aggregator {
   private newestSecond = -Infinity;
   private flushNo = 0;
   private readonly runSlotNs: bigint;
+  private readonly windowMs: number;
   private readonly used = new Map<number, Set<number>>();
-  private readonly seriesIds = new Map<string, number>();
   private readonly horizon: number;
   private readonly random: () => number;
   /** Points moved by 1 ns (or more) because their series already had a point at that time. */
@@ -94,6 +95,8 @@ export class Aggregator {
   ) {
     const runSlots = opts.windowNs / SLOT_NS > 0n ? opts.windowNs / SLOT_NS : 1n;
     this.runSlotNs = (BigInt(opts.runId) % runSlots) * SLOT_NS;
+    if (opts.windowNs % SLOT_NS !== 0n) throw new RangeError('histogram window must be a whole number of milliseconds');
+    this.windowMs = Number(opts.windowNs / SLOT_NS);
     this.horizon = opts.dedupHorizonS ?? 30;
     this.random = opts.random ?? Math.random;
   }
@@ -107,39 +110,44 @@ export class Aggregator {
       return;
     }
     const ts = ev.tsNs;
-    const windowStart = ts - (ts % this.opts.windowNs);
-    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}\u0000${windowStart}`;
+    // Two bigint divisions per event; everything after is plain number math.
+    const second = Number(ts / NS_PER_S);
+    const sub = Number(ts % NS_PER_S);
+    const windowIdx = Math.floor((second * 1000 + Math.floor(sub / 1e6)) / this.windowMs);
+    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}\u0000${windowIdx}`;
     let cell = this.hist.get(key);
     if (!cell) {
       cell = {
         tags: { host: this.opts.host, service: ev.service, dst: ev.dst, result: ev.result },
-        windowStartNs: windowStart,
+        windowStartNs: BigInt(windowIdx) * this.opts.windowNs,
         hist: new Histogram(),
         synRetrans: 0,
       };
       this.hist.set(key, cell);
     }
-    const ms = ev.latencyNs / 1e6;
-    cell.hist.add(ms);
+    cell.hist.add(ev.latencyNs / 1e6);
     cell.synRetrans += ev.synRetrans;
     this.pendingHistEvents++;
 
-    const second = Number(ts / NS_PER_S);
     if (second > this.newestSecond) this.newestSecond = second;
     let s = this.samples.get(second);
     if (!s) {
       const limit = this.opts.rawLimit;
       const capacity = limit <= 0 ? Infinity : Math.max(1, limit - (this.emittedPerSecond.get(second) ?? 0));
-      s = { second, n: 0, capacity, kept: [], bornAtFlush: this.flushNo };
+      s = { second, n: 0, capacity, kept: [], subs: [], bornAtFlush: this.flushNo };
       this.samples.set(second, s);
     }
     s.n++;
     if (s.kept.length < s.capacity) {
       s.kept.push(ev);
+      s.subs.push(sub);
       this.pendingRaw++;
     } else {
       const j = Math.floor(this.random() * s.n);
-      if (j < s.capacity) s.kept[j] = ev;
+      if (j < s.capacity) {
+        s.kept[j] = ev;
+        s.subs[j] = sub;
+      }
       this.stage.drop('sampled_out');
     }
   }
@@ -162,9 +170,11 @@ export class Aggregator {
       if (!(final || second < this.newestSecond || s.bornAtFlush < flushNo)) continue;
       this.samples.delete(second);
       const weight = s.n > s.kept.length ? s.n / s.kept.length : undefined;
-      s.kept.sort((a, b) => (a.tsNs < b.tsNs ? -1 : a.tsNs > b.tsNs ? 1 : 0));
-      for (const ev of s.kept) {
-        const timeNs = this.unique(`c\u0000${ev.service}\u0000${ev.comm}\u0000${ev.dst}\u0000${ev.result}\u0000${ev.family}`, ev.tsNs);
+      const order = s.kept.map((_, i) => i).sort((a, b) => s.subs[a] - s.subs[b]);
+      const base = BigInt(second) * NS_PER_S;
+      for (const i of order) {
+        const ev = s.kept[i];
+        const sub = this.unique(second, s.subs[i]);
         emit(
           connectPoint({
             host: this.opts.host,
@@ -180,7 +190,7 @@ export class Aggregator {
             errno: ev.errno,
             container: ev.container,
             sampleWeight: weight,
-            timeNs,
+            timeNs: sub === s.subs[i] ? ev.tsNs : base + BigInt(sub),
           }),
         );
         this.stage.emitted.inc();
@@ -192,7 +202,10 @@ export class Aggregator {
     const sessions = this.sessions;
     this.sessions = [];
     for (const ev of sessions) {
-      const timeNs = this.unique(`s\u0000${ev.service}\u0000${ev.comm}\u0000${ev.dst}\u0000${ev.family}`, ev.tsNs);
+      const second = Number(ev.tsNs / NS_PER_S);
+      const sub0 = Number(ev.tsNs % NS_PER_S);
+      const sub = this.unique(second, sub0);
+      const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(
         sessionPoint({
           host: this.opts.host,
@@ -213,31 +226,27 @@ export class Aggregator {
     this.prune();
   }
 
-  /** The timestamp itself, or the next free nanosecond after it for this series. */
-  private unique(series: string, ts: bigint): bigint {
-    let id = this.seriesIds.get(series);
-    if (id === undefined) {
-      if (this.seriesIds.size >= MAX_SERIES_IDS) {
-        this.seriesIds.clear();
-        this.used.clear();
-      }
-      id = this.seriesIds.size;
-      this.seriesIds.set(series, id);
-    }
+  /**
+   * The ns-within-second itself, or the next free one (may exceed 1e9 - 1, which just means the next
+   * second: the caller rebuilds the timestamp from second + sub). Timestamps are kept unique across the
+   * whole host, which implies per series: cheaper (no series key per point) and the probe's timestamps
+   * are host-unique already, so only coarse text-tool times ever move.
+   */
+  private unique(second: number, sub: number): number {
     for (;;) {
-      const second = Number(ts / NS_PER_S);
-      const key = id * 1e9 + Number(ts % NS_PER_S);
-      let set = this.used.get(second);
+      const sec = second + Math.floor(sub / 1e9);
+      const key = sub % 1e9;
+      let set = this.used.get(sec);
       if (!set) {
         set = new Set();
-        this.used.set(second, set);
+        this.used.set(sec, set);
       }
       if (!set.has(key)) {
         set.add(key);
-        return ts;
+        return sub;
       }
       this.collisions++;
-      ts += 1n;
+      sub++;
     }
   }
 

@@ -1,0 +1,189 @@
+/**
+ * `npm run bench:agent` (scripts/bench-agent): the agent's throughput.
+ *  1. parse + enrich + aggregate + encode of a recorded 1M-event NDJSON file, in this process (one core):
+ *     events/s, every event also encoded as a raw point (no rate limit), plus histograms. Target >= 200k/s.
+ *  2. end to end: `tcplat agent --once` importing the same file into a private real InfluxDB 1.x, with
+ *     the default raw rate limit (10k/s of event time) and histograms: events/s from start to the last
+ *     write, agent CPU and peak RSS. Targets >= 34k events/s (the host's loopback storm rate), <= 200 MB.
+ * Figures are saved to test-output/bench-agent.json and compared with the previous run when there is one.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { encodePoint, parseProbeLine, queryInfluxQL } from '@tcplat/core';
+import { Aggregator } from './aggregate/aggregator';
+import { Enricher } from './enrich/enricher';
+import { parseRules } from './enrich/rules';
+import { Metrics, StageCounters } from './metrics';
+import type { EnrichedEvent } from './types';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const OUT = path.join(ROOT, 'test-output');
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
+const RATE = 34_000; // events per second of event time in the recording (the loopback storm rate)
+
+function makeRecording(file: string): void {
+  if (fs.existsSync(file) && fs.statSync(file).size > EVENTS * 100) return;
+  const services = ['rails-api', 'nest-api', 'sidekiq', 'pgbouncer', 'nginx', 'node', 'ruby', 'python3', 'java', 'curl'];
+  const dsts = Array.from({ length: 40 }, (_, i) => [`10.0.${i >> 3}.${10 + i}`, [5432, 6379, 443, 80, 9092][i % 5]] as const);
+  const t0 = (BigInt(Date.now()) * 1_000_000n) / 10_000_000_000n * 10_000_000_000n - 3_600_000_000_000n;
+  const fd = fs.openSync(file + '.tmp', 'w');
+  let buf = '';
+  let seed = 42;
+  const rnd = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  for (let i = 0; i < EVENTS; i++) {
+    const late = i % 100 === 0 ? 2_000_000_000n : 0n; // 1% reported 2 s after later events
+    const ts = t0 + (BigInt(i) * 1_000_000_000n) / BigInt(RATE) - late;
+    const r = rnd();
+    const result = r < 0.95 ? 'ok' : r < 0.98 ? 'refused' : r < 0.995 ? 'timeout' : 'aborted';
+    const latency = result === 'ok' ? Math.floor(50_000 * Math.exp(rnd() * 6)) : result === 'refused' ? 40_000 : 1_000_000_000 + Math.floor(rnd() * 2e9);
+    const s = services[i % services.length];
+    const [daddr, dport] = dsts[Math.floor(rnd() * dsts.length)];
+    buf +=
+      `{"type":"connect","ts_ns":${ts},"latency_ns":${latency},"result":"${result}","errno":${result === 'refused' ? 111 : 0},` +
+      `"syn_retrans":${latency > 1e9 ? 1 : 0},"pid":${1000 + (i % 37)},"tid":${1000 + (i % 37)},"comm":"${s}","cgroup_id":1,"family":"ipv4",` +
+      `"saddr":"10.0.9.9","sport":${32768 + (i % 28000)},"daddr":"${daddr}","dport":${dport}}\n`;
+    if (buf.length > 1 << 20) {
+      fs.writeSync(fd, buf);
+      buf = '';
+    }
+  }
+  fs.writeSync(fd, buf);
+  fs.closeSync(fd);
+  fs.renameSync(file + '.tmp', file);
+}
+
+/** Stage 1: parse + enrich + aggregate + encode, in process. */
+function micro(lines: string[]): { eventsPerS: number; eventsPerCpuS: number; points: number; ms: number } {
+  const m = new Metrics();
+  const enricher = new Enricher(
+    { rules: parseRules({ destinations: ['10.0.0.0/16:5432 -> postgres-primary', '10.0.0.0/16:6379 -> redis'], services: [{ name: 'rails', comm: 'ruby' }] }), selfPids: new Set([process.pid]), useProc: false },
+    new StageCounters(m, 'enrich'),
+  );
+  const agg = new Aggregator({ host: os.hostname(), windowNs: 10_000_000_000n, rawLimit: 0, runId: 1 }, new StageCounters(m, 'aggregate'));
+  let points = 0;
+  let bytes = 0;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < lines.length; i++) {
+    const r = parseProbeLine(lines[i]);
+    if (!r.ok || r.value.type !== 'connect') continue;
+    const e = enricher.enrich(r.value);
+    if (e) agg.add(e as EnrichedEvent);
+    if ((i & 0x7fff) === 0x7fff) {
+      agg.flush((p) => {
+        bytes += encodePoint(p).length + 1;
+        points++;
+      });
+    }
+  }
+  agg.flush((p) => {
+    bytes += encodePoint(p).length + 1;
+    points++;
+  }, true);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const c = process.cpuUsage(c0);
+  void bytes;
+  return { eventsPerS: Math.round(lines.length / (ms / 1000)), eventsPerCpuS: Math.round(lines.length / ((c.user + c.system) / 1e6)), points, ms: Math.round(ms) };
+}
+
+async function endToEnd(file: string): Promise<Record<string, number>> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-bench-agent-'));
+  const influxDir = path.join(work, 'influxdb');
+  const url = execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['start', influxDir], { encoding: 'utf8' }).trim();
+  try {
+    const target = { version: 1 as const, url, db: 'bench' };
+    await queryInfluxQL({ ...target, db: '' }, 'CREATE DATABASE bench', { method: 'POST' });
+    const t0 = Date.now();
+    const args = [
+      path.join(ROOT, 'bin', 'tcplat'), 'agent', '--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once',
+      '--influx-url', url, '--influx-db', 'bench', '--spool-dir', path.join(work, 'spool'), '--listen', '127.0.0.1:0', '--log-level', 'info',
+    ];
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.on('close', (c) => resolve({ code: c, stderr: err }));
+    });
+    const wallMs = Date.now() - t0;
+    const done = stderr.split('\n').find((l) => l.includes('"msg":"import done"'));
+    if (code !== 0 || !done) throw new Error(`agent import failed (exit ${code}):\n${stderr.slice(-3000)}`);
+    const d = JSON.parse(done) as { events: number; points: number; written: number; cpuUserMs: number; cpuSystemMs: number; maxRssKb: number };
+    const [[raw], [hist]] = await queryInfluxQL(target, 'SELECT count(latency_ms) FROM tcp_connect; SELECT sum("count") FROM tcp_connect_hist');
+    return {
+      events: d.events,
+      wallMs,
+      eventsPerS: Math.round(d.events / (wallMs / 1000)),
+      linesWritten: d.written,
+      rawPointsInInflux: Number(raw.values[0][1]),
+      histCountInInflux: Number(hist.values[0][1]),
+      cpuMs: Math.round(d.cpuUserMs + d.cpuSystemMs),
+      cpuPercentOfOneCore: Math.round(((d.cpuUserMs + d.cpuSystemMs) / wallMs) * 100),
+      peakRssMb: Math.round(d.maxRssKb / 1024),
+    };
+  } finally {
+    execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['stop', influxDir]);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function compare(prev: Record<string, Record<string, number>> | null, now: Record<string, Record<string, number>>): void {
+  if (!prev) return;
+  console.log('\nchange against the previous run (test-output/bench-agent.json):');
+  for (const [section, figures] of Object.entries(now)) {
+    for (const [k, v] of Object.entries(figures)) {
+      const p = prev[section]?.[k];
+      if (typeof p !== 'number' || typeof v !== 'number' || p === 0) continue;
+      console.log(`  ${section}.${k}: ${p} -> ${v} (${v >= p ? '+' : ''}${(((v - p) / p) * 100).toFixed(1)}%)`);
+    }
+  }
+}
+
+export async function main(): Promise<number> {
+  fs.mkdirSync(OUT, { recursive: true });
+  const file = path.join(OUT, `agent-bench-${EVENTS}.ndjson`);
+  console.log(`recording: ${EVENTS} probe events at ${RATE}/s of event time -> ${file}`);
+  makeRecording(file);
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+
+  const rounds = [micro(lines), micro(lines), micro(lines)].sort((a, b) => a.eventsPerS - b.eventsPerS);
+  const m = rounds[1];
+  const load = os.loadavg()[0].toFixed(2);
+  console.log(
+    `\n1. parse + enrich + aggregate + encode, one core (median of 3): ${m.eventsPerS.toLocaleString('en')} events/s wall, ` +
+      `${m.eventsPerCpuS.toLocaleString('en')} events per CPU-second (${m.points.toLocaleString('en')} points in ${m.ms} ms; load average ${load} on ${os.cpus().length} cores)  ` +
+      `target >= 200,000  ${m.eventsPerS >= 200_000 ? 'OK' : m.eventsPerCpuS >= 200_000 ? 'OK per CPU-second (machine busy)' : 'BELOW TARGET'}`,
+  );
+
+  if (process.env.BENCH_SKIP_E2E === '1') return 0;
+  const e = await endToEnd(file);
+  console.log(
+    `2. end to end into InfluxDB 1.x (tcplat agent --once, raw limit 10k/s + histograms): ${e.eventsPerS.toLocaleString('en')} events/s ` +
+      `(${e.events} events, ${e.linesWritten} lines written in ${e.wallMs} ms)  target >= 34,000  ${e.eventsPerS >= 34_000 ? 'OK' : 'BELOW TARGET'}`,
+  );
+  console.log(`   agent CPU ${e.cpuMs} ms (${e.cpuPercentOfOneCore}% of one core), peak RSS ${e.peakRssMb} MB  target <= 200 MB  ${e.peakRssMb <= 200 ? 'OK' : 'ABOVE TARGET'}`);
+  console.log(`   in InfluxDB: ${e.rawPointsInInflux} raw points (sampled), histograms count ${e.histCountInInflux} (exact: ${e.histCountInInflux === e.events ? 'yes' : 'NO'})`);
+
+  const result = { micro: { eventsPerS: m.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
+  const saved = path.join(OUT, 'bench-agent.json');
+  let prev: Record<string, Record<string, number>> | null = null;
+  try {
+    prev = JSON.parse(fs.readFileSync(saved, 'utf8')).result;
+  } catch {
+    /* first run */
+  }
+  compare(prev, result);
+  fs.writeFileSync(saved, JSON.stringify({ at: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, result }, null, 2) + '\n');
+  return Math.max(m.eventsPerS, m.eventsPerCpuS) >= 200_000 && e.eventsPerS >= 34_000 && e.peakRssMb <= 200 && e.histCountInInflux === e.events ? 0 : 1;
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(`bench-agent: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+}
