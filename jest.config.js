@@ -1,5 +1,10 @@
-/** Jest runs every TypeScript test of the monorepo: unit tests beside the code, end-to-end tests in tests/. */
-module.exports = {
+/**
+ * Jest runs every test of the monorepo as two projects: `node` (TypeScript unit tests beside the code in
+ * pkg/, agent/, renderer/ and end-to-end tests in tests/) and `plugins` (the Grafana plugins in src/,
+ * jsdom, from .config/jest.config.js).
+ */
+const node = {
+  displayName: 'node',
   testEnvironment: 'node',
   roots: ['<rootDir>/pkg', '<rootDir>/agent', '<rootDir>/renderer', '<rootDir>/tests'],
   testMatch: ['**/*.test.ts'],
@@ -11,5 +16,9 @@ module.exports = {
   moduleNameMapper: {
     '^@tcplat/core$': '<rootDir>/pkg/core/src/index.ts',
   },
+};
+
+module.exports = {
+  projects: [node, require('./.config/jest.config.js')],
   testTimeout: 30000,
 };

@@ -1,0 +1,178 @@
+import { dateTime, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
+import { buildFluxHistQuery, buildInfluxQLHistQuery, BUCKET_FIELDS } from '@tcplat/core';
+import { of, throwError } from 'rxjs';
+import { TcplatDataSource } from './datasource';
+import { planQuery } from './queries';
+import type { TcplatOptions, TcplatQuery } from './types';
+
+const fetchMock = jest.fn();
+const vars: Record<string, string | string[]> = {};
+
+jest.mock('@grafana/runtime', () => ({
+  getBackendSrv: () => ({ fetch: (req: unknown) => fetchMock(req) }),
+  getTemplateSrv: () => ({
+    getVariables: () => Object.keys(vars).map((name) => ({ name })),
+    replace: (target: string, _scoped: unknown, format: (v: string | string[]) => string) =>
+      target.replace(/\$(\w+)/g, (m, name) => (name in vars ? format(vars[name]) : m)),
+  }),
+}));
+
+function ds(jsonData: Partial<TcplatOptions>): TcplatDataSource {
+  return new TcplatDataSource({
+    id: 1,
+    uid: 'tcplat',
+    type: 'tcplat-connect-datasource',
+    name: 'tcplat',
+    url: '/api/datasources/proxy/uid/tcplat',
+    jsonData: { influxUrl: 'http://influx:8086', ...jsonData },
+    meta: {} as DataSourceInstanceSettings['meta'],
+    readOnly: false,
+    access: 'proxy',
+  } as DataSourceInstanceSettings<TcplatOptions>);
+}
+
+const ok = (data: unknown) => of({ data, status: 200, headers: new Headers(), ok: true });
+const fail = (status: number, data: unknown) => throwError(() => ({ status, data, statusText: 'x' }));
+
+const FROM = 1_700_000_000_000;
+function request(targets: TcplatQuery[]): DataQueryRequest<TcplatQuery> {
+  return {
+    targets,
+    range: { from: dateTime(FROM), to: dateTime(FROM + 3_600_000), raw: { from: 'now-1h', to: 'now' } },
+    intervalMs: 60_000,
+    scopedVars: {},
+  } as unknown as DataQueryRequest<TcplatQuery>;
+}
+
+beforeEach(() => {
+  fetchMock.mockReset();
+  for (const k of Object.keys(vars)) delete vars[k];
+});
+
+describe('query (InfluxDB 1.x)', () => {
+  test('POSTs the builder’s InfluxQL through the influx route, with hostile variable values only quoted', async () => {
+    vars.service = [`api' OR 1=1 --`, 'web"; DROP'];
+    const d = ds({ dialect: 'influxql', database: 'tcplat', retentionPolicy: 'week' });
+    fetchMock.mockReturnValue(
+      ok({
+        results: [
+          {
+            series: [
+              { name: 'tcp_connect_hist', tags: { service: `api' OR 1=1 --` }, columns: ['time', 'max_ms'], values: [[FROM, 12.5], [FROM + 60_000, 3]] },
+              { name: 'tcp_connect_hist', tags: { service: 'web"; DROP' }, columns: ['time', 'max_ms'], values: [[FROM, 1]] },
+            ],
+          },
+        ],
+      }),
+    );
+    const q: TcplatQuery = { refId: 'A', version: 1, service: ['$service'], metric: 'max', groupBy: ['service'] };
+    const res = await d.query(request([q]));
+    expect(res.errors).toBeUndefined();
+    const req = fetchMock.mock.calls[0][0];
+    const url = new URL(req.url, 'http://grafana');
+    expect(url.pathname).toBe('/api/datasources/proxy/uid/tcplat/influx/query');
+    expect(Object.fromEntries(url.searchParams)).toEqual({ db: 'tcplat', rp: 'week', epoch: 'ms' });
+    expect(req.method).toBe('POST');
+    const sent = new URLSearchParams(req.data).get('q');
+    const plan = planQuery(q, { service: [`api' OR 1=1 --`, 'web"; DROP'] }, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
+    expect(sent).toBe(buildInfluxQLHistQuery(plan.hist));
+    expect(sent).toContain(`"service" = 'api\\' OR 1=1 --'`);
+    expect(res.data).toHaveLength(2);
+    expect(res.data[0].fields[1].labels).toEqual({ service: `api' OR 1=1 --` });
+    expect(res.data[0].fields[1].values).toEqual([12.5, 3]);
+  });
+
+  test('a control character in a variable is an error of that query, and nothing is sent', async () => {
+    vars.dst = 'db\n1';
+    fetchMock.mockReturnValue(ok({ results: [{}] }));
+    const res = await ds({ dialect: 'influxql', database: 'tcplat' }).query(request([{ refId: 'B', metric: 'p99', dst: ['$dst'] } as TcplatQuery]));
+    expect(res.errors?.[0]).toMatchObject({ refId: 'B' });
+    expect(res.errors?.[0].message).toMatch(/filter dst/);
+    expect(fetchMock).not.toHaveBeenCalled();
+  });
+
+  test('an InfluxDB error becomes the query error', async () => {
+    fetchMock.mockReturnValue(ok({ results: [{ error: 'database not found: nope' }] }));
+    const res = await ds({ dialect: 'influxql', database: 'nope' }).query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery]));
+    expect(res.errors?.[0].message).toBe('InfluxDB: database not found: nope');
+  });
+});
+
+describe('query (InfluxDB 2.x)', () => {
+  test('POSTs the builder’s Flux with the org, reads annotated CSV into heatmap buckets', async () => {
+    const d = ds({ dialect: 'flux', org: 'my org', bucket: 'b"1' });
+    const header = ['', 'result', 'table', '_start', '_stop', '_time', ...BUCKET_FIELDS].join(',');
+    const row = ['', '_result', '0', '', '', new Date(FROM).toISOString(), ...BUCKET_FIELDS.map((_, i) => (i === 15 ? '3' : '0'))].join(',');
+    fetchMock.mockReturnValue(ok(`#datatype,string,long\n#group,false,false\n#default,hist,\n${header}\n${row}\n\n`));
+    const q: TcplatQuery = { refId: 'A', version: 1, metric: 'buckets', groupBy: [] };
+    const res = await d.query(request([q]));
+    expect(res.errors).toBeUndefined();
+    const req = fetchMock.mock.calls[0][0];
+    expect(req.url).toBe('/api/datasources/proxy/uid/tcplat/influx/api/v2/query?org=my+org');
+    expect(req.headers.Accept).toBe('application/csv');
+    const plan = planQuery(q, {}, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
+    expect(req.data.query).toBe(buildFluxHistQuery(plan.hist, { bucket: 'b"1' }));
+    expect(res.data).toHaveLength(1);
+    expect(res.data[0].meta.type).toBe('heatmap-rows');
+    expect(res.data[0].fields[16].values).toEqual([3]);
+  });
+});
+
+describe('testDatasource', () => {
+  test('unreachable (the proxy answers 502): says to check the URL from the Grafana server', async () => {
+    fetchMock.mockReturnValue(fail(502, { message: 'Bad Gateway' }));
+    const r = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).testDatasource();
+    expect(r.status).toBe('error');
+    expect(r.message).toMatch(/cannot reach InfluxDB at http:\/\/influx:8086/);
+    expect(r.message).toMatch(/reachable from the Grafana server/);
+  });
+  test('unauthorized: says to check the token', async () => {
+    fetchMock.mockReturnValue(fail(401, { code: 'unauthorized', message: 'unauthorized access' }));
+    const r = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).testDatasource();
+    expect(r).toMatchObject({ status: 'error' });
+    expect(r.message).toMatch(/refused the credentials \(HTTP 401: unauthorized access\)/);
+  });
+  test('missing bucket (2.x) and missing database (1.x)', async () => {
+    fetchMock.mockReturnValue(fail(404, { code: 'not found', message: 'failed to initialize execute state: could not find bucket "b"' }));
+    const r2 = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).testDatasource();
+    expect(r2.message).toMatch(/no bucket "b" in organization "o": create it/);
+    fetchMock.mockReturnValue(ok({ results: [{ statement_id: 0, error: 'database not found: tcplat' }] }));
+    const r1 = await ds({ dialect: 'influxql', database: 'tcplat' }).testDatasource();
+    expect(r1).toMatchObject({ status: 'error' });
+    expect(r1.message).toMatch(/no database "tcplat": create it/);
+  });
+  test('connected, no tcplat data yet: says to start the agent', async () => {
+    fetchMock.mockReturnValue(ok({ results: [{ statement_id: 0 }] }));
+    const r = await ds({ dialect: 'influxql', database: 'tcplat' }).testDatasource();
+    expect(r.status).toBe('success');
+    expect(r.message).toMatch(/no tcplat data yet.*Start the tcplat agent/);
+    expect(new URL(fetchMock.mock.calls[0][0].url, 'http://g').searchParams.get('q')).toBe('SHOW MEASUREMENTS WITH MEASUREMENT = "tcp_connect_hist"');
+  });
+  test('with data, and the renderer checked through its route', async () => {
+    fetchMock.mockImplementation((req: { url: string }) =>
+      req.url.includes('/renderer/') ? fail(401, { error: 'the token is not valid for this renderer' }) : ok({ results: [{ series: [{ columns: ['name'], values: [['tcp_connect_hist']] }] }] }),
+    );
+    const r = await ds({ dialect: 'influxql', database: 'tcplat', rendererUrl: 'http://renderer:7071' }).testDatasource();
+    expect(r.status).toBe('error');
+    expect(r.message).toMatch(/InfluxDB is fine, but: the renderer refused the credentials .*not valid/);
+    expect(fetchMock.mock.calls[1][0].url).toBe('/api/datasources/proxy/uid/tcplat/renderer/metrics');
+  });
+});
+
+describe('variables', () => {
+  test('destinations of $service: SHOW TAG VALUES with the expanded, quoted values', async () => {
+    vars.service = ["a'b", 'c'];
+    fetchMock.mockReturnValue(ok({ results: [{ series: [{ columns: ['key', 'value'], values: [['dst', 'db:5432'], ['dst', 'cache:6379']] }] }] }));
+    const values = await ds({ dialect: 'influxql', database: 'tcplat' }).metricFindQuery({ refId: 'v', kind: 'destinations', service: '$service' });
+    expect(values.map((v) => v.text)).toEqual(['cache:6379', 'db:5432']);
+    expect(new URL(fetchMock.mock.calls[0][0].url, 'http://g').searchParams.get('q')).toBe(
+      `SHOW TAG VALUES FROM "tcp_connect_hist" WITH KEY = "dst" WHERE ("service" = 'a\\'b' OR "service" = 'c')`,
+    );
+  });
+  test('services on 2.x: schema.tagValues', async () => {
+    fetchMock.mockReturnValue(ok('#datatype,string,long,string\n,result,table,_value\n,,0,api\n'));
+    const values = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).metricFindQuery('services');
+    expect(values).toEqual([{ text: 'api', value: 'api' }]);
+    expect(fetchMock.mock.calls[0][0].data.query).toMatch(/schema\.tagValues\(bucket: "b", tag: "service"/);
+  });
+});

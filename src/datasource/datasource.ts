@@ -1,0 +1,270 @@
+/**
+ * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux) or 1.x (InfluxQL) through the
+ * `influx` route of plugin.json, and hands the panel the `renderer` route. Queries are built by
+ * @tcplat/core; variables are expanded to values that the builders quote.
+ */
+import {
+  CustomVariableSupport,
+  DataSourceApi,
+  FieldType,
+  createDataFrame,
+  type DataQueryRequest,
+  type DataQueryResponse,
+  type DataSourceInstanceSettings,
+  type MetricFindValue,
+  type ScopedVars,
+  type TestDataSourceResponse,
+  type TimeRange,
+} from '@grafana/data';
+import { getTemplateSrv } from '@grafana/runtime';
+import {
+  MEASUREMENT,
+  buildFluxHistQuery,
+  buildInfluxQLHistQuery,
+  histRowsFromFluxCsv,
+  histRowsFromInfluxQL,
+  quote,
+  type HistQueryTag,
+  type HistRow,
+  type InfluxQLSeriesLike,
+} from '@tcplat/core';
+import { from, type Observable } from 'rxjs';
+import { HttpFailure, proxyFetch } from '../shared/http';
+import { VariableQueryEditor } from './components/VariableQueryEditor';
+import { migrateQuery, migrateVariableQuery } from './migrate';
+import {
+  framesFromRows,
+  planQuery,
+  queryFilters,
+  tagValuesFlux,
+  tagValuesFromFluxCsv,
+  tagValuesFromInfluxQL,
+  tagValuesInfluxQL,
+  type Filters,
+  type PlannedQuery,
+  type Replace,
+} from './queries';
+import { DEFAULT_OPTIONS, DEFAULT_QUERY, VARIABLE_TAG, type TcplatOptions, type TcplatQuery, type TcplatVariableQuery } from './types';
+
+interface InfluxQLAnswer {
+  error?: string;
+  results?: Array<{ error?: string; series?: InfluxQLSeriesLike[] }>;
+}
+
+/** How far back variables and the editors look for tag values on 2.x. */
+const TAG_LOOKBACK_MS = 30 * 86_400_000;
+
+export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> {
+  /** Grafana's proxy URL of this datasource, e.g. /api/datasources/proxy/uid/<uid>. */
+  readonly url: string;
+  readonly options: TcplatOptions;
+
+  constructor(instanceSettings: DataSourceInstanceSettings<TcplatOptions>) {
+    super(instanceSettings);
+    this.url = instanceSettings.url ?? '';
+    this.options = { ...DEFAULT_OPTIONS, ...instanceSettings.jsonData };
+    this.variables = new TcplatVariableSupport(this);
+  }
+
+  getDefaultQuery(): Partial<TcplatQuery> {
+    return DEFAULT_QUERY;
+  }
+
+  filterQuery(q: TcplatQuery): boolean {
+    return !q.hide;
+  }
+
+  /** templateSrv.replace bound to a request's scoped variables. */
+  replacer(scopedVars?: ScopedVars): Replace {
+    const srv = getTemplateSrv();
+    return (target, format) => srv.replace(target, scopedVars, format);
+  }
+
+  async query(request: DataQueryRequest<TcplatQuery>): Promise<DataQueryResponse> {
+    const replace = this.replacer(request.scopedVars);
+    const range = { fromMs: request.range.from.valueOf(), toMs: request.range.to.valueOf() };
+    const targets = request.targets.filter((t) => !t.hide).map(migrateQuery);
+    const results = await Promise.all(
+      targets.map(async (t) => {
+        try {
+          const plan = planQuery(t, queryFilters(t, replace), range, request.intervalMs);
+          return { frames: framesFromRows(await this.histRows(plan), plan, t.refId) };
+        } catch (e) {
+          return { error: { refId: t.refId, message: (e as Error).message } };
+        }
+      }),
+    );
+    const errors = results.flatMap((r) => (r.error ? [r.error] : []));
+    return { data: results.flatMap((r) => r.frames ?? []), ...(errors.length ? { errors, error: errors[0] } : {}) };
+  }
+
+  /** The rows of a planned query, from whichever InfluxDB this datasource talks to. */
+  async histRows(plan: PlannedQuery): Promise<HistRow[]> {
+    if (this.options.dialect === 'influxql') {
+      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), 'POST'), plan.queryGroupBy);
+    }
+    return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(plan.hist, { bucket: this.options.bucket ?? '' })), plan.queryGroupBy);
+  }
+
+  /** Values of one tag among series matching filters (raw values: variables are expanded here). */
+  async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange): Promise<string[]> {
+    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters), 'GET'));
+    const startMs = range ? range.from.valueOf() : Date.now() - TAG_LOOKBACK_MS;
+    return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs)))));
+  }
+
+  async metricFindQuery(query: TcplatVariableQuery | string, options?: { range?: TimeRange; scopedVars?: ScopedVars }): Promise<MetricFindValue[]> {
+    const q = migrateVariableQuery(query);
+    const filters = queryFilters({ service: q.service ? [q.service] : [] }, this.replacer(options?.scopedVars));
+    const values = await this.tagValues(VARIABLE_TAG[q.kind], filters, options?.range);
+    return values.map((text) => ({ text, value: text }));
+  }
+
+  // ---- HTTP through the `influx` route ----
+
+  private influxWhere(): string {
+    return this.options.influxUrl ?? '';
+  }
+
+  async influxQL(q: string, method: 'GET' | 'POST'): Promise<InfluxQLSeriesLike[]> {
+    const params = new URLSearchParams({ db: this.options.database ?? '', epoch: 'ms' });
+    if (this.options.retentionPolicy) params.set('rp', this.options.retentionPolicy);
+    if (method === 'GET') params.set('q', q);
+    const res = await proxyFetch<InfluxQLAnswer>(
+      {
+        url: `${this.url}/influx/query?${params.toString()}`,
+        method,
+        ...(method === 'POST' ? { data: new URLSearchParams({ q }).toString(), headers: { 'Content-Type': 'application/x-www-form-urlencoded' } } : {}),
+      },
+      'InfluxDB',
+      this.influxWhere(),
+    );
+    const body = res.data ?? {};
+    const err = body.error ?? body.results?.find((r) => r.error)?.error;
+    if (err) throw new HttpFailure(`InfluxDB: ${err}`, res.status, 'http', err);
+    return body.results?.[0]?.series ?? [];
+  }
+
+  async flux(query: string): Promise<string> {
+    const params = new URLSearchParams({ org: this.options.org ?? '' });
+    const res = await proxyFetch<string>(
+      {
+        url: `${this.url}/influx/api/v2/query?${params.toString()}`,
+        method: 'POST',
+        data: { query, type: 'flux', dialect: { header: true, annotations: ['datatype', 'group', 'default'], delimiter: ',' } },
+        headers: { 'Content-Type': 'application/json', Accept: 'application/csv' },
+        responseType: 'text',
+      },
+      'InfluxDB',
+      this.influxWhere(),
+    );
+    return typeof res.data === 'string' ? res.data : String(res.data ?? '');
+  }
+
+  // ---- Save & test ----
+
+  async testDatasource(): Promise<TestDataSourceResponse> {
+    const o = this.options;
+    if (!o.influxUrl) return { status: 'error', message: 'Set the InfluxDB URL (e.g. http://influxdb:8086), then save & test again.' };
+    let influx: TestDataSourceResponse;
+    try {
+      influx = o.dialect === 'influxql' ? await this.testInfluxQL() : await this.testFlux();
+    } catch (e) {
+      const f = e as HttpFailure;
+      if (f.kind === 'unreachable' || f.kind === 'unauthorized') return { status: 'error', message: f.message };
+      return { status: 'error', message: f.message };
+    }
+    if (influx.status === 'error' || !o.rendererUrl) {
+      if (influx.status !== 'error' && !o.rendererUrl) influx.message += ' No renderer URL set: the tcplat heatmap panel needs one.';
+      return influx;
+    }
+    try {
+      await proxyFetch<string>({ url: `${this.url}/renderer/metrics`, method: 'GET', responseType: 'text' }, 'the renderer', o.rendererUrl);
+      return { ...influx, message: `${influx.message} Renderer OK.` };
+    } catch (e) {
+      return { status: 'error', message: `InfluxDB is fine, but: ${(e as Error).message}` };
+    }
+  }
+
+  private noData(where: string): TestDataSourceResponse {
+    return {
+      status: 'success',
+      message:
+        `Connected to InfluxDB (${where}), but there is no tcplat data yet (no ${MEASUREMENT.connectHist} points). ` +
+        'Start the tcplat agent on a host (tcplat agent --influx-url ...) writing to this ' +
+        (this.options.dialect === 'influxql' ? 'database' : 'bucket') +
+        '; panels fill within a minute.',
+    };
+  }
+
+  private async testInfluxQL(): Promise<TestDataSourceResponse> {
+    const db = this.options.database ?? '';
+    if (!db) return { status: 'error', message: 'Set the database (InfluxDB 1.x), e.g. tcplat.' };
+    let series: InfluxQLSeriesLike[];
+    try {
+      series = await this.influxQL(`SHOW MEASUREMENTS WITH MEASUREMENT = ${quote('influxql-ident', MEASUREMENT.connectHist)}`, 'GET');
+    } catch (e) {
+      const f = e as HttpFailure;
+      if (f.kind === 'http' && /database not found/i.test(f.serverMessage ?? '')) {
+        return { status: 'error', message: `InfluxDB has no database ${JSON.stringify(db)}: create it (CREATE DATABASE ...) or let the agent create it, or fix the database name.` };
+      }
+      if (f.kind === 'http' && /retention policy not found/i.test(f.serverMessage ?? '')) {
+        return { status: 'error', message: `Database ${JSON.stringify(db)} has no retention policy ${JSON.stringify(this.options.retentionPolicy)}: leave it empty for the default, or fix the name.` };
+      }
+      if (f.kind === 'http' && /authori[sz]ation|authenticat|credentials/i.test(f.serverMessage ?? '')) {
+        return { status: 'error', message: `InfluxDB refused the credentials (${f.serverMessage}). Check the user and password in the datasource settings.` };
+      }
+      throw e;
+    }
+    const rp = this.options.retentionPolicy ? `, retention policy ${this.options.retentionPolicy}` : '';
+    if (series.length === 0 || series.every((s) => s.values.length === 0)) return this.noData(`database ${db}${rp}`);
+    return { status: 'success', message: `Connected to InfluxDB 1.x: database ${db}${rp} has tcplat data.` };
+  }
+
+  private async testFlux(): Promise<TestDataSourceResponse> {
+    const { org, bucket } = this.options;
+    if (!org || !bucket) return { status: 'error', message: 'Set the organization and the bucket (InfluxDB 2.x).' };
+    const s = (v: string) => quote('flux-string', v);
+    const q = [
+      `from(bucket: ${s(bucket)})`,
+      `  |> range(start: -30d)`,
+      `  |> filter(fn: (r) => r._measurement == ${s(MEASUREMENT.connectHist)})`,
+      `  |> limit(n: 1)`,
+      `  |> keep(columns: ["_time"])`,
+    ].join('\n');
+    let text: string;
+    try {
+      text = await this.flux(q);
+    } catch (e) {
+      const f = e as HttpFailure;
+      const m = f.serverMessage ?? '';
+      if (f.kind === 'http' && /bucket .*not found|could not find bucket|failed to find bucket/i.test(m)) {
+        return { status: 'error', message: `InfluxDB has no bucket ${JSON.stringify(bucket)} in organization ${JSON.stringify(org)}: create it (influx bucket create) or fix the bucket name.` };
+      }
+      if (f.kind === 'http' && /organization .*not found|failed to decode request/i.test(m)) {
+        return { status: 'error', message: `InfluxDB has no organization ${JSON.stringify(org)}: fix the organization name (${m}).` };
+      }
+      throw e;
+    }
+    const rows = text.split(/\r?\n/).filter((l) => l !== '' && !l.startsWith('#'));
+    if (rows.length <= 1) return this.noData(`bucket ${bucket}`);
+    return { status: 'success', message: `Connected to InfluxDB 2.x: bucket ${bucket} has tcplat data.` };
+  }
+}
+
+/** Variable queries (services, destinations, hosts) with their own editor. */
+export class TcplatVariableSupport extends CustomVariableSupport<TcplatDataSource, TcplatVariableQuery> {
+  editor = VariableQueryEditor;
+
+  constructor(private readonly ds: TcplatDataSource) {
+    super();
+  }
+
+  query(request: DataQueryRequest<TcplatVariableQuery>): Observable<DataQueryResponse> {
+    return from(
+      this.ds.metricFindQuery(request.targets[0], { range: request.range, scopedVars: request.scopedVars }).then((values) => ({
+        data: [createDataFrame({ fields: [{ name: 'text', type: FieldType.string, values: values.map((v) => String(v.text)) }] })],
+      })),
+    );
+  }
+}

@@ -1,0 +1,157 @@
+import { BUCKET_FIELDS, HIST_FIELD, QueryValueError, buildInfluxQLHistQuery, bucketIndex, type HistRow } from '@tcplat/core';
+import { BUCKET_NAMES, expandValues, framesFromRows, planQuery, queryFilters, tagValuesFlux, tagValuesFromFluxCsv, tagValuesInfluxQL, windowFor, type Replace } from './queries';
+import type { TcplatQuery } from './types';
+
+/** A templateSrv.replace over fixed variables, like Grafana's: `$name` and `${name}`, format function per value list. */
+function replacer(vars: Record<string, string | string[]>): Replace {
+  return (target, format) =>
+    target.replace(/\$\{(\w+)\}|\$(\w+)/g, (m, a, b) => {
+      const name = a ?? b;
+      if (!(name in vars)) return m;
+      return format(vars[name]);
+    });
+}
+
+describe('expandValues', () => {
+  const replace = replacer({ service: ['api', 'web'], one: 'db', hostile: [`x' OR 1=1 --`, 'y") or r._measurement != "z', '${evil}'], all: ['*'] });
+
+  test('literal values pass as they are', () => {
+    expect(expandValues(['a', 'b'], replace)).toEqual(['a', 'b']);
+  });
+  test('a multi-value variable gives one value each', () => {
+    expect(expandValues(['$service'], replace)).toEqual(['api', 'web']);
+    expect(expandValues(['${one}', 'x'], replace)).toEqual(['db', 'x']);
+  });
+  test('text around a variable is kept for every value', () => {
+    expect(expandValues(['svc-$service'], replace)).toEqual(['svc-api', 'svc-web']);
+  });
+  test('hostile variable values come back exactly, as data', () => {
+    expect(expandValues(['$hostile'], replace)).toEqual([`x' OR 1=1 --`, 'y") or r._measurement != "z', '${evil}']);
+  });
+  test('a value cannot forge the separator', () => {
+    const r = replacer({ v: ['a\u001fb'] });
+    expect(expandValues(['$v'], r)).toEqual(['a\u001fb']);
+  });
+  test('* and $__all mean no filter; unknown variables stay text', () => {
+    expect(expandValues(['$all'], replace)).toEqual([]);
+    expect(expandValues(['$nope'], replace)).toEqual(['$nope']);
+  });
+});
+
+describe('planQuery', () => {
+  const range = { fromMs: 1_700_000_000_000, toMs: 1_700_003_600_000 };
+  test('percentiles read buckets with min and max; the window is at least the flush window', () => {
+    const q: TcplatQuery = { refId: 'A', metric: 'p99', groupBy: ['service'] };
+    const p = planQuery(q, {}, range, 2000);
+    expect(p.hist).toMatchObject({ metrics: ['buckets', 'min', 'max'], windowMs: 10_000, groupBy: ['service'], fromMs: range.fromMs, toMs: range.toMs });
+    expect(windowFor(61_500)).toBe(62_000);
+  });
+  test('error rate also groups by result in the database', () => {
+    const p = planQuery({ refId: 'A', metric: 'errorRate', groupBy: ['service'] }, {}, range, 60_000);
+    expect(p.queryGroupBy).toEqual(['service', 'result']);
+    expect(p.groupBy).toEqual(['service']);
+  });
+  test('hostile variable values reach the InfluxQL text only as quoted literals', () => {
+    const replace = replacer({ service: [`a' OR 1=1; DROP DATABASE x --`, 'b\\'] });
+    const f = queryFilters({ service: ['$service'] }, replace);
+    const text = buildInfluxQLHistQuery(planQuery({ refId: 'A', metric: 'p50' }, f, range, 60_000).hist);
+    expect(text).toContain(`"service" = 'a\\' OR 1=1; DROP DATABASE x --'`);
+    expect(text).toContain(`"service" = 'b\\\\'`);
+  });
+  test('control characters in a variable are refused with a message naming the tag', () => {
+    const f = queryFilters({ dst: ['$d'] }, replacer({ d: 'a\nb' }));
+    expect(() => buildInfluxQLHistQuery(planQuery({ refId: 'A', metric: 'p50' }, f, range, 60_000).hist)).toThrow(/filter dst/);
+  });
+});
+
+function histRow(timeMs: number, tags: Record<string, string>, latencies: number[]): HistRow {
+  const values: Record<string, number> = {};
+  for (const f of BUCKET_FIELDS) values[f] = 0;
+  for (const l of latencies) values[BUCKET_FIELDS[bucketIndex(l)]] += 1;
+  values[HIST_FIELD.count] = latencies.length;
+  values[HIST_FIELD.sumMs] = latencies.reduce((a, b) => a + b, 0);
+  values[HIST_FIELD.minMs] = Math.min(...latencies);
+  values[HIST_FIELD.maxMs] = Math.max(...latencies);
+  return { timeMs, tags, values };
+}
+
+describe('framesFromRows', () => {
+  const range = { fromMs: 0, toMs: 120_000 };
+  const rows = [
+    histRow(0, { service: 'api' }, [1, 1, 1, 1, 100]),
+    histRow(60_000, { service: 'api' }, [2]),
+    histRow(0, { service: 'web' }, [5]),
+  ];
+  test('one labelled time series per group', () => {
+    const plan = planQuery({ refId: 'A', metric: 'max', groupBy: ['service'] }, {}, range, 60_000);
+    const frames = framesFromRows(rows, plan, 'A');
+    expect(frames).toHaveLength(2);
+    expect(frames[0].fields[1].labels).toEqual({ service: 'api' });
+    expect(frames[0].fields[0].values).toEqual([0, 60_000]);
+    expect(frames[0].fields[1].values).toEqual([100, 2]);
+    expect(frames[0].fields[1].config.unit).toBe('ms');
+    expect(frames[1].fields[1].labels).toEqual({ service: 'web' });
+  });
+  test('p50 comes from the buckets, clamped to min/max', () => {
+    const plan = planQuery({ refId: 'A', metric: 'p50', groupBy: ['service'] }, {}, range, 60_000);
+    const [api, web] = framesFromRows(rows, plan, 'A');
+    expect(api.fields[1].values[0]).toBeGreaterThan(0.63);
+    expect(api.fields[1].values[0]).toBeLessThanOrEqual(1);
+    expect(web.fields[1].values[0]).toBe(5);
+  });
+  test('connects/s divides by the window; mean is sum/count', () => {
+    // Without group by, the database answers one row per bin.
+    const rate = framesFromRows(rows.slice(0, 2), planQuery({ refId: 'A', metric: 'rate' }, {}, range, 60_000), 'A');
+    expect(rate).toHaveLength(1);
+    expect(rate[0].fields[1].values).toEqual([5 / 60, 1 / 60]);
+    expect(rate[0].fields[1].config.unit).toBe('cps');
+    const mean = framesFromRows([rows[0]], planQuery({ refId: 'A', metric: 'mean' }, {}, range, 60_000), 'A');
+    expect(mean[0].fields[1].values).toEqual([104 / 5]);
+  });
+  test('error rate: failures over all attempts per group and bin', () => {
+    const r = [
+      { timeMs: 0, tags: { service: 'api', result: 'ok' }, values: { count: 9 } },
+      { timeMs: 0, tags: { service: 'api', result: 'refused' }, values: { count: 1 } },
+      { timeMs: 60_000, tags: { service: 'api', result: 'ok' }, values: { count: 4 } },
+    ];
+    const plan = planQuery({ refId: 'A', metric: 'errorRate', groupBy: ['service'] }, {}, range, 60_000);
+    const [f] = framesFromRows(r, plan, 'A');
+    expect(f.fields[1].values).toEqual([0.1, 0]);
+    expect(f.fields[1].labels).toEqual({ service: 'api' });
+    expect(f.fields[1].config.unit).toBe('percentunit');
+  });
+  test('histogram buckets: one heatmap-rows frame per group, non-cumulative, bounds numeric and ordered', () => {
+    const plan = planQuery({ refId: 'A', metric: 'buckets', groupBy: ['service'] }, {}, range, 60_000);
+    const [api] = framesFromRows(rows, plan, 'A');
+    expect(api.meta?.type).toBe('heatmap-rows');
+    const names = api.fields.slice(1).map((f) => f.name);
+    expect(names).toEqual(BUCKET_NAMES);
+    const bounds = names.slice(0, -1).map(Number);
+    expect(bounds.every((b, i) => i === 0 || b > bounds[i - 1])).toBe(true);
+    expect(names.at(-1)).toBe('+Inf');
+    // 4 connects at 1 ms and 1 at 100 ms, as stored: not cumulated.
+    const at = (ms: string) => api.fields.find((f) => f.name === ms)!.values[0];
+    expect(at('1')).toBe(4);
+    expect(at('100')).toBe(1);
+    expect(at('1.6')).toBe(0);
+    expect(api.fields.slice(1).reduce((s, f) => s + f.values[0], 0)).toBe(5);
+  });
+});
+
+describe('tag value queries', () => {
+  test('InfluxQL: quoted identifiers and strings only', () => {
+    expect(tagValuesInfluxQL('dst', { service: [`a'b`, 'c'] })).toBe(`SHOW TAG VALUES FROM "tcp_connect_hist" WITH KEY = "dst" WHERE ("service" = 'a\\'b' OR "service" = 'c')`);
+    expect(tagValuesInfluxQL('service')).toBe('SHOW TAG VALUES FROM "tcp_connect_hist" WITH KEY = "service"');
+    expect(() => tagValuesInfluxQL('dst', { service: ['a\r'] })).toThrow(QueryValueError);
+  });
+  test('Flux: schema.tagValues with quoted strings, no interpolation', () => {
+    const q = tagValuesFlux('my"bucket', 'host', { service: ['${x}") or true //'] }, 0);
+    expect(q).toContain('schema.tagValues(bucket: "my\\"bucket", tag: "host"');
+    expect(q).toContain('r["service"] == "\\${x}\\") or true //"');
+    expect(q).toContain('start: 1970-01-01T00:00:00.000Z');
+  });
+  test('Flux CSV answers', () => {
+    const csv = '#datatype,string,long,string\n#group,false,false,false\n#default,_result,,\n,result,table,_value\n,,0,api\n,,0,web\n\n';
+    expect(tagValuesFromFluxCsv(csv)).toEqual(['api', 'web']);
+  });
+});

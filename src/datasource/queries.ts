@@ -1,0 +1,291 @@
+/**
+ * What the datasource sends and how it reads the answers, as pure functions (datasource.ts does the HTTP):
+ * template-variable expansion, the HistQuery of a panel query, the tag-value queries of variables and
+ * editors, and data frames from histogram rows. Query text comes only from @tcplat/core's builders and
+ * quote(): no user or variable value is ever pasted into a query.
+ */
+import { DataFrameType, FieldType, createDataFrame, type DataFrame, type Field, type Labels } from '@grafana/data';
+import {
+  BUCKET_BOUNDS_MS,
+  BUCKET_FIELDS,
+  FAILURE_RESULTS,
+  HIST_FIELD,
+  HIST_QUERY_TAGS,
+  MAX_TIME_MS,
+  MEASUREMENT,
+  QueryValueError,
+  TAG,
+  parseCsv,
+  quantileFromBuckets,
+  quote,
+  type HistMetric,
+  type HistQuery,
+  type HistQueryTag,
+  type HistRow,
+} from '@tcplat/core';
+import { expandValues, type Replace } from '../shared/variables';
+import { METRIC_LABELS, type Metric, type TcplatQuery } from './types';
+
+export { expandValues, type Replace };
+
+/** The agent's flush window: finer bins would show its windows as gaps. */
+export const MIN_WINDOW_MS = 10_000;
+
+export type Filters = Partial<Record<HistQueryTag, string[]>>;
+
+/** The filters of a query, variables expanded. */
+export function queryFilters(q: Pick<TcplatQuery, HistQueryTag>, replace: Replace): Filters {
+  const f: Filters = {};
+  for (const tag of HIST_QUERY_TAGS) {
+    const values = expandValues(q[tag], replace);
+    if (values.length > 0) f[tag] = values;
+  }
+  return f;
+}
+
+/** The histogram fields a metric needs. */
+export function metricsFor(metric: Metric): HistMetric[] {
+  switch (metric) {
+    case 'p50':
+    case 'p90':
+    case 'p99':
+      // min and max clamp the estimate inside the first and the overflow bucket.
+      return ['buckets', 'min', 'max'];
+    case 'max':
+      return ['max'];
+    case 'mean':
+      return ['count', 'sum'];
+    case 'rate':
+    case 'errorRate':
+      return ['count'];
+    case 'buckets':
+      return ['buckets'];
+    default:
+      throw new QueryValueError(`unknown metric ${JSON.stringify(metric)}`);
+  }
+}
+
+/** Bin width for a panel interval: whole seconds, at least the agent's flush window. */
+export function windowFor(intervalMs: number | undefined): number {
+  const ms = Number.isFinite(intervalMs) ? Number(intervalMs) : MIN_WINDOW_MS;
+  return Math.max(MIN_WINDOW_MS, Math.ceil(ms / 1000) * 1000);
+}
+
+export interface PlannedQuery {
+  hist: HistQuery;
+  /** Tags the user groups by (what the frames are labelled with). */
+  groupBy: HistQueryTag[];
+  /** Tags the database groups by (errorRate adds `result`). */
+  queryGroupBy: HistQueryTag[];
+  metric: Metric;
+}
+
+export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: number; toMs: number }, intervalMs?: number): PlannedQuery {
+  const groupBy = [...new Set((q.groupBy ?? []).filter((g) => (HIST_QUERY_TAGS as readonly string[]).includes(g)))];
+  const queryGroupBy = q.metric === 'errorRate' && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
+  const fromMs = Math.max(0, Math.floor(range.fromMs));
+  const toMs = Math.min(MAX_TIME_MS, Math.max(fromMs + 1, Math.ceil(range.toMs)));
+  return {
+    hist: { filters, fromMs, toMs, windowMs: windowFor(intervalMs), metrics: metricsFor(q.metric), groupBy: queryGroupBy },
+    groupBy,
+    queryGroupBy,
+    metric: q.metric,
+  };
+}
+
+const QUANTILE: Partial<Record<Metric, number>> = { p50: 0.5, p90: 0.9, p99: 0.99 };
+
+function labelsOf(tags: Record<string, string>, groupBy: readonly HistQueryTag[]): Labels {
+  const l: Labels = {};
+  for (const g of groupBy) l[g] = tags[g] ?? '';
+  return l;
+}
+
+function groupRows(rows: readonly HistRow[], groupBy: readonly HistQueryTag[]): Map<string, { labels: Labels; rows: HistRow[] }> {
+  const groups = new Map<string, { labels: Labels; rows: HistRow[] }>();
+  for (const r of rows) {
+    const labels = labelsOf(r.tags, groupBy);
+    const key = JSON.stringify(groupBy.map((g) => labels[g]));
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { labels, rows: [] }));
+    g.rows.push(r);
+  }
+  return new Map([...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** Name of a heatmap row: its upper bound in ms, `+Inf` for overflow (Prometheus' `le` convention). */
+export const BUCKET_NAMES: readonly string[] = BUCKET_FIELDS.map((_, i) => (i < BUCKET_BOUNDS_MS.length ? String(BUCKET_BOUNDS_MS[i]) : '+Inf'));
+
+function timeField(times: number[]): Field {
+  return { name: 'Time', type: FieldType.time, values: times, config: {} };
+}
+
+/**
+ * Data frames from the rows of a planned query: one time series per group, labelled with the group's tags.
+ * `buckets` gives one `heatmap-rows` frame per group: non-cumulative counts (as stored), one field per
+ * bucket named by its upper bound, ordered numerically, so Grafana's heatmap shows them as they are.
+ */
+export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string): DataFrame[] {
+  const { metric, groupBy } = plan;
+  const windowS = plan.hist.windowMs / 1000;
+  const frames: DataFrame[] = [];
+  if (metric === 'buckets') {
+    for (const { labels, rows: rs } of groupRows(rows, groupBy).values()) {
+      const fields: Field[] = [timeField(rs.map((r) => r.timeMs))];
+      BUCKET_FIELDS.forEach((f, i) => {
+        fields.push({
+          name: BUCKET_NAMES[i],
+          type: FieldType.number,
+          values: rs.map((r) => r.values[f] ?? 0),
+          labels: { ...labels, le: BUCKET_NAMES[i] },
+          config: { unit: 'short', displayNameFromDS: BUCKET_NAMES[i] },
+        });
+      });
+      frames.push(
+        createDataFrame({
+          refId,
+          name: Object.values(labels).join(' ') || 'latency',
+          meta: { type: DataFrameType.HeatmapRows, custom: { yMatchWithHeader: 'le' } },
+          fields,
+        }),
+      );
+    }
+    return frames;
+  }
+  if (metric === 'errorRate') {
+    // Totals per user group and bin over every result; failures are the results that are not `ok`.
+    const byResult = groupBy.includes('result');
+    const outer = groupBy.filter((g) => g !== 'result');
+    const totals = new Map<string, number>();
+    const tkey = (r: HistRow) => JSON.stringify([outer.map((g) => r.tags[g] ?? ''), r.timeMs]);
+    for (const r of rows) totals.set(tkey(r), (totals.get(tkey(r)) ?? 0) + (r.values[HIST_FIELD.count] ?? 0));
+    const failing = rows.filter((r) => (FAILURE_RESULTS as readonly string[]).includes(r.tags[TAG.result] ?? ''));
+    const keyed = byResult ? failing : rows;
+    const series = new Map<string, { labels: Labels; points: Map<number, number> }>();
+    for (const r of keyed) {
+      const labels = labelsOf(r.tags, groupBy);
+      const key = JSON.stringify(groupBy.map((g) => labels[g]));
+      let s = series.get(key);
+      if (!s) series.set(key, (s = { labels, points: new Map() }));
+      const fail = (FAILURE_RESULTS as readonly string[]).includes(r.tags[TAG.result] ?? '') ? (r.values[HIST_FIELD.count] ?? 0) : 0;
+      s.points.set(r.timeMs, (s.points.get(r.timeMs) ?? 0) + fail);
+    }
+    for (const [, s] of [...series.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const times = [...s.points.keys()].sort((a, b) => a - b);
+      const values = times.map((t) => {
+        const total = totals.get(JSON.stringify([outer.map((g) => s.labels[g] ?? ''), t])) ?? 0;
+        return total > 0 ? s.points.get(t)! / total : null;
+      });
+      frames.push(seriesFrame(refId, metric, s.labels, times, values, 'percentunit'));
+    }
+    return frames;
+  }
+  for (const { labels, rows: rs } of groupRows(rows, groupBy).values()) {
+    const times = rs.map((r) => r.timeMs);
+    let values: Array<number | null>;
+    let unit = 'ms';
+    const q = QUANTILE[metric];
+    if (q !== undefined) {
+      values = rs.map((r) => {
+        const v = quantileFromBuckets(
+          BUCKET_FIELDS.map((f) => r.values[f] ?? 0),
+          q,
+          r.values[HIST_FIELD.minMs] ?? NaN,
+          r.values[HIST_FIELD.maxMs] ?? NaN,
+        );
+        return Number.isFinite(v) ? v : null;
+      });
+    } else if (metric === 'max') {
+      values = rs.map((r) => r.values[HIST_FIELD.maxMs] ?? null);
+    } else if (metric === 'mean') {
+      values = rs.map((r) => {
+        const c = r.values[HIST_FIELD.count] ?? 0;
+        return c > 0 ? (r.values[HIST_FIELD.sumMs] ?? 0) / c : null;
+      });
+    } else {
+      unit = 'cps';
+      values = rs.map((r) => (r.values[HIST_FIELD.count] ?? 0) / windowS);
+    }
+    frames.push(seriesFrame(refId, metric, labels, times, values, unit));
+  }
+  return frames;
+}
+
+function seriesFrame(refId: string, metric: Metric, labels: Labels, times: number[], values: Array<number | null>, unit: string): DataFrame {
+  return createDataFrame({
+    refId,
+    name: Object.values(labels).join(' ') || METRIC_LABELS[metric],
+    meta: { type: DataFrameType.TimeSeriesMulti },
+    fields: [timeField(times), { name: METRIC_LABELS[metric], type: FieldType.number, values, labels, config: { unit } }],
+  });
+}
+
+// ---- tag values (variables and the query editor's option lists) ----
+
+function checkValue(tag: string, v: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`filter ${tag}: tag values never contain control characters, got ${JSON.stringify(v.slice(0, 40))}`);
+}
+
+/** InfluxQL (1.x): the values of one tag of tcp_connect_hist, optionally among series matching filters. */
+export function tagValuesInfluxQL(tag: HistQueryTag, filters: Filters = {}): string {
+  const id = (s: string) => quote('influxql-ident', s);
+  const where: string[] = [];
+  for (const t of HIST_QUERY_TAGS) {
+    const values = [...new Set(filters[t] ?? [])].sort();
+    if (values.length === 0) continue;
+    values.forEach((v) => checkValue(t, v));
+    const alts = values.map((v) => `${id(t)} = ${quote('influxql-string', v)}`);
+    where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
+  }
+  return `SHOW TAG VALUES FROM ${id(MEASUREMENT.connectHist)} WITH KEY = ${id(tag)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
+}
+
+/** Flux (2.x): the same with schema.tagValues over [startMs, now]. */
+export function tagValuesFlux(bucket: string, tag: HistQueryTag, filters: Filters = {}, startMs: number): string {
+  if (!Number.isSafeInteger(startMs) || startMs < 0 || startMs > MAX_TIME_MS) throw new QueryValueError(`startMs must be an epoch ms integer, got ${startMs}`);
+  const s = (v: string) => quote('flux-string', v);
+  const conds = [`r._measurement == ${s(MEASUREMENT.connectHist)}`];
+  for (const t of HIST_QUERY_TAGS) {
+    const values = [...new Set(filters[t] ?? [])].sort();
+    if (values.length === 0) continue;
+    values.forEach((v) => checkValue(t, v));
+    conds.push(`(${values.map((v) => `r[${s(t)}] == ${s(v)}`).join(' or ')})`);
+  }
+  return [
+    'import "influxdata/influxdb/schema"',
+    '',
+    `schema.tagValues(bucket: ${s(bucket)}, tag: ${s(tag)}, predicate: (r) => ${conds.join(' and ')}, start: ${new Date(startMs).toISOString()})`,
+    '',
+  ].join('\n');
+}
+
+/** Tag values from an InfluxQL SHOW TAG VALUES answer (columns key, value). */
+export function tagValuesFromInfluxQL(series: ReadonlyArray<{ columns: string[]; values: unknown[][] }>): string[] {
+  const out = new Set<string>();
+  for (const s of series) {
+    const i = s.columns.indexOf('value');
+    for (const v of s.values) if (typeof v[i] === 'string') out.add(v[i] as string);
+  }
+  return [...out].sort();
+}
+
+/** Tag values from a Flux annotated-CSV answer (the `_value` column). */
+export function tagValuesFromFluxCsv(text: string): string[] {
+  const out = new Set<string>();
+  let header: string[] | null = null;
+  for (const rec of parseCsv(text)) {
+    if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
+      header = null;
+      continue;
+    }
+    if (header === null) {
+      header = rec;
+      continue;
+    }
+    if (header.includes('error') && header.includes('reference')) throw new Error(`Flux query failed: ${rec[header.indexOf('error')]}`);
+    const i = header.indexOf('_value');
+    if (i >= 0 && rec[i] !== undefined) out.add(rec[i]);
+  }
+  return [...out].sort();
+}

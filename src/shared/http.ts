@@ -1,0 +1,101 @@
+/**
+ * Requests through Grafana's datasource proxy (getBackendSrv().fetch): the proxy injects the secrets of
+ * plugin.json's routes, so they never reach the browser. Failures become HttpFailure with a message that
+ * says what to do.
+ */
+import { getBackendSrv, type BackendSrvRequest, type FetchResponse } from '@grafana/runtime';
+import { lastValueFrom } from 'rxjs';
+
+export class HttpFailure extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    /** unreachable: no answer (or the proxy's 502/504); unauthorized: 401/403; http: any other status. */
+    readonly kind: 'unreachable' | 'unauthorized' | 'http',
+    /** The server's own message, when it sent one. */
+    readonly serverMessage?: string,
+    readonly parameter?: string,
+  ) {
+    super(message);
+    this.name = 'HttpFailure';
+  }
+}
+
+interface FetchErrorLike {
+  status?: number;
+  statusText?: string;
+  data?: unknown;
+}
+
+async function bodyOf(data: unknown): Promise<unknown> {
+  if (typeof Blob !== 'undefined' && data instanceof Blob) {
+    const text = await data.text();
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  if (data instanceof ArrayBuffer) {
+    const text = new TextDecoder().decode(data);
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  if (typeof data === 'string') {
+    try {
+      return JSON.parse(data);
+    } catch {
+      return data;
+    }
+  }
+  return data;
+}
+
+/** The message a server put in its error body: renderer `{error}`, InfluxDB 1.x `{error}`, 2.x `{message}`. */
+function messageOf(body: unknown): { message?: string; parameter?: string } {
+  if (body && typeof body === 'object') {
+    const b = body as Record<string, unknown>;
+    const m = [b.error, b.message].find((x) => typeof x === 'string' && x !== '') as string | undefined;
+    return { message: m, parameter: typeof b.parameter === 'string' ? b.parameter : undefined };
+  }
+  if (typeof body === 'string' && body.trim() !== '' && !/^\s*</.test(body)) return { message: body.trim().slice(0, 500) };
+  return {};
+}
+
+/** Turn a fetch error into an HttpFailure; `what` names the service ("InfluxDB", "the renderer"). */
+export async function toFailure(e: unknown, what: string, where: string): Promise<HttpFailure> {
+  if (e instanceof HttpFailure) return e;
+  const err = (e ?? {}) as FetchErrorLike;
+  const status = typeof err.status === 'number' ? err.status : 0;
+  const { message, parameter } = messageOf(await bodyOf(err.data));
+  if (status === 0 || status === 502 || status === 504) {
+    return new HttpFailure(
+      `Grafana cannot reach ${what} at ${where || '(no URL set)'}${status ? ` (HTTP ${status})` : ''}${message ? `: ${message}` : ''}. ` +
+        `Check the URL in the datasource settings and that ${what} is running and reachable from the Grafana server (not only from your browser).`,
+      status,
+      'unreachable',
+      message,
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new HttpFailure(
+      `${what} refused the credentials (HTTP ${status}${message ? `: ${message}` : ''}). Check the token or user and password in the datasource settings.`,
+      status,
+      'unauthorized',
+      message,
+    );
+  }
+  return new HttpFailure(message ? `${what}: ${message}` : `${what} answered HTTP ${status} ${err.statusText ?? ''}`.trim(), status, 'http', message, parameter);
+}
+
+/** One request through the proxy, without Grafana's own error pop-ups (we show errors in place). */
+export async function proxyFetch<T>(req: BackendSrvRequest, what: string, where: string): Promise<FetchResponse<T>> {
+  try {
+    return await lastValueFrom(getBackendSrv().fetch<T>({ showErrorAlert: false, showSuccessAlert: false, ...req }));
+  } catch (e) {
+    throw await toFailure(e, what, where);
+  }
+}

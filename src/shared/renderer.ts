@@ -1,0 +1,70 @@
+/**
+ * The tcplat renderer's HTTP API as the plugins use it, through the datasource's `renderer` route
+ * (`<datasource proxy URL>/renderer/...`): the route adds the bearer token, so it never reaches the browser.
+ */
+import type { BackendSrvRequest } from '@grafana/runtime';
+
+export const RENDER_PATHS = { heatmap: '/render/heatmap.png', percentiles: '/render/percentiles.png' } as const;
+export type RenderKind = keyof typeof RENDER_PATHS;
+export const OVERLAYS = ['p50', 'p90', 'p99', 'max'] as const;
+export type Overlay = (typeof OVERLAYS)[number];
+/** Set by the renderer on the no-data image (a 200 PNG). */
+export const NO_DATA_HEADER = 'x-tcplat-no-data';
+
+export interface RenderParams {
+  service?: string[];
+  dst?: string[];
+  host?: string[];
+  result?: string[];
+  overlay?: Overlay[];
+  /** Epoch ms or Grafana-style `now-1h`. */
+  from: string | number;
+  to: string | number;
+  width: number;
+  height: number;
+  theme: 'light' | 'dark';
+  tz?: string;
+  title?: string;
+}
+
+const LISTS = ['service', 'dst', 'host', 'result', 'overlay'] as const;
+
+/** The query string of a render request: lists as repeated parameters, in a stable order. */
+export function renderQuery(p: RenderParams): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const k of LISTS) for (const v of p[k] ?? []) q.append(k, v);
+  q.set('from', String(p.from));
+  q.set('to', String(p.to));
+  q.set('width', String(Math.round(p.width)));
+  q.set('height', String(Math.round(p.height)));
+  q.set('theme', p.theme);
+  if (p.tz) q.set('tz', p.tz);
+  if (p.title) q.set('title', p.title);
+  return q;
+}
+
+/** `<proxy>/renderer/render/heatmap.png?...` */
+export function renderUrl(datasourceUrl: string, kind: RenderKind, p: RenderParams): string {
+  return `${datasourceUrl}/renderer${RENDER_PATHS[kind]}?${renderQuery(p).toString()}`;
+}
+
+/** The body of POST /links for the same chart; `path` + `params` so the renderer signs what it will render. */
+export function linkRequest(datasourceUrl: string, kind: RenderKind, p: RenderParams, ttl?: string): BackendSrvRequest {
+  const params: Record<string, string | string[]> = {};
+  for (const [k, v] of renderQuery(p)) {
+    const prev = params[k];
+    params[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  for (const k of LISTS) if (Array.isArray(p[k]) && p[k]!.length > 0) params[k] = [...p[k]!];
+  return {
+    url: `${datasourceUrl}/renderer/links`,
+    method: 'POST',
+    data: { path: RENDER_PATHS[kind], params, ...(ttl ? { ttl } : {}) },
+    headers: { 'Content-Type': 'application/json' },
+  };
+}
+
+export interface MintedLink {
+  url: string;
+  expires: string;
+}
