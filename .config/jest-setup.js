@@ -30,3 +30,21 @@ if (!global.ResizeObserver) {
     disconnect() {}
   };
 }
+
+if (!global.IntersectionObserver) {
+  global.IntersectionObserver = class {
+    observe() {}
+    unobserve() {}
+    disconnect() {}
+    takeRecords() {
+      return [];
+    }
+  };
+}
+
+// i18next (inside @grafana/ui) advertises itself on console.info at start-up: keep test output clean.
+const info = console.info;
+console.info = (...args) => {
+  if (typeof args[0] === 'string' && args[0].includes('i18next is made possible')) return;
+  info(...args);
+};

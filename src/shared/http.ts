@@ -27,9 +27,19 @@ interface FetchErrorLike {
   data?: unknown;
 }
 
+function blobText(b: Blob): Promise<string> {
+  if (typeof b.text === 'function') return b.text();
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result ?? ''));
+    r.onerror = () => reject(r.error);
+    r.readAsText(b);
+  });
+}
+
 async function bodyOf(data: unknown): Promise<unknown> {
   if (typeof Blob !== 'undefined' && data instanceof Blob) {
-    const text = await data.text();
+    const text = await blobText(data);
     try {
       return JSON.parse(text);
     } catch {

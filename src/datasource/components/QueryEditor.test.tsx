@@ -1,0 +1,62 @@
+import React, { useState } from 'react';
+import { render, screen, waitFor } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import { QueryEditor } from './QueryEditor';
+import type { TcplatDataSource } from '../datasource';
+import type { TcplatQuery } from '../types';
+
+jest.mock('@grafana/runtime', () => ({
+  getTemplateSrv: () => ({ getVariables: () => [{ name: 'service' }], replace: (t: string) => t }),
+}));
+
+function fakeDatasource(): TcplatDataSource & { tagValues: jest.Mock } {
+  const tagValues = jest.fn(async (tag: string) => ({ service: ['api', 'web'], dst: ['db:5432'], host: ['h1'], result: ['ok', 'refused'] })[tag] ?? []);
+  return { tagValues, replacer: () => (t: string) => t } as unknown as TcplatDataSource & { tagValues: jest.Mock };
+}
+
+function Harness({ ds, seen, runs }: { ds: TcplatDataSource; seen: TcplatQuery[]; runs: { n: number } }) {
+  const [query, setQuery] = useState<TcplatQuery>({ refId: 'A', metric: 'p99' });
+  return (
+    <QueryEditor
+      datasource={ds}
+      query={query}
+      onChange={(q) => {
+        seen.push(q);
+        setQuery(q);
+      }}
+      onRunQuery={() => runs.n++}
+    />
+  );
+}
+
+async function pick(label: string, option: string) {
+  await userEvent.click(screen.getByLabelText(label));
+  await userEvent.click(await screen.findByText(option, { selector: '[role="option"] *, [role="option"]' }));
+}
+
+test('services come from the data; picking two and a metric changes the query and runs it', async () => {
+  const ds = fakeDatasource();
+  const seen: TcplatQuery[] = [];
+  const runs = { n: 0 };
+  render(<Harness ds={ds} seen={seen} runs={runs} />);
+  await waitFor(() => expect(ds.tagValues).toHaveBeenCalledWith('service', {}));
+  await pick('Service', 'api');
+  await pick('Service', 'web');
+  expect(seen.at(-1)!.service).toEqual(['api', 'web']);
+  // Destinations are listed among the chosen services.
+  await waitFor(() => expect(ds.tagValues).toHaveBeenCalledWith('dst', { service: ['api', 'web'] }));
+  await pick('Metric', 'histogram buckets (heatmap)');
+  expect(seen.at(-1)!.metric).toBe('buckets');
+  await pick('Group by', 'Host');
+  // A query without group by starts from the default (by service).
+  expect(seen.at(-1)!.groupBy).toEqual(['service', 'host']);
+  expect(runs.n).toBe(seen.length);
+});
+
+test('template variables are offered as values', async () => {
+  const ds = fakeDatasource();
+  const seen: TcplatQuery[] = [];
+  render(<Harness ds={ds} seen={seen} runs={{ n: 0 }} />);
+  await pick('Service', '$service');
+  expect(seen.at(-1)!.service).toEqual(['$service']);
+});

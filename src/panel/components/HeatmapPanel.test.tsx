@@ -1,0 +1,89 @@
+import React from 'react';
+import { render, screen, waitFor } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import { dateTime, LoadingState, type PanelProps } from '@grafana/data';
+import { of, throwError } from 'rxjs';
+import { HeatmapPanel } from './HeatmapPanel';
+import { DEFAULT_PANEL_OPTIONS, type PanelOptions } from '../types';
+
+const fetchMock = jest.fn();
+jest.mock('@grafana/runtime', () => ({
+  getBackendSrv: () => ({ fetch: (r: unknown) => fetchMock(r) }),
+  getDataSourceSrv: () => ({
+    getInstanceSettings: () => null,
+    getList: () => [{ uid: 'tc', name: 'tcplat', type: 'tcplat-connect-datasource', url: '/api/datasources/proxy/uid/tc', jsonData: { rendererUrl: 'http://renderer:7071' } }],
+  }),
+}));
+
+beforeAll(() => {
+  URL.createObjectURL = jest.fn(() => 'blob:image');
+  URL.revokeObjectURL = jest.fn();
+});
+beforeEach(() => fetchMock.mockReset());
+
+function props(over: Partial<PanelOptions> = {}): PanelProps<PanelOptions> {
+  const from = dateTime(1_700_000_000_000);
+  const to = dateTime(1_700_003_600_000);
+  return {
+    id: 1,
+    data: { state: LoadingState.Done, series: [], timeRange: { from, to, raw: { from: 'now-1h', to: 'now' } } },
+    timeRange: { from, to, raw: { from: 'now-1h', to: 'now' } },
+    timeZone: 'utc',
+    options: { ...DEFAULT_PANEL_OPTIONS, service: 'api', ...over },
+    transparent: false,
+    width: 500,
+    height: 250,
+    fieldConfig: { defaults: {}, overrides: [] },
+    renderCounter: 0,
+    title: 'x',
+    eventBus: {} as never,
+    onOptionsChange: jest.fn(),
+    onFieldConfigChange: jest.fn(),
+    replaceVariables: (s: string) => s,
+    onChangeTimeRange: jest.fn(),
+  } as unknown as PanelProps<PanelOptions>;
+}
+
+const png = (headers: Record<string, string> = {}) => of({ data: new Blob(['png']), status: 200, headers: new Headers(headers) });
+
+test('requests the image through the renderer route at the panel size, then shows it', async () => {
+  fetchMock.mockReturnValue(png());
+  render(<HeatmapPanel {...props()} />);
+  expect(screen.getByTestId('tcplat-panel-loading')).toBeInTheDocument();
+  const img = await screen.findByTestId('tcplat-panel-image');
+  expect(img).toHaveAttribute('src', 'blob:image');
+  const req = fetchMock.mock.calls[0][0];
+  expect(req.responseType).toBe('blob');
+  const u = new URL(req.url, 'http://grafana');
+  expect(u.pathname).toBe('/api/datasources/proxy/uid/tc/renderer/render/heatmap.png');
+  expect(Object.fromEntries(u.searchParams)).toMatchObject({ service: 'api', from: '1700000000000', to: '1700003600000', width: '500', height: '250', theme: 'dark', tz: 'UTC' });
+  expect(screen.getByTestId('tcplat-panel')).toHaveAttribute('data-state', 'ok');
+});
+
+test('no data: the image plus a no-data notice', async () => {
+  fetchMock.mockReturnValue(png({ 'X-Tcplat-No-Data': 'true' }));
+  render(<HeatmapPanel {...props()} />);
+  expect(await screen.findByTestId('tcplat-panel-nodata')).toHaveTextContent('No data');
+});
+
+test("errors show the renderer's own message", async () => {
+  const body = new Blob([JSON.stringify({ error: 'service: values cannot contain control characters', parameter: 'service' })]);
+  fetchMock.mockReturnValue(throwError(() => ({ status: 400, data: body })));
+  render(<HeatmapPanel {...props()} />);
+  const err = await screen.findByTestId('tcplat-panel-error');
+  expect(err).toHaveTextContent('the renderer: service: values cannot contain control characters');
+  expect(err).toHaveTextContent('refused the parameter service');
+});
+
+test('copy link for alerts mints a signed link with a relative range', async () => {
+  fetchMock.mockImplementation((r: { url: string }) =>
+    r.url.endsWith('/renderer/links') ? of({ data: { url: 'http://renderer:7071/render/heatmap.png?x=1&sig=abc', expires: '2030-01-01T00:00:00.000Z' }, status: 201, headers: new Headers() }) : png(),
+  );
+  render(<HeatmapPanel {...props({ linkTtl: '2d' })} />);
+  await screen.findByTestId('tcplat-panel-image');
+  await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
+  await waitFor(() => expect(screen.getByLabelText('Signed link')).toHaveValue('http://renderer:7071/render/heatmap.png?x=1&sig=abc'));
+  const req = fetchMock.mock.calls.find((c) => c[0].url.endsWith('/links'))![0];
+  expect(req.method).toBe('POST');
+  expect(req.data).toMatchObject({ path: '/render/heatmap.png', ttl: '2d', params: { service: ['api'], from: 'now-1h', to: 'now', overlay: ['p50', 'p99'] } });
+});

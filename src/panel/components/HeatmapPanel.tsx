@@ -1,0 +1,196 @@
+/**
+ * The tcplat heatmap panel: the renderer's image for the dashboard's time range, variables and theme,
+ * sized to the panel in device pixels, fetched through the datasource's `renderer` route (the token stays
+ * on the Grafana server). Loading, no-data and error states carry the renderer's own message; a button
+ * mints a signed, expiring link for alert notifications.
+ */
+import React, { useEffect, useMemo, useRef, useState } from 'react';
+import { css } from '@emotion/css';
+import type { GrafanaTheme2, PanelProps } from '@grafana/data';
+import { getDataSourceSrv } from '@grafana/runtime';
+import { Alert, IconButton, Input, Spinner, useStyles2, useTheme2 } from '@grafana/ui';
+import { PLUGIN_ID, type TcplatOptions } from '../../datasource/types';
+import { HttpFailure, proxyFetch } from '../../shared/http';
+import { NO_DATA_HEADER, linkRequest, renderUrl, type MintedLink } from '../../shared/renderer';
+import { renderParams, type RenderContext } from '../render';
+import type { PanelOptions } from '../types';
+
+type Props = PanelProps<PanelOptions>;
+
+type ImageState =
+  | { status: 'loading'; src?: string; noData?: boolean }
+  | { status: 'ok'; src: string; noData: boolean }
+  | { status: 'error'; message: string; parameter?: string; src?: string };
+
+/** Wait this long after the last size change before asking for a new image (panel resizing). */
+const RESIZE_DEBOUNCE_MS = 200;
+
+function useDatasource(options: PanelOptions) {
+  return useMemo(() => {
+    const srv = getDataSourceSrv();
+    if (options.datasource?.uid) return srv.getInstanceSettings(options.datasource) ?? null;
+    return srv.getList({ pluginId: PLUGIN_ID })[0] ?? null;
+  }, [options.datasource]);
+}
+
+export function HeatmapPanel({ options, width, height, timeRange, timeZone, replaceVariables }: Props) {
+  const theme = useTheme2();
+  const styles = useStyles2(getStyles);
+  const ds = useDatasource(options);
+  const [image, setImage] = useState<ImageState>({ status: 'loading' });
+  const [link, setLink] = useState<{ status: 'idle' | 'minting' } | { status: 'ok'; link: MintedLink; copied: boolean } | { status: 'error'; message: string }>({ status: 'idle' });
+  const objectUrl = useRef<string | undefined>(undefined);
+
+  const ctx: RenderContext = {
+    width,
+    height,
+    devicePixelRatio: typeof window !== 'undefined' ? window.devicePixelRatio || 1 : 1,
+    timeRange,
+    timeZone,
+    isDark: theme.isDark,
+    replaceVariables,
+  };
+  let url: string | null = null;
+  let setupError: string | null = null;
+  try {
+    if (!ds) setupError = 'No tcplat datasource: add one (with a renderer URL) and pick it in the panel options.';
+    else if (!(ds.jsonData as TcplatOptions).rendererUrl) setupError = `The datasource ${ds.name} has no renderer URL: set it in its settings.`;
+    else url = renderUrl(ds.url ?? '', options.chart, renderParams(options, ctx));
+  } catch (e) {
+    setupError = (e as Error).message;
+  }
+
+  useEffect(() => {
+    if (!url || !ds) return;
+    let live = true;
+    setImage((s) => ({ status: 'loading', src: s.status !== 'error' ? s.src : undefined, noData: s.status === 'ok' ? s.noData : undefined }));
+    const timer = setTimeout(async () => {
+      try {
+        const res = await proxyFetch<Blob>({ url, method: 'GET', responseType: 'blob' }, 'the renderer', (ds.jsonData as TcplatOptions).rendererUrl ?? '');
+        if (!live) return;
+        const next = URL.createObjectURL(res.data);
+        if (objectUrl.current) URL.revokeObjectURL(objectUrl.current);
+        objectUrl.current = next;
+        setImage({ status: 'ok', src: next, noData: res.headers?.get(NO_DATA_HEADER) === 'true' });
+      } catch (e) {
+        if (!live) return;
+        const f = e as HttpFailure;
+        setImage({ status: 'error', message: f.message, parameter: f.parameter });
+      }
+    }, RESIZE_DEBOUNCE_MS);
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
+    // timeRange: a dashboard refresh gives a new range object, and a new image even for the same URL.
+  }, [url, ds, timeRange]);
+
+  useEffect(
+    () => () => {
+      if (objectUrl.current) URL.revokeObjectURL(objectUrl.current);
+    },
+    [],
+  );
+
+  const mintLink = async () => {
+    if (!ds) return;
+    setLink({ status: 'minting' });
+    try {
+      const req = linkRequest(ds.url ?? '', options.chart, renderParams(options, ctx, true), options.linkTtl || undefined);
+      const res = await proxyFetch<MintedLink>(req, 'the renderer', (ds.jsonData as TcplatOptions).rendererUrl ?? '');
+      let copied = false;
+      try {
+        await navigator.clipboard.writeText(res.data.url);
+        copied = true;
+      } catch {
+        copied = false;
+      }
+      setLink({ status: 'ok', link: res.data, copied });
+    } catch (e) {
+      setLink({ status: 'error', message: (e as Error).message });
+    }
+  };
+
+  if (setupError) {
+    return (
+      <div className={styles.wrap} data-testid="tcplat-panel-error">
+        <Alert severity="warning" title="tcplat heatmap">
+          {setupError}
+        </Alert>
+      </div>
+    );
+  }
+
+  const src = image.status === 'error' ? undefined : image.src;
+  return (
+    <div className={styles.wrap} data-testid="tcplat-panel" data-state={image.status === 'ok' && image.noData ? 'nodata' : image.status}>
+      {src && <img className={styles.img} src={src} alt={`tcplat ${options.chart} of connect latency`} data-testid="tcplat-panel-image" />}
+      {image.status === 'loading' && (
+        <div className={styles.loading} data-testid="tcplat-panel-loading" aria-live="polite">
+          <Spinner inline /> Rendering…
+        </div>
+      )}
+      {image.status === 'ok' && image.noData && (
+        <div className={styles.badge} data-testid="tcplat-panel-nodata" role="status">
+          No data in this time range for these filters
+        </div>
+      )}
+      {image.status === 'error' && (
+        <div className={styles.error} data-testid="tcplat-panel-error">
+          <Alert severity="error" title={image.parameter ? `The renderer refused the parameter ${image.parameter}` : 'The heatmap could not be drawn'}>
+            {image.message}
+          </Alert>
+        </div>
+      )}
+      <div className={styles.toolbar}>
+        <IconButton name="link" tooltip="Copy link for alerts" aria-label="Copy link for alerts" disabled={link.status === 'minting'} onClick={mintLink} />
+      </div>
+      {link.status === 'ok' && (
+        <div className={styles.link} data-testid="tcplat-panel-link">
+          <Input readOnly value={link.link.url} aria-label="Signed link" onFocus={(e) => e.currentTarget.select()} />
+          <span>
+            {link.copied ? 'Copied. ' : ''}Valid until {new Date(link.link.expires).toLocaleString()}
+          </span>
+          <IconButton name="times" aria-label="Close link" tooltip="Close" onClick={() => setLink({ status: 'idle' })} />
+        </div>
+      )}
+      {link.status === 'error' && (
+        <div className={styles.link} data-testid="tcplat-panel-link-error">
+          <span>{link.message}</span>
+          <IconButton name="times" aria-label="Close link" tooltip="Close" onClick={() => setLink({ status: 'idle' })} />
+        </div>
+      )}
+    </div>
+  );
+}
+
+const getStyles = (theme: GrafanaTheme2) => ({
+  wrap: css({ position: 'relative', width: '100%', height: '100%', overflow: 'hidden' }),
+  img: css({ display: 'block', width: '100%', height: '100%', objectFit: 'contain' }),
+  loading: css({ position: 'absolute', top: theme.spacing(1), left: theme.spacing(1), color: theme.colors.text.secondary, fontSize: theme.typography.bodySmall.fontSize }),
+  badge: css({
+    position: 'absolute',
+    top: theme.spacing(1),
+    left: '50%',
+    transform: 'translateX(-50%)',
+    padding: theme.spacing(0.5, 1),
+    borderRadius: theme.shape.radius.default,
+    background: theme.colors.background.secondary,
+    color: theme.colors.text.secondary,
+  }),
+  error: css({ position: 'absolute', inset: 0, padding: theme.spacing(1), overflow: 'auto' }),
+  toolbar: css({ position: 'absolute', top: theme.spacing(0.5), right: theme.spacing(0.5), background: theme.colors.background.primary, borderRadius: theme.shape.radius.default }),
+  link: css({
+    position: 'absolute',
+    left: theme.spacing(1),
+    right: theme.spacing(1),
+    bottom: theme.spacing(1),
+    display: 'flex',
+    gap: theme.spacing(1),
+    alignItems: 'center',
+    padding: theme.spacing(1),
+    background: theme.colors.background.secondary,
+    borderRadius: theme.shape.radius.default,
+    fontSize: theme.typography.bodySmall.fontSize,
+  }),
+});

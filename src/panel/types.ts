@@ -1,0 +1,37 @@
+/** The heatmap panel's options and their defaults. */
+import type { DataSourceRef } from '@grafana/schema';
+import type { Overlay, RenderKind } from '../shared/renderer';
+
+export const PANEL_ID = 'tcplat-heatmap-panel';
+
+export interface PanelOptions {
+  /** A tcplat datasource (its renderer route draws the image); absent: the first tcplat datasource. */
+  datasource?: DataSourceRef | null;
+  chart: RenderKind;
+  /** Comma-separated exact values; template variables allowed ($service). Empty: all. */
+  service: string;
+  dst: string;
+  host: string;
+  result: string;
+  /** Quantile lines drawn over the heatmap. */
+  overlays: Overlay[];
+  /** Chart title inside the image; empty: none. */
+  title: string;
+  /** Lifetime of links minted for alerts, e.g. 7d. */
+  linkTtl: string;
+}
+
+export const DEFAULT_PANEL_OPTIONS: PanelOptions = {
+  datasource: null,
+  chart: 'heatmap',
+  service: '$service',
+  dst: '',
+  host: '',
+  result: '',
+  overlays: ['p50', 'p99'],
+  title: '',
+  linkTtl: '7d',
+};
+
+/** Pixel limits of the renderer (its defaults): requests are clamped inside them. */
+export const IMAGE_LIMITS = { minWidth: 200, maxWidth: 4000, minHeight: 150, maxHeight: 3000 };

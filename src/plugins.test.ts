@@ -1,0 +1,68 @@
+/**
+ * Both plugin.json files against Grafana's plugin.json schema (docs/sources/developers/plugins/
+ * plugin.schema.json): required fields, the id pattern, allowed keys, version/updated placeholders, and
+ * that the logos exist.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+const ID = /^[0-9a-z]+-([0-9a-z]+-)?(app|panel|datasource|secretsmanager|transformer)$/;
+const TOP_KEYS = new Set(['$schema', 'alerting', 'annotations', 'autoEnabled', 'backend', 'builtIn', 'category', 'dependencies', 'enterpriseFeatures', 'executable', 'hideFromList', 'id', 'includes', 'info', 'logs', 'metrics', 'name', 'pascalName', 'preload', 'queryOptions', 'routes', 'skipDataQuery', 'state', 'streaming', 'tracing', 'type']);
+const INFO_KEYS = new Set(['author', 'build', 'description', 'keywords', 'links', 'logos', 'screenshots', 'updated', 'version']);
+const ROUTE_KEYS = new Set(['path', 'method', 'url', 'reqSignedIn', 'reqRole', 'headers', 'body', 'tokenAuth', 'jwtTokenAuth', 'urlParams']);
+const GRAFANA_DEP = /^(<=|>=|<|>|=|~|\^)?([0-9]+)(\.[0-9x*]+)(\.[0-9x*]+)?(\s(<=|>=|<|=>)?([0-9]+)(\.[0-9x]+)(\.[0-9x]+))?$/;
+
+const plugins = [
+  { dir: path.join(__dirname, 'datasource'), id: 'tcplat-connect-datasource', type: 'datasource' },
+  { dir: path.join(__dirname, 'panel'), id: 'tcplat-heatmap-panel', type: 'panel' },
+];
+
+describe.each(plugins)('$id plugin.json', ({ dir, id, type }) => {
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'plugin.json'), 'utf8'));
+
+  test('required fields, id and type', () => {
+    for (const k of ['type', 'name', 'id', 'info', 'dependencies']) expect(json).toHaveProperty(k);
+    expect(json.id).toBe(id);
+    expect(json.id).toMatch(ID);
+    expect(json.type).toBe(type);
+    expect(typeof json.name).toBe('string');
+    for (const k of Object.keys(json)) expect(TOP_KEYS).toContain(k);
+  });
+
+  test('info: logos, version, updated, keywords, author', () => {
+    for (const k of ['logos', 'version', 'updated', 'keywords']) expect(json.info).toHaveProperty(k);
+    for (const k of Object.keys(json.info)) expect(INFO_KEYS).toContain(k);
+    expect(json.info.version).toMatch(/^((0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)|%VERSION%)$/);
+    expect(json.info.updated).toMatch(/^(\d{4}-\d{2}-\d{2}|%TODAY%)$/);
+    expect(json.info.keywords.length).toBeGreaterThan(0);
+    expect(json.info.author.name).toBeTruthy();
+    for (const k of ['small', 'large']) {
+      expect(json.info.logos[k]).toMatch(/\.svg$/);
+      expect(fs.existsSync(path.join(dir, json.info.logos[k]))).toBe(true);
+    }
+    expect(fs.existsSync(path.join(dir, 'README.md'))).toBe(true);
+  });
+
+  test('dependencies: Grafana 12.3 or later', () => {
+    expect(json.dependencies.grafanaDependency).toBe('>=12.3.0');
+    expect(json.dependencies.grafanaDependency).toMatch(GRAFANA_DEP);
+    expect(Array.isArray(json.dependencies.plugins)).toBe(true);
+  });
+
+  if (type === 'datasource') {
+    test('routes inject the secrets on the server; metrics on, no backend', () => {
+      expect(json.metrics).toBe(true);
+      expect(json.backend).toBe(false);
+      for (const r of json.routes) for (const k of Object.keys(r)) expect(ROUTE_KEYS).toContain(k);
+      const byPath = Object.fromEntries(json.routes.map((r: { path: string }) => [r.path, r]));
+      expect(byPath.influx.url).toBe('{{ .JsonData.influxUrl }}');
+      expect(byPath.influx.headers).toEqual([{ name: 'Authorization', content: 'Token {{ .SecureJsonData.influxToken }}' }]);
+      expect(byPath.influx.urlParams).toEqual([
+        { name: 'u', content: '{{ .JsonData.influxUser }}' },
+        { name: 'p', content: '{{ .SecureJsonData.influxPassword }}' },
+      ]);
+      expect(byPath.renderer.url).toBe('{{ .JsonData.rendererUrl }}');
+      expect(byPath.renderer.headers).toEqual([{ name: 'Authorization', content: 'Bearer {{ .SecureJsonData.rendererToken }}' }]);
+    });
+  }
+});
