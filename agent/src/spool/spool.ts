@@ -133,7 +133,7 @@ export class Spool {
       throw new Error(`--spool-dir ${dir}: cannot create or write it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a writable directory`);
     }
     this.segmentBytes = opts.segmentBytes ?? Math.min(64 << 20, Math.max(1 << 20, Math.floor(opts.maxBytes / 16)));
-    this.memoryBytes = opts.memoryBytes ?? 32 << 20;
+    this.memoryBytes = opts.memoryBytes ?? 8 << 20;
     this.runId = this.bumpRunId();
     this.replay();
   }
