@@ -1,0 +1,580 @@
+/**
+ * Everything deployable that is not `tcplat up`: docker-compose.yml, Dockerfile, provisioning/ (datasources,
+ * dashboard, alert rules, notification template) and deploy/kubernetes/, parsed and cross-checked against
+ * the code they deploy: plugin ids from src/*\/plugin.json, renderer routes and parameters from
+ * renderer/src, CLI flags and defaults from the agent's and renderer's option specs, and measurement, tag
+ * and field names from pkg/core. No Docker engine or Grafana runs here; every Flux query of the dashboard
+ * and the alert rules runs on the real InfluxDB 2.x that `npm test` starts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import {
+  BUCKET_FIELDS,
+  CONNECT_FIELD,
+  encodePoints,
+  connectPoint,
+  histPoint,
+  HIST_FIELD,
+  Histogram,
+  MEASUREMENT,
+  RESULTS,
+  TAG,
+  queryFlux,
+  writeLines,
+  type ConnectResult,
+  type InfluxV2Target,
+  type OptionSpec,
+  type Point,
+} from '@tcplat/core';
+import { AGENT_OPTIONS } from '../agent/src/options';
+import { ROUTES } from '../renderer/src/app';
+import { RENDERER_OPTIONS } from '../renderer/src/config';
+import { DEFAULT_LIMITS, parseRenderParams } from '../renderer/src/params';
+import { freshBucket, missingInflux2 } from './support/influx';
+import { describeWith } from './support/prereq';
+
+const ROOT = path.resolve(__dirname, '..');
+const read = (rel: string) => fs.readFileSync(path.join(ROOT, rel), 'utf8');
+const yaml = (rel: string) => YAML.parse(read(rel));
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Any = any;
+
+const DS_PLUGIN = JSON.parse(read('src/datasource/plugin.json')) as { id: string; type: string; routes: { path: string }[]; dependencies: { grafanaDependency: string } };
+const PANEL_PLUGIN = JSON.parse(read('src/panel/plugin.json')) as { id: string; type: string };
+const PLUGINS: Record<string, string> = { [DS_PLUGIN.id]: 'src/datasource', [PANEL_PLUGIN.id]: 'src/panel' };
+
+const compose = yaml('docker-compose.yml') as Any;
+const services = compose.services as Record<string, Any>;
+const envExample = read('.env.example');
+const ENV_EXAMPLE_VARS = new Set([...envExample.matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]));
+
+const PROVISIONING_FILES = (function walk(dir: string): string[] {
+  return fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(`${dir}/${e.name}`) : [`${dir}/${e.name}`]));
+})('provisioning');
+const datasources = (yaml('provisioning/datasources/tcplat.yaml') as Any).datasources as Any[];
+const DS_UIDS = new Set(datasources.map((d) => d.uid as string));
+const dashboardFiles = PROVISIONING_FILES.filter((f) => f.endsWith('.json'));
+const dashboards = dashboardFiles.map((f) => JSON.parse(read(f)) as Any);
+const dashboard = dashboards.find((d) => d.title === 'TCP connect latency');
+const rules = (yaml('provisioning/alerting/tcplat-rules.yaml') as Any).groups.flatMap((g: Any) => g.rules) as Any[];
+const templates = (yaml('provisioning/alerting/tcplat-templates.yaml') as Any).templates as Any[];
+const K8S_FILES = fs.readdirSync(path.join(ROOT, 'deploy/kubernetes')).filter((f) => /\.ya?ml$/.test(f));
+const k8s = K8S_FILES.flatMap((f) => YAML.parseAllDocuments(read(`deploy/kubernetes/${f}`)).map((d) => ({ file: f, doc: d.toJS() as Any })));
+
+/** TCPLAT_<FLAG> names an option spec accepts (secrets also as _FILE). */
+function envNames(specs: readonly OptionSpec[]): Set<string> {
+  const out = new Set<string>(['TCPLAT_CONFIG']);
+  for (const s of specs) {
+    const n = `TCPLAT_${s.name.toUpperCase().replace(/-/g, '_')}`;
+    out.add(n);
+    if (s.secret) out.add(`${n}_FILE`);
+  }
+  return out;
+}
+const optionDefault = (specs: readonly OptionSpec[], name: string) => specs.find((s) => s.name === name)?.default as string;
+const portOf = (hostport: string) => Number(/:(\d+)$/.exec(hostport)![1]);
+const AGENT_PORT = portOf(optionDefault(AGENT_OPTIONS, 'listen'));
+const RENDERER_PORT = portOf(optionDefault(RENDERER_OPTIONS, 'listen'));
+const INFLUX_PORT = Number(new URL(optionDefault(RENDERER_OPTIONS, 'influx-url')).port);
+
+/** `${VAR}`, `${VAR:-x}`, `${VAR:?msg}` and `$VAR` references in a text. */
+function envRefs(text: string): Set<string> {
+  const out = new Set<string>();
+  for (const m of text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) out.add(m[1] ?? m[2]);
+  return out;
+}
+
+/** Compose `environment:` as a map (list or map form). */
+function envMap(svc: Any): Record<string, string> {
+  const e = svc.environment ?? {};
+  if (Array.isArray(e)) return Object.fromEntries(e.map((x: string) => [x.split('=')[0], x.slice(x.indexOf('=') + 1)]));
+  return Object.fromEntries(Object.entries(e).map(([k, v]) => [k, String(v)]));
+}
+
+/** Every Flux query of the dashboard (variables and panel targets) and of the alert rules. */
+function fluxQueries(): { where: string; flux: string; kind: string }[] {
+  const out: { where: string; flux: string; kind: string }[] = [];
+  for (const v of dashboard.templating.list) out.push({ where: `variable ${v.name}`, flux: typeof v.query === 'string' ? v.query : v.query.query, kind: `var:${v.name}` });
+  for (const p of dashboard.panels) {
+    for (const t of p.targets ?? []) if (t.query) out.push({ where: `panel ${p.id} "${p.title}" ${t.refId}`, flux: t.query, kind: `panel:${p.id}` });
+  }
+  for (const r of rules) {
+    for (const d of r.data) if (d.datasourceUid !== '__expr__') out.push({ where: `rule ${r.uid} ${d.refId}`, flux: d.model.query, kind: `rule:${r.uid}` });
+  }
+  return out;
+}
+
+describe('docker-compose.yml', () => {
+  test('has the four services, and the images and Dockerfile stages they name exist', () => {
+    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'renderer']);
+    expect(services.influxdb.image).toBe('influxdb:2.7');
+    const grafanaVersion = /^grafana\/grafana:(\d+)\.(\d+)\.(\d+)$/.exec(services.grafana.image)!;
+    const need = /^>=(\d+)\.(\d+)\.(\d+)$/.exec(DS_PLUGIN.dependencies.grafanaDependency)!;
+    const v = (m: RegExpExecArray) => Number(m[1]) * 1e6 + Number(m[2]) * 1e3 + Number(m[3]);
+    expect(v(grafanaVersion)).toBeGreaterThanOrEqual(v(need));
+    const stages = new Set([...read('Dockerfile').matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gim)].map((m) => m[1]));
+    for (const name of ['agent', 'renderer']) {
+      expect(services[name].build.context).toBe('.');
+      expect(stages).toContain(services[name].build.target);
+    }
+  });
+
+  test('every host path it mounts exists, or is a plugin build output whose source plugin.json exists', () => {
+    const mounts: { svc: string; src: string; dst: string }[] = [];
+    for (const [svc, s] of Object.entries(services)) {
+      for (const v of (s.volumes ?? []) as string[]) {
+        const [src, dst] = v.split(':');
+        if (src.startsWith('./') || src.startsWith('/')) mounts.push({ svc, src, dst });
+        else expect(Object.keys(compose.volumes)).toContain(src);
+      }
+    }
+    const pluginMounts = new Set<string>();
+    for (const m of mounts) {
+      if (m.src.startsWith('/')) continue; // host kernel paths, checked with the agent
+      const dist = /^\.\/dist\/([^/]+)$/.exec(m.src);
+      if (dist) {
+        expect(Object.keys(PLUGINS)).toContain(dist[1]);
+        expect(fs.existsSync(path.join(ROOT, PLUGINS[dist[1]], 'plugin.json'))).toBe(true);
+        expect(m.dst).toBe(`/var/lib/grafana/plugins/${dist[1]}`);
+        pluginMounts.add(dist[1]);
+        continue;
+      }
+      expect([m.svc, m.src, fs.existsSync(path.join(ROOT, m.src))]).toEqual([m.svc, m.src, true]);
+    }
+    expect([...pluginMounts].sort()).toEqual(Object.keys(PLUGINS).sort());
+  });
+
+  test('Grafana loads both plugins unsigned and mounts the provisioning folders where it reads them', () => {
+    const env = envMap(services.grafana);
+    expect(env.GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS.split(',').sort()).toEqual(Object.keys(PLUGINS).sort());
+    const mounted = new Map<string, string>();
+    for (const v of services.grafana.volumes as string[]) {
+      const [src, dst] = v.split(':');
+      if (src.startsWith('./provisioning')) mounted.set(src.replace(/^\.\//, ''), dst);
+    }
+    // Every provisioning file is inside a mounted folder, under /etc/grafana/provisioning/<kind>.
+    for (const f of PROVISIONING_FILES) {
+      const dir = [...mounted.keys()].find((m) => f.startsWith(`${m}/`));
+      expect([f, dir !== undefined]).toEqual([f, true]);
+      expect(mounted.get(dir!)).toMatch(/^\/etc\/grafana\/provisioning\/(datasources|dashboards|alerting)$/);
+    }
+    // The dashboard provider's path and the home dashboard are where those files land in the container.
+    const containerPath = (f: string) => {
+      const dir = [...mounted.keys()].find((m) => f.startsWith(`${m}/`))!;
+      return mounted.get(dir)! + f.slice(dir.length);
+    };
+    const provider = (yaml('provisioning/dashboards/tcplat.yaml') as Any).providers[0];
+    for (const f of dashboardFiles) expect(containerPath(f).startsWith(`${provider.options.path}/`)).toBe(true);
+    expect(dashboardFiles.map(containerPath)).toContain(env.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH);
+  });
+
+  test('every ${VAR} of the provisioning files is given to Grafana, and every .env variable is documented', () => {
+    const env = envMap(services.grafana);
+    for (const f of PROVISIONING_FILES.filter((x) => /\.ya?ml$/.test(x))) {
+      const doc = yaml(f) as Any;
+      // Grafana expands env vars in datasources, providers and alert rule labels, never in annotations,
+      // queries or templates, whose `$labels` / `$values` are Go template variables.
+      const expanded: unknown[] = [doc.datasources, doc.providers, ...(doc.groups ?? []).flatMap((g: Any) => g.rules.map((r: Any) => r.labels))];
+      for (const v of envRefs(JSON.stringify(expanded))) expect([f, v, v in env]).toEqual([f, v, true]);
+    }
+    for (const v of envRefs(JSON.stringify(compose))) expect([v, ENV_EXAMPLE_VARS.has(v)]).toEqual([v, true]);
+    for (const s of Object.values(compose.secrets) as Any[]) expect(ENV_EXAMPLE_VARS.has(s.environment)).toBe(true);
+    // Nothing secret-looking is written into compose or provisioning literally.
+    expect(read('docker-compose.yml')).not.toMatch(/TOKEN:\s*[a-f0-9]{16,}/i);
+    expect(envExample).toMatch(/openssl rand -hex 32/);
+  });
+
+  test('InfluxDB is initialised from .env and published on the CLI default port', () => {
+    const env = envMap(services.influxdb);
+    expect(env.DOCKER_INFLUXDB_INIT_MODE).toBe('setup');
+    for (const k of ['USERNAME', 'PASSWORD', 'ORG', 'BUCKET', 'ADMIN_TOKEN']) expect(env[`DOCKER_INFLUXDB_INIT_${k}`]).toMatch(/^\$\{[A-Z_]+/);
+    expect(services.influxdb.ports).toContain(`127.0.0.1:${INFLUX_PORT}:8086`);
+  });
+
+  test('the agent: privileged eBPF in the host PID and network namespaces, kernel paths mounted, CLI env only', () => {
+    const a = services.agent;
+    const caps = new Set<string>(a.cap_add ?? []);
+    expect(a.privileged === true || ['BPF', 'PERFMON', 'SYS_ADMIN'].every((c) => caps.has(c))).toBe(true);
+    expect(a.pid).toBe('host');
+    expect(a.network_mode).toBe('host');
+    const targets = (a.volumes as string[]).map((v) => v.split(':'));
+    for (const p of ['/sys/kernel/btf', '/sys/kernel/tracing', '/sys/fs/cgroup']) expect(targets.some(([s, d]) => s === p && d === p)).toBe(true);
+    const env = envMap(a);
+    const known = envNames(AGENT_OPTIONS);
+    for (const k of Object.keys(env)) expect([k, known.has(k)]).toEqual([k, true]);
+    expect(portOf(env.TCPLAT_LISTEN)).toBe(AGENT_PORT);
+    expect(new URL(env.TCPLAT_INFLUX_URL).port).toBe(String(INFLUX_PORT));
+    expect(env.TCPLAT_SPOOL_DIR).toBe(optionDefault(AGENT_OPTIONS, 'spool-dir'));
+    expect(targets.some(([, d]) => d === env.TCPLAT_SPOOL_DIR)).toBe(true);
+    for (const s of a.secrets) expect(Object.keys(compose.secrets)).toContain(s);
+  });
+
+  test('the renderer: beyond loopback with a token, published on its CLI default port', () => {
+    const r = services.renderer;
+    const env = envMap(r);
+    const known = envNames(RENDERER_OPTIONS);
+    for (const k of Object.keys(env).filter((x) => x.startsWith('TCPLAT_'))) expect([k, known.has(k)]).toEqual([k, true]);
+    expect(portOf(env.TCPLAT_LISTEN)).toBe(RENDERER_PORT);
+    expect(env.TCPLAT_LISTEN.startsWith('127.')).toBe(false);
+    expect(env.TCPLAT_AUTH_TOKEN ?? env.TCPLAT_AUTH_TOKEN_FILE).toBeTruthy();
+    expect(r.ports).toContain(`127.0.0.1:${RENDERER_PORT}:${RENDERER_PORT}`);
+    // Grafana reaches it by service name on the same port.
+    expect(new URL(envMap(services.grafana).TCPLAT_RENDERER_URL).port).toBe(String(RENDERER_PORT));
+    expect(new URL(envMap(services.grafana).INFLUX_URL).port).toBe(String(INFLUX_PORT));
+  });
+});
+
+describe('Dockerfile', () => {
+  const text = read('Dockerfile');
+  test('multi-stage: build, agent and renderer stages, the one CLI as entrypoint', () => {
+    expect(text).toMatch(/^FROM node:\$\{NODE_VERSION\}-bookworm AS build$/m);
+    expect(text).toMatch(/npm run build/);
+    expect(text).toMatch(/make -C bpf tcplat-probe/);
+    expect(text).toMatch(/ENTRYPOINT \["node", "\/app\/bin\/tcplat"\]/);
+  });
+  test('every path it copies from the build context exists', () => {
+    for (const m of text.matchAll(/^COPY (?!--from)(.+) (\S+)$/gm)) {
+      for (const src of m[1].split(/\s+/)) if (src !== '.') expect([src, fs.existsSync(path.join(ROOT, src))]).toEqual([src, true]);
+    }
+    // The renderer's Python worker and the probe source are where the stages take them from.
+    expect(fs.existsSync(path.join(ROOT, 'renderer/python/worker.py'))).toBe(true);
+    expect(fs.existsSync(path.join(ROOT, 'bpf/tcplat-probe.c'))).toBe(true);
+    expect(read('.dockerignore')).toMatch(/^node_modules$/m);
+  });
+});
+
+describe('provisioning', () => {
+  test('datasources: the core InfluxDB in Flux mode and ours, fixed uids, secrets only from env', () => {
+    const influx = datasources.find((d) => d.type === 'influxdb');
+    expect(influx.uid).toBe('tcplat-influxdb');
+    expect(influx.jsonData.version).toBe('Flux');
+    expect(influx.jsonData.organization).toBeTruthy();
+    expect(influx.jsonData.defaultBucket).toBeTruthy();
+    const ours = datasources.find((d) => d.type === DS_PLUGIN.id);
+    expect(ours.uid).toBe('tcplat');
+    expect(ours.jsonData.dialect).toBe('flux');
+    // jsonData and secureJsonData keys are the plugin's own settings (src/datasource/types.ts).
+    const types = read('src/datasource/types.ts');
+    const block = (name: string) => new RegExp(`interface ${name}\\b[^{]*\\{([\\s\\S]*?)\\n\\}`).exec(types)![1];
+    for (const k of Object.keys(ours.jsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatOptions'))]).toEqual([k, true]);
+    for (const k of Object.keys(ours.secureJsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatSecureOptions'))]).toEqual([k, true]);
+    for (const d of datasources) for (const v of Object.values(d.secureJsonData ?? {})) expect(v).toMatch(/^\$\{[A-Z_]+\}$/);
+  });
+
+  test('dashboard: every panel and target uses a provisioned datasource; panel types exist', () => {
+    expect(dashboard).toBeDefined();
+    expect(dashboard.uid).toBe('tcplat-connect-latency');
+    const CORE_PANELS = new Set(['timeseries', 'table', 'stat', 'heatmap', 'text', 'row', 'bargauge', 'gauge']);
+    const ids = new Set<number>();
+    for (const p of dashboard.panels) {
+      expect(ids.has(p.id)).toBe(false);
+      ids.add(p.id);
+      expect([p.title, CORE_PANELS.has(p.type) || p.type === PANEL_PLUGIN.id]).toEqual([p.title, true]);
+      if (p.datasource) expect([p.title, DS_UIDS.has(p.datasource.uid)]).toEqual([p.title, true]);
+      for (const t of p.targets ?? []) expect([p.title, t.refId, DS_UIDS.has((t.datasource ?? p.datasource).uid)]).toEqual([p.title, t.refId, true]);
+    }
+    for (const v of dashboard.templating.list) expect(DS_UIDS.has(v.datasource.uid)).toBe(true);
+    expect(dashboard.templating.list.map((v: Any) => v.name)).toEqual(['host', 'service', 'dst']);
+  });
+
+  test('the heatmap panel sits beside the percentiles, on our datasource, with the panel options it defines', () => {
+    const heat = dashboard.panels.find((p: Any) => p.type === PANEL_PLUGIN.id);
+    const pct = dashboard.panels.find((p: Any) => p.type === 'timeseries');
+    expect(heat.gridPos.y).toBe(pct.gridPos.y);
+    expect(datasources.find((d) => d.uid === heat.datasource.uid).type).toBe(DS_PLUGIN.id);
+    expect(heat.options.datasource.uid).toBe(heat.datasource.uid);
+    expect(heat.options.service).toBe('$service');
+    expect(heat.options.dst).toBe('$dst');
+    const types = read('src/panel/types.ts');
+    const fields = /interface PanelOptions \{([\s\S]*?)\n\}/.exec(types)![1];
+    for (const k of Object.keys(heat.options)) expect([k, new RegExp(`\\b${k}\\??:`).test(fields)]).toEqual([k, true]);
+  });
+
+  test('every Flux query names only measurements, tags and fields of the schema', () => {
+    const measurements = new Set<string>(Object.values(MEASUREMENT));
+    const tags = new Set<string>(Object.values(TAG));
+    const fields: Record<string, Set<string>> = {
+      [MEASUREMENT.connect]: new Set(Object.values(CONNECT_FIELD)),
+      [MEASUREMENT.connectHist]: new Set([...Object.values(HIST_FIELD), ...BUCKET_FIELDS]),
+    };
+    const allFields = new Set(Object.values(fields).flatMap((s) => [...s]));
+    // Columns Flux itself has, or that a query creates.
+    const fluxColumns = new Set(['_measurement', '_field', '_value', '_time', '_start', '_stop', 'stat', 'mean_ms']);
+    const queries = fluxQueries();
+    expect(queries.length).toBeGreaterThanOrEqual(11);
+    for (const { where, flux } of queries) {
+      const used = [...flux.matchAll(/r\._measurement == "([^"]+)"/g)].map((m) => m[1]);
+      expect([where, used.length > 0 || /tagValues/.test(flux)]).toEqual([where, true]);
+      for (const m of used) expect([where, m, measurements.has(m)]).toEqual([where, m, true]);
+      const fieldSet = used.length === 1 ? fields[used[0]] : allFields;
+      for (const m of flux.matchAll(/r\._field [!=]= "([^"]+)"/g)) expect([where, m[1], fieldSet.has(m[1])]).toEqual([where, m[1], true]);
+      for (const m of flux.matchAll(/\br\.([a-z_]+)/g)) {
+        if (m[1].startsWith('_')) continue;
+        // Rows after pivot/reduce carry fields as columns, and the accumulators of reduce().
+        const ok = tags.has(m[1]) || allFields.has(m[1]) || ['n', 'total', 'failed', 'mean_ms'].includes(m[1]);
+        expect([where, m[1], ok]).toEqual([where, m[1], true]);
+      }
+      for (const m of flux.matchAll(/columns: \[([^\]]*)\]/g)) {
+        for (const c of m[1].split(',').map((x) => x.trim().replace(/"/g, '')).filter(Boolean)) expect([where, c, tags.has(c) || fluxColumns.has(c)]).toEqual([where, c, true]);
+      }
+      for (const m of flux.matchAll(/tag: "([^"]+)"/g)) expect([where, tags.has(m[1])]).toEqual([where, true]);
+      for (const m of flux.matchAll(/r\.result [!=]= "([^"]+)"/g)) expect((RESULTS as readonly string[]).includes(m[1])).toBe(true);
+      // Variables only inside regex literals, in the regex format: the values never become Flux code.
+      for (const m of flux.matchAll(/\$\{?(\w+)(:\w+)?\}?/g)) expect([where, m[0], m[2]]).toEqual([where, m[0], ':regex']);
+    }
+  });
+
+  test('alert rules: datasources exist, the condition chain is complete, and they point at the dashboard', () => {
+    expect(rules.map((r) => r.uid).sort()).toEqual(['tcplat-connect-failure-rate', 'tcplat-connect-p99']);
+    for (const r of rules) {
+      const refs = new Set(r.data.map((d: Any) => d.refId));
+      expect(refs.has(r.condition)).toBe(true);
+      for (const d of r.data) {
+        expect([r.uid, d.refId, d.datasourceUid === '__expr__' || DS_UIDS.has(d.datasourceUid)]).toEqual([r.uid, d.refId, true]);
+        if (d.datasourceUid !== '__expr__') expect(datasources.find((x) => x.uid === d.datasourceUid).type).toBe('influxdb');
+        if (d.model.expression) expect(refs.has(d.model.expression)).toBe(true);
+      }
+      expect(r.dashboardUid).toBe(dashboard.uid);
+      expect(dashboard.panels.map((p: Any) => p.id)).toContain(r.panelId);
+      expect(r.for).toMatch(/^\d+m$/);
+    }
+  });
+
+  test('alert annotations link to the renderer heatmap through our datasource route, with parameters the renderer accepts', () => {
+    // The names parseRenderParams reads are the parameters the renderer accepts.
+    const accepted = new Set<string>();
+    parseRenderParams('heatmap', new Proxy({}, { get: (_t, k) => (accepted.add(String(k)), undefined) }), DEFAULT_LIMITS, Date.now());
+    expect(accepted.has('service')).toBe(true);
+    const rendererRoute = DS_PLUGIN.routes.find((r) => r.path === 'renderer');
+    expect(rendererRoute).toBeDefined();
+    for (const r of rules) {
+      const tpl: string = r.annotations.heatmap_url;
+      // Expand the Go template as Grafana would for a service named "rails api".
+      const url = new URL(
+        tpl
+          .replace(/\{\{ reReplaceAll "\/\+\$" "" externalURL \}\}/, 'http://grafana.example:3000')
+          .replace(/\{\{ urlquery \$labels\.service \}\}/g, 'rails+api'),
+      );
+      expect(url.href).not.toMatch(/\{\{|\}\}/);
+      expect(url.pathname).toBe(`/api/datasources/proxy/uid/${datasources.find((d) => d.type === DS_PLUGIN.id).uid}/${rendererRoute!.path}${ROUTES.heatmap}`);
+      const query: Record<string, string> = {};
+      for (const [k, v] of url.searchParams) {
+        expect([k, accepted.has(k)]).toEqual([k, true]);
+        query[k] = v;
+      }
+      expect(query.service).toBe('rails api');
+      const p = parseRenderParams('heatmap', query, DEFAULT_LIMITS, Date.now());
+      expect(p.filters.service).toEqual(['rails api']);
+      expect(p.toMs - p.fromMs).toBe(3_600_000);
+      // The notification template pins exactly this window.
+      expect(tpl).toContain('from=now-1h&to=now');
+    }
+  });
+
+  test('the notification template shows the heatmap link and image, pinned to the alert window', () => {
+    const t = templates.find((x) => x.name === 'tcplat').template as string;
+    expect(t).toContain('define "tcplat.message"');
+    expect(t).toContain('.Annotations.heatmap_url');
+    expect(t).toContain('reReplaceAll "from=now-1h&to=now"');
+    expect(t).toMatch(/!\[[^\]]*\]\(\{\{ template "tcplat\.heatmap_url" \. \}\}\)/);
+    expect(t).toMatch(/<img src="\{\{ template "tcplat\.heatmap_url" \. \}\}"/);
+  });
+});
+
+describe('deploy/kubernetes', () => {
+  const kinds = (kind: string) => k8s.filter((x) => x.doc?.kind === kind).map((x) => x.doc);
+  const secret = kinds('Secret')[0];
+  const configMap = kinds('ConfigMap')[0];
+
+  function checkEnv(container: Any, specs: readonly OptionSpec[]) {
+    const known = envNames(specs);
+    for (const e of container.env) {
+      if (e.name.startsWith('TCPLAT_')) expect([e.name, known.has(e.name)]).toEqual([e.name, true]);
+      const ref = e.valueFrom?.secretKeyRef;
+      if (ref) {
+        expect(ref.name).toBe(secret.metadata.name);
+        expect(Object.keys(secret.stringData)).toContain(ref.key);
+      }
+    }
+    for (const f of container.envFrom ?? []) {
+      expect(f.configMapRef.name).toBe(configMap.metadata.name);
+      for (const k of Object.keys(configMap.data)) expect([k, known.has(k)]).toEqual([k, true]);
+    }
+  }
+
+  test('every manifest parses, in one namespace', () => {
+    expect(k8s.length).toBeGreaterThanOrEqual(6);
+    const ns = kinds('Namespace')[0].metadata.name;
+    for (const { file, doc } of k8s) if (doc.kind !== 'Namespace') expect([file, doc.metadata.namespace]).toEqual([file, ns]);
+    expect(K8S_FILES).toContain('secret.example.yaml');
+  });
+
+  test('the agent DaemonSet: host PID, eBPF privileges, node name as host, probes on its API', () => {
+    const ds = kinds('DaemonSet')[0];
+    const spec = ds.spec.template.spec;
+    expect(spec.hostPID).toBe(true);
+    const c = spec.containers[0];
+    const caps = new Set<string>(c.securityContext.capabilities?.add ?? []);
+    expect(c.securityContext.privileged === true || ['BPF', 'PERFMON', 'SYS_ADMIN'].every((x) => caps.has(x))).toBe(true);
+    const host = c.env.find((e: Any) => e.name === 'TCPLAT_HOST');
+    expect(host.valueFrom.fieldRef.fieldPath).toBe('spec.nodeName');
+    checkEnv(c, AGENT_OPTIONS);
+    const listen = c.env.find((e: Any) => e.name === 'TCPLAT_LISTEN').value;
+    expect(portOf(listen)).toBe(AGENT_PORT);
+    // Beyond loopback the agent refuses to start without an API token.
+    expect(c.env.some((e: Any) => e.name === 'TCPLAT_API_TOKEN')).toBe(true);
+    const port = c.ports.find((p: Any) => p.name === c.livenessProbe.httpGet.port);
+    expect(port.containerPort).toBe(AGENT_PORT);
+    expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(c.resources.requests && c.resources.limits).toBeTruthy();
+    const volumes = new Map<string, string>(spec.volumes.map((v: Any) => [v.name, v.hostPath?.path]));
+    for (const p of ['/sys/kernel/btf', '/sys/kernel/tracing', '/sys/fs/cgroup']) {
+      const m = c.volumeMounts.find((x: Any) => x.mountPath === p);
+      expect([p, volumes.get(m?.name)]).toEqual([p, p]);
+    }
+    const spool = c.env.find((e: Any) => e.name === 'TCPLAT_SPOOL_DIR').value;
+    expect(c.volumeMounts.some((m: Any) => m.mountPath === spool && volumes.get(m.name))).toBe(true);
+  });
+
+  test('the renderer Deployment and Service: token from the Secret, probes on /healthz', () => {
+    const dep = kinds('Deployment')[0];
+    const c = dep.spec.template.spec.containers[0];
+    checkEnv(c, RENDERER_OPTIONS);
+    expect(c.env.find((e: Any) => e.name === 'TCPLAT_AUTH_TOKEN').valueFrom.secretKeyRef).toBeTruthy();
+    expect(portOf(c.env.find((e: Any) => e.name === 'TCPLAT_LISTEN').value)).toBe(RENDERER_PORT);
+    expect(c.livenessProbe.httpGet.path).toBe(ROUTES.healthz);
+    expect(c.readinessProbe.httpGet.path).toBe(ROUTES.healthz);
+    const svc = kinds('Service')[0];
+    expect(svc.spec.selector).toEqual(dep.spec.selector.matchLabels);
+    expect(svc.spec.ports[0].port).toBe(RENDERER_PORT);
+  });
+});
+
+/** Grafana's `regex` variable format: escaped values, several as an alternation. */
+function regexFormat(values: string[]): string {
+  const esc = values.map((v) => v.replace(/[\\^$*+?.()|[\]{}/]/g, '\\$&'));
+  return esc.length === 1 ? esc[0] : `(${esc.join('|')})`;
+}
+
+/** What Grafana sends InfluxDB: macros and variables replaced by text. */
+function interpolate(flux: string, bucket: string, fromMs: number, toMs: number, vars: Record<string, string[]>): string {
+  return flux
+    .replace(/v\.timeRangeStart/g, new Date(fromMs).toISOString())
+    .replace(/v\.timeRangeStop/g, new Date(toMs).toISOString())
+    .replace(/v\.windowPeriod/g, '10000ms')
+    .replace(/v\.defaultBucket/g, JSON.stringify(bucket))
+    .replace(/\$\{(\w+):regex\}/g, (_m, name: string) => regexFormat(vars[name]));
+}
+
+/** Data rows of annotated CSV (all tables). */
+function csvRows(csv: string): Record<string, string>[] {
+  const out: Record<string, string>[] = [];
+  let header: string[] | null = null;
+  for (const line of csv.split(/\r?\n/)) {
+    if (line === '' || line.startsWith('#')) {
+      header = null;
+      continue;
+    }
+    const cells = line.split(',');
+    if (!header) header = cells;
+    else out.push(Object.fromEntries(header.map((h, i) => [h, cells[i]])));
+  }
+  return out;
+}
+
+describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', () => {
+  let target: InfluxV2Target;
+  const NOW = Date.now();
+  const FROM = NOW - 15 * 60_000;
+  const HOSTS = ['node-a', 'node/b'];
+  const SERVICES = ['rails', 'nest.api'];
+  const DSTS = ['10.0.0.5:5432', 'redis:6379'];
+  // A host outside the selection, with too few connects for the alerts' minimum.
+  const LONE = { host: 'node-c', service: 'lonely', dst: 'lonely:1', result: 'ok' as ConnectResult };
+
+  beforeAll(async () => {
+    target = await freshBucket('deploy');
+    const points: Point[] = [];
+    let seq = 0n;
+    // 10 minutes of 10 s windows: every host x service x dst, 25 ok connects and 2 refused per window.
+    for (let w = NOW - 10 * 60_000; w < NOW - 10_000; w += 10_000) {
+      const start = BigInt(Math.floor(w / 10_000) * 10_000) * 1_000_000n;
+      for (const host of HOSTS) {
+        for (const service of SERVICES) {
+          for (const dst of DSTS) {
+            for (const [result, n] of [['ok', 25], ['refused', 2]] as [ConnectResult, number][]) {
+              const h = new Histogram();
+              for (let i = 0; i < n; i++) {
+                const ms = result === 'ok' ? (service === 'rails' ? 900 : 0.4) + i * 0.01 : 0.05;
+                h.add(ms);
+                points.push(connectPoint({ host, service, dst, result, comm: service, family: 'ipv4', latencyMs: ms, synRetrans: ms > 500 ? 1 : 0, pid: 100, sport: 40000 + i, timeNs: start + 1_000_000n + seq++ }));
+              }
+              points.push(histPoint({ host, service, dst, result }, h, start, result === 'ok' && service === 'rails' ? n : 0));
+            }
+          }
+        }
+      }
+    }
+    const lone = new Histogram();
+    for (let i = 0; i < 5; i++) lone.add(2000);
+    points.push(histPoint(LONE, lone, BigInt(Math.floor((NOW - 60_000) / 10_000) * 10_000) * 1_000_000n));
+    await writeLines(target, encodePoints(points));
+  });
+
+  test('every query runs, with all values and with one of each variable, and the main panels return rows', async () => {
+    const all = { host: HOSTS, service: SERVICES, dst: DSTS };
+    const one = { host: [HOSTS[1]], service: [SERVICES[1]], dst: [DSTS[0]] };
+    for (const vars of [all, one]) {
+      for (const q of fluxQueries()) {
+        const flux = interpolate(q.flux, target.bucket, FROM, NOW, vars);
+        let rows: Record<string, string>[];
+        try {
+          rows = csvRows(await queryFlux(target, flux));
+        } catch (e) {
+          throw new Error(`${q.where}: ${(e as Error).message}\n${flux}`);
+        }
+        // Services and destinations of the selected hosts only: never the lone one of node-c.
+        if (q.kind === 'var:host') expect(rows.map((r) => r._value).sort()).toEqual([...HOSTS, LONE.host].sort());
+        if (q.kind === 'var:service') expect(rows.map((r) => r._value).sort()).toEqual([...SERVICES].sort());
+        if (q.kind === 'var:dst') expect(rows.map((r) => r._value).sort()).toEqual([...DSTS].sort());
+        if (q.kind.startsWith('panel:')) expect([q.where, rows.length > 0]).toEqual([q.where, true]);
+      }
+    }
+  });
+
+  test('the numbers are right: p99 per service, connects/s, failures/s, the slowest destination first', async () => {
+    const all = { host: HOSTS, service: SERVICES, dst: DSTS };
+    const run = async (where: string) => csvRows(await queryFlux(target, interpolate(fluxQueries().find((q) => q.where.startsWith(where))!.flux, target.bucket, FROM, NOW, all)));
+    const p99 = await run('panel 2 "Connect latency p50 / p95 / p99 by service" C');
+    const rails = p99.filter((r) => r.service === 'rails').map((r) => Number(r._value));
+    expect(Math.min(...rails)).toBeGreaterThan(900);
+    expect(Math.max(...p99.filter((r) => r.service === 'nest.api').map((r) => Number(r._value)))).toBeLessThan(1);
+    // 2 hosts x 2 dsts x 27 attempts per 10 s window = 10.8 connects/s per service.
+    const rate = await run('panel 4');
+    const full = rate.filter((r) => r.service === 'rails').map((r) => Number(r._value));
+    expect(Math.max(...full)).toBeCloseTo(10.8, 5);
+    const failures = await run('panel 5');
+    expect(new Set(failures.map((r) => r.result))).toEqual(new Set(['refused']));
+    const slowest = await run('panel 7');
+    expect(slowest[0].service).toBe('rails');
+    expect(Number(slowest[0].connects)).toBeGreaterThan(0);
+  });
+
+  test('the alert queries give one value per service: p99 over 500 ms for the slow one, failure rate 2/27', async () => {
+    for (const r of rules) {
+      const q = r.data.find((d: Any) => d.refId === 'A');
+      const from = NOW - q.relativeTimeRange.from * 1000;
+      const rows = csvRows(await queryFlux(target, interpolate(q.model.query, target.bucket, from, NOW, {})));
+      expect(rows.map((x) => x.service).sort()).toEqual([...SERVICES].sort());
+      const by = Object.fromEntries(rows.map((x) => [x.service, Number(x._value)]));
+      if (r.uid === 'tcplat-connect-p99') {
+        expect(by.rails).toBeGreaterThan(500);
+        expect(by['nest.api']).toBeLessThan(500);
+      } else {
+        expect(by.rails).toBeCloseTo((100 * 2) / 27, 6);
+      }
+    }
+  });
+});
