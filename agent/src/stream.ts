@@ -18,6 +18,7 @@ interface Cell {
   dst: string;
   result: string;
   hist: Histogram;
+  synRetrans: number;
 }
 
 export class StreamHub {
@@ -58,11 +59,12 @@ export class StreamHub {
     const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}`;
     let cell = this.cells.get(key);
     if (!cell) {
-      cell = { service: ev.service, dst: ev.dst, result: ev.result, hist: new Histogram() };
+      cell = { service: ev.service, dst: ev.dst, result: ev.result, hist: new Histogram(), synRetrans: 0 };
       this.cells.set(key, cell);
     }
     const ms = ev.latencyNs / 1e6;
     cell.hist.add(ms);
+    cell.synRetrans += ev.synRetrans;
     let frame: string | null = null;
     for (const c of this.clients) {
       if (!c.wantEvents) continue;
@@ -87,15 +89,27 @@ export class StreamHub {
   }
 
   private summary(): void {
-    const rows = [...this.cells.values()].map((c) => ({
-      service: c.service,
-      dst: c.dst,
-      result: c.result,
-      count: c.hist.count,
-      p50_ms: c.hist.quantile(0.5),
-      p99_ms: c.hist.quantile(0.99),
-      max_ms: c.hist.maxMs,
-    }));
+    // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
+    // max) so a client such as `tcplat top` can merge seconds and results without losing precision.
+    const rows = [...this.cells.values()].map((c) => {
+      const buckets: Record<number, number> = {};
+      c.hist.buckets.forEach((n, i) => {
+        if (n > 0) buckets[i] = n;
+      });
+      return {
+        service: c.service,
+        dst: c.dst,
+        result: c.result,
+        count: c.hist.count,
+        p50_ms: c.hist.quantile(0.5),
+        p99_ms: c.hist.quantile(0.99),
+        min_ms: c.hist.minMs,
+        max_ms: c.hist.maxMs,
+        sum_ms: c.hist.sumMs,
+        syn_retrans: c.synRetrans,
+        buckets,
+      };
+    });
     this.cells = new Map();
     const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows })}\n\n`;
     for (const c of this.clients) this.deliver(c, frame);

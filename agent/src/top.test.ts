@@ -1,0 +1,76 @@
+import { bucketIndex } from '@tcplat/core';
+import { renderTable, sortRows, TopModel, type SummaryRow } from './top';
+
+function row(service: string, dst: string, result: string, latencies: number[], retrans = 0): SummaryRow {
+  const buckets: Record<string, number> = {};
+  for (const l of latencies) buckets[bucketIndex(l)] = (buckets[bucketIndex(l)] ?? 0) + 1;
+  return {
+    service,
+    dst,
+    result,
+    count: latencies.length,
+    sum_ms: latencies.reduce((a, b) => a + b, 0),
+    min_ms: Math.min(...latencies),
+    max_ms: Math.max(...latencies),
+    syn_retrans: retrans,
+    buckets,
+  };
+}
+
+describe('tcplat top model', () => {
+  test('merges per-result summaries into one row per service -> destination over the window', () => {
+    const m = new TopModel(10_000);
+    for (let s = 0; s < 5; s++) {
+      m.add({
+        ts_ms: 1000 * s,
+        series: [
+          row('rails', 'pg:5432', 'ok', [1020, 1030, 0.3, 0.3], 2),
+          row('rails', 'pg:5432', 'refused', [0.05]),
+          row('nest', 'pg:5432', 'ok', new Array(20).fill(0.2)),
+        ],
+      });
+    }
+    const rows = m.rows();
+    expect(rows).toHaveLength(2);
+    const rails = rows.find((r) => r.service === 'rails')!;
+    expect(rails.rate).toBeCloseTo(5, 5); // 25 connects over 5 s of summaries
+    expect(rails.failures).toEqual({ refused: 5 });
+    expect(rails.retrans).toBe(10);
+    expect(rails.max).toBe(1030);
+    expect(rails.p99).toBeGreaterThan(1000); // the slow handshakes of ok connects, not the fast refusals
+    expect(rails.p50).toBeLessThan(1031);
+    const nest = rows.find((r) => r.service === 'nest')!;
+    expect(nest.rate).toBeCloseTo(20, 5);
+    expect(nest.p99).toBeLessThan(0.26);
+  });
+
+  test('old summaries leave the window', () => {
+    const m = new TopModel(3000);
+    m.add({ ts_ms: 0, series: [row('old', 'a:1', 'ok', [1])] });
+    for (let s = 1; s <= 4; s++) m.add({ ts_ms: 1000 * s, series: [row('new', 'b:2', 'ok', [1])] });
+    expect(m.rows().map((r) => r.service)).toEqual(['new']);
+  });
+
+  test('a service with only failures still shows their latency and counts', () => {
+    const m = new TopModel(10_000);
+    m.add({ ts_ms: 0, series: [row('cron', '10.0.0.9:443', 'timeout', [3000, 3100])] });
+    const [r] = m.rows();
+    expect(r.failures).toEqual({ timeout: 2 });
+    expect(r.max).toBe(3100);
+  });
+
+  test('sorting and the plain-text table', () => {
+    const m = new TopModel(10_000);
+    m.add({ ts_ms: 0, series: [row('a', 'x:1', 'ok', [1, 1, 1]), row('b\u001b[31m', 'y:2', 'ok', [500]), row('c', 'z:3', 'refused', [0.1, 0.1])] });
+    const rows = m.rows();
+    expect(sortRows(rows, 'rate')[0].service).toBe('a');
+    expect(sortRows(rows, 'p99')[0].service).toBe('b\u001b[31m');
+    expect(sortRows(rows, 'fail')[0].service).toBe('c');
+    const text = renderTable(rows, { sort: 'p99', limit: 10, windowS: 10, agent: 'http://127.0.0.1:7070' }).join('\n');
+    expect(text).toContain('SERVICE');
+    expect(text).toMatch(/a\s+x:1\s+3\.0\s/);
+    expect(text).toContain('refused:2');
+    expect(text).not.toContain('\u001b'); // names from the host never reach the terminal as escapes
+    expect(renderTable([], { sort: 'rate', limit: 5, windowS: 10, agent: 'u' }).join('\n')).toContain('no connects');
+  });
+});

@@ -1,0 +1,288 @@
+/**
+ * `tcplat top`: a live terminal view of connect latency from the agent's /api/stream (per-second summaries).
+ * One row per service -> destination: connects/s, p50, p99, max, SYN retransmits and failures by result,
+ * over a sliding window (default 10 s), refreshed every second.
+ *
+ * Plain ANSI, no full-screen library: on a terminal it redraws in place and keys change the sort order;
+ * in a pipe or over a dumb SSH session it prints one table per refresh; `--once` prints one table and exits.
+ */
+import { BUCKET_COUNT, formatHelp, Histogram, loadConfig, type OptionSpec } from '@tcplat/core';
+
+export const TOP_OPTIONS: readonly OptionSpec[] = [
+  { name: 'agent', type: 'string', arg: 'URL', default: 'http://127.0.0.1:7070', help: "the agent's HTTP API" },
+  { name: 'api-token', type: 'string', arg: 'TOKEN', secret: true, help: "the agent's bearer token (when it listens beyond loopback)" },
+  { name: 'window', type: 'duration', default: '10s', help: 'rates and percentiles cover this sliding window' },
+  { name: 'interval', type: 'duration', default: '1s', help: 'refresh period; with --once, how long to listen before printing (at least 2.5 s)' },
+  { name: 'sort', type: 'enum', values: ['rate', 'p50', 'p99', 'max', 'fail', 'retrans', 'name'], default: 'rate', help: 'sort rows by this column (descending; name: ascending)' },
+  { name: 'limit', type: 'int', min: 1, max: 10000, default: 40, help: 'most rows shown' },
+  { name: 'once', type: 'bool', default: false, help: 'print one table after --interval and exit (for scripts and pipes)' },
+];
+
+/** One per-second summary row from the agent (see agent/src/stream.ts). */
+export interface SummaryRow {
+  service: string;
+  dst: string;
+  result: string;
+  count: number;
+  sum_ms?: number;
+  min_ms?: number;
+  max_ms: number;
+  syn_retrans?: number;
+  /** Sparse bucket counts: bucket index -> count. */
+  buckets?: Record<string, number>;
+}
+
+export interface Summary {
+  ts_ms: number;
+  series: SummaryRow[];
+}
+
+export interface TopRow {
+  service: string;
+  dst: string;
+  rate: number;
+  p50: number;
+  p99: number;
+  max: number;
+  retrans: number;
+  failures: Record<string, number>;
+  fail: number;
+}
+
+/** Aggregates summaries over a sliding window into rows per service -> destination. */
+export class TopModel {
+  private frames: { ts: number; rows: SummaryRow[] }[] = [];
+
+  constructor(private readonly windowMs: number) {}
+
+  add(s: Summary): void {
+    this.frames.push({ ts: s.ts_ms, rows: s.series });
+    const cut = s.ts_ms - this.windowMs;
+    while (this.frames.length > 0 && this.frames[0].ts <= cut) this.frames.shift();
+  }
+
+  /** Seconds the rates divide by: the window, or less while it is still filling. */
+  private span(): number {
+    return Math.max(1, Math.min(this.windowMs / 1000, this.frames.length));
+  }
+
+  rows(): TopRow[] {
+    const byKey = new Map<string, { service: string; dst: string; ok: Histogram; all: Histogram; retrans: number; failures: Record<string, number> }>();
+    for (const f of this.frames) {
+      for (const r of f.rows) {
+        const key = `${r.service}\u0000${r.dst}`;
+        let a = byKey.get(key);
+        if (!a) {
+          a = { service: r.service, dst: r.dst, ok: new Histogram(), all: new Histogram(), retrans: 0, failures: {} };
+          byKey.set(key, a);
+        }
+        const h = new Histogram();
+        if (r.buckets) {
+          for (const [i, n] of Object.entries(r.buckets)) {
+            const idx = Number(i);
+            if (idx >= 0 && idx < BUCKET_COUNT) h.buckets[idx] += n;
+          }
+          h.count = r.count;
+          h.sumMs = r.sum_ms ?? 0;
+          h.minMs = r.min_ms ?? Infinity;
+          h.maxMs = r.max_ms;
+        }
+        if (r.result === 'ok') a.ok.merge(h);
+        else a.failures[r.result] = (a.failures[r.result] ?? 0) + r.count;
+        a.all.merge(h);
+        a.retrans += r.syn_retrans ?? 0;
+      }
+    }
+    const span = this.span();
+    return [...byKey.values()].map((a) => {
+      // Latency columns describe successful handshakes; when there are none, the failures' own times.
+      const h = a.ok.count > 0 ? a.ok : a.all;
+      const fail = Object.values(a.failures).reduce((x, y) => x + y, 0);
+      return {
+        service: a.service,
+        dst: a.dst,
+        rate: (a.ok.count + fail) / span,
+        p50: h.quantile(0.5),
+        p99: h.quantile(0.99),
+        max: h.count > 0 ? h.maxMs : NaN,
+        retrans: a.retrans,
+        failures: a.failures,
+        fail,
+      };
+    });
+  }
+}
+
+export function sortRows(rows: TopRow[], by: string): TopRow[] {
+  const key: Record<string, (r: TopRow) => number> = {
+    rate: (r) => r.rate,
+    p50: (r) => r.p50,
+    p99: (r) => r.p99,
+    max: (r) => r.max,
+    fail: (r) => r.fail,
+    retrans: (r) => r.retrans,
+  };
+  if (by === 'name') return [...rows].sort((a, b) => a.service.localeCompare(b.service) || a.dst.localeCompare(b.dst));
+  const k = key[by] ?? key.rate;
+  const v = (r: TopRow) => (Number.isFinite(k(r)) ? k(r) : -1);
+  return [...rows].sort((a, b) => v(b) - v(a) || a.service.localeCompare(b.service) || a.dst.localeCompare(b.dst));
+}
+
+function ms(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  if (x >= 1000) return `${(x / 1000).toFixed(2)}s`;
+  if (x >= 10) return `${x.toFixed(0)}ms`;
+  if (x >= 1) return `${x.toFixed(1)}ms`;
+  return `${(x * 1000).toFixed(0)}us`;
+}
+
+function clip(s: string, n: number): string {
+  // Service and destination names come from the monitored host: keep control characters off the terminal.
+  // eslint-disable-next-line no-control-regex
+  const clean = s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return clean.length > n ? clean.slice(0, n - 1) + '~' : clean;
+}
+
+/** The table as plain text lines (no escapes). */
+export function renderTable(rows: TopRow[], opts: { sort: string; limit: number; windowS: number; agent: string; status?: string }): string[] {
+  const cols = ['SERVICE', 'DESTINATION', 'CONN/S', 'P50', 'P99', 'MAX', 'SYN-RETX', 'FAILURES'];
+  const lines: string[] = [];
+  const total = rows.reduce((a, r) => a + r.rate, 0);
+  lines.push(
+    `tcplat top  ${opts.agent}  window ${opts.windowS}s  sort ${opts.sort}  ${rows.length} series  ${total.toFixed(1)} connects/s${opts.status ? '  ' + opts.status : ''}`,
+  );
+  const wS = Math.max(7, Math.min(28, ...rows.map((r) => r.service.length)));
+  const wD = Math.max(11, Math.min(36, ...rows.map((r) => r.dst.length)));
+  const fmt = (c: string[]) =>
+    `${c[0].padEnd(wS)}  ${c[1].padEnd(wD)}  ${c[2].padStart(8)}  ${c[3].padStart(7)}  ${c[4].padStart(7)}  ${c[5].padStart(7)}  ${c[6].padStart(8)}  ${c[7]}`;
+  lines.push(fmt(cols));
+  for (const r of sortRows(rows, opts.sort).slice(0, opts.limit)) {
+    const failures = Object.entries(r.failures)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k}:${n}`)
+      .join(' ');
+    lines.push(fmt([clip(r.service, wS), clip(r.dst, wD), r.rate.toFixed(1), ms(r.p50), ms(r.p99), ms(r.max), String(r.retrans), failures || '-']));
+  }
+  if (rows.length === 0) lines.push('(no connects in the window yet)');
+  return lines;
+}
+
+/** Read server-sent events from the agent; calls onSummary for each summary frame. */
+async function stream(url: string, token: string | undefined, signal: AbortSignal, onSummary: (s: Summary) => void): Promise<void> {
+  const res = await fetch(`${url.replace(/\/+$/, '')}/api/stream?events=false`, {
+    headers: { Accept: 'text/event-stream', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    signal,
+  });
+  if (res.status === 401 || res.status === 403) throw new Error(`the agent at ${url} refused the request (HTTP ${res.status}): give its token with --api-token-file FILE or TCPLAT_API_TOKEN`);
+  if (!res.ok || !res.body) throw new Error(`the agent at ${url} answered HTTP ${res.status} on /api/stream`);
+  const decoder = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const frame = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of frame.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data += line.slice(5).trim();
+      }
+      if (event === 'summary' && data) {
+        try {
+          onSummary(JSON.parse(data) as Summary);
+        } catch {
+          /* a torn frame: the next one comes in a second */
+        }
+      }
+    }
+  }
+  throw new Error(`the agent at ${url} closed the stream`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let cfg;
+  try {
+    cfg = loadConfig(TOP_OPTIONS, argv);
+  } catch (e) {
+    process.stderr.write(`tcplat top: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (cfg.help) {
+    process.stdout.write(
+      formatHelp(
+        'top',
+        "Live view of TCP connect latency from a running agent (its /api/stream): one row per service -> destination\nwith connects/s, p50, p99, max, SYN retransmits and failures by result.",
+        TOP_OPTIONS,
+        'Keys on a terminal: r rate, 5 p50, 9 p99, m max, f failures, s SYN retransmits, n name, q quit.',
+      ),
+    );
+    return 0;
+  }
+  const v = cfg.values as { agent: string; 'api-token'?: string; window: number; interval: number; sort: string; limit: number; once: boolean };
+  const model = new TopModel(v.window);
+  let sort = v.sort;
+  let status = 'connecting';
+  const ac = new AbortController();
+  const tty = Boolean(process.stdout.isTTY) && !v.once;
+
+  const draw = () => {
+    const lines = renderTable(model.rows(), { sort, limit: v.limit, windowS: v.window / 1000, agent: v.agent, status: status === 'ok' ? '' : status });
+    if (tty) process.stdout.write('\x1b[H\x1b[2J' + lines.join('\n') + '\n');
+    else process.stdout.write(lines.join('\n') + '\n\n');
+  };
+
+  let failure: Error | null = null;
+  const reading = stream(v.agent, v['api-token'], ac.signal, (s) => {
+    status = 'ok';
+    model.add(s);
+  }).catch((e: Error) => {
+    if (!ac.signal.aborted) failure = e;
+  });
+
+  if (v.once) {
+    // Summaries come once a second: listen long enough for at least two.
+    await Promise.race([new Promise((r) => setTimeout(r, Math.max(v.interval, 2500))), reading]);
+    ac.abort();
+    if (failure) {
+      process.stderr.write(`tcplat top: ${(failure as Error).message}\n`);
+      return 1;
+    }
+    draw();
+    return 0;
+  }
+
+  return await new Promise<number>((resolve) => {
+    const stop = (code: number) => {
+      clearInterval(timer);
+      ac.abort();
+      if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
+      process.stdin.pause();
+      resolve(code);
+    };
+    const timer = setInterval(() => {
+      if (failure) {
+        process.stderr.write(`tcplat top: ${failure.message}\n`);
+        stop(1);
+        return;
+      }
+      draw();
+    }, v.interval);
+    process.once('SIGINT', () => stop(0));
+    process.once('SIGTERM', () => stop(0));
+    if (tty && process.stdin.isTTY) {
+      process.stdin.setRawMode(true);
+      process.stdin.resume();
+      const keys: Record<string, string> = { r: 'rate', '5': 'p50', '9': 'p99', m: 'max', f: 'fail', s: 'retrans', n: 'name' };
+      process.stdin.on('data', (d) => {
+        const k = d.toString();
+        if (k === 'q' || k === '\u0003') stop(0);
+        else if (keys[k]) {
+          sort = keys[k];
+          draw();
+        }
+      });
+    }
+  });
+}

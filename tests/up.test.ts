@@ -1,0 +1,132 @@
+/**
+ * `tcplat up` end to end, as root: the whole local pipeline starts, live connects of a test process
+ * appear in the renderer's heatmap for that service within 15 s, `tcplat top --once` shows the service,
+ * and SIGINT stops everything with no process left behind.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { describeWith, missingRootEbpf } from './support/prereq';
+
+const ROOT = path.resolve(__dirname, '..');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Pids still in a process group. */
+function group(pgid: number): number[] {
+  const r = spawnSync('pgrep', ['-g', String(pgid)], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter(Boolean).map(Number);
+}
+
+/** Make n connects from a process whose comm (the default service name) is `comm`. */
+function connectsFrom(comm: string, n: number): void {
+  const py = `
+import socket
+open('/proc/self/comm', 'w').write(${JSON.stringify(comm)})
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(128)
+for _ in range(${n}):
+    c = socket.create_connection(('127.0.0.1', s.getsockname()[1])); c.close()
+`;
+  const r = spawnSync('/usr/bin/python3', ['-c', py], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`client failed: ${r.stderr}`);
+}
+
+describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', () => {
+  let up: ChildProcess | null = null;
+  let out = '';
+  let dataDir = '';
+
+  afterAll(() => {
+    if (up && up.exitCode === null) up.kill('SIGKILL');
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('starts, shows live connects of a test service in the heatmap within 15 s, and SIGINT leaves nothing behind', async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-up-'));
+    const [influx, agent, renderer] = [await freePort(), await freePort(), await freePort()];
+    up = spawn(
+      process.execPath,
+      ['bin/tcplat', 'up', '--influx-port', String(influx), '--agent-listen', `127.0.0.1:${agent}`, '--renderer-listen', `127.0.0.1:${renderer}`, '--data-dir', dataDir],
+      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    up.stdout!.on('data', (d) => (out += d));
+    up.stderr!.on('data', (d) => (out += d));
+
+    const until = async (what: string, cond: () => boolean | Promise<boolean>, ms: number) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        if (await cond()) return;
+        if (up!.exitCode !== null) throw new Error(`tcplat up exited (${up!.exitCode}) while waiting for ${what}:\n${out}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      throw new Error(`timed out waiting for ${what}:\n${out}`);
+    };
+    await until('the running table', () => /agent \+ probe .*pid \d+/.test(out) && /Ctrl-C stops everything/.test(out), 120_000);
+    expect(out).toContain(`http://127.0.0.1:${renderer}`);
+    const pids = [...out.matchAll(/^\s+(InfluxDB|agent \+ probe|renderer)\s.*pid (\d+)$/gm)].map((m) => Number(m[2]));
+    expect(pids).toHaveLength(3);
+    const [influxPid, agentPid, rendererPid] = pids;
+
+    // A test service, named by its comm, connects 40 times.
+    const service = `up-${crypto.randomBytes(3).toString('hex')}`;
+    const sent = Date.now();
+    connectsFrom(service, 40);
+
+    let seenAfterMs = -1;
+    await until(
+      'the test service in the heatmap',
+      async () => {
+        const r = await fetch(`http://127.0.0.1:${renderer}/render/heatmap.png?service=${service}&from=now-5m&to=now&width=400&height=240`);
+        const body = Buffer.from(await r.arrayBuffer());
+        if (r.status === 200 && r.headers.get('x-tcplat-no-data') === null && body.length > 1000) {
+          seenAfterMs = Date.now() - sent;
+          return true;
+        }
+        return false;
+      },
+      15_000,
+    );
+    expect(seenAfterMs).toBeLessThan(15_000);
+    // up names the busiest service and its heatmap URL.
+    await until('the busiest-service line', () => out.includes(`busiest service: ${service} (40 connects`), 10_000);
+
+    // tcplat top --once shows the service too (a fresh burst: top reads live per-second summaries).
+    const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', '2s'], { cwd: ROOT });
+    let topOut = '';
+    top.stdout.on('data', (d) => (topOut += d));
+    top.stderr.on('data', (d) => (topOut += d));
+    await new Promise((r) => setTimeout(r, 500));
+    connectsFrom(service, 25);
+    const topCode = await new Promise<number | null>((r) => top.on('exit', r));
+    expect(topCode).toBe(0);
+    expect(topOut).toMatch(new RegExp(`${service}\\s+127\\.0\\.0\\.1:\\d+\\s`));
+
+    up.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => (up!.exitCode !== null ? r(up!.exitCode) : up!.on('exit', r)));
+    expect(code).toBe(0);
+    for (const pid of [influxPid, agentPid, rendererPid]) expect(alive(pid)).toBe(false);
+    expect(group(agentPid)).toEqual([]); // the probe ran in the agent's process group
+    expect(group(rendererPid)).toEqual([]); // and the Python workers in the renderer's
+    expect(out).toMatch(/InfluxDB stopped/);
+  }, 180_000);
+});
