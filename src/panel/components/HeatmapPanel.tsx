@@ -8,7 +8,7 @@ import React, { useEffect, useMemo, useRef, useState } from 'react';
 import { css } from '@emotion/css';
 import type { GrafanaTheme2, PanelProps } from '@grafana/data';
 import { getDataSourceSrv } from '@grafana/runtime';
-import { Alert, IconButton, Input, Spinner, useStyles2, useTheme2 } from '@grafana/ui';
+import { Alert, Button, IconButton, Input, Spinner, useStyles2, useTheme2 } from '@grafana/ui';
 import { PLUGIN_ID, type TcplatOptions } from '../../datasource/types';
 import { HttpFailure, proxyFetch } from '../../shared/http';
 import { NO_DATA_HEADER, linkRequest, renderUrl, type MintedLink } from '../../shared/renderer';
@@ -143,12 +143,16 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
         </div>
       )}
       <div className={styles.toolbar}>
-        <IconButton name="link" tooltip="Copy link for alerts" aria-label="Copy link for alerts" disabled={link.status === 'minting'} onClick={mintLink} />
+        <Button size="sm" variant="secondary" fill="text" icon="link" tooltip="Copy a signed, expiring link to this chart for alert notifications" aria-label="Copy link for alerts" disabled={link.status === 'minting'} onClick={mintLink}>
+          Alert link
+        </Button>
       </div>
       {link.status === 'ok' && (
         <div className={styles.link} data-testid="tcplat-panel-link">
-          <Input readOnly value={link.link.url} aria-label="Signed link" onFocus={(e) => e.currentTarget.select()} />
-          <span>
+          <div className={styles.linkInput}>
+            <Input readOnly value={link.link.url} aria-label="Signed link" onFocus={(e) => e.currentTarget.select()} />
+          </div>
+          <span className={styles.linkNote}>
             {link.copied ? 'Copied. ' : ''}Valid until {new Date(link.link.expires).toLocaleString()}
           </span>
           <IconButton name="times" aria-label="Close link" tooltip="Close" onClick={() => setLink({ status: 'idle' })} />
@@ -180,6 +184,8 @@ const getStyles = (theme: GrafanaTheme2) => ({
   }),
   error: css({ position: 'absolute', inset: 0, padding: theme.spacing(1), overflow: 'auto' }),
   toolbar: css({ position: 'absolute', top: theme.spacing(0.5), right: theme.spacing(0.5), background: theme.colors.background.primary, borderRadius: theme.shape.radius.default }),
+  linkInput: css({ flex: 1, minWidth: 0 }),
+  linkNote: css({ flexShrink: 0, color: theme.colors.text.secondary }),
   link: css({
     position: 'absolute',
     left: theme.spacing(1),
