@@ -126,11 +126,17 @@ def style_axes(ax, theme):
     ax.yaxis.label.set_color(theme["text"])
 
 
+def fit(text, px, px_per_char):
+    """Shorten text to about the pixels available (an estimate: no text measuring per request)."""
+    n = max(4, int(px / px_per_char))
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def add_titles(fig, req, theme, w, h):
     # Titles sit in fixed pixel rows so that small panels keep them readable.
-    fig.text(10 / w, 1 - 8 / h, req.get("title", ""), ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
+    fig.text(10 / w, 1 - 8 / h, fit(req.get("title", ""), w - 20, 7.6), ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
     if req.get("subtitle"):
-        fig.text(10 / w, 1 - 26 / h, req["subtitle"], ha="left", va="top", color=theme["muted"], fontsize=8.5)
+        fig.text(10 / w, 1 - 26 / h, fit(req["subtitle"], w - 20, 5.6), ha="left", va="top", color=theme["muted"], fontsize=8.5)
 
 
 def time_axis(ax, req, theme):
@@ -139,8 +145,9 @@ def time_axis(ax, req, theme):
     ax.xaxis.set_major_locator(locator)
     fmt = mdates.ConciseDateFormatter(locator, tz=tz, show_offset=True)
     ax.xaxis.set_major_formatter(fmt)
-    ax.xaxis.get_offset_text().set_color(theme["muted"])
-    ax.xaxis.get_offset_text().set_fontsize(8)
+    for a in [ax, *ax.get_shared_x_axes().get_siblings(ax)]:
+        a.xaxis.get_offset_text().set_color(theme["muted"])
+        a.xaxis.get_offset_text().set_fontsize(8)
     ax.set_xlim(req["from_ms"] / MS_PER_DAY, req["to_ms"] / MS_PER_DAY)
 
 
@@ -206,7 +213,8 @@ def render_heatmap(req):
     cb.ax.tick_params(colors=theme["text"], labelsize=8)
     cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_count(v)))
     cb.ax.yaxis.set_minor_locator(NullLocator())
-    cb.set_label(req.get("colour_label", "connections per cell"), color=theme["text"], fontsize=8.5)
+    label = req.get("colour_label", "connects per cell")
+    cb.set_label(label if h >= 360 else "connects", color=theme["text"], fontsize=8.5)
     add_titles(fig, req, theme, w, h)
     return fig
 

@@ -3,12 +3,14 @@ import { canonicalKey, canonicalTimeZone, chooseWindow, DEFAULT_LIMITS, ParamErr
 const NOW = Date.UTC(2025, 10, 25, 12, 0, 7);
 
 describe('render parameters', () => {
-  test('bins: about one per 3 px, never finer than the agent window, nice steps', () => {
-    expect(chooseWindow(3_600_000, 1000, DEFAULT_LIMITS)).toBe(15_000);
+  test('bins: at least 4 px each, never finer than the agent window, nice steps', () => {
+    expect(chooseWindow(3_600_000, 1000, DEFAULT_LIMITS)).toBe(20_000);
     expect(chooseWindow(6 * 3_600_000, 1000, DEFAULT_LIMITS)).toBe(120_000);
     expect(chooseWindow(24 * 3_600_000, 1000, DEFAULT_LIMITS)).toBe(600_000);
+    expect(chooseWindow(12 * 3_600_000, 1000, DEFAULT_LIMITS)).toBe(300_000);
     expect(chooseWindow(60_000, 4000, DEFAULT_LIMITS)).toBe(10_000);
-    expect(chooseWindow(31 * 86_400_000, 200, DEFAULT_LIMITS)).toBe(3 * 86_400_000);
+    expect(chooseWindow(31 * 86_400_000, 200, DEFAULT_LIMITS)).toBe(4 * 86_400_000);
+    expect(chooseWindow(31 * 86_400_000, 4000, DEFAULT_LIMITS)).toBe(3_600_000);
   });
 
   test('the range is snapped outwards to whole bins; the key ignores where inside a bin "now" is', () => {

@@ -60,11 +60,13 @@ export interface RenderParams {
 }
 
 /** Bin widths, smallest first; beyond the last, whole days. */
-const NICE_BINS_MS = [10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+const NICE_BINS_MS = [10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+
+/** Plot pixels per time bin, at least: narrower cells are not told apart, and every bin costs query time. */
+const PX_PER_BIN = 4;
 
 export function chooseWindow(rangeMs: number, width: number, limits: Limits): number {
-  // About one bin per 3 px of plot width, never more than maxBins.
-  const target = Math.max(10, Math.min(limits.maxBins - 1, Math.floor((width - 160) / 3)));
+  const target = Math.max(10, Math.min(limits.maxBins - 1, Math.floor((width - 160) / PX_PER_BIN)));
   const want = Math.max(limits.minBinMs, rangeMs / target);
   for (const b of NICE_BINS_MS) if (b >= want && b >= limits.minBinMs) return b;
   return Math.ceil(want / 86_400_000) * 86_400_000;

@@ -169,7 +169,7 @@ class Worker {
 
   kill(why: string): void {
     if (this.state === 'dead') return;
-    this.pool.log.warn({ pid: this.pid, why }, 'renderer worker killed');
+    this.pool.log.warn({ workerPid: this.pid, why }, 'renderer worker killed');
     this.proc.kill('SIGKILL');
     this.die(why);
   }
@@ -255,11 +255,6 @@ export class WorkerPool {
     return [...this.workers].filter((w) => w.state === 'busy').map((w) => w.pid);
   }
 
-  /** Capacity check without queuing: true when a render would be refused now. */
-  wouldOverload(): boolean {
-    return this.queue.length >= this.opts.queue && ![...this.workers].some((w) => w.state === 'idle');
-  }
-
   render(request: Record<string, unknown>): Promise<RenderReply> {
     if (this.closed) return Promise.reject(new RenderError('closed', 'the renderer is shutting down'));
     return new Promise<RenderReply>((resolve, reject) => {
@@ -278,7 +273,7 @@ export class WorkerPool {
 
   onReady(w: Worker): void {
     this.startFailures = 0;
-    this.log.info({ pid: w.pid }, 'renderer worker ready');
+    this.log.info({ workerPid: w.pid }, 'renderer worker ready');
     if ([...this.workers].every((x) => x.state !== 'starting')) for (const r of this.readyWaiters.splice(0)) r.resolve();
     this.onIdle(w);
   }
@@ -311,13 +306,13 @@ export class WorkerPool {
     if (wasStarting) {
       this.startFailures++;
       this.lastStartError = `renderer worker ${why}${detail ? `: ${detail}` : ''}`;
-      this.log.error({ pid: w.pid, why, stderr: detail }, 'renderer worker failed to start');
+      this.log.error({ workerPid: w.pid, why, stderr: detail }, 'renderer worker failed to start');
       if (this.readyWaiters.length > 0) {
         this.failStart(`${this.opts.python} ${this.opts.script}: ${this.lastStartError}`);
         return;
       }
     } else {
-      this.log.warn({ pid: w.pid, why, stderr: detail }, 'renderer worker died; replacing it');
+      this.log.warn({ workerPid: w.pid, why, stderr: detail }, 'renderer worker died; replacing it');
     }
     this.restarts++;
     if (job) {
