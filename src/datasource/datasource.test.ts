@@ -146,11 +146,11 @@ describe('testDatasource', () => {
     const r = await ds({ dialect: 'influxql', database: 'tcplat' }).testDatasource();
     expect(r.status).toBe('success');
     expect(r.message).toMatch(/no tcplat data yet.*Start the tcplat agent/);
-    expect(new URL(fetchMock.mock.calls[0][0].url, 'http://g').searchParams.get('q')).toBe('SHOW MEASUREMENTS WITH MEASUREMENT = "tcp_connect_hist"');
+    expect(new URL(fetchMock.mock.calls[0][0].url, 'http://g').searchParams.get('q')).toBe('SHOW SERIES FROM "tcp_connect_hist" LIMIT 1');
   });
   test('with data, and the renderer checked through its route', async () => {
     fetchMock.mockImplementation((req: { url: string }) =>
-      req.url.includes('/renderer/') ? fail(401, { error: 'the token is not valid for this renderer' }) : ok({ results: [{ series: [{ columns: ['name'], values: [['tcp_connect_hist']] }] }] }),
+      req.url.includes('/renderer/') ? fail(401, { error: 'the token is not valid for this renderer' }) : ok({ results: [{ series: [{ columns: ['key'], values: [['tcp_connect_hist,service=api']] }] }] }),
     );
     const r = await ds({ dialect: 'influxql', database: 'tcplat', rendererUrl: 'http://renderer:7071' }).testDatasource();
     expect(r.status).toBe('error');

@@ -202,7 +202,8 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     if (!db) return { status: 'error', message: 'Set the database (InfluxDB 1.x), e.g. tcplat.' };
     let series: InfluxQLSeriesLike[];
     try {
-      series = await this.influxQL(`SHOW MEASUREMENTS WITH MEASUREMENT = ${quote('influxql-ident', MEASUREMENT.connectHist)}`, 'GET');
+      // SHOW SERIES (unlike SHOW MEASUREMENTS on 1.x) reports a missing database as an error.
+      series = await this.influxQL(`SHOW SERIES FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} LIMIT 1`, 'GET');
     } catch (e) {
       const f = e as HttpFailure;
       if (f.kind === 'http' && /database not found/i.test(f.serverMessage ?? '')) {
