@@ -3,8 +3,14 @@
  * line protocol through /api/v2/write, the Flux histogram query against the InfluxQL one on the same data,
  * hostile filter values, and the renderer drawing from Flux.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import {
   buildFluxHistQuery,
+  CONNECT_FIELD,
+  HIST_FIELD,
+  MEASUREMENT,
+  parseCsv,
   buildInfluxQLHistQuery,
   encodePoints,
   histRowsFromFluxCsv,
@@ -24,6 +30,7 @@ import {
 import { buildApp } from '../renderer/src/app';
 import { RENDERER_OPTIONS, rendererConfig } from '../renderer/src/config';
 import { HOSTILE } from './support/hostile';
+import { buildAgent, probeLine, runAgentOnce, tmpDir } from './agent-support';
 import { colourMass, decodePng, seedPoints } from './renderer-support';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2 } from './support/influx';
 import { describeWith } from './support/prereq';
@@ -182,4 +189,72 @@ describeWith(missing(), 'InfluxDB 2.x with Flux (real server)', () => {
       await app.close();
     }
   });
+});
+
+describeWith(missingInflux2(), 'agent v2 writer into the real InfluxDB 2.x', () => {
+  let dir: string;
+  beforeAll(() => {
+    buildAgent();
+    dir = tmpDir('agent-v2');
+  }, 120_000);
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('an import with --once writes exact raw and histogram counts through /api/v2/write (gzip, token from a file)', async () => {
+    const bucket = await freshBucket('agentv2');
+    const W = 10_000_000_000n;
+    const t0 = (BigInt(NOW - 600_000) * 1_000_000n / W) * W;
+    const lines: string[] = [];
+    const expected = new Map<string, number>();
+    for (let i = 0; i < 6000; i++) {
+      const comm = ['ruby', 'node', "evil\" |> drop()"][i % 3];
+      const result = i % 8 === 0 ? 'refused' : 'ok';
+      // 60 s of event time; every 5th event is reported 2 s late, after later ones.
+      let ts = t0 + BigInt(i) * 10_000_000n;
+      if (i % 5 === 0) ts -= 2_000_000_000n;
+      lines.push(probeLine({ tsNs: ts, latencyNs: result === 'ok' ? 300_000 + i * 10 : 40_000, result, errno: result === 'ok' ? 0 : 111, comm, sport: 1024 + (i % 60000) }));
+      expected.set(`${comm}|${result}`, (expected.get(`${comm}|${result}`) ?? 0) + 1);
+    }
+    const file = path.join(dir, 'capture.ndjson');
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    const tokenFile = path.join(dir, 'token');
+    fs.writeFileSync(tokenFile, bucket.token + '\n', { mode: 0o600 });
+    const r = await runAgentOnce([
+      'agent',
+      ...['--influx-url', bucket.url, '--influx-org', bucket.org, '--influx-bucket', bucket.bucket, '--influx-token-file', tokenFile],
+      ...['--spool-dir', path.join(dir, 'spool'), '--listen', '127.0.0.1:0', '--host', 'v2-test', '--log-level', 'info'],
+      ...['--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once'],
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toContain(bucket.token); // the token never reaches the logs
+
+    const range = `range(start: ${new Date(NOW - 3_600_000).toISOString()}, stop: ${new Date(NOW).toISOString()})`;
+    const counts = async (measurement: string, field: string, fn: 'count' | 'sum') => {
+      const csv = await queryFlux(
+        bucket,
+        `from(bucket: ${quote('flux-string', bucket.bucket)}) |> ${range}
+  |> filter(fn: (r) => r._measurement == ${quote('flux-string', measurement)} and r._field == ${quote('flux-string', field)})
+  |> group(columns: ["service", "result"]) |> ${fn}()
+  |> map(fn: (r) => ({r with _value: float(v: r._value)}))
+  |> keep(columns: ["service", "result", "_value"])`,
+      );
+      const out = new Map<string, number>();
+      let header: string[] = [];
+      for (const rec of parseCsv(csv)) {
+        if (rec.length < 2 || rec[0].startsWith('#')) {
+          header = [];
+          continue;
+        }
+        if (header.length === 0) {
+          header = rec;
+          continue;
+        }
+        // Flux's annotated CSV has its own "result" column (the yield name) before our tag of that name.
+        const get = (c: string) => rec[header.lastIndexOf(c)];
+        out.set(`${get('service')}|${get('result')}`, Number(get('_value')));
+      }
+      return out;
+    };
+    expect(await counts(MEASUREMENT.connect, CONNECT_FIELD.latencyMs, 'count')).toEqual(expected);
+    expect(await counts(MEASUREMENT.connectHist, HIST_FIELD.count, 'sum')).toEqual(expected);
+  }, 120_000);
 });
