@@ -5,6 +5,9 @@
  *  2. end to end: `tcplat agent --once` importing the same file into a private real InfluxDB 1.x, with
  *     the default raw rate limit (10k/s of event time) and histograms: events/s from start to the last
  *     write, agent CPU and peak RSS. Targets >= 34k events/s (the host's loopback storm rate), <= 200 MB.
+ *  3. live, when root and bpf/tcplat-probe + bpf/storm are built: the probe and the agent while bpf/storm
+ *     runs a loopback connect storm for 10 s: storm connects vs. the agent's histogram count for the
+ *     storm's port (nothing lost), sustained events/s, agent CPU and peak RSS.
  * Figures are saved to test-output/bench-agent.json and compared with the previous run when there is one.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -128,6 +131,71 @@ async function endToEnd(file: string): Promise<Record<string, number>> {
   }
 }
 
+function procStats(pid: number): { cpuMs: number; hwmMb: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(f[11]) + Number(f[12]);
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { cpuMs: Math.round((ticks * 1000) / 100), hwmMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
+}
+
+async function live(): Promise<Record<string, number> | null> {
+  const probe = path.join(ROOT, 'bpf', 'tcplat-probe');
+  const storm = path.join(ROOT, 'bpf', 'storm');
+  if (process.getuid?.() !== 0 || !fs.existsSync(probe) || !fs.existsSync(storm)) {
+    console.log('3. live storm: skipped (needs root and make -C bpf)');
+    return null;
+  }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-bench-agent-live-'));
+  const influxDir = path.join(work, 'influxdb');
+  const url = execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['start', influxDir], { encoding: 'utf8' }).trim();
+  const target = { version: 1 as const, url, db: 'bench' };
+  let agent: ReturnType<typeof spawn> | null = null;
+  try {
+    await queryInfluxQL({ ...target, db: '' }, 'CREATE DATABASE bench', { method: 'POST' });
+    agent = spawn(
+      process.execPath,
+      [path.join(ROOT, 'bin', 'tcplat'), 'agent', '--source', 'probe', '--influx-url', url, '--influx-db', 'bench', '--spool-dir', path.join(work, 'spool'), '--listen', '127.0.0.1:0'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    agent.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    const t0 = Date.now();
+    while (!err.includes('tcplat-probe: attached')) {
+      if (Date.now() - t0 > 20_000 || agent.exitCode !== null) throw new Error(`the probe did not attach:\n${err.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const api = /Server listening at (http:\/\/[\d.:]+)/.exec(err)![1];
+    const before = procStats(agent.pid!);
+    const out = execFileSync(storm, ['-d', '10', '-t', '2'], { encoding: 'utf8' });
+    const st = JSON.parse(out.trim().split('\n').pop()!) as { connects: number; rate: number; port: number };
+    // Wait until the agent has spooled and written everything.
+    for (let i = 0; i < 600; i++) {
+      const s = (await (await fetch(`${api}/api/status`)).json()) as { pipeline: { pending_events: number }; spool: { lines: number } };
+      if (s.pipeline.pending_events === 0 && s.spool.lines === 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const after = procStats(agent.pid!);
+    const [[h]] = await queryInfluxQL(target, `SELECT sum("count") FROM tcp_connect_hist WHERE "dst" = '127.0.0.1:${st.port}'`);
+    const counted = h ? Number(h.values[0][1]) : 0;
+    return {
+      stormConnects: st.connects,
+      stormRate: Math.round(st.rate),
+      agentCounted: counted,
+      agentCpuMs: after.cpuMs - before.cpuMs,
+      agentCpuPercentOfOneCore: Math.round(((after.cpuMs - before.cpuMs) / 10_000) * 100),
+      peakRssMb: after.hwmMb,
+    };
+  } finally {
+    if (agent && agent.exitCode === null) {
+      agent.kill('SIGTERM');
+      await new Promise((r) => agent!.once('close', r));
+    }
+    execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['stop', influxDir]);
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 function compare(prev: Record<string, Record<string, number>> | null, now: Record<string, Record<string, number>>): void {
   if (!prev) return;
   console.log('\nchange against the previous run (test-output/bench-agent.json):');
@@ -165,7 +233,15 @@ export async function main(): Promise<number> {
   console.log(`   agent CPU ${e.cpuMs} ms (${e.cpuPercentOfOneCore}% of one core), peak RSS ${e.peakRssMb} MB  target <= 200 MB  ${e.peakRssMb <= 200 ? 'OK' : 'ABOVE TARGET'}`);
   console.log(`   in InfluxDB: ${e.rawPointsInInflux} raw points (sampled), histograms count ${e.histCountInInflux} (exact: ${e.histCountInInflux === e.events ? 'yes' : 'NO'})`);
 
-  const result = { micro: { eventsPerS: m.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
+  const l = await live();
+  if (l) {
+    console.log(
+      `3. live: bpf/storm ${l.stormConnects} connects (${l.stormRate}/s) through probe -> agent -> InfluxDB: histograms count ${l.agentCounted} ` +
+        `(${l.agentCounted === l.stormConnects ? 'none lost' : `${l.stormConnects - l.agentCounted} missing`}); agent CPU ${l.agentCpuPercentOfOneCore}% of one core, peak RSS ${l.peakRssMb} MB`,
+    );
+  }
+  const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
+  if (l) result.live = l;
   const saved = path.join(OUT, 'bench-agent.json');
   let prev: Record<string, Record<string, number>> | null = null;
   try {
