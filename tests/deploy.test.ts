@@ -6,6 +6,7 @@
  * and field names from pkg/core. No Docker engine or Grafana runs here; every Flux query of the dashboard
  * and the alert rules runs on the real InfluxDB 2.x that `npm test` starts.
  */
+import { expandValues } from '../src/shared/variables';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -289,6 +290,16 @@ describe('provisioning', () => {
     const types = read('src/panel/types.ts');
     const fields = /interface PanelOptions \{([\s\S]*?)\n\}/.exec(types)![1];
     for (const k of Object.keys(heat.options)) expect([k, new RegExp(`\\b${k}\\??:`).test(fields)]).toEqual([k, true]);
+  });
+
+  test("each variable's All is `.*`: a regex for the Flux panels, and no filter at all for the heatmap panel", () => {
+    for (const v of dashboard.templating.list) {
+      expect([v.name, v.includeAll, v.allValue]).toEqual([v.name, true, '.*']);
+      // What the panel does with it: Grafana replaces $service by the All value; the panel then sends no
+      // service filter to the renderer (rather than a list of every value, which the renderer caps).
+      const replace = (t: string, fmt: (v: string | string[]) => string) => t.replace(`$${v.name}`, fmt(v.allValue));
+      expect(expandValues([`$${v.name}`], replace)).toEqual([]);
+    }
   });
 
   test('every Flux query names only measurements, tags and fields of the schema', () => {

@@ -107,8 +107,16 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
       15_000,
     );
     expect(seenAfterMs).toBeLessThan(15_000);
-    // up names the busiest service and its heatmap URL.
-    await until('the busiest-service line', () => out.includes(`busiest service: ${service} (40 connects`), 10_000);
+    // up names the busiest service and a heatmap URL for it that works. (Which service is busiest depends on
+    // what else runs on the machine, e.g. other test suites: the line and its URL are what is checked.)
+    const busiest = /busiest service: (.+) \((\d+) connects in 5 min\)\. Heatmap: (http\S+)/;
+    await until('the busiest-service line', () => busiest.test(out), 10_000);
+    const [, , n, url] = busiest.exec(out)!;
+    expect(Number(n)).toBeGreaterThan(0);
+    const img = await fetch(url);
+    expect(img.status).toBe(200);
+    expect(img.headers.get('content-type')).toBe('image/png');
+    expect(img.headers.get('x-tcplat-no-data')).toBeNull();
 
     // tcplat top --once shows the service too (a fresh burst: top reads live per-second summaries).
     const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', '2s'], { cwd: ROOT });

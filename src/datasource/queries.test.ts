@@ -13,7 +13,7 @@ function replacer(vars: Record<string, string | string[]>): Replace {
 }
 
 describe('expandValues', () => {
-  const replace = replacer({ service: ['api', 'web'], one: 'db', hostile: [`x' OR 1=1 --`, 'y") or r._measurement != "z', '${evil}'], all: ['*'] });
+  const replace = replacer({ service: ['api', 'web'], one: 'db', hostile: [`x' OR 1=1 --`, 'y") or r._measurement != "z', '${evil}'], all: ['*'], allRe: '.*' });
 
   test('literal values pass as they are', () => {
     expect(expandValues(['a', 'b'], replace)).toEqual(['a', 'b']);
@@ -34,6 +34,7 @@ describe('expandValues', () => {
   });
   test('* and $__all mean no filter; unknown variables stay text', () => {
     expect(expandValues(['$all'], replace)).toEqual([]);
+    expect(expandValues(['$allRe', 'x'], replace)).toEqual([]);
     expect(expandValues(['$nope'], replace)).toEqual(['$nope']);
   });
 });

@@ -13,8 +13,8 @@ const SEP = '\u001f';
 
 /**
  * Expand template variables in a list of filter values: a multi-value variable gives several values, text
- * around a variable is kept (`db-$env` with env = a, b gives db-a, db-b). `*` or `$__all` means "no
- * filter" (returns []), as in the renderer. The values are data, never query text: the builders quote them.
+ * around a variable is kept (`db-$env` with env = a, b gives db-a, db-b). `*`, `.*` (a variable's custom
+ * "All" value) or `$__all` means "no filter" (returns []), as in the renderer. The values are data, never query text: the builders quote them.
  */
 export function expandValues(raw: readonly string[] | undefined, replace: Replace): string[] {
   const out: string[] = [];
@@ -34,7 +34,8 @@ export function expandValues(raw: readonly string[] | undefined, replace: Replac
     });
     out.push(...acc.filter((x) => x !== ''));
   }
-  if (out.includes('*') || out.includes('$__all')) return [];
+  // `.*` is the dashboards' custom "All" value (so a host with hundreds of destinations never sends a list).
+  if (out.includes('*') || out.includes('.*') || out.includes('$__all')) return [];
   return [...new Set(out)];
 }
 
