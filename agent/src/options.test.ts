@@ -61,6 +61,7 @@ describe('source commands', () => {
     expect(() => sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => false)).toThrow(/--probe \/x\/probe: not found .*make -C bpf/);
     expect(sourceCommand({ source: 'tcplife', sourceCmd: 'cat cap.txt', selfPid: 1 })).toEqual({ shell: 'cat cap.txt' });
     expect(sourceCommand({ source: 'tcpstates', selfPid: 1 }, (p) => p === '/usr/share/bcc/tools/tcpstates')).toEqual({ argv: ['/usr/share/bcc/tools/tcpstates'] });
+    expect(sourceCommand({ source: 'tcplife', selfPid: 1 }, (p) => p === '/usr/sbin/tcplife' || p === '/usr/bin/stdbuf')).toEqual({ argv: ['/usr/bin/stdbuf', '-oL', '/usr/sbin/tcplife'] });
     expect(() => sourceCommand({ source: 'tcpconnlat', selfPid: 1 }, () => false)).toThrow(/tool is not installed .* give --source-cmd/);
     expect(sourceCommand({ source: 'ndjson', selfPid: 1 })).toEqual({ stdin: true });
   });

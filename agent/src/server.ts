@@ -2,7 +2,7 @@
  * Runs the agent: logger, pipeline, HTTP API, signals. SIGTERM/SIGINT: stop the source, flush what is in
  * memory to the spool, give InfluxDB until the deadline (5 s) to take it, close; the rest stays spooled.
  */
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import { describeConfig, describeTarget } from '@tcplat/core';
 import { Agent } from './agent';
 import { agentRoutes } from './app';
@@ -14,7 +14,8 @@ export const SHUTDOWN_DEADLINE_MS = 5000;
 export async function runAgent(config: AgentConfig, values: Record<string, unknown>): Promise<number> {
   const app = Fastify({
     logger: { level: config.logLevel, base: { component: 'tcplat-agent' }, redact: ['req.headers.authorization'], stream: process.stderr },
-    disableRequestLogging: true,
+    // One line per request would drown the pipeline's own logs (status polls, Prometheus scrapes).
+    logController: new LogController({ disableRequestLogging: true }),
   });
   const log = app.log as unknown as Logger;
   log.info({ config: describeConfig(AGENT_OPTIONS, values), influx: describeTarget(config.target) }, 'tcplat agent');

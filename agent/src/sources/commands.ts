@@ -14,6 +14,8 @@ export const TOOL_PATHS: Record<'tcplife' | 'tcpstates' | 'tcpconnlat', string[]
   tcpconnlat: ['/usr/sbin/tcpconnlat', '/usr/share/bcc/tools/tcpconnlat', '/usr/sbin/tcpconnlat-bpfcc'],
 };
 
+const STDBUF = '/usr/bin/stdbuf';
+
 /** bpf/tcplat-probe of this checkout (agent/dist/sources or agent/src/sources -> repository root). */
 export function defaultProbePath(): string {
   return path.resolve(__dirname, '..', '..', '..', 'bpf', 'tcplat-probe');
@@ -55,7 +57,9 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
           `--source ${c.source}: the tool is not installed (looked for ${TOOL_PATHS[c.source].join(', ')}); install libbpf-tools or bpfcc-tools, or give --source-cmd`,
         );
       }
-      return { argv: [found] };
+      // libbpf-tools print with stdio, fully buffered into a pipe: without line buffering, rows would
+      // arrive 4 KiB at a time (and the last ones never, if the tool is killed).
+      return { argv: exists(STDBUF) ? [STDBUF, '-oL', found] : [found] };
     }
   }
 }

@@ -3,6 +3,8 @@
  * --source-cmd), splits its stdout into lines, logs its stderr (and keeps the last lines for
  * /api/status), and restarts it with backoff (1 s doubling to 30 s; back to 1 s after it ran 30 s) unless
  * --once. The child runs in its own process group so stopping it also stops what a shell command started.
+ * Tools writing through stdio buffer their output in a pipe: default commands run under `stdbuf -oL`
+ * (and PYTHONUNBUFFERED=1 for BCC); a --source-cmd should do the same.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
@@ -97,10 +99,12 @@ export class SourceSupervisor {
     const startedAt = Date.now();
     let child: ChildProcess;
     try {
+      // BCC tools are Python: unbuffered, so rows arrive as they happen.
+      const env = { ...process.env, PYTHONUNBUFFERED: '1' };
       child =
         c.shell !== undefined
-          ? spawn('/bin/sh', ['-c', c.shell], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-          : spawn(c.argv![0], c.argv!.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+          ? spawn('/bin/sh', ['-c', c.shell], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env })
+          : spawn(c.argv![0], c.argv!.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env });
     } catch (e) {
       this.onExit(null, null, startedAt, (e as Error).message);
       return;
@@ -238,7 +242,10 @@ export class SourceSupervisor {
     stream.on('error', () => undefined);
   }
 
-  /** Stop the source: SIGTERM to its process group, SIGKILL after `graceMs`. */
+  /**
+   * Stop the source: SIGINT to its process group (what every tool handles like Ctrl-C: libbpf-tools and
+   * BCC flush their output; the probe exits 0), SIGKILL after `graceMs`.
+   */
   async stop(graceMs = 2000): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) {
@@ -267,7 +274,7 @@ export class SourceSupervisor {
         }
       }
     };
-    kill('SIGTERM');
+    kill('SIGINT');
     const timer = setTimeout(() => kill('SIGKILL'), graceMs);
     await this.ended;
     clearTimeout(timer);
