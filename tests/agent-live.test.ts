@@ -128,3 +128,42 @@ describeWith(missingLive(), 'agent live: probe -> agent -> InfluxDB', () => {
     });
   }, 90_000);
 });
+
+function missingTcpstates(): string | null {
+  const m = missingRootEbpf() ?? missingInflux();
+  if (m) return m;
+  return fs.existsSync('/usr/sbin/tcpstates') ? null : 'libbpf-tools tcpstates is not installed (/usr/sbin/tcpstates)';
+}
+
+describeWith(missingTcpstates(), 'agent live: libbpf-tools tcpstates -> agent -> InfluxDB', () => {
+  test('rows arrive as they happen (line-buffered) and count exactly', async () => {
+    const db = await freshDatabase('agenttxt');
+    const dir = tmpDir('agent-live-txt');
+    const server = net.createServer((s) => s.destroy());
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const okPort = (server.address() as net.AddressInfo).port;
+    const closedPort = await freePort();
+    let agent: RunningAgent | undefined;
+    try {
+      agent = await startAgent(agentArgs(db, `${dir}/spool`, ['--source', 'tcpstates', '--source-cmd', `exec stdbuf -oL /usr/sbin/tcpstates -D ${okPort},${closedPort}`]));
+      // tcpstates prints its header once attached.
+      await waitFor(async () => (await agent!.status()).pipeline.stages.parse.received >= 1, 20_000, 'the tcpstates header');
+      for (let i = 0; i < 5; i++) await connectOnce(okPort);
+      for (let i = 0; i < 3; i++) await connectOnce(closedPort);
+      // No stop needed to see them: the agent gets each row as it is printed.
+      await waitFor(async () => (await scalar(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect}`)) === 8, 15_000, '8 connects in InfluxDB');
+      const got = await rows(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect} GROUP BY dst, result`);
+      expect(Object.fromEntries(got.map((r) => [`${r.dst} ${r.result}`, r.count]))).toEqual({
+        [`127.0.0.1:${okPort} ok`]: 5,
+        [`127.0.0.1:${closedPort} error`]: 3,
+      });
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+    } finally {
+      if (agent) await agent.kill9();
+      await new Promise<void>((r) => server.close(() => r()));
+      await dropDatabase(db);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
