@@ -215,11 +215,13 @@ export async function main(): Promise<number> {
   makeRecording(file);
   const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
 
-  const rounds = [micro(lines), micro(lines), micro(lines)].sort((a, b) => a.eventsPerS - b.eventsPerS);
-  const m = rounds[1];
+  // Five rounds: the median is the figure; the best shows what an idle core does on a shared machine.
+  const rounds = [0, 1, 2, 3, 4].map(() => micro(lines)).sort((a, b) => a.eventsPerS - b.eventsPerS);
+  const m = rounds[2];
+  const best = rounds[4];
   const load = os.loadavg()[0].toFixed(2);
   console.log(
-    `\n1. parse + enrich + aggregate + encode, one core (median of 3): ${m.eventsPerS.toLocaleString('en')} events/s wall, ` +
+    `\n1. parse + enrich + aggregate + encode, one core (median of 5; best ${best.eventsPerS.toLocaleString('en')}): ${m.eventsPerS.toLocaleString('en')} events/s wall, ` +
       `${m.eventsPerCpuS.toLocaleString('en')} events per CPU-second (${m.points.toLocaleString('en')} points in ${m.ms} ms; load average ${load} on ${os.cpus().length} cores)  ` +
       `target >= 200,000  ${m.eventsPerS >= 200_000 ? 'OK' : m.eventsPerCpuS >= 200_000 ? 'OK per CPU-second (machine busy)' : 'BELOW TARGET'}`,
   );
@@ -240,7 +242,7 @@ export async function main(): Promise<number> {
         `(${l.agentCounted === l.stormConnects ? 'none lost' : `${l.stormConnects - l.agentCounted} missing`}); agent CPU ${l.agentCpuPercentOfOneCore}% of one core, peak RSS ${l.peakRssMb} MB`,
     );
   }
-  const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
+  const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, bestEventsPerS: best.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
   if (l) result.live = l;
   const saved = path.join(OUT, 'bench-agent.json');
   let prev: Record<string, Record<string, number>> | null = null;
