@@ -15,8 +15,14 @@ const SPECS: OptionSpec[] = [
   { name: 'dport', type: 'list', help: 'ports', default: [] },
 ];
 
+const tmpDirs: string[] = [];
+afterAll(() => {
+  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function tmpFile(name: string, text: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-cfg-'));
+  tmpDirs.push(dir);
   const f = path.join(dir, name);
   fs.writeFileSync(f, text);
   return f;
