@@ -134,9 +134,9 @@ def fit(text, px, px_per_char):
 
 def add_titles(fig, req, theme, w, h):
     # Titles sit in fixed pixel rows so that small panels keep them readable.
-    fig.text(10 / w, 1 - 8 / h, fit(req.get("title", ""), w - 20, 7.6), ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
+    fig.text(10 / w, 1 - 8 / h, fit(req.get("title", ""), w - 20, 8.6), ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
     if req.get("subtitle"):
-        fig.text(10 / w, 1 - 26 / h, fit(req["subtitle"], w - 20, 5.6), ha="left", va="top", color=theme["muted"], fontsize=8.5)
+        fig.text(10 / w, 1 - 26 / h, fit(req["subtitle"], w - 20, 6.0), ha="left", va="top", color=theme["muted"], fontsize=8.5)
 
 
 def time_axis(ax, req, theme):
