@@ -204,7 +204,8 @@ async function main(argv) {
     if (stopping) return;
     stopping = true;
     say(`stopping (${why})`);
-    for (const ch of children) {
+    // The agent first, so its last flush reaches InfluxDB; then the renderer; InfluxDB last.
+    for (const ch of [...children].sort((a, b) => (a.name === 'agent' ? -1 : b.name === 'agent' ? 1 : 0))) {
       await ch.stop(v['stop-timeout']);
       say(`${ch.name} stopped`);
     }
@@ -259,10 +260,13 @@ async function main(argv) {
       children.push(ch);
       return ch;
     };
+    const renderer = start('renderer', ['renderer', '--listen', hostport(rendererListen)]);
+    // The pipeline does not measure itself: this supervisor's and the renderer's connects (health checks,
+    // queries) stay out, as the agent's own always do.
     const agentArgs = ['agent', '--source', 'probe', '--spool-dir', path.join(dataDir, 'spool'), '--listen', hostport(agentListen)];
+    agentArgs.push('--exclude-pid', `${process.pid},${renderer.pid}`);
     if (v.host) agentArgs.push('--host', v.host);
     const agent = start('agent', agentArgs);
-    const renderer = start('renderer', ['renderer', '--listen', hostport(rendererListen)]);
 
     const agentUrl = `http://${hostport(agentListen)}`;
     const rendererUrl = `http://${hostport(rendererListen)}`;

@@ -56,10 +56,31 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
   let out = '';
   let dataDir = '';
 
-  afterAll(() => {
-    if (up && up.exitCode === null) up.kill('SIGKILL');
+  let started: number[] = [];
+
+  afterAll(async () => {
+    // Even when the test failed half-way: ask up to stop everything, then make sure of it.
+    if (up && up.exitCode === null) {
+      up.kill('SIGINT');
+      await new Promise((r) => {
+        const t = setTimeout(r, 20_000);
+        up!.once('exit', () => {
+          clearTimeout(t);
+          r(null);
+        });
+      });
+      if (up.exitCode === null) up.kill('SIGKILL');
+    }
+    for (const pid of started) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        /* gone, as it should be */
+      }
+    }
+    if (dataDir) spawnSync(path.join(ROOT, 'scripts/influxdb1'), ['stop', path.join(dataDir, 'influxdb')]);
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-  });
+  }, 40_000);
 
   test('starts, shows live connects of a test service in the heatmap within 15 s, and SIGINT leaves nothing behind', async () => {
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-up-'));
@@ -86,6 +107,7 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
     const pids = [...out.matchAll(/^\s+(InfluxDB|agent \+ probe|renderer)\s.*pid (\d+)$/gm)].map((m) => Number(m[2]));
     expect(pids).toHaveLength(3);
     const [influxPid, agentPid, rendererPid] = pids;
+    started = [agentPid, rendererPid];
 
     // A test service, named by its comm, connects 40 times.
     const service = `up-${crypto.randomBytes(3).toString('hex')}`;

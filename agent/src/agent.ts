@@ -92,14 +92,14 @@ export class Agent {
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
-    this.enricher = new Enricher({ rules: config.rules, selfPids: new Set(deps.selfPids ?? [process.pid]), useProc: live }, this.stages.enrich);
+    this.enricher = new Enricher({ rules: config.rules, selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]), useProc: live }, this.stages.enrich);
     this.aggregator = new Aggregator(
       { host: config.host, windowNs: BigInt(config.histWindowMs) * 1_000_000n, rawLimit: config.rawRateLimit, runId: this.spool.runId },
       this.stages.aggregate,
     );
     const clock = deps.clock ?? wallNs;
     this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
-    this.command = deps.command ?? sourceCommand({ source: config.source, sourceCmd: config.sourceCmd, probe: config.probe, selfPid: process.pid });
+    this.command = deps.command ?? sourceCommand({ source: config.source, sourceCmd: config.sourceCmd, probe: config.probe, selfPid: process.pid, excludePids: config.excludePids });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
     this.registerGauges();
   }

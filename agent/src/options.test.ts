@@ -65,4 +65,13 @@ describe('source commands', () => {
     expect(() => sourceCommand({ source: 'tcpconnlat', selfPid: 1 }, () => false)).toThrow(/tool is not installed .* give --source-cmd/);
     expect(sourceCommand({ source: 'ndjson', selfPid: 1 })).toEqual({ stdin: true });
   });
+
+  test('--exclude-pid adds processes the probe leaves out in the kernel', () => {
+    const { config } = loadAgentConfig([...BASE, '--exclude-pid', '7', '--exclude-pid', '8,9'], {});
+    expect(config!.excludePids).toEqual([7, 8, 9]);
+    expect(sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42, excludePids: config!.excludePids }, () => true)).toEqual({
+      argv: ['/x/probe', '--exclude-pid', '42', '--exclude-pid', '7', '--exclude-pid', '8', '--exclude-pid', '9'],
+    });
+    expect(() => loadAgentConfig([...BASE, '--exclude-pid', 'me'], {})).toThrow(/--exclude-pid: expected a process id, got "me"/);
+  });
 });

@@ -26,6 +26,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
   { name: 'host', type: 'string', arg: 'NAME', default: os.hostname(), help: 'value of the host tag' },
+  { name: 'exclude-pid', type: 'list', arg: 'PID', default: [], help: "processes whose connects are not recorded (repeatable or comma-separated; the agent's own always are), e.g. the pipeline's other services" },
   { name: 'log-level', type: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'log level (logs are JSON lines on stderr)' },
 ];
 
@@ -57,6 +58,8 @@ export interface AgentConfig {
   histWindowMs: number;
   rawRateLimit: number;
   host: string;
+  /** Besides the agent itself: pids whose connects are never recorded. */
+  excludePids: number[];
   logLevel: string;
   rules: Rules;
 }
@@ -94,6 +97,11 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,
     host,
+    excludePids: (v['exclude-pid'] as string[]).map((p) => {
+      const n = Number(p);
+      if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`--exclude-pid: expected a process id, got ${JSON.stringify(p)}`);
+      return n;
+    }),
     logLevel: String(v['log-level']),
     rules: parseRules(c.file, c.filePath),
   };

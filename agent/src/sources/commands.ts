@@ -36,6 +36,8 @@ export interface CommandInput {
   probe?: string;
   /** The agent's pid, excluded in the kernel by the probe. */
   selfPid: number;
+  /** More pids the probe excludes in the kernel. */
+  excludePids?: readonly number[];
 }
 
 export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = executable): SourceCommand {
@@ -46,7 +48,7 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       if (!exists(probe)) {
         throw new ConfigError(`--probe ${probe}: not found or not executable; build it with 'make -C bpf', or give --probe PATH`);
       }
-      return { argv: [probe, '--exclude-pid', String(c.selfPid)] };
+      return { argv: [probe, ...[c.selfPid, ...(c.excludePids ?? [])].flatMap((p) => ['--exclude-pid', String(p)])] };
     }
     case 'ndjson':
       return { stdin: true };
