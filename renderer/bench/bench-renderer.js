@@ -204,17 +204,21 @@ async function main() {
     for (const rangeH of [1, 6, 24]) {
       const xs = [];
       const seedXs = [];
+      const pairs = []; // seed / ours, request by request: robust to load that comes and goes
       let timing = '';
       for (let i = 0; i < N; i++) {
         const r = await timed(heatmapUrl(uncached.base, rangeH, i));
         xs.push(r.ms);
         timing = r.timing;
-        if (rangeH !== 6 && i < SEED_N) seedXs.push(await seedDesign(source, rangeH, i));
+        if (rangeH !== 6 && i < SEED_N) {
+          seedXs.push(await seedDesign(source, rangeH, i));
+          pairs.push(seedXs[seedXs.length - 1] / r.ms);
+        }
       }
       results.uncached[`${rangeH}h`] = { p50: pct(xs, 0.5), p95: pct(xs, 0.95), n: xs.length, lastServerTiming: timing };
       log(`uncached ${rangeH} h: p50 ${fmt(pct(xs, 0.5))}, p95 ${fmt(pct(xs, 0.95))} (${timing})`);
       if (seedXs.length) {
-        results.seed[`${rangeH}h`] = { p50: pct(seedXs, 0.5), p95: pct(seedXs, 0.95), n: seedXs.length };
+        results.seed[`${rangeH}h`] = { p50: pct(seedXs, 0.5), p95: pct(seedXs, 0.95), n: seedXs.length, pairedRatioMedian: pct(pairs, 0.5) };
         log(`seed design ${rangeH} h: p50 ${fmt(pct(seedXs, 0.5))}, p95 ${fmt(pct(seedXs, 0.95))}`);
       }
     }
@@ -308,7 +312,8 @@ async function main() {
   console.log(`machine: ${results.machine.cpus} cores, 1-min load average ${results.machine.loadavgAtStart.toFixed(1)} at start, ${results.machine.loadavgAtEnd.toFixed(1)} at end (other work on the machine slows both sides)`);
   for (const r of rows) console.log(`${r[0].padEnd(w0)}  ${r[1].padStart(10)}  ${r[2].padStart(10)}`);
   console.log('');
-  console.log(`uncached p50 vs seed design: ${ratio.toFixed(1)}x faster at 1 h, ${ratio24.toFixed(1)}x at 24 h  (target >= 5x: ${ok.speedup ? 'met' : 'MISSED'})`);
+  console.log(`uncached p50 vs seed design: ${ratio.toFixed(1)}x faster at 1 h, ${ratio24.toFixed(1)}x at 24 h  (target >= 5x at 1 h: ${ok.speedup ? 'met' : 'MISSED'})`);
+  console.log(`  median of request-by-request ratios (interleaved): ${results.seed['1h'].pairedRatioMedian.toFixed(1)}x at 1 h, ${results.seed['24h'].pairedRatioMedian.toFixed(1)}x at 24 h`);
   console.log(`cached p50 ${fmt(results.cached.p50)}  (target <= 10 ms: ${ok.cached ? 'met' : 'MISSED'})`);
   console.log(`8 concurrent clients: ${results.concurrent.errors} errors of 96, ${results.concurrent.rps.toFixed(1)} renders/s  (target 0 errors: ${ok.concurrency ? 'met' : 'MISSED'})`);
   console.log(
