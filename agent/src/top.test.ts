@@ -72,5 +72,11 @@ describe('tcplat top model', () => {
     expect(text).toContain('refused:2');
     expect(text).not.toContain('\u001b'); // names from the host never reach the terminal as escapes
     expect(renderTable([], { sort: 'rate', limit: 5, windowS: 10, agent: 'u' }).join('\n')).toContain('no connects');
+    // Names are shown whole up to the column's cap, whatever the other rows' lengths.
+    const m2 = new TopModel(10_000);
+    m2.add({ ts_ms: 0, series: [row('checkout-api', 'db:5432', 'ok', [1]), row('a', 'b:1', 'ok', [1]), row('x'.repeat(40), 'c:1', 'ok', [1])] });
+    const t2 = renderTable(m2.rows(), { sort: 'name', limit: 10, windowS: 10, agent: 'u' }).join('\n');
+    expect(t2).toMatch(/checkout-api +db:5432 /);
+    expect(t2).toContain('x'.repeat(27) + '~');
   });
 });

@@ -151,8 +151,9 @@ export function renderTable(rows: TopRow[], opts: { sort: string; limit: number;
   lines.push(
     `tcplat top  ${opts.agent}  window ${opts.windowS}s  sort ${opts.sort}  ${rows.length} series  ${total.toFixed(1)} connects/s${opts.status ? '  ' + opts.status : ''}`,
   );
-  const wS = Math.max(7, Math.min(28, ...rows.map((r) => r.service.length)));
-  const wD = Math.max(11, Math.min(36, ...rows.map((r) => r.dst.length)));
+  // Columns as wide as their longest name, within bounds.
+  const wS = Math.min(28, Math.max(7, ...rows.map((r) => r.service.length)));
+  const wD = Math.min(36, Math.max(11, ...rows.map((r) => r.dst.length)));
   const fmt = (c: string[]) =>
     `${c[0].padEnd(wS)}  ${c[1].padEnd(wD)}  ${c[2].padStart(8)}  ${c[3].padStart(7)}  ${c[4].padStart(7)}  ${c[5].padStart(7)}  ${c[6].padStart(8)}  ${c[7]}`;
   lines.push(fmt(cols));

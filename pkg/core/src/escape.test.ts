@@ -29,6 +29,8 @@ describe('quote (the one escaping function)', () => {
 
   test('refuses what a dialect cannot carry', () => {
     expect(() => quote('influxql-string', 'a\u0000b')).toThrow(QueryValueError);
+    expect(() => quote('influxql-string', 'a\rb')).toThrow(/CR or TAB/);
+    expect(() => quote('influxql-ident', 'a\tb')).toThrow(QueryValueError);
     expect(() => quote('influxql-ident', '')).toThrow(QueryValueError);
     expect(() => quote('influxql-regex', 'a\nb')).toThrow(QueryValueError);
     expect(() => quote('flux-string', 42 as unknown as string)).toThrow(QueryValueError);

@@ -107,6 +107,18 @@ describeWith(missingInflux(), 'line protocol round-trip through the real InfluxD
       expect(s).toHaveLength(1);
       expect(s[0].values.map((r) => r[1])).toEqual([i]);
     }
+    // Raw hostile values (not normalised): quote() either refuses them with a QueryValueError or gives
+    // a literal InfluxDB parses, never a query error.
+    for (const v of HOSTILE) {
+      let lit: string;
+      try {
+        lit = quote('influxql-string', v);
+      } catch (e) {
+        expect((e as Error).name).toBe('QueryValueError');
+        continue;
+      }
+      await expect(queryInfluxQL(db, `SELECT "n" FROM "roundtrip" WHERE "hostile" = ${lit} AND ${quote('influxql-ident', v || 'x')} = ${lit}`)).resolves.toBeDefined();
+    }
     // and the data is all still there
     const [count] = await queryInfluxQL(db, 'SELECT count("n") FROM "roundtrip"');
     expect(count[0].values[0][1]).toBe(HOSTILE.length);
