@@ -34,7 +34,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.patheffects as patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
@@ -184,7 +184,9 @@ def render_heatmap(req):
     # Drawn in log10(ms) on a linear axis: pcolorfast then draws the rectilinear grid as one image,
     # several times faster than a QuadMesh on a log axis, and the picture is the same log scale.
     ly = np.log10(edges_y)
-    mesh = ax.pcolorfast(x, ly, data, cmap=theme["cmap"], norm=LogNorm(vmin=1, vmax=vmax))
+    # Log colours by default: one burst cell would otherwise wash out every other cell.
+    norm = Normalize(vmin=0, vmax=vmax) if req.get("scale") == "linear" else LogNorm(vmin=1, vmax=vmax)
+    mesh = ax.pcolorfast(x, ly, data, cmap=theme["cmap"], norm=norm)
     ax.set_ylim(ly[0], ly[-1])
     decades = [e for e in range(-2, 5) if ly[0] <= e <= ly[-1]]
     ax.yaxis.set_major_locator(FixedLocator(decades))

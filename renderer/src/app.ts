@@ -34,7 +34,7 @@ const SIGNABLE: Record<string, ChartKind> = { [ROUTES.heatmap]: 'heatmap', [ROUT
 
 const LIST = { type: 'array', items: { type: 'string', maxLength: 4096 }, maxItems: 200 };
 const TEXT = { type: 'string', maxLength: 4096 };
-const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay'] as const;
+const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay', 'scale'] as const;
 const AUTH_PARAMS = ['token', 'exp', 'sig'] as const;
 
 function renderQuerySchema() {
@@ -52,6 +52,7 @@ function renderQuerySchema() {
       width: { type: 'integer', minimum: 0, maximum: 1_000_000 },
       height: { type: 'integer', minimum: 0, maximum: 1_000_000 },
       theme: { type: 'string', enum: ['light', 'dark'] },
+      scale: { type: 'string', enum: ['log', 'linear'] },
       tz: TEXT,
       title: TEXT,
       token: TEXT,

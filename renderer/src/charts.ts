@@ -126,6 +126,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[]): Chart {
       y_edges_ms: yEdgesMs(),
       counts: Array.from(counts),
       overlays,
+      scale: p.scale,
       colour_label: `connects per cell (${fmtDuration(p.windowMs)} × bucket)`,
     },
   };

@@ -23,6 +23,15 @@ describe('render parameters', () => {
     expect(canonicalKey(b)).toBe(canonicalKey(a));
   });
 
+  test('colour scale: log by default, linear on request, part of the cache key; anything else is a 400', () => {
+    const log = parseRenderParams('heatmap', {}, DEFAULT_LIMITS, NOW);
+    const lin = parseRenderParams('heatmap', { scale: 'linear' }, DEFAULT_LIMITS, NOW);
+    expect([log.scale, lin.scale]).toEqual(['log', 'linear']);
+    expect(canonicalKey(lin)).not.toBe(canonicalKey(log));
+    expect(() => parseRenderParams('heatmap', { scale: 'cubic' }, DEFAULT_LIMITS, NOW)).toThrow(ParamError);
+    expect(() => parseRenderParams('heatmap', { scale: "log' OR 1=1" }, DEFAULT_LIMITS, NOW)).toThrow(/scale: expected log or linear/);
+  });
+
   test('lists: repeated or comma-separated, deduplicated and sorted; * and $__all mean no filter', () => {
     const p = parseRenderParams('heatmap', { service: ['b', 'a', 'b'], dst: 'x,y', host: '*', result: '$__all' }, DEFAULT_LIMITS, NOW);
     expect(p.filters).toEqual({ service: ['a', 'b'], dst: ['x', 'y'], host: [], result: [] });

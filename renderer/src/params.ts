@@ -20,6 +20,9 @@ export class ParamError extends Error {
 export type ChartKind = 'heatmap' | 'percentiles';
 export const OVERLAYS = ['p50', 'p90', 'p99', 'max'] as const;
 export type Overlay = (typeof OVERLAYS)[number];
+/** Colour scale of the heatmap's cells: log (default: a burst never drowns the rest) or linear. */
+export const SCALES = ['log', 'linear'] as const;
+export type Scale = (typeof SCALES)[number];
 
 export interface Limits {
   maxRangeMs: number;
@@ -57,6 +60,7 @@ export interface RenderParams {
   tz: string;
   title: string;
   overlays: Overlay[];
+  scale: Scale;
 }
 
 /** Bin widths, smallest first; beyond the last, whole days. */
@@ -167,10 +171,12 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
     if (!(OVERLAYS as readonly string[]).includes(o)) throw new ParamError('overlay', `overlay: expected any of ${OVERLAYS.join(', ')} or none, got ${JSON.stringify(o.slice(0, 20))}`);
     overlays.push(o as Overlay);
   }
+  const scale = str(raw, 'scale') ?? 'log';
+  if (!(SCALES as readonly string[]).includes(scale)) throw new ParamError('scale', `scale: expected log or linear, got ${JSON.stringify(scale.slice(0, 20))}`);
   const windowMs = chooseWindow(toMs - fromMs, width, limits);
   const binFromMs = Math.floor(fromMs / windowMs) * windowMs;
   const binToMs = Math.ceil(toMs / windowMs) * windowMs;
-  return { kind, filters, fromMs, toMs, windowMs, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)) };
+  return { kind, filters, fromMs, toMs, windowMs, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)), scale: scale as Scale };
 }
 
 /**
@@ -178,5 +184,5 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
  * whole bins (so `now-1h` asked twice within one bin is the same image). Cache key.
  */
 export function canonicalKey(p: RenderParams): string {
-  return JSON.stringify([p.kind, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.width, p.height, p.theme, p.tz, p.title, p.overlays]);
+  return JSON.stringify([p.kind, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.width, p.height, p.theme, p.tz, p.title, p.overlays, p.scale]);
 }

@@ -28,6 +28,14 @@ export const plugin = new PanelPlugin<PanelOptions>(HeatmapPanel).setPanelOption
       settings: { options: OVERLAYS.map((o) => ({ value: o, label: o })) as unknown as Array<SelectableValue<Overlay[]>> },
       showIf: (o) => o.chart === 'heatmap',
     })
+    .addRadio({
+      path: 'colourScale',
+      name: 'Colour scale',
+      description: 'Connects per cell on a log scale (a burst does not wash out the rest) or a linear one.',
+      defaultValue: DEFAULT_PANEL_OPTIONS.colourScale,
+      settings: { options: [{ value: 'log', label: 'Log' }, { value: 'linear', label: 'Linear' }] },
+      showIf: (o) => o.chart === 'heatmap',
+    })
     .addTextInput({ path: 'title', name: 'Image title', description: 'Drawn inside the image (also in alert links); variables allowed.', defaultValue: DEFAULT_PANEL_OPTIONS.title })
     .addTextInput({ path: 'linkTtl', name: 'Alert link lifetime', description: 'How long a copied link stays valid, e.g. 7d or 12h.', defaultValue: DEFAULT_PANEL_OPTIONS.linkTtl }),
 );

@@ -18,6 +18,13 @@ test('variables expand to repeated parameters; hostile values are encoded, not s
   expect(renderUrl('/api/datasources/proxy/uid/u', 'heatmap', p)).toMatch(/^\/api\/datasources\/proxy\/uid\/u\/renderer\/render\/heatmap\.png\?service=api&service=x%26token%3Devil&/);
 });
 
+test('the colour scale option reaches the renderer only when it is not the default', () => {
+  const ctx = { width: 600, height: 300, devicePixelRatio: 1, timeRange: range, timeZone: 'utc', isDark: true, replaceVariables: replace };
+  expect(renderQuery(renderParams({ ...DEFAULT_PANEL_OPTIONS, colourScale: 'linear' }, ctx)).get('scale')).toBe('linear');
+  expect(renderQuery(renderParams(DEFAULT_PANEL_OPTIONS, ctx)).has('scale')).toBe(false);
+  expect(renderQuery(renderParams({ ...DEFAULT_PANEL_OPTIONS, chart: 'percentiles', colourScale: 'linear' }, ctx)).has('scale')).toBe(false);
+});
+
 test('links keep a relative range; the image uses the resolved one', () => {
   const ctx = { width: 600, height: 300, devicePixelRatio: 1, timeRange: range, timeZone: 'Europe/Berlin', isDark: false, replaceVariables: replace };
   expect(renderParams(DEFAULT_PANEL_OPTIONS, ctx, true)).toMatchObject({ from: 'now-1h', to: 'now', theme: 'light', tz: 'Europe/Berlin' });

@@ -65,6 +65,7 @@ export function renderParams(options: PanelOptions, ctx: RenderContext, relative
     host: optionValues(options.host, ctx.replaceVariables),
     result: optionValues(options.result, ctx.replaceVariables),
     overlay: options.chart === 'heatmap' ? [...(options.overlays ?? [])] : [],
+    ...(options.chart === 'heatmap' && options.colourScale === 'linear' ? { scale: 'linear' as const } : {}),
     from,
     to,
     width: size.width,

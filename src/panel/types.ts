@@ -1,6 +1,6 @@
 /** The heatmap panel's options and their defaults. */
 import type { DataSourceRef } from '@grafana/schema';
-import type { Overlay, RenderKind } from '../shared/renderer';
+import type { ColourScale, Overlay, RenderKind } from '../shared/renderer';
 
 export const PANEL_ID = 'tcplat-heatmap-panel';
 
@@ -15,6 +15,8 @@ export interface PanelOptions {
   result: string;
   /** Quantile lines drawn over the heatmap. */
   overlays: Overlay[];
+  /** Heatmap cell colours: log (default) or linear in connects per cell. */
+  colourScale: ColourScale;
   /** Chart title inside the image; empty: none. */
   title: string;
   /** Lifetime of links minted for alerts, e.g. 7d. */
@@ -29,6 +31,7 @@ export const DEFAULT_PANEL_OPTIONS: PanelOptions = {
   host: '',
   result: '',
   overlays: ['p50', 'p99'],
+  colourScale: 'log',
   title: '',
   linkTtl: '7d',
 };

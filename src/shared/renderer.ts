@@ -8,6 +8,8 @@ export const RENDER_PATHS = { heatmap: '/render/heatmap.png', percentiles: '/ren
 export type RenderKind = keyof typeof RENDER_PATHS;
 export const OVERLAYS = ['p50', 'p90', 'p99', 'max'] as const;
 export type Overlay = (typeof OVERLAYS)[number];
+export const COLOUR_SCALES = ['log', 'linear'] as const;
+export type ColourScale = (typeof COLOUR_SCALES)[number];
 /** Set by the renderer on the no-data image (a 200 PNG). */
 export const NO_DATA_HEADER = 'x-tcplat-no-data';
 
@@ -25,6 +27,8 @@ export interface RenderParams {
   theme: 'light' | 'dark';
   tz?: string;
   title?: string;
+  /** Heatmap colour scale; absent: the renderer's default (log). */
+  scale?: ColourScale;
 }
 
 const LISTS = ['service', 'dst', 'host', 'result', 'overlay'] as const;
@@ -40,6 +44,7 @@ export function renderQuery(p: RenderParams): URLSearchParams {
   q.set('theme', p.theme);
   if (p.tz) q.set('tz', p.tz);
   if (p.title) q.set('title', p.title);
+  if (p.scale) q.set('scale', p.scale);
   return q;
 }
 
