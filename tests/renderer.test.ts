@@ -124,6 +124,23 @@ describeWith(missingInflux(), 'renderer on InfluxDB 1.x', () => {
     expect(p.headers['x-tcplat-no-data']).toBe('true');
   });
 
+  test('a linear colour scale draws the same cells in other colours; a bad scale names the parameter', async () => {
+    const url = `/render/heatmap.png?service=nest&service=rails&from=${FROM}&to=${NOW}&width=600&height=300`;
+    const log = await get(url);
+    const lin = await get(`${url}&scale=linear`);
+    expect([log.statusCode, lin.statusCode]).toEqual([200, 200]);
+    const a = decodePng(log.body);
+    const b = decodePng(lin.body);
+    expect([b.width, b.height]).toEqual([600, 300]);
+    const box = { left: 90, right: 600 - 100, top: 46, bottom: 300 - 42 };
+    // Same data, so coloured cells in the same places; but not the same picture.
+    expect(Math.abs(colourMass(a, box).count - colourMass(b, box).count)).toBeLessThan(0.2 * colourMass(a, box).count);
+    expect(lin.body.equals(log.body)).toBe(false);
+    const bad = await get(`${url}&scale=cubic`);
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().parameter).toBe('scale');
+  });
+
   test("the seed's URL answers with the same heatmap", async () => {
     const seed = await get('/visualize/tcp-latency-heatmap?serviceName=rails&timeRange=1h');
     const same = await get('/render/heatmap.png?service=rails&from=now-1h&to=now');
