@@ -7,6 +7,7 @@
  * and the alert rules runs on the real InfluxDB 2.x that `npm test` starts.
  */
 import { expandValues } from '../src/shared/variables';
+import { fluxRows } from './support/flux';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -479,22 +480,6 @@ function interpolate(flux: string, bucket: string, fromMs: number, toMs: number,
     .replace(/\$\{(\w+):regex\}/g, (_m, name: string) => regexFormat(vars[name]));
 }
 
-/** Data rows of annotated CSV (all tables). */
-function csvRows(csv: string): Record<string, string>[] {
-  const out: Record<string, string>[] = [];
-  let header: string[] | null = null;
-  for (const line of csv.split(/\r?\n/)) {
-    if (line === '' || line.startsWith('#')) {
-      header = null;
-      continue;
-    }
-    const cells = line.split(',');
-    if (!header) header = cells;
-    else out.push(Object.fromEntries(header.map((h, i) => [h, cells[i]])));
-  }
-  return out;
-}
-
 describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', () => {
   let target: InfluxV2Target;
   const NOW = Date.now();
@@ -542,7 +527,7 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
         const flux = interpolate(q.flux, target.bucket, FROM, NOW, vars);
         let rows: Record<string, string>[];
         try {
-          rows = csvRows(await queryFlux(target, flux));
+          rows = fluxRows(await queryFlux(target, flux));
         } catch (e) {
           throw new Error(`${q.where}: ${(e as Error).message}\n${flux}`);
         }
@@ -557,7 +542,7 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
 
   test('the numbers are right: p99 per service, connects/s, failures/s, the slowest destination first', async () => {
     const all = { host: HOSTS, service: SERVICES, dst: DSTS };
-    const run = async (where: string) => csvRows(await queryFlux(target, interpolate(fluxQueries().find((q) => q.where.startsWith(where))!.flux, target.bucket, FROM, NOW, all)));
+    const run = async (where: string) => fluxRows(await queryFlux(target, interpolate(fluxQueries().find((q) => q.where.startsWith(where))!.flux, target.bucket, FROM, NOW, all)));
     const p99 = await run('panel 2 "Connect latency p50 / p95 / p99 by service" C');
     const rails = p99.filter((r) => r.service === 'rails').map((r) => Number(r._value));
     expect(Math.min(...rails)).toBeGreaterThan(900);
@@ -577,7 +562,7 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
     for (const r of rules) {
       const q = r.data.find((d: Any) => d.refId === 'A');
       const from = NOW - q.relativeTimeRange.from * 1000;
-      const rows = csvRows(await queryFlux(target, interpolate(q.model.query, target.bucket, from, NOW, {})));
+      const rows = fluxRows(await queryFlux(target, interpolate(q.model.query, target.bucket, from, NOW, {})));
       expect(rows.map((x) => x.service).sort()).toEqual([...SERVICES].sort());
       const by = Object.fromEntries(rows.map((x) => [x.service, Number(x._value)]));
       if (r.uid === 'tcplat-connect-p99') {

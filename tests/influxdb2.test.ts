@@ -10,7 +10,6 @@ import {
   CONNECT_FIELD,
   HIST_FIELD,
   MEASUREMENT,
-  parseCsv,
   buildInfluxQLHistQuery,
   encodePoints,
   histRowsFromFluxCsv,
@@ -33,6 +32,7 @@ import { HOSTILE } from './support/hostile';
 import { buildAgent, probeLine, runAgentOnce, tmpDir } from './agent-support';
 import { colourMass, decodePng, seedPoints } from './renderer-support';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2 } from './support/influx';
+import { fluxRows } from './support/flux';
 import { describeWith } from './support/prereq';
 
 const NOW = Date.UTC(2025, 10, 25, 12, 0, 0);
@@ -42,22 +42,9 @@ function missing(): string | null {
   return missingInflux2() ?? missingInflux();
 }
 
-/** Flux rows of one table, keyed by column name. */
+/** Flux rows keyed by column name. */
 async function fluxRecords(t: InfluxV2Target, flux: string): Promise<Record<string, string>[]> {
-  const csv = await queryFlux(t, flux);
-  const out: Record<string, string>[] = [];
-  let header: string[] | null = null;
-  for (const line of csv.split(/\r?\n/)) {
-    if (line === '' || line.startsWith('#')) {
-      header = null;
-      continue;
-    }
-    // Our values carry no commas or quotes except where the test checks them through exact lookups.
-    const cells = line.split(',');
-    if (!header) header = cells;
-    else out.push(Object.fromEntries(header.map((h, i) => [h, cells[i]])));
-  }
-  return out;
+  return fluxRows(await queryFlux(t, flux));
 }
 
 /** Rows in a canonical order: by time, then by the group's tag values in a fixed key order. */
@@ -238,20 +225,7 @@ describeWith(missingInflux2(), 'agent v2 writer into the real InfluxDB 2.x', () 
   |> keep(columns: ["service", "result", "_value"])`,
       );
       const out = new Map<string, number>();
-      let header: string[] = [];
-      for (const rec of parseCsv(csv)) {
-        if (rec.length < 2 || rec[0].startsWith('#')) {
-          header = [];
-          continue;
-        }
-        if (header.length === 0) {
-          header = rec;
-          continue;
-        }
-        // Flux's annotated CSV has its own "result" column (the yield name) before our tag of that name.
-        const get = (c: string) => rec[header.lastIndexOf(c)];
-        out.set(`${get('service')}|${get('result')}`, Number(get('_value')));
-      }
+      for (const row of fluxRows(csv)) out.set(`${row.service}|${row.result}`, Number(row._value));
       return out;
     };
     expect(await counts(MEASUREMENT.connect, CONNECT_FIELD.latencyMs, 'count')).toEqual(expected);

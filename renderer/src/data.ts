@@ -13,12 +13,11 @@ import {
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
   InfluxError,
+  queryFlux,
   queryInfluxQL,
-  authHeaders,
   type HistQuery,
   type HistRow,
   type InfluxTarget,
-  type InfluxV2Target,
 } from '@tcplat/core';
 
 export interface HistSource {
@@ -26,32 +25,6 @@ export interface HistSource {
   query(q: HistQuery): Promise<HistRow[]>;
   describe(): string;
   dialect: 'influxql' | 'flux';
-}
-
-async function queryFlux(t: InfluxV2Target, flux: string, signal: AbortSignal): Promise<string> {
-  const url = `${t.url.replace(/\/+$/, '')}/api/v2/query?${new URLSearchParams({ org: t.org })}`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { ...authHeaders(t), 'Content-Type': 'application/json', Accept: 'application/csv' },
-      body: JSON.stringify({ query: flux, type: 'flux', dialect: { header: true, annotations: ['datatype', 'group', 'default'] } }),
-      signal,
-    });
-  } catch (e) {
-    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
-  }
-  const text = await res.text();
-  if (!res.ok) {
-    let msg = text.slice(0, 300);
-    try {
-      msg = (JSON.parse(text) as { message?: string }).message ?? msg;
-    } catch {
-      /* not JSON: keep the text */
-    }
-    throw new InfluxError(`Flux query failed: HTTP ${res.status}: ${msg}`, res.status, text);
-  }
-  return text;
 }
 
 /** Bucket queries with more fields than this are split in two, run in parallel (InfluxDB uses a core each). */
