@@ -74,3 +74,42 @@ test('defaultDst formats ip:port and [v6]:port', () => {
   expect(defaultDst('ipv4', '10.0.0.5', 5432)).toBe('10.0.0.5:5432');
   expect(defaultDst('ipv6', '::1', 443)).toBe('[::1]:443');
 });
+
+describe('the fast path for the probe\'s own lines', () => {
+  const line = (o: Record<string, unknown>) =>
+    JSON.stringify({ type: 'connect', ts_ns: 0, latency_ns: 1, result: 'ok', errno: 0, syn_retrans: 0, pid: 1, tid: 1, comm: 'c', cgroup_id: 1, family: 'ipv4', saddr: '127.0.0.1', sport: 1, daddr: '127.0.0.1', dport: 2, ...o }).replace(
+      /"(ts_ns|cgroup_id)":"(\d+)"/g,
+      '"$1":$2',
+    );
+  // The same line with a space after the first colon cannot take the fast path: the general parser reads it.
+  const slow = (l: string) => l.replace('"type":', '"type": ');
+
+  test.each([
+    [{}],
+    [{ ts_ns: '18446744073709551615', cgroup_id: '18446744073709551615' }],
+    [{ comm: 'tl"q\\b\tz\u0001' }],
+    [{ comm: 'ünï 中' }],
+    [{ family: 'ipv6', saddr: '::1', daddr: 'fe80::1:2' }],
+    [{ result: 'aborted', latency_ns: 300_000_000, syn_retrans: 3, errno: 0 }],
+    [{ pid: 4294967295, tid: 4294967295, sport: 65535, dport: 65535, errno: 4095 }],
+  ])('gives exactly what the general parser gives: %j', (o) => {
+    const l = line(o);
+    const fast = parseProbeLine(l);
+    const general = parseProbeLine(slow(l));
+    expect(fast.ok).toBe(true);
+    expect(fast).toEqual(general);
+  });
+
+  test.each([
+    [{ ts_ns: '18446744073709551616' }, 'ts_ns'],
+    [{ cgroup_id: '99999999999999999999' }, 'cgroup_id'],
+    [{ pid: 4294967296 }, 'pid'],
+    [{ sport: 65536 }, 'sport'],
+    [{ errno: 4096 }, 'errno'],
+    [{ latency_ns: 9007199254740993 }, 'latency_ns'],
+  ])('out-of-range values still give the typed error: %j', (o, field) => {
+    const r = parseProbeLine(line(o));
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.error.field).toBe(field);
+  });
+});
