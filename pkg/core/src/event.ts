@@ -117,7 +117,7 @@ const SAFE = Number.MAX_SAFE_INTEGER;
  * whitespace, out-of-range values, bad escapes - takes the general path, which gives the typed errors.
  */
 const FAST_CONNECT =
-  /^\{"type":"connect","ts_ns":(\d{1,20}),"latency_ns":(\d{1,16}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(\d{1,4}),"syn_retrans":(\d{1,5}),"pid":(\d{1,10}),"tid":(\d{1,10}),"comm":"((?:[^"\\\u0000-\u001f]|\\.)*)","cgroup_id":(\d{1,20}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(\d{1,5}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(\d{1,5})\}$/;
+  /^\{"type":"connect","ts_ns":(\d{1,20}),"latency_ns":(\d{1,16}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(\d{1,4}),"syn_retrans":(\d{1,5}),"pid":(\d{1,10}),"tid":(\d{1,10}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)","cgroup_id":(\d{1,20}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(\d{1,5}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(\d{1,5})\}$/;
 
 function fastConnect(text: string): ConnectEvent | null {
   const m = FAST_CONNECT.exec(text);
