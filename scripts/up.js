@@ -139,6 +139,21 @@ async function busiestService(/** @type {any} */ c, /** @type {any} */ target) {
 
 /** @param {string[]} argv */
 async function main(argv) {
+  // A fresh clone has nothing built yet, not even the flag parser: set up first (it is what up does anyway).
+  const wantsHelp = argv.includes('--help') || argv.includes('-h');
+  if (!fs.existsSync(path.join(root, 'pkg/core/dist/index.js')) && !wantsHelp && !argv.includes('--setup=false')) {
+    const blocker = probeBlocker();
+    if (blocker) {
+      warn(blocker);
+      return 1;
+    }
+    say('first run: setting up (scripts/setup installs what is missing and builds)');
+    const r = spawnSync(path.join(root, 'scripts/setup'), { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.status !== 0) {
+      warn('scripts/setup failed (see above)');
+      return 1;
+    }
+  }
   const c = core();
   const specs = [...c.INFLUX_OPTIONS, ...OPTIONS];
   let loaded;
