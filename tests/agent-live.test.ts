@@ -9,6 +9,7 @@ import net from 'node:net';
 import { MEASUREMENT, type InfluxV1Target } from '@tcplat/core';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { describeWith, missingRootEbpf } from './support/prereq';
+import { freePort } from './support/net';
 import { agentArgs, buildAgent, PROBE, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 
 function missingLive(): string | null {
@@ -21,14 +22,6 @@ function missingLive(): string | null {
     return 'nft (nftables) is not installed';
   }
   return null;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Connect and close; resolves with the client-side connect time (ms) and whether it failed. */

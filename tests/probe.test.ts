@@ -17,6 +17,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import { freePort } from './support/net';
 
 const ROOT = path.resolve(__dirname, '..');
 const PROBE = path.join(ROOT, 'bpf', 'tcplat-probe');
@@ -267,15 +268,6 @@ async function startServer(host: string): Promise<net.Server> {
 }
 const servers = new Set<net.Server>();
 const portOf = (s: net.Server) => (s.address() as net.AddressInfo).port;
-
-/** A port with nothing listening (bound, then released). */
-async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen({ host, port: 0 }, resolve));
-  const port = portOf(s);
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 interface ConnectResult {
   ok: boolean;
