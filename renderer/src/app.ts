@@ -89,8 +89,11 @@ function rejectUnknown(query: Record<string, unknown>, allowed: readonly string[
 export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): Promise<void> {
   const { config, source, pool } = deps;
   const now = deps.now ?? Date.now;
-  const metrics = new RendererMetrics();
   const cache = new ImageCache(config.cacheBytes, now);
+  const metrics = new RendererMetrics(() => {
+    const s = pool.stats();
+    return { queueDepth: s.queued, busy: s.busy, workers: s.workers, restarts: s.restarts, cache: cache.stats() };
+  });
   const auth: AuthConfig = { tokens: config.authTokens, linkSecret: linkSecret(config.authTokens, config.linkSecret) };
   const inflight = new Map<string, Promise<CachedImage>>();
   let active = 0;
@@ -125,11 +128,11 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message, parameter: err.parameter });
     if (err instanceof QueryValueError) return reply.code(400).send({ error: err.message });
     if (err instanceof PoolOverloadedError) {
-      metrics.rejected++;
+      metrics.rejected.inc();
       return reply.code(429).header('Retry-After', '2').send({ error: err.message });
     }
     if (err instanceof InfluxError) {
-      metrics.influxErrors++;
+      metrics.influxErrors.inc();
       req.log.warn({ err: err.message, status: err.status }, 'InfluxDB query failed');
       if (err.status === 0 || err.status >= 500 || err.status === 429) {
         return reply.code(503).header('Retry-After', '10').send({ error: `InfluxDB is not available: ${err.message}` });
@@ -188,7 +191,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     const hit = img !== undefined;
     if (!img) {
       let pending = inflight.get(key);
-      if (pending) metrics.coalesced++;
+      if (pending) metrics.coalesced.inc();
       else {
         pending = produce(kind, p, key).finally(() => inflight.delete(key));
         inflight.set(key, pending);
@@ -315,12 +318,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     return reply.code(ok ? 200 : 503).send({ ok, workers: s.workers, ready: s.ready, busy: s.busy, queued: s.queued, restarts: s.restarts, influx: source.describe(), dialect: source.dialect });
   });
 
-  app.get(ROUTES.metrics, async (_req, reply) => {
-    const s = pool.stats();
-    return reply
-      .type('text/plain; version=0.0.4')
-      .send(metrics.format({ queueDepth: s.queued, busy: s.busy, workers: s.workers, restarts: s.restarts, cache: cache.stats() }));
-  });
+  app.get(ROUTES.metrics, async (_req, reply) => reply.type('text/plain; version=0.0.4').send(metrics.format()));
 }
 
 // Like fastify-plugin: the hooks, error and 404 handlers apply to the whole instance, not a child context.

@@ -9,3 +9,4 @@ export * from './influx';
 export * from './config';
 export * from './points';
 export * from './query';
+export * from './metrics';
