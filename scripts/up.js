@@ -141,6 +141,7 @@ async function busiestService(/** @type {any} */ c, /** @type {any} */ target) {
 async function main(argv) {
   // A fresh clone has nothing built yet, not even the flag parser: set up first (it is what up does anyway).
   const wantsHelp = argv.includes('--help') || argv.includes('-h');
+  let setUp = false;
   if (!fs.existsSync(path.join(root, 'pkg/core/dist/index.js')) && !wantsHelp && !argv.includes('--setup=false')) {
     const blocker = probeBlocker();
     if (blocker) {
@@ -153,6 +154,7 @@ async function main(argv) {
       warn('scripts/setup failed (see above)');
       return 1;
     }
+    setUp = true;
   }
   const c = core();
   const specs = [...c.INFLUX_OPTIONS, ...OPTIONS];
@@ -199,7 +201,7 @@ async function main(argv) {
     }
   }
 
-  if (v.setup) {
+  if (v.setup && !setUp) {
     say('checking set-up (scripts/setup)');
     const r = spawnSync(path.join(root, 'scripts/setup'), { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
     if (r.status !== 0) {
