@@ -5,8 +5,8 @@
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { encodePoint, LineProtocolError, parseProbeLine, type Point } from '@tcplat/core';
-import { Aggregator } from './aggregate/aggregator';
+import { encodePoint, LineProtocolError, parseProbeLine } from '@tcplat/core';
+import { Aggregator, type Emitted } from './aggregate/aggregator';
 import { wallNs, type Clock } from './clock';
 import { Enricher } from './enrich/enricher';
 import { Metrics, StageCounters } from './metrics';
@@ -207,15 +207,15 @@ export class Agent {
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
   }
 
-  private encode(p: Point): void {
+  private encode(p: Emitted): void {
     const enc = this.stages.encode;
     enc.received.inc();
     let line: string;
     try {
-      line = encodePoint(p);
+      line = typeof p === 'string' ? p : encodePoint(p);
     } catch (e) {
       enc.drop(e instanceof LineProtocolError ? 'line_protocol' : 'error');
-      this.log.warn({ err: (e as Error).message, measurement: p.measurement }, 'cannot encode a point; dropped');
+      this.log.warn({ err: (e as Error).message, measurement: typeof p === 'string' ? undefined : p.measurement }, 'cannot encode a point; dropped');
       return;
     }
     enc.emitted.inc();

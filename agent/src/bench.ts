@@ -76,13 +76,13 @@ function micro(lines: string[]): { eventsPerS: number; eventsPerCpuS: number; po
     if (e) agg.add(e as EnrichedEvent);
     if ((i & 0x7fff) === 0x7fff) {
       agg.flush((p) => {
-        bytes += encodePoint(p).length + 1;
+        bytes += (typeof p === 'string' ? p : encodePoint(p)).length + 1;
         points++;
       });
     }
   }
   agg.flush((p) => {
-    bytes += encodePoint(p).length + 1;
+    bytes += (typeof p === 'string' ? p : encodePoint(p)).length + 1;
     points++;
   }, true);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;

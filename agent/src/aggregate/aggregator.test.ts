@@ -1,4 +1,4 @@
-import { BUCKET_FIELDS, CONNECT_FIELD, encodePoint, HIST_FIELD, IntValue, MEASUREMENT, type ConnectEvent, type Point } from '@tcplat/core';
+import { BUCKET_FIELDS, CONNECT_FIELD, encodePoint, HIST_FIELD, IntValue, MEASUREMENT, parseLine, type ConnectEvent, type Point } from '@tcplat/core';
 import { Metrics, StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedSession } from '../types';
 import { Aggregator } from './aggregator';
@@ -20,7 +20,8 @@ function make(opts: Partial<ConstructorParameters<typeof Aggregator>[0]> = {}) {
   const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
   const a = new Aggregator({ host: 'h', windowNs: 10n * S, rawLimit: 10_000, runId: 1, random, ...opts }, stage);
   const points: Point[] = [];
-  return { a, stage, points, flush: (final = false) => a.flush((p) => points.push(p), final) };
+  // Raw connect points come as encoded lines: read them back to check what InfluxDB will get.
+  return { a, stage, points, flush: (final = false) => a.flush((p) => points.push(typeof p === 'string' ? parseLine(p) : p), final) };
 }
 
 const num = (v: unknown) => (v instanceof IntValue ? Number(v.value) : (v as number));
@@ -78,6 +79,22 @@ describe('raw points', () => {
     expect(r.map((p) => `${p.tags!.result}@${BigInt(p.timeNs!) - T0}`)).toEqual(['ok@5', 'ok@6', 'refused@7', 'ok@8']);
     expect(r.every((p) => p.fields[CONNECT_FIELD.sampleWeight] === undefined)).toBe(true);
     expect(a.collisions).toBe(5);
+  });
+
+  test('events of a second that arrive out of order are written in time order, each with its own values', () => {
+    const { a, points, flush } = make();
+    const offsets = [900n, 5n, 300n, 5n, 42n];
+    offsets.forEach((o, i) => a.add(ev(T0 + o, { pid: 100 + i })));
+    flush(true);
+    const r = raw(points).map((p) => [BigInt(p.timeNs!) - T0, num(p.fields[CONNECT_FIELD.pid])]);
+    // Sorted by time; the two events at +5 keep their arrival order, the second moved by 1 ns.
+    expect(r).toEqual([
+      [5n, 101],
+      [6n, 103],
+      [42n, 104],
+      [300n, 102],
+      [900n, 100],
+    ]);
   });
 
   test('beyond the limit per second of event time: a sample whose weights sum to the events', () => {

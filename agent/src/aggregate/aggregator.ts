@@ -25,16 +25,17 @@
  * collision (text tools print coarse times; a capture may repeat) moves the later point by 1 ns until it
  * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time.
  */
-import {
-  connectPoint,
-  Histogram,
-  histPoint,
-  sessionPoint,
-  type Point,
-  type SeriesTags,
-} from '@tcplat/core';
+import { connectLine, connectPoint, Histogram, histPoint, sessionPoint, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedSession } from '../types';
+import { UsedTimes } from './used-times';
+
+/**
+ * What a flush hands on: a point to encode, or a line already encoded (the raw tcp_connect points, one
+ * per kept event, are written straight to line protocol by pkg/core's connectLine: no point objects on
+ * the hot path).
+ */
+export type Emitted = Point | string;
 
 export interface AggregatorOptions {
   host: string;
@@ -48,10 +49,18 @@ export interface AggregatorOptions {
 }
 
 interface HistCell {
-  tags: SeriesTags;
   windowStartNs: bigint;
   hist: Histogram;
   synRetrans: number;
+}
+
+/** One histogram series (service, dst, result) and its windows that received events since the last flush. */
+interface Series {
+  tags: SeriesTags;
+  cells: Map<number, HistCell>;
+  /** The window the last event went to (events mostly arrive in time order). */
+  lastWindow: number;
+  lastCell: HistCell | null;
 }
 
 interface SecondSample {
@@ -68,7 +77,8 @@ const NS_PER_S = 1_000_000_000n;
 const SLOT_NS = 1_000_000n;
 
 export class Aggregator {
-  private readonly hist = new Map<string, HistCell>();
+  /** service -> dst -> result -> series: nested maps of the strings the events carry, no key to build per event. */
+  private readonly series = new Map<string, Map<string, Map<string, Series>>>();
   private readonly samples = new Map<number, SecondSample>();
   /** Raw points already emitted per second of event time (for the limit across late reservoirs). */
   private readonly emittedPerSecond = new Map<number, number>();
@@ -77,11 +87,13 @@ export class Aggregator {
   private flushNo = 0;
   private readonly runSlotNs: bigint;
   private readonly windowMs: number;
-  private readonly used = new Map<number, Set<number>>();
+  private readonly used = new UsedTimes();
   private readonly horizon: number;
   private readonly random: () => number;
-  /** Points moved by 1 ns (or more) because their series already had a point at that time. */
-  collisions = 0;
+  /** 1 ns moves made to keep raw and session timestamps unique (a point moved by 3 ns counts 3). */
+  get collisions(): number {
+    return this.used.moves;
+  }
   private pendingHistEvents = 0;
   private pendingRaw = 0;
   /** Events held in memory, not yet turned into points. */
@@ -114,17 +126,14 @@ export class Aggregator {
     const second = Number(ts / NS_PER_S);
     const sub = Number(ts % NS_PER_S);
     const windowIdx = Math.floor((second * 1000 + Math.floor(sub / 1e6)) / this.windowMs);
-    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}\u0000${windowIdx}`;
-    let cell = this.hist.get(key);
+    const series = this.seriesOf(ev);
+    let cell = series.lastWindow === windowIdx ? series.lastCell : series.cells.get(windowIdx);
     if (!cell) {
-      cell = {
-        tags: { host: this.opts.host, service: ev.service, dst: ev.dst, result: ev.result },
-        windowStartNs: BigInt(windowIdx) * this.opts.windowNs,
-        hist: new Histogram(),
-        synRetrans: 0,
-      };
-      this.hist.set(key, cell);
+      cell = { windowStartNs: BigInt(windowIdx) * this.opts.windowNs, hist: new Histogram(), synRetrans: 0 };
+      series.cells.set(windowIdx, cell);
     }
+    series.lastWindow = windowIdx;
+    series.lastCell = cell;
     cell.hist.add(ev.latencyNs / 1e6);
     cell.synRetrans += ev.synRetrans;
     this.pendingHistEvents++;
@@ -152,47 +161,87 @@ export class Aggregator {
     }
   }
 
+  private seriesOf(ev: EnrichedConnect): Series {
+    let byDst = this.series.get(ev.service);
+    if (!byDst) {
+      byDst = new Map();
+      this.series.set(ev.service, byDst);
+    }
+    let byResult = byDst.get(ev.dst);
+    if (!byResult) {
+      byResult = new Map();
+      byDst.set(ev.dst, byResult);
+    }
+    let series = byResult.get(ev.result);
+    if (!series) {
+      series = { tags: { host: this.opts.host, service: ev.service, dst: ev.dst, result: ev.result }, cells: new Map(), lastWindow: NaN, lastCell: null };
+      byResult.set(ev.result, series);
+    }
+    return series;
+  }
+
   /**
    * Turn what is due into points: every histogram delta, the raw samples of finished seconds (all of them
-   * when `final`), every session. Calls `emit` once per point.
+   * when `final`), every session. Calls `emit` once per point: raw connect points come already encoded.
    */
-  flush(emit: (p: Point) => void, final = false): void {
+  flush(emit: (p: Emitted) => void, final = false): void {
     const flushNo = this.flushNo++;
     const offset = this.runSlotNs + BigInt(flushNo % 1_000_000);
-    for (const cell of this.hist.values()) {
-      emit(histPoint(cell.tags, cell.hist, cell.windowStartNs + offset, cell.synRetrans));
-      this.stage.emitted.inc();
+    for (const byDst of this.series.values()) {
+      for (const byResult of byDst.values()) {
+        for (const series of byResult.values()) {
+          for (const cell of series.cells.values()) {
+            emit(histPoint(series.tags, cell.hist, cell.windowStartNs + offset, cell.synRetrans));
+            this.stage.emitted.inc();
+          }
+        }
+      }
     }
-    this.hist.clear();
+    // Series are rebuilt by the next events: a destination that went quiet leaves nothing behind.
+    this.series.clear();
     this.pendingHistEvents = 0;
 
     for (const [second, s] of this.samples) {
       if (!(final || second < this.newestSecond || s.bornAtFlush < flushNo)) continue;
       this.samples.delete(second);
       const weight = s.n > s.kept.length ? s.n / s.kept.length : undefined;
-      const order = s.kept.map((_, i) => i).sort((a, b) => s.subs[a] - s.subs[b]);
+      let { kept, subs } = s;
+      // In time order (the probe's events nearly always arrive so: sort only when they did not).
+      let sorted = true;
+      for (let i = 1; i < subs.length && sorted; i++) sorted = subs[i - 1] <= subs[i];
+      if (!sorted) {
+        const order = kept.map((_, i) => i).sort((a, b) => s.subs[a] - s.subs[b]);
+        kept = order.map((i) => s.kept[i]);
+        subs = order.map((i) => s.subs[i]);
+      }
+      const claimed = this.used.claimSorted(second, subs);
       const base = BigInt(second) * NS_PER_S;
-      for (const i of order) {
-        const ev = s.kept[i];
-        const sub = this.unique(second, s.subs[i]);
-        emit(
-          connectPoint({
-            host: this.opts.host,
+      const host = this.opts.host;
+      for (let i = 0; i < kept.length; i++) {
+        const ev = kept[i];
+        const input = {
+            host,
             service: ev.service,
             comm: ev.comm,
             dst: ev.dst,
             result: ev.result,
             family: ev.family,
-            latencyMs: ev.latencyNs / 1e6,
+            latencyNs: ev.latencyNs,
             synRetrans: ev.synRetrans,
             pid: ev.pid,
             sport: ev.sport,
             errno: ev.errno,
             container: ev.container,
             sampleWeight: weight,
-            timeNs: sub === s.subs[i] ? ev.tsNs : base + BigInt(sub),
-          }),
-        );
+            timeNs: claimed[i] === subs[i] ? ev.tsNs : base + BigInt(claimed[i]),
+        };
+        let line: string | null = null;
+        try {
+          line = connectLine(input);
+        } catch {
+          // Not encodable (say, a text tool's NaN): hand on the point, for the encode stage to count and log.
+        }
+        emit(line ?? connectPoint({ ...input, latencyMs: input.latencyNs / 1e6 }));
         this.stage.emitted.inc();
       }
       this.pendingRaw -= s.kept.length;
@@ -204,7 +253,7 @@ export class Aggregator {
     for (const ev of sessions) {
       const second = Number(ev.tsNs / NS_PER_S);
       const sub0 = Number(ev.tsNs % NS_PER_S);
-      const sub = this.unique(second, sub0);
+      const sub = this.used.claim(second, sub0);
       const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(
         sessionPoint({
@@ -226,33 +275,9 @@ export class Aggregator {
     this.prune();
   }
 
-  /**
-   * The ns-within-second itself, or the next free one (may exceed 1e9 - 1, which just means the next
-   * second: the caller rebuilds the timestamp from second + sub). Timestamps are kept unique across the
-   * whole host, which implies per series: cheaper (no series key per point) and the probe's timestamps
-   * are host-unique already, so only coarse text-tool times ever move.
-   */
-  private unique(second: number, sub: number): number {
-    for (;;) {
-      const sec = second + Math.floor(sub / 1e9);
-      const key = sub % 1e9;
-      let set = this.used.get(sec);
-      if (!set) {
-        set = new Set();
-        this.used.set(sec, set);
-      }
-      if (!set.has(key)) {
-        set.add(key);
-        return sub;
-      }
-      this.collisions++;
-      sub++;
-    }
-  }
-
   private prune(): void {
     const oldest = this.newestSecond - this.horizon;
-    for (const second of this.used.keys()) if (second < oldest) this.used.delete(second);
+    this.used.prune(oldest);
     for (const second of this.emittedPerSecond.keys()) if (second < oldest) this.emittedPerSecond.delete(second);
   }
 }

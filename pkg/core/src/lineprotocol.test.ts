@@ -1,7 +1,7 @@
 import { describeWith } from '../../../tests/support/prereq';
 import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
 import { queryInfluxQL, type InfluxV1Target, writeLines } from './influx';
-import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName } from './lineprotocol';
+import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName, parseLine } from './lineprotocol';
 import { quote } from './escape';
 import { HOSTILE } from '../../../tests/support/hostile';
 
@@ -38,6 +38,29 @@ describe('line protocol encoder', () => {
     expect(() => encodePoint({ measurement: 'm', fields: { '': 1 } })).toThrow(/field key/);
     expect(() => encodePoint({ measurement: 'm', tags: { '': 'x' }, fields: { a: 1 } })).toThrow(/tag key/);
     expect(() => encodePoint({ measurement: 'm', fields: { a: 1 }, timeNs: '12; DROP' })).toThrow(/timestamp/);
+    expect(() => encodePoint({ measurement: 'm', fields: { a: 1 }, timeNs: 2n ** 63n })).toThrow(/int64/);
+  });
+
+  test('parseLine reads back what encodePoint writes, hostile values included (normalised names as stored)', () => {
+    for (const v of HOSTILE) {
+      const p = {
+        measurement: `m ${v}`,
+        tags: { [`t ${v}`]: v || 'x', a: 'plain' },
+        fields: { text: v, [`k ${v}`]: int(-7), big: int(2n ** 62n), f: 0.25, yes: true },
+        timeNs: 1_700_000_000_000_000_001n,
+      };
+      const back = parseLine(encodePoint(p));
+      expect(back).toEqual({
+        measurement: normalizeName(p.measurement),
+        tags: { a: 'plain', [normalizeName(`t ${v}`)]: normalizeName(v || 'x') },
+        fields: { text: v, [normalizeName(`k ${v}`)]: int(-7), big: int(2n ** 62n), f: 0.25, yes: true },
+        timeNs: '1700000000000000001',
+      });
+    }
+    expect(parseLine('m a=1')).toEqual({ measurement: 'm', fields: { a: 1 } });
+    expect(() => parseLine('m,t=1')).toThrow(/no fields/);
+    expect(() => parseLine('m a=nope')).toThrow(LineProtocolError);
+    expect(() => parseLine('m a="open')).toThrow(/unterminated/);
   });
 
   test('encodePoints terminates every line', () => {

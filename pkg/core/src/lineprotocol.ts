@@ -93,21 +93,61 @@ export function escapeStringField(value: string): string {
   return '"' + (STR_SPECIAL.test(value) ? value.replace(STR_SPECIAL_G, '\\$1') : value) + '"';
 }
 
+/** A float field value as line protocol writes it; `key` only names the field in the error. */
+export function floatText(key: string, v: number): string {
+  if (!Number.isFinite(v)) throw new LineProtocolError(`field ${JSON.stringify(key)} is ${v}: InfluxDB stores only finite floats`);
+  return String(v);
+}
+
+/**
+ * `floatText(key, ns / 1e6)` for a whole number of nanoseconds, written as the exact decimal of the
+ * milliseconds (digit arithmetic instead of a float-to-shortest-string conversion, the costliest step of
+ * a raw point). It reads back as the very same double; for ns below 1e15 it is the same text too.
+ */
+export function nsAsMsText(key: string, ns: number): string {
+  if (!Number.isSafeInteger(ns) || ns < 0) return floatText(key, ns / 1e6);
+  const whole = Math.floor(ns / 1e6);
+  const frac = ns - whole * 1e6;
+  if (frac === 0) return String(whole);
+  let digits = String(frac);
+  digits = '000000'.slice(digits.length) + digits;
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 48 /* 0 */) end--;
+  return whole + '.' + digits.slice(0, end);
+}
+
+/** An integer field value with its `i` suffix; `key` only names the field in the error. */
+export function intText(key: string, n: number | bigint): string {
+  if (typeof n === 'number' && !Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
+  return `${n}i`;
+}
+
 function encodeFieldValue(key: string, v: FieldValue): string {
   switch (typeof v) {
     case 'number':
-      if (!Number.isFinite(v)) throw new LineProtocolError(`field ${JSON.stringify(key)} is ${v}: InfluxDB stores only finite floats`);
-      return String(v);
+      return floatText(key, v);
     case 'string':
       return escapeStringField(v);
     case 'boolean':
       return v ? 'true' : 'false';
-    default: {
-      const n = v.value;
-      if (typeof n === 'number' && !Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
-      return `${n}i`;
-    }
+    default:
+      return intText(key, v.value);
   }
+}
+
+const TIMESTAMP = /^-?\d{1,19}$/;
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** A point's timestamp as line protocol writes it: integer ns, as a bigint or decimal string. */
+export function timeText(t: bigint | string): string {
+  if (typeof t === 'bigint') {
+    if (t < INT64_MIN || t > INT64_MAX) throw new LineProtocolError(`timestamp ${t} is beyond InfluxDB's int64 nanoseconds`);
+    return String(t);
+  }
+  if (!TIMESTAMP.test(t)) throw new LineProtocolError(`timestamp ${JSON.stringify(t)} is not integer nanoseconds`);
+  return t;
 }
 
 /** Encode one point as one line (no trailing newline). Tag order is sorted, as InfluxDB recommends. */
@@ -138,11 +178,7 @@ export function encodePoint(p: Point): string {
     first = false;
   }
   if (first) throw new LineProtocolError(`point of ${JSON.stringify(p.measurement)} has no fields`);
-  if (p.timeNs !== undefined) {
-    const t = String(p.timeNs);
-    if (!/^-?\d{1,19}$/.test(t)) throw new LineProtocolError(`timestamp ${JSON.stringify(t)} is not integer nanoseconds`);
-    line += ' ' + t;
-  }
+  if (p.timeNs !== undefined) line += ' ' + timeText(p.timeNs);
   return line;
 }
 
@@ -151,4 +187,75 @@ export function encodePoints(points: Iterable<Point>): string {
   let out = '';
   for (const p of points) out += encodePoint(p) + '\n';
   return out;
+}
+
+/**
+ * Read one line written by encodePoint back into a point: tags and names unescaped, floats as numbers,
+ * integers as IntValue (bigint when beyond 2^53), strings unescaped, the timestamp as a decimal string.
+ * For tests and tools that check what the agent writes; it reads only what this encoder produces.
+ */
+export function parseLine(line: string): Point {
+  let i = 0;
+  const bad = (what: string): never => {
+    throw new LineProtocolError(`cannot read line protocol (${what} at ${i}): ${JSON.stringify(line.slice(0, 200))}`);
+  };
+  // A name or tag part, up to one of `stops` not escaped by a backslash.
+  const token = (stops: string, unescapes: string): string => {
+    let out = '';
+    while (i < line.length && !stops.includes(line[i])) {
+      if (line[i] === '\\' && i + 1 < line.length && unescapes.includes(line[i + 1])) {
+        out += line[i + 1];
+        i += 2;
+      } else out += line[i++];
+    }
+    return out;
+  };
+  const measurement = token(', ', ', ');
+  if (measurement === '') bad('empty measurement');
+  const tags: Tags = {};
+  let hasTags = false;
+  while (line[i] === ',') {
+    i++;
+    const k = token('=', ',= ');
+    if (line[i++] !== '=') bad('tag without =');
+    tags[k] = token(', ', ',= ');
+    hasTags = true;
+  }
+  if (line[i++] !== ' ') bad('no fields');
+  const fields: Fields = {};
+  for (;;) {
+    const k = token('=', ',= ');
+    if (line[i++] !== '=') bad('field without =');
+    if (line[i] === '"') {
+      let v = '';
+      i++;
+      while (i < line.length && line[i] !== '"') {
+        if (line[i] === '\\' && (line[i + 1] === '"' || line[i + 1] === '\\')) i++;
+        v += line[i++];
+      }
+      if (line[i++] !== '"') bad('unterminated string');
+      fields[k] = v;
+    } else {
+      const start = i;
+      while (i < line.length && line[i] !== ',' && line[i] !== ' ') i++;
+      const text = line.slice(start, i);
+      if (text === 'true' || text === 'false') fields[k] = text === 'true';
+      else if (/^-?\d+i$/.test(text)) {
+        const b = BigInt(text.slice(0, -1));
+        fields[k] = int(b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b);
+      } else if (text !== '' && Number.isFinite(Number(text))) fields[k] = Number(text);
+      else bad(`field value ${JSON.stringify(text)}`);
+    }
+    if (line[i] !== ',') break;
+    i++;
+  }
+  const p: Point = { measurement, fields };
+  if (hasTags) p.tags = tags;
+  if (line[i] === ' ') {
+    i++;
+    p.timeNs = timeText(line.slice(i));
+    i = line.length;
+  }
+  if (i !== line.length) bad('trailing text');
+  return p;
 }

@@ -1,6 +1,7 @@
 import { Histogram } from './histogram';
-import { encodePoint } from './lineprotocol';
-import { connectPoint, histPoint } from './points';
+import { HOSTILE } from '../../../tests/support/hostile';
+import { encodePoint, LineProtocolError, nsAsMsText, parseLine } from './lineprotocol';
+import { connectLine, connectPoint, histPoint } from './points';
 
 test('connectPoint keeps pid and sport as fields, never tags', () => {
   const line = encodePoint(
@@ -18,4 +19,50 @@ test('histPoint writes count, sum, min, max and every bucket', () => {
   expect(line).toContain('le_0.63=1i');
   expect(line).toContain('le_1000=1i');
   expect(line).toContain('le_inf=0i 10000000000');
+});
+
+describe('connectLine (the agent hot path) writes exactly what encodePoint(connectPoint()) writes', () => {
+  const base = { host: 'h', service: 'api', comm: 'node', dst: 'db:5432', result: 'ok' as const, family: 'ipv4' as const, latencyNs: 1_250_000, synRetrans: 0, pid: 42, sport: 40000, timeNs: 1764100000123456789n };
+  type V = typeof base & { errno?: number; container?: string; sampleWeight?: number };
+  const asPoint = (v: V) => connectPoint({ ...v, latencyMs: v.latencyNs / 1e6 });
+  const variants: V[] = [
+    base,
+    { ...base, errno: 111, result: 'refused' as const, latencyNs: 40_000 },
+    { ...base, container: 'docker:0123abcd', sampleWeight: 3.5, synRetrans: 2 },
+    { ...base, sampleWeight: 1, comm: '', service: '' },
+    { ...base, latencyNs: 1, timeNs: 5n },
+    { ...base, latencyNs: 0 },
+    { ...base, latencyNs: 3_000_000_000 },
+    { ...base, latencyNs: 1_000_000_007 },
+  ];
+  test.each(variants.map((v, i) => [i, v] as const))('variant %i', (_i, v) => {
+    expect(connectLine(v)).toBe(encodePoint(asPoint(v)));
+    expect(connectLine({ ...v, timeNs: String(v.timeNs) })).toBe(encodePoint(asPoint(v)));
+  });
+
+  test('latencies as exact decimals of ns: the same text as the float below 1e15 ns, the same value always', () => {
+    let seed = 7;
+    const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
+    for (let k = 0; k < 20_000; k++) {
+      const ns = Math.floor(Math.exp(rnd() * 34.5)); // 1 ns .. ~1e15 ns
+      expect(nsAsMsText('f', ns)).toBe(String(ns / 1e6));
+    }
+    for (const ns of [Number.MAX_SAFE_INTEGER, 1e15 + 1, 123_456_789_012_345_6]) expect(Number(nsAsMsText('f', ns))).toBe(ns / 1e6);
+    expect(nsAsMsText('f', 2.5)).toBe(String(2.5 / 1e6)); // not whole ns: the float path
+  });
+
+  test('every hostile value in every tag and the container field', () => {
+    for (const x of HOSTILE) {
+      const v = { ...base, host: x, service: x, comm: x, dst: x, container: x };
+      const line = connectLine(v);
+      expect(line).toBe(encodePoint(asPoint(v)));
+      expect(parseLine(line).fields.container).toBe(x);
+    }
+  });
+
+  test('refuses what InfluxDB would refuse, like encodePoint', () => {
+    expect(() => connectLine({ ...base, latencyNs: NaN })).toThrow(LineProtocolError);
+    expect(() => connectLine({ ...base, pid: 1.5 })).toThrow(/integer/);
+    expect(() => connectLine({ ...base, timeNs: '1; DROP' })).toThrow(/timestamp/);
+  });
 });
