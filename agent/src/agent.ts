@@ -5,7 +5,7 @@
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { encodePoint, LineProtocolError, parseProbeLine } from '@tcplat/core';
+import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
 import { wallNs, type Clock } from './clock';
 import { Enricher } from './enrich/enricher';
@@ -212,10 +212,10 @@ export class Agent {
     enc.received.inc();
     let line: string;
     try {
-      line = typeof p === 'string' ? p : encodePoint(p);
+      line = 'raw' in p ? connectLine(p) : encodePoint(p);
     } catch (e) {
       enc.drop(e instanceof LineProtocolError ? 'line_protocol' : 'error');
-      this.log.warn({ err: (e as Error).message, measurement: typeof p === 'string' ? undefined : p.measurement }, 'cannot encode a point; dropped');
+      this.log.warn({ err: (e as Error).message, measurement: 'raw' in p ? MEASUREMENT.connect : p.measurement }, 'cannot encode a point; dropped');
       return;
     }
     enc.emitted.inc();

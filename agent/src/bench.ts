@@ -14,7 +14,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { encodePoint, parseProbeLine, queryInfluxQL } from '@tcplat/core';
+import { connectLine, encodePoint, parseProbeLine, queryInfluxQL } from '@tcplat/core';
 import { Aggregator } from './aggregate/aggregator';
 import { Enricher } from './enrich/enricher';
 import { parseRules } from './enrich/rules';
@@ -76,13 +76,13 @@ function micro(lines: string[]): { eventsPerS: number; eventsPerCpuS: number; po
     if (e) agg.add(e as EnrichedEvent);
     if ((i & 0x7fff) === 0x7fff) {
       agg.flush((p) => {
-        bytes += (typeof p === 'string' ? p : encodePoint(p)).length + 1;
+        bytes += ('raw' in p ? connectLine(p) : encodePoint(p)).length + 1;
         points++;
       });
     }
   }
   agg.flush((p) => {
-    bytes += (typeof p === 'string' ? p : encodePoint(p)).length + 1;
+    bytes += ('raw' in p ? connectLine(p) : encodePoint(p)).length + 1;
     points++;
   }, true);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -1,4 +1,4 @@
-import { BUCKET_FIELDS, CONNECT_FIELD, encodePoint, HIST_FIELD, IntValue, MEASUREMENT, parseLine, type ConnectEvent, type Point } from '@tcplat/core';
+import { BUCKET_FIELDS, CONNECT_FIELD, connectLine, encodePoint, HIST_FIELD, IntValue, MEASUREMENT, parseLine, type ConnectEvent, type Point } from '@tcplat/core';
 import { Metrics, StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedSession } from '../types';
 import { Aggregator } from './aggregator';
@@ -20,8 +20,8 @@ function make(opts: Partial<ConstructorParameters<typeof Aggregator>[0]> = {}) {
   const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
   const a = new Aggregator({ host: 'h', windowNs: 10n * S, rawLimit: 10_000, runId: 1, random, ...opts }, stage);
   const points: Point[] = [];
-  // Raw connect points come as encoded lines: read them back to check what InfluxDB will get.
-  return { a, stage, points, flush: (final = false) => a.flush((p) => points.push(typeof p === 'string' ? parseLine(p) : p), final) };
+  // Raw connect points come as connectLine's values: encode and read them back to check what InfluxDB will get.
+  return { a, stage, points, flush: (final = false) => a.flush((p) => points.push('raw' in p ? parseLine(connectLine(p)) : p), final) };
 }
 
 const num = (v: unknown) => (v instanceof IntValue ? Number(v.value) : (v as number));

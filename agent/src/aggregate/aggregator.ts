@@ -25,17 +25,22 @@
  * collision (text tools print coarse times; a capture may repeat) moves the later point by 1 ns until it
  * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time.
  */
-import { connectLine, connectPoint, Histogram, histPoint, sessionPoint, type Point, type SeriesTags } from '@tcplat/core';
+import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedSession } from '../types';
+import { SecondSample } from './sample';
 import { UsedTimes } from './used-times';
 
 /**
- * What a flush hands on: a point to encode, or a line already encoded (the raw tcp_connect points, one
- * per kept event, are written straight to line protocol by pkg/core's connectLine: no point objects on
- * the hot path).
+ * A raw tcp_connect point as the encode stage takes it: the values of pkg/core's connectLine, which
+ * writes the line directly (one per kept event: the hot path builds no Point, tag or field objects).
  */
-export type Emitted = Point | string;
+export interface RawConnect extends ConnectLineInput {
+  raw: true;
+}
+
+/** What a flush hands on to the encode stage. */
+export type Emitted = Point | RawConnect;
 
 export interface AggregatorOptions {
   host: string;
@@ -63,17 +68,15 @@ interface Series {
   lastCell: HistCell | null;
 }
 
-interface SecondSample {
-  second: number;
-  n: number;
-  capacity: number;
-  kept: EnrichedConnect[];
-  /** ns within the second of each kept event (same index). */
-  subs: number[];
-  bornAtFlush: number;
-}
 
 const NS_PER_S = 1_000_000_000n;
+
+/** Unix ns as a decimal string from a second and ns within it (which may reach past the second). */
+function nsText(second: number, sub: number): string {
+  const sec = second + Math.floor(sub / 1e9);
+  const rest = String(sub % 1e9);
+  return sec === 0 ? rest : sec + '000000000'.slice(rest.length) + rest;
+}
 const SLOT_NS = 1_000_000n;
 
 export class Aggregator {
@@ -143,22 +146,14 @@ export class Aggregator {
     if (!s) {
       const limit = this.opts.rawLimit;
       const capacity = limit <= 0 ? Infinity : Math.max(1, limit - (this.emittedPerSecond.get(second) ?? 0));
-      s = { second, n: 0, capacity, kept: [], subs: [], bornAtFlush: this.flushNo };
+      s = new SecondSample(second, capacity, this.flushNo);
       this.samples.set(second, s);
     }
-    s.n++;
-    if (s.kept.length < s.capacity) {
-      s.kept.push(ev);
-      s.subs.push(sub);
-      this.pendingRaw++;
-    } else {
-      const j = Math.floor(this.random() * s.n);
-      if (j < s.capacity) {
-        s.kept[j] = ev;
-        s.subs[j] = sub;
-      }
-      this.stage.drop('sampled_out');
-    }
+    const before = s.kept;
+    s.offer(ev, sub, this.random);
+    // Beyond the limit an event is sampled out, or takes the place of an earlier one: one fewer either way.
+    if (s.kept > before) this.pendingRaw++;
+    else this.stage.drop('sampled_out');
   }
 
   private seriesOf(ev: EnrichedConnect): Series {
@@ -204,48 +199,35 @@ export class Aggregator {
     for (const [second, s] of this.samples) {
       if (!(final || second < this.newestSecond || s.bornAtFlush < flushNo)) continue;
       this.samples.delete(second);
-      const weight = s.n > s.kept.length ? s.n / s.kept.length : undefined;
-      let { kept, subs } = s;
-      // In time order (the probe's events nearly always arrive so: sort only when they did not).
-      let sorted = true;
-      for (let i = 1; i < subs.length && sorted; i++) sorted = subs[i - 1] <= subs[i];
-      if (!sorted) {
-        const order = kept.map((_, i) => i).sort((a, b) => s.subs[a] - s.subs[b]);
-        kept = order.map((i) => s.kept[i]);
-        subs = order.map((i) => s.subs[i]);
-      }
+      const kept = s.kept;
+      const weight = s.n > kept ? s.n / kept : undefined;
+      const order = s.timeOrder();
+      const subs = order ? order.map((i) => s.subs[i]) : s.subs;
       const claimed = this.used.claimSorted(second, subs);
-      const base = BigInt(second) * NS_PER_S;
       const host = this.opts.host;
-      for (let i = 0; i < kept.length; i++) {
-        const ev = kept[i];
-        const input = {
-            host,
-            service: ev.service,
-            comm: ev.comm,
-            dst: ev.dst,
-            result: ev.result,
-            family: ev.family,
-            latencyNs: ev.latencyNs,
-            synRetrans: ev.synRetrans,
-            pid: ev.pid,
-            sport: ev.sport,
-            errno: ev.errno,
-            container: ev.container,
-            sampleWeight: weight,
-            timeNs: claimed[i] === subs[i] ? ev.tsNs : base + BigInt(claimed[i]),
-        };
-        let line: string | null = null;
-        try {
-          line = connectLine(input);
-        } catch {
-          // Not encodable (say, a text tool's NaN): hand on the point, for the encode stage to count and log.
-        }
-        emit(line ?? connectPoint({ ...input, latencyMs: input.latencyNs / 1e6 }));
+      for (let k = 0; k < kept; k++) {
+        const i = order ? order[k] : k;
+        emit({
+          raw: true,
+          host,
+          service: s.service[i],
+          comm: s.comm[i],
+          dst: s.dst[i],
+          result: s.result[i],
+          family: s.family[i],
+          latencyNs: s.latencyNs[i],
+          synRetrans: s.synRetrans[i],
+          pid: s.pid[i],
+          sport: s.sport[i],
+          errno: s.errno[i],
+          container: s.container?.[i],
+          sampleWeight: weight,
+          timeNs: nsText(second, claimed[k]),
+        });
         this.stage.emitted.inc();
       }
-      this.pendingRaw -= s.kept.length;
-      this.emittedPerSecond.set(second, (this.emittedPerSecond.get(second) ?? 0) + s.kept.length);
+      this.pendingRaw -= kept;
+      this.emittedPerSecond.set(second, (this.emittedPerSecond.get(second) ?? 0) + kept);
     }
 
     const sessions = this.sessions;

@@ -25,8 +25,11 @@ const EPHEMERAL_MIN = 32768;
 const CACHE_MAX = 65_536;
 
 export class Enricher {
-  private readonly services = new Map<string, { facts: ProcFacts | null; service: string }>();
-  private readonly dsts = new Map<string, string>();
+  // Caches keyed by pid then comm, and by address then port: nested maps, so no key is built per event.
+  private readonly services = new Map<number, Map<string, { facts: ProcFacts | null; service: string; comm: string }>>();
+  private servicesSize = 0;
+  private readonly dsts = new Map<string, Map<number, string>>();
+  private dstsSize = 0;
   private readonly proc: ProcCache;
   private readonly listening: ListeningPorts;
 
@@ -49,15 +52,26 @@ export class Enricher {
       return null;
     }
     const facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
-    const key = `${ev.pid}|${ev.comm}`;
-    let s = this.services.get(key);
+    let byComm = this.services.get(ev.pid);
+    let s = byComm?.get(ev.comm);
     if (!s || s.facts !== facts) {
       const name = matchService(this.opts.rules.services, { pid: ev.pid, comm: ev.comm, ...(facts ?? {}) });
-      s = { facts, service: name ?? ev.comm };
-      if (this.services.size >= CACHE_MAX) this.services.clear();
-      this.services.set(key, s);
+      s = { facts, service: name ?? ev.comm, comm: ev.comm };
+      if (this.servicesSize >= CACHE_MAX) {
+        this.services.clear();
+        this.servicesSize = 0;
+        byComm = undefined;
+      }
+      if (!byComm) {
+        byComm = new Map();
+        this.services.set(ev.pid, byComm);
+      }
+      if (!byComm.has(ev.comm)) this.servicesSize++;
+      byComm.set(ev.comm, s);
     }
     const out = ev as EnrichedEvent;
+    // The cached, equal comm: one string per process name instead of one per event (the raw sample keeps it).
+    out.comm = s.comm;
     out.service = s.service;
     out.dst = this.dst(ev.family, ev.daddr, ev.dport);
     if (facts) {
@@ -69,13 +83,21 @@ export class Enricher {
   }
 
   private dst(family: 'ipv4' | 'ipv6', addr: string, port: number): string {
-    if (this.opts.rules.destinations.length === 0) return defaultDst(family, addr, port);
-    const key = `${addr}|${port}`;
-    let d = this.dsts.get(key);
+    let byPort = this.dsts.get(addr);
+    let d = byPort?.get(port);
     if (d === undefined) {
       d = matchDst(this.opts.rules.destinations, addr, port) ?? defaultDst(family, addr, port);
-      if (this.dsts.size >= CACHE_MAX) this.dsts.clear();
-      this.dsts.set(key, d);
+      if (this.dstsSize >= CACHE_MAX) {
+        this.dsts.clear();
+        this.dstsSize = 0;
+        byPort = undefined;
+      }
+      if (!byPort) {
+        byPort = new Map();
+        this.dsts.set(addr, byPort);
+      }
+      byPort.set(port, d);
+      this.dstsSize++;
     }
     return d;
   }

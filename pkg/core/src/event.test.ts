@@ -100,6 +100,40 @@ describe('the fast path for the probe\'s own lines', () => {
     expect(fast).toEqual(general);
   });
 
+  test('fuzz: mutated probe lines give what the general parser gives (value, or error reason and field)', () => {
+    let seed = 12345;
+    const rnd = (n: number) => (seed = (seed * 16807) % 2147483647) % n;
+    const alphabet = ['"', '\\', '0', '9', '1', ',', ':', '}', '{', ' ', '\n', '\u0001', 'a', '.', '-', 'é', 'u'];
+    const seeds = [
+      line({}),
+      line({ comm: 'a\\b"c', family: 'ipv6', saddr: '::ffff:1.2.3.4', daddr: 'fe80::1', result: 'unreachable', errno: 113 }),
+      line({ ts_ns: '1764100000123456789', latency_ns: 9007199254740991, cgroup_id: '18446744073709551615' }),
+    ];
+    const outcome = (l: string) => {
+      const r = parseProbeLine(l);
+      return r.ok ? { ok: true, value: r.value } : { ok: false, reason: r.error.reason, field: r.error.field };
+    };
+    let accepted = 0;
+    for (let k = 0; k < 20_000; k++) {
+      let l = seeds[rnd(seeds.length)];
+      for (let m = 1 + rnd(3); m > 0; m--) {
+        const at = 1 + rnd(l.length - 1);
+        const op = rnd(3);
+        const ch = alphabet[rnd(alphabet.length)];
+        l = op === 0 ? l.slice(0, at) + l.slice(at + 1) : op === 1 ? l.slice(0, at) + ch + l.slice(at) : l.slice(0, at) + ch + l.slice(at + 1);
+      }
+      if (!l.includes('"type":')) continue;
+      const fast = outcome(l);
+      if (fast.ok) accepted++;
+      expect([l, fast]).toEqual([l, outcome(slow(l))]);
+    }
+    expect(accepted).toBeGreaterThan(1000); // the mutations also keep many lines valid
+  });
+
+  test('leading zeros are not JSON: refused like the general parser does', () => {
+    expect(parseProbeLine(line({ pid: 1 }).replace('"pid":1', '"pid":01')).ok).toBe(false);
+  });
+
   test.each([
     [{ ts_ns: '18446744073709551616' }, 'ts_ns'],
     [{ cgroup_id: '99999999999999999999' }, 'cgroup_id'],

@@ -113,11 +113,13 @@ const SAFE = Number.MAX_SAFE_INTEGER;
 /** Parse one probe line. Never throws: malformed input yields `{ ok: false, error }`. */
 /**
  * The probe's own connect line, in its exact key order: read with one regular expression, about three
- * times faster than JSON.parse plus validation (the agent's hot path). Anything else - other key orders,
- * whitespace, out-of-range values, bad escapes - takes the general path, which gives the typed errors.
+ * times faster than JSON.parse plus validation (the agent's hot path), and faster than a hand-written
+ * scanner (measured: irregexp beats charCodeAt/startsWith loops here). Anything else - other key orders,
+ * whitespace, leading zeros, out-of-range values, bad escapes - takes the general path, which gives the
+ * typed errors. Tests hold both paths equal.
  */
 const FAST_CONNECT =
-  /^\{"type":"connect","ts_ns":(\d{1,20}),"latency_ns":(\d{1,16}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(\d{1,4}),"syn_retrans":(\d{1,5}),"pid":(\d{1,10}),"tid":(\d{1,10}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)","cgroup_id":(\d{1,20}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(\d{1,5}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(\d{1,5})\}$/;
+  /^\{"type":"connect","ts_ns":(0|[1-9]\d{0,19}),"latency_ns":(0|[1-9]\d{0,15}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(0|[1-9]\d{0,3}),"syn_retrans":(0|[1-9]\d{0,4}),"pid":(0|[1-9]\d{0,9}),"tid":(0|[1-9]\d{0,9}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)","cgroup_id":(0|[1-9]\d{0,19}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(0|[1-9]\d{0,4}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(0|[1-9]\d{0,4})\}$/;
 
 function fastConnect(text: string): ConnectEvent | null {
   const m = FAST_CONNECT.exec(text);

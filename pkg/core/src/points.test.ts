@@ -23,7 +23,7 @@ test('histPoint writes count, sum, min, max and every bucket', () => {
 
 describe('connectLine (the agent hot path) writes exactly what encodePoint(connectPoint()) writes', () => {
   const base = { host: 'h', service: 'api', comm: 'node', dst: 'db:5432', result: 'ok' as const, family: 'ipv4' as const, latencyNs: 1_250_000, synRetrans: 0, pid: 42, sport: 40000, timeNs: 1764100000123456789n };
-  type V = typeof base & { errno?: number; container?: string; sampleWeight?: number };
+  type V = Omit<typeof base, 'result' | 'family'> & { result: 'ok' | 'refused'; family: 'ipv4' | 'ipv6'; errno?: number; container?: string; sampleWeight?: number };
   const asPoint = (v: V) => connectPoint({ ...v, latencyMs: v.latencyNs / 1e6 });
   const variants: V[] = [
     base,
@@ -57,6 +57,15 @@ describe('connectLine (the agent hot path) writes exactly what encodePoint(conne
       const line = connectLine(v);
       expect(line).toBe(encodePoint(asPoint(v)));
       expect(parseLine(line).fields.container).toBe(x);
+    }
+  });
+
+  test('the cache of tag sections stays right past its bound (many series)', () => {
+    for (let i = 0; i < 45_000; i++) {
+      const v = { ...base, service: `svc-${i % 30_000}`, dst: i % 2 ? 'a' : 'b', family: i % 3 ? ('ipv4' as const) : ('ipv6' as const) };
+      const line = connectLine(v);
+      if (i % 997 === 0 || i >= 44_990) expect(line).toBe(encodePoint(asPoint(v)));
+      else expect(line.startsWith(`tcp_connect,comm=node,dst=${v.dst},family=${v.family},host=h,result=ok,service=svc-${i % 30_000} `)).toBe(true);
     }
   });
 

@@ -4,7 +4,7 @@
  */
 import { BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
-import { escapeMeasurement, escapeStringField, escapeTag, floatText, int, intText, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
+import { escapeMeasurement, escapeStringField, escapeTag, floatText, int, LineProtocolError, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
 import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, SESSION_FIELD, TAG, type ConnectResult, type Family } from './schema';
 
 export interface SeriesTags {
@@ -54,6 +54,66 @@ function tagText(key: string, value: string): string {
   return value === '' ? '' : ',' + key + '=' + escapeTag(value);
 }
 
+type Level = Map<string, unknown>;
+
+/**
+ * The measurement and tags of tcp_connect lines, remembered per (host, service, dst, result, comm, family):
+ * a handful of combinations carry millions of points. Nested maps of the values themselves, so a hit
+ * builds no key and allocates nothing. Bounded: cleared when full.
+ */
+class ConnectHeads {
+  private root: Level = new Map();
+  private size = 0;
+  private static readonly MAX = 20_000;
+
+  private static child(m: Level, k: string): Level {
+    let c = m.get(k) as Level | undefined;
+    if (c === undefined) {
+      c = new Map();
+      m.set(k, c);
+    }
+    return c;
+  }
+
+  get(e: ConnectLineInput): string {
+    const child = ConnectHeads.child;
+    const last = child(child(child(child(child(this.root, e.host), e.service), e.dst), e.result), e.comm);
+    let head = last.get(e.family) as string | undefined;
+    if (head === undefined) {
+      head = [
+        CONNECT_MEASUREMENT,
+        tagText(TAG.comm, e.comm),
+        tagText(TAG.dst, e.dst),
+        tagText(TAG.family, e.family),
+        tagText(TAG.host, e.host),
+        tagText(TAG.result, e.result),
+        tagText(TAG.service, e.service),
+      ].join('');
+      if (this.size >= ConnectHeads.MAX) {
+        this.root = new Map();
+        this.size = 0;
+      } else {
+        last.set(e.family, head);
+        this.size++;
+      }
+    }
+    return head;
+  }
+}
+
+const HEADS = new ConnectHeads();
+
+// The constant pieces between a raw line's values.
+const F_LATENCY = ` ${CONNECT_FIELD.latencyMs}=`;
+const F_SYN = `,${CONNECT_FIELD.synRetrans}=`;
+const F_PID = `i,${CONNECT_FIELD.pid}=`;
+const F_SPORT = `i,${CONNECT_FIELD.sport}=`;
+
+function checkedInt(key: string, n: number): number {
+  if (!Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
+  return n;
+}
+
 export type ConnectLineInput = Omit<ConnectPointInput, 'latencyMs' | 'timeNs'> & {
   /** The latency in whole ns, as the probe reports it. */
   latencyNs: number;
@@ -64,25 +124,20 @@ export type ConnectLineInput = Omit<ConnectPointInput, 'latencyMs' | 'timeNs'> &
 /**
  * The line of `connectPoint()` with latencyMs = latencyNs / 1e6, written directly: the same text as
  * `encodePoint(connectPoint(...))` (a test holds them equal on hostile values), without building the
- * point. The agent writes one per raw event, so this is its hot path.
+ * point. The agent writes one per raw event, so this is its hot path: the tags come from a cache, and
+ * one template builds the rest.
  */
 export function connectLine(e: ConnectLineInput): string {
-  let line =
-    CONNECT_MEASUREMENT +
-    tagText(TAG.comm, e.comm) +
-    tagText(TAG.dst, e.dst) +
-    tagText(TAG.family, e.family) +
-    tagText(TAG.host, e.host) +
-    tagText(TAG.result, e.result) +
-    tagText(TAG.service, e.service) +
-    ' ' + CONNECT_FIELD.latencyMs + '=' + nsAsMsText(CONNECT_FIELD.latencyMs, e.latencyNs) +
-    ',' + CONNECT_FIELD.synRetrans + '=' + intText(CONNECT_FIELD.synRetrans, e.synRetrans) +
-    ',' + CONNECT_FIELD.pid + '=' + intText(CONNECT_FIELD.pid, e.pid) +
-    ',' + CONNECT_FIELD.sport + '=' + intText(CONNECT_FIELD.sport, e.sport);
-  if (e.errno) line += ',' + CONNECT_FIELD.errno + '=' + intText(CONNECT_FIELD.errno, e.errno);
-  if (e.container) line += ',' + CONNECT_FIELD.container + '=' + escapeStringField(e.container);
-  if (e.sampleWeight !== undefined && e.sampleWeight !== 1) line += ',' + CONNECT_FIELD.sampleWeight + '=' + floatText(CONNECT_FIELD.sampleWeight, e.sampleWeight);
-  return line + ' ' + timeText(e.timeNs);
+  const latency = nsAsMsText(CONNECT_FIELD.latencyMs, e.latencyNs);
+  const syn = checkedInt(CONNECT_FIELD.synRetrans, e.synRetrans);
+  const pid = checkedInt(CONNECT_FIELD.pid, e.pid);
+  const sport = checkedInt(CONNECT_FIELD.sport, e.sport);
+  let more = '';
+  if (e.errno) more += `,${CONNECT_FIELD.errno}=${checkedInt(CONNECT_FIELD.errno, e.errno)}i`;
+  if (e.container) more += `,${CONNECT_FIELD.container}=${escapeStringField(e.container)}`;
+  if (e.sampleWeight !== undefined && e.sampleWeight !== 1) more += `,${CONNECT_FIELD.sampleWeight}=${floatText(CONNECT_FIELD.sampleWeight, e.sampleWeight)}`;
+  const time = timeText(e.timeNs);
+  return `${HEADS.get(e)}${F_LATENCY}${latency}${F_SYN}${syn}${F_PID}${pid}${F_SPORT}${sport}i${more} ${time}`;
 }
 
 /**

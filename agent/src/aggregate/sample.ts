@@ -1,0 +1,75 @@
+/**
+ * One second (of event time) of raw connect events waiting to become tcp_connect points: a uniform
+ * reservoir of at most `capacity` events, kept column by column.
+ *
+ * Why columns: at 30k+ events/s a second's events live until the flush after it, long enough for V8's
+ * young-generation collector to copy them (twice, when promoted). Keeping the events themselves (the
+ * parser's object, its address and cgroup strings, a bigint) made that copying the agent's largest cost.
+ * Here an event leaves behind a few numbers in number arrays and references to strings the enricher
+ * already shares (service, dst, comm); the event object itself dies young.
+ */
+import type { ConnectResult, Family } from '@tcplat/core';
+import type { EnrichedConnect } from '../types';
+
+export class SecondSample {
+  /** Events seen in this second (kept or not). */
+  n = 0;
+  /** ns within the second, per kept event. */
+  readonly subs: number[] = [];
+  readonly latencyNs: number[] = [];
+  readonly synRetrans: number[] = [];
+  readonly pid: number[] = [];
+  readonly sport: number[] = [];
+  readonly errno: number[] = [];
+  readonly service: string[] = [];
+  readonly dst: string[] = [];
+  readonly comm: string[] = [];
+  readonly result: ConnectResult[] = [];
+  readonly family: Family[] = [];
+  /** Container labels, only once an event had one (most hosts have none). */
+  container: (string | undefined)[] | null = null;
+
+  constructor(
+    readonly second: number,
+    readonly capacity: number,
+    readonly bornAtFlush: number,
+  ) {}
+
+  get kept(): number {
+    return this.subs.length;
+  }
+
+  /**
+   * Count one event and keep it if the reservoir has room, else in place of a random kept one with the
+   * probability that keeps the sample uniform (reservoir sampling).
+   */
+  offer(ev: EnrichedConnect, sub: number, random: () => number): void {
+    this.n++;
+    let i = this.subs.length;
+    if (i >= this.capacity) {
+      i = Math.floor(random() * this.n);
+      if (i >= this.capacity) return;
+    }
+    this.subs[i] = sub;
+    this.latencyNs[i] = ev.latencyNs;
+    this.synRetrans[i] = ev.synRetrans;
+    this.pid[i] = ev.pid;
+    this.sport[i] = ev.sport;
+    this.errno[i] = ev.errno;
+    this.service[i] = ev.service;
+    this.dst[i] = ev.dst;
+    this.comm[i] = ev.comm;
+    this.result[i] = ev.result;
+    this.family[i] = ev.family;
+    if (ev.container !== undefined || this.container) (this.container ??= new Array<string | undefined>(this.subs.length))[i] = ev.container;
+  }
+
+  /** Indexes of the kept events in time order (stable), or null when they already are in order. */
+  timeOrder(): number[] | null {
+    const subs = this.subs;
+    for (let i = 1; i < subs.length; i++) {
+      if (subs[i - 1] > subs[i]) return subs.map((_, k) => k).sort((a, b) => subs[a] - subs[b]);
+    }
+    return null;
+  }
+}
