@@ -242,6 +242,12 @@ export async function main(): Promise<number> {
         `(${l.agentCounted === l.stormConnects ? 'none lost' : `${l.stormConnects - l.agentCounted} missing`}); agent CPU ${l.agentCpuPercentOfOneCore}% of one core, peak RSS ${l.peakRssMb} MB`,
     );
   }
+  // The issue's baseline for the end-to-end figure is the host's loopback storm rate: measured just now
+  // when the live part ran, else the 34k/s the issue states.
+  const stormRate = l ? l.stormRate : RATE;
+  console.log(
+    `   end to end vs the loopback storm rate (${l ? 'bpf/storm, this run' : 'the issue\'s 34k/s'}): ${e.eventsPerS.toLocaleString('en')} / ${stormRate.toLocaleString('en')} = ${(e.eventsPerS / stormRate).toFixed(2)}x  target >= 1x  ${e.eventsPerS >= stormRate ? 'OK' : 'BELOW TARGET'}`,
+  );
   const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, bestEventsPerS: best.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
   if (l) result.live = l;
   const saved = path.join(OUT, 'bench-agent.json');
@@ -253,7 +259,7 @@ export async function main(): Promise<number> {
   }
   compare(prev, result);
   fs.writeFileSync(saved, JSON.stringify({ at: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, result }, null, 2) + '\n');
-  return Math.max(m.eventsPerS, m.eventsPerCpuS) >= 200_000 && e.eventsPerS >= 34_000 && e.peakRssMb <= 200 && e.histCountInInflux === e.events ? 0 : 1;
+  return Math.max(m.eventsPerS, m.eventsPerCpuS) >= 200_000 && e.eventsPerS >= Math.max(34_000, stormRate) && e.peakRssMb <= 200 && e.histCountInInflux === e.events ? 0 : 1;
 }
 
 if (require.main === module) {

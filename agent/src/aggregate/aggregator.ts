@@ -23,7 +23,11 @@
  *
  * Unique timestamps: raw and session points never share a timestamp (host-wide, hence also per series): a
  * collision (text tools print coarse times; a capture may repeat) moves the later point by 1 ns until it
- * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time.
+ * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time (UsedTimes).
+ *
+ * Cost: this stage sees every event, so it builds no key strings (series are nested maps of the strings
+ * the enricher shares) and keeps a second's raw events as columns (SecondSample), not as event objects;
+ * raw points leave as connectLine's values, not as Point objects.
  */
 import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
