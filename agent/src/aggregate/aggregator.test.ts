@@ -138,6 +138,22 @@ describe('raw points', () => {
     a.add(ev(T0, { comm: 'a b,c=d\n"x"\\', service: 'svc\\', dst: 'x y', container: 'c"' })); // container ids are hex or uuids: never a newline
     flush(true);
     for (const p of points) expect(encodePoint(p).split('\n')).toHaveLength(1);
+    const [r] = raw(points);
+    expect(r.tags).toMatchObject({ comm: 'a b,c=d\\n"x"\uFF3C', service: 'svc\uFF3C', dst: 'x y' }); // as InfluxDB stores them
+    expect(r.fields[CONNECT_FIELD.container]).toBe('c"');
+  });
+
+  test('every raw point keeps its own values: container only where the event had one, errno only when set', () => {
+    const { a, points, flush } = make();
+    a.add(ev(T0 + 1n, { pid: 1 }));
+    a.add(ev(T0 + 2n, { pid: 2, container: 'docker:abc', result: 'refused', errno: 111, latencyNs: 40_000 }));
+    a.add(ev(T0 + 3n, { pid: 3, sport: 4242, synRetrans: 2 }));
+    flush(true);
+    expect(raw(points).map((p) => [p.tags!.result, p.fields])).toEqual([
+      ['ok', { latency_ms: 2, syn_retrans: new IntValue(0), pid: new IntValue(1), sport: new IntValue(1) }],
+      ['refused', { latency_ms: 0.04, syn_retrans: new IntValue(0), pid: new IntValue(2), sport: new IntValue(1), errno: new IntValue(111), container: 'docker:abc' }],
+      ['ok', { latency_ms: 2, syn_retrans: new IntValue(2), pid: new IntValue(3), sport: new IntValue(4242) }],
+    ]);
   });
 });
 
