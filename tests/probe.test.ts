@@ -744,4 +744,16 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
       expect(nobody.stderr).toContain('sudo');
     }
   });
+
+  test('root without the BPF capabilities (a locked-down container): a clear "BPF not permitted", exit 1, no output', () => {
+    // A real fault, not a fake: setpriv drops every capability before exec, as a container without
+    // CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN would, so the kernel refuses bpf(2) with EPERM.
+    const r = spawnSync('setpriv', ['--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--', PROBE], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('BPF not permitted');
+    expect(r.stderr).toMatch(/CAP_BPF, CAP_PERFMON/);
+    expect(r.stderr).not.toContain(READY);
+  });
 });
