@@ -756,4 +756,16 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
     expect(r.stderr).toMatch(/CAP_BPF, CAP_PERFMON/);
     expect(r.stderr).not.toContain(READY);
   });
+
+  test('no kernel BTF (the file hidden in a private mount namespace): a clear error naming the kernel option, exit 1', () => {
+    // The kernel keeps its BTF; what the probe (and libbpf's CO-RE) read is the file, which a tmpfs over
+    // /sys/kernel/btf hides for this process only, as on a kernel built without CONFIG_DEBUG_INFO_BTF.
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs none /sys/kernel/btf && exec "$0"', PROBE], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('this kernel has no BTF');
+    expect(r.stderr).toContain('CONFIG_DEBUG_INFO_BTF=y');
+    expect(fs.existsSync('/sys/kernel/btf/vmlinux')).toBe(true); // the host's view is untouched
+  });
 });
