@@ -106,8 +106,13 @@ export function floatText(key: string, v: number): string {
  */
 export function nsAsMsText(key: string, ns: number): string {
   if (!Number.isSafeInteger(ns) || ns < 0) return floatText(key, ns / 1e6);
-  const whole = Math.floor(ns / 1e6);
-  const frac = ns - whole * 1e6;
+  let whole = Math.floor(ns / 1e6);
+  let frac = ns - whole * 1e6; // exact: whole * 1e6 <= ns < 2^53
+  // Near 2^53 the float division can round up to the next integer: correct by one.
+  if (frac < 0) {
+    whole--;
+    frac += 1e6;
+  }
   if (frac === 0) return String(whole);
   let digits = String(frac);
   digits = '000000'.slice(digits.length) + digits;

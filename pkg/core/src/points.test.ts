@@ -47,7 +47,7 @@ describe('connectLine (the agent hot path) writes exactly what encodePoint(conne
       const ns = Math.floor(Math.exp(rnd() * 34.5)); // 1 ns .. ~1e15 ns
       expect(nsAsMsText('f', ns)).toBe(String(ns / 1e6));
     }
-    for (const ns of [Number.MAX_SAFE_INTEGER, 1e15 + 1, 123_456_789_012_345_6]) expect(Number(nsAsMsText('f', ns))).toBe(ns / 1e6);
+    for (const ns of [Number.MAX_SAFE_INTEGER, 1e15 + 1, 123_456_789_012_345_6, 8_999_999_999_999_999]) expect(Number(nsAsMsText('f', ns))).toBe(ns / 1e6);
     expect(nsAsMsText('f', 2.5)).toBe(String(2.5 / 1e6)); // not whole ns: the float path
   });
 
