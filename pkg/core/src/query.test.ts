@@ -7,6 +7,7 @@ import {
   histColumns,
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
+  MAX_SERIES_ENTRIES,
   parseCsv,
   type HistQuery,
 } from './query';
@@ -90,6 +91,47 @@ describe('InfluxQL builder (golden)', () => {
     expect(text).not.toMatch(/[\n\r]/);
   });
 
+  test('series: exact series ORed together and ANDed with the filters; "" is a series without the tag', () => {
+    const text = buildInfluxQLHistQuery({
+      filters: { service: ['rails'] },
+      fromMs: FROM,
+      toMs: TO,
+      windowMs: 60_000,
+      metrics: ['buckets'],
+      fields: ['le_1'],
+      series: [
+        { result: 'ok', host: 'h1', dst: 'pg:5432', service: 'rails' },
+        { dst: 'redis:6379', host: '' },
+      ],
+    });
+    expect(text).toBe(
+      `SELECT sum("le_1") AS "le_1" FROM "tcp_connect_hist" WHERE time >= 1764100000000ms AND time < 1764103600000ms AND "service" = 'rails' ` +
+        `AND (("service" = 'rails' AND "dst" = 'pg:5432' AND "host" = 'h1' AND "result" = 'ok') OR ("dst" = 'redis:6379' AND "host" = '')) GROUP BY time(60000ms) fill(none)`,
+    );
+    const one = buildInfluxQLHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'], series: [{ host: 'h1' }] });
+    expect(one).toContain(` AND "host" = 'h1' GROUP BY`);
+  });
+
+  test('series: refuses an empty list, empty entries, unknown tags, control characters, too many entries', () => {
+    const ok: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'] };
+    for (const build of [(q: HistQuery) => buildInfluxQLHistQuery(q), (q: HistQuery) => buildFluxHistQuery(q, { bucket: 'b' })]) {
+      expect(() => build({ ...ok, series: [] })).toThrow(/series: empty/);
+      expect(() => build({ ...ok, series: [{}] })).toThrow(/at least one tag/);
+      expect(() => build({ ...ok, series: [{ comm: 'x' } as never] })).toThrow(/cannot match on "comm"/);
+      expect(() => build({ ...ok, series: [{ host: 'a\rb' }] })).toThrow(/control characters/);
+      expect(() => build({ ...ok, series: [{ host: 7 as never }] })).toThrow(/expected strings/);
+      expect(() => build({ ...ok, series: Array.from({ length: MAX_SERIES_ENTRIES + 1 }, (_, i) => ({ host: `h${i}` })) })).toThrow(/at most/);
+    }
+  });
+
+  test.each(HOSTILE)('hostile value %j in series stays inside one string literal', (v) => {
+    const text = buildInfluxQLHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'], series: [{ service: v, dst: v }, { host: v }] });
+    const skeleton = text.replace(/'(?:\\.|[^'\\])*'/gs, "''");
+    expect(skeleton).toBe(
+      `SELECT sum("count") AS "count" FROM "tcp_connect_hist" WHERE time >= 1764100000000ms AND time < 1764103600000ms AND (("service" = '' AND "dst" = '') OR "host" = '') GROUP BY time(60000ms) fill(none)`,
+    );
+  });
+
   test('refuses bad numbers, ranges, tags and metrics', () => {
     const ok: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'] };
     expect(() => buildInfluxQLHistQuery({ ...ok, fromMs: 1.5 })).toThrow(QueryValueError);
@@ -161,6 +203,28 @@ describe('Flux builder (golden)', () => {
     expect(text).not.toContain('union');
     expect(text).toContain('\nsums\n  |> pivot(');
     expect(text).toContain('  |> group(columns: [])\n');
+  });
+
+  test('series: exact series ORed together; "" also matches a series without the tag', () => {
+    const text = buildFluxHistQuery(
+      { filters: { service: ['rails'] }, fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['buckets'], fields: ['le_1'], series: [{ host: 'h1', service: 'rails' }, { dst: 'redis:6379', host: '' }, { result: 'ok' }] },
+      { bucket: 'b' },
+    );
+    expect(text).toContain(
+      [
+        '  |> filter(fn: (r) => r["service"] == "rails")',
+        '  |> filter(fn: (r) => (r["service"] == "rails" and r["host"] == "h1") or (r["dst"] == "redis:6379" and (not exists r["host"] or r["host"] == "")) or r["result"] == "ok")',
+        '',
+        'sums = data',
+      ].join('\n'),
+    );
+  });
+
+  test.each(HOSTILE)('hostile value %j in series stays inside one string literal', (v) => {
+    const text = buildFluxHistQuery({ fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'], series: [{ service: v, dst: v }, { host: v }] }, { bucket: 'b' });
+    const skeleton = text.replace(/"(?:\\.|[^"\\])*"/gs, '""');
+    expect(skeleton).toContain('  |> filter(fn: (r) => (r[""] == "" and r[""] == "") or r[""] == "")\n');
+    expect(text).not.toMatch(/[^\\]\$\{/);
   });
 
   test.each(HOSTILE)('hostile value %j stays inside one string literal', (v) => {

@@ -44,7 +44,17 @@ export interface HistQuery {
    * for two queries in parallel); absent: all of them. Fields not read are absent from the rows.
    */
   fields?: readonly string[];
+  /**
+   * Read only these series: each entry is one series given by its tags (every tag named must equal its
+   * value; "" matches a series without that tag), and a point counts when it matches any entry. ANDed with
+   * `filters`. Used to read different bucket fields for different series (exact when the entries of
+   * the queries that are added up never overlap). Absent: every series the filters allow.
+   */
+  series?: readonly Readonly<Partial<Record<HistQueryTag, string>>>[];
 }
+
+/** At most this many entries in HistQuery.series (each one adds a clause to the query text). */
+export const MAX_SERIES_ENTRIES = 500;
 
 export type HistAgg = 'sum' | 'min' | 'max';
 
@@ -67,8 +77,18 @@ export function histColumns(metrics: readonly HistMetric[]): HistColumn[] {
   return out;
 }
 
+function checkTagValue(what: string, v: unknown): void {
+  if (typeof v !== 'string') throw new QueryValueError(`${what}: expected strings, got ${typeof v}`);
+  // No tag value holds a control character (the line-protocol encoder writes them as `\n`, `\r`,
+  // `\t`, `\xNN` text), and InfluxQL 1.x string literals cannot carry CR or TAB at all: refuse them.
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`${what}: tag values never contain control characters, got ${JSON.stringify(v.slice(0, 40))}`);
+}
+
+type SeriesEntry = [HistQueryTag, string][];
+
 /** Validate a query's shape; throws QueryValueError naming the bad part. Returns normalised parts. */
-function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: HistQueryTag[]; columns: HistColumn[] } {
+function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: HistQueryTag[]; columns: HistColumn[]; series: SeriesEntry[] | null } {
   const int = (name: string, v: number, min: number, max: number) => {
     if (!Number.isSafeInteger(v) || v < min || v > max) throw new QueryValueError(`${name} must be an integer in ${min}..${max}, got ${v}`);
   };
@@ -88,13 +108,7 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   for (const tag of HIST_QUERY_TAGS) {
     const values = q.filters?.[tag];
     if (values === undefined || values.length === 0) continue;
-    for (const v of values) {
-      if (typeof v !== 'string') throw new QueryValueError(`filter ${tag}: expected strings, got ${typeof v}`);
-      // No tag value holds a control character (the line-protocol encoder writes them as `\n`, `\r`,
-      // `\t`, `\xNN` text), and InfluxQL 1.x string literals cannot carry CR or TAB at all: refuse them.
-      // eslint-disable-next-line no-control-regex
-      if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`filter ${tag}: tag values never contain control characters, got ${JSON.stringify(v.slice(0, 40))}`);
-    }
+    for (const v of values) checkTagValue(`filter ${tag}`, v);
     // Deduplicate and sort: the same filter always gives the same query text (cache keys, golden tests).
     filters.push([tag, [...new Set(values)].sort()]);
   }
@@ -106,7 +120,26 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
     if (!(HIST_QUERY_TAGS as readonly string[]).includes(g)) throw new QueryValueError(`cannot group by ${JSON.stringify(g)}: use one of ${HIST_QUERY_TAGS.join(', ')}`);
     if (!groupBy.includes(g)) groupBy.push(g);
   }
-  return { filters, groupBy, columns };
+  let series: SeriesEntry[] | null = null;
+  if (q.series !== undefined) {
+    if (!Array.isArray(q.series) || q.series.length === 0) throw new QueryValueError('series: empty: a query needs at least one series');
+    if (q.series.length > MAX_SERIES_ENTRIES) throw new QueryValueError(`series: at most ${MAX_SERIES_ENTRIES} entries, got ${q.series.length}`);
+    series = q.series.map((entry) => {
+      for (const k of Object.keys(entry ?? {})) {
+        if (!(HIST_QUERY_TAGS as readonly string[]).includes(k)) throw new QueryValueError(`series: cannot match on ${JSON.stringify(k)}: use ${HIST_QUERY_TAGS.join(', ')}`);
+      }
+      const out: SeriesEntry = [];
+      for (const tag of HIST_QUERY_TAGS) {
+        const v = entry?.[tag];
+        if (v === undefined) continue;
+        checkTagValue(`series ${tag}`, v);
+        out.push([tag, v]);
+      }
+      if (out.length === 0) throw new QueryValueError('series: an entry needs at least one tag');
+      return out;
+    });
+  }
+  return { filters, groupBy, columns, series };
 }
 
 /**
@@ -115,12 +148,20 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
  * with POST.
  */
 export function buildInfluxQLHistQuery(q: HistQuery): string {
-  const { filters, groupBy, columns } = check(q);
+  const { filters, groupBy, columns, series } = check(q);
   const id = (s: string) => quote('influxql-ident', s);
   const select = columns.map((c) => `${c.agg}(${id(c.field)}) AS ${id(c.field)}`).join(', ');
   const where = [`time >= ${q.fromMs}ms`, `time < ${q.toMs}ms`];
   for (const [tag, values] of filters) {
     const alts = values.map((v) => `${id(tag)} = ${quote('influxql-string', v)}`);
+    where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
+  }
+  if (series) {
+    // `tag = ''` also matches series without the tag in InfluxQL 1.x.
+    const alts = series.map((entry) => {
+      const conds = entry.map(([tag, v]) => `${id(tag)} = ${quote('influxql-string', v)}`);
+      return conds.length === 1 ? conds[0] : `(${conds.join(' AND ')})`;
+    });
     where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
   }
   const group = [`time(${q.windowMs}ms)`, ...groupBy.map(id)].join(', ');
@@ -140,7 +181,7 @@ function fluxTime(ms: number): string {
  * fields, like the InfluxQL answer.
  */
 export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): string {
-  const { filters, groupBy, columns } = check(q);
+  const { filters, groupBy, columns, series } = check(q);
   const s = (v: string) => quote('flux-string', v);
   const col = (tag: string) => `r[${s(tag)}]`;
   const every = `${q.windowMs}ms`;
@@ -150,6 +191,12 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   lines.push(`  |> filter(fn: (r) => r._measurement == ${s(MEASUREMENT.connectHist)})`);
   for (const [tag, values] of filters) {
     lines.push(`  |> filter(fn: (r) => ${values.map((v) => `${col(tag)} == ${s(v)}`).join(' or ')})`);
+  }
+  if (series) {
+    // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
+    const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
+    const alts = series.map((entry) => (entry.length === 1 ? cond(...entry[0]) : `(${entry.map(([tag, v]) => cond(tag, v)).join(' and ')})`));
+    lines.push(`  |> filter(fn: (r) => ${alts.join(' or ')})`);
   }
   const groupCols = `[${['_field', ...groupBy].map(s).join(', ')}]`;
   const streams: string[] = [];
