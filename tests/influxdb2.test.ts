@@ -27,6 +27,7 @@ import {
   type InfluxV2Target,
 } from '@tcplat/core';
 import { buildApp } from '../renderer/src/app';
+import { influxSource } from '../renderer/src/data';
 import { RENDERER_OPTIONS, rendererConfig } from '../renderer/src/config';
 import { HOSTILE } from './support/hostile';
 import { buildAgent, probeLine, runAgentOnce, tmpDir } from './agent-support';
@@ -142,6 +143,52 @@ describeWith(missing(), 'InfluxDB 2.x with Flux (real server)', () => {
     const all = histRowsFromFluxCsv(await queryFlux(v2, buildFluxHistQuery({ ...q('nest'), filters: {} }, { bucket: v2.bucket })));
     // 360 windows x (20+1 + 5+1 + 10+1 + 2+1 + 3+1) connects.
     expect(all.reduce((a, r) => a + r.values.count, 0)).toBe(360 * 45);
+  });
+
+  test("the renderer's narrowed bucket reads over Flux: the rows of one Flux query of every field, and of InfluxQL", async () => {
+    // Own bucket and database: a series without a host tag and ranges far apart (several bucket queries).
+    const b2 = await freshBucket('fluxnarrow');
+    const b1 = await freshDatabase('fluxnarrow');
+    try {
+      const body = encodePoints(
+        seedPoints(
+          [
+            { service: 'rails', dst: 'pg:5432', host: 'h1', perWindow: 10, latency: (i, w) => ((i + w) % 7 === 0 ? 1020 : 0.3 + 0.01 * i) },
+            { service: 'rails', dst: 'redis:6379', host: 'h2', perWindow: 8, latency: (i) => 0.06 + 0.001 * i },
+            { service: 'rails', dst: 'redis:6379', host: '', perWindow: 3, latency: () => 4 },
+            { service: 'rails', dst: 'pg:5432', host: 'h1', result: 'refused', perWindow: 1, latency: () => 0.04 },
+            { service: "evil' OR 1=1 --", dst: 'x") |> drop() //:1', host: 'h"1', perWindow: 2, latency: (i, w) => 0.5 * 1.01 ** w },
+          ],
+          FROM,
+          NOW,
+          10_000,
+          true,
+        ),
+      );
+      await writeLines(b2, body);
+      await writeLines(b1, body);
+      const flux = influxSource(b2, 20_000);
+      const iql = influxSource(b1, 20_000);
+      const canon = (rows: HistRow[]) =>
+        sortRows(rows)
+          .map((r) => ({ ...r, values: Object.fromEntries(Object.entries(r.values).filter(([k, v]) => !(k.startsWith('le_') && v === 0))) }))
+          .filter((r) => Object.keys(r.values).length > 0);
+      for (const [filters, groupBy] of [
+        [{ service: ['rails'] }, []],
+        [{}, ['dst', 'result']],
+        [{ service: ["evil' OR 1=1 --"] }, ['host']],
+      ] as const) {
+        const q: HistQuery = { fromMs: FROM, toMs: NOW, windowMs: 300_000, metrics: ['buckets', 'count', 'min', 'max'], filters, groupBy };
+        const got = await flux.query(q);
+        const one = histRowsFromFluxCsv(await queryFlux(b2, buildFluxHistQuery(q, { bucket: b2.bucket })), groupBy);
+        expect(got.length).toBeGreaterThan(0);
+        // Sums of integers, min and max: exact, not close.
+        expect(canon(got)).toEqual(canon(one));
+        expect(canon(got)).toEqual(canon(await iql.query(q)));
+      }
+    } finally {
+      await dropDatabase(b1);
+    }
   });
 
   test('the renderer draws heatmaps from Flux: slow service higher than the fast one', async () => {

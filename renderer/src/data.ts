@@ -3,8 +3,10 @@
  * by the credentials), run with a timeout, and the answer is turned into the same rows for both.
  */
 import {
+  BUCKET_COUNT,
   BUCKET_FIELDS,
   bucketIndex,
+  HIST_QUERY_TAGS,
   HIST_FIELD,
   buildFluxHistQuery,
   buildInfluxQLHistQuery,
@@ -16,6 +18,7 @@ import {
   queryFlux,
   queryInfluxQL,
   type HistQuery,
+  type HistQueryTag,
   type HistRow,
   type InfluxTarget,
 } from '@tcplat/core';
@@ -27,22 +30,147 @@ export interface HistSource {
   dialect: 'influxql' | 'flux';
 }
 
-/** Bucket queries with more fields than this are split in two, run in parallel (InfluxDB uses a core each). */
+/** A bucket read of one query with more fields than this is split in two, run in parallel. */
 const SPLIT_FIELDS = 12;
+/** Bucket ranges are worked out per series up to this many series (each one is a clause in the query text). */
+export const MAX_PLANNED_SERIES = 200;
+/** At most this many bucket queries per chart, run in parallel. */
+export const MAX_BUCKET_QUERIES = 4;
+/** The cost of one more query, in (series x field) reads: groups that would save fewer reads are merged. */
+const QUERY_COST = 8;
+
+/** Every tag of tcp_connect_hist: grouped by all of them, a query answers per series. */
+const SERIES_TAGS: readonly HistQueryTag[] = HIST_QUERY_TAGS;
+
+type SeriesTags = Record<HistQueryTag, string>;
+
+/** The buckets one series can have non-zero in a range: those of its smallest and its largest latency, and between. */
+export interface SeriesRange {
+  /** The series' tags ("" = it has no such tag). */
+  tags: SeriesTags;
+  /** Bucket indexes of its min_ms and max_ms over the range. */
+  lo: number;
+  hi: number;
+}
+
+/** One bucket query: these fields of these series (null: of every series the query's filters allow). */
+export interface BucketRead {
+  series: SeriesTags[] | null;
+  fields: string[];
+}
+
+/**
+ * The bucket queries for a range: series with the same bucket range share a query that reads only those
+ * buckets; groups whose separate query would save fewer reads than it costs are merged (neighbours in
+ * range order, cheapest merge first), down to MAX_BUCKET_QUERIES. Every series is in exactly one query,
+ * so adding the queries' answers up is exact. Above MAX_PLANNED_SERIES series: one query, one range.
+ */
+export function planBucketReads(ranges: readonly SeriesRange[]): BucketRead[] {
+  if (ranges.length === 0) return [];
+  interface Group {
+    lo: number;
+    hi: number;
+    members: SeriesTags[];
+  }
+  const cost = (lo: number, hi: number, n: number) => QUERY_COST + n * (hi - lo + 1);
+  let groups: Group[];
+  if (ranges.length > MAX_PLANNED_SERIES) {
+    groups = [{ lo: Math.min(...ranges.map((r) => r.lo)), hi: Math.max(...ranges.map((r) => r.hi)), members: [] }];
+  } else {
+    const byRange = new Map<string, Group>();
+    for (const r of ranges) {
+      const k = `${r.lo},${r.hi}`;
+      const g = byRange.get(k);
+      if (g) g.members.push(r.tags);
+      else byRange.set(k, { lo: r.lo, hi: r.hi, members: [r.tags] });
+    }
+    groups = [...byRange.values()].sort((a, b) => a.lo - b.lo || a.hi - b.hi);
+    while (groups.length > 1) {
+      let best = -1;
+      let bestDelta = Infinity;
+      for (let i = 0; i + 1 < groups.length; i++) {
+        const a = groups[i];
+        const b = groups[i + 1];
+        const na = a.members.length;
+        const nb = b.members.length;
+        const delta = cost(Math.min(a.lo, b.lo), Math.max(a.hi, b.hi), na + nb) - cost(a.lo, a.hi, na) - cost(b.lo, b.hi, nb);
+        if (delta < bestDelta) {
+          bestDelta = delta;
+          best = i;
+        }
+      }
+      if (bestDelta > 0 && groups.length <= MAX_BUCKET_QUERIES) break;
+      const a = groups[best];
+      const b = groups.splice(best + 1, 1)[0];
+      a.lo = Math.min(a.lo, b.lo);
+      a.hi = Math.max(a.hi, b.hi);
+      for (const m of b.members) a.members.push(m);
+    }
+  }
+  const reads: BucketRead[] = groups.map((g) => ({
+    // One group holds every series there is: no need to list them.
+    series: groups.length === 1 ? null : g.members,
+    fields: BUCKET_FIELDS.slice(g.lo, g.hi + 1),
+  }));
+  if (reads.length === 1 && reads[0].fields.length > SPLIT_FIELDS) {
+    const { series, fields } = reads[0];
+    return [
+      { series, fields: fields.filter((_, i) => i % 2 === 0) },
+      { series, fields: fields.filter((_, i) => i % 2 === 1) },
+    ];
+  }
+  return reads;
+}
+
+/** Per-series bucket ranges from the answer of a min/max query grouped by every tag. */
+export function seriesRanges(rows: readonly HistRow[]): SeriesRange[] {
+  const bySeries = new Map<string, { tags: SeriesTags; min: number; max: number; incomplete: boolean }>();
+  for (const r of rows) {
+    const tags = {} as SeriesTags;
+    for (const t of SERIES_TAGS) tags[t] = r.tags[t] ?? '';
+    const k = JSON.stringify(SERIES_TAGS.map((t) => tags[t]));
+    let s = bySeries.get(k);
+    if (!s) bySeries.set(k, (s = { tags, min: Infinity, max: -Infinity, incomplete: false }));
+    const lo = r.values[HIST_FIELD.minMs];
+    const hi = r.values[HIST_FIELD.maxMs];
+    // A series with one of the two missing: no bound known, read every bucket.
+    if (lo === undefined || hi === undefined) s.incomplete = true;
+    else {
+      s.min = Math.min(s.min, lo);
+      s.max = Math.max(s.max, hi);
+    }
+  }
+  const out: SeriesRange[] = [];
+  for (const s of bySeries.values()) {
+    const whole = s.incomplete || !(s.min <= s.max);
+    out.push({ tags: s.tags, lo: whole ? 0 : bucketIndex(s.min), hi: whole ? BUCKET_COUNT - 1 : bucketIndex(s.max) });
+  }
+  return out;
+}
+
+function bucketSum(r: HistRow): number {
+  let n = 0;
+  for (const f of BUCKET_FIELDS) n += r.values[f] ?? 0;
+  return n;
+}
 
 function rowKey(r: HistRow): string {
   return JSON.stringify([r.timeMs, r.tags]);
 }
 
-/** Merge rows of queries over the same bins and groups but different fields. */
-export function mergeRows(parts: HistRow[][]): HistRow[] {
+/**
+ * Rows of one query (`base`: count/min/max...) joined with rows of bucket queries over the same bins and
+ * groups: a bucket field that several of those answer (for different series) is added up.
+ */
+export function mergeRows(base: readonly HistRow[], sums: readonly HistRow[][]): HistRow[] {
   const byKey = new Map<string, HistRow>();
-  for (const rows of parts) {
+  for (const r of base) byKey.set(rowKey(r), { timeMs: r.timeMs, tags: r.tags, values: { ...r.values } });
+  for (const rows of sums) {
     for (const r of rows) {
       const k = rowKey(r);
-      const have = byKey.get(k);
-      if (have) Object.assign(have.values, r.values);
-      else byKey.set(k, { timeMs: r.timeMs, tags: r.tags, values: { ...r.values } });
+      let have = byKey.get(k);
+      if (!have) byKey.set(k, (have = { timeMs: r.timeMs, tags: r.tags, values: {} }));
+      for (const [f, v] of Object.entries(r.values)) have.values[f] = (have.values[f] ?? 0) + v;
     }
   }
   return [...byKey.values()].sort((a, b) => a.timeMs - b.timeMs);
@@ -59,29 +187,26 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
   }
 
   /**
-   * Bucket fields dominate the cost of a query (one cursor per field and series), and most of them are
-   * zero: first read count/min/max per bin (cheap, and needed anyway), then only the buckets between the
-   * smallest min and the largest max of the range, in two parallel queries when there are many.
-   * An empty range costs one small query.
+   * Bucket fields dominate the cost of a query (InfluxDB 1.x opens a cursor per field and series, and
+   * most of the buckets are zero): read count/min/max per bin (cheap, and needed anyway) and, in parallel,
+   * min/max per series over the whole range; then, for each series, only the buckets between its own
+   * smallest and largest latency (exact: none of its connects lies outside), series with the same range
+   * in one query, the queries in parallel. An empty range costs the two small queries. When the buckets
+   * of a bin add up to less than its count, one query of every field is read instead.
    */
   async function twoPhase(q: HistQuery, signal: AbortSignal): Promise<HistRow[]> {
     const scalars = q.metrics.filter((m) => m !== 'buckets');
-    const head = await run({ ...q, metrics: [...new Set([...scalars, 'count', 'min', 'max'] as const)], fields: undefined }, signal);
-    let lo = Infinity;
-    let hi = -Infinity;
-    let total = 0;
-    for (const r of head) {
-      total += r.values[HIST_FIELD.count] ?? 0;
-      if ((r.values[HIST_FIELD.count] ?? 0) > 0) {
-        lo = Math.min(lo, r.values[HIST_FIELD.minMs] ?? 0);
-        hi = Math.max(hi, r.values[HIST_FIELD.maxMs] ?? Infinity);
-      }
-    }
-    if (total <= 0) return head;
-    const fields = BUCKET_FIELDS.slice(bucketIndex(lo), bucketIndex(hi) + 1);
-    const halves = fields.length > SPLIT_FIELDS ? [fields.filter((_, i) => i % 2 === 0), fields.filter((_, i) => i % 2 === 1)] : [fields];
-    const parts = await Promise.all(halves.map((f) => run({ ...q, metrics: ['buckets'], fields: f }, signal)));
-    return mergeRows([head, ...parts]);
+    const head = run({ ...q, metrics: [...new Set([...scalars, 'count', 'min', 'max'] as const)], fields: undefined }, signal);
+    const buckets = run({ ...q, metrics: ['min', 'max'], fields: undefined, groupBy: SERIES_TAGS, windowMs: q.toMs - q.fromMs }, signal).then((rows) =>
+      Promise.all(planBucketReads(seriesRanges(rows)).map((r) => run({ ...q, metrics: ['buckets'], fields: r.fields, ...(r.series ? { series: r.series } : {}) }, signal))),
+    );
+    const [base, parts] = await Promise.all([head, buckets]);
+    const rows = mergeRows(base, parts);
+    // Every connect is counted in one bucket. Buckets that add up to less than the count mean a series
+    // had buckets outside its min/max (points written without min_ms/max_ms, not by the agent) or a point
+    // arrived between the queries: then read every field in one query instead.
+    if (rows.some((r) => bucketSum(r) < (r.values[HIST_FIELD.count] ?? 0))) return run(q, signal);
+    return rows;
   }
 
   return {
