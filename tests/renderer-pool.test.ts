@@ -2,10 +2,14 @@
  * The Python worker pool: real workers, killed and hung on purpose. No InfluxDB needed (a fake source
  * feeds the HTTP tests).
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import type { HistRow } from '@tcplat/core';
+import path from 'node:path';
+import { BUCKET_COUNT, type HistRow } from '@tcplat/core';
+import { heatmapChart, yEdgesMs } from '../renderer/src/charts';
 import type { HistSource } from '../renderer/src/data';
-import { PoolOverloadedError, RenderError, WorkerPool } from '../renderer/src/pool';
+import { DEFAULT_LIMITS, parseRenderParams } from '../renderer/src/params';
+import { PoolOverloadedError, RenderError, WORKER_SCRIPT, WorkerPool } from '../renderer/src/pool';
 import { describeWith } from './support/prereq';
 import { decodePng, testServer } from './renderer-support';
 
@@ -77,6 +81,92 @@ describeWith(missingPython, 'renderer worker pool', () => {
     await expect(pool.render({ kind: 'nope' })).rejects.toThrow(RenderError);
     await expect(pool.render({ kind: 'heatmap', width: 100 })).rejects.toMatchObject({ reason: 'render' });
     expect((await pool.render(message())).png.length).toBeGreaterThan(100);
+  });
+
+  test('a kept heatmap figure draws the same PNG, byte for byte, as a new worker, request after request', async () => {
+    const NOW = Date.UTC(2025, 10, 25, 12, 0, 0);
+    const H = 3_600_000;
+    const chart = (raw: Record<string, string | string[]>, seed: number) => {
+      const p = parseRenderParams('heatmap', raw, DEFAULT_LIMITS, NOW);
+      const rows: HistRow[] = [];
+      for (let t = p.binFromMs, i = 0; t < p.binToMs; t += p.windowMs, i++) {
+        if ((i + seed) % 11 === 3) continue; // a few empty bins
+        const k = (i * 7 + seed) % 20;
+        rows.push({ timeMs: t, tags: {}, values: { count: 3 + k, min_ms: 0.05, max_ms: 900, 'le_0.063': 1, [`le_${[0.4, 1, 2.5][i % 3]}`]: 2 + k, le_1000: seed % 3 === 0 ? 0 : 1 } });
+      }
+      return heatmapChart(p, rows).request;
+    };
+    const big = { width: '1000', height: '400' };
+    const requests: Record<string, unknown>[] = [
+      chart({ ...big, from: String(NOW - 24 * H) }, 1),
+      chart({ ...big, from: String(NOW - H), overlay: ['p50', 'p99'] }, 2),
+      chart({ ...big, from: String(NOW - 24 * H), scale: 'linear' }, 3),
+      chart({ ...big, from: String(NOW - 6 * H), tz: 'Europe/Berlin', title: `a title too long for the panel ${'x'.repeat(150)}` }, 4),
+      chart({ ...big, from: String(NOW - 24 * H), overlay: ['max'] }, 5),
+      chart({ ...big, from: String(NOW - 20_000) }, 6), // two bins
+      message(),
+      chart({ ...big, from: String(NOW - 24 * H), theme: 'light', service: ['rails', 'nest'] }, 7),
+      // More sizes than the worker keeps figures for: the first one is dropped and built again.
+      chart({ width: '400', height: '300', from: String(NOW - 2 * H) }, 8),
+      chart({ width: '600', height: '300', from: String(NOW - 2 * H), overlay: ['p90'] }, 9),
+      chart({ width: '700', height: '300', from: String(NOW - 2 * H) }, 10),
+      chart({ width: '800', height: '300', from: String(NOW - 31 * 24 * H) }, 11),
+      { ...chart({ ...big, from: String(NOW - H) }, 12), counts: [1, 2, 3] }, // fails half-way: figures are dropped
+      chart({ ...big, from: String(NOW - 24 * H) }, 13),
+      chart({ ...big, from: String(NOW - H), overlay: ['p50', 'p90', 'p99', 'max'] }, 14),
+      chart({ ...big, from: String(NOW - H) }, 15),
+    ];
+    const kept = new WorkerPool({ python: PYTHON, workers: 1, queue: 0, timeoutMs: 20_000 });
+    // A worker replaced after every render: each request drawn on new figures in a new process.
+    const fresh = new WorkerPool({ python: PYTHON, workers: 1, queue: 1, timeoutMs: 20_000, maxRenders: 1 });
+    try {
+      await Promise.all([kept.start(), fresh.start()]);
+      const pids = new Set<number>();
+      let previous: Buffer | null = null;
+      for (const [i, req] of requests.entries()) {
+        const a = await kept.render(req).catch((e: RenderError) => e);
+        const b = await fresh.render(req).catch((e: RenderError) => e);
+        if (a instanceof RenderError || b instanceof RenderError) {
+          expect([i, a instanceof RenderError && a.reason, b instanceof RenderError && b.reason]).toEqual([12, 'render', 'render']);
+          continue;
+        }
+        pids.add(a.pid);
+        expect([i, a.png.equals(b.png)]).toEqual([i, true]);
+        if (previous) expect(a.png.equals(previous)).toBe(false);
+        previous = a.png;
+      }
+      expect(pids.size).toBe(1);
+    } finally {
+      await Promise.all([kept.close(), fresh.close()]);
+    }
+  }, 120_000);
+
+  test('a kept heatmap figure keeps its own tick labels when the colour range changes', () => {
+    // The colour bar sets its ticks again on every new range: labels must stay ours (1, 10, 100, 1k), never
+    // Matplotlib's defaults (mathtext "$10^{2}$", shown literally as mathtext is off).
+    const req = (top: number) => ({ kind: 'heatmap', width: 800, height: 400, theme: 'dark', tz: 'UTC', title: 't', subtitle: 's', from_ms: 0, to_ms: 120_000, window_ms: 60_000, bins: 2, y_edges_ms: yEdgesMs(), counts: [top, ...Array(2 * BUCKET_COUNT - 1).fill(1)], overlays: {}, scale: 'log' });
+    const script = [
+      'import json, sys',
+      `sys.path.insert(0, ${JSON.stringify(path.dirname(WORKER_SCRIPT))})`,
+      'import worker',
+      'out = []',
+      'for req in json.loads(sys.stdin.read()):',
+      '    fig = worker.render_heatmap(req)',
+      '    worker.png(fig)',
+      '    t = worker.TEMPLATES[next(reversed(worker.TEMPLATES))]',
+      '    out.append([[x.get_text() for x in t.cb.ax.get_yticklabels()], [x.get_text() for x in t.ax.get_yticklabels()]])',
+      'print(json.dumps(out))',
+    ].join('\n');
+    const r = spawnSync(PYTHON, ['-c', script], { input: JSON.stringify([req(5), req(50_000), req(3)]), encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as [string[], string[]][];
+    expect(out).toHaveLength(3);
+    for (const [colour, latency] of out) {
+      expect(colour.length).toBeGreaterThan(0);
+      for (const l of colour) expect(l).toMatch(/^\d+(\.\d+)?[kMG]?$/);
+      expect(latency).toEqual(['10 µs', '100 µs', '1 ms', '10 ms', '100 ms', '1 s', '10 s']);
+    }
+    expect(out[1][0]).toContain('10k');
   });
 
   test('the queue is bounded: beyond it, PoolOverloadedError', async () => {

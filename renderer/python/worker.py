@@ -11,7 +11,9 @@ The first reply, sent unasked, is {"ready": true, ...} once matplotlib is import
 A failed render answers {"ok": false, "error": "..."} and the worker keeps serving.
 
 Only matplotlib.figure.Figure with FigureCanvasAgg is used, never pyplot: no global figure registry, so
-nothing accumulates between renders, and each figure is cleared and dropped after it is drawn.
+nothing accumulates between renders. Heatmap figures are kept for the next request of the same size and
+theme (at most MAX_TEMPLATES, the least recently used dropped; all of them after a failed render);
+every other figure is cleared and dropped after it is drawn.
 All data arrive prepared (bins, bucket edges, quantiles): this file only draws.
 """
 import gc
@@ -170,55 +172,110 @@ def nan_array(values):
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
+class HeatmapFigure:
+    """A heatmap figure kept for the next request of the same size, theme and colour scale.
+
+    Building a figure and drawing it the first time (axes, colour bar, every tick's artists) costs more
+    than drawing the chart itself, so a worker keeps a few (see TEMPLATES) and each request only sets
+    what depends on it: the cells, the colour range, the time axis, the overlays and the texts. Every
+    such artist is set on every request, never left from the one before: the same request draws the
+    same PNG on a kept figure as on a new one (tests/renderer-pool.test.ts checks it byte for byte).
+    """
+
+    def __init__(self, req):
+        self.fig, self.theme, w, h = new_figure(req)
+        self.w, self.h = w, h
+        theme = self.theme
+        fig = self.fig
+        margins(fig, w, h, 92)
+        self.ax = ax = fig.add_subplot(1, 1, 1)
+        style_axes(ax, theme)
+        # Drawn in log10(ms) on a linear axis: pcolorfast then draws the rectilinear grid as one image,
+        # several times faster than a QuadMesh on a log axis, and the picture is the same log scale.
+        self.ly = ly = np.log10(np.asarray(req["y_edges_ms"], dtype=float))
+        # Log colours by default: one burst cell would otherwise wash out every other cell.
+        norm = Normalize(vmin=0, vmax=2.0) if req.get("scale") == "linear" else LogNorm(vmin=1, vmax=2.0)
+        # The cells are set by draw(); these are placeholders of the right shape.
+        x = np.array([0.0, 1.0])
+        self.mesh = ax.pcolorfast(x, ly, np.ma.masked_all((len(ly) - 1, 1)), cmap=theme["cmap"], norm=norm)
+        ax.set_ylim(ly[0], ly[-1])
+        decades = [e for e in range(-2, 5) if ly[0] <= e <= ly[-1]]
+        ax.yaxis.set_major_locator(FixedLocator(decades))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.xaxis.get_offset_text().set_color(theme["muted"])
+        ax.xaxis.get_offset_text().set_fontsize(8)
+        ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
+        ax.set_ylabel("connect latency", fontsize=9)
+        cax = fig.add_axes((1 - 80 / w, 40 / h, 12 / w, 1 - 84 / h))
+        self.cb = cb = fig.colorbar(self.mesh, cax=cax)
+        cb.outline.set_edgecolor(theme["grid"])
+        cb.ax.tick_params(colors=theme["text"], labelsize=8)
+        # Through the colour bar, not its axis: it sets its own ticks again whenever the range changes.
+        cb.formatter = FuncFormatter(lambda v, _p: human_count(v))
+        cb.minorlocator = NullLocator()
+        self.title = fig.text(10 / w, 1 - 8 / h, "", ha="left", va="top", color=theme["text"], fontsize=11, fontweight="bold")
+        self.subtitle = fig.text(10 / w, 1 - 26 / h, "", ha="left", va="top", color=theme["muted"], fontsize=8.5)
+        self.lines = []
+        self.legend = None
+
+    def draw(self, req):
+        ax, theme, w, h = self.ax, self.theme, self.w, self.h
+        nbins = int(req["bins"])
+        counts = np.asarray(req["counts"], dtype=float).reshape(nbins, len(self.ly) - 1)
+        x = (req["from_ms"] + np.arange(nbins + 1, dtype=float) * req["window_ms"]) / MS_PER_DAY
+        self.mesh.set_data(x, self.ly, np.ma.masked_less_equal(counts.T, 0))
+        # Through the norm's callbacks this also redraws the colour bar for the new range.
+        self.mesh.norm.vmax = max(2.0, float(counts.max()) if counts.size else 2.0)
+        time_axis(ax, req, theme)
+        for line in self.lines:
+            line.remove()
+        self.lines = []
+        if self.legend is not None:
+            self.legend.remove()
+            self.legend = None
+        centres = x[:-1] + (x[1:] - x[:-1]) / 2
+        for name in ("p50", "p90", "p99", "max"):
+            line = req.get("overlays", {}).get(name)
+            if line is None:
+                continue
+            colour = theme.get(name, theme["text"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ly_line = np.log10(nan_array(line))
+            style = {"p50": "-", "p90": "-.", "p99": "--", "max": ":"}[name]
+            # A halo keeps the line readable over any cell colour.
+            self.lines += ax.plot(centres, ly_line, color=colour, linewidth=1.3, linestyle=style, label=name, path_effects=[patheffects.withStroke(linewidth=3, foreground=theme["halo"], alpha=0.6)])
+        if req.get("overlays"):
+            self.legend = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
+            self.legend.get_frame().set_alpha(0.8)
+        label = req.get("colour_label", "connects per cell")
+        self.cb.set_label(label if h >= 360 else "connects", color=theme["text"], fontsize=8.5)
+        # Titles sit in fixed pixel rows so that small panels keep them readable.
+        self.title.set_text(fit(req.get("title", ""), w - 20, 8.6))
+        self.subtitle.set_text(fit(req.get("subtitle") or "", w - 20, 6.0))
+        return self.fig
+
+
+# Kept heatmap figures, most recently used last: a worker mostly draws the same few panel sizes.
+TEMPLATES = {}
+MAX_TEMPLATES = 4
+
+
+def forget_templates():
+    while TEMPLATES:
+        TEMPLATES.popitem()[1].fig.clear()
+
+
 def render_heatmap(req):
-    fig, theme, w, h = new_figure(req)
-    margins(fig, w, h, 92)
-    ax = fig.add_subplot(1, 1, 1)
-    style_axes(ax, theme)
-    nbins = int(req["bins"])
-    edges_y = np.asarray(req["y_edges_ms"], dtype=float)
-    counts = np.asarray(req["counts"], dtype=float).reshape(nbins, len(edges_y) - 1)
-    x = (req["from_ms"] + np.arange(nbins + 1, dtype=float) * req["window_ms"]) / MS_PER_DAY
-    data = np.ma.masked_less_equal(counts.T, 0)
-    vmax = max(2.0, float(counts.max()) if counts.size else 2.0)
-    # Drawn in log10(ms) on a linear axis: pcolorfast then draws the rectilinear grid as one image,
-    # several times faster than a QuadMesh on a log axis, and the picture is the same log scale.
-    ly = np.log10(edges_y)
-    # Log colours by default: one burst cell would otherwise wash out every other cell.
-    norm = Normalize(vmin=0, vmax=vmax) if req.get("scale") == "linear" else LogNorm(vmin=1, vmax=vmax)
-    mesh = ax.pcolorfast(x, ly, data, cmap=theme["cmap"], norm=norm)
-    ax.set_ylim(ly[0], ly[-1])
-    decades = [e for e in range(-2, 5) if ly[0] <= e <= ly[-1]]
-    ax.yaxis.set_major_locator(FixedLocator(decades))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
-    ax.yaxis.set_minor_locator(NullLocator())
-    time_axis(ax, req, theme)
-    ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
-    ax.set_ylabel("connect latency", fontsize=9)
-    centres = x[:-1] + (x[1:] - x[:-1]) / 2
-    for name in ("p50", "p90", "p99", "max"):
-        line = req.get("overlays", {}).get(name)
-        if line is None:
-            continue
-        colour = theme.get(name, theme["text"])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ly_line = np.log10(nan_array(line))
-        style = {"p50": "-", "p90": "-.", "p99": "--", "max": ":"}[name]
-        # A halo keeps the line readable over any cell colour.
-        ax.plot(centres, ly_line, color=colour, linewidth=1.3, linestyle=style, label=name, path_effects=[patheffects.withStroke(linewidth=3, foreground=theme["halo"], alpha=0.6)])
-    if req.get("overlays"):
-        leg = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
-        leg.get_frame().set_alpha(0.8)
-    cax = fig.add_axes((1 - 80 / w, 40 / h, 12 / w, 1 - 84 / h))
-    cb = fig.colorbar(mesh, cax=cax)
-    cb.outline.set_edgecolor(theme["grid"])
-    cb.ax.tick_params(colors=theme["text"], labelsize=8)
-    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_count(v)))
-    cb.ax.yaxis.set_minor_locator(NullLocator())
-    label = req.get("colour_label", "connects per cell")
-    cb.set_label(label if h >= 360 else "connects", color=theme["text"], fontsize=8.5)
-    add_titles(fig, req, theme, w, h)
-    return fig
+    key = (int(req["width"]), int(req["height"]), req.get("theme"), req.get("scale") == "linear", tuple(req["y_edges_ms"]))
+    template = TEMPLATES.pop(key, None)
+    if template is None:
+        template = HeatmapFigure(req)
+        while len(TEMPLATES) >= MAX_TEMPLATES:
+            old = TEMPLATES.pop(next(iter(TEMPLATES)))
+            old.fig.clear()
+    TEMPLATES[key] = template
+    return template.draw(req)
 
 
 def render_percentiles(req):
@@ -325,10 +382,12 @@ def main():
         except Exception as e:  # noqa: BLE001 - report any failure and keep serving
             traceback.print_exc(file=sys.stderr)
             send(out, {"id": req.get("id") if isinstance(req, dict) else None, "ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+            # A figure that failed half-way is in no known state: keep none.
+            forget_templates()
         finally:
-            if fig is not None:
+            if fig is not None and not any(t.fig is fig for t in TEMPLATES.values()):
                 fig.clear()
-                del fig
+            del fig
             served += 1
             if served % 50 == 0:
                 gc.collect()
