@@ -112,6 +112,12 @@ describe('InfluxQL builder (golden)', () => {
     expect(one).toContain(` AND "host" = 'h1' GROUP BY`);
   });
 
+  test('a "" filter value means a series without the tag in Flux too, as InfluxQL reads it', () => {
+    const q: HistQuery = { filters: { host: ['', 'h2'] }, fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'] };
+    expect(buildFluxHistQuery(q, { bucket: 'b' })).toContain('  |> filter(fn: (r) => (not exists r["host"] or r["host"] == "") or r["host"] == "h2")\n');
+    expect(buildInfluxQLHistQuery(q)).toContain(`AND ("host" = '' OR "host" = 'h2') GROUP BY`);
+  });
+
   test('series: refuses an empty list, empty entries, unknown tags, control characters, too many entries', () => {
     const ok: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['count'] };
     for (const build of [(q: HistQuery) => buildInfluxQLHistQuery(q), (q: HistQuery) => buildFluxHistQuery(q, { bucket: 'b' })]) {

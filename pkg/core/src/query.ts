@@ -189,12 +189,12 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   lines.push(`data = from(bucket: ${s(opts.bucket)})`);
   lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
   lines.push(`  |> filter(fn: (r) => r._measurement == ${s(MEASUREMENT.connectHist)})`);
+  // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
+  const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
   for (const [tag, values] of filters) {
-    lines.push(`  |> filter(fn: (r) => ${values.map((v) => `${col(tag)} == ${s(v)}`).join(' or ')})`);
+    lines.push(`  |> filter(fn: (r) => ${values.map((v) => cond(tag, v)).join(' or ')})`);
   }
   if (series) {
-    // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
-    const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
     const alts = series.map((entry) => (entry.length === 1 ? cond(...entry[0]) : `(${entry.map(([tag, v]) => cond(tag, v)).join(' and ')})`));
     lines.push(`  |> filter(fn: (r) => ${alts.join(' or ')})`);
   }
