@@ -149,6 +149,21 @@ function canonical(rows: HistRow[]): HistRow[] {
     .sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
+/** The renderer's query of `q`, with the InfluxQL text of every request it sent to the real server. */
+async function queryRecordingSent(target: InfluxV1Target, q: HistQuery): Promise<{ rows: HistRow[]; sent: string[] }> {
+  const sent: string[] = [];
+  const realFetch = global.fetch;
+  const spy = jest.spyOn(global, 'fetch').mockImplementation((input, init) => {
+    sent.push(new URLSearchParams(String(init?.body ?? '')).get('q') ?? '');
+    return realFetch(input, init);
+  });
+  try {
+    return { rows: await influxSource(target, 10_000).query(q), sent };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
 describeWith(missingInflux(), 'narrowed bucket reads on the real InfluxDB 1.x', () => {
   let target: InfluxV1Target;
 
@@ -191,18 +206,7 @@ describeWith(missingInflux(), 'narrowed bucket reads on the real InfluxDB 1.x', 
 
   test.each(cases)('the same rows as one query of every field: %s', async (_name, part) => {
     const q: HistQuery = { fromMs: T0, toMs: T1, windowMs: 60_000, metrics: ['buckets', 'count', 'min', 'max'], ...part };
-    const sent: string[] = [];
-    const realFetch = global.fetch;
-    const spy = jest.spyOn(global, 'fetch').mockImplementation((input, init) => {
-      sent.push(new URLSearchParams(String(init?.body ?? '')).get('q') ?? '');
-      return realFetch(input, init);
-    });
-    let rows: HistRow[];
-    try {
-      rows = await influxSource(target, 10_000).query(q);
-    } finally {
-      spy.mockRestore();
-    }
+    const { rows, sent } = await queryRecordingSent(target, q);
     const want = await reference(target, q);
     expect(canonical(rows)).toEqual(canonical(want));
     if (part.filters?.service?.[0] === 'nobody') {
@@ -232,18 +236,7 @@ describeWith(missingInflux(), 'narrowed bucket reads on the real InfluxDB 1.x', 
       ];
       await writeLines(db, lines.join('\n'));
       const q: HistQuery = { fromMs: T0, toMs: T0 + HOUR, windowMs: 60_000, metrics: ['buckets', 'count', 'min', 'max'] };
-      const sent: string[] = [];
-      const realFetch = global.fetch;
-      const spy = jest.spyOn(global, 'fetch').mockImplementation((input, init) => {
-        sent.push(new URLSearchParams(String(init?.body ?? '')).get('q') ?? '');
-        return realFetch(input, init);
-      });
-      let rows: HistRow[];
-      try {
-        rows = await influxSource(db, 10_000).query(q);
-      } finally {
-        spy.mockRestore();
-      }
+      const { rows, sent } = await queryRecordingSent(db, q);
       expect(canonical(rows)).toEqual(canonical(await reference(db, q)));
       expect(rows[0].values).toMatchObject({ count: 5, 'le_0.063': 1, le_4: 3, le_1000: 1 });
       // Narrowed first (a and c apart), then one query of every field.
