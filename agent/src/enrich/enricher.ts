@@ -24,12 +24,36 @@ export interface EnricherOptions {
 const EPHEMERAL_MIN = 32768;
 const CACHE_MAX = 65_536;
 
+/**
+ * A cache keyed by two values, as nested maps, so no key string is built per event. Bounded: cleared
+ * when it holds CACHE_MAX entries.
+ */
+class Cache2<A, B, V> {
+  private readonly byA = new Map<A, Map<B, V>>();
+  private size = 0;
+
+  get(a: A, b: B): V | undefined {
+    return this.byA.get(a)?.get(b);
+  }
+
+  set(a: A, b: B, v: V): void {
+    if (this.size >= CACHE_MAX) {
+      this.byA.clear();
+      this.size = 0;
+    }
+    let byB = this.byA.get(a);
+    if (!byB) {
+      byB = new Map();
+      this.byA.set(a, byB);
+    }
+    if (!byB.has(b)) this.size++;
+    byB.set(b, v);
+  }
+}
+
 export class Enricher {
-  // Caches keyed by pid then comm, and by address then port: nested maps, so no key is built per event.
-  private readonly services = new Map<number, Map<string, { facts: ProcFacts | null; service: string; comm: string }>>();
-  private servicesSize = 0;
-  private readonly dsts = new Map<string, Map<number, string>>();
-  private dstsSize = 0;
+  private readonly services = new Cache2<number, string, { facts: ProcFacts | null; service: string; comm: string }>();
+  private readonly dsts = new Cache2<string, number, string>();
   private readonly proc: ProcCache;
   private readonly listening: ListeningPorts;
 
@@ -52,22 +76,11 @@ export class Enricher {
       return null;
     }
     const facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
-    let byComm = this.services.get(ev.pid);
-    let s = byComm?.get(ev.comm);
+    let s = this.services.get(ev.pid, ev.comm);
     if (!s || s.facts !== facts) {
       const name = matchService(this.opts.rules.services, { pid: ev.pid, comm: ev.comm, ...(facts ?? {}) });
       s = { facts, service: name ?? ev.comm, comm: ev.comm };
-      if (this.servicesSize >= CACHE_MAX) {
-        this.services.clear();
-        this.servicesSize = 0;
-        byComm = undefined;
-      }
-      if (!byComm) {
-        byComm = new Map();
-        this.services.set(ev.pid, byComm);
-      }
-      if (!byComm.has(ev.comm)) this.servicesSize++;
-      byComm.set(ev.comm, s);
+      this.services.set(ev.pid, ev.comm, s);
     }
     const out = ev as EnrichedEvent;
     // The cached, equal comm: one string per process name instead of one per event (the raw sample keeps it).
@@ -83,21 +96,10 @@ export class Enricher {
   }
 
   private dst(family: 'ipv4' | 'ipv6', addr: string, port: number): string {
-    let byPort = this.dsts.get(addr);
-    let d = byPort?.get(port);
+    let d = this.dsts.get(addr, port);
     if (d === undefined) {
       d = matchDst(this.opts.rules.destinations, addr, port) ?? defaultDst(family, addr, port);
-      if (this.dstsSize >= CACHE_MAX) {
-        this.dsts.clear();
-        this.dstsSize = 0;
-        byPort = undefined;
-      }
-      if (!byPort) {
-        byPort = new Map();
-        this.dsts.set(addr, byPort);
-      }
-      byPort.set(port, d);
-      this.dstsSize++;
+      this.dsts.set(addr, port, d);
     }
     return d;
   }
