@@ -121,10 +121,15 @@ export function nsAsMsText(key: string, ns: number): string {
   return whole + '.' + digits.slice(0, end);
 }
 
+/** `n` itself, if it can be an integer field; `key` only names the field in the error. */
+export function checkedInt<T extends number | bigint>(key: string, n: T): T {
+  if (typeof n === 'number' && !Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
+  return n;
+}
+
 /** An integer field value with its `i` suffix; `key` only names the field in the error. */
 export function intText(key: string, n: number | bigint): string {
-  if (typeof n === 'number' && !Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
-  return `${n}i`;
+  return `${checkedInt(key, n)}i`;
 }
 
 function encodeFieldValue(key: string, v: FieldValue): string {

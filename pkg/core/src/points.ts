@@ -4,7 +4,7 @@
  */
 import { BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
-import { escapeMeasurement, escapeStringField, escapeTag, floatText, int, LineProtocolError, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
+import { checkedInt, escapeMeasurement, escapeStringField, escapeTag, floatText, int, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
 import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, SESSION_FIELD, TAG, type ConnectResult, type Family } from './schema';
 
 export interface SeriesTags {
@@ -108,11 +108,6 @@ const F_LATENCY = ` ${CONNECT_FIELD.latencyMs}=`;
 const F_SYN = `,${CONNECT_FIELD.synRetrans}=`;
 const F_PID = `i,${CONNECT_FIELD.pid}=`;
 const F_SPORT = `i,${CONNECT_FIELD.sport}=`;
-
-function checkedInt(key: string, n: number): number {
-  if (!Number.isSafeInteger(n)) throw new LineProtocolError(`field ${JSON.stringify(key)} is not an integer: ${n}`);
-  return n;
-}
 
 export type ConnectLineInput = Omit<ConnectPointInput, 'latencyMs' | 'timeNs'> & {
   /** The latency in whole ns, as the probe reports it. */
