@@ -67,16 +67,18 @@ export class UsedTimes {
     const out = new Array<number>(subs.length);
     if (!this.bySecond.has(second)) {
       let prev = -1;
+      let moves = 0;
       for (let i = 0; i < subs.length; i++) {
         const c = subs[i] > prev ? subs[i] : prev + 1;
-        this.moves += c - subs[i];
+        moves += c - subs[i];
         out[i] = prev = c;
       }
       if (prev < NS_PER_S) {
         this.bySecond.set(second, { runs: [out], singles: null });
+        this.moves += moves;
         return out;
       }
-      this.moves -= out.reduce((n, c, i) => n + c - subs[i], 0); // spilled into the next second: go slow
+      // Moved past the end of the second: the slow path records the spill in the next one.
     }
     for (let i = 0; i < subs.length; i++) out[i] = this.claim(second, subs[i]);
     return out;
