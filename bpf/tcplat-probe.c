@@ -73,16 +73,22 @@ static int64_t wall_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, fixed at sta
 static uint64_t n_events;      /* connect lines written */
 static bool stdout_broken;
 
+/* One stderr line: the program name, the message, then `end` (a newline, or a hint and a newline). */
+static void vlogf_(const char *end, const char *fmt, va_list ap)
+{
+	fputs(PROG ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(end, stderr);
+}
+
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs(PROG ": ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vlogf_("\n", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static void usage(FILE *f)
@@ -156,11 +162,9 @@ static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs(PROG ": ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vlogf_(" (see " PROG " --help)\n", fmt, ap);
 	va_end(ap);
-	fputs(" (see " PROG " --help)\n", stderr);
 	exit(EXIT_USAGE);
 }
 
