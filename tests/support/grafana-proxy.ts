@@ -225,12 +225,16 @@ export async function startGrafanaProxy(opts: {
     delete headers.referer;
     headers['user-agent'] = 'Grafana/12.3 (tcplat stand-in)';
     const dsAuth = headers['x-ds-authorization'];
-    if (dsAuth) {
+    if (typeof dsAuth === 'string' && dsAuth !== '') {
       delete headers['x-ds-authorization'];
       headers.authorization = dsAuth;
     }
     const dsUrl = entry.ds.url ? new URL(entry.ds.url) : null;
-    pathname = joinURLFragments(dsUrl?.pathname.replace(/^\/$/, '') ?? '', decodeURIComponent(proxyPath));
+    try {
+      pathname = joinURLFragments(dsUrl?.pathname.replace(/^\/$/, '') ?? '', decodeURIComponent(proxyPath));
+    } catch {
+      pathname = proxyPath; // Go logs "Failed to unescape raw path" and sends what it has.
+    }
     if (dsUrl) target = dsUrl;
     if (matched) {
       const remaining = proxyPath.startsWith(matched.route.path) ? proxyPath.slice(matched.route.path.length) : proxyPath;
