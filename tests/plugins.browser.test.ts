@@ -1,19 +1,19 @@
 /**
  * The Grafana plugins in a real browser: Debian's chromium (driven by playwright-core) loads a test page
- * that mounts the real heatmap panel and the datasource's editors inside @grafana/ui's dark theme. A tiny
- * HTTP server stands in for Grafana's datasource proxy: /api/datasources/proxy/uid/tcplat/renderer/* goes
- * to a running renderer with the bearer token added (the browser never sees it), /influx/* to the real
- * test InfluxDB 1.x. Screenshots go to test-output/screenshots/.
+ * that mounts the real heatmap panel and the datasource's editors inside @grafana/ui's dark theme. The
+ * stand-in for Grafana's datasource proxy (tests/support/grafana-proxy.ts: Grafana's route matching,
+ * reqRole, Go-rendered route templates, 401 -> 400) applies the routes of src/datasource/plugin.json: the
+ * renderer routes add the bearer token (the browser never sees it), the InfluxQL route goes to the real
+ * test InfluxDB 1.x. The user is an Editor (Copy link needs one). Screenshots go to test-output/screenshots/.
  */
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import * as esbuild from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy } from './support/grafana-proxy';
 import { describeWith } from './support/prereq';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -21,10 +21,9 @@ const CHROMIUM = '/usr/bin/chromium';
 const OUT = path.join(ROOT, 'test-output');
 const SHOTS = path.join(OUT, 'screenshots');
 const TOKEN = 'plugins-browser-test-token-0123456789';
-const PROXY_PREFIX = '/api/datasources/proxy/uid/tcplat';
 
 function missing(): string | null {
-  return missingInflux() ?? (fs.existsSync(CHROMIUM) ? null : `no ${CHROMIUM} (Debian package chromium; scripts/setup installs it)`);
+  return missingInflux() ?? missingGo() ?? (fs.existsSync(CHROMIUM) ? null : `no ${CHROMIUM} (Debian package chromium; scripts/setup installs it)`);
 }
 
 /** Bundle src/test-page (the real plugin components) for the browser, with the thin @grafana/runtime. */
@@ -58,37 +57,6 @@ async function buildPage(outDir: string): Promise<void> {
   fs.writeFileSync(path.join(outDir, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><title>tcplat plugins</title>${css}</head><body style="margin:0"><div id="root"></div><script src="/page.js"></script></body></html>`);
 }
 
-/** Stand-in for Grafana's datasource proxy: routes `renderer` (adds the bearer token) and `influx`. */
-function grafanaProxyStandIn(pageDir: string, targets: { renderer: string; influx: string }): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const url = req.url ?? '/';
-    const m = /^\/api\/datasources\/proxy\/uid\/tcplat\/(renderer|influx)(\/.*)?$/.exec(url);
-    if (!m) {
-      const file = url === '/' || url.startsWith('/?') ? 'index.html' : url.slice(1).split('?')[0];
-      const p = path.join(pageDir, path.basename(file));
-      if (!fs.existsSync(p)) return res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': p.endsWith('.js') ? 'text/javascript' : p.endsWith('.css') ? 'text/css' : 'text/html' });
-      return fs.createReadStream(p).pipe(res);
-    }
-    const route = m[1] as 'renderer' | 'influx';
-    const target = new URL((m[2] ?? '/') as string, targets[route]);
-    const headers: http.OutgoingHttpHeaders = { ...req.headers, host: target.host };
-    delete headers.cookie;
-    if (route === 'renderer') headers.authorization = `Bearer ${TOKEN}`;
-    const up = http.request(target, { method: req.method, headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    // Like Grafana's proxy when the upstream is down: 502 Bad Gateway.
-    up.on('error', () => {
-      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
-      res.end('Bad Gateway');
-    });
-    req.pipe(up);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
 async function imageWidth(page: Page): Promise<number> {
   // (This file is type-checked without the DOM lib: the element is typed structurally.)
   return page.$eval('[data-testid="tcplat-panel-image"]', (img) => (img as unknown as { naturalWidth: number }).naturalWidth);
@@ -98,9 +66,11 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
   jest.setTimeout(90_000);
   let target: InfluxV1Target;
   let renderer: TestServer | undefined;
-  let proxy: http.Server;
+  let proxy: GrafanaProxy | undefined;
   let browser: Browser | undefined;
   let base: string;
+  let rendererBase: string;
+  const settings = () => `db=${encodeURIComponent(target.db)}&influx=${encodeURIComponent(target.url)}&renderer=${encodeURIComponent(rendererBase)}`;
   const now = Date.now();
   const from = now - 3_600_000;
 
@@ -123,23 +93,47 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     );
     renderer = await testServer(target, ['--auth-token', TOKEN]);
     await build;
-    proxy = await grafanaProxyStandIn(pageDir, { renderer: renderer.base, influx: target.url });
-    base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const jsonData = { influxUrl: target.url, dialect: 'influxql', database: target.db, rendererUrl: renderer.base };
+    proxy = await startGrafanaProxy({
+      routes: pluginRoutes(),
+      datasources: [
+        { uid: 'tcplat', jsonData, secureJsonData: { rendererToken: TOKEN } },
+        { uid: 'wrong-renderer-token', jsonData, secureJsonData: { rendererToken: 'not-the-renderer-token-0000' } },
+      ],
+      defaultRole: 'Editor',
+      staticDir: pageDir,
+    });
+    base = proxy.base;
+    rendererBase = renderer.base;
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
   }, 90_000);
 
   afterAll(async () => {
     await browser?.close();
     await renderer?.close();
-    await new Promise((r) => proxy?.close(r));
+    await proxy?.close();
     if (target) await dropDatabase(target);
+  });
+
+  test('a wrong renderer token: Grafana answers 400 "Authentication to data source failed"; the panel and Save & test say to check the token', async () => {
+    const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
+    await page.goto(`${base}/?ds=wrong-renderer-token&${settings()}&from=${from}&to=${now}&service=api`);
+    const err = page.getByTestId('tcplat-panel-error');
+    await err.waitFor({ timeout: 30_000 });
+    expect(await err.textContent()).toMatch(/the renderer refused the datasource's credentials \(Grafana: Authentication to data source failed\)\. Check the renderer token/);
+    await page.getByTestId('test-datasource').click();
+    await page.waitForFunction(`(document.querySelector('[data-testid="test-result"]')?.textContent ?? '') !== ''`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('test-result').textContent()).toMatch(/^error: InfluxDB is fine, but: the renderer refused the datasource's credentials \(Grafana: Authentication to data source failed\)/);
+    expect(await page.content()).not.toContain('not-the-renderer-token');
+    await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-wrong-renderer-token.png'), fullPage: true });
+    await page.close();
   });
 
   test('the panel shows the renderer image, the editors work on real data, and a stopped renderer shows the error state', async () => {
     const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${base}/?db=${encodeURIComponent(target.db)}&from=${from}&to=${now}&service=api&service=web`);
+    await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api&service=web`);
 
     // The image arrives through the proxy (token added there) and decodes.
     await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 30_000 });
@@ -170,7 +164,7 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
 
     // The renderer refuses a value (control character): the panel shows the renderer's own message.
     const bad = await browser!.newPage({ viewport: { width: 1000, height: 500 } });
-    await bad.goto(`${base}/?db=${encodeURIComponent(target.db)}&from=${from}&to=${now}&service=${encodeURIComponent('api\u0007')}`);
+    await bad.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=${encodeURIComponent('api\u0007')}`);
     const refused = bad.getByTestId('tcplat-panel-error');
     await refused.waitFor({ timeout: 30_000 });
     expect(await refused.textContent()).toMatch(/the renderer: service: values cannot contain control characters/);
@@ -183,7 +177,7 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     await page.getByTestId('refresh').click();
     const down = page.getByTestId('tcplat-panel-error');
     await down.waitFor({ timeout: 30_000 });
-    expect(await down.textContent()).toMatch(/Grafana cannot reach the renderer at http:\/\/renderer:7071 \(HTTP 502\)/);
+    expect(await down.textContent()).toContain(`Grafana cannot reach the renderer at ${rendererBase} (HTTP 502)`);
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-renderer-stopped.png'), fullPage: true });
     expect(errors).toEqual([]);
     await page.close();
