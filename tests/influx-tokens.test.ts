@@ -47,8 +47,12 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
     fetch(`${TEST_INFLUX2_URL}${p}`, { method, headers: { Authorization: `Token ${tok}`, 'Content-Type': 'application/json' }, body });
   const flux = () => `from(bucket: "${bucket.bucket}") |> range(start: -1h) |> count()`;
 
+  let orgID = '';
+  /** A valid request for a new all-buckets read token: refused for what it asks, not for its shape. */
+  const newToken = () => JSON.stringify({ orgID, description: 'should not exist', permissions: [{ action: 'read', resource: { type: 'buckets', orgID } }] });
   beforeAll(async () => {
     bucket = await freshBucket('tokens');
+    orgID = ((await (await api(TEST_INFLUX2_TOKEN, 'GET', `/api/v2/orgs?org=${bucket.org}`)).json()) as { orgs: { id: string }[] }).orgs[0].id;
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -60,7 +64,7 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
     await writeLines(agent, `tcp_connect_hist,service=api count=3i ${Date.now()}000000\n`);
     await expect(queryFlux(agent, flux())).rejects.toThrow(/HTTP (401|403|404)/);
     expect([401, 403, 404]).toContain((await api(agent.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
-    expect([401, 403]).toContain((await api(agent.token, 'POST', '/api/v2/authorizations', '{}')).status);
+    expect([401, 403]).toContain((await api(agent.token, 'POST', '/api/v2/authorizations', newToken())).status);
   });
 
   test("Grafana's and the renderer's tokens read the agent's point and cannot write, delete or make tokens", async () => {
@@ -69,7 +73,7 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
       expect(await queryFlux(t, flux())).toMatch(/,3\r?\n/);
       await expect(writeLines(t, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
       expect([401, 403, 404]).toContain((await api(t.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
-      expect([401, 403]).toContain((await api(t.token, 'POST', '/api/v2/authorizations', '{}')).status);
+      expect([401, 403]).toContain((await api(t.token, 'POST', '/api/v2/authorizations', newToken())).status);
     }
     expect(await queryFlux({ ...bucket, token: token('grafana') }, flux())).toMatch(/,3\r?\n/);
   });
