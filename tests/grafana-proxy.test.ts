@@ -250,7 +250,7 @@ describeWith(missingGo() ?? missingInfluxd(), 'the datasource routes behind the 
     }
     // Even if a route let a write through, the token Grafana holds could not write.
     const w = await fetch(`${TEST_INFLUX2_URL}/api/v2/write?org=tcplat&bucket=${v2!.bucket}`, { method: 'POST', headers: { Authorization: `Token ${v2!.readToken}` }, body: 'm v=1' });
-    expect(w.status).toBe(404); // 2.x answers a bucket the token cannot write as not found
+    expect([401, 403, 404]).toContain(w.status); // 2.x may answer a bucket the token cannot write as not found
   });
 });
 
