@@ -557,6 +557,23 @@ describe('deploy/kubernetes', () => {
     expect(c.volumeMounts.some((m: Any) => m.mountPath === spool && volumes.get(m.name))).toBe(true);
   });
 
+  test('least privilege: the agent gets only the write-only InfluxDB token, the renderer only the read-only one', () => {
+    const tokenKey = (c: Any) => c.env.find((e: Any) => e.name === 'TCPLAT_INFLUX_TOKEN').valueFrom.secretKeyRef.key;
+    const secretKeys = (c: Any) => c.env.filter((e: Any) => e.valueFrom?.secretKeyRef).map((e: Any) => e.valueFrom.secretKeyRef.key).sort();
+    const agent = kinds('DaemonSet')[0].spec.template.spec.containers[0];
+    const renderer = kinds('Deployment')[0].spec.template.spec.containers[0];
+    expect(tokenKey(agent)).toBe('influx-write-token');
+    expect(tokenKey(renderer)).toBe('influx-read-token');
+    expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
+    expect(secretKeys(renderer)).toEqual(['influx-read-token', 'renderer-token']);
+    for (const c of [agent, renderer]) expect(c.envFrom ?? []).toEqual((c.envFrom ?? []).filter((f: Any) => f.configMapRef));
+    // The example Secret holds scoped tokens only, and says how to make them.
+    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
+    const text = read('deploy/kubernetes/secret.example.yaml');
+    expect(text).toMatch(/--write-bucket/);
+    expect(text).toMatch(/--read-bucket/);
+  });
+
   test('the renderer Deployment and Service: token from the Secret, probes on /healthz', () => {
     const dep = kinds('Deployment')[0];
     const c = dep.spec.template.spec.containers[0];
