@@ -129,6 +129,21 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     await page.close();
   });
 
+  test("a Viewer sees the heatmap, and Copy link for alerts (an Editor's route) says it needs the Editor role", async () => {
+    const context = await browser!.newContext({ viewport: { width: 1000, height: 700 } });
+    await context.addCookies([{ name: 'stand_in_role', value: 'Viewer', url: base }]);
+    const page = await context.newPage();
+    await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api`);
+    await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 30_000 });
+    await page.waitForFunction(`(document.querySelector('[data-testid="tcplat-panel-image"]')?.naturalWidth ?? 0) > 0`);
+    await page.getByRole('button', { name: 'Copy link for alerts' }).click();
+    const err = page.getByTestId('tcplat-panel-link-error');
+    await err.waitFor({ timeout: 15_000 });
+    expect(await err.textContent()).toMatch(/Grafana refused this request to the renderer \(plugin proxy route access denied\): it needs the Editor role/);
+    await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-viewer-link.png') });
+    await context.close();
+  });
+
   test('the panel shows the renderer image, the editors work on real data, and a stopped renderer shows the error state', async () => {
     const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
     const errors: string[] = [];

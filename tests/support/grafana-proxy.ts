@@ -28,8 +28,9 @@
  *   reverse_proxy.go modifyResponse drops Set-Cookie and adds Grafana's proxy response headers
  *   (proxyutil.SetProxyResponseHeaders: Content-Security-Policy: sandbox).
  *
- * The user's org role comes from the test: the `x-stand-in-role` request header (removed before
- * proxying), else the stand-in's default role. Other requests are served from `staticDir` when given.
+ * The user's org role comes from the test: the `x-stand-in-role` request header, else a
+ * `stand_in_role` cookie (what a browser page can set), else the stand-in's default role; neither goes
+ * upstream. Other requests are served from `staticDir` when given.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -200,7 +201,8 @@ export async function startGrafanaProxy(opts: {
     if (!entry) return json(res, 404, { message: 'Data source not found' });
     const proxyPath = escapedPath.slice(m[0].length);
     const roleHeader = req.headers['x-stand-in-role'];
-    const role = (typeof roleHeader === 'string' ? roleHeader : opts.defaultRole ?? 'Viewer') as OrgRole;
+    const roleCookie = /(?:^|;\s*)stand_in_role=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
+    const role = (typeof roleHeader === 'string' ? roleHeader : roleCookie ?? opts.defaultRole ?? 'Viewer') as OrgRole;
     if (!(role in ROLE_RANK)) return json(res, 400, { message: `stand-in: unknown role ${role}` });
 
     // validateRequest: the first route whose method and cleaned path prefix match.
