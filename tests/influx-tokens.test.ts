@@ -45,7 +45,7 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
   }
   const api = (tok: string, method: string, p: string, body?: string) =>
     fetch(`${TEST_INFLUX2_URL}${p}`, { method, headers: { Authorization: `Token ${tok}`, 'Content-Type': 'application/json' }, body });
-  const flux = () => `from(bucket: "${bucket.bucket}") |> range(start: -1h) |> count()`;
+  const flux = () => `from(bucket: "${bucket.bucket}") |> range(start: -1h) |> last()`;
 
   let orgID = '';
   /** A valid request for a new all-buckets read token: refused for what it asks, not for its shape. */
@@ -56,26 +56,31 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  test('makes the three tokens, files mode 0400; the agent writes with its own write code and can do nothing else', async () => {
+  // InfluxDB 2.x ties /api/v2/delete to write permission on the bucket: no token can write without
+  // being able to delete in that bucket. What the agent's token cannot do is read, touch any other
+  // bucket, or make tokens.
+  test('makes the three tokens, files mode 0400; the agent writes with its own write code, and cannot read, touch another bucket or make tokens', async () => {
     const r = await run();
     expect([r.code, r.stderr]).toEqual([0, expect.stringMatching(/agent: new write token.*grafana: new read token.*renderer: new read token/s)]);
     for (const n of ['agent', 'grafana', 'renderer']) expect((fs.statSync(file(n)).mode & 0o777).toString(8)).toBe('400');
     const agent = { ...bucket, token: token('agent') };
     await writeLines(agent, `tcp_connect_hist,service=api count=3i ${Date.now()}000000\n`);
     await expect(queryFlux(agent, flux())).rejects.toThrow(/HTTP (401|403|404)/);
-    expect([401, 403, 404]).toContain((await api(agent.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
+    const other = await freshBucket('tokens_other');
+    expect([401, 403, 404]).toContain((await api(agent.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${other.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
+    await expect(writeLines({ ...other, token: agent.token }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow(/HTTP (401|403|404)/);
     expect([401, 403]).toContain((await api(agent.token, 'POST', '/api/v2/authorizations', newToken())).status);
   });
 
   test("Grafana's and the renderer's tokens read the agent's point and cannot write, delete or make tokens", async () => {
     for (const n of ['grafana', 'renderer']) {
       const t = { ...bucket, token: token(n) };
-      expect(await queryFlux(t, flux())).toMatch(/,3\r?\n/);
+      expect(await queryFlux(t, flux())).toMatch(/,3,count,tcp_connect_hist,api/);
       await expect(writeLines(t, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
       expect([401, 403, 404]).toContain((await api(t.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
       expect([401, 403]).toContain((await api(t.token, 'POST', '/api/v2/authorizations', newToken())).status);
     }
-    expect(await queryFlux({ ...bucket, token: token('grafana') }, flux())).toMatch(/,3\r?\n/);
+    expect(await queryFlux({ ...bucket, token: token('grafana') }, flux())).toMatch(/,3,count,tcp_connect_hist,api/);
   });
 
   test('a re-run keeps valid tokens; a broken token file is replaced and the old token deleted', async () => {
