@@ -12,8 +12,9 @@ import * as esbuild from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
-import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
-import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy } from './support/grafana-proxy';
+import { encodePoints, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN } from './support/influx';
+import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy, type StandInDatasource } from './support/grafana-proxy';
 import { describeWith } from './support/prereq';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -70,6 +71,7 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
   let browser: Browser | undefined;
   let base: string;
   let rendererBase: string;
+  let flux: InfluxV2Target | undefined;
   const settings = () => `db=${encodeURIComponent(target.db)}&influx=${encodeURIComponent(target.url)}&renderer=${encodeURIComponent(rendererBase)}`;
   const now = Date.now();
   const from = now - 3_600_000;
@@ -94,12 +96,23 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     renderer = await testServer(target, ['--auth-token', TOKEN]);
     await build;
     const jsonData = { influxUrl: target.url, dialect: 'influxql', database: target.db, rendererUrl: renderer.base };
+    const datasources: StandInDatasource[] = [
+      { uid: 'tcplat', jsonData, secureJsonData: { rendererToken: TOKEN } },
+      { uid: 'wrong-renderer-token', jsonData, secureJsonData: { rendererToken: 'not-the-renderer-token-0000' } },
+    ];
+    if (!missingInflux2()) {
+      // InfluxDB 2.x: the same points in a fresh bucket, read by the datasource with a read-only token.
+      flux = await freshBucket('plugins');
+      await writeLines(flux, encodePoints(seedPoints([{ service: 'api', dst: 'db:5432', perWindow: 5, latency: (i) => 0.4 + i }], from, now)));
+      datasources.push({
+        uid: 'tcplat-flux',
+        jsonData: { influxUrl: flux.url, dialect: 'flux', org: flux.org, bucket: flux.bucket, rendererUrl: renderer.base },
+        secureJsonData: { influxToken: await readToken(flux), rendererToken: TOKEN },
+      });
+    }
     proxy = await startGrafanaProxy({
       routes: pluginRoutes(),
-      datasources: [
-        { uid: 'tcplat', jsonData, secureJsonData: { rendererToken: TOKEN } },
-        { uid: 'wrong-renderer-token', jsonData, secureJsonData: { rendererToken: 'not-the-renderer-token-0000' } },
-      ],
+      datasources,
       defaultRole: 'Editor',
       staticDir: pageDir,
     });
@@ -142,6 +155,24 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     expect(await err.textContent()).toMatch(/Grafana refused this request to the renderer \(plugin proxy route access denied\): it needs the Editor role/);
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-viewer-link.png') });
     await context.close();
+  });
+
+  // InfluxDB 2.x is needed here; under CI=true its absence fails (tests/support/prereq.ts's rule).
+  (missingInflux2() && process.env.CI !== 'true' ? test.skip : test)('InfluxDB 2.x: the datasource queries Flux through its POST route with a read-only token', async () => {
+    if (!flux) throw new Error(`cannot run: ${missingInflux2()}`);
+    const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 } });
+    const n = proxy!.upstream.length;
+    await page.goto(`${base}/?ds=tcplat-flux&dialect=flux&org=${flux.org}&bucket=${flux.bucket}&influx=${encodeURIComponent(flux.url)}&renderer=${encodeURIComponent(rendererBase)}&from=${from}&to=${now}&service=api`);
+    await page.getByTestId('run').click();
+    await page.waitForFunction(`/frames|error/.test(document.querySelector('[data-testid="frames"]')?.textContent ?? '')`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('frames').textContent()).toBe('1 frames: api');
+    await page.getByTestId('test-datasource').click();
+    await page.waitForFunction(`(document.querySelector('[data-testid="test-result"]')?.textContent ?? '') !== ''`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('test-result').textContent()).toBe(`success: Connected to InfluxDB 2.x: bucket ${flux.bucket} has tcplat data. Renderer OK.`);
+    const influx = proxy!.upstream.slice(n).filter((u) => u.uid === 'tcplat-flux' && u.route?.startsWith('influx'));
+    expect(influx.length).toBeGreaterThanOrEqual(2);
+    for (const u of influx) expect([u.method, u.route, new URL(u.url).pathname, String(u.headers.authorization).startsWith('Token ')]).toEqual(['POST', 'influx/api/v2/query', '/api/v2/query', true]);
+    await page.close();
   });
 
   test('the panel shows the renderer image, the editors work on real data, and a stopped renderer shows the error state', async () => {
@@ -197,4 +228,24 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     expect(errors).toEqual([]);
     await page.close();
   });
+
+  test('every request the plugins made matched a route of plugin.json', () => {
+    const used = new Set(proxy!.upstream.map((u) => u.route));
+    expect(used.has(null)).toBe(false);
+    for (const r of ['influx/query', 'renderer/render/heatmap.png', 'renderer/links', 'renderer/metrics']) expect(used).toContain(r);
+  });
 });
+
+/** A token that can only read the bucket, made with the test 2.x's operator token. */
+async function readToken(b: InfluxV2Target): Promise<string> {
+  const headers = { Authorization: `Token ${TEST_INFLUX2_TOKEN}`, 'Content-Type': 'application/json' };
+  const orgID = ((await (await fetch(`${b.url}/api/v2/orgs?org=${b.org}`, { headers })).json()) as { orgs: { id: string }[] }).orgs[0].id;
+  const id = ((await (await fetch(`${b.url}/api/v2/buckets?orgID=${orgID}&name=${b.bucket}`, { headers })).json()) as { buckets: { id: string }[] }).buckets[0].id;
+  const res = await fetch(`${b.url}/api/v2/authorizations`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ orgID, description: 'plugins browser test: read', permissions: [{ action: 'read', resource: { type: 'buckets', id, orgID } }] }),
+  });
+  if (res.status !== 201) throw new Error(`cannot create a read token: HTTP ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { token: string }).token;
+}

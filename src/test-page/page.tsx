@@ -1,8 +1,9 @@
 /**
  * Browser test page (tests/plugins.browser.test.ts): the real panel and editors inside @grafana/ui's
  * theme (dark), against the test's stand-in for Grafana's datasource proxy. Settings come from the query
- * string: db, from, to, service, and ds (the datasource uid, default tcplat), influx and renderer (the URLs
- * the stand-in's copy of the same datasource uses, shown in messages as Grafana would).
+ * string: db (or dialect=flux with org and bucket), from, to, service, and ds (the datasource uid, default
+ * tcplat), influx and renderer (the URLs the stand-in's copy of the same datasource uses, shown in
+ * messages as Grafana would).
  */
 import React, { useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -26,7 +27,10 @@ const settings = {
   access: 'proxy',
   readOnly: false,
   meta: { id: 'tcplat-connect-datasource' },
-  jsonData: { influxUrl: qs.get('influx') ?? 'http://influxdb:8086', dialect: 'influxql', database: qs.get('db') ?? 'tcplat', rendererUrl: qs.get('renderer') ?? 'http://renderer:7071' },
+  jsonData:
+    qs.get('dialect') === 'flux'
+      ? { influxUrl: qs.get('influx') ?? 'http://influxdb:8086', dialect: 'flux', org: qs.get('org') ?? 'tcplat', bucket: qs.get('bucket') ?? 'tcplat', rendererUrl: qs.get('renderer') ?? 'http://renderer:7071' }
+      : { influxUrl: qs.get('influx') ?? 'http://influxdb:8086', dialect: 'influxql', database: qs.get('db') ?? 'tcplat', rendererUrl: qs.get('renderer') ?? 'http://renderer:7071' },
 } as unknown as DataSourceInstanceSettings<TcplatOptions>;
 pageState.datasource = settings as DataSourceInstanceSettings;
 pageState.variables = { service: qs.getAll('service') };
