@@ -121,7 +121,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     return values.map((text) => ({ text, value: text }));
   }
 
-  // ---- HTTP through the `influx` route ----
+  // ---- HTTP through the `influx/...` routes ----
 
   private influxWhere(): string {
     return this.options.influxUrl ?? '';
