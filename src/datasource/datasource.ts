@@ -1,8 +1,8 @@
 /**
  * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux, `influx/api/v2/query`, POST) or
  * 1.x (InfluxQL, `influx/query`, GET) through the routes of plugin.json, and hands the panel the
- * `renderer/...` routes. Queries are built by
- * @tcplat/core; variables are expanded to values that the builders quote.
+ * `renderer/...` routes. Queries are built by @tcplat/core; variables are expanded to values that the
+ * builders quote.
  */
 import {
   CustomVariableSupport,
