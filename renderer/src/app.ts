@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { DurationError, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
-import { canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
+import { checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
@@ -26,6 +26,7 @@ export const ROUTES = {
   percentiles: '/render/percentiles.png',
   seedHeatmap: '/visualize/tcp-latency-heatmap',
   links: '/links',
+  alert: '/alert/heatmap.png',
   healthz: '/healthz',
   metrics: '/metrics',
 } as const;
@@ -42,6 +43,16 @@ const SEED_PARAMS = ['serviceName', 'timeRange', 'width', 'height', 'theme', 'tz
 /** Strip secrets from URLs before they reach a log line. */
 export function redactUrl(url: string): string {
   return url.replace(/([?&](?:token|sig)=)[^&]*/gi, '$1***');
+}
+
+/**
+ * The base URL of links the renderer hands out: --public-url; on loopback the listen address (the only one
+ * that works there); beyond loopback without --public-url, none. Never the request's Host header.
+ */
+export function publicBase(config: RendererConfig): string | null {
+  if (config.publicUrl) return config.publicUrl;
+  const { host, port } = config.listen;
+  return isLoopback(host) ? `http://${host.includes(':') ? `[${host}]` : host}:${port}` : null;
 }
 
 class HttpError extends Error {
@@ -71,7 +82,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   const auth: AuthConfig = { tokens: config.authTokens, linkSecret: linkSecret(config.authTokens, config.linkSecret) };
   // Minted links carry this base, never the request's Host (a client could put any name there). On loopback
   // the listen address is the one that works; beyond it only the operator knows the public name.
-  const linkBase = config.publicUrl ?? (isLoopback(config.listen.host) ? `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}` : null);
+  const linkBase = publicBase(config);
   if (auth.linkSecret && !linkBase) {
     app.log.warn({ listen: config.listen.host }, 'no --public-url: POST /links refuses to mint links until it is set (the URL readers of alerts and shared links can open)');
   }
@@ -81,7 +92,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
-    if (path === ROUTES.healthz) return;
+    if (path === ROUTES.healthz || path === ROUTES.alert) return; // /alert checks its own grant
     const r = checkAuth(auth, path, req.query as Record<string, unknown>, req.headers.authorization, Math.floor(now() / 1000));
     if (!r.ok) {
       if (r.status === 401) reply.header('WWW-Authenticate', 'Bearer realm="tcplat renderer"');
@@ -308,6 +319,27 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       return reply.code(201).send({ url: `${linkBase}${path}?${canonicalQueryString(query)}&sig=${sig}`, expires: new Date(exp * 1000).toISOString() });
     },
   );
+
+  // Alert links: public, opened from mail or chat; the grant in the link is checked here (see auth.ts).
+  // Only the service and the window come from the link; everything else about the picture is fixed.
+  const alertCfg = { linkSecret: auth.linkSecret, kids: config.alertLinkKeys, ttlMs: config.alertLinkTtlMs };
+  app.get(ROUTES.alert, async (req, reply) => {
+    reply.header('Referrer-Policy', 'no-referrer').header('X-Robots-Tag', 'noindex');
+    const c = checkAlertLink(alertCfg, req.query as Record<string, unknown>, now());
+    if (!c.ok) return reply.code(403).send({ error: c.message });
+    const query = {
+      service: [c.service],
+      from: String(c.fromMs),
+      // A firing alert's window reaches into the future: draw up to now.
+      to: String(Math.min(c.toMs, now())),
+      overlay: ['p50', 'p99'],
+      width: '1000',
+      height: '450',
+      theme: 'light',
+      title: `TCP connect latency of ${c.service}`,
+    };
+    return serve('heatmap', query, req, reply);
+  });
 
   app.get(ROUTES.healthz, async (_req, reply) => {
     const s = pool.stats();
