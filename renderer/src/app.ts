@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { DurationError, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
-import { checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
+import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
@@ -26,7 +26,7 @@ export const ROUTES = {
   percentiles: '/render/percentiles.png',
   seedHeatmap: '/visualize/tcp-latency-heatmap',
   links: '/links',
-  alert: '/alert/heatmap.png',
+  alert: ALERT_PATH,
   healthz: '/healthz',
   metrics: '/metrics',
 } as const;
@@ -83,6 +83,9 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   // Minted links carry this base, never the request's Host (a client could put any name there). On loopback
   // the listen address is the one that works; beyond it only the operator knows the public name.
   const linkBase = publicBase(config);
+  if (config.publicUrl && isLoopback(new URL(config.publicUrl).hostname.replace(/^\[|\]$/g, '')) && !isLoopback(config.listen.host)) {
+    app.log.warn({ publicUrl: config.publicUrl }, '--public-url is a loopback address: links the renderer hands out open only on this machine');
+  }
   if (auth.linkSecret && !linkBase) {
     app.log.warn({ listen: config.listen.host }, 'no --public-url: POST /links refuses to mint links until it is set (the URL readers of alerts and shared links can open)');
   }

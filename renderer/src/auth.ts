@@ -86,6 +86,7 @@ export function isLoopback(host: string): boolean {
  * --alert-link-ttl in the past. Revocation: drop the kid from --alert-link-keys (every link minted with it
  * stops opening) and hand Grafana a grant of a new kid; rotating --link-secret revokes all of them.
  */
+export const ALERT_PATH = '/alert/heatmap.png';
 export const ALERT_MAX_WINDOW_MS = 24 * 3_600_000;
 export const ALERT_PARAMS = ['kid', 'grant', 'service', 'from', 'to'] as const;
 const KID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -142,5 +143,5 @@ export function checkAlertLink(cfg: AlertLinkConfig, query: Query, nowMs: number
  * template appends `&service=...&from=...&to=...`.
  */
 export function alertLinkPrefix(publicBase: string, secret: Buffer, kid: string): string {
-  return `${publicBase.replace(/\/+$/, '')}/alert/heatmap.png?kid=${encodeURIComponent(kid)}&grant=${alertGrant(secret, kid)}`;
+  return `${publicBase.replace(/\/+$/, '')}${ALERT_PATH}?kid=${encodeURIComponent(kid)}&grant=${alertGrant(secret, kid)}`;
 }
