@@ -21,6 +21,7 @@ const CHROMIUM = '/usr/bin/chromium';
 const OUT = path.join(ROOT, 'test-output');
 const SHOTS = path.join(OUT, 'screenshots');
 const TOKEN = 'plugins-browser-test-token-0123456789';
+const PUBLIC_RENDERER = 'https://renderer.public.example';
 const PROXY_PREFIX = '/api/datasources/proxy/uid/tcplat';
 
 function missing(): string | null {
@@ -121,7 +122,8 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
         now,
       ),
     );
-    renderer = await testServer(target, ['--auth-token', TOKEN]);
+    // Links carry the renderer's public URL (never the request's Host); here it stands for renderer.base.
+    renderer = await testServer(target, ['--auth-token', TOKEN, '--public-url', PUBLIC_RENDERER]);
     await build;
     proxy = await grafanaProxyStandIn(pageDir, { renderer: renderer.base, influx: target.url });
     base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
@@ -161,9 +163,9 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     const linkBox = page.getByLabel('Signed link');
     await linkBox.waitFor({ timeout: 15_000 });
     const link = await linkBox.inputValue();
-    expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/render\/heatmap\.png\?.*from=.*&sig=/);
+    expect(link).toMatch(/^https:\/\/renderer\.public\.example\/render\/heatmap\.png\?.*from=.*&sig=/);
     expect(link).not.toContain(TOKEN);
-    const signed = await fetch(link);
+    const signed = await fetch(renderer!.base + link.slice(PUBLIC_RENDERER.length));
     expect(signed.status).toBe(200);
     expect(signed.headers.get('content-type')).toBe('image/png');
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-dark.png'), fullPage: true });
