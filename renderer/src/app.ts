@@ -339,7 +339,6 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       width: '1000',
       height: '450',
       theme: 'light',
-      title: `TCP connect latency of ${c.service}`,
     };
     return serve('heatmap', query, req, reply);
   });
