@@ -92,8 +92,8 @@ describeWith(missing(), 'alert links: Go-rendered notification -> public rendere
   });
 
   /** Run a named template of the provisioned group on notification data, as Grafana would. */
-  function runTemplate(name: string, data: unknown): string {
-    const r = spawnSync(bin, [templateFile, name], { input: JSON.stringify(data), encoding: 'utf8' });
+  function runTemplate(name: string, data: unknown, mode: 'text' | 'email-html' = 'text'): string {
+    const r = spawnSync(bin, [templateFile, name, ...(mode === 'text' ? [] : [mode])], { input: JSON.stringify(data), encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`template ${name} failed: ${r.stderr}`);
     return r.stdout;
   }
@@ -162,6 +162,22 @@ describeWith(missing(), 'alert links: Go-rendered notification -> public rendere
     const mb = colourMass(b, box);
     expect(ma.count).toBeGreaterThan(100);
     expect(ma.meanRow).toBeLessThan(mb.meanRow - 0.3 * (box.bottom - box.top));
+  });
+
+  test("in an email's HTML part (html/template-escaped, whitespace collapsed) the message keeps its link whole", async () => {
+    const d = data([alert('firing', 'rails api', NOW - 20 * 60_000, null)]);
+    const text = runTemplate('tcplat.message', d);
+    const html = runTemplate('tcplat.message', d, 'email-html');
+    const inner = /^<div>([\s\S]*)<\/div>$/.exec(html)![1];
+    // Nothing of ours became markup: only the escaping html/template adds.
+    expect(inner).not.toMatch(/<[a-z/]/i);
+    const decode = (x: string) => x.replace(/&amp;/g, '&').replace(/&#43;/g, '+').replace(/&#39;/g, "'").replace(/&#34;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>');
+    expect(decode(inner)).toBe(text);
+    // A browser shows the lines run together; the URL stays one whitespace-free token a mail client links.
+    const shown = decode(inner).replace(/\s+/g, ' ');
+    const url = heatmapUrl(text);
+    expect(shown).toContain(` ${url} Dashboard: `);
+    expect((await open(url)).statusCode).toBe(200);
   });
 
   test('resolved alerts link their own window, at most 24 h, ending ten minutes after they resolved', async () => {

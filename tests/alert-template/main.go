@@ -1,7 +1,11 @@
 // Command alert-template runs a Grafana notification template with Go's own text/template, the engine
 // Grafana uses, on notification data given as JSON on stdin, and prints the result.
 //
-//	alert-template TEMPLATE_FILE NAME < data.json
+//	alert-template TEMPLATE_FILE NAME [email-html] < data.json
+//
+// With email-html, the result is then put where Grafana's email puts a contact point's message in the HTML
+// part of the mail: `{{ .Message }}` in a div of an html/template (grafana/alerting
+// templates/emails/ng_alert_notification.html; the text part, ng_alert_notification.txt, has it as is).
 //
 // It follows, without importing them (they pull in all of Alertmanager):
 //   - the data: grafana/alerting templates/template_data.go (ExtendedData, ExtendedAlert, ExtendedAlerts
@@ -18,6 +22,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	htmltemplate "html/template"
 	"os"
 	"regexp"
 	"strings"
@@ -89,8 +94,8 @@ var funcs = template.FuncMap{
 }
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: alert-template TEMPLATE_FILE NAME < data.json")
+	if len(os.Args) != 3 && !(len(os.Args) == 4 && os.Args[3] == "email-html") {
+		fmt.Fprintln(os.Stderr, "usage: alert-template TEMPLATE_FILE NAME [email-html] < data.json")
 		os.Exit(2)
 	}
 	text, err := os.ReadFile(os.Args[1])
@@ -108,8 +113,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "parse:", err)
 		os.Exit(1)
 	}
-	if err := t.ExecuteTemplate(os.Stdout, os.Args[2], data); err != nil {
+	var out strings.Builder
+	if err := t.ExecuteTemplate(&out, os.Args[2], data); err != nil {
 		fmt.Fprintln(os.Stderr, "execute:", err)
+		os.Exit(1)
+	}
+	if len(os.Args) == 3 {
+		fmt.Print(out.String())
+		return
+	}
+	page := htmltemplate.Must(htmltemplate.New("email").Parse(`<div>{{ if gt (len .Message) 0 }}{{ .Message }}{{ end }}</div>`))
+	if err := page.Execute(os.Stdout, map[string]string{"Message": out.String()}); err != nil {
+		fmt.Fprintln(os.Stderr, "email:", err)
 		os.Exit(1)
 	}
 }
