@@ -239,6 +239,18 @@ describeWith(missing(), 'alert links: Go-rendered notification -> public rendere
     }
   });
 
+  test('the grant in a notification opens nothing else: not the render routes, links, metrics', async () => {
+    const grant = new URL(prefix).searchParams.get('grant')!;
+    const asBearer = { authorization: `Bearer ${grant}` };
+    for (const p of ['/render/heatmap.png?service=nest', '/render/percentiles.png?service=rails+api', '/metrics']) {
+      expect([p, (await srv.get(p, asBearer)).statusCode]).toEqual([p, 401]);
+      expect([p, (await srv.get(`${p}${p.includes('?') ? '&' : '?'}token=${grant}`)).statusCode]).toEqual([p, 401]);
+    }
+    expect((await srv.request('POST', '/links', { headers: asBearer, body: { url: '/render/heatmap.png' } })).statusCode).toBe(401);
+    // Nor another chart under the alert path's name.
+    expect((await srv.get(`/render/heatmap.png?kid=k2026a&grant=${grant}&service=nest&from=${NOW - HOUR}&to=${NOW}`)).statusCode).toBe(401);
+  });
+
   test('without TCPLAT_ALERT_LINK the message has no heatmap line (and no broken link)', () => {
     const text = runTemplate('tcplat.message', data([alert('firing', 'rails api', NOW - 60_000, null, { TCPLAT_ALERT_LINK: '' })]));
     expect(text).toContain('[FIRING]');
