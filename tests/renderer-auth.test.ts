@@ -29,6 +29,14 @@ describe('renderer config', () => {
     expect(cfg(['--auth-token', `${TOKEN},${OTHER}`]).authTokens).toEqual([TOKEN, OTHER]);
   });
 
+  test('alert-link key ids: listed, checked, and they need a link secret', () => {
+    expect(cfg([]).alertLinkKeys).toEqual([]);
+    expect(cfg(['--auth-token', TOKEN, '--alert-link-keys', ' k1, 2026-12.b ']).alertLinkKeys).toEqual(['k1', '2026-12.b']);
+    expect(() => cfg(['--auth-token', TOKEN, '--alert-link-keys', 'k1,bad id'])).toThrow(/"bad id" is not a key id/);
+    expect(() => cfg(['--alert-link-keys', 'k1'])).toThrow(/needs --link-secret/);
+    expect(cfg(['--link-secret', OTHER, '--alert-link-keys', 'k1', '--alert-link-ttl', '2d']).alertLinkTtlMs).toBe(2 * 86_400_000);
+  });
+
   test('the dialect follows the credentials', () => {
     expect(cfg([]).influx.version).toBe(1);
     const v2 = rendererConfig(loadConfig(RENDERER_OPTIONS, ['--influx-org', 'o', '--influx-bucket', 'b', '--influx-token', 't'], {}).values);
