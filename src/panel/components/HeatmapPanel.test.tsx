@@ -1,10 +1,14 @@
 import React from 'react';
-import { render, screen, waitFor } from '@testing-library/react';
+import { configure, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { dateTime, LoadingState, type PanelProps } from '@grafana/data';
 import { of, throwError } from 'rxjs';
 import { HeatmapPanel } from './HeatmapPanel';
 import { DEFAULT_PANEL_OPTIONS, type PanelOptions } from '../types';
+
+// findBy*/waitFor give up after 1 s by default: too short for @grafana/ui on a loaded 2-core machine (the
+// no-data test timed out in a full run at load average 20). Wait for the condition longer instead.
+configure({ asyncUtilTimeout: 10_000 });
 
 const fetchMock = jest.fn();
 jest.mock('@grafana/runtime', () => ({
