@@ -460,44 +460,29 @@ describe('provisioning', () => {
     }
   });
 
-  test('alert annotations link to the renderer heatmap through our datasource route, with parameters the renderer accepts', () => {
-    // The names parseRenderParams reads are the parameters the renderer accepts.
-    const accepted = new Set<string>();
-    parseRenderParams('heatmap', new Proxy({}, { get: (_t, k) => (accepted.add(String(k)), undefined) }), DEFAULT_LIMITS, Date.now());
-    expect(accepted.has('service')).toBe(true);
-    const rendererRoute = DS_PLUGIN.routes.find((r) => r.path === `renderer${ROUTES.heatmap}`);
-    expect(rendererRoute).toBeDefined();
+  test('alert rules carry the renderer alert-link prefix in a label Grafana expands from its environment', () => {
     for (const r of rules) {
-      const tpl: string = r.annotations.heatmap_url;
-      // Expand the Go template as Grafana would for a service named "rails api".
-      const url = new URL(
-        tpl
-          .replace(/\{\{ reReplaceAll "\/\+\$" "" externalURL \}\}/, 'http://grafana.example:3000')
-          .replace(/\{\{ urlquery \$labels\.service \}\}/g, 'rails+api'),
-      );
-      expect(url.href).not.toMatch(/\{\{|\}\}/);
-      expect(url.pathname).toBe(`/api/datasources/proxy/uid/${datasources.find((d) => d.type === DS_PLUGIN.id).uid}/${rendererRoute!.path}`);
-      const query: Record<string, string> = {};
-      for (const [k, v] of url.searchParams) {
-        expect([k, accepted.has(k)]).toEqual([k, true]);
-        query[k] = v;
-      }
-      expect(query.service).toBe('rails api');
-      const p = parseRenderParams('heatmap', query, DEFAULT_LIMITS, Date.now());
-      expect(p.filters.service).toEqual(['rails api']);
-      expect(p.toMs - p.fromMs).toBe(3_600_000);
-      // The notification template pins exactly this window.
-      expect(tpl).toContain('from=now-1h&to=now');
+      // Labels are expanded from the environment at provisioning; annotations and templates are not.
+      expect([r.uid, r.labels.tcplat_alert_link]).toEqual([r.uid, '${TCPLAT_ALERT_LINK}']);
+      // No link through Grafana's API: it answers 401 JSON to a reader without a session.
+      expect(JSON.stringify(r.annotations)).not.toMatch(/\/api\/|heatmap_url/);
     }
+    expect(envMap(services.grafana).TCPLAT_ALERT_LINK).toBeDefined();
+    // The renderer serves the path the prefix names, and compose/k8s give it a public URL and key ids.
+    expect(ROUTES.alert).toBe('/alert/heatmap.png');
+    const env = envMap(services.renderer);
+    expect(env.TCPLAT_PUBLIC_URL).toMatch(/^\$\{TCPLAT_RENDERER_PUBLIC_URL:\?/);
+    expect(env.TCPLAT_ALERT_LINK_KEYS).toBeDefined();
+    const publicUrl = /^TCPLAT_RENDERER_PUBLIC_URL=(.*)$/m.exec(envExample)![1];
+    expect(new URL(publicUrl).hostname).not.toMatch(/^(localhost|127\.|renderer$)/);
   });
 
-  test('the notification template shows the heatmap link and image, pinned to the alert window', () => {
+  test('the notification templates are plain text with the heatmap link (tests/alert-links.test.ts runs them)', () => {
     const t = templates.find((x) => x.name === 'tcplat').template as string;
     expect(t).toContain('define "tcplat.message"');
-    expect(t).toContain('.Annotations.heatmap_url');
-    expect(t).toContain('reReplaceAll "from=now-1h&to=now"');
-    expect(t).toMatch(/!\[[^\]]*\]\(\{\{ template "tcplat\.heatmap_url" \. \}\}\)/);
-    expect(t).toMatch(/<img src="\{\{ template "tcplat\.heatmap_url" \. \}\}"/);
+    expect(t).toContain('.Labels.tcplat_alert_link');
+    // No HTML (Grafana escapes it in email), no Markdown image (Slack and Teams do not show it).
+    expect(t.replace(/\{\{[^}]*\}\}/g, '')).not.toMatch(/<[a-z/]|!\[/i);
   });
 });
 

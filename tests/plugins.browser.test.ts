@@ -22,6 +22,7 @@ const CHROMIUM = '/usr/bin/chromium';
 const OUT = path.join(ROOT, 'test-output');
 const SHOTS = path.join(OUT, 'screenshots');
 const TOKEN = 'plugins-browser-test-token-0123456789';
+const PUBLIC_RENDERER = 'https://renderer.public.example';
 
 function missing(): string | null {
   return missingInflux() ?? missingGo() ?? (fs.existsSync(CHROMIUM) ? null : `no ${CHROMIUM} (Debian package chromium; scripts/setup installs it)`);
@@ -93,7 +94,8 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
         now,
       ),
     );
-    renderer = await testServer(target, ['--auth-token', TOKEN]);
+    // Links carry the renderer's public URL (never the request's Host); here it stands for renderer.base.
+    renderer = await testServer(target, ['--auth-token', TOKEN, '--public-url', PUBLIC_RENDERER]);
     await build;
     const jsonData = { influxUrl: target.url, dialect: 'influxql', database: target.db, rendererUrl: renderer.base };
     const datasources: StandInDatasource[] = [
@@ -201,9 +203,9 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     const linkBox = page.getByLabel('Signed link');
     await linkBox.waitFor({ timeout: 15_000 });
     const link = await linkBox.inputValue();
-    expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/render\/heatmap\.png\?.*from=.*&sig=/);
+    expect(link).toMatch(/^https:\/\/renderer\.public\.example\/render\/heatmap\.png\?.*from=.*&sig=/);
     expect(link).not.toContain(TOKEN);
-    const signed = await fetch(link);
+    const signed = await fetch(renderer!.base + link.slice(PUBLIC_RENDERER.length));
     expect(signed.status).toBe(200);
     expect(signed.headers.get('content-type')).toBe('image/png');
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-dark.png'), fullPage: true });

@@ -1,10 +1,14 @@
 import React from 'react';
-import { render, screen, waitFor } from '@testing-library/react';
+import { configure, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { dateTime, LoadingState, type PanelProps } from '@grafana/data';
 import { of, throwError } from 'rxjs';
 import { HeatmapPanel } from './HeatmapPanel';
 import { DEFAULT_PANEL_OPTIONS, type PanelOptions } from '../types';
+
+// findBy*/waitFor give up after 1 s by default: too short for @grafana/ui on a loaded 2-core machine (the
+// no-data test timed out in a full run at load average 20). Wait for the condition longer instead.
+configure({ asyncUtilTimeout: 10_000 });
 
 const fetchMock = jest.fn();
 jest.mock('@grafana/runtime', () => ({
@@ -75,15 +79,46 @@ test("errors show the renderer's own message", async () => {
   expect(err).toHaveTextContent('refused the parameter service');
 });
 
-test('copy link for alerts mints a signed link with a relative range', async () => {
-  fetchMock.mockImplementation((r: { url: string }) =>
-    r.url.endsWith('/renderer/links') ? of({ data: { url: 'http://renderer:7071/render/heatmap.png?x=1&sig=abc', expires: '2030-01-01T00:00:00.000Z' }, status: 201, headers: new Headers() }) : png(),
-  );
+const minted = (url: string) => (r: { url: string }) =>
+  r.url.endsWith('/renderer/links') ? of({ data: { url, expires: '2030-01-01T00:00:00.000Z' }, status: 201, headers: new Headers() }) : png();
+
+test('copy link for alerts shows the public link the renderer minted, with a relative range', async () => {
+  // The renderer builds links from its --public-url; the panel shows exactly what it returned.
+  const publicLink = 'https://renderer.example.com/render/heatmap.png?service=api&from=now-1h&to=now&exp=1893456000&sig=abc';
+  fetchMock.mockImplementation(minted(publicLink));
   render(<HeatmapPanel {...props({ linkTtl: '2d' })} />);
   await screen.findByTestId('tcplat-panel-image');
   await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
-  await waitFor(() => expect(screen.getByLabelText('Signed link')).toHaveValue('http://renderer:7071/render/heatmap.png?x=1&sig=abc'));
+  await waitFor(() => expect(screen.getByLabelText('Signed link')).toHaveValue(publicLink));
+  expect(screen.queryByTestId('tcplat-panel-link-warning')).toBeNull();
   const req = fetchMock.mock.calls.find((c) => c[0].url.endsWith('/links'))![0];
+  expect(req.url).toBe('/api/datasources/proxy/uid/tc/renderer/links');
   expect(req.method).toBe('POST');
   expect(req.data).toMatchObject({ path: '/render/heatmap.png', ttl: '2d', params: { service: ['api'], from: 'now-1h', to: 'now', overlay: ['p50', 'p99'] } });
+});
+
+test.each([
+  ['http://127.0.0.1:7071/render/heatmap.png?exp=1&sig=a', /127\.0\.0\.1:7071, which opens only on the renderer's own machine/],
+  ['http://localhost:7071/render/heatmap.png?exp=1&sig=a', /localhost:7071, which opens only/],
+  // The datasource's renderer URL is where Grafana's server reaches it (compose: the service name).
+  ['http://renderer:7071/render/heatmap.png?exp=1&sig=a', /renderer:7071, the address Grafana's server uses/],
+])('a minted link readers cannot open (%s) comes with a warning naming --public-url', async (url, why) => {
+  fetchMock.mockImplementation(minted(url));
+  render(<HeatmapPanel {...props()} />);
+  await screen.findByTestId('tcplat-panel-image');
+  await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
+  const warning = await screen.findByTestId('tcplat-panel-link-warning');
+  expect(warning).toHaveTextContent(why);
+  expect(warning).toHaveTextContent('--public-url');
+  expect(screen.getByLabelText('Signed link')).toHaveValue(url);
+});
+
+test("a renderer without --public-url refuses to mint: the panel shows the renderer's reason", async () => {
+  const body = new Blob([JSON.stringify({ error: "signed links need the renderer's public address: start it with --public-url" })]);
+  fetchMock.mockImplementation((r: { url: string }) => (r.url.endsWith('/renderer/links') ? throwError(() => ({ status: 409, data: body })) : png()));
+  render(<HeatmapPanel {...props()} />);
+  await screen.findByTestId('tcplat-panel-image');
+  await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
+  expect(await screen.findByTestId('tcplat-panel-link-error')).toHaveTextContent('--public-url');
+  expect(screen.queryByLabelText('Signed link')).toBeNull();
 });

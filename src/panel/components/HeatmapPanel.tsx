@@ -33,6 +33,28 @@ function useDatasource(options: PanelOptions) {
   }, [options.datasource]);
 }
 
+/**
+ * Why readers of a minted link may not open it, or null. The renderer builds links from its --public-url
+ * (never from the request); one naming a loopback host, or the address Grafana's server reaches the
+ * renderer at (the datasource's renderer URL, often an internal name), means that is unset or wrong.
+ */
+export function unreachableLinkReason(minted: string, rendererUrl: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(minted);
+  } catch {
+    return 'the renderer returned no absolute URL';
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (host === 'localhost' || host === '::1' || /^127\./.test(host)) return `it names ${u.host}, which opens only on the renderer's own machine`;
+  try {
+    if (new URL(rendererUrl).host === u.host) return `it names ${u.host}, the address Grafana's server uses for the renderer, which readers usually cannot reach`;
+  } catch {
+    // no usable renderer URL to compare with
+  }
+  return null;
+}
+
 export function HeatmapPanel({ options, width, height, timeRange, timeZone, replaceVariables }: Props) {
   const theme = useTheme2();
   const styles = useStyles2(getStyles);
@@ -111,6 +133,8 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
     }
   };
 
+  const unreachable = link.status === 'ok' ? unreachableLinkReason(link.link.url, (ds?.jsonData as TcplatOptions | undefined)?.rendererUrl ?? '') : null;
+
   if (setupError) {
     return (
       <div className={styles.wrap} data-testid="tcplat-panel-error">
@@ -155,6 +179,11 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
           <span className={styles.linkNote}>
             {link.copied ? 'Copied. ' : ''}Valid until {new Date(link.link.expires).toLocaleString()}
           </span>
+          {unreachable && (
+            <span className={styles.linkWarning} data-testid="tcplat-panel-link-warning">
+              Readers may not open this link: {unreachable}. Set the renderer&apos;s --public-url (TCPLAT_RENDERER_PUBLIC_URL in compose).
+            </span>
+          )}
           <IconButton name="times" aria-label="Close link" tooltip="Close" onClick={() => setLink({ status: 'idle' })} />
         </div>
       )}
@@ -186,6 +215,7 @@ const getStyles = (theme: GrafanaTheme2) => ({
   toolbar: css({ position: 'absolute', top: theme.spacing(0.5), right: theme.spacing(0.5), background: theme.colors.background.primary, borderRadius: theme.shape.radius.default }),
   linkInput: css({ flex: 1, minWidth: 0 }),
   linkNote: css({ flexShrink: 0, color: theme.colors.text.secondary }),
+  linkWarning: css({ color: theme.colors.warning.text }),
   link: css({
     position: 'absolute',
     left: theme.spacing(1),
