@@ -1,7 +1,7 @@
 /*
  * The plugins' webpack build, after @grafana/create-plugin's .config/webpack/webpack.config.ts; the root
  * webpack.config.js extends it. One configuration per plugin folder (src/<name>/plugin.json): each is
- * built side by side into dist/<plugin id>/ (module.js, plugin.json, img/, README.md), which is what
+ * built side by side into dist/<plugin id>/ (module.js, plugin.json, img/, README.md, CHANGELOG.md), which is what
  * Grafana loads. Grafana's own modules are AMD externals (externals.js); @tcplat/core is bundled from its
  * TypeScript source. The build prints the size of every module.js.
  */
@@ -114,6 +114,7 @@ function pluginConfig({ dir, pluginJson }, env) {
       new CopyWebpackPlugin({
         patterns: [
           { from: 'README.md', to: '.', transform: replace },
+          { from: 'CHANGELOG.md', to: '.' },
           { from: 'plugin.json', to: '.', transform: replace },
           { from: 'img/**/*', to: '.', noErrorOnMissing: true },
         ],
