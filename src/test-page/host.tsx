@@ -27,6 +27,9 @@ import * as JsxRuntime from 'react/jsx-runtime';
 import * as Rxjs from 'rxjs';
 import { Observable, lastValueFrom, type Subscription } from 'rxjs';
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDataSourcePlugin = DataSourcePlugin<any, any, any, any>;
+
 const SHARED: Record<string, unknown> = {
   react: React,
   'react-dom': ReactDOM,
@@ -140,7 +143,7 @@ interface HostState {
   error?: string;
 }
 
-function Host({ ds, panel }: { ds: DataSourcePlugin; panel: PanelPlugin }) {
+function Host({ ds, panel }: { ds: AnyDataSourcePlugin; panel: PanelPlugin }) {
   const theme = React.useMemo(() => createTheme({ colors: { mode: 'dark' } }), []);
   const instance = React.useMemo(() => new (ds.DataSourceClass as unknown as new (s: DataSourceInstanceSettings) => GrafanaData.DataSourceApi)(settings), [ds]);
   const [options, setOptions] = React.useState(settings as unknown as GrafanaData.DataSourceSettings);
@@ -234,7 +237,7 @@ async function main() {
     // One at a time: an anonymous define belongs to the script that is running.
     const ds = await loadPlugin('tcplat-connect-datasource');
     const panel = await loadPlugin('tcplat-heatmap-panel');
-    createRoot(document.getElementById('root')!).render(<Host ds={ds.plugin as DataSourcePlugin} panel={panel.plugin as PanelPlugin} />);
+    createRoot(document.getElementById('root')!).render(<Host ds={ds.plugin as AnyDataSourcePlugin} panel={panel.plugin as PanelPlugin} />);
     status.textContent = 'loaded';
   } catch (e) {
     status.textContent = `failed: ${(e as Error).message}`;
