@@ -98,6 +98,14 @@ function pluginConfig({ dir, pluginJson }, env) {
     },
     output: {
       clean: true,
+      // Source paths relative to src/ (./panel/render.ts, ../pkg/core/src/...): where Grafana's plugin
+      // validator looks them up to check that the archive's source map matches the source code.
+      devtoolModuleFilenameTemplate: (info) => {
+        const abs = info.absoluteResourcePath;
+        if (!path.isAbsolute(abs)) return `webpack://${pluginJson.id}/${info.resourcePath}`;
+        const rel = path.relative(SOURCE_DIR, abs).split(path.sep).join('/');
+        return `webpack://${pluginJson.id}/${rel.startsWith('..') ? rel : `./${rel}`}`;
+      },
       filename: '[name].js',
       library: { type: 'amd' },
       path: path.join(DIST_DIR, pluginJson.id),
