@@ -63,19 +63,24 @@ describe.each(plugins)('$id plugin.json', ({ dir, id, type }) => {
   });
 
   if (type === 'datasource') {
-    test('routes inject the secrets on the server; metrics on, no backend', () => {
+    test('routes inject the secrets on the server, one method per endpoint; metrics on, no backend', () => {
       expect(json.metrics).toBe(true);
       expect(json.backend).toBe(false);
       for (const r of json.routes) for (const k of Object.keys(r)) expect(ROUTE_KEYS).toContain(k);
       const byPath = Object.fromEntries(json.routes.map((r: { path: string }) => [r.path, r]));
-      expect(byPath.influx.url).toBe('{{ .JsonData.influxUrl }}');
-      expect(byPath.influx.headers).toEqual([{ name: 'Authorization', content: 'Token {{ .SecureJsonData.influxToken }}' }]);
-      expect(byPath.influx.urlParams).toEqual([
-        { name: 'u', content: '{{ .JsonData.influxUser }}' },
-        { name: 'p', content: '{{ .SecureJsonData.influxPassword }}' },
+      expect(byPath['influx/api/v2/query']).toMatchObject({ method: 'POST', url: '{{ .JsonData.influxUrl }}/api/v2/query' });
+      expect(byPath['influx/api/v2/query'].headers).toEqual([{ name: 'Authorization', content: 'Token {{ .SecureJsonData.influxToken | orEmpty }}' }]);
+      expect(byPath['influx/query']).toMatchObject({ method: 'GET', url: '{{ .JsonData.influxUrl }}/query' });
+      expect(byPath['influx/query'].urlParams).toEqual([
+        { name: 'u', content: '{{ .JsonData.influxUser | orEmpty }}' },
+        { name: 'p', content: '{{ .SecureJsonData.influxPassword | orEmpty }}' },
       ]);
-      expect(byPath.renderer.url).toBe('{{ .JsonData.rendererUrl }}');
-      expect(byPath.renderer.headers).toEqual([{ name: 'Authorization', content: 'Bearer {{ .SecureJsonData.rendererToken }}' }]);
+      for (const p of ['renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/links', 'renderer/metrics']) {
+        expect(byPath[p].url).toBe(`{{ .JsonData.rendererUrl }}/${p.slice('renderer/'.length)}`);
+        expect(byPath[p].headers).toEqual([{ name: 'Authorization', content: 'Bearer {{ .SecureJsonData.rendererToken | orEmpty }}' }]);
+      }
+      expect([byPath['renderer/links'].reqRole, byPath['renderer/metrics'].reqRole]).toEqual(['Editor', 'Editor']);
+      // (Who can do what through them, behind Grafana's proxy rules: tests/grafana-proxy.test.ts.)
     });
   }
 });

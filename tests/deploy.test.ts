@@ -8,7 +8,7 @@
  */
 import { expandValues } from '../src/shared/variables';
 import { fluxRows } from './support/flux';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -99,12 +99,15 @@ const AGENT_PORT = portOf(optionDefault(AGENT_OPTIONS, 'listen'));
 const RENDERER_PORT = portOf(optionDefault(RENDERER_OPTIONS, 'listen'));
 const INFLUX_PORT = Number(new URL(optionDefault(RENDERER_OPTIONS, 'influx-url')).port);
 
-/** `${VAR}`, `${VAR:-x}`, `${VAR:?msg}` and `$VAR` references in a text. */
+/** `${VAR}`, `${VAR:-x}`, `${VAR:?msg}` and `$VAR` references in a text (not Grafana's `$__file{...}` expanders). */
 function envRefs(text: string): Set<string> {
   const out = new Set<string>();
-  for (const m of text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) out.add(m[1] ?? m[2]);
+  for (const m of text.replace(/\$__\w+\{[^}]*\}/g, '').matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) out.add(m[1] ?? m[2]);
   return out;
 }
+
+/** Grafana's `$__file{PATH}` references in a provisioning value. */
+const fileRefs = (text: string) => [...text.matchAll(/\$__file\{([^}]*)\}/g)].map((m) => m[1]);
 
 /** Compose `environment:` as a map (list or map form). */
 function envMap(svc: Any): Record<string, string> {
@@ -127,9 +130,10 @@ function fluxQueries(): { where: string; flux: string; kind: string }[] {
 }
 
 describe('docker-compose.yml', () => {
-  test('has the four services, and the images and Dockerfile stages they name exist', () => {
-    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'renderer']);
+  test('has the four services and the token init step, and the images and Dockerfile stages they name exist', () => {
+    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'influxdb-tokens', 'renderer']);
     expect(services.influxdb.image).toBe('influxdb:2.7');
+    expect(services['influxdb-tokens'].image).toMatch(/^node:20-/);
     // A pinned 12.3.x patch (the newest known: deploy/README.md says how it was picked) that the plugins'
     // grafanaDependency admits.
     const grafanaVersion = /^grafana\/grafana:(12\.3\.\d+)$/.exec(services.grafana.image)![1];
@@ -229,7 +233,7 @@ describe('docker-compose.yml', () => {
     expect(new URL(env.TCPLAT_INFLUX_URL).port).toBe(String(INFLUX_PORT));
     expect(env.TCPLAT_SPOOL_DIR).toBe(optionDefault(AGENT_OPTIONS, 'spool-dir'));
     expect(targets.some(([, d]) => d === env.TCPLAT_SPOOL_DIR)).toBe(true);
-    for (const s of a.secrets) expect(Object.keys(compose.secrets)).toContain(s);
+    for (const s of a.secrets ?? []) expect(Object.keys(compose.secrets)).toContain(s);
   });
 
   test('the renderer: beyond loopback with a token, published on its CLI default port', () => {
@@ -244,6 +248,107 @@ describe('docker-compose.yml', () => {
     // Grafana reaches it by service name on the same port.
     expect(new URL(envMap(services.grafana).TCPLAT_RENDERER_URL).port).toBe(String(RENDERER_PORT));
     expect(new URL(envMap(services.grafana).INFLUX_URL).port).toBe(String(INFLUX_PORT));
+  });
+});
+
+describe('least privilege: the operator token stays with InfluxDB, each service gets only its own token', () => {
+  const init = services['influxdb-tokens'];
+  const initEnv = envMap(init);
+  // NAME=read|write:FILE:UID, as deploy/compose/influx-tokens.mjs reads it.
+  const tokens = Object.fromEntries(
+    initEnv.TCPLAT_TOKENS.split(',').map((spec) => {
+      const m = /^([a-z-]+)=(read|write):([^:]+):(\d+)$/.exec(spec)!;
+      expect(m).not.toBeNull();
+      return [m[1], { action: m[2], file: m[3], uid: Number(m[4]) }];
+    }),
+  ) as Record<string, { action: string; file: string; uid: number }>;
+  /** The named volume mounted (in `svc`) at the directory holding `file`, and where. */
+  const volumeAt = (svc: Any, file: string) =>
+    (svc.volumes as string[])
+      .map((v) => v.split(':'))
+      .find(([src, dst]) => !src.startsWith('.') && !src.startsWith('/') && file.startsWith(`${dst}/`));
+  const tokenVolumes = (svc: Any) => (svc.volumes ?? []).map((v: string) => v.split(':')[0]).filter((v: string) => v.startsWith('influx-token-'));
+
+  test('the init step makes a write-only token for the agent and read-only ones for Grafana and the renderer, from the operator token', () => {
+    expect(Object.fromEntries(Object.entries(tokens).map(([k, v]) => [k, v.action]))).toEqual({ agent: 'write', grafana: 'read', renderer: 'read' });
+    expect(init.restart).toBe('no');
+    expect(init.entrypoint).toEqual(['node', '/tcplat/influx-tokens.mjs']);
+    expect(fs.existsSync(path.join(ROOT, 'deploy/compose/influx-tokens.mjs'))).toBe(true);
+    expect(init.secrets).toEqual(['influx_operator_token']);
+    expect(compose.secrets.influx_operator_token.environment).toBe('INFLUX_OPERATOR_TOKEN');
+    expect(envMap(services.influxdb).DOCKER_INFLUXDB_INIT_ADMIN_TOKEN).toMatch(/^\$\{INFLUX_OPERATOR_TOKEN:\?/);
+    // The user each image runs as can read its file (mode 0400): root, Grafana's 472, the renderer stage's USER node.
+    expect(read('Dockerfile')).toMatch(/FROM runtime AS renderer[\s\S]*USER node/);
+    expect([tokens.agent.uid, tokens.grafana.uid, tokens.renderer.uid]).toEqual([0, 472, 1000]);
+  });
+
+  test('nothing but InfluxDB and the init step sees the operator token', () => {
+    for (const [name, svc] of Object.entries(services)) {
+      const text = JSON.stringify(svc);
+      const sees = text.includes('INFLUX_OPERATOR_TOKEN') || (svc.secrets ?? []).includes('influx_operator_token');
+      expect([name, sees]).toEqual([name, name === 'influxdb' || name === 'influxdb-tokens']);
+    }
+    expect(read('provisioning/datasources/tcplat.yaml')).not.toMatch(/OPERATOR/);
+  });
+
+  test("each service mounts exactly one token volume, its own, where it reads its token", () => {
+    for (const name of ['agent', 'renderer', 'grafana']) {
+      const svc = services[name];
+      const t = tokens[name];
+      const [initVolume] = volumeAt(init, t.file)!;
+      expect([name, tokenVolumes(svc)]).toEqual([name, [initVolume]]);
+      expect(Object.keys(compose.volumes)).toContain(initVolume);
+      const inSvc = (svc.volumes as string[]).map((v) => v.split(':')).find(([src]) => src === initVolume)!;
+      expect([name, inSvc[2]]).toEqual([name, 'ro']);
+      // Where the service reads it: the agent and renderer from TCPLAT_INFLUX_TOKEN_FILE, Grafana from $__file{...}.
+      const where = name === 'grafana' ? fileRefs(JSON.stringify(datasources)) : [envMap(svc).TCPLAT_INFLUX_TOKEN_FILE];
+      const initDir = volumeAt(init, t.file)![1];
+      for (const f of where) expect([name, f]).toEqual([name, `${inSvc[1]}${t.file.slice(initDir.length)}`]);
+      expect(svc.depends_on['influxdb-tokens'].condition).toBe('service_completed_successfully');
+    }
+    // Both Grafana datasources read with Grafana's token.
+    const refs = fileRefs(JSON.stringify(datasources));
+    expect(refs.length).toBe(2);
+    expect(tokenVolumes(init).sort()).toEqual(['influx-token-agent', 'influx-token-grafana', 'influx-token-renderer']);
+  });
+});
+
+const GO_MISSING = (process.env.PATH ?? '').split(':').some((p) => fs.existsSync(path.join(p, 'go'))) ? null : 'no Go toolchain on PATH (needed to build tests/go/compose-load)';
+describeWith(GO_MISSING, 'docker-compose.yml loaded by compose-go (the loader docker compose uses)', () => {
+  jest.setTimeout(600_000);
+  let bin = '';
+  beforeAll(() => {
+    bin = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-compose-load-')), 'compose-load');
+    execFileSync('go', ['build', '-o', bin, './compose-load'], { cwd: path.join(ROOT, 'tests/go'), stdio: ['ignore', 'ignore', 'pipe'], timeout: 540_000 });
+  }, 600_000);
+  const load = (envFile: string) => {
+    try {
+      return { project: JSON.parse(execFileSync(bin, ['-f', 'docker-compose.yml', '--env-file', envFile], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as Any, error: '' };
+    } catch (e) {
+      return { project: undefined, error: String((e as { stderr?: string }).stderr ?? e) };
+    }
+  };
+
+  test('with .env.example it loads: schema, interpolation and every reference (secrets, volumes, depends_on) resolve', () => {
+    const { project, error } = load('.env.example');
+    expect(error).toBe('');
+    expect(Object.keys(project.services).sort()).toEqual(Object.keys(services).sort());
+    // What compose resolves is what the tests above read from the YAML: each service's token volume.
+    for (const name of ['agent', 'grafana', 'renderer']) {
+      const vols = (project.services[name].volumes as Any[]).filter((v) => v.type === 'volume' && String(v.source).startsWith('influx-token-'));
+      expect([name, vols.map((v) => [v.source, v.read_only])]).toEqual([name, [[`influx-token-${name}`, true]]]);
+    }
+    expect(project.services['influxdb-tokens'].environment.INFLUX_ORG).toBe('tcplat');
+    expect(project.services.influxdb.environment.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN).toBe('change-me-openssl-rand-hex-32');
+    expect(project.services.grafana.environment.INFLUX_OPERATOR_TOKEN).toBeUndefined();
+  });
+
+  test('without the operator token in the env file it refuses, naming the variable', () => {
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-env-')), '.env');
+    fs.writeFileSync(f, envExample.replace(/^INFLUX_OPERATOR_TOKEN=.*$/m, ''));
+    const { error } = load(f);
+    expect(error).toMatch(/INFLUX_OPERATOR_TOKEN/);
+    expect(error).toMatch(/set it in .env/);
   });
 });
 
@@ -281,7 +386,7 @@ describe('provisioning', () => {
     const block = (name: string) => new RegExp(`interface ${name}\\b[^{]*\\{([\\s\\S]*?)\\n\\}`).exec(types)![1];
     for (const k of Object.keys(ours.jsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatOptions'))]).toEqual([k, true]);
     for (const k of Object.keys(ours.secureJsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatSecureOptions'))]).toEqual([k, true]);
-    for (const d of datasources) for (const v of Object.values(d.secureJsonData ?? {})) expect(v).toMatch(/^\$\{[A-Z_]+\}$/);
+    for (const d of datasources) for (const v of Object.values(d.secureJsonData ?? {})) expect(v).toMatch(/^(\$\{[A-Z_]+\}|\$__file\{\/run\/[\w/.-]+\})$/);
   });
 
   test('dashboard: every panel and target uses a provisioned datasource; panel types exist', () => {
@@ -398,7 +503,7 @@ describe('provisioning', () => {
     const accepted = new Set<string>();
     parseRenderParams('heatmap', new Proxy({}, { get: (_t, k) => (accepted.add(String(k)), undefined) }), DEFAULT_LIMITS, Date.now());
     expect(accepted.has('service')).toBe(true);
-    const rendererRoute = DS_PLUGIN.routes.find((r) => r.path === 'renderer');
+    const rendererRoute = DS_PLUGIN.routes.find((r) => r.path === `renderer${ROUTES.heatmap}`);
     expect(rendererRoute).toBeDefined();
     for (const r of rules) {
       const tpl: string = r.annotations.heatmap_url;
@@ -409,7 +514,7 @@ describe('provisioning', () => {
           .replace(/\{\{ urlquery \$labels\.service \}\}/g, 'rails+api'),
       );
       expect(url.href).not.toMatch(/\{\{|\}\}/);
-      expect(url.pathname).toBe(`/api/datasources/proxy/uid/${datasources.find((d) => d.type === DS_PLUGIN.id).uid}/${rendererRoute!.path}${ROUTES.heatmap}`);
+      expect(url.pathname).toBe(`/api/datasources/proxy/uid/${datasources.find((d) => d.type === DS_PLUGIN.id).uid}/${rendererRoute!.path}`);
       const query: Record<string, string> = {};
       for (const [k, v] of url.searchParams) {
         expect([k, accepted.has(k)]).toEqual([k, true]);
@@ -488,6 +593,23 @@ describe('deploy/kubernetes', () => {
     }
     const spool = c.env.find((e: Any) => e.name === 'TCPLAT_SPOOL_DIR').value;
     expect(c.volumeMounts.some((m: Any) => m.mountPath === spool && volumes.get(m.name))).toBe(true);
+  });
+
+  test('least privilege: the agent gets only the write-only InfluxDB token, the renderer only the read-only one', () => {
+    const tokenKey = (c: Any) => c.env.find((e: Any) => e.name === 'TCPLAT_INFLUX_TOKEN').valueFrom.secretKeyRef.key;
+    const secretKeys = (c: Any) => c.env.filter((e: Any) => e.valueFrom?.secretKeyRef).map((e: Any) => e.valueFrom.secretKeyRef.key).sort();
+    const agent = kinds('DaemonSet')[0].spec.template.spec.containers[0];
+    const renderer = kinds('Deployment')[0].spec.template.spec.containers[0];
+    expect(tokenKey(agent)).toBe('influx-write-token');
+    expect(tokenKey(renderer)).toBe('influx-read-token');
+    expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
+    expect(secretKeys(renderer)).toEqual(['influx-read-token', 'renderer-token']);
+    for (const c of [agent, renderer]) expect(c.envFrom ?? []).toEqual((c.envFrom ?? []).filter((f: Any) => f.configMapRef));
+    // The example Secret holds scoped tokens only, and says how to make them.
+    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
+    const text = read('deploy/kubernetes/secret.example.yaml');
+    expect(text).toMatch(/--write-bucket/);
+    expect(text).toMatch(/--read-bucket/);
   });
 
   test('the renderer Deployment and Service: token from the Secret, probes on /healthz', () => {

@@ -50,7 +50,7 @@ beforeEach(() => {
 });
 
 describe('query (InfluxDB 1.x)', () => {
-  test('POSTs the builder’s InfluxQL through the influx route, with hostile variable values only quoted', async () => {
+  test('GETs the builder’s InfluxQL through the influx/query route (GET only), with hostile variable values only quoted', async () => {
     vars.service = [`api' OR 1=1 --`, 'web"; DROP'];
     const d = ds({ dialect: 'influxql', database: 'tcplat', retentionPolicy: 'week' });
     fetchMock.mockReturnValue(
@@ -71,9 +71,11 @@ describe('query (InfluxDB 1.x)', () => {
     const req = fetchMock.mock.calls[0][0];
     const url = new URL(req.url, 'http://grafana');
     expect(url.pathname).toBe('/api/datasources/proxy/uid/tcplat/influx/query');
+    const sent = url.searchParams.get('q');
+    url.searchParams.delete('q');
     expect(Object.fromEntries(url.searchParams)).toEqual({ db: 'tcplat', rp: 'week', epoch: 'ms' });
-    expect(req.method).toBe('POST');
-    const sent = new URLSearchParams(req.data).get('q');
+    expect(req.method).toBe('GET');
+    expect(req.data).toBeUndefined();
     const plan = planQuery(q, { service: [`api' OR 1=1 --`, 'web"; DROP'] }, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
     expect(sent).toBe(buildInfluxQLHistQuery(plan.hist));
     expect(sent).toContain(`"service" = 'api\\' OR 1=1 --'`);
@@ -165,11 +167,19 @@ describe('testDatasource', () => {
     expect(r.message).toMatch(/cannot reach InfluxDB at http:\/\/influx:8086/);
     expect(r.message).toMatch(/reachable from the Grafana server/);
   });
-  test('unauthorized: says to check the token', async () => {
-    fetchMock.mockReturnValue(fail(401, { code: 'unauthorized', message: 'unauthorized access' }));
+  // What Grafana answers when InfluxDB says 401: 400 with a plain-text body; the 401 never reaches the
+  // browser (grafana/grafana pkg/api/pluginproxy/ds_proxy.go, HandleRequest's modifyResponse). The real
+  // thing, through the stand-in against a real InfluxDB, is in tests/grafana-proxy.test.ts.
+  test('wrong token or password (Grafana’s 400 "Authentication to data source failed"): says to check them', async () => {
+    fetchMock.mockReturnValue(fail(400, 'Authentication to data source failed'));
     const r = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).testDatasource();
     expect(r).toMatchObject({ status: 'error' });
-    expect(r.message).toMatch(/refused the credentials \(HTTP 401: unauthorized access\)/);
+    expect(r.message).toMatch(/^InfluxDB refused the datasource's credentials \(Grafana: Authentication to data source failed\)\. Check the token \(InfluxDB 2\.x\)/);
+  });
+  test('a route the user’s role may not use (Grafana’s 403): says it needs an Editor', async () => {
+    fetchMock.mockReturnValue(fail(403, { message: 'plugin proxy route access denied' }));
+    const r = await ds({ dialect: 'influxql', database: 'tcplat' }).testDatasource();
+    expect(r.message).toMatch(/Grafana refused this request to InfluxDB \(plugin proxy route access denied\): it needs the Editor role/);
   });
   test('missing bucket (2.x) and missing database (1.x)', async () => {
     fetchMock.mockReturnValue(fail(404, { code: 'not found', message: 'failed to initialize execute state: could not find bucket "b"' }));
@@ -189,11 +199,11 @@ describe('testDatasource', () => {
   });
   test('with data, and the renderer checked through its route', async () => {
     fetchMock.mockImplementation((req: { url: string }) =>
-      req.url.includes('/renderer/') ? fail(401, { error: 'the token is not valid for this renderer' }) : ok({ results: [{ series: [{ columns: ['key'], values: [['tcp_connect_hist,service=api']] }] }] }),
+      req.url.includes('/renderer/') ? fail(400, 'Authentication to data source failed') : ok({ results: [{ series: [{ columns: ['key'], values: [['tcp_connect_hist,service=api']] }] }] }),
     );
     const r = await ds({ dialect: 'influxql', database: 'tcplat', rendererUrl: 'http://renderer:7071' }).testDatasource();
     expect(r.status).toBe('error');
-    expect(r.message).toMatch(/InfluxDB is fine, but: the renderer refused the credentials .*not valid/);
+    expect(r.message).toMatch(/InfluxDB is fine, but: the renderer refused the datasource's credentials .*Check the renderer token/);
     expect(fetchMock.mock.calls[1][0].url).toBe('/api/datasources/proxy/uid/tcplat/renderer/metrics');
   });
 });

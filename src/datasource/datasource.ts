@@ -1,7 +1,8 @@
 /**
- * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux) or 1.x (InfluxQL) through the
- * `influx` route of plugin.json, and hands the panel the `renderer` route. Queries are built by
- * @tcplat/core; variables are expanded to values that the builders quote.
+ * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux, `influx/api/v2/query`, POST) or
+ * 1.x (InfluxQL, `influx/query`, GET) through the routes of plugin.json, and hands the panel the
+ * `renderer/...` routes. Queries are built by @tcplat/core; variables are expanded to values that the
+ * builders quote.
  */
 import {
   CustomVariableSupport,
@@ -142,14 +143,14 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
   /** The rows of a planned query, from whichever InfluxDB this datasource talks to. */
   async histRows(plan: PlannedQuery, signal?: AbortSignal): Promise<HistRow[]> {
     if (this.options.dialect === 'influxql') {
-      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), 'POST', signal), plan.queryGroupBy);
+      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), signal), plan.queryGroupBy);
     }
     return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(plan.hist, { bucket: this.options.bucket ?? '' }), signal), plan.queryGroupBy);
   }
 
   /** Values of one tag among series matching filters (raw values: variables are expanded here). */
   async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange): Promise<string[]> {
-    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters), 'GET'));
+    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters)));
     const startMs = range ? range.from.valueOf() : Date.now() - TAG_LOOKBACK_MS;
     return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs)))));
   }
@@ -161,22 +162,23 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     return values.map((text) => ({ text, value: text }));
   }
 
-  // ---- HTTP through the `influx` route ----
+  // ---- HTTP through the `influx/...` routes ----
 
   private influxWhere(): string {
     return this.options.influxUrl ?? '';
   }
 
-  async influxQL(q: string, method: 'GET' | 'POST', signal?: AbortSignal): Promise<InfluxQLSeriesLike[]> {
+  /**
+   * InfluxQL goes by GET only: the `influx/query` route matches GET alone, so no Grafana user can send
+   * InfluxDB 1.x a POST (its verb for CREATE/DROP/GRANT). 1.x still runs such statements by GET with a
+   * deprecation warning, which is why the datasource's 1.x user should hold only READ (see README).
+   */
+  async influxQL(q: string, signal?: AbortSignal): Promise<InfluxQLSeriesLike[]> {
     const params = new URLSearchParams({ db: this.options.database ?? '', epoch: 'ms' });
     if (this.options.retentionPolicy) params.set('rp', this.options.retentionPolicy);
-    if (method === 'GET') params.set('q', q);
+    params.set('q', q);
     const res = await proxyFetch<InfluxQLAnswer>(
-      {
-        url: `${this.url}/influx/query?${params.toString()}`,
-        method,
-        ...(method === 'POST' ? { data: new URLSearchParams({ q }).toString(), headers: { 'Content-Type': 'application/x-www-form-urlencoded' } } : {}),
-      },
+      { url: `${this.url}/influx/query?${params.toString()}`, method: 'GET' },
       'InfluxDB',
       this.influxWhere(),
       signal,
@@ -246,7 +248,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     let series: InfluxQLSeriesLike[];
     try {
       // SHOW SERIES (unlike SHOW MEASUREMENTS on 1.x) reports a missing database as an error.
-      series = await this.influxQL(`SHOW SERIES FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} LIMIT 1`, 'GET');
+      series = await this.influxQL(`SHOW SERIES FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} LIMIT 1`);
     } catch (e) {
       const f = e as HttpFailure;
       if (f.kind === 'http' && /database not found/i.test(f.serverMessage ?? '')) {

@@ -10,8 +10,13 @@ export class HttpFailure extends Error {
   constructor(
     message: string,
     readonly status: number,
-    /** unreachable: no answer (or the proxy's 502/504); unauthorized: 401/403; http: any other status. */
-    readonly kind: 'unreachable' | 'unauthorized' | 'http',
+    /**
+     * unreachable: no answer (or the proxy's 502/504); unauthorized: the service refused the datasource's
+     * credentials (Grafana's 400 "Authentication to data source failed", or a 401/403 passed through);
+     * forbidden: Grafana refused the user (403 "plugin proxy route access denied": a route's reqRole);
+     * http: any other status.
+     */
+    readonly kind: 'unreachable' | 'unauthorized' | 'forbidden' | 'http',
     /** The server's own message, when it sent one. */
     readonly serverMessage?: string,
     readonly parameter?: string,
@@ -20,6 +25,11 @@ export class HttpFailure extends Error {
     this.name = 'HttpFailure';
   }
 }
+
+/** The body of Grafana's 400 for an upstream 401 (ds_proxy.go). */
+export const GRAFANA_AUTH_FAILED = 'Authentication to data source failed';
+/** The message of Grafana's 403 when a route's reqRole is not met (ds_proxy.go validateRequest). */
+export const GRAFANA_ROUTE_DENIED = 'plugin proxy route access denied';
 
 interface FetchErrorLike {
   status?: number;
@@ -87,6 +97,28 @@ export async function toFailure(e: unknown, what: string, where: string): Promis
         `Check the URL in the datasource settings and that ${what} is running and reachable from the Grafana server (not only from your browser).`,
       status,
       'unreachable',
+      message,
+    );
+  }
+  // Grafana's datasource proxy turns an upstream 401 into 400 with this plain-text body, and never lets
+  // the 401 through (grafana/grafana pkg/api/pluginproxy/ds_proxy.go, HandleRequest's modifyResponse).
+  if (status === 400 && message === GRAFANA_AUTH_FAILED) {
+    return new HttpFailure(
+      `${what} refused the datasource's credentials (Grafana: ${GRAFANA_AUTH_FAILED}). ` +
+        (what === 'InfluxDB'
+          ? 'Check the token (InfluxDB 2.x) or the user and password (1.x) in the datasource settings, and that they are still valid.'
+          : "Check the renderer token in the datasource settings: it must be one of the renderer's --auth-token values."),
+      status,
+      'unauthorized',
+      message,
+    );
+  }
+  // A route's reqRole the user lacks (ds_proxy.go validateRequest/hasAccessToRoute, answered by JsonApiErr(403)).
+  if (status === 403 && message === GRAFANA_ROUTE_DENIED) {
+    return new HttpFailure(
+      `Grafana refused this request to ${what} (${GRAFANA_ROUTE_DENIED}): it needs the Editor role in this organization. Ask an Editor or Admin.`,
+      status,
+      'forbidden',
       message,
     );
   }
