@@ -146,6 +146,17 @@ describe('cancelling and Explore', () => {
     expect(seen).toEqual([]);
   });
 
+  test('variable queries too: unsubscribing aborts the tag-values request', async () => {
+    const aborted = jest.fn();
+    fetchMock.mockImplementation(() => new Observable(() => aborted));
+    const d = ds({ dialect: 'flux', org: 'o', bucket: 'b' });
+    const sub = d.variables!.query!({ targets: [{ refId: 'v', kind: 'services' }], range: request([]).range, scopedVars: {} } as never).subscribe({ error: () => {} });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(fetchMock).toHaveBeenCalledTimes(1);
+    sub.unsubscribe();
+    expect(aborted).toHaveBeenCalledTimes(1);
+  });
+
   test('interpolateVariablesInQueries: Explore gets the values, All means no filter, literals stay', () => {
     vars.service = ['api', 'web'];
     vars.dst = ['.*'];

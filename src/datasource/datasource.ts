@@ -30,7 +30,7 @@ import {
   type HistRow,
   type InfluxQLSeriesLike,
 } from '@tcplat/core';
-import { Observable, from } from 'rxjs';
+import { Observable } from 'rxjs';
 import { Cancelled, HttpFailure, proxyFetch } from '../shared/http';
 import { VariableQueryEditor } from './components/VariableQueryEditor';
 import { migrateQuery, migrateVariableQuery } from './migrate';
@@ -149,16 +149,16 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
   }
 
   /** Values of one tag among series matching filters (raw values: variables are expanded here). */
-  async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange): Promise<string[]> {
-    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters)));
+  async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange, signal?: AbortSignal): Promise<string[]> {
+    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters), signal));
     const startMs = range ? range.from.valueOf() : Date.now() - TAG_LOOKBACK_MS;
-    return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs)))));
+    return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs))), signal));
   }
 
-  async metricFindQuery(query: TcplatVariableQuery | string, options?: { range?: TimeRange; scopedVars?: ScopedVars }): Promise<MetricFindValue[]> {
+  async metricFindQuery(query: TcplatVariableQuery | string, options?: { range?: TimeRange; scopedVars?: ScopedVars; signal?: AbortSignal }): Promise<MetricFindValue[]> {
     const q = migrateVariableQuery(query);
     const filters = queryFilters({ service: q.service ? [q.service] : [] }, this.replacer(options?.scopedVars));
-    const values = await this.tagValues(VARIABLE_TAG[q.kind], filters, options?.range);
+    const values = await this.tagValues(VARIABLE_TAG[q.kind], filters, options?.range, options?.signal);
     return values.map((text) => ({ text, value: text }));
   }
 
@@ -306,11 +306,20 @@ export class TcplatVariableSupport extends CustomVariableSupport<TcplatDataSourc
     super();
   }
 
+  /** Cancellable like panel queries: unsubscribing aborts the request. */
   query(request: DataQueryRequest<TcplatVariableQuery>): Observable<DataQueryResponse> {
-    return from(
-      this.ds.metricFindQuery(request.targets[0], { range: request.range, scopedVars: request.scopedVars }).then((values) => ({
-        data: [createDataFrame({ fields: [{ name: 'text', type: FieldType.string, values: values.map((v) => String(v.text)) }] })],
-      })),
-    );
+    return new Observable<DataQueryResponse>((subscriber) => {
+      const ctl = new AbortController();
+      this.ds.metricFindQuery(request.targets[0], { range: request.range, scopedVars: request.scopedVars, signal: ctl.signal }).then(
+        (values) => {
+          subscriber.next({ data: [createDataFrame({ fields: [{ name: 'text', type: FieldType.string, values: values.map((v) => String(v.text)) }] })] });
+          subscriber.complete();
+        },
+        (e) => {
+          if (!(e instanceof Cancelled)) subscriber.error(e);
+        },
+      );
+      return () => ctl.abort();
+    });
   }
 }
