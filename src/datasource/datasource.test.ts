@@ -1,7 +1,7 @@
 import { dateTime, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
 import { buildFluxHistQuery, buildInfluxQLHistQuery, BUCKET_FIELDS } from '@tcplat/core';
 import { Observable, lastValueFrom, of, throwError } from 'rxjs';
-import { TcplatDataSource } from './datasource';
+import { TcplatDataSource, TcplatVariableSupport } from './datasource';
 import { planQuery } from './queries';
 import type { TcplatOptions, TcplatQuery } from './types';
 
@@ -150,7 +150,7 @@ describe('cancelling and Explore', () => {
     const aborted = jest.fn();
     fetchMock.mockImplementation(() => new Observable(() => aborted));
     const d = ds({ dialect: 'flux', org: 'o', bucket: 'b' });
-    const sub = d.variables!.query!({ targets: [{ refId: 'v', kind: 'services' }], range: request([]).range, scopedVars: {} } as never).subscribe({ error: () => {} });
+    const sub = (d.variables as TcplatVariableSupport).query({ targets: [{ refId: 'v', kind: 'services' }], range: request([]).range, scopedVars: {} } as never).subscribe({ error: () => {} });
     await new Promise((r) => setTimeout(r, 0));
     expect(fetchMock).toHaveBeenCalledTimes(1);
     sub.unsubscribe();
