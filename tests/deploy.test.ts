@@ -8,10 +8,11 @@
  */
 import { expandValues } from '../src/shared/variables';
 import { fluxRows } from './support/flux';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import semver from 'semver';
 import YAML from 'yaml';
 import {
   BUCKET_FIELDS,
@@ -61,6 +62,22 @@ const DS_UIDS = new Set(datasources.map((d) => d.uid as string));
 const dashboardFiles = PROVISIONING_FILES.filter((f) => f.endsWith('.json'));
 const dashboards = dashboardFiles.map((f) => JSON.parse(read(f)) as Any);
 const dashboard = dashboards.find((d) => d.title === 'TCP connect latency');
+/** The dashboard's query variables (its datasource variables aside). */
+const queryVariables = (dashboard.templating.list as Any[]).filter((v) => v.type === 'query');
+
+/**
+ * The provisioned uid a dashboard datasource reference stands for. The dashboard names datasources only
+ * through its datasource variables (`${ds_tcplat}`), as Grafana's export does, so it imports elsewhere:
+ * the variable's plugin type must be the reference's type, and its current value a provisioned uid.
+ */
+function resolveDatasource(ref: { type: string; uid: string }): string {
+  const m = /^\$\{(\w+)\}$/.exec(ref.uid);
+  if (!m) throw new Error(`datasource uid ${JSON.stringify(ref.uid)} is hard-coded: use a datasource variable`);
+  const v = (dashboard.templating.list as Any[]).find((x) => x.name === m[1] && x.type === 'datasource');
+  if (!v) throw new Error(`no datasource variable ${m[1]}`);
+  if (v.query !== ref.type) throw new Error(`variable ${m[1]} lists ${v.query} datasources, the reference is a ${ref.type}`);
+  return v.current.value as string;
+}
 const rules = (yaml('provisioning/alerting/tcplat-rules.yaml') as Any).groups.flatMap((g: Any) => g.rules) as Any[];
 const templates = (yaml('provisioning/alerting/tcplat-templates.yaml') as Any).templates as Any[];
 const K8S_FILES = fs.readdirSync(path.join(ROOT, 'deploy/kubernetes')).filter((f) => /\.ya?ml$/.test(f));
@@ -102,7 +119,7 @@ function envMap(svc: Any): Record<string, string> {
 /** Every Flux query of the dashboard (variables and panel targets) and of the alert rules. */
 function fluxQueries(): { where: string; flux: string; kind: string }[] {
   const out: { where: string; flux: string; kind: string }[] = [];
-  for (const v of dashboard.templating.list) out.push({ where: `variable ${v.name}`, flux: typeof v.query === 'string' ? v.query : v.query.query, kind: `var:${v.name}` });
+  for (const v of queryVariables) out.push({ where: `variable ${v.name}`, flux: typeof v.query === 'string' ? v.query : v.query.query, kind: `var:${v.name}` });
   for (const p of dashboard.panels) {
     for (const t of p.targets ?? []) if (t.query) out.push({ where: `panel ${p.id} "${p.title}" ${t.refId}`, flux: t.query, kind: `panel:${p.id}` });
   }
@@ -117,10 +134,11 @@ describe('docker-compose.yml', () => {
     expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'influxdb-tokens', 'renderer']);
     expect(services.influxdb.image).toBe('influxdb:2.7');
     expect(services['influxdb-tokens'].image).toMatch(/^node:20-/);
-    const grafanaVersion = /^grafana\/grafana:(\d+)\.(\d+)\.(\d+)$/.exec(services.grafana.image)!;
-    const need = /^>=(\d+)\.(\d+)\.(\d+)$/.exec(DS_PLUGIN.dependencies.grafanaDependency)!;
-    const v = (m: RegExpExecArray) => Number(m[1]) * 1e6 + Number(m[2]) * 1e3 + Number(m[3]);
-    expect(v(grafanaVersion)).toBeGreaterThanOrEqual(v(need));
+    // A pinned 12.3.x patch (the newest known: deploy/README.md says how it was picked) that the plugins'
+    // grafanaDependency admits.
+    const grafanaVersion = /^grafana\/grafana:(12\.3\.\d+)$/.exec(services.grafana.image)![1];
+    expect(semver.satisfies(grafanaVersion, DS_PLUGIN.dependencies.grafanaDependency)).toBe(true);
+    expect(semver.gte(grafanaVersion, '12.3.11')).toBe(true);
     const stages = new Set([...read('Dockerfile').matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gim)].map((m) => m[1]));
     for (const name of ['agent', 'renderer']) {
       expect(services[name].build.context).toBe('.');
@@ -380,18 +398,38 @@ describe('provisioning', () => {
       expect(ids.has(p.id)).toBe(false);
       ids.add(p.id);
       expect([p.title, CORE_PANELS.has(p.type) || p.type === PANEL_PLUGIN.id]).toEqual([p.title, true]);
-      if (p.datasource) expect([p.title, DS_UIDS.has(p.datasource.uid)]).toEqual([p.title, true]);
-      for (const t of p.targets ?? []) expect([p.title, t.refId, DS_UIDS.has((t.datasource ?? p.datasource).uid)]).toEqual([p.title, t.refId, true]);
+      if (p.datasource) expect([p.title, DS_UIDS.has(resolveDatasource(p.datasource))]).toEqual([p.title, true]);
+      for (const t of p.targets ?? []) expect([p.title, t.refId, DS_UIDS.has(resolveDatasource(t.datasource ?? p.datasource))]).toEqual([p.title, t.refId, true]);
     }
-    for (const v of dashboard.templating.list) expect(DS_UIDS.has(v.datasource.uid)).toBe(true);
-    expect(dashboard.templating.list.map((v: Any) => v.name)).toEqual(['host', 'service', 'dst']);
+    for (const v of queryVariables) expect(DS_UIDS.has(resolveDatasource(v.datasource))).toBe(true);
+    expect(dashboard.templating.list.map((v: Any) => v.name)).toEqual(['ds_influxdb', 'ds_tcplat', 'host', 'service', 'dst']);
+    // Each datasource variable lists its plugin's datasources and defaults to the provisioned one of that type.
+    for (const v of dashboard.templating.list.filter((x: Any) => x.type === 'datasource')) {
+      expect(datasources.find((d) => d.uid === v.current.value)?.type).toBe(v.query);
+    }
+  });
+
+  test('exported, the dashboard imports anywhere: no datasource uid is hard-coded, only datasource variables', () => {
+    const refs: { where: string; uid: string }[] = [];
+    (function walk(o: Any, where: string): void {
+      if (Array.isArray(o)) o.forEach((x, i) => walk(x, `${where}[${i}]`));
+      else if (o && typeof o === 'object') {
+        if (typeof o.uid === 'string' && typeof o.type === 'string' && where.endsWith('datasource')) refs.push({ where, uid: o.uid });
+        for (const [k, v] of Object.entries(o)) walk(v, `${where}.${k}`);
+      }
+    })({ panels: dashboard.panels, templating: dashboard.templating }, '');
+    expect(refs.length).toBeGreaterThan(10);
+    for (const r of refs) expect([r.where, r.uid]).toEqual([r.where, expect.stringMatching(/^\$\{ds_\w+\}$/)]);
+    // The JSON spells no provisioned uid at all outside the datasource variables' defaults.
+    const text = JSON.stringify({ panels: dashboard.panels, templating: queryVariables });
+    for (const uid of DS_UIDS) expect([uid, text.includes(`"${uid}"`)]).toEqual([uid, false]);
   });
 
   test('the heatmap panel sits beside the percentiles, on our datasource, with the panel options it defines', () => {
     const heat = dashboard.panels.find((p: Any) => p.type === PANEL_PLUGIN.id);
     const pct = dashboard.panels.find((p: Any) => p.type === 'timeseries');
     expect(heat.gridPos.y).toBe(pct.gridPos.y);
-    expect(datasources.find((d) => d.uid === heat.datasource.uid).type).toBe(DS_PLUGIN.id);
+    expect(datasources.find((d) => d.uid === resolveDatasource(heat.datasource)).type).toBe(DS_PLUGIN.id);
     expect(heat.options.datasource.uid).toBe(heat.datasource.uid);
     expect(heat.options.service).toBe('$service');
     expect(heat.options.dst).toBe('$dst');
@@ -401,7 +439,7 @@ describe('provisioning', () => {
   });
 
   test("each variable's All is `.*`: a regex for the Flux panels, and no filter at all for the heatmap panel", () => {
-    for (const v of dashboard.templating.list) {
+    for (const v of queryVariables) {
       expect([v.name, v.includeAll, v.allValue]).toEqual([v.name, true, '.*']);
       // What the panel does with it: Grafana replaces $service by the All value; the panel then sends no
       // service filter to the renderer (rather than a list of every value, which the renderer caps).
@@ -588,6 +626,64 @@ function interpolate(flux: string, bucket: string, fromMs: number, toMs: number,
     .replace(/v\.defaultBucket/g, JSON.stringify(bucket))
     .replace(/\$\{(\w+):regex\}/g, (_m, name: string) => regexFormat(vars[name]));
 }
+
+describe('deploy/kubernetes/grafana-helm: the plugins installed into a Grafana of the Helm chart', () => {
+  const values = yaml('deploy/kubernetes/grafana-helm/values.yaml') as Any;
+  const init = values.extraInitContainers.find((c: Any) => c.name === 'tcplat-plugins');
+
+  test('the init container unpacks the ConfigMap of zips into the chart\'s storage volume; both plugins allowed unsigned', () => {
+    const mounts = Object.fromEntries(init.volumeMounts.map((m: Any) => [m.name, m.mountPath]));
+    // "storage" is the chart's own volume at /var/lib/grafana (grafana-community/helm-charts charts/grafana/templates/_pod.tpl).
+    expect(mounts.storage).toBe('/var/lib/grafana');
+    const zipVolume = values.extraVolumes.find((v: Any) => mounts[v.name] === '/zips');
+    expect(zipVolume.configMap.name).toBe('tcplat-grafana-plugins');
+    expect(values['grafana.ini'].plugins.allow_loading_unsigned_plugins.split(',').sort()).toEqual(Object.keys(PLUGINS).sort());
+    expect(init.command.at(-1)).toContain(Object.keys(PLUGINS).join(' '));
+    // The same Grafana as compose, and one the plugins declare they run on.
+    expect(`grafana/grafana:${values.image.tag}`).toBe(services.grafana.image);
+    expect(semver.satisfies(values.image.tag, DS_PLUGIN.dependencies.grafanaDependency)).toBe(true);
+    expect(read('deploy/README.md')).toContain('deploy/kubernetes/grafana-helm/values.yaml');
+  });
+
+  const built = Object.keys(PLUGINS).every((id) => fs.existsSync(path.join(ROOT, 'dist', id, 'module.js')));
+  const unzip = ['/usr/bin/unzip', '/bin/unzip'].some((p) => fs.existsSync(p));
+  describeWith(!built ? 'the plugins are not built (npm run build:plugins)' : unzip ? null : 'no unzip (Debian package unzip; scripts/setup installs it)', 'its script, run for real on the zips of npm run package', () => {
+    test('installs both plugins where Grafana reads them, replaces them on the next start, refuses an ambiguous ConfigMap', () => {
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-helm-'));
+      try {
+        const zips = path.join(tmp, 'zips');
+        const lib = path.join(tmp, 'var-lib-grafana');
+        fs.mkdirSync(lib);
+        const pkg = spawnSync(process.execPath, [path.join(ROOT, 'scripts/package.js'), '--no-build', '--out', zips], { encoding: 'utf8' });
+        expect(pkg.status).toBe(0);
+        // The container's script with its two mount points moved into the temp dir.
+        const script = (init.command.at(-1) as string).replaceAll('/var/lib/grafana', lib).replaceAll('/zips', zips);
+        const run = () => spawnSync('sh', ['-c', script], { encoding: 'utf8' });
+        const check = () => {
+          for (const id of Object.keys(PLUGINS)) {
+            expect(JSON.parse(fs.readFileSync(path.join(lib, 'plugins', id, 'plugin.json'), 'utf8')).id).toBe(id);
+            expect(fs.readFileSync(path.join(lib, 'plugins', id, 'module.js')).equals(fs.readFileSync(path.join(ROOT, 'dist', id, 'module.js')))).toBe(true);
+          }
+        };
+        const r = run();
+        expect([r.status, r.stderr]).toEqual([0, '']);
+        check();
+        // The next start (a new version in the ConfigMap) replaces each plugin folder whole.
+        fs.writeFileSync(path.join(lib, 'plugins', DS_PLUGIN.id, 'stale.js'), 'left from an older version');
+        expect(run().status).toBe(0);
+        check();
+        expect(fs.existsSync(path.join(lib, 'plugins', DS_PLUGIN.id, 'stale.js'))).toBe(false);
+        const first = fs.readdirSync(zips).find((f) => f.startsWith(DS_PLUGIN.id) && f.endsWith('.zip'))!;
+        fs.copyFileSync(path.join(zips, first), path.join(zips, `${DS_PLUGIN.id}-9.9.9.zip`));
+        const twice = run();
+        expect(twice.status).toBe(1);
+        expect(twice.stderr).toContain(`must hold exactly one ${DS_PLUGIN.id}-<version>.zip`);
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  });
+});
 
 describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', () => {
   let target: InfluxV2Target;

@@ -1,7 +1,7 @@
 import { dateTime, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
 import { buildFluxHistQuery, buildInfluxQLHistQuery, BUCKET_FIELDS } from '@tcplat/core';
-import { of, throwError } from 'rxjs';
-import { TcplatDataSource } from './datasource';
+import { Observable, lastValueFrom, of, throwError } from 'rxjs';
+import { TcplatDataSource, TcplatVariableSupport } from './datasource';
 import { planQuery } from './queries';
 import type { TcplatOptions, TcplatQuery } from './types';
 
@@ -66,7 +66,7 @@ describe('query (InfluxDB 1.x)', () => {
       }),
     );
     const q: TcplatQuery = { refId: 'A', version: 1, service: ['$service'], metric: 'max', groupBy: ['service'] };
-    const res = await d.query(request([q]));
+    const res = await lastValueFrom(d.query(request([q])));
     expect(res.errors).toBeUndefined();
     const req = fetchMock.mock.calls[0][0];
     const url = new URL(req.url, 'http://grafana');
@@ -87,7 +87,7 @@ describe('query (InfluxDB 1.x)', () => {
   test('a control character in a variable is an error of that query, and nothing is sent', async () => {
     vars.dst = 'db\n1';
     fetchMock.mockReturnValue(ok({ results: [{}] }));
-    const res = await ds({ dialect: 'influxql', database: 'tcplat' }).query(request([{ refId: 'B', metric: 'p99', dst: ['$dst'] } as TcplatQuery]));
+    const res = await lastValueFrom(ds({ dialect: 'influxql', database: 'tcplat' }).query(request([{ refId: 'B', metric: 'p99', dst: ['$dst'] } as TcplatQuery])));
     expect(res.errors?.[0]).toMatchObject({ refId: 'B' });
     expect(res.errors?.[0].message).toMatch(/filter dst/);
     expect(fetchMock).not.toHaveBeenCalled();
@@ -95,7 +95,7 @@ describe('query (InfluxDB 1.x)', () => {
 
   test('an InfluxDB error becomes the query error', async () => {
     fetchMock.mockReturnValue(ok({ results: [{ error: 'database not found: nope' }] }));
-    const res = await ds({ dialect: 'influxql', database: 'nope' }).query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery]));
+    const res = await lastValueFrom(ds({ dialect: 'influxql', database: 'nope' }).query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery])));
     expect(res.errors?.[0].message).toBe('InfluxDB: database not found: nope');
   });
 });
@@ -107,7 +107,7 @@ describe('query (InfluxDB 2.x)', () => {
     const row = ['', '_result', '0', '', '', new Date(FROM).toISOString(), ...BUCKET_FIELDS.map((_, i) => (i === 15 ? '3' : '0'))].join(',');
     fetchMock.mockReturnValue(ok(`#datatype,string,long\n#group,false,false\n#default,hist,\n${header}\n${row}\n\n`));
     const q: TcplatQuery = { refId: 'A', version: 1, metric: 'buckets', groupBy: [] };
-    const res = await d.query(request([q]));
+    const res = await lastValueFrom(d.query(request([q])));
     expect(res.errors).toBeUndefined();
     const req = fetchMock.mock.calls[0][0];
     expect(req.url).toBe('/api/datasources/proxy/uid/tcplat/influx/api/v2/query?org=my+org');
@@ -117,6 +117,56 @@ describe('query (InfluxDB 2.x)', () => {
     expect(res.data).toHaveLength(1);
     expect(res.data[0].meta.type).toBe('heatmap-rows');
     expect(res.data[0].fields[16].values).toEqual([3]);
+  });
+});
+
+describe('cancelling and Explore', () => {
+  test('unsubscribing from query() cancels the request in flight, and nothing is emitted after', async () => {
+    // Stand-in for getBackendSrv().fetch: an Observable whose teardown aborts the request, as Grafana's
+    // (grafana/grafana public/app/core/services/backend_srv.ts builds fetch on rxjs fromFetch, which aborts its
+    // AbortController on unsubscribe). Real aborts of real HTTP requests: tests/plugins-grafana13.browser.test.ts.
+    const aborted = jest.fn();
+    let started = 0;
+    fetchMock.mockImplementation(
+      () =>
+        new Observable(() => {
+          started++;
+          return aborted;
+        }),
+    );
+    const seen: unknown[] = [];
+    const sub = ds({ dialect: 'influxql', database: 'tcplat' })
+      .query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery, { refId: 'B', metric: 'rate' } as TcplatQuery]))
+      .subscribe({ next: (v) => seen.push(v), error: (e) => seen.push(e) });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(started).toBe(2);
+    sub.unsubscribe();
+    expect(aborted).toHaveBeenCalledTimes(2);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(seen).toEqual([]);
+  });
+
+  test('variable queries too: unsubscribing aborts the tag-values request', async () => {
+    const aborted = jest.fn();
+    fetchMock.mockImplementation(() => new Observable(() => aborted));
+    const d = ds({ dialect: 'flux', org: 'o', bucket: 'b' });
+    const sub = (d.variables as TcplatVariableSupport).query({ targets: [{ refId: 'v', kind: 'services' }], range: request([]).range, scopedVars: {} } as never).subscribe({ error: () => {} });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(fetchMock).toHaveBeenCalledTimes(1);
+    sub.unsubscribe();
+    expect(aborted).toHaveBeenCalledTimes(1);
+  });
+
+  test('interpolateVariablesInQueries: Explore gets the values, All means no filter, literals stay', () => {
+    vars.service = ['api', 'web'];
+    vars.dst = ['.*'];
+    vars.host = 'h1';
+    const [q] = ds({ dialect: 'flux' }).interpolateVariablesInQueries(
+      [{ refId: 'A', metric: 'p99', service: ['$service'], dst: ['$dst'], host: ['$host', 'h2'], result: ['refused'], groupBy: ['service'] } as TcplatQuery],
+      {},
+    );
+    expect(q).toMatchObject({ refId: 'A', metric: 'p99', service: ['api', 'web'], host: ['h1', 'h2'], result: ['refused'], groupBy: ['service'] });
+    expect(q.dst).toBeUndefined();
   });
 });
 

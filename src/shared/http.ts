@@ -133,11 +133,46 @@ export async function toFailure(e: unknown, what: string, where: string): Promis
   return new HttpFailure(message ? `${what}: ${message}` : `${what} answered HTTP ${status} ${err.statusText ?? ''}`.trim(), status, 'http', message, parameter);
 }
 
-/** One request through the proxy, without Grafana's own error pop-ups (we show errors in place). */
-export async function proxyFetch<T>(req: BackendSrvRequest, what: string, where: string): Promise<FetchResponse<T>> {
+/** The request was cancelled (the query's subscriber went away): nothing to show. */
+export class Cancelled extends Error {
+  constructor() {
+    super('cancelled');
+    this.name = 'Cancelled';
+  }
+}
+
+/**
+ * One request through the proxy, without Grafana's own error pop-ups (we show errors in place). `signal`
+ * cancels it: unsubscribing from getBackendSrv().fetch aborts the HTTP request (Grafana's backend_srv
+ * builds it on rxjs fromFetch, which aborts on unsubscribe).
+ */
+export async function proxyFetch<T>(req: BackendSrvRequest, what: string, where: string, signal?: AbortSignal): Promise<FetchResponse<T>> {
+  const request = getBackendSrv().fetch<T>({ showErrorAlert: false, showSuccessAlert: false, ...req });
   try {
-    return await lastValueFrom(getBackendSrv().fetch<T>({ showErrorAlert: false, showSuccessAlert: false, ...req }));
+    if (!signal) return await lastValueFrom(request);
+    if (signal.aborted) throw new Cancelled();
+    return await new Promise<FetchResponse<T>>((resolve, reject) => {
+      let last: FetchResponse<T> | undefined;
+      const onAbort = () => {
+        sub.unsubscribe();
+        reject(new Cancelled());
+      };
+      const sub = request.subscribe({
+        next: (r) => (last = r),
+        error: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+        complete: () => {
+          signal.removeEventListener('abort', onAbort);
+          if (last) resolve(last);
+          else reject(new Error(`${what}: no response`));
+        },
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   } catch (e) {
+    if (e instanceof Cancelled) throw e;
     throw await toFailure(e, what, where);
   }
 }

@@ -7,6 +7,7 @@
  */
 import React, { useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
+import { lastValueFrom } from 'rxjs';
 import { createTheme, dateTime, LoadingState, ThemeContext, type DataQueryRequest, type DataSourceInstanceSettings, type DataSourceSettings, type PanelProps } from '@grafana/data';
 import { ConfigEditor } from '../datasource/components/ConfigEditor';
 import { QueryEditor } from '../datasource/components/QueryEditor';
@@ -56,7 +57,7 @@ function App() {
   const [frames, setFrames] = useState('');
   const [tested, setTested] = useState('');
   const run = async (q: TcplatQuery) => {
-    const res = await ds.query({ targets: [q], range: timeRange, intervalMs: 60_000, scopedVars: {} } as unknown as DataQueryRequest<TcplatQuery>);
+    const res = await lastValueFrom(ds.query({ targets: [q], range: timeRange, intervalMs: 60_000, scopedVars: {} } as unknown as DataQueryRequest<TcplatQuery>));
     setFrames(res.errors?.length ? `error: ${res.errors[0].message}` : `${res.data.length} frames: ${res.data.map((f) => Object.values(f.fields[1]?.labels ?? {}).join('/')).join(', ')}`);
   };
   const panelProps = {

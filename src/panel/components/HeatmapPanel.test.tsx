@@ -2,7 +2,7 @@ import React from 'react';
 import { configure, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { dateTime, LoadingState, type PanelProps } from '@grafana/data';
-import { of, throwError } from 'rxjs';
+import { Observable, of, throwError } from 'rxjs';
 import { HeatmapPanel } from './HeatmapPanel';
 import { DEFAULT_PANEL_OPTIONS, type PanelOptions } from '../types';
 
@@ -19,10 +19,6 @@ jest.mock('@grafana/runtime', () => ({
   }),
 }));
 
-beforeAll(() => {
-  URL.createObjectURL = jest.fn(() => 'blob:image');
-  URL.revokeObjectURL = jest.fn();
-});
 beforeEach(() => fetchMock.mockReset());
 
 function props(over: Partial<PanelOptions> = {}): PanelProps<PanelOptions> {
@@ -48,14 +44,15 @@ function props(over: Partial<PanelOptions> = {}): PanelProps<PanelOptions> {
   } as unknown as PanelProps<PanelOptions>;
 }
 
-const png = (headers: Record<string, string> = {}) => of({ data: new Blob(['png']), status: 200, headers: new Headers(headers) });
+const png = (headers: Record<string, string> = {}) => of({ data: new Blob(['png'], { type: 'image/png' }), status: 200, headers: new Headers(headers) });
 
 test('requests the image through the renderer route at the panel size, then shows it', async () => {
   fetchMock.mockReturnValue(png());
   render(<HeatmapPanel {...props()} />);
   expect(screen.getByTestId('tcplat-panel-loading')).toBeInTheDocument();
   const img = await screen.findByTestId('tcplat-panel-image');
-  expect(img).toHaveAttribute('src', 'blob:image');
+  // A data: URL (Grafana's CSP: img-src * data:), never blob:.
+  expect(img).toHaveAttribute('src', `data:image/png;base64,${Buffer.from('png').toString('base64')}`);
   const req = fetchMock.mock.calls[0][0];
   expect(req.responseType).toBe('blob');
   const u = new URL(req.url, 'http://grafana');
@@ -121,4 +118,38 @@ test("a renderer without --public-url refuses to mint: the panel shows the rende
   await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
   expect(await screen.findByTestId('tcplat-panel-link-error')).toHaveTextContent('--public-url');
   expect(screen.queryByLabelText('Signed link')).toBeNull();
+});
+
+test('the default options show every service: no `$service` filter on a dashboard without that variable', async () => {
+  fetchMock.mockReturnValue(png());
+  const p = props();
+  render(<HeatmapPanel {...p} options={{ ...DEFAULT_PANEL_OPTIONS }} />);
+  await screen.findByTestId('tcplat-panel-image');
+  expect(new URL(fetchMock.mock.calls[0][0].url, 'http://grafana').searchParams.has('service')).toBe(false);
+});
+
+test('a variable the dashboard does not have filters nothing; one it has is expanded', async () => {
+  fetchMock.mockReturnValue(png());
+  const replace = (s: string, _v?: unknown, f?: (v: string | string[]) => string) => s.replace(/\$host\b/, () => (f ? f(['h1', 'h2']) : 'h1,h2'));
+  render(<HeatmapPanel {...props({ service: '$service', dst: '${dst}, db:5432', host: '$host' })} replaceVariables={replace as never} />);
+  await screen.findByTestId('tcplat-panel-image');
+  const q = new URL(fetchMock.mock.calls[0][0].url, 'http://grafana').searchParams;
+  expect(q.getAll('service')).toEqual([]);
+  expect(q.getAll('dst')).toEqual(['db:5432']);
+  expect(q.getAll('host')).toEqual(['h1', 'h2']);
+});
+
+test('a new time range cancels the image request still running', async () => {
+  // Stand-in for getBackendSrv().fetch whose teardown aborts the request, as Grafana's does
+  // (grafana/grafana public/app/core/services/backend_srv.ts: fetch is built on rxjs fromFetch, aborted on unsubscribe).
+  const aborted = jest.fn();
+  fetchMock.mockImplementationOnce(() => new Observable(() => aborted)).mockReturnValue(png());
+  const p = props();
+  const { rerender } = render(<HeatmapPanel {...p} />);
+  await waitFor(() => expect(fetchMock).toHaveBeenCalledTimes(1));
+  const later = { from: dateTime(1_700_000_060_000), to: dateTime(1_700_003_660_000), raw: { from: 'now-1h', to: 'now' } };
+  rerender(<HeatmapPanel {...p} timeRange={later} />);
+  expect(aborted).toHaveBeenCalledTimes(1);
+  await screen.findByTestId('tcplat-panel-image');
+  expect(new URL(fetchMock.mock.calls[1][0].url, 'http://grafana').searchParams.get('from')).toBe('1700000060000');
 });
