@@ -1,7 +1,7 @@
 import { describeWith } from '../../../tests/support/prereq';
 import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
 import { queryInfluxQL, type InfluxV1Target, writeLines } from './influx';
-import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName, parseLine } from './lineprotocol';
+import { capTagValue, encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, MAX_TAG_BYTES, normalizeName, parseLine } from './lineprotocol';
 import { quote } from './escape';
 import { HOSTILE } from '../../../tests/support/hostile';
 
@@ -145,5 +145,28 @@ describeWith(missingInflux(), 'line protocol round-trip through the real InfluxD
     // and the data is all still there
     const [count] = await queryInfluxQL(db, 'SELECT count("n") FROM "roundtrip"');
     expect(count[0].values[0][1]).toBe(HOSTILE.length);
+  });
+});
+
+describe('tag values are capped at MAX_TAG_BYTES bytes of UTF-8 with a visible marker', () => {
+  test('a 900 KiB comm becomes a 256-byte tag ending in …#<hash>; short values are untouched', () => {
+    const long = 'x'.repeat(900 << 10);
+    const line = encodePoint({ measurement: 'm', tags: { comm: long }, fields: { f: 1 } });
+    const tag = /comm=(\S+) /.exec(line)![1];
+    expect(Buffer.byteLength(tag)).toBe(MAX_TAG_BYTES);
+    expect(tag).toMatch(/^x+…#[0-9a-f]{8}$/);
+    expect(normalizeName(long)).toBe(tag);
+    expect(capTagValue('ruby')).toBe('ruby');
+    expect(capTagValue('é'.repeat(128))).toBe('é'.repeat(128)); // 256 bytes exactly
+  });
+
+  test('two long values with the same prefix stay distinct; multi-byte characters are never cut in half', () => {
+    const a = capTagValue('a'.repeat(300) + '1');
+    const b = capTagValue('a'.repeat(300) + '2');
+    expect(a).not.toBe(b);
+    const emoji = capTagValue('☃😀'.repeat(100));
+    expect(Buffer.byteLength(emoji)).toBeLessThanOrEqual(MAX_TAG_BYTES);
+    expect(emoji).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])/); // no lone high surrogate
+    expect(Buffer.from(emoji, 'utf8').toString('utf8')).toBe(emoji);
   });
 });
