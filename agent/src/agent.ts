@@ -94,7 +94,14 @@ export class Agent {
     const live = !config.once && config.source !== 'ndjson';
     this.enricher = new Enricher({ rules: config.rules, selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]), useProc: live }, this.stages.enrich);
     this.aggregator = new Aggregator(
-      { host: config.host, windowNs: BigInt(config.histWindowMs) * 1_000_000n, rawLimit: config.rawRateLimit, runId: this.spool.runId },
+      {
+        host: config.host,
+        windowNs: BigInt(config.histWindowMs) * 1_000_000n,
+        rawLimit: config.rawRateLimit,
+        runId: this.spool.runId,
+        // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
+        importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+      },
       this.stages.aggregate,
     );
     const clock = deps.clock ?? wallNs;
@@ -121,6 +128,7 @@ export class Agent {
     m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
+    m.gauge('tcplat_raw_unchecked_total', 'Raw/session points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked);
   }
 
   lagSeconds(): number {
