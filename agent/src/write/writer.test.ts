@@ -4,7 +4,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import type { InfluxTarget } from '@tcplat/core';
+import { queryInfluxQL, type InfluxTarget, type InfluxV1Target } from '@tcplat/core';
+import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
+import { describeWith } from '../../../tests/support/prereq';
 import { Metrics } from '../metrics';
 import { Spool } from '../spool/spool';
 import { silentLogger, type Logger } from '../types';
@@ -432,4 +434,31 @@ test('classify: every status sorted', () => {
   expect(classify(400, `{"error":"partial write: unable to parse 'a': x\\nunable to parse 'b': y dropped=0"}`, undefined)).toEqual({ kind: 'partial', dropped: 2 });
   expect(classify(422, '{"code":"unprocessable entity","message":"failure writing points to database: partial write: field type conflict dropped=1"}', undefined)).toEqual({ kind: 'partial', dropped: 1 });
   expect(classify(405, '', undefined)).toEqual({ kind: 'dead' });
+});
+
+describeWith(missingInflux(), 'writer against the real InfluxDB 1.x: partial writes', () => {
+  let db: InfluxV1Target;
+  beforeEach(async () => {
+    db = await freshDatabase('writer');
+  });
+  afterEach(() => dropDatabase(db));
+
+  test('a 900 KiB service tag (over the 64 KiB key limit) in a batch: only that line is refused and dead-lettered, the rest stored and counted', async () => {
+    const errors: string[] = [];
+    const { dir, spool, writer, metrics } = setup(db, { ...silentLogger, error: (_o, m) => errors.push(m ?? '') });
+    const batch = Array.from({ length: 50 }, (_, i) => `tcp_connect,service=${i === 17 ? 'x'.repeat(900 << 10) : 's' + (i % 3)} latency_ms=${i}.5 ${1_764_100_000_000_000_000n + BigInt(i)}`);
+    spool.append(batch.join('\n') + '\n', batch.length);
+    spool.append(lines(5), 5);
+    expect(await writer.drain(Date.now() + 60_000)).toBe(true);
+    await writer.stop();
+    const [series] = await queryInfluxQL(db, 'SELECT count(latency_ms) FROM tcp_connect; SELECT count(f) FROM m');
+    expect(series[0].values[0][1]).toBe(49);
+    expect(metrics.get('tcplat_written_lines_total')).toBe(49 + 5);
+    expect(metrics.get('tcplat_write_dropped_lines_total', { reason: 'refused' })).toBe(1);
+    const dead = fs.readFileSync(path.join(dir, 'dead-letter.lp'), 'utf8').split('\n');
+    expect(dead[0]).toMatch(/^# .* HTTP 400: \{"error":"unable to parse 'tcp_connect,service=xxx.* … .*max key length exceeded: \d+ \\u003e 65535"\}$/);
+    expect(dead.slice(1).filter((l) => l !== '')).toEqual([batch[17]]);
+    expect(errors[0]).toMatch(/InfluxDB refused 1 line\(s\) for good \(HTTP 400/);
+    expect(errors[0].length).toBeLessThan(1000); // InfluxDB echoes the 900 KiB line: the log keeps a bounded excerpt
+  }, 90_000);
 });

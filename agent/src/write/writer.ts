@@ -83,6 +83,15 @@ export type Verdict =
 const THROTTLE = new Set([429, 502, 503, 504]);
 
 /**
+ * InfluxDB's message, on one line and bounded: it echoes refused lines whole (up to megabytes); the start
+ * and the end (where the reason is) are kept.
+ */
+export function excerpt(text: string, max = 500): string {
+  const t = text.trim().replace(/\s+/g, ' ');
+  return t.length <= max ? t : `${t.slice(0, max / 2 - 2)} … ${t.slice(t.length - max / 2 + 1)}`;
+}
+
+/**
  * How many lines a partial write refused, from InfluxDB's message: `dropped=N` counts points the storage
  * engine refused (field type conflicts, beyond the retention policy); 1.x adds one `unable to parse '...'`
  * per line that did not parse (and reports those with dropped=0). Null when the message is no partial write.
@@ -415,7 +424,7 @@ export class Writer {
   /** Keep refused lines in the dead-letter file (fsynced before the batch may be acked), and count them. */
   private async deadLetter(w: Work, part: Part, r: SendResult, reason: WriteDropReason, dropped: number, note?: string): Promise<void> {
     const lines = part.lines ?? (await this.linesOf(w));
-    const msg = (r.error?.body ? r.error.body.trim() : (r.error?.message ?? '')).replace(/\s+/g, ' ').slice(0, 500);
+    const msg = excerpt(r.error?.body ? r.error.body : (r.error?.message ?? ''));
     const header = `# ${new Date().toISOString()} HTTP ${r.status}: ${msg}${note ? ` (${note})` : ''}\n`;
     const text = header + lines.join('\n') + '\n';
     const kept = await this.appendDeadLetter(text);
@@ -480,7 +489,7 @@ export class Writer {
       return;
     }
     const err = r.error!;
-    const msg = err.body ? err.body.trim().slice(0, 500) : err.message;
+    const msg = excerpt(err.body ? err.body : err.message);
     this.state.lastError = err.message.slice(0, 1000);
     this.state.lastErrorMs = now;
     if (v.kind !== 'retry') return; // refused lines are InfluxDB's verdict on data, not on its health
