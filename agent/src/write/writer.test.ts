@@ -462,3 +462,35 @@ describeWith(missingInflux(), 'writer against the real InfluxDB 1.x: partial wri
     expect(errors[0].length).toBeLessThan(1000); // InfluxDB echoes the 900 KiB line: the log keeps a bounded excerpt
   }, 90_000);
 });
+
+test('a batch appended while the spool answers peek() late (as an async spool would) is not forgotten', async () => {
+  const rec = await new Recorder().start();
+  try {
+    const { spool, writer } = setup({ version: 1, url: rec.url, db: 'd' });
+    const peek = spool.peek.bind(spool);
+    let first = true;
+    // Stand-in for a spool in a worker thread: the first peek() answers "empty" after a delay during which a batch arrives.
+    (spool as unknown as { peek: () => unknown }).peek = () => {
+      if (!first) return peek();
+      first = false;
+      return new Promise((r) => setTimeout(() => r(undefined), 100));
+    };
+    writer.kick();
+    await new Promise((r) => setTimeout(r, 20));
+    spool.append(lines(2), 2);
+    writer.kick();
+    await waitUntil(() => rec.seen.length === 1, 5000);
+    await writer.stop();
+    expect(rec.seen[0].lines).toHaveLength(2);
+  } finally {
+    await rec.stop();
+  }
+});
+
+async function waitUntil(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

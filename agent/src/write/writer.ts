@@ -162,6 +162,8 @@ export class Writer {
   private running: Promise<void> | null = null;
   private stopper = new AbortController();
   private wake: (() => void) | null = null;
+  /** Set by kick(): a batch may have arrived while the loop was looking (the spool may answer later). */
+  private kicked = false;
   private readonly written: Counter;
   private readonly writtenBatches: Counter;
   private readonly retries = new Map<string, Counter>();
@@ -233,6 +235,7 @@ export class Writer {
   /** Start sending (idempotent); call after every append. */
   kick(): void {
     if (this.stopped) return;
+    this.kicked = true;
     if (this.wake) {
       const w = this.wake;
       this.wake = null;
@@ -288,9 +291,10 @@ export class Writer {
     while (!signal.aborted) {
       let waitMs = 0;
       try {
+        this.kicked = false;
         const rec = await this.spool.peek();
         if (!rec) {
-          await new Promise<void>((r) => (this.wake = r));
+          if (!this.kicked) await new Promise<void>((r) => (this.wake = r));
           continue;
         }
         this.state.inFlight = true;
