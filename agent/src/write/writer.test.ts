@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import fc from 'fast-check';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -71,7 +72,7 @@ function setup(target: InfluxTarget, log: Logger = silentLogger, opts: { timeout
 
 const lines = (n: number, tag = 'a') => Array.from({ length: n }, (_, i) => `m,t=${tag} f=${i}i ${1_764_100_000_000_000_000n + BigInt(i)}`).join('\n') + '\n';
 
-describe('writer against a local recording server', () => {
+describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
   let rec: Recorder;
   beforeEach(async () => {
     rec = await new Recorder().start();
@@ -494,3 +495,80 @@ async function waitUntil(cond: () => boolean, ms: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe('property: under any order of faults every line is stored or dead-lettered exactly once, and counted once (fake InfluxDB)', () => {
+  type Fault = 'influx' | '500' | '502' | '429' | '503' | 'hang' | 'reset';
+  const faultArb = fc.constantFrom<Fault>('influx', '500', '502', '429', '503', 'hang', 'reset');
+  const lineArb = fc.constantFrom('ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'conflict', 'unparsable');
+  const caseArb = fc.record({
+    version: fc.constantFrom<1 | 2>(1, 2),
+    batches: fc.array(fc.array(lineArb, { minLength: 1, maxLength: 40 }), { minLength: 1, maxLength: 5 }),
+    faults: fc.array(faultArb, { maxLength: 25 }),
+    maxRequestLines: fc.integer({ min: 1, max: 60 }),
+  });
+
+  test('seeded random cases, shrunk on failure', async () => {
+    await fc.assert(
+      fc.asyncProperty(caseArb, async ({ version, batches, faults, maxRequestLines }) => {
+        const fake = await new FakeInflux().start();
+        fake.version = version;
+        let n = 0;
+        const sockets = new Set<import('node:net').Socket>();
+        fake.server.on('connection', (s) => sockets.add(s));
+        fake.answer = (s) => {
+          const f = faults[n++] ?? 'influx';
+          if (s.lines.length > maxRequestLines) return { status: 413, body: '{"error":"Request Entity Too Large"}' };
+          switch (f) {
+            case 'influx':
+              return fake.influx(s);
+            case '500':
+              return { status: 500, body: '{"error":"engine: cache-max-memory-size exceeded"}' };
+            case '502':
+              return { status: 502, headers: { 'Retry-After': '0' }, body: 'Bad Gateway' };
+            case '429':
+              return { status: 429, headers: { 'Retry-After': '0.01' }, body: '{"error":"too many requests"}' };
+            case '503':
+              return { status: 503, headers: { 'Retry-After': new Date(Date.now() - 5000).toUTCString() } };
+            case 'hang':
+              // InfluxDB may have stored the points and never answered: the retry must not count them twice.
+              fake.influx(s);
+              return 'hang';
+            case 'reset':
+              for (const sock of sockets) sock.destroy();
+              return 'hang';
+          }
+        };
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-prop-'));
+        dirs.push(dir);
+        try {
+          const spool = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
+          const metrics = new Metrics();
+          const target: InfluxTarget = version === 1 ? { version: 1, url: fake.url, db: 'd' } : { version: 2, url: fake.url, org: 'o', bucket: 'b', token: 't' };
+          const writer = new Writer(target, spool, { log: silentLogger, metrics, minBackoffMs: 1, maxBackoffMs: 5, timeoutMs: 150 });
+          const all: string[] = [];
+          batches.forEach((b, k) => {
+            const text = b.map((kind, i) => `m${k},t=${kind} f=${i}i ${1_764_100_000_000_000_000n + BigInt(i)}`);
+            all.push(...text);
+            spool.append(text.join('\n') + '\n', text.length);
+          });
+          expect(await writer.drain(Date.now() + 60_000)).toBe(true);
+          await writer.stop();
+          const deadFile = path.join(dir, 'dead-letter.lp');
+          const dead = fs.existsSync(deadFile) ? fs.readFileSync(deadFile, 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#')) : [];
+          const bad = all.filter((l) => /conflict|unparsable/.test(l));
+          const good = all.filter((l) => !/conflict|unparsable/.test(l));
+          // Exactly the refused lines are dead-lettered, each once; every other line is stored.
+          expect(dead.sort()).toEqual(bad.sort());
+          expect([...fake.stored].sort()).toEqual(good.sort());
+          // Counted once each, whatever was retried or re-sent while bisecting.
+          expect(metrics.get('tcplat_written_lines_total')).toBe(good.length);
+          expect(metrics.get('tcplat_write_dropped_lines_total', { reason: 'refused' })).toBe(bad.length);
+          expect(spool.snapshot().records).toBe(0);
+        } finally {
+          await fake.stop();
+        }
+      }),
+      { seed: Number(process.env.TCPLAT_TEST_SEED ?? 20261207), numRuns: Number(process.env.TCPLAT_TEST_RUNS ?? 40), endOnFailure: false },
+    );
+  }, 300_000);
+});
