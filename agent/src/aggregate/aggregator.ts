@@ -118,8 +118,12 @@ export class Aggregator {
   unchecked = 0;
   private pendingHistEvents = 0;
   private pendingRaw = 0;
-  /** Events held in memory, not yet turned into points. */
+  /**
+   * Events held in memory, not yet turned into points. In import mode: the events received since the last
+   * flush, so that a caller flushing at `importEvery` pending events flushes exactly at each epoch.
+   */
   get pending(): number {
+    if (this.opts.importEvery !== undefined) return this.sinceFlush;
     return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
   }
 
