@@ -5,8 +5,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { queryInfluxQL, type InfluxTarget, type InfluxV1Target } from '@tcplat/core';
-import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
+import { queryFlux, queryInfluxQL, quote, type InfluxTarget, type InfluxV1Target } from '@tcplat/core';
+import { fluxRows } from '../../../tests/support/flux';
+import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2 } from '../../../tests/support/influx';
 import { describeWith } from '../../../tests/support/prereq';
 import { Metrics } from '../metrics';
 import { Spool } from '../spool/spool';
@@ -571,4 +572,27 @@ describe('property: under any order of faults every line is stored or dead-lette
       { seed: Number(process.env.TCPLAT_TEST_SEED ?? 20261207), numRuns: Number(process.env.TCPLAT_TEST_RUNS ?? 40), endOnFailure: false },
     );
   }, 300_000);
+});
+
+describeWith(missingInflux2(), 'writer against the real InfluxDB 2.x: 422 partial writes and 400s', () => {
+  test('a field type conflict (422, rest stored) and a 900 KiB tag line (400, whole request refused): only those two lines refused', async () => {
+    const v2 = await freshBucket('writer');
+    const { dir, spool, writer, metrics } = setup(v2);
+    const t0 = 1_764_100_000_000_000_000n;
+    spool.append(`m,s=a f=1i ${t0}\n`, 1); // f is an integer from now on
+    const batch = Array.from({ length: 40 }, (_, i) =>
+      i === 9 ? `m,s=b f="text" ${t0 + 9n}` : i === 30 ? `m,s=${'x'.repeat(900 << 10)} f=30i ${t0 + 30n}` : `m,s=c${i % 4} f=${i}i ${t0 + BigInt(i)}`,
+    );
+    spool.append(batch.join('\n') + '\n', batch.length);
+    expect(await writer.drain(Date.now() + 60_000)).toBe(true);
+    await writer.stop();
+    const csv = await queryFlux(v2, `from(bucket: ${quote('flux-string', v2.bucket)}) |> range(start: 2025-01-01T00:00:00Z) |> filter(fn: (r) => r._measurement == "m") |> group() |> count()`);
+    expect(fluxRows(csv)[0]._value).toBe('39'); // 1 + 40 - 2
+    expect(metrics.get('tcplat_written_lines_total')).toBe(39);
+    expect(metrics.get('tcplat_write_dropped_lines_total', { reason: 'refused' })).toBe(2);
+    const dead = fs.readFileSync(path.join(dir, 'dead-letter.lp'), 'utf8');
+    expect(dead.split('\n').filter((l) => l !== '' && !l.startsWith('#')).sort()).toEqual([batch[30], batch[9]].sort());
+    expect(dead).toMatch(/HTTP 422: \{"code":"unprocessable entity","message":"failure writing points to database: partial write: field type conflict/);
+    expect(dead).toMatch(/HTTP 400: \{"code":"invalid","message":"unable to parse 'm,s=xxx.* … .*max key length exceeded/);
+  }, 90_000);
 });
