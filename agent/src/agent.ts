@@ -320,6 +320,7 @@ export class Agent {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
     this.flush(true);
+    this.refusals.flush();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
