@@ -449,16 +449,18 @@ export class Writer {
     let fh: fs.promises.FileHandle | undefined;
     try {
       let size = 0;
+      let created = false;
       try {
         size = (await fs.promises.stat(this.deadLetterFile)).size;
       } catch {
-        /* new file */
+        created = true;
       }
       const max = this.opts.deadLetterMaxBytes ?? 100 << 20;
       if (size + Buffer.byteLength(text) > max) return { ok: false, why: `${this.deadLetterFile} is full (${max} bytes)` };
       fh = await fs.promises.open(this.deadLetterFile, 'a', 0o600);
       await fh.appendFile(text);
       await fh.datasync();
+      if (created) await syncDir(path.dirname(this.deadLetterFile));
       return { ok: true };
     } catch (e) {
       return { ok: false, why: `cannot write ${this.deadLetterFile}: ${(e as Error).message}` };
@@ -523,6 +525,19 @@ export class Writer {
 }
 
 class UnreadableBatch extends Error {}
+
+/** fsync a directory so a file just created in it survives a crash (some filesystems refuse: ignored). */
+async function syncDir(dir: string): Promise<void> {
+  let fh: fs.promises.FileHandle | undefined;
+  try {
+    fh = await fs.promises.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    /* not supported here; the file's own data is synced */
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
 
 interface SendResult {
   status: number;
