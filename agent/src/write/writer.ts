@@ -255,11 +255,6 @@ export class Writer {
     }
   }
 
-  /** True when nothing is left to send. */
-  get idle(): boolean {
-    return this.spool.peek() === undefined && !this.state.inFlight;
-  }
-
   /** Wait until the spool is empty or the deadline passes; true when empty. */
   async drain(deadlineMs: number, shouldStop: () => boolean = () => false): Promise<boolean> {
     this.kick();
