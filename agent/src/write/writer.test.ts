@@ -283,6 +283,26 @@ describe('writer against a fake InfluxDB (a stand-in answering as its source doe
     expect(dead).toContain('InfluxDB stored all but 20 of these 100 lines and did not say which');
   });
 
+  test('a partial write refusing every line (points beyond the retention policy): found by bisecting when few, counted as InfluxDB says when many', async () => {
+    // 1.x answers points older than the retention policy with 400 "partial write: points beyond retention policy dropped=N".
+    fake.answer = (s) => {
+      const old = s.lines.filter((l) => l.includes('old'));
+      s.lines.filter((l) => !l.includes('old')).forEach((l) => fake.stored.add(l));
+      return old.length > 0 ? { status: 400, body: JSON.stringify({ error: `partial write: points beyond retention policy dropped=${old.length}` }) } : { status: 204 };
+    };
+    const few = mixed(6, { 0: 'old', 1: 'old', 2: 'old', 3: 'old', 4: 'old', 5: 'old' });
+    const r1 = await run(1, [few], { maxBisectDropped: 10 });
+    expect(r1.deadLines.sort()).toEqual([...few].sort());
+    expect(dropped(r1.metrics, 'refused')).toBe(6);
+    const many = mixed(30, Object.fromEntries(Array.from({ length: 30 }, (_, i) => [i, 'old'])));
+    const before = fake.seen.length;
+    const r2 = await run(1, [many], { maxBisectDropped: 10 });
+    expect(fake.seen.length - before).toBe(1);
+    expect(dropped(r2.metrics, 'partial_write')).toBe(30);
+    expect(r2.metrics.get('tcplat_written_lines_total')).toBe(0);
+    expect(r2.dead).toContain('InfluxDB stored none of these 30 lines');
+  });
+
   test('a 5xx in the middle of a bisection resumes where it stopped: no line counted twice, none lost', async () => {
     const batch = mixed(32, { 3: 'conflict', 30: 'conflict' });
     let n = 0;

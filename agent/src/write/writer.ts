@@ -13,7 +13,7 @@
  *   422 "failure writing points to database: partial write: ... dropped=N"): InfluxDB stored the rest.
  *   The part is bisected (re-sending stored lines rewrites the same points) so that exactly the refused
  *   lines are found, counted and dead-lettered; beyond `maxBisectDropped` refused lines it is not: N are
- *   counted as dropped and the whole part is kept in the dead-letter file, marked as such;
+ *   counted as dropped (`partial_write`) and the whole part is kept in the dead-letter file, marked;
  * - any other 400 or 422 (2.x refuses a whole batch over one unparsable line): bisected like a 413, so
  *   only the lines InfluxDB refuses on their own are dead-lettered;
  * - 401, 403 (credentials) and 404 (no such database/bucket): a configuration error: logged clearly,
@@ -384,21 +384,20 @@ export class Writer {
           await this.deadLetter(w, part, r, 'refused', part.count);
           w.parts.shift();
           continue;
-        case 'partial':
-          if (v.dropped >= part.count) {
-            await this.deadLetter(w, part, r, 'refused', part.count);
-            w.parts.shift();
+        case 'partial': {
+          // The count comes from InfluxDB's message (which echoes refused lines, so it is a hint): a few
+          // refused lines are found exactly by bisecting; many are counted as InfluxDB says.
+          if (v.dropped <= this.maxBisectDropped) {
+            await this.split(w, part, 'refused', r);
             continue;
           }
-          if (v.dropped > this.maxBisectDropped) {
-            // Too many to find one by one: count what InfluxDB says it dropped, keep the part for a human.
-            this.written.inc(part.count - v.dropped);
-            await this.deadLetter(w, part, r, 'partial_write', v.dropped, `InfluxDB stored all but ${v.dropped} of these ${part.count} lines and did not say which`);
-            w.parts.shift();
-            continue;
-          }
-          await this.split(w, part, 'refused', r);
+          const dropped = Math.min(v.dropped, part.count);
+          this.written.inc(part.count - dropped);
+          const note = dropped === part.count ? `InfluxDB stored none of these ${part.count} lines` : `InfluxDB stored all but ${dropped} of these ${part.count} lines and did not say which`;
+          await this.deadLetter(w, part, r, 'partial_write', dropped, note);
+          w.parts.shift();
           continue;
+        }
         case 'split':
           await this.split(w, part, v.reason, r);
           continue;
