@@ -17,7 +17,7 @@ import * as EmotionCss from '@emotion/css';
 import * as GrafanaData from '@grafana/data';
 import { createTheme, dateTime, LoadingState, ThemeContext, type DataQueryRequest, type DataSourceInstanceSettings, type DataSourcePlugin, type PanelPlugin } from '@grafana/data';
 import * as GrafanaRuntime from '@grafana/runtime';
-import type { BackendSrvRequest, FetchResponse } from '@grafana/runtime';
+import { backendFetch } from './backend-fetch';
 import * as GrafanaUI from '@grafana/ui';
 import * as React from 'react';
 import * as ReactDOM from 'react-dom';
@@ -86,41 +86,7 @@ const settings = {
 } as unknown as DataSourceInstanceSettings;
 const variables: Record<string, string[]> = { service: qs.getAll('service') };
 
-function body(req: BackendSrvRequest): string | undefined {
-  if (req.data === undefined) return undefined;
-  return typeof req.data === 'string' ? req.data : JSON.stringify(req.data);
-}
-
-const backendSrv = {
-  fetch<T>(req: BackendSrvRequest): Observable<FetchResponse<T>> {
-    return new Observable((sub) => {
-      const ctl = new AbortController();
-      (async () => {
-        let res: Response;
-        try {
-          res = await fetch(req.url, { method: req.method ?? 'GET', headers: req.headers, body: body(req), signal: ctl.signal });
-        } catch (e) {
-          if (!ctl.signal.aborted) sub.error({ status: 0, statusText: String(e), data: undefined });
-          return;
-        }
-        const type = req.responseType ?? 'json';
-        const raw = type === 'blob' ? await res.blob() : await res.text();
-        let data: unknown = raw;
-        if (type === 'json' && typeof raw === 'string') {
-          try {
-            data = raw === '' ? undefined : JSON.parse(raw);
-          } catch {
-            data = raw;
-          }
-        }
-        if (!res.ok) return sub.error({ status: res.status, statusText: res.statusText, data });
-        sub.next({ data: data as T, status: res.status, statusText: res.statusText, ok: true, headers: res.headers, redirected: false, type: res.type, url: res.url, config: req });
-        sub.complete();
-      })();
-      return () => ctl.abort();
-    });
-  },
-};
+const backendSrv = { fetch: backendFetch };
 
 const templateSrv = {
   getVariables: () => Object.keys(variables).map((name) => ({ name, type: 'custom' })),
