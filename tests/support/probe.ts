@@ -80,6 +80,27 @@ export interface StatsEvent {
   missed: Record<string, number>;
 }
 
+/** --mode hist: one line per (cgroup, process, destination, result) per window (bpf/README.md). */
+export interface HistLine {
+  type: 'hist';
+  ts_ns: number;
+  window_ns: number;
+  cgroup_id: number;
+  pid: number;
+  comm: string;
+  family: string;
+  daddr: string;
+  dport: number;
+  result: string;
+  errno: number;
+  count: number;
+  sum_ns: number;
+  min_ns: number;
+  max_ns: number;
+  syn_retrans: number;
+  buckets: number[];
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const ms = (e: ConnectEvent) => e.latency_ns / 1e6;
 
@@ -87,6 +108,7 @@ export const ms = (e: ConnectEvent) => e.latency_ns / 1e6;
 export class Probe {
   readonly events: ConnectEvent[] = [];
   readonly stats: StatsEvent[] = [];
+  readonly hists: HistLine[] = [];
   readonly lines: string[] = [];
   stderr = '';
   exitCode: number | null = null;
@@ -112,7 +134,8 @@ export class Probe {
       this.notify();
     });
     this.exited = new Promise((resolve) => {
-      proc.on('exit', (code, signal) => {
+      // 'close': the process exited and its stdout was read to the end (every line is in)
+      proc.on('close', (code, signal) => {
         this.exitCode = code;
         this.exitSignal = signal;
         this.notify();
@@ -130,6 +153,8 @@ export class Probe {
       this.events.push({ ...obj, raw: line, tsBig: BigInt(m ? m[1] : 0) });
     } else if (obj.type === 'stats') {
       this.stats.push(obj);
+    } else if (obj.type === 'hist') {
+      this.hists.push(obj);
     } else {
       throw new Error(`unexpected line type: ${line}`);
     }
@@ -175,6 +200,15 @@ export class Probe {
     return this.events.filter((e) => e.dport === dport);
   }
 
+  /** Waits for the exit (without signalling), at most timeoutMs. */
+  async waitExit(timeoutMs = 10000): Promise<number | null> {
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
+    await this.exited;
+    clearTimeout(timer);
+    probes.delete(this);
+    return this.exitCode;
+  }
+
   /** SIGINT (or the given signal), then waits for the exit. */
   async stop(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
     if (this.exitCode === null && this.exitSignal === null) this.proc.kill(signal);
@@ -185,8 +219,8 @@ export class Probe {
     return this.exitCode;
   }
 
-  static async start(args: string[], opts: { waitReady?: boolean } = {}): Promise<Probe> {
-    const proc = spawn(PROBE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  static async start(args: string[], opts: { waitReady?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Probe> {
+    const proc = spawn(PROBE, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const p = new Probe(proc);
     probes.add(p);
     if (opts.waitReady !== false) {
