@@ -65,6 +65,12 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* A field of a kernel object. On the BTF path the pointer is typed (tp_btf
+ * arguments, bpf_get_current_task_btf()): a plain load, several times cheaper
+ * than the bpf_probe_read_kernel() call the classic tracepoints need. `btf` is
+ * a compile-time constant in every inlined copy, so only one branch remains. */
+#define RD(btf, p, field) ((btf) ? (p)->field : BPF_CORE_READ(p, field))
+
 /* Set by the loader before load; the verifier sees them as constants, so a
  * disabled filter or mode costs nothing. */
 const volatile bool filter_pid = false;
@@ -258,18 +264,23 @@ static __always_inline bool dport_wanted(__u16 dport)
 /* pid, tid, cgroup, the process's name and the thread's name of the current
  * task (process context only). */
 static __always_inline void caller(__u64 pid_tgid, __u32 *pid, __u32 *tid, __u64 *cgroup_id,
-				   char *comm, char *thread)
+				   char *comm, char *thread, bool btf)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
 	*pid = pid_tgid >> 32;
 	*tid = (__u32)pid_tgid;
 	*cgroup_id = bpf_get_current_cgroup_id();
 	/* comm is the process: pools name their threads ("HikariPool-1 c",
 	 * "puma srv tp 0"), which would split one service into many. */
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	if (btf) {
+		struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
 
-	bpf_core_read_str(comm, TCPLAT_COMM_LEN, &leader->comm);
+		__builtin_memcpy(comm, leader->comm, TCPLAT_COMM_LEN);
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+		bpf_core_read_str(comm, TCPLAT_COMM_LEN, &leader->comm);
+	}
 	bpf_get_current_comm(thread, TCPLAT_COMM_LEN);
 }
 
@@ -404,11 +415,12 @@ static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tcplat_inflight *in;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if ((btf ? BPF_CORE_READ_BITFIELD(sk, sk_protocol) :
+		   BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol)) != IPPROTO_TCP)
 		return 0;
 	if (!caller_wanted(pid_tgid >> 32))
 		return 0;
-	if (!dport_wanted(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport))))
+	if (filter_dport && !dport_wanted(bpf_ntohs(RD(btf, sk, __sk_common.skc_dport))))
 		return 0;
 
 	in = inflight_get(sk, btf, true);
@@ -419,11 +431,11 @@ static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 	/* Unique, ordered timestamps matter only for per-attempt records. */
 	in->start_ns = hist_mode ? bpf_ktime_get_boot_ns() : unique_start_ns();
 	in->syn_retrans = 0;
-	caller(pid_tgid, &in->pid, &in->tid, &in->cgroup_id, in->comm, in->thread);
+	caller(pid_tgid, &in->pid, &in->tid, &in->cgroup_id, in->comm, in->thread, btf);
 	/* A socket can connect() again after a failure: errors already on it
 	 * are not about this attempt. */
-	in->errq_len = BPF_CORE_READ(sk, sk_error_queue.qlen);
-	in->err_soft = BPF_CORE_READ(sk, sk_err_soft);
+	in->errq_len = RD(btf, sk, sk_error_queue.qlen);
+	in->err_soft = RD(btf, sk, sk_err_soft);
 	return 0;
 }
 
@@ -455,30 +467,40 @@ static __always_inline bool is_v4mapped(const __u32 *a)
 }
 
 /* Addresses and ports of the socket into e. */
-static __always_inline void fill_addrs(struct tcplat_event *e, struct sock *sk)
+static __always_inline void fill_addrs(struct tcplat_event *e, struct sock *sk, bool ok, bool btf)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = RD(btf, sk, __sk_common.skc_family);
 
-	/* Not skc_num: on the way to CLOSE, inet_put_port() zeroes it before the
-	 * tracepoint fires; inet_sport survives (the tracepoint reports it too). */
-	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* skc_num is a plain load but on the way to CLOSE inet_put_port() zeroes
+	 * it before the tracepoint fires; inet_sport survives (the tracepoint
+	 * reports it too), at the price of a probe read (it lies beyond struct
+	 * sock, where a typed load cannot reach). */
+	if (btf && ok)
+		e->sport = sk->__sk_common.skc_num;
+	else
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	if (family == AF_INET6) {
-		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
+		if (btf)
+			*(struct in6_addr *)e->daddr = sk->__sk_common.skc_v6_daddr;
+		else
+			bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
 		/* An AF_INET6 socket talking to ::ffff:a.b.c.d runs IPv4 on the
 		 * wire (tcp_v6_connect hands it to tcp_v4_connect): report it as
 		 * IPv4 so one server has one address whatever API the client used. */
 		if (is_v4mapped((const __u32 *)e->daddr))
 			family = AF_INET;
+		else if (btf)
+			*(struct in6_addr *)e->saddr = sk->__sk_common.skc_v6_rcv_saddr;
 		else
 			bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
 	}
 	if (family == AF_INET) {
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		*(__u32 *)e->saddr = RD(btf, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)e->daddr = RD(btf, sk, __sk_common.skc_daddr);
 	}
 	e->family = family;
 }
@@ -505,7 +527,7 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 	ev._pad = 0;
 	__builtin_memcpy(ev.comm, in->comm, sizeof(ev.comm));
 	__builtin_memcpy(ev.thread, in->thread, sizeof(ev.thread));
-	fill_addrs(&ev, sk);
+	fill_addrs(&ev, sk, ok, btf);
 
 	if (!ok) {
 		/* tcp_reset(), tcp_write_err() and tcp_v4/v6_err() set sk_err before
@@ -518,9 +540,9 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 		 * changed since the SYN. */
 		int soft;
 
-		err = BPF_CORE_READ(sk, sk_err);
+		err = RD(btf, sk, sk_err);
 		if (!err) {
-			soft = BPF_CORE_READ(sk, sk_err_soft);
+			soft = RD(btf, sk, sk_err_soft);
 			if (soft != in->err_soft)
 				err = soft;
 		}
@@ -601,7 +623,7 @@ static __always_inline int on_retransmit(struct sock *sk, int err, bool btf)
 	if (err == -EBUSY || err == -EAGAIN || err == -ENOMEM)
 		return 0;
 	/* Data retransmits are the common case: leave before any lookup. */
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != ST_SYN_SENT)
+	if (RD(btf, sk, __sk_common.skc_state) != ST_SYN_SENT)
 		return 0;
 	in = inflight_get(sk, btf, false);
 	if (in && in->start_ns)
@@ -683,7 +705,7 @@ static __always_inline void report_early_failure(struct sock *sk, const void *ua
 	ev.start_ns = hist_mode ? now : unique_start_ns();
 	ev.latency_ns = 0; /* no packet was sent */
 	ev.err = err;
-	caller(pid_tgid, &ev.pid, &ev.tid, &ev.cgroup_id, ev.comm, ev.thread);
+	caller(pid_tgid, &ev.pid, &ev.tid, &ev.cgroup_id, ev.comm, ev.thread, false);
 	emit(&ev, now);
 }
 
