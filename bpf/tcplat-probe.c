@@ -138,10 +138,10 @@ static void usage(FILE *f)
 "                       default 10; 0 disables stats lines except the last)\n"
 "  --ringbuf-mb N       size of the kernel->user ring buffer in MiB, a power of 2\n"
 "                       (default 4); raise it if stats report drops.ringbuf_full\n"
-"  --inflight-max N     classic-tracepoint fallback only: attempts in flight at\n"
-"                       once (default 65536; more are counted in\n"
-"                       drops.inflight_full). The BTF path keeps them in socket\n"
-"                       storage, without a limit.\n"
+"  --inflight-max N     attempts in flight kept in the (fast, preallocated) hash\n"
+"                       (default 16384). More go to socket storage (BTF path: no\n"
+"                       limit, nothing lost) or, on the classic-tracepoint\n"
+"                       fallback, are counted in drops.inflight_full\n"
 "  --attach MODE        auto (default): BTF raw tracepoints (tp_btf), falling back\n"
 "                       to classic tracepoints; btf or tracepoint force one\n"
 "  --verbose            also print libbpf's log (e.g. the verifier's) on stderr\n"
@@ -1102,9 +1102,7 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	/* hist mode sends nothing per attempt: a token ring buffer */
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
-	/* the fallback hash holds in-flight attempts only when socket storage
-	 * cannot (classic tracepoints); preallocated, so size it to its use */
-	bpf_map__set_max_entries(skel->maps.inflight, use_btf ? 1 : opt.inflight_max);
+	bpf_map__set_max_entries(skel->maps.inflight, opt.inflight_max);
 	bpf_map__set_max_entries(skel->maps.hist_a, opt.mode == MODE_HIST ? opt.hist_keys : 1);
 	bpf_map__set_max_entries(skel->maps.hist_b, opt.mode == MODE_HIST ? opt.hist_keys : 1);
 	/* hash maps are preallocated: size the filter sets to what they hold */
@@ -1305,7 +1303,7 @@ int main(int argc, char **argv)
 	hist_window_start = ts_of(CLOCK_BOOTTIME);
 	describe_filters(filters, sizeof(filters));
 	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb%s) pid=%d mode=%s %s",
-	      use_btf ? "tp_btf, socket storage" : "tracepoint, in-flight hash",
+	      use_btf ? "tp_btf, in-flight hash + socket storage" : "tracepoint, in-flight hash",
 	      have_exit_tp ? ", syscalls:sys_exit_connect" : "", getpid(),
 	      opt.mode == MODE_HIST ? "hist" : "stream", filters);
 

@@ -6,11 +6,11 @@
 #define TCPLAT_COMM_LEN 16
 #define TCPLAT_MAX_FILTER 1024
 
-/* Bounded maps (sizes are defaults; the loader resizes them). On the BTF path
- * in-flight attempts live in socket-local storage and have no capacity; the
- * classic-tracepoint fallback keeps them in a hash of TCPLAT_MAX_INFLIGHT
- * entries and counts every attempt it could not track (inflight_full). */
-#define TCPLAT_MAX_INFLIGHT 65536
+/* Bounded maps (sizes are defaults; the loader resizes them). In-flight
+ * attempts go to a preallocated hash of TCPLAT_MAX_INFLIGHT entries; when it is
+ * full, the BTF path puts them in socket-local storage (no capacity), the
+ * classic-tracepoint fallback counts them (inflight_full). */
+#define TCPLAT_MAX_INFLIGHT 16384
 /* connect() calls that failed inside the kernel, waiting for their errno at
  * syscall exit (microseconds), keyed by thread id. */
 #define TCPLAT_MAX_PENDING 8192
@@ -43,7 +43,7 @@ struct tcplat_inflight {
 	__u32 syn_retrans;
 	__u32 errq_len;  /* socket error queue length at SYN time */
 	__s32 err_soft;  /* sk_err_soft at SYN time */
-	__u32 _pad;
+	__u32 where;     /* IN_HASH or IN_STORAGE (tcplat.bpf.c) */
 	char comm[TCPLAT_COMM_LEN];   /* process (thread-group leader) name */
 	char thread[TCPLAT_COMM_LEN]; /* the calling thread's own name */
 };

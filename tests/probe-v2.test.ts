@@ -171,14 +171,14 @@ print(json.dumps(out))`);
     expect(e.raw).toContain('"comm":"python3","thread":"pool-\\"w\\"\\\\3"');
   });
 
-  test('200 blackholed connects in flight: socket storage evicts nothing (all 200 reported); the fallback hash counts what it cannot hold', async () => {
+  test('200 blackholed connects in flight, a 50-entry hash: socket storage takes the rest (all 200 reported); the fallback counts what it cannot hold', async () => {
     const port = await freePort();
     new NftTable([dropAllSyn(port)]);
-    // A small in-flight capacity: the BTF path ignores it (socket storage has none); the classic
-    // tracepoint fallback holds 50 and must count the other 150 as inflight_full.
+    // A small in-flight hash (50): on the BTF path the other 150 go to socket storage (no capacity), so
+    // all 200 are reported; the classic tracepoint fallback must count the 150 it cannot hold (inflight_full).
     const btf = await Probe.start(['--dport', String(port), '--inflight-max', '50', '--stats-interval', '0.2']);
     const tp = await Probe.start(['--attach', 'tracepoint', '--dport', String(port), '--inflight-max', '50', '--stats-interval', '0.2']);
-    expect(btf.stderr).toContain('tp_btf, socket storage');
+    expect(btf.stderr).toContain('tp_btf, in-flight hash + socket storage');
     expect(tp.stderr).toContain('tracepoint, in-flight hash');
     const [r] = await runPython(`
 import json, socket, time
