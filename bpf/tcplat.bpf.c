@@ -393,29 +393,27 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
 #define IN_HASH 1
 #define IN_STORAGE 2
 
-static __always_inline struct tcplat_inflight *inflight_new(struct sock *sk, bool btf)
+/* Store a new in-flight record (complete: one map update, no lookup after). */
+static __always_inline void inflight_new(struct sock *sk, struct tcplat_inflight *v, bool btf)
 {
-	static const struct tcplat_inflight empty = { .where = IN_HASH };
 	struct tcplat_inflight *in;
 	__u64 key = (__u64)sk;
 
+	v->where = IN_HASH;
 	/* BPF_ANY: a socket that connects again replaces its old record. */
-	if (bpf_map_update_elem(&inflight, &key, &empty, BPF_ANY) == 0) {
-		in = bpf_map_lookup_elem(&inflight, &key);
-		if (in)
-			return in;
-	}
+	if (bpf_map_update_elem(&inflight, &key, v, BPF_ANY) == 0)
+		return;
 	if (!btf) {
 		count(TCPLAT_CNT_DROP_INFLIGHT);
-		return NULL;
+		return;
 	}
 	in = bpf_sk_storage_get(&sk_inflight, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!in) {
 		count(TCPLAT_CNT_DROP_STORAGE);
-		return NULL;
+		return;
 	}
-	in->where = IN_STORAGE;
-	return in;
+	v->where = IN_STORAGE;
+	__builtin_memcpy(in, v, sizeof(*in));
 }
 
 static __always_inline struct tcplat_inflight *inflight_find(struct sock *sk, bool btf)
@@ -443,7 +441,7 @@ static __always_inline void inflight_end(struct sock *sk, struct tcplat_inflight
 static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tcplat_inflight *in;
+	struct tcplat_inflight v;
 
 	if ((btf ? BPF_CORE_READ_BITFIELD(sk, sk_protocol) :
 		   BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol)) != IPPROTO_TCP)
@@ -453,17 +451,15 @@ static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 	if (filter_dport && !dport_wanted(bpf_ntohs(RD(btf, sk, __sk_common.skc_dport))))
 		return 0;
 
-	in = inflight_new(sk, btf);
-	if (!in)
-		return 0; /* counted */
 	/* Unique, ordered timestamps matter only for per-attempt records. */
-	in->start_ns = hist_mode ? bpf_ktime_get_boot_ns() : unique_start_ns();
-	in->syn_retrans = 0;
-	caller(pid_tgid, &in->pid, &in->tid, &in->cgroup_id, in->comm, in->thread, btf);
+	v.start_ns = hist_mode ? bpf_ktime_get_boot_ns() : unique_start_ns();
+	v.syn_retrans = 0;
+	caller(pid_tgid, &v.pid, &v.tid, &v.cgroup_id, v.comm, v.thread, btf);
 	/* A socket can connect() again after a failure: errors already on it
 	 * are not about this attempt. */
-	in->errq_len = RD(btf, sk, sk_error_queue.qlen);
-	in->err_soft = RD(btf, sk, sk_err_soft);
+	v.errq_len = RD(btf, sk, sk_error_queue.qlen);
+	v.err_soft = RD(btf, sk, sk_err_soft);
+	inflight_new(sk, &v, btf);
 	return 0;
 }
 

@@ -265,6 +265,30 @@ print(json.dumps({"n": ${n}}))`);
     expect(probe.stderr).not.toContain('not written');
   });
 
+  test('a second SIGINT stops waiting for a stalled reader: the lines it did not write are counted on stderr', async () => {
+    const server = await startServer('127.0.0.1');
+    const port = portOf(server);
+    const probe = await Probe.start(['--dport', String(port), '--stats-interval', '0']);
+    probe.proc.stdout!.pause();
+    const n = 3000;
+    await runPython(`
+import socket, struct
+for i in range(${n}):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", ${port})); s.close()`);
+    await sleep(1000);
+    probe.proc.kill('SIGINT');
+    await sleep(500);
+    probe.proc.kill('SIGINT'); // the operator insists
+    await probe.until(() => /lines not written/.test(probe.stderr), 10000, 'the give-up message');
+    probe.proc.stdout!.resume();
+    expect(await probe.waitExit()).toBe(0);
+    const unwritten = Number(/(\d+) lines not written/.exec(probe.stderr)![1]);
+    expect(unwritten).toBeGreaterThan(0);
+    // every attempt: a complete line that reached the reader, or counted as not written
+    expect(probe.eventsTo(port).length + unwritten).toBe(n);
+  });
+
   test('--mode hist counts exactly what --mode stream reports on the same storm, in pkg/core\'s buckets', async () => {
     const server = await startServer('127.0.0.1');
     const okPort = portOf(server);
