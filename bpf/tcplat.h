@@ -13,7 +13,7 @@
 #define TCPLAT_MAX_INFLIGHT 16384
 /* connect() calls that failed inside the kernel, waiting for their errno at
  * syscall exit (microseconds), keyed by thread id. */
-#define TCPLAT_MAX_PENDING 8192
+#define TCPLAT_MAX_PENDING 1024
 /* --mode hist: distinct (cgroup, process, destination, result) keys per window. */
 #define TCPLAT_MAX_HIST 4096
 /* pkg/core/src/buckets.ts: 31 finite bounds (10 us .. 10 s) + overflow. */
