@@ -67,6 +67,7 @@ static struct {
 	double hist_interval; /* seconds */
 	uint32_t inflight_max;
 	uint32_t hist_keys;
+	bool no_connect_exit;
 	bool verbose;
 } opt = {
 	.stats_interval = 10,
@@ -142,6 +143,11 @@ static void usage(FILE *f)
 "                       (default 16384). More go to socket storage (BTF path: no\n"
 "                       limit, nothing lost) or, on the classic-tracepoint\n"
 "                       fallback, are counted in drops.inflight_full\n"
+"  --no-connect-exit    do not attach syscalls:sys_exit_connect. Any syscall\n"
+"                       tracepoint puts every syscall of the host on the kernel's\n"
+"                       syscall-tracing path (tens of ns each); without it, a\n"
+"                       connect() failing inside the kernel (EADDRNOTAVAIL,\n"
+"                       ENETUNREACH, EACCES) shows as aborted or not at all\n"
 "  --attach MODE        auto (default): BTF raw tracepoints (tp_btf), falling back\n"
 "                       to classic tracepoints; btf or tracepoint force one\n"
 "  --verbose            also print libbpf's log (e.g. the verifier's) on stderr\n"
@@ -280,7 +286,7 @@ static void parse_args(int argc, char **argv)
 {
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
 	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
-	       O_HIST_KEYS, O_INFLIGHT_MAX };
+	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -294,6 +300,7 @@ static void parse_args(int argc, char **argv)
 		{ "hist-interval", required_argument, NULL, O_HIST_INTERVAL },
 		{ "hist-keys", required_argument, NULL, O_HIST_KEYS },
 		{ "inflight-max", required_argument, NULL, O_INFLIGHT_MAX },
+		{ "no-connect-exit", no_argument, NULL, O_NO_CONNECT_EXIT },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -385,6 +392,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_INFLIGHT_MAX:
 			opt.inflight_max = parse_uint("--inflight-max", optarg, 1, 1 << 24);
+			break;
+		case O_NO_CONNECT_EXIT:
+			opt.no_connect_exit = true;
 			break;
 		case O_VERBOSE:
 			opt.verbose = true;
@@ -1099,6 +1109,7 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	skel->rodata->min_latency_ns = opt.min_latency_us * 1000;
 	skel->rodata->retrans_has_err = retrans_nargs >= 3;
 	skel->rodata->hist_mode = opt.mode == MODE_HIST;
+	skel->rodata->exit_hook = have_exit_tp;
 	/* hist mode sends nothing per attempt: a token ring buffer */
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
@@ -1249,10 +1260,13 @@ int main(int argc, char **argv)
 	use_btf = opt.attach == ATTACH_BTF || (opt.attach == ATTACH_AUTO && have_btf_tp);
 
 	/* The syscall exit hook is a classic tracepoint on both paths. */
-	have_exit_tp = ensure_tracefs() == 0 &&
+	have_exit_tp = !opt.no_connect_exit && ensure_tracefs() == 0 &&
 		       (access(TRACEFS "/events/syscalls/sys_exit_connect", F_OK) == 0 ||
 			access("/sys/kernel/debug/tracing/events/syscalls/sys_exit_connect", F_OK) == 0);
-	if (!have_exit_tp)
+	if (opt.no_connect_exit)
+		logf_("--no-connect-exit: a connect() that fails inside the kernel (EADDRNOTAVAIL, "
+		      "ENETUNREACH, EACCES) will show as aborted or not at all");
+	else if (!have_exit_tp)
 		logf_("warning: tracepoint syscalls:sys_exit_connect is missing (needs "
 		      "CONFIG_FTRACE_SYSCALLS and tracefs): a connect() that fails inside the kernel "
 		      "(EADDRNOTAVAIL, ENETUNREACH, EACCES) will show as aborted or not at all");

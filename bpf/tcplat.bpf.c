@@ -79,6 +79,8 @@ const volatile bool filter_dport = false;
 const volatile bool filter_cgroup = false;
 const volatile __u64 min_latency_ns = 0;
 const volatile bool hist_mode = false;
+/* syscalls:sys_exit_connect is attached: an attempt may wait there for its errno. */
+const volatile bool exit_hook = false;
 /* tp_btf/tcp_retransmit_skb has a third argument "err" since Linux 6.13 (the
  * tracepoint now also fires for retransmits that failed locally). */
 const volatile bool retrans_has_err = false;
@@ -588,7 +590,7 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 		 * in the connecting thread, while the socket is still
 		 * SS_UNCONNECTED (SS_CONNECTING is set once ->connect() succeeded).
 		 * Wait for the syscall's return value (sys_exit_connect). */
-		if ((__u32)pid_tgid == ev.tid && sock &&
+		if (exit_hook && (__u32)pid_tgid == ev.tid && sock &&
 		    BPF_CORE_READ(sock, state) == SOCKET_SS_UNCONNECTED) {
 			struct tcplat_pending *p;
 			__u32 tid = ev.tid;

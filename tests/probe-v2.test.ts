@@ -82,6 +82,8 @@ describeProbe('tcplat-probe v2 (real kernel, real sockets)', () => {
     const server = await startServer('127.0.0.1');
     const port = portOf(server);
     const probe = await Probe.start(['--dport', String(port)]);
+    // Without the connect() exit hook the errno is unknowable: what v1 reported (and still the documented price).
+    const noExit = await Probe.start(['--dport', String(port), '--no-connect-exit']);
     // Two sockets bound (SO_REUSEADDR) to one local port connect to the same peer: the second 4-tuple is
     // taken, tcp_v4_connect fails in inet_hash_connect after SYN_SENT and returns EADDRNOTAVAIL, sk_err 0.
     const [r] = await runPython(`
@@ -105,6 +107,8 @@ print(json.dumps({"pid": os.getpid(), "lport": lport, "errno": err}))`);
     expect(failed).toMatchObject({ result: 'error', errno: 99, pid: r.pid, comm: 'python3', daddr: '127.0.0.1', dport: port });
     expect(failed.latency_ns).toBeLessThan(50e6);
     expect(failed.tsBig).toBeGreaterThan(ok.tsBig);
+    const blind = await noExit.waitEvents(port, 2);
+    expect(blind.map((e) => e.result).sort()).toEqual(['aborted', 'ok']);
   });
 
   test('a network namespace with a two-port ip_local_port_range: the third connect is error/EADDRNOTAVAIL; no route is unreachable/ENETUNREACH', async () => {
