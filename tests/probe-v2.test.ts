@@ -8,14 +8,14 @@
  * (SO_REUSEADDR binds, prctl thread names, non-blocking connects). Prerequisites as in probe.test.ts, plus
  * python3, unshare and ip; under CI=true a missing one fails.
  */
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { BUCKET_COUNT, bucketIndex } from '../pkg/core/src/buckets';
 import { freePort } from './support/net';
 import {
-  ConnectEvent, NftTable, ON_CI, Probe, cleanupAll, dropAllSyn, missing as missingProbe, portOf, probes, servers,
+  ConnectEvent, NftTable, ON_CI, PROBE, Probe, ROOT, cleanupAll, dropAllSyn, missing as missingProbe, portOf, probes, servers,
   sleep, startServer, tables,
 } from './support/probe';
 
@@ -65,6 +65,12 @@ const tsOf = (e: ConnectEvent) => e.tsBig;
 
 describeProbe('tcplat-probe v2 (real kernel, real sockets)', () => {
   jest.setTimeout(60000);
+
+  beforeAll(() => {
+    if (!fs.existsSync(PROBE)) {
+      execFileSync('make', ['-C', path.join(ROOT, 'bpf'), 'tcplat-probe'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    }
+  }, 120000);
 
   afterEach(async () => {
     for (const t of [...tables]) t.delete();
