@@ -725,6 +725,7 @@ static char obuf[1 << 16];
 static size_t olen;
 static uint64_t olines;     /* lines in obuf */
 static uint64_t unwritten;  /* lines given up on (second signal while the reader is stalled) */
+static bool gave_up;        /* ... and from then on every line is counted there */
 
 static void flush_out(void)
 {
@@ -755,6 +756,7 @@ static void flush_out(void)
 	}
 	if (off < olen) {
 		if (!stdout_broken) {
+			gave_up = true;
 			/* whole lines not written: count them; keep a cut line's
 			 * remainder out of the stream */
 			uint64_t cut = 0;
@@ -772,12 +774,12 @@ static void flush_out(void)
 
 static void write_out(const char *buf, size_t len)
 {
-	if (stdout_broken)
-		return;
-	if (olen + len > sizeof(obuf))
+	if (olen + len > sizeof(obuf) && !stdout_broken)
 		flush_out();
-	if (stdout_broken)
+	if (stdout_broken) {
+		unwritten += gave_up; /* not for a reader that is gone (EPIPE) */
 		return;
+	}
 	memcpy(obuf + olen, buf, len);
 	olen += len;
 	olines++;
@@ -793,7 +795,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(*e))
 		return 0;
 	if (stdout_broken) {
-		unwritten++;
+		unwritten += gave_up;
 		return 0;
 	}
 
