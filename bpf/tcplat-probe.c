@@ -66,6 +66,7 @@ static struct {
 	enum probe_mode mode;
 	double hist_interval; /* seconds */
 	uint32_t inflight_max;
+	uint32_t inflight_fast; /* slots, a power of 2, or 0 */
 	uint32_t hist_keys;
 	bool no_connect_exit;
 	bool verbose;
@@ -76,6 +77,7 @@ static struct {
 	.mode = MODE_STREAM,
 	.hist_interval = 10,
 	.inflight_max = TCPLAT_MAX_INFLIGHT,
+	.inflight_fast = 4096,
 	.hist_keys = TCPLAT_MAX_HIST,
 };
 
@@ -139,7 +141,10 @@ static void usage(FILE *f)
 "                       default 10; 0 disables stats lines except the last)\n"
 "  --ringbuf-mb N       size of the kernel->user ring buffer in MiB, a power of 2\n"
 "                       (default 4); raise it if stats report drops.ringbuf_full\n"
-"  --inflight-max N     attempts in flight kept in the (fast, preallocated) hash\n"
+"  --inflight-fast N    BTF path: slots of the direct-mapped in-flight table, the\n"
+"                       cheapest place for an attempt (a power of 2, default\n"
+"                       4096; 0: none). A taken slot sends it to the hash:\n"
+"  --inflight-max N     attempts in flight kept in the preallocated hash\n"
 "                       (default 16384). More go to socket storage (BTF path: no\n"
 "                       limit, nothing lost) or, on the classic-tracepoint\n"
 "                       fallback, are counted in drops.inflight_full\n"
@@ -286,7 +291,7 @@ static void parse_args(int argc, char **argv)
 {
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
 	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
-	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT };
+	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -301,6 +306,7 @@ static void parse_args(int argc, char **argv)
 		{ "hist-keys", required_argument, NULL, O_HIST_KEYS },
 		{ "inflight-max", required_argument, NULL, O_INFLIGHT_MAX },
 		{ "no-connect-exit", no_argument, NULL, O_NO_CONNECT_EXIT },
+		{ "inflight-fast", required_argument, NULL, O_INFLIGHT_FAST },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -393,6 +399,14 @@ static void parse_args(int argc, char **argv)
 		case O_INFLIGHT_MAX:
 			opt.inflight_max = parse_uint("--inflight-max", optarg, 1, 1 << 24);
 			break;
+		case O_INFLIGHT_FAST: {
+			uint64_t n = parse_uint("--inflight-fast", optarg, 0, 1 << 20);
+
+			if (n & (n - 1))
+				usage_error("--inflight-fast must be 0 or a power of 2, got '%s'", optarg);
+			opt.inflight_fast = n;
+			break;
+		}
 		case O_NO_CONNECT_EXIT:
 			opt.no_connect_exit = true;
 			break;
@@ -1116,6 +1130,9 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
 	bpf_map__set_max_entries(skel->maps.inflight, opt.inflight_max);
+	bpf_map__set_max_entries(skel->maps.inflight_fast,
+				 use_btf && opt.inflight_fast ? opt.inflight_fast : 1);
+	skel->rodata->fast_bits = use_btf && opt.inflight_fast ? __builtin_ctz(opt.inflight_fast) : 0;
 	bpf_map__set_max_entries(skel->maps.hist_a, opt.mode == MODE_HIST ? opt.hist_keys : 1);
 	bpf_map__set_max_entries(skel->maps.hist_b, opt.mode == MODE_HIST ? opt.hist_keys : 1);
 	/* hash maps are preallocated: size the filter sets to what they hold */
@@ -1319,7 +1336,8 @@ int main(int argc, char **argv)
 	hist_window_start = ts_of(CLOCK_BOOTTIME);
 	describe_filters(filters, sizeof(filters));
 	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb%s) pid=%d mode=%s %s",
-	      use_btf ? "tp_btf, in-flight hash + socket storage" : "tracepoint, in-flight hash",
+	      use_btf ? (opt.inflight_fast ? "tp_btf, in-flight slots + hash + socket storage" :
+			 "tp_btf, in-flight hash + socket storage") : "tracepoint, in-flight hash",
 	      have_exit_tp ? ", syscalls:sys_exit_connect" : "", getpid(),
 	      opt.mode == MODE_HIST ? "hist" : "stream", filters);
 

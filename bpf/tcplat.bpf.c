@@ -79,6 +79,8 @@ const volatile bool filter_dport = false;
 const volatile bool filter_cgroup = false;
 const volatile __u64 min_latency_ns = 0;
 const volatile bool hist_mode = false;
+/* log2 of the slots in inflight_fast (0: not used). */
+const volatile __u32 fast_bits = 0;
 /* syscalls:sys_exit_connect is attached: an attempt may wait there for its errno. */
 const volatile bool exit_hook = false;
 /* tp_btf/tcp_retransmit_skb has a third argument "err" since Linux 6.13 (the
@@ -112,6 +114,21 @@ __u64 last_start_ns = 0;
  * CPU, kept off last_start_ns's cache line. */
 #define WAKEUP_NS (10 * 1000 * 1000ULL)
 __u64 last_wakeup_ns SEC(".data.wakeup") = 0;
+
+/* BTF path, first choice: a direct-mapped table of slots, claimed with one
+ * compare-and-swap (an array lookup is a few instructions; a hash insert takes
+ * a bucket lock and a free-list pop). A socket whose slot is taken by another
+ * attempt goes to the hash below. */
+struct tcplat_slot {
+	__u64 sk; /* owner; 0: free */
+	struct tcplat_inflight v;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096); /* --inflight-fast */
+	__type(key, __u32);
+	__type(value, struct tcplat_slot);
+} inflight_fast SEC(".maps");
 
 /* BTF path, when the hash below is full: one in-flight record per socket,
  * freed with the socket. */
@@ -284,7 +301,10 @@ static __always_inline void caller(__u64 pid_tgid, __u32 *pid, __u32 *tid, __u64
 
 		bpf_core_read_str(comm, TCPLAT_COMM_LEN, &leader->comm);
 	}
-	bpf_get_current_comm(thread, TCPLAT_COMM_LEN);
+	if (!hist_mode) /* histograms are per process, not per thread */
+		bpf_get_current_comm(thread, TCPLAT_COMM_LEN);
+	else
+		__builtin_memset(thread, 0, TCPLAT_COMM_LEN);
 }
 
 static __always_inline __u64 wakeup_flags(__u64 now)
@@ -394,13 +414,47 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
  * classic-tracepoint fallback can only count it (inflight_full). */
 #define IN_HASH 1
 #define IN_STORAGE 2
+#define IN_SLOT 3
+
+/* The socket's address as a number. On the BTF path sk is a typed pointer, on
+ * which the verifier allows no arithmetic (nor reading it back in halves);
+ * copied by a helper, it is a plain scalar (the same value on both paths). */
+static __always_inline __u64 sk_key(struct sock *sk, bool btf)
+{
+	__u64 key = 0;
+
+	if (!btf)
+		return (__u64)sk;
+	bpf_probe_read_kernel(&key, sizeof(key), &sk);
+	return key;
+}
+
+static __always_inline struct tcplat_slot *slot_of(__u64 key)
+{
+	/* Fibonacci hashing of the socket address: slab objects are aligned,
+	 * the multiply spreads their high bits over the index. */
+	__u32 idx = (key * 0x9E3779B97F4A7C15ULL) >> (64 - fast_bits);
+
+	return bpf_map_lookup_elem(&inflight_fast, &idx);
+}
 
 /* Store a new in-flight record (complete: one map update, no lookup after). */
 static __always_inline void inflight_new(struct sock *sk, struct tcplat_inflight *v, bool btf)
 {
 	struct tcplat_inflight *in;
-	__u64 key = (__u64)sk;
+	__u64 key = sk_key(sk, btf);
 
+	if (btf && fast_bits) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		/* Claim a free slot (or the one this socket already holds). */
+		if (slot && (slot->sk == key ||
+			     (slot->sk == 0 && __sync_val_compare_and_swap(&slot->sk, 0, key) == 0))) {
+			v->where = IN_SLOT;
+			__builtin_memcpy(&slot->v, v, sizeof(*v));
+			return;
+		}
+	}
 	v->where = IN_HASH;
 	/* BPF_ANY: a socket that connects again replaces its old record. */
 	if (bpf_map_update_elem(&inflight, &key, v, BPF_ANY) == 0)
@@ -420,8 +474,16 @@ static __always_inline void inflight_new(struct sock *sk, struct tcplat_inflight
 
 static __always_inline struct tcplat_inflight *inflight_find(struct sock *sk, bool btf)
 {
-	__u64 key = (__u64)sk;
-	struct tcplat_inflight *in = bpf_map_lookup_elem(&inflight, &key);
+	__u64 key = sk_key(sk, btf);
+	struct tcplat_inflight *in;
+
+	if (btf && fast_bits) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		if (slot && slot->sk == key)
+			return &slot->v;
+	}
+	in = bpf_map_lookup_elem(&inflight, &key);
 
 	/* A socket without storage answers at once (sk_bpf_storage is NULL). */
 	if (!in && btf)
@@ -429,15 +491,22 @@ static __always_inline struct tcplat_inflight *inflight_find(struct sock *sk, bo
 	return in;
 }
 
-static __always_inline void inflight_end(struct sock *sk, struct tcplat_inflight *in)
+static __always_inline void inflight_end(struct sock *sk, struct tcplat_inflight *in, bool btf)
 {
-	__u64 key = (__u64)sk;
+	__u64 key = sk_key(sk, btf);
 
 	/* Socket storage stays with the socket (freed with it): mark it idle. */
-	if (in->where == IN_STORAGE)
+	if (in->where == IN_STORAGE) {
 		in->start_ns = 0;
-	else
+	} else if (in->where == IN_SLOT) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		in->start_ns = 0;
+		if (slot && slot->sk == key)
+			slot->sk = 0; /* release: the record was read already */
+	} else {
 		bpf_map_delete_elem(&inflight, &key);
+	}
 }
 
 static __always_inline int on_syn_sent(struct sock *sk, bool btf)
@@ -576,7 +645,7 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 			err = queued_icmp_error(sk, in->errq_len);
 	}
 	ev.err = err;
-	inflight_end(sk, in);
+	inflight_end(sk, in, btf);
 
 	if (!ok && !err) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -627,10 +696,15 @@ static __always_inline int on_state(struct sock *sk, int oldstate, int newstate,
 {
 	if (newstate == ST_SYN_SENT)
 		return oldstate == ST_CLOSE ? on_syn_sent(sk, btf) : 0;
-	/* SYN_RECV covers a simultaneous open (SYN_SENT -> SYN_RECV -> ...). */
-	if (oldstate != ST_SYN_SENT && oldstate != ST_SYN_RECV)
+	/* Everything else that is not the end of an active open leaves here,
+	 * before any lookup: the server side of every accepted connection (its
+	 * SYN_RECV -> ESTABLISHED), data transfer, teardown. */
+	if (oldstate != ST_SYN_SENT)
 		return 0;
-	if (newstate == ST_ESTABLISHED)
+	/* SYN_RECV: a simultaneous open (both ends sent a SYN; practically never
+	 * between a client and a server): the peer answered, the handshake is
+	 * over as far as latency goes. */
+	if (newstate == ST_ESTABLISHED || newstate == ST_SYN_RECV)
 		return on_done(sk, true, btf);
 	if (newstate == ST_CLOSE)
 		return on_done(sk, false, btf);

@@ -184,9 +184,12 @@ print(json.dumps(out))`);
   test('200 blackholed connects in flight, a 50-entry hash: socket storage takes the rest (all 200 reported); the fallback counts what it cannot hold', async () => {
     const port = await freePort();
     new NftTable([dropAllSyn(port)]);
-    // A small in-flight hash (50): on the BTF path the other 150 go to socket storage (no capacity), so
-    // all 200 are reported; the classic tracepoint fallback must count the 150 it cannot hold (inflight_full).
-    const btf = await Probe.start(['--dport', String(port), '--inflight-max', '50', '--stats-interval', '0.2']);
+    // A small in-flight hash (50) and no direct-mapped slots: on the BTF path the other 150 go to socket storage
+    // (no capacity), so all 200 are reported; the classic tracepoint fallback must count the 150 it cannot hold.
+    const btf = await Probe.start(['--dport', String(port), '--inflight-fast', '0', '--inflight-max', '50', '--stats-interval', '0.2']);
+    // All three BTF-path places at once: 64 direct-mapped slots (some collide), a 16-entry hash, then storage.
+    const all = await Probe.start(['--dport', String(port), '--inflight-fast', '64', '--inflight-max', '16', '--stats-interval', '0.2']);
+    expect(all.stderr).toContain('tp_btf, in-flight slots + hash + socket storage');
     const tp = await Probe.start(['--attach', 'tracepoint', '--dport', String(port), '--inflight-max', '50', '--stats-interval', '0.2']);
     expect(btf.stderr).toContain('tp_btf, in-flight hash + socket storage');
     expect(tp.stderr).toContain('tracepoint, in-flight hash');
@@ -206,10 +209,15 @@ print(json.dumps({"n": len(socks)}))`);
       expect(e.syn_retrans).toBeGreaterThanOrEqual(1);
     }
     expect(new Set(events.map((e) => e.sport)).size).toBe(200);
+    const allEvents = await all.waitEvents(port, 200, 15000);
+    expect(allEvents.map((e) => e.sport).sort()).toEqual(events.map((e) => e.sport).sort());
+    expect(allEvents.every((e) => e.result === 'aborted' && e.syn_retrans >= 1)).toBe(true);
     const full = () => tp.stats.at(-1)?.drops.inflight_full ?? 0;
     await tp.until(() => tp.eventsTo(port).length + full() >= 200, 15000, 'the fallback: 200 reported or counted');
     await btf.until(() => (btf.stats.at(-1)?.events ?? 0) >= 200, 5000, 'a stats line after the 200 events');
     expect(btf.stats.at(-1)!.dropped).toBe(0);
+    await all.until(() => (all.stats.at(-1)?.events ?? 0) >= 200, 5000, 'a stats line after the 200 events');
+    expect(all.stats.at(-1)!.dropped).toBe(0);
     expect(tp.eventsTo(port)).toHaveLength(50);
     expect(full()).toBe(150);
     expect(tp.stats.at(-1)!.dropped).toBe(150);
