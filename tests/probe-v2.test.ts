@@ -117,7 +117,7 @@ print(json.dumps({"pid": os.getpid(), "lport": lport, "errno": err}))`);
     expect(blind.map((e) => e.result).sort()).toEqual(['aborted', 'ok']);
   });
 
-  test('a network namespace with a two-port ip_local_port_range: the third connect is error/EADDRNOTAVAIL; no route is unreachable/ENETUNREACH', async () => {
+  test('a network namespace with a two-port ip_local_port_range: the third connect is error/EADDRNOTAVAIL; no route, prohibit and unreachable routes give the syscall\'s errno', async () => {
     const port = await freePort();
     const probe = await Probe.start(['--dport', String(port)]);
     const rows = await runPython(`
@@ -130,20 +130,22 @@ for i in range(3):
         s.connect(("127.0.0.1", ${port})); keep.append(s); print(json.dumps({"i": i, "lport": s.getsockname()[1]}))
     except OSError as e:
         print(json.dumps({"i": i, "errno": e.errno}))
-for fam, addr in ((socket.AF_INET, "10.1.2.3"), (socket.AF_INET6, "2001:db8::1")):
+for fam, addr in ((socket.AF_INET, "10.1.2.3"), (socket.AF_INET6, "2001:db8::1"), (socket.AF_INET, "10.9.9.9"), (socket.AF_INET, "10.8.8.8")):
     c = socket.socket(fam)
     try:
         c.connect((addr, ${port}))
     except OSError as e:
         print(json.dumps({"addr": addr, "errno": e.errno}))
 print(json.dumps({"pid": os.getpid()}))`,
-    ['unshare', '--net', 'sh', '-c', 'ip link set lo up && sysctl -qw net.ipv4.ip_local_port_range="40000 40001" && exec "$@"', 'sh']);
+    ['unshare', '--net', 'sh', '-c', 'ip link set lo up && ip route add prohibit 10.9.9.0/24 && ip route add unreachable 10.8.8.0/24 && sysctl -qw net.ipv4.ip_local_port_range="40000 40001" && exec "$@"', 'sh']);
     expect(rows.slice(0, 3)).toEqual([{ i: 0, lport: 40000 }, { i: 1, lport: 40001 }, { i: 2, errno: 99 }]);
-    expect(rows.slice(3, 5)).toEqual([{ addr: '10.1.2.3', errno: 101 }, { addr: '2001:db8::1', errno: 101 }]);
-    const pid = rows[5].pid;
-    const events = await probe.waitEvents(port, 5);
+    expect(rows.slice(3, 7)).toEqual([
+      { addr: '10.1.2.3', errno: 101 }, { addr: '2001:db8::1', errno: 101 }, { addr: '10.9.9.9', errno: 13 }, { addr: '10.8.8.8', errno: 113 },
+    ]);
+    const pid = rows[7].pid;
+    const events = await probe.waitEvents(port, 7);
     await sleep(300);
-    expect(probe.eventsTo(port)).toHaveLength(5);
+    expect(probe.eventsTo(port)).toHaveLength(7);
     expect(events.filter((e) => e.result === 'ok').map((e) => e.sport).sort()).toEqual([40000, 40001]);
     const exhausted = events.filter((e) => e.daddr === '127.0.0.1' && e.result !== 'ok');
     expect(exhausted).toHaveLength(1);
@@ -154,6 +156,9 @@ print(json.dumps({"pid": os.getpid()}))`,
     const v6 = events.find((e) => e.daddr === '2001:db8::1')!;
     expect(v4).toMatchObject({ result: 'unreachable', errno: 101, family: 'ipv4', latency_ns: 0, pid, comm: 'python3' });
     expect(v6).toMatchObject({ result: 'unreachable', errno: 101, family: 'ipv6', latency_ns: 0, pid });
+    // a prohibit route: EACCES (error 13); an unreachable route: EHOSTUNREACH (unreachable 113)
+    expect(events.find((e) => e.daddr === '10.9.9.9')).toMatchObject({ result: 'error', errno: 13, latency_ns: 0, pid });
+    expect(events.find((e) => e.daddr === '10.8.8.8')).toMatchObject({ result: 'unreachable', errno: 113, latency_ns: 0, pid });
     expect(events.some((e) => e.result === 'aborted')).toBe(false);
   });
 
