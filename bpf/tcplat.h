@@ -7,9 +7,10 @@
 #define TCPLAT_MAX_FILTER 1024
 
 /* Bounded maps (sizes are defaults; the loader resizes them). In-flight
- * attempts go to a preallocated hash of TCPLAT_MAX_INFLIGHT entries; when it is
- * full, the BTF path puts them in socket-local storage (no capacity), the
- * classic-tracepoint fallback counts them (inflight_full). */
+ * attempts go to direct-mapped slots (BTF path, --inflight-fast), else to a
+ * preallocated hash of TCPLAT_MAX_INFLIGHT entries; when it is full, the BTF
+ * path puts them in socket-local storage (no capacity), the classic-tracepoint
+ * fallback counts them (inflight_full). */
 #define TCPLAT_MAX_INFLIGHT 16384
 /* connect() calls that failed inside the kernel, waiting for their errno at
  * syscall exit (microseconds), keyed by thread id. */

@@ -84,6 +84,25 @@ describeProbe('tcplat-probe v2 (real kernel, real sockets)', () => {
   });
   afterAll(() => cleanupAll());
 
+  test('the v2 flags refuse bad values with a clear message and exit 2', () => {
+    for (const [args, msg] of [
+      [['--mode', 'bogus'], '--mode must be stream or hist'],
+      [['--hist-interval', '0'], '--hist-interval needs seconds'],
+      [['--hist-keys', '0'], '--hist-keys needs an integer'],
+      [['--inflight-fast', '3'], '--inflight-fast must be 0 or a power of 2'],
+      [['--inflight-max', '0'], '--inflight-max needs an integer'],
+    ] as Array<[string[], string]>) {
+      const r = spawnSync(PROBE, args, { encoding: 'utf8' });
+      expect([args, r.status]).toEqual([args, 2]);
+      expect(r.stderr).toContain(msg);
+      expect(r.stdout).toBe('');
+    }
+    const help = spawnSync(PROBE, ['--help'], { encoding: 'utf8' }).stdout;
+    for (const flag of ['--mode hist', '--hist-interval', '--hist-keys', '--inflight-fast', '--inflight-max', '--no-connect-exit', 'thread']) {
+      expect(help).toContain(flag);
+    }
+  });
+
   test('EADDRNOTAVAIL by the two-socket trick: result error, errno 99 from the syscall, never aborted', async () => {
     const server = await startServer('127.0.0.1');
     const port = portOf(server);
