@@ -347,9 +347,18 @@ for i in range(600):
     except OSError:
         pass
     s.close()
+# and one connect() failing inside the kernel (EADDRNOTAVAIL, the two-socket trick): its errno is known only at
+# the syscall's exit, in hist mode too
+a = socket.socket(); a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); a.bind(("127.0.0.1", 0))
+b = socket.socket(); b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); b.bind(("127.0.0.1", a.getsockname()[1]))
+a.connect(("127.0.0.1", ${okPort}))
+try:
+    b.connect(("127.0.0.1", ${okPort}))
+except OSError as e:
+    assert e.errno == 99
 print(json.dumps({"pid": os.getpid()}))`);
-    await stream.waitEvents([okPort, closed], 600, 15000);
-    await hist.until(() => hist.hists.reduce((n, h) => n + h.count, 0) >= 600, 15000, '600 attempts in hist lines');
+    await stream.waitEvents([okPort, closed], 602, 15000);
+    await hist.until(() => hist.hists.reduce((n, h) => n + h.count, 0) >= 602, 15000, '602 attempts in hist lines');
     expect(await hist.stop()).toBe(0);
     expect(await stream.stop()).toBe(0);
 
@@ -375,7 +384,8 @@ print(json.dumps({"pid": os.getpid()}))`);
       h.buckets.forEach((c, i) => (g.buckets[i] += c));
       got.set(k, g);
     }
-    expect([...got.keys()].sort()).toEqual([key(closed, 'refused'), key(okPort, 'ok')].sort());
+    expect([...got.keys()].sort()).toEqual([key(closed, 'refused'), key(okPort, 'ok'), key(okPort, 'error')].sort());
+    expect(hist.hists.find((h) => h.result === 'error')).toMatchObject({ errno: 99, count: 1 });
     for (const [k, w] of want) {
       expect(got.get(k)!.count).toBe(w.count); // exact
       // Each probe reads the clock in its own program run (a microsecond apart): an attempt right at a
@@ -383,8 +393,9 @@ print(json.dumps({"pid": os.getpid()}))`);
       const moved = w.buckets.reduce((n, c, i) => n + Math.abs(c - got.get(k)!.buckets[i]), 0) / 2;
       expect(moved).toBeLessThanOrEqual(Math.ceil(w.count * 0.1));
     }
-    expect(want.get(key(okPort, 'ok'))!.count).toBe(480);
+    expect(want.get(key(okPort, 'ok'))!.count).toBe(481);
     expect(want.get(key(closed, 'refused'))!.count).toBe(120);
-    expect(hist.stats.at(-1)).toMatchObject({ mode: 'hist', events: 600, dropped: 0 });
+    expect(want.get(key(okPort, 'error'))!.count).toBe(1);
+    expect(hist.stats.at(-1)).toMatchObject({ mode: 'hist', events: 602, dropped: 0 });
   });
 });
