@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -46,6 +47,7 @@
 #define TRACEFS "/sys/kernel/tracing"
 
 enum attach_mode { ATTACH_AUTO, ATTACH_BTF, ATTACH_TRACEPOINT };
+enum probe_mode { MODE_STREAM, MODE_HIST };
 
 static struct {
 	uint32_t pids[TCPLAT_MAX_FILTER];
@@ -61,17 +63,28 @@ static struct {
 	double stats_interval; /* seconds; 0 disables */
 	uint32_t ringbuf_mb;
 	enum attach_mode attach;
+	enum probe_mode mode;
+	double hist_interval; /* seconds */
+	uint32_t inflight_max;
+	uint32_t inflight_fast; /* slots, a power of 2, or 0 */
+	uint32_t hist_keys;
+	bool no_connect_exit;
 	bool verbose;
 } opt = {
 	.stats_interval = 10,
 	.ringbuf_mb = 4,
 	.attach = ATTACH_AUTO,
+	.mode = MODE_STREAM,
+	.hist_interval = 10,
+	.inflight_max = TCPLAT_MAX_INFLIGHT,
+	.inflight_fast = 4096,
+	.hist_keys = TCPLAT_MAX_HIST,
 };
 
-static volatile sig_atomic_t exiting;
-static int64_t wall_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, fixed at start */
-static uint64_t n_events;      /* connect lines written */
+static volatile sig_atomic_t exiting; /* number of SIGINT/SIGTERM received */
+static uint64_t n_events;      /* connect lines written (hist mode: attempts in hist lines) */
 static bool stdout_broken;
+static int64_t started_ns;     /* Unix ns at attach: identifies this run */
 
 /* One stderr line: the program name, the message, then `end` (a newline, or a hint and a newline). */
 static void vlogf_(const char *end, const char *fmt, va_list ap)
@@ -97,9 +110,10 @@ static void usage(FILE *f)
 "Usage: " PROG " [FLAGS]\n"
 "\n"
 "Measures the TCP handshake time of every outgoing connect() on this host with\n"
-"eBPF (tracepoint sock:inet_sock_set_state; no kprobes) and prints one JSON\n"
-"object per attempt on stdout. Needs root (or CAP_BPF+CAP_PERFMON) and a kernel\n"
-"with BTF (/sys/kernel/btf/vmlinux).\n"
+"eBPF (tracepoints sock:inet_sock_set_state, tcp:tcp_retransmit_skb and\n"
+"syscalls:sys_exit_connect; no kprobes) and prints one JSON object per attempt\n"
+"(--mode stream) or per-window histograms (--mode hist) on stdout. Needs root\n"
+"(or CAP_BPF+CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux).\n"
 "\n"
 "Filters (applied in the kernel; repeat a flag to match any of its values):\n"
 "  --pid N              only connects made by process N (its tgid; any thread)\n"
@@ -112,11 +126,33 @@ static void usage(FILE *f)
 "  --min-latency-us N   only attempts that took at least N microseconds (applies to\n"
 "                       every result, failures included)\n"
 "\n"
+"Mode:\n"
+"  --mode stream        (default) one \"connect\" line per attempt\n"
+"  --mode hist          no per-attempt lines: exact latency histograms per\n"
+"                       (cgroup, process, destination, result) are kept in the\n"
+"                       kernel and printed as \"hist\" lines every window; the\n"
+"                       cheapest mode, for busy hosts (see bpf/README.md)\n"
+"  --hist-interval S    hist mode: window length in seconds (default 10)\n"
+"  --hist-keys N        hist mode: distinct keys per window (default 4096); more\n"
+"                       are counted in stats drops.hist_full\n"
+"\n"
 "Output and tuning:\n"
 "  --stats-interval S   print a \"stats\" line every S seconds (decimals allowed;\n"
-"                       default 10; 0 disables stats lines)\n"
+"                       default 10; 0 disables stats lines except the last)\n"
 "  --ringbuf-mb N       size of the kernel->user ring buffer in MiB, a power of 2\n"
-"                       (default 4); raise it if stats report dropped > 0\n"
+"                       (default 4); raise it if stats report drops.ringbuf_full\n"
+"  --inflight-fast N    BTF path: slots of the direct-mapped in-flight table, the\n"
+"                       cheapest place for an attempt (a power of 2, default\n"
+"                       4096; 0: none). A taken slot sends it to the hash:\n"
+"  --inflight-max N     attempts in flight kept in the preallocated hash\n"
+"                       (default 16384). More go to socket storage (BTF path: no\n"
+"                       limit, nothing lost) or, on the classic-tracepoint\n"
+"                       fallback, are counted in drops.inflight_full\n"
+"  --no-connect-exit    do not attach syscalls:sys_exit_connect. Any syscall\n"
+"                       tracepoint puts every syscall of the host on the kernel's\n"
+"                       syscall-tracing path (tens of ns each); without it, a\n"
+"                       connect() failing inside the kernel (EADDRNOTAVAIL,\n"
+"                       ENETUNREACH, EACCES) shows as aborted or not at all\n"
 "  --attach MODE        auto (default): BTF raw tracepoints (tp_btf), falling back\n"
 "                       to classic tracepoints; btf or tracepoint force one\n"
 "  --verbose            also print libbpf's log (e.g. the verifier's) on stderr\n"
@@ -126,34 +162,39 @@ static void usage(FILE *f)
 "Output (stdout, one JSON object per line, written in whole lines and flushed\n"
 "after every batch read from the kernel: a line reaches a reader within ~20 ms):\n"
 "  {\"type\":\"connect\",\"ts_ns\":1764100000123456789,\"latency_ns\":1023456789,\n"
-"   \"result\":\"ok\",\"errno\":0,\"syn_retrans\":1,\"pid\":1234,\"tid\":1234,\n"
-"   \"comm\":\"ruby\",\"cgroup_id\":5678,\"family\":\"ipv4\",\"saddr\":\"127.0.0.1\",\n"
-"   \"sport\":43340,\"daddr\":\"127.0.0.1\",\"dport\":5432}\n"
-"  {\"type\":\"stats\",\"ts_ns\":1764100001000000000,\"events\":1200,\"dropped\":0}\n"
+"   \"result\":\"ok\",\"errno\":0,\"syn_retrans\":1,\"pid\":1234,\"tid\":1240,\n"
+"   \"comm\":\"ruby\",\"thread\":\"puma srv tp 0\",\"cgroup_id\":5678,\"family\":\"ipv4\",\n"
+"   \"saddr\":\"127.0.0.1\",\"sport\":43340,\"daddr\":\"127.0.0.1\",\"dport\":5432}\n"
+"  {\"type\":\"stats\",\"ts_ns\":1764100001000000000,\"events\":1200,\"dropped\":0,...}\n"
 "\n"
 "  ts_ns        Unix time (ns) when the SYN was sent; strictly increasing in SYN\n"
 "               order and unique on this host. Lines come out in completion\n"
 "               order, so a slow attempt prints after faster, later ones.\n"
-"  latency_ns   from the SYN to the end of the handshake (ok) or of the attempt\n"
+"  latency_ns   from the SYN to the end of the handshake (ok) or of the attempt;\n"
+"               0 when connect() failed before sending anything\n"
 "  result       ok | refused (ECONNREFUSED) | timeout (ETIMEDOUT) |\n"
 "               unreachable (EHOSTUNREACH, ENETUNREACH) | aborted (no error: the\n"
 "               application closed the socket first, e.g. its own timeout) |\n"
-"               error (any other errno)\n"
-"  errno        the socket error (0 for ok and aborted)\n"
+"               error (any other errno, e.g. EADDRNOTAVAIL: no free local port)\n"
+"  errno        the socket error, or connect()'s own errno when it failed inside\n"
+"               the kernel (0 for ok and aborted)\n"
 "  syn_retrans  SYNs the kernel had to resend (explains 1 s / 3 s / 7 s steps)\n"
 "  pid, tid     process (tgid) and thread that called connect()\n"
-"  comm         that thread's name, JSON-escaped (bytes that are not UTF-8 as\n"
-"               \\u00XX)\n"
+"  comm         the process's name (its thread-group leader's), thread: the\n"
+"               calling thread's own name; both JSON-escaped (bytes that are\n"
+"               not UTF-8 as \\u00XX)\n"
 "  cgroup_id    cgroup v2 id of the caller (the inode number of its directory)\n"
 "  family       ipv4 | ipv6; an IPv6 socket connected to a v4-mapped address\n"
 "               (::ffff:a.b.c.d) is reported as ipv4 with plain IPv4 addresses\n"
 "  saddr/sport  local address and port; daddr/dport remote address and port\n"
-"  stats        totals since start: events = connect lines written, dropped =\n"
-"               events lost because the ring buffer was full (exact, counted in\n"
-"               the kernel)\n"
+"  stats        totals since started_ns: events = connect lines written (hist:\n"
+"               attempts in hist lines), dropped = attempts lost, by reason in\n"
+"               drops; missed = program runs the kernel skipped, per hook\n"
 "\n"
 "stderr gets logs; once the probe is attached it prints a line starting with\n"
-"\"" PROG ": attached\". Exit status: 0 after SIGINT, SIGTERM or a closed\n"
+"\"" PROG ": attached\". SIGINT/SIGTERM: what was read from the kernel is still\n"
+"written (waiting for a slow reader; a second signal gives up and says how many\n"
+"lines were not written). Exit status: 0 after SIGINT, SIGTERM or a closed\n"
 "stdout; 1 on a runtime error; 2 on a usage error.\n");
 }
 
@@ -249,7 +290,8 @@ static uint64_t cgroup_id_of(const char *arg)
 static void parse_args(int argc, char **argv)
 {
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
-	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION };
+	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
+	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -259,6 +301,12 @@ static void parse_args(int argc, char **argv)
 		{ "stats-interval", required_argument, NULL, O_STATS },
 		{ "ringbuf-mb", required_argument, NULL, O_RINGBUF },
 		{ "attach", required_argument, NULL, O_ATTACH },
+		{ "mode", required_argument, NULL, O_MODE },
+		{ "hist-interval", required_argument, NULL, O_HIST_INTERVAL },
+		{ "hist-keys", required_argument, NULL, O_HIST_KEYS },
+		{ "inflight-max", required_argument, NULL, O_INFLIGHT_MAX },
+		{ "no-connect-exit", no_argument, NULL, O_NO_CONNECT_EXIT },
+		{ "inflight-fast", required_argument, NULL, O_INFLIGHT_FAST },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -325,6 +373,42 @@ static void parse_args(int argc, char **argv)
 				opt.attach = ATTACH_TRACEPOINT;
 			else
 				usage_error("--attach must be auto, btf or tracepoint, got '%s'", optarg);
+			break;
+		case O_MODE:
+			if (strcmp(optarg, "stream") == 0)
+				opt.mode = MODE_STREAM;
+			else if (strcmp(optarg, "hist") == 0)
+				opt.mode = MODE_HIST;
+			else
+				usage_error("--mode must be stream or hist, got '%s'", optarg);
+			break;
+		case O_HIST_INTERVAL: {
+			char *end;
+			double v;
+
+			errno = 0;
+			v = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !isfinite(v) || v < 0.05 || v > 86400)
+				usage_error("--hist-interval needs seconds from 0.05 to 86400, got '%s'", optarg);
+			opt.hist_interval = v;
+			break;
+		}
+		case O_HIST_KEYS:
+			opt.hist_keys = parse_uint("--hist-keys", optarg, 1, 1 << 22);
+			break;
+		case O_INFLIGHT_MAX:
+			opt.inflight_max = parse_uint("--inflight-max", optarg, 1, 1 << 24);
+			break;
+		case O_INFLIGHT_FAST: {
+			uint64_t n = parse_uint("--inflight-fast", optarg, 0, 1 << 20);
+
+			if (n & (n - 1))
+				usage_error("--inflight-fast must be 0 or a power of 2, got '%s'", optarg);
+			opt.inflight_fast = n;
+			break;
+		}
+		case O_NO_CONNECT_EXIT:
+			opt.no_connect_exit = true;
 			break;
 		case O_VERBOSE:
 			opt.verbose = true;
@@ -399,23 +483,119 @@ static int64_t ts_of(clockid_t c)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* bpf_ktime_get_ns() is CLOCK_MONOTONIC. Take the realtime reading with the
- * tightest monotonic bracket; the offset stays fixed for the whole run, so
- * ts_ns keeps the kernel's order (a later clock step does not reorder events). */
-static void init_wall_offset(void)
+/* ---- kernel time -> Unix time ----
+ *
+ * The kernel stamps attempts with CLOCK_BOOTTIME (bpf_ktime_get_boot_ns: it
+ * keeps counting during a suspend). Unix time = boot time + offset, and the
+ * offset moves when the wall clock is stepped (or slewed by NTP) and when the
+ * machine resumes from a suspend. It is re-measured every second; a change
+ * opens a new epoch that applies from the kernel instant it was measured. A
+ * forward change applies at once (order kept: later SYNs get later times). A
+ * backward change is applied at half speed (wall time advances at half rate
+ * until the new offset is reached), so ts_ns keeps increasing in SYN order.
+ */
+struct clock_epoch {
+	int64_t from_k;     /* CLOCK_BOOTTIME ns from which this epoch applies */
+	int64_t off_before; /* offset in force before it */
+	int64_t off;        /* the new offset */
+};
+#define CLOCK_EPOCHS 256
+#define CLOCK_CHECK_NS 1000000000LL
+#define CLOCK_STEP_LOG_NS 1000000LL  /* log changes of 1 ms or more */
+#define CLOCK_NOISE_NS 20000LL       /* smaller changes: measurement noise, kept */
+static struct clock_epoch epochs[CLOCK_EPOCHS];
+static unsigned n_epochs; /* total ever opened; the last CLOCK_EPOCHS are kept */
+static int64_t next_clock_check;
+/* Tests only: a file holding a number of ns added to every CLOCK_REALTIME
+ * reading, so a test can "step the wall clock" of this process without
+ * stepping the machine's (TCPLAT_PROBE_TEST_CLOCK_SHIFT_FILE). */
+static const char *test_clock_shift_file;
+
+static int64_t test_clock_shift(void)
 {
-	int64_t best_gap = INT64_MAX;
+	char buf[64] = "";
+	FILE *f;
+
+	if (!test_clock_shift_file)
+		return 0;
+	f = fopen(test_clock_shift_file, "r");
+	if (!f)
+		return 0;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return strtoll(buf, NULL, 10);
+}
+
+/* CLOCK_REALTIME - CLOCK_BOOTTIME, from the reading with the tightest bracket;
+ * *at gets the boot time of that reading. */
+static int64_t measure_offset(int64_t *at)
+{
+	int64_t best_gap = INT64_MAX, off = 0, shift = test_clock_shift();
 
 	for (int i = 0; i < 16; i++) {
-		int64_t m1 = ts_of(CLOCK_MONOTONIC);
+		int64_t b1 = ts_of(CLOCK_BOOTTIME);
 		int64_t r = ts_of(CLOCK_REALTIME);
-		int64_t m2 = ts_of(CLOCK_MONOTONIC);
+		int64_t b2 = ts_of(CLOCK_BOOTTIME);
 
-		if (m2 - m1 < best_gap) {
-			best_gap = m2 - m1;
-			wall_offset_ns = r - (m1 + (m2 - m1) / 2);
+		if (b2 - b1 < best_gap) {
+			best_gap = b2 - b1;
+			off = r + shift - (b1 + (b2 - b1) / 2);
+			*at = b2;
 		}
 	}
+	return off;
+}
+
+static int64_t epoch_wall(const struct clock_epoch *ep, int64_t k)
+{
+	int64_t slewed;
+
+	if (ep->off >= ep->off_before)
+		return k + ep->off;
+	slewed = ep->off_before - (k - ep->from_k) / 2;
+	return k + (slewed > ep->off ? slewed : ep->off);
+}
+
+/* Unix ns of a CLOCK_BOOTTIME instant. */
+static int64_t wall_of(int64_t k)
+{
+	unsigned first = n_epochs > CLOCK_EPOCHS ? n_epochs - CLOCK_EPOCHS : 0;
+
+	/* newest first: almost every attempt is recent */
+	for (unsigned i = n_epochs; i-- > first;) {
+		const struct clock_epoch *ep = &epochs[i % CLOCK_EPOCHS];
+
+		if (k >= ep->from_k || i == first)
+			return epoch_wall(ep, k);
+	}
+	return k; /* not reached: the first epoch is opened before attaching */
+}
+
+static void clock_check(bool first)
+{
+	int64_t at = 0, off = measure_offset(&at), cur;
+
+	next_clock_check = at + CLOCK_CHECK_NS;
+	if (first) {
+		epochs[0] = (struct clock_epoch){ .from_k = INT64_MIN, .off_before = off, .off = off };
+		n_epochs = 1;
+		return;
+	}
+	cur = epochs[(n_epochs - 1) % CLOCK_EPOCHS].off;
+	if (llabs(off - cur) < CLOCK_NOISE_NS)
+		return;
+	/* In force at `at` (a backward epoch may still be slewing). */
+	epochs[n_epochs % CLOCK_EPOCHS] = (struct clock_epoch){
+		.from_k = at,
+		.off_before = wall_of(at) - at,
+		.off = off,
+	};
+	n_epochs++;
+	if (llabs(off - cur) >= CLOCK_STEP_LOG_NS)
+		logf_("wall clock moved by %+.3f ms against the boot-time clock (clock step or "
+		      "resume); timestamps follow it from now on%s", (off - cur) / 1e6,
+		      off < cur ? " (gradually, at half speed, so they keep increasing)" : "");
 }
 
 /* ---- output ---- */
@@ -533,11 +713,11 @@ static char *put_addr(char *p, int af, const uint8_t *a)
 	return put_str(p, buf);
 }
 
-static const char *result_of(const struct tcplat_event *e)
+static const char *result_of(bool ok, int err)
 {
-	if (e->ok)
+	if (ok)
 		return "ok";
-	switch (e->err) {
+	switch (err) {
 	case 0:
 		return "aborted";
 	case ECONNREFUSED:
@@ -552,40 +732,93 @@ static const char *result_of(const struct tcplat_event *e)
 	}
 }
 
-static void write_out(const char *buf, size_t len)
-{
-	if (stdout_broken)
-		return;
-	if (fwrite(buf, 1, len, stdout) != len) {
-		stdout_broken = true;
-		exiting = 1;
-	}
-}
+/* Our own output buffer and write(2) loop instead of stdio: a signal that
+ * interrupts a write blocked on a full pipe (EINTR) must not be taken for a
+ * closed stdout, and what was read from the kernel must not be lost. */
+static char obuf[1 << 16];
+static size_t olen;
+static uint64_t olines;     /* lines in obuf */
+static uint64_t unwritten;  /* lines given up on (second signal while the reader is stalled) */
+static bool gave_up;        /* ... and from then on every line is counted there */
 
 static void flush_out(void)
 {
-	if (!stdout_broken && fflush(stdout) != 0) {
-		stdout_broken = true;
-		exiting = 1;
+	size_t off = 0;
+
+	while (off < olen && !stdout_broken) {
+		ssize_t n = write(STDOUT_FILENO, obuf + off, olen - off);
+
+		if (n > 0) {
+			off += n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR) {
+			if (exiting >= 2)
+				break; /* asked twice: stop waiting for the reader */
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) { /* a non-blocking stdout */
+			struct pollfd pfd = { .fd = STDOUT_FILENO, .events = POLLOUT };
+
+			if (exiting >= 2)
+				break;
+			poll(&pfd, 1, 100);
+			continue;
+		}
+		stdout_broken = true; /* EPIPE (reader gone) or a real error */
+		exiting = exiting ? exiting : 1;
 	}
+	if (off < olen) {
+		if (!stdout_broken) {
+			gave_up = true;
+			/* whole lines not written: count them; keep a cut line's
+			 * remainder out of the stream */
+			uint64_t cut = 0;
+
+			for (size_t i = off; i < olen; i++)
+				cut += obuf[i] == '\n';
+			unwritten += cut;
+			n_events -= cut < n_events ? cut : n_events;
+		}
+		stdout_broken = true;
+	}
+	olen = 0;
+	olines = 0;
+}
+
+static void write_out(const char *buf, size_t len)
+{
+	if (olen + len > sizeof(obuf) && !stdout_broken)
+		flush_out();
+	if (stdout_broken) {
+		unwritten += gave_up; /* not for a reader that is gone (EPIPE) */
+		return;
+	}
+	memcpy(obuf + olen, buf, len);
+	olen += len;
+	olines++;
 }
 
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	const struct tcplat_event *e = data;
-	char line[512], *p = line;
+	char line[640], *p = line;
 	int af = e->family == 10 ? AF_INET6 : AF_INET;
 
 	(void)ctx;
 	if (size < sizeof(*e))
 		return 0;
+	if (stdout_broken) {
+		unwritten += gave_up;
+		return 0;
+	}
 
 	p = put_str(p, "{\"type\":\"connect\",\"ts_ns\":");
-	p = put_i64(p, (int64_t)e->start_ns + wall_offset_ns);
+	p = put_i64(p, wall_of((int64_t)e->start_ns));
 	p = put_str(p, ",\"latency_ns\":");
 	p = put_u64(p, e->latency_ns);
 	p = put_str(p, ",\"result\":\"");
-	p = put_str(p, result_of(e));
+	p = put_str(p, result_of(e->ok, e->err));
 	p = put_str(p, "\",\"errno\":");
 	p = put_i64(p, e->ok ? 0 : e->err);
 	p = put_str(p, ",\"syn_retrans\":");
@@ -596,6 +829,8 @@ static int handle_event(void *ctx, void *data, size_t size)
 	p = put_u64(p, e->tid);
 	p = put_str(p, ",\"comm\":\"");
 	p = put_json_str(p, e->comm, TCPLAT_COMM_LEN);
+	p = put_str(p, "\",\"thread\":\"");
+	p = put_json_str(p, e->thread, TCPLAT_COMM_LEN);
 	p = put_str(p, "\",\"cgroup_id\":");
 	p = put_u64(p, e->cgroup_id);
 	p = put_str(p, af == AF_INET6 ? ",\"family\":\"ipv6\",\"saddr\":\"" :
@@ -636,35 +871,147 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 	struct bpf_prog_info info = {};
 	uint32_t len = sizeof(info);
 
-	if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) != 0)
+	if (!prog || bpf_program__fd(prog) < 0 ||
+	    bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) != 0)
 		return 0;
 	return info.recursion_misses;
 }
 
-static struct bpf_program *state_prog; /* the attached inet_sock_set_state program */
+static struct bpf_program *state_prog, *retrans_prog, *exit_prog; /* attached programs */
 static uint64_t misses_reported;
 
 static void print_stats(struct tcplat_bpf *skel)
 {
-	char line[160], *p = line;
-	uint64_t misses = recursion_misses(state_prog);
+	static const struct { const char *name; uint32_t idx; } drops[] = {
+		{ "ringbuf_full", TCPLAT_CNT_DROP_RINGBUF },
+		{ "storage_alloc", TCPLAT_CNT_DROP_STORAGE },
+		{ "inflight_full", TCPLAT_CNT_DROP_INFLIGHT },
+		{ "pending_full", TCPLAT_CNT_DROP_PENDING },
+		{ "hist_full", TCPLAT_CNT_DROP_HIST },
+	};
+	char line[512], *p = line;
+	uint64_t m_state = recursion_misses(state_prog), m_retrans = recursion_misses(retrans_prog);
+	uint64_t m_exit = recursion_misses(exit_prog), vals[5], total = 0;
 
-	if (misses > misses_reported) {
-		logf_("warning: the kernel skipped %llu runs of the state hook (a tracepoint "
+	if (m_state + m_retrans + m_exit > misses_reported) {
+		logf_("warning: the kernel skipped %llu runs of the probe's hooks (a tracepoint "
 		      "fired inside another BPF program on the same CPU); up to that many "
-		      "attempts may be missing",
-		      (unsigned long long)(misses - misses_reported));
-		misses_reported = misses;
+		      "attempts may be missing or incomplete (stats: missed)",
+		      (unsigned long long)(m_state + m_retrans + m_exit - misses_reported));
+		misses_reported = m_state + m_retrans + m_exit;
 	}
+	for (int i = 0; i < 5; i++)
+		total += vals[i] = read_counter(skel, drops[i].idx);
 	p = put_str(p, "{\"type\":\"stats\",\"ts_ns\":");
-	p = put_i64(p, ts_of(CLOCK_MONOTONIC) + wall_offset_ns);
+	p = put_i64(p, wall_of(ts_of(CLOCK_BOOTTIME)));
 	p = put_str(p, ",\"events\":");
 	p = put_u64(p, n_events);
 	p = put_str(p, ",\"dropped\":");
-	p = put_u64(p, read_counter(skel, TCPLAT_CNT_DROPPED));
-	p = put_str(p, "}\n");
+	p = put_u64(p, total);
+	p = put_str(p, opt.mode == MODE_HIST ? ",\"mode\":\"hist\"" : ",\"mode\":\"stream\"");
+	p = put_str(p, ",\"started_ns\":");
+	p = put_i64(p, started_ns);
+	p = put_str(p, ",\"drops\":{");
+	for (int i = 0; i < 5; i++) {
+		p = put_str(p, i ? ",\"" : "\"");
+		p = put_str(p, drops[i].name);
+		p = put_str(p, "\":");
+		p = put_u64(p, vals[i]);
+	}
+	p = put_str(p, "},\"missed\":{\"state\":");
+	p = put_u64(p, m_state);
+	p = put_str(p, ",\"retransmit\":");
+	p = put_u64(p, m_retrans);
+	p = put_str(p, ",\"connect_exit\":");
+	p = put_u64(p, m_exit);
+	p = put_str(p, "}}\n");
 	write_out(line, p - line);
 	flush_out();
+}
+
+/* ---- --mode hist ---- */
+
+static struct tcplat_hist_key *hist_keys_buf;
+static bool hist_on_b;            /* the kernel currently adds to hist_b */
+static int64_t hist_window_start; /* CLOCK_BOOTTIME of the last swap */
+
+/* Close the window: put the other (empty) map in place, then print and clear
+ * the one the kernel was adding to. The map-in-map update returns only after
+ * every BPF program that could still hold the old map has finished
+ * (kernel/bpf/syscall.c, maybe_wait_bpf_programs), so the old map is final. */
+static int hist_swap_and_print(struct tcplat_bpf *skel)
+{
+	struct bpf_map *next = hist_on_b ? skel->maps.hist_a : skel->maps.hist_b;
+	struct bpf_map *done = hist_on_b ? skel->maps.hist_b : skel->maps.hist_a;
+	int outer = bpf_map__fd(skel->maps.hist_current), fd = bpf_map__fd(done);
+	uint32_t zero = 0, next_fd = bpf_map__fd(next), n = 0;
+	int64_t now, window;
+	struct tcplat_hist_key *prev = NULL;
+
+	if (bpf_map_update_elem(outer, &zero, &next_fd, BPF_ANY)) {
+		logf_("swapping the histogram maps failed: %s", strerror(errno));
+		return -1;
+	}
+	hist_on_b = !hist_on_b;
+	now = ts_of(CLOCK_BOOTTIME);
+	window = now - hist_window_start;
+	hist_window_start = now;
+
+	while (n < opt.hist_keys && bpf_map_get_next_key(fd, prev, &hist_keys_buf[n]) == 0) {
+		prev = &hist_keys_buf[n];
+		n++;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const struct tcplat_hist_key *k = &hist_keys_buf[i];
+		struct tcplat_hist_val v;
+		char line[1024], *p = line;
+		int af = k->family == 10 ? AF_INET6 : AF_INET;
+
+		if (bpf_map_lookup_elem(fd, k, &v) != 0 || v.count == 0)
+			continue;
+		p = put_str(p, "{\"type\":\"hist\",\"ts_ns\":");
+		p = put_i64(p, wall_of(now));
+		p = put_str(p, ",\"window_ns\":");
+		p = put_i64(p, window);
+		p = put_str(p, ",\"cgroup_id\":");
+		p = put_u64(p, k->cgroup_id);
+		p = put_str(p, ",\"pid\":");
+		p = put_u64(p, k->pid);
+		p = put_str(p, ",\"comm\":\"");
+		p = put_json_str(p, k->comm, TCPLAT_COMM_LEN);
+		p = put_str(p, af == AF_INET6 ? "\",\"family\":\"ipv6\",\"daddr\":\"" :
+						"\",\"family\":\"ipv4\",\"daddr\":\"");
+		p = put_addr(p, af, k->daddr);
+		p = put_str(p, "\",\"dport\":");
+		p = put_u64(p, k->dport);
+		p = put_str(p, ",\"result\":\"");
+		p = put_str(p, result_of(k->ok, k->err));
+		p = put_str(p, "\",\"errno\":");
+		p = put_i64(p, k->ok ? 0 : k->err);
+		p = put_str(p, ",\"count\":");
+		p = put_u64(p, v.count);
+		p = put_str(p, ",\"sum_ns\":");
+		p = put_u64(p, v.sum_ns);
+		p = put_str(p, ",\"min_ns\":");
+		p = put_u64(p, v.min_ns);
+		p = put_str(p, ",\"max_ns\":");
+		p = put_u64(p, v.max_ns);
+		p = put_str(p, ",\"syn_retrans\":");
+		p = put_u64(p, v.syn_retrans);
+		p = put_str(p, ",\"buckets\":[");
+		for (int b = 0; b < TCPLAT_NBUCKETS; b++) {
+			if (b)
+				*p++ = ',';
+			p = put_u64(p, v.buckets[b]);
+		}
+		p = put_str(p, "]}\n");
+		write_out(line, p - line);
+		n_events += v.count;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		bpf_map_delete_elem(fd, &hist_keys_buf[i]);
+	flush_out();
+	return 0;
 }
 
 /* ---- loading ---- */
@@ -758,6 +1105,9 @@ static void explain_load_error(int err)
 	}
 }
 
+/* syscalls:sys_exit_connect needs CONFIG_FTRACE_SYSCALLS and tracefs. */
+static bool have_exit_tp;
+
 static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *errp)
 {
 	struct tcplat_bpf *skel;
@@ -774,7 +1124,17 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	skel->rodata->filter_cgroup = opt.n_cgroups > 0;
 	skel->rodata->min_latency_ns = opt.min_latency_us * 1000;
 	skel->rodata->retrans_has_err = retrans_nargs >= 3;
-	bpf_map__set_max_entries(skel->maps.events, opt.ringbuf_mb << 20);
+	skel->rodata->hist_mode = opt.mode == MODE_HIST;
+	skel->rodata->exit_hook = have_exit_tp;
+	/* hist mode sends nothing per attempt: a token ring buffer */
+	bpf_map__set_max_entries(skel->maps.events,
+				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
+	bpf_map__set_max_entries(skel->maps.inflight, opt.inflight_max);
+	bpf_map__set_max_entries(skel->maps.inflight_fast,
+				 use_btf && opt.inflight_fast ? opt.inflight_fast : 1);
+	skel->rodata->fast_bits = use_btf && opt.inflight_fast ? __builtin_ctz(opt.inflight_fast) : 0;
+	bpf_map__set_max_entries(skel->maps.hist_a, opt.mode == MODE_HIST ? opt.hist_keys : 1);
+	bpf_map__set_max_entries(skel->maps.hist_b, opt.mode == MODE_HIST ? opt.hist_keys : 1);
 	/* hash maps are preallocated: size the filter sets to what they hold */
 	bpf_map__set_max_entries(skel->maps.pids, opt.n_pids ? opt.n_pids : 1);
 	bpf_map__set_max_entries(skel->maps.exclude_pids, opt.n_exclude_pids ? opt.n_exclude_pids : 1);
@@ -785,6 +1145,7 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	bpf_program__set_autoload(skel->progs.btf_tcp_retransmit_skb, use_btf);
 	bpf_program__set_autoload(skel->progs.tp_inet_sock_set_state, !use_btf);
 	bpf_program__set_autoload(skel->progs.tp_tcp_retransmit_skb, !use_btf);
+	bpf_program__set_autoload(skel->progs.tp_sys_exit_connect, have_exit_tp);
 
 	err = tcplat_bpf__load(skel);
 	if (err) {
@@ -817,14 +1178,15 @@ static int fill_filters(struct tcplat_bpf *skel)
 
 static int attach(struct tcplat_bpf *skel, bool use_btf)
 {
-	struct bpf_program *progs[2];
-	struct bpf_link *link;
-	int n = 2;
+	struct bpf_program *progs[3];
+	int n = have_exit_tp ? 3 : 2;
 
 	progs[0] = use_btf ? skel->progs.btf_inet_sock_set_state : skel->progs.tp_inet_sock_set_state;
 	progs[1] = use_btf ? skel->progs.btf_tcp_retransmit_skb : skel->progs.tp_tcp_retransmit_skb;
+	progs[2] = skel->progs.tp_sys_exit_connect;
 	for (int i = 0; i < n; i++) {
-		link = bpf_program__attach(progs[i]);
+		struct bpf_link *link = bpf_program__attach(progs[i]);
+
 		if (!link) {
 			int err = -errno;
 
@@ -839,17 +1201,21 @@ static int attach(struct tcplat_bpf *skel, bool use_btf)
 			skel->links.btf_tcp_retransmit_skb = link;
 		else if (progs[i] == skel->progs.tp_inet_sock_set_state)
 			skel->links.tp_inet_sock_set_state = link;
-		else
+		else if (progs[i] == skel->progs.tp_tcp_retransmit_skb)
 			skel->links.tp_tcp_retransmit_skb = link;
+		else
+			skel->links.tp_sys_exit_connect = link;
 	}
 	state_prog = progs[0];
+	retrans_prog = progs[1];
+	exit_prog = have_exit_tp ? progs[2] : NULL;
 	return 0;
 }
 
 static void on_signal(int sig)
 {
 	(void)sig;
-	exiting = 1;
+	exiting++;
 }
 
 static void describe_filters(char *buf, size_t len)
@@ -875,25 +1241,22 @@ static void describe_filters(char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-	static char outbuf[1 << 16];
 	struct tcplat_bpf *skel = NULL;
 	struct ring_buffer *rb = NULL;
 	struct btf *vmlinux = NULL;
 	bool use_btf, have_btf_tp;
 	int retrans_nargs, err = 0, ret = 1, busy_rounds = 0;
-	int64_t next_stats = 0, stats_ns = (int64_t)(opt.stats_interval * 1e9);
+	int64_t next_stats = 0, stats_ns, hist_ns, next_hist = 0;
 	char filters[2048];
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART: see flush_out */
 
 	parse_args(argc, argv);
 	stats_ns = (int64_t)(opt.stats_interval * 1e9);
+	hist_ns = (int64_t)(opt.hist_interval * 1e9);
+	test_clock_shift_file = getenv("TCPLAT_PROBE_TEST_CLOCK_SHIFT_FILE");
 	check_prerequisites();
 	libbpf_set_print(libbpf_print);
 
-	/* Full buffering, flushed after every ring-buffer batch and stats line:
-	 * readers get whole lines without delay, and a burst costs one write(2)
-	 * per batch instead of one per line. */
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN); /* a closed stdout shows up as EPIPE: exit 0 */
@@ -914,6 +1277,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	use_btf = opt.attach == ATTACH_BTF || (opt.attach == ATTACH_AUTO && have_btf_tp);
+
+	/* The syscall exit hook is a classic tracepoint on both paths. */
+	have_exit_tp = !opt.no_connect_exit && ensure_tracefs() == 0 &&
+		       (access(TRACEFS "/events/syscalls/sys_exit_connect", F_OK) == 0 ||
+			access("/sys/kernel/debug/tracing/events/syscalls/sys_exit_connect", F_OK) == 0);
+	if (opt.no_connect_exit)
+		logf_("--no-connect-exit: a connect() that fails inside the kernel (EADDRNOTAVAIL, "
+		      "ENETUNREACH, EACCES) will show as aborted or not at all");
+	else if (!have_exit_tp)
+		logf_("warning: tracepoint syscalls:sys_exit_connect is missing (needs "
+		      "CONFIG_FTRACE_SYSCALLS and tracefs): a connect() that fails inside the kernel "
+		      "(EADDRNOTAVAIL, ENETUNREACH, EACCES) will show as aborted or not at all");
 
 	for (;;) {
 		bool loaded;
@@ -948,28 +1323,40 @@ int main(int argc, char **argv)
 		logf_("creating the ring buffer reader failed: %s", strerror(errno));
 		goto out;
 	}
+	if (opt.mode == MODE_HIST) {
+		hist_keys_buf = calloc(opt.hist_keys, sizeof(*hist_keys_buf));
+		if (!hist_keys_buf) {
+			logf_("out of memory for %u histogram keys", opt.hist_keys);
+			goto out;
+		}
+	}
 
-	init_wall_offset();
+	clock_check(true);
+	started_ns = wall_of(ts_of(CLOCK_BOOTTIME));
+	hist_window_start = ts_of(CLOCK_BOOTTIME);
 	describe_filters(filters, sizeof(filters));
-	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb) pid=%d %s",
-	      use_btf ? "tp_btf" : "tracepoint", getpid(), filters);
+	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb%s) pid=%d mode=%s %s",
+	      use_btf ? (opt.inflight_fast ? "tp_btf, in-flight slots + hash + socket storage" :
+			 "tp_btf, in-flight hash + socket storage") : "tracepoint, in-flight hash",
+	      have_exit_tp ? ", syscalls:sys_exit_connect" : "", getpid(),
+	      opt.mode == MODE_HIST ? "hist" : "stream", filters);
 
 	if (stats_ns > 0)
-		next_stats = ts_of(CLOCK_MONOTONIC) + stats_ns;
+		next_stats = ts_of(CLOCK_BOOTTIME) + stats_ns;
+	if (opt.mode == MODE_HIST)
+		next_hist = ts_of(CLOCK_BOOTTIME) + hist_ns;
 	while (!exiting) {
 		/* The kernel side wakes us only for the first event after a quiet
 		 * period (see WAKEUP_NS in tcplat.bpf.c); while events flow, poll
 		 * every 10 ms, and keep doing so for two empty rounds. */
 		int timeout_ms = busy_rounds > 0 ? 10 : 1000;
+		int64_t now = ts_of(CLOCK_BOOTTIME);
 		int n;
 
-		if (stats_ns > 0) {
-			int64_t left = next_stats - ts_of(CLOCK_MONOTONIC);
-			int to_stats = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
-
-			if (to_stats < timeout_ms)
-				timeout_ms = to_stats;
-		}
+		if (stats_ns > 0 && (next_stats - now) / 1000000 < timeout_ms)
+			timeout_ms = next_stats <= now ? 0 : (int)((next_stats - now + 999999) / 1000000);
+		if (opt.mode == MODE_HIST && (next_hist - now) / 1000000 < timeout_ms)
+			timeout_ms = next_hist <= now ? 0 : (int)((next_hist - now + 999999) / 1000000);
 		n = ring_buffer__poll(rb, timeout_ms);
 		if (n < 0 && n != -EINTR) {
 			logf_("reading the ring buffer failed: %s", strerror(-n));
@@ -985,24 +1372,48 @@ int main(int argc, char **argv)
 		else if (busy_rounds > 0)
 			busy_rounds--;
 		flush_out();
-		if (stats_ns > 0 && ts_of(CLOCK_MONOTONIC) >= next_stats) {
+		now = ts_of(CLOCK_BOOTTIME);
+		if (now >= next_clock_check)
+			clock_check(false);
+		if (opt.mode == MODE_HIST && now >= next_hist) {
+			if (hist_swap_and_print(skel))
+				goto out;
+			next_hist += hist_ns;
+			if (next_hist < now) /* we fell behind: do not burst */
+				next_hist = now + hist_ns;
+		}
+		if (stats_ns > 0 && now >= next_stats) {
 			print_stats(skel);
 			next_stats += stats_ns;
-			if (next_stats < ts_of(CLOCK_MONOTONIC)) /* we fell behind: do not burst */
-				next_stats = ts_of(CLOCK_MONOTONIC) + stats_ns;
+			if (next_stats < now)
+				next_stats = now + stats_ns;
 		}
 	}
 
-	/* Whatever already completed in the kernel still gets written. */
+	/* Whatever already completed in the kernel still gets written, if the
+	 * reader is still there (a second signal stops waiting for it). */
 	ring_buffer__consume(rb);
-	if (stats_ns > 0)
-		print_stats(skel);
+	if (opt.mode == MODE_HIST)
+		hist_swap_and_print(skel);
 	flush_out();
+	if (!stdout_broken || unwritten) {
+		bool broken = stdout_broken;
+
+		/* the last stats line, even with --stats-interval 0: the totals */
+		stdout_broken = false;
+		if (!broken)
+			print_stats(skel);
+		stdout_broken = stdout_broken || broken;
+	}
 	ret = 0;
-	if (stdout_broken)
+	if (unwritten)
+		logf_("stopped waiting for the reader (second signal): %llu lines not written",
+		      (unsigned long long)unwritten);
+	else if (stdout_broken)
 		logf_("stdout closed; exiting");
 out:
 	ring_buffer__free(rb);
 	tcplat_bpf__destroy(skel);
+	free(hist_keys_buf);
 	return ret;
 }

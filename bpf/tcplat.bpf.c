@@ -4,13 +4,19 @@
  * tracepoint. No kprobes: they are absent on some kernels (CONFIG_KPROBES=n).
  *
  *   CLOSE -> SYN_SENT          connect() in the caller's context: remember who and when
- *   SYN_SENT -> ESTABLISHED    handshake done: emit "ok"
- *   SYN_SENT -> CLOSE          attempt failed: emit with sk_err (0: the app gave up)
+ *   SYN_SENT -> ESTABLISHED    handshake done: "ok"
+ *   SYN_SENT -> CLOSE          attempt failed: sk_err (0: the app gave up, or
+ *                              connect() itself failed: see below)
  *   tcp:tcp_retransmit_skb     in SYN_SENT: one more SYN had to be resent
+ *   syscalls:sys_exit_connect  the errno of a connect() that failed inside the
+ *                              kernel (EADDRNOTAVAIL, ENETUNREACH, EACCES, ...),
+ *                              which leaves no sk_err
  *
- * Each hook exists twice: as a BTF raw tracepoint (tp_btf, about 5x cheaper per
- * call, no tracefs needed) and as a classic tracepoint. The loader enables one
- * set (bpf_program__set_autoload) depending on what the kernel offers.
+ * The state and retransmit hooks exist twice: as BTF raw tracepoints (tp_btf,
+ * cheaper, no tracefs; in-flight state in socket-local storage) and as classic
+ * tracepoints (fallback; in-flight state in a bounded hash). The loader enables
+ * one set. Every attempt ends either as a ring-buffer record (--mode stream)
+ * or in a histogram (--mode hist), or in a counted loss.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -22,32 +28,79 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define SOCK_STREAM 1
 /* vmlinux.h has the TCP_* states only as an anonymous enum on some kernels;
  * these values are ABI (include/net/tcp_states.h). */
 #define ST_ESTABLISHED 1
 #define ST_SYN_SENT 2
 #define ST_SYN_RECV 3
 #define ST_CLOSE 7
+#define SOCKET_SS_UNCONNECTED 1 /* enum socket_state, include/uapi/linux/net.h */
 
 #define MAX_CGROUP_LEVELS 32
+#define EPERM 1
+#define EINTR 4
+#define EBADF 9
 #define EAGAIN 11
 #define ENOMEM 12
+#define EFAULT 14
 #define EBUSY 16
+#define EINVAL 22
+#define ENOTSOCK 88
+#define EPROTOTYPE 91
+#define EOPNOTSUPP 95
+#define EAFNOSUPPORT 97
+#define ECONNABORTED 103
+#define ECONNRESET 104
+#define EISCONN 106
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
+#define EALREADY 114
+#define EINPROGRESS 115
+#define ERESTARTSYS 512
+#define ERESTARTNOINTR 513
+#define ERESTARTNOHAND 514
 #define SO_EE_ORIGIN_ICMP 2
 #define SO_EE_ORIGIN_ICMP6 3
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* A field of a kernel object. On the BTF path the pointer is typed (tp_btf
+ * arguments, bpf_get_current_task_btf()): a plain load, several times cheaper
+ * than the bpf_probe_read_kernel() call the classic tracepoints need. `btf` is
+ * a compile-time constant in every inlined copy, so only one branch remains. */
+#define RD(btf, p, field) ((btf) ? (p)->field : BPF_CORE_READ(p, field))
+
 /* Set by the loader before load; the verifier sees them as constants, so a
- * disabled filter costs nothing. */
+ * disabled filter or mode costs nothing. */
 const volatile bool filter_pid = false;
 const volatile bool filter_exclude_pid = false;
 const volatile bool filter_dport = false;
 const volatile bool filter_cgroup = false;
 const volatile __u64 min_latency_ns = 0;
+const volatile bool hist_mode = false;
+/* log2 of the slots in inflight_fast (0: not used). */
+const volatile __u32 fast_bits = 0;
+/* syscalls:sys_exit_connect is attached: an attempt may wait there for its errno. */
+const volatile bool exit_hook = false;
 /* tp_btf/tcp_retransmit_skb has a third argument "err" since Linux 6.13 (the
  * tracepoint now also fires for retransmits that failed locally). */
 const volatile bool retrans_has_err = false;
+
+/* Upper bounds of pkg/core's tcp_connect_hist buckets in ns (buckets.ts:
+ * 0.01 ms .. 10 s, R5 steps); bucket 31 is the overflow. */
+static const __u64 bucket_bounds_ns[TCPLAT_NBUCKETS - 1] = {
+	10000, 16000, 25000, 40000, 63000,
+	100000, 160000, 250000, 400000, 630000,
+	1000000, 1600000, 2500000, 4000000, 6300000,
+	10000000, 16000000, 25000000, 40000000, 63000000,
+	100000000, 160000000, 250000000, 400000000, 630000000,
+	1000000000, 1600000000, 2500000000, 4000000000, 6300000000,
+	10000000000,
+};
+/* A fresh histogram: min starts at the maximum. Read-only data: usable as the
+ * value argument of a map update without a 300-byte stack copy. */
+static const struct tcplat_hist_val hist_init = { .min_ns = ~0ULL };
 
 /* Last start timestamp handed out, host-wide: start_ns values are strictly
  * increasing, so (host, ts_ns) is unique and ordered by SYN time. */
@@ -62,17 +115,81 @@ __u64 last_start_ns = 0;
 #define WAKEUP_NS (10 * 1000 * 1000ULL)
 __u64 last_wakeup_ns SEC(".data.wakeup") = 0;
 
+/* BTF path, first choice: a direct-mapped table of slots, claimed with one
+ * compare-and-swap (an array lookup is a few instructions; a hash insert takes
+ * a bucket lock and a free-list pop). A socket whose slot is taken by another
+ * attempt goes to the hash below. */
+struct tcplat_slot {
+	__u64 sk; /* owner; 0: free */
+	struct tcplat_inflight v;
+};
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, TCPLAT_MAX_INFLIGHT);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4096); /* --inflight-fast */
+	__type(key, __u32);
+	__type(value, struct tcplat_slot);
+} inflight_fast SEC(".maps");
+
+/* BTF path, when the hash below is full: one in-flight record per socket,
+ * freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tcplat_inflight);
+} sk_inflight SEC(".maps");
+
+/* In-flight attempts, first choice on both paths (see inflight_new). A plain
+ * hash, not an LRU: a full map is an update error, never a silent eviction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TCPLAT_MAX_INFLIGHT); /* --inflight-max */
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct tcplat_inflight);
 } inflight SEC(".maps");
+
+/* connect() calls failing inside the kernel, per thread, until sys_exit_connect
+ * gives their errno. LRU: an entry that never sees its syscall exit (io_uring)
+ * must not stay; live entries live for microseconds. */
+#define PENDING_DEFERRED 1 /* event waiting for the syscall's errno */
+#define PENDING_REPORTED 2 /* already reported from sk_err: do not report again */
+struct tcplat_pending {
+	__u64 sk;
+	__u32 kind;
+	__u32 _pad;
+	struct tcplat_event e;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TCPLAT_MAX_PENDING);
+	__type(key, __u32); /* tid */
+	__type(value, struct tcplat_pending);
+} pending SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20); /* resized by the loader (--ringbuf-mb) */
 } events SEC(".maps");
+
+/* --mode hist: the programs add to the map in slot 0; each window user space
+ * puts the other map there (the update waits for every running BPF program:
+ * kernel/bpf/syscall.c maybe_wait_bpf_programs), then reads and clears the
+ * old one at leisure. Exact: no attempt is counted twice or lost. */
+struct hist_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TCPLAT_MAX_HIST);
+	__type(key, struct tcplat_hist_key);
+	__type(value, struct tcplat_hist_val);
+} hist_a SEC(".maps"), hist_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct hist_map);
+} hist_current SEC(".maps") = {
+	.values = { [0] = &hist_a },
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -114,12 +231,12 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
-		(*v)++; /* per-CPU slot: no atomics needed */
+		(*v)++; /* per-CPU slot, programs do not nest on one CPU: no atomics needed */
 }
 
 static __always_inline __u64 unique_start_ns(void)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_boot_ns();
 
 	/* Two CPUs can read the same nanosecond; bump by 1 ns on collision. */
 	for (int i = 0; i < 8; i++) {
@@ -147,6 +264,49 @@ static __always_inline bool cgroup_matches(void)
 	return false;
 }
 
+/* The caller-side filters (everything but the destination port). */
+static __always_inline bool caller_wanted(__u32 tgid)
+{
+	if (filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
+		return false;
+	if (filter_exclude_pid && bpf_map_lookup_elem(&exclude_pids, &tgid))
+		return false;
+	if (filter_cgroup && !cgroup_matches())
+		return false;
+	return true;
+}
+
+static __always_inline bool dport_wanted(__u16 dport)
+{
+	return !filter_dport || bpf_map_lookup_elem(&dports, &dport);
+}
+
+/* pid, tid, cgroup, the process's name and the thread's name of the current
+ * task (process context only). */
+static __always_inline void caller(__u64 pid_tgid, __u32 *pid, __u32 *tid, __u64 *cgroup_id,
+				   char *comm, char *thread, bool btf)
+{
+	*pid = pid_tgid >> 32;
+	*tid = (__u32)pid_tgid;
+	*cgroup_id = bpf_get_current_cgroup_id();
+	/* comm is the process: pools name their threads ("HikariPool-1 c",
+	 * "puma srv tp 0"), which would split one service into many. */
+	if (btf) {
+		struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+
+		__builtin_memcpy(comm, leader->comm, TCPLAT_COMM_LEN);
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+		bpf_core_read_str(comm, TCPLAT_COMM_LEN, &leader->comm);
+	}
+	if (!hist_mode) /* histograms are per process, not per thread */
+		bpf_get_current_comm(thread, TCPLAT_COMM_LEN);
+	else
+		__builtin_memset(thread, 0, TCPLAT_COMM_LEN);
+}
+
 static __always_inline __u64 wakeup_flags(__u64 now)
 {
 	if (now - last_wakeup_ns >= WAKEUP_NS) {
@@ -159,37 +319,218 @@ static __always_inline __u64 wakeup_flags(__u64 now)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline int on_syn_sent(struct sock *sk)
+static __always_inline __u32 bucket_of(__u64 ns)
+{
+	__u32 lo = 0, hi = TCPLAT_NBUCKETS - 1; /* hi: the overflow bucket */
+
+	for (int i = 0; i < 5 && lo < hi; i++) {
+		__u32 mid = (lo + hi) >> 1;
+
+		if (mid >= TCPLAT_NBUCKETS - 1)
+			break;
+		if (ns <= bucket_bounds_ns[mid])
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo < TCPLAT_NBUCKETS ? lo : TCPLAT_NBUCKETS - 1;
+}
+
+static __always_inline void hist_add(const struct tcplat_event *e)
+{
+	struct tcplat_hist_key key = {};
+	struct tcplat_hist_val *v;
+	__u32 zero = 0, b;
+	void *map;
+
+	map = bpf_map_lookup_elem(&hist_current, &zero);
+	if (!map)
+		return;
+	key.cgroup_id = e->cgroup_id;
+	key.pid = e->pid;
+	key.err = e->err;
+	key.family = e->family;
+	key.dport = e->dport;
+	key.ok = e->ok;
+	__builtin_memcpy(key.daddr, e->daddr, sizeof(key.daddr));
+	__builtin_memcpy(key.comm, e->comm, sizeof(key.comm));
+	v = bpf_map_lookup_elem(map, &key);
+	if (!v) {
+		bpf_map_update_elem(map, &key, &hist_init, BPF_NOEXIST); /* EEXIST: a racing CPU won */
+		v = bpf_map_lookup_elem(map, &key);
+		if (!v) {
+			count(TCPLAT_CNT_DROP_HIST);
+			return;
+		}
+	}
+	b = bucket_of(e->latency_ns);
+	__sync_fetch_and_add(&v->count, 1);
+	__sync_fetch_and_add(&v->sum_ns, e->latency_ns);
+	if (e->syn_retrans)
+		__sync_fetch_and_add(&v->syn_retrans, e->syn_retrans);
+	if (b < TCPLAT_NBUCKETS)
+		__sync_fetch_and_add(&v->buckets[b], 1);
+	for (int i = 0; i < 4; i++) {
+		__u64 cur = v->min_ns;
+
+		if (e->latency_ns >= cur || __sync_val_compare_and_swap(&v->min_ns, cur, e->latency_ns) == cur)
+			break;
+	}
+	for (int i = 0; i < 4; i++) {
+		__u64 cur = v->max_ns;
+
+		if (e->latency_ns <= cur || __sync_val_compare_and_swap(&v->max_ns, cur, e->latency_ns) == cur)
+			break;
+	}
+	count(TCPLAT_CNT_HIST_ADDED);
+}
+
+/* An attempt is over: one ring-buffer record, or one histogram count. */
+static __always_inline void emit(const struct tcplat_event *src, __u64 now)
+{
+	struct tcplat_event *e;
+
+	if (src->latency_ns < min_latency_ns)
+		return;
+	if (hist_mode) {
+		hist_add(src);
+		return;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(TCPLAT_CNT_DROP_RINGBUF);
+		return;
+	}
+	__builtin_memcpy(e, src, sizeof(*e));
+	bpf_ringbuf_submit(e, wakeup_flags(now));
+	count(TCPLAT_CNT_SUBMITTED);
+}
+
+/* Where an in-flight record lives. A preallocated hash insert costs about half
+ * of a socket-storage creation (which allocates, and is freed with the socket:
+ * measured ~300 ns less per connect on the benchmark VM), so the hash comes
+ * first. On the BTF path, an attempt the full hash cannot take goes to socket
+ * storage, which has no capacity: nothing is evicted, nothing is lost. The
+ * classic-tracepoint fallback can only count it (inflight_full). */
+#define IN_HASH 1
+#define IN_STORAGE 2
+#define IN_SLOT 3
+
+/* The socket's address as a number. On the BTF path sk is a typed pointer, on
+ * which the verifier allows no arithmetic (nor reading it back in halves);
+ * copied by a helper, it is a plain scalar (the same value on both paths). */
+static __always_inline __u64 sk_key(struct sock *sk, bool btf)
+{
+	__u64 key = 0;
+
+	if (!btf)
+		return (__u64)sk;
+	bpf_probe_read_kernel(&key, sizeof(key), &sk);
+	return key;
+}
+
+static __always_inline struct tcplat_slot *slot_of(__u64 key)
+{
+	/* Fibonacci hashing of the socket address: slab objects are aligned,
+	 * the multiply spreads their high bits over the index. */
+	__u32 idx = (key * 0x9E3779B97F4A7C15ULL) >> (64 - fast_bits);
+
+	return bpf_map_lookup_elem(&inflight_fast, &idx);
+}
+
+/* Store a new in-flight record (complete: one map update, no lookup after). */
+static __always_inline void inflight_new(struct sock *sk, struct tcplat_inflight *v, bool btf)
+{
+	struct tcplat_inflight *in;
+	__u64 key = sk_key(sk, btf);
+
+	if (btf && fast_bits) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		/* Claim a free slot (or the one this socket already holds). */
+		if (slot && (slot->sk == key ||
+			     (slot->sk == 0 && __sync_val_compare_and_swap(&slot->sk, 0, key) == 0))) {
+			v->where = IN_SLOT;
+			__builtin_memcpy(&slot->v, v, sizeof(*v));
+			return;
+		}
+	}
+	v->where = IN_HASH;
+	/* BPF_ANY: a socket that connects again replaces its old record. */
+	if (bpf_map_update_elem(&inflight, &key, v, BPF_ANY) == 0)
+		return;
+	if (!btf) {
+		count(TCPLAT_CNT_DROP_INFLIGHT);
+		return;
+	}
+	in = bpf_sk_storage_get(&sk_inflight, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!in) {
+		count(TCPLAT_CNT_DROP_STORAGE);
+		return;
+	}
+	v->where = IN_STORAGE;
+	__builtin_memcpy(in, v, sizeof(*in));
+}
+
+static __always_inline struct tcplat_inflight *inflight_find(struct sock *sk, bool btf)
+{
+	__u64 key = sk_key(sk, btf);
+	struct tcplat_inflight *in;
+
+	if (btf && fast_bits) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		if (slot && slot->sk == key)
+			return &slot->v;
+	}
+	in = bpf_map_lookup_elem(&inflight, &key);
+
+	/* A socket without storage answers at once (sk_bpf_storage is NULL). */
+	if (!in && btf)
+		in = bpf_sk_storage_get(&sk_inflight, sk, 0, 0);
+	return in;
+}
+
+static __always_inline void inflight_end(struct sock *sk, struct tcplat_inflight *in, bool btf)
+{
+	__u64 key = sk_key(sk, btf);
+
+	/* Socket storage stays with the socket (freed with it): mark it idle. */
+	if (in->where == IN_STORAGE) {
+		in->start_ns = 0;
+	} else if (in->where == IN_SLOT) {
+		struct tcplat_slot *slot = slot_of(key);
+
+		in->start_ns = 0;
+		if (slot && slot->sk == key)
+			slot->sk = 0; /* release: the record was read already */
+	} else {
+		bpf_map_delete_elem(&inflight, &key);
+	}
+}
+
+static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	struct tcplat_inflight in = {};
-	__u64 key = (__u64)sk;
+	struct tcplat_inflight v;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if ((btf ? BPF_CORE_READ_BITFIELD(sk, sk_protocol) :
+		   BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol)) != IPPROTO_TCP)
 		return 0;
-	if (filter_pid && !bpf_map_lookup_elem(&pids, &tgid))
+	if (!caller_wanted(pid_tgid >> 32))
 		return 0;
-	if (filter_exclude_pid && bpf_map_lookup_elem(&exclude_pids, &tgid))
-		return 0;
-	if (filter_dport) {
-		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-
-		if (!bpf_map_lookup_elem(&dports, &dport))
-			return 0;
-	}
-	if (filter_cgroup && !cgroup_matches())
+	if (filter_dport && !dport_wanted(bpf_ntohs(RD(btf, sk, __sk_common.skc_dport))))
 		return 0;
 
-	in.start_ns = unique_start_ns();
-	in.cgroup_id = bpf_get_current_cgroup_id();
-	in.pid = tgid;
-	in.tid = (__u32)pid_tgid;
-	bpf_get_current_comm(&in.comm, sizeof(in.comm));
-	/* a socket can connect() again after a failure: older ICMP records on
-	 * its error queue are not about this attempt */
-	in.errq_len = BPF_CORE_READ(sk, sk_error_queue.qlen);
-	bpf_map_update_elem(&inflight, &key, &in, BPF_ANY);
+	/* Unique, ordered timestamps matter only for per-attempt records. */
+	v.start_ns = hist_mode ? bpf_ktime_get_boot_ns() : unique_start_ns();
+	v.syn_retrans = 0;
+	caller(pid_tgid, &v.pid, &v.tid, &v.cgroup_id, v.comm, v.thread, btf);
+	/* A socket can connect() again after a failure: errors already on it
+	 * are not about this attempt. */
+	v.errq_len = RD(btf, sk, sk_error_queue.qlen);
+	v.err_soft = RD(btf, sk, sk_err_soft);
+	inflight_new(sk, &v, btf);
 	return 0;
 }
 
@@ -220,23 +561,68 @@ static __always_inline bool is_v4mapped(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline int on_done(struct sock *sk, bool ok)
+/* Addresses and ports of the socket into e. */
+static __always_inline void fill_addrs(struct tcplat_event *e, struct sock *sk, bool ok, bool btf)
 {
-	__u64 key = (__u64)sk;
+	__u16 family = RD(btf, sk, __sk_common.skc_family);
+
+	/* skc_num is a plain load but on the way to CLOSE inet_put_port() zeroes
+	 * it before the tracepoint fires; inet_sport survives (the tracepoint
+	 * reports it too), at the price of a probe read (it lies beyond struct
+	 * sock, where a typed load cannot reach). */
+	if (btf && ok)
+		e->sport = sk->__sk_common.skc_num;
+	else
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(RD(btf, sk, __sk_common.skc_dport));
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (family == AF_INET6) {
+		if (btf)
+			*(struct in6_addr *)e->daddr = sk->__sk_common.skc_v6_daddr;
+		else
+			bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
+		/* An AF_INET6 socket talking to ::ffff:a.b.c.d runs IPv4 on the
+		 * wire (tcp_v6_connect hands it to tcp_v4_connect): report it as
+		 * IPv4 so one server has one address whatever API the client used. */
+		if (is_v4mapped((const __u32 *)e->daddr))
+			family = AF_INET;
+		else if (btf)
+			*(struct in6_addr *)e->saddr = sk->__sk_common.skc_v6_rcv_saddr;
+		else
+			bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
+	}
+	if (family == AF_INET) {
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		*(__u32 *)e->saddr = RD(btf, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)e->daddr = RD(btf, sk, __sk_common.skc_daddr);
+	}
+	e->family = family;
+}
+
+static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
+{
 	struct tcplat_inflight *in;
-	struct tcplat_event *e;
-	__u64 now, latency;
-	__u16 family;
+	struct tcplat_event ev;
+	__u64 now;
 	int err = 0;
 
-	in = bpf_map_lookup_elem(&inflight, &key);
-	if (!in)
+	in = inflight_find(sk, btf);
+	if (!in || !in->start_ns)
 		return 0; /* not ours: filtered out, passive socket, or started before us */
 
-	now = bpf_ktime_get_ns();
-	latency = now > in->start_ns ? now - in->start_ns : 0;
-	if (latency < min_latency_ns)
-		goto out;
+	now = bpf_ktime_get_boot_ns();
+	ev.start_ns = in->start_ns;
+	ev.latency_ns = now > in->start_ns ? now - in->start_ns : 0;
+	ev.cgroup_id = in->cgroup_id;
+	ev.pid = in->pid;
+	ev.tid = in->tid;
+	ev.syn_retrans = in->syn_retrans;
+	ev.ok = ok;
+	ev._pad = 0;
+	__builtin_memcpy(ev.comm, in->comm, sizeof(ev.comm));
+	__builtin_memcpy(ev.thread, in->thread, sizeof(ev.thread));
+	fill_addrs(&ev, sk, ok, btf);
 
 	if (!ok) {
 		/* tcp_reset(), tcp_write_err() and tcp_v4/v6_err() set sk_err before
@@ -245,80 +631,88 @@ static __always_inline int on_done(struct sock *sk, bool ok)
 		 * the ICMP comes back inside connect()) is only a soft error, which
 		 * the application may already have read (SO_ERROR clears it) before
 		 * closing the socket itself; the ICMP's own record is then still on
-		 * the socket's error queue. Nothing anywhere: the application gave
-		 * up on its own. */
-		err = BPF_CORE_READ(sk, sk_err);
-		if (!err)
-			err = BPF_CORE_READ(sk, sk_err_soft);
+		 * the socket's error queue. Soft error and queue count only if they
+		 * changed since the SYN. */
+		int soft;
+
+		err = RD(btf, sk, sk_err);
+		if (!err) {
+			soft = RD(btf, sk, sk_err_soft);
+			if (soft != in->err_soft)
+				err = soft;
+		}
 		if (!err)
 			err = queued_icmp_error(sk, in->errq_len);
 	}
+	ev.err = err;
+	inflight_end(sk, in, btf);
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(TCPLAT_CNT_DROPPED);
-		goto out;
+	if (!ok && !err) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+
+		/* No error anywhere. Either the application closed the socket
+		 * (aborted), or connect() itself failed inside the kernel after
+		 * SYN_SENT (tcp_v4_connect: inet_hash_connect() found no free port:
+		 * EADDRNOTAVAIL; tcp_connect(): ENOBUFS): it moves the socket back
+		 * to CLOSE and returns the errno, never setting sk_err. That happens
+		 * in the connecting thread, while the socket is still
+		 * SS_UNCONNECTED (SS_CONNECTING is set once ->connect() succeeded).
+		 * Wait for the syscall's return value (sys_exit_connect). */
+		if (exit_hook && (__u32)pid_tgid == ev.tid && sock &&
+		    BPF_CORE_READ(sock, state) == SOCKET_SS_UNCONNECTED) {
+			struct tcplat_pending *p;
+			__u32 tid = ev.tid;
+			static const struct tcplat_pending none = {};
+
+			if (bpf_map_update_elem(&pending, &tid, &none, BPF_ANY) ||
+			    !(p = bpf_map_lookup_elem(&pending, &tid))) {
+				count(TCPLAT_CNT_DROP_PENDING);
+				return 0;
+			}
+			p->sk = (__u64)sk;
+			p->kind = PENDING_DEFERRED;
+			__builtin_memcpy(&p->e, &ev, sizeof(ev));
+			return 0;
+		}
 	}
+	emit(&ev, now);
 
-	e->start_ns = in->start_ns;
-	e->latency_ns = latency;
-	e->cgroup_id = in->cgroup_id;
-	e->pid = in->pid;
-	e->tid = in->tid;
-	e->syn_retrans = in->syn_retrans;
-	__builtin_memcpy(e->comm, in->comm, sizeof(e->comm));
-	e->err = err;
-	e->ok = ok;
-	e->_pad = 0;
-	/* Not skc_num: on the way to CLOSE, inet_put_port() zeroes it before the
-	 * tracepoint fires; inet_sport survives (the tracepoint reports it too). */
-	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* A blocking connect() returns the same errno it got from sk_err: tell
+	 * sys_exit_connect that this one is reported already (only errnos it
+	 * could also take for a failure before the SYN). */
+	if (!ok && err && err != ECONNREFUSED && err != ETIMEDOUT) {
+		struct tcplat_pending rep = {};
+		__u32 tid = ev.tid;
 
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (family == AF_INET6) {
-		bpf_core_read(e->daddr, sizeof(e->daddr), &sk->__sk_common.skc_v6_daddr);
-		/* An AF_INET6 socket talking to ::ffff:a.b.c.d runs IPv4 on the
-		 * wire (tcp_v6_connect hands it to tcp_v4_connect): report it as
-		 * IPv4 so one server has one address whatever API the client used. */
-		if (is_v4mapped((const __u32 *)e->daddr))
-			family = AF_INET;
-		else
-			bpf_core_read(e->saddr, sizeof(e->saddr), &sk->__sk_common.skc_v6_rcv_saddr);
+		rep.sk = (__u64)sk;
+		rep.kind = PENDING_REPORTED;
+		bpf_map_update_elem(&pending, &tid, &rep, BPF_ANY);
 	}
-	if (family == AF_INET) {
-		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
-	}
-	e->family = family;
-
-	bpf_ringbuf_submit(e, wakeup_flags(now));
-	count(TCPLAT_CNT_SUBMITTED);
-out:
-	bpf_map_delete_elem(&inflight, &key);
 	return 0;
 }
 
-static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
+static __always_inline int on_state(struct sock *sk, int oldstate, int newstate, bool btf)
 {
 	if (newstate == ST_SYN_SENT)
-		return oldstate == ST_CLOSE ? on_syn_sent(sk) : 0;
-	/* SYN_RECV covers a simultaneous open (SYN_SENT -> SYN_RECV -> ...). */
-	if (oldstate != ST_SYN_SENT && oldstate != ST_SYN_RECV)
+		return oldstate == ST_CLOSE ? on_syn_sent(sk, btf) : 0;
+	/* Everything else that is not the end of an active open leaves here,
+	 * before any lookup: the server side of every accepted connection (its
+	 * SYN_RECV -> ESTABLISHED), data transfer, teardown. */
+	if (oldstate != ST_SYN_SENT)
 		return 0;
-	if (newstate == ST_ESTABLISHED)
-		return on_done(sk, true);
+	/* SYN_RECV: a simultaneous open (both ends sent a SYN; practically never
+	 * between a client and a server): the peer answered, the handshake is
+	 * over as far as latency goes. */
+	if (newstate == ST_ESTABLISHED || newstate == ST_SYN_RECV)
+		return on_done(sk, true, btf);
 	if (newstate == ST_CLOSE)
-		return on_done(sk, false);
+		return on_done(sk, false, btf);
 	return 0;
 }
 
-static __always_inline int on_retransmit(struct sock *sk, int err)
+static __always_inline int on_retransmit(struct sock *sk, int err, bool btf)
 {
-	__u64 key = (__u64)sk;
 	struct tcplat_inflight *in;
 
 	/* Since Linux 6.13 the tracepoint also fires when the retransmit failed.
@@ -328,12 +722,153 @@ static __always_inline int on_retransmit(struct sock *sk, int err)
 	 * resent as far as TCP is concerned, and is what the latency shows. */
 	if (err == -EBUSY || err == -EAGAIN || err == -ENOMEM)
 		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != ST_SYN_SENT)
+	/* Data retransmits are the common case: leave before any lookup. */
+	if (RD(btf, sk, __sk_common.skc_state) != ST_SYN_SENT)
 		return 0;
-	in = bpf_map_lookup_elem(&inflight, &key);
-	if (in)
+	in = inflight_find(sk, btf);
+	if (in && in->start_ns)
 		__sync_fetch_and_add(&in->syn_retrans, 1);
 	return 0;
+}
+
+/* ---- connect() failing inside the kernel ---- */
+
+/* The socket behind fd of the current task, or NULL. */
+static __always_inline struct sock *sock_of_fd(struct task_struct *task, int fd)
+{
+	struct file **fds, *file;
+	struct socket *sock;
+	struct fdtable *fdt;
+
+	if (fd < 0)
+		return NULL;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	/* private_data is a struct socket only for socket files; a socket
+	 * points back at its file. */
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* connect() failed before any SYN_SENT (no route: ENETUNREACH/EHOSTUNREACH,
+ * prohibited: EACCES/EPERM from a route, a cgroup BPF program or an LSM):
+ * nothing moved the socket's state, so build the attempt from the socket and
+ * the address the caller passed. */
+static __always_inline void report_early_failure(struct sock *sk, const void *uaddr, int err,
+						 __u64 pid_tgid)
+{
+	struct tcplat_event ev = {};
+	struct sockaddr_in6 sa = {};
+	__u64 now;
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type) != SOCK_STREAM)
+		return;
+	if (!caller_wanted(pid_tgid >> 32))
+		return;
+	if (bpf_probe_read_user(&sa, sizeof(struct sockaddr_in), uaddr))
+		return;
+	if (sa.sin6_family == AF_INET6 && bpf_probe_read_user(&sa, sizeof(sa), uaddr))
+		return;
+	ev.dport = bpf_ntohs(sa.sin6_port);
+	if (!dport_wanted(ev.dport))
+		return;
+	if (sa.sin6_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&sa;
+
+		__builtin_memcpy(ev.daddr, &sin->sin_addr, 4);
+		ev.family = AF_INET;
+	} else if (sa.sin6_family == AF_INET6) {
+		__builtin_memcpy(ev.daddr, &sa.sin6_addr, 16);
+		if (is_v4mapped((const __u32 *)ev.daddr)) {
+			__builtin_memcpy(ev.daddr, ev.daddr + 12, 4);
+			__builtin_memset(ev.daddr + 4, 0, 12);
+			ev.family = AF_INET;
+		} else {
+			ev.family = AF_INET6;
+		}
+	} else {
+		return;
+	}
+	ev.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (ev.family == AF_INET)
+		bpf_core_read(ev.saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+	else
+		bpf_core_read(ev.saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	now = bpf_ktime_get_boot_ns();
+	ev.start_ns = hist_mode ? now : unique_start_ns();
+	ev.latency_ns = 0; /* no packet was sent */
+	ev.err = err;
+	caller(pid_tgid, &ev.pid, &ev.tid, &ev.cgroup_id, ev.comm, ev.thread, false);
+	emit(&ev, now);
+}
+
+static __always_inline int on_connect_error(int err)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct task_struct *task;
+	struct tcplat_pending *p;
+	struct pt_regs *regs;
+	struct sock *sk;
+
+	switch (err) {
+	case EINPROGRESS: /* non-blocking connect: the attempt goes on */
+	case EALREADY: case EISCONN: case EINTR: case EAGAIN:
+	case ERESTARTSYS: case ERESTARTNOINTR: case ERESTARTNOHAND:
+	case EBADF: case ENOTSOCK: case EFAULT: case EAFNOSUPPORT:
+	case EPROTOTYPE: case EOPNOTSUPP:
+		return 0; /* no attempt, or one still going on */
+	}
+	p = bpf_map_lookup_elem(&pending, &tid);
+	if (p && p->kind == PENDING_DEFERRED) {
+		struct tcplat_event ev;
+
+		__builtin_memcpy(&ev, &p->e, sizeof(ev));
+		bpf_map_delete_elem(&pending, &tid);
+		ev.err = err;
+		emit(&ev, bpf_ktime_get_boot_ns());
+		return 0;
+	}
+	/* Errors only a SYN's answer gives were reported from sk_err. */
+	if (err == ECONNREFUSED || err == ETIMEDOUT || err == ECONNRESET || err == ECONNABORTED)
+		return 0;
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	sk = sock_of_fd(task, (int)PT_REGS_PARM1_CORE_SYSCALL(regs));
+	if (!sk)
+		return 0;
+	if (p && p->kind == PENDING_REPORTED) {
+		bool same = p->sk == (__u64)sk;
+
+		bpf_map_delete_elem(&pending, &tid);
+		if (same)
+			return 0;
+	}
+	report_early_failure(sk, (const void *)PT_REGS_PARM2_CORE_SYSCALL(regs), err, pid_tgid);
+	return 0;
+}
+
+struct tp_sys_exit {
+	__u64 __common;
+	int __syscall_nr;
+	long ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int tp_sys_exit_connect(struct tp_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+
+	if (ret >= 0 || ret == -EINPROGRESS)
+		return 0; /* the common cases, at the cost of one compare */
+	return on_connect_error((int)-ret);
 }
 
 /* ---- BTF raw tracepoints (preferred) ---- */
@@ -341,7 +876,7 @@ static __always_inline int on_retransmit(struct sock *sk, int err)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(btf_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	return on_state(sk, oldstate, newstate);
+	return on_state(sk, oldstate, newstate, true);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -351,7 +886,7 @@ int BPF_PROG(btf_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 
 	if (retrans_has_err)
 		err = (int)ctx[2];
-	return on_retransmit(sk, err);
+	return on_retransmit(sk, err, true);
 }
 
 /* ---- classic tracepoints (fallback; need tracefs) ----
@@ -378,7 +913,7 @@ struct trace_event_raw_tcp_retransmit_skb___tcplat {
 SEC("tracepoint/sock/inet_sock_set_state")
 int tp_inet_sock_set_state(struct tp_inet_sock_set_state *ctx)
 {
-	return on_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
+	return on_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate, false);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
@@ -389,5 +924,5 @@ int tp_tcp_retransmit_skb(struct tp_tcp_retransmit_skb *ctx)
 
 	if (bpf_core_field_exists(t->err))
 		err = t->err;
-	return on_retransmit((struct sock *)ctx->skaddr, err);
+	return on_retransmit((struct sock *)ctx->skaddr, err, false);
 }

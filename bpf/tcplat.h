@@ -4,42 +4,60 @@
 #define TCPLAT_H
 
 #define TCPLAT_COMM_LEN 16
-
-/* Sizes of the bounded maps. The in-flight map is an LRU: an attempt whose
- * socket never leaves SYN_SENT (should not happen, but a missed tracepoint run
- * could cause it) is evicted instead of leaking. */
-#define TCPLAT_MAX_INFLIGHT 65536
 #define TCPLAT_MAX_FILTER 1024
 
-/* Index into the per-CPU counters map. */
+/* Bounded maps (sizes are defaults; the loader resizes them). In-flight
+ * attempts go to direct-mapped slots (BTF path, --inflight-fast), else to a
+ * preallocated hash of TCPLAT_MAX_INFLIGHT entries; when it is full, the BTF
+ * path puts them in socket-local storage (no capacity), the classic-tracepoint
+ * fallback counts them (inflight_full). */
+#define TCPLAT_MAX_INFLIGHT 16384
+/* connect() calls that failed inside the kernel, waiting for their errno at
+ * syscall exit (microseconds), keyed by thread id. */
+#define TCPLAT_MAX_PENDING 1024
+/* --mode hist: distinct (cgroup, process, destination, result) keys per window. */
+#define TCPLAT_MAX_HIST 4096
+/* pkg/core/src/buckets.ts: 31 finite bounds (10 us .. 10 s) + overflow. */
+#define TCPLAT_NBUCKETS 32
+
+/* Index into the per-CPU counters map. Every loss has its own reason. */
 enum tcplat_counter {
-	TCPLAT_CNT_SUBMITTED = 0, /* events put into the ring buffer */
-	TCPLAT_CNT_DROPPED = 1,   /* ring buffer full: event lost (counted, reported) */
+	TCPLAT_CNT_SUBMITTED = 0,     /* events put into the ring buffer */
+	TCPLAT_CNT_DROP_RINGBUF,      /* ring buffer full */
+	TCPLAT_CNT_DROP_STORAGE,      /* socket-local storage could not be allocated */
+	TCPLAT_CNT_DROP_INFLIGHT,     /* fallback path: in-flight hash full */
+	TCPLAT_CNT_DROP_PENDING,      /* in-kernel connect() failure could not wait for its errno */
+	TCPLAT_CNT_DROP_HIST,         /* --mode hist: histogram map full */
+	TCPLAT_CNT_HIST_ADDED,        /* --mode hist: attempts added to a histogram */
 	TCPLAT_CNT_MAX,
 };
 
-/* A connect attempt in flight, keyed by socket pointer. Everything about the
- * caller is captured at CLOSE->SYN_SENT, which runs in the connecting task;
- * the completion (SYN_SENT->ESTABLISHED/CLOSE) usually runs in softirq. */
+/* A connect attempt in flight (socket-local storage, or the fallback hash
+ * keyed by socket pointer). Everything about the caller is captured at
+ * CLOSE->SYN_SENT, which runs in the connecting task; the completion
+ * (SYN_SENT->ESTABLISHED/CLOSE) usually runs in softirq. */
 struct tcplat_inflight {
-	__u64 start_ns; /* CLOCK_MONOTONIC, made unique host-wide */
+	__u64 start_ns;  /* CLOCK_BOOTTIME when the SYN was sent; 0: nothing in flight */
 	__u64 cgroup_id;
-	__u32 pid;      /* tgid */
+	__u32 pid;       /* tgid */
 	__u32 tid;
 	__u32 syn_retrans;
 	__u32 errq_len;  /* socket error queue length at SYN time */
-	char comm[TCPLAT_COMM_LEN];
+	__s32 err_soft;  /* sk_err_soft at SYN time */
+	__u32 where;     /* IN_HASH or IN_STORAGE (tcplat.bpf.c) */
+	char comm[TCPLAT_COMM_LEN];   /* process (thread-group leader) name */
+	char thread[TCPLAT_COMM_LEN]; /* the calling thread's own name */
 };
 
 struct tcplat_event {
-	__u64 start_ns;   /* CLOCK_MONOTONIC when the SYN was sent */
+	__u64 start_ns;   /* CLOCK_BOOTTIME when the SYN was sent */
 	__u64 latency_ns; /* from start to ESTABLISHED or CLOSE */
 	__u64 cgroup_id;
 	__u32 pid;
 	__u32 tid;
 	__u32 syn_retrans;
-	__s32 err;        /* 0 when ok; else sk_err (or sk_err_soft) at CLOSE */
-	__u16 family;     /* AF_INET or AF_INET6 (as the socket was created) */
+	__s32 err;        /* 0 when ok; else the errno */
+	__u16 family;     /* AF_INET or AF_INET6 (after v4-mapped folding) */
 	__u16 sport;      /* host byte order */
 	__u16 dport;      /* host byte order */
 	__u8 ok;          /* 1: reached ESTABLISHED */
@@ -47,6 +65,29 @@ struct tcplat_event {
 	__u8 saddr[16];   /* AF_INET: first 4 bytes; AF_INET6: all 16 */
 	__u8 daddr[16];
 	char comm[TCPLAT_COMM_LEN];
+	char thread[TCPLAT_COMM_LEN];
+};
+
+/* --mode hist */
+struct tcplat_hist_key {
+	__u64 cgroup_id;
+	__u32 pid;
+	__s32 err;
+	__u16 family;
+	__u16 dport;
+	__u8 ok;
+	__u8 _pad[3];
+	__u8 daddr[16];
+	char comm[TCPLAT_COMM_LEN];
+};
+
+struct tcplat_hist_val {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 min_ns;
+	__u64 max_ns;
+	__u64 syn_retrans;
+	__u64 buckets[TCPLAT_NBUCKETS];
 };
 
 #endif /* TCPLAT_H */

@@ -11,49 +11,17 @@
  * `make -C bpf` when missing). Without them the tests are skipped with the
  * reason printed, except under CI=true, where a missing prerequisite fails.
  */
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import { randomBytes } from 'crypto';
-import * as fs from 'fs';
 import * as net from 'net';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { freePort } from './support/net';
-
-const ROOT = path.resolve(__dirname, '..');
-const PROBE = path.join(ROOT, 'bpf', 'tcplat-probe');
-const READY = 'tcplat-probe: attached';
-const ON_CI = process.env.CI === 'true';
-
-// ---------------------------------------------------------------- prerequisites
-
-function commandWorks(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return !r.error && r.status === 0;
-}
-
-function missingPrerequisite(): string | null {
-  if (process.platform !== 'linux') return 'the probe needs Linux';
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
-    return 'not running as root (eBPF and nftables need root): run the tests as root';
-  }
-  if (!fs.existsSync('/sys/kernel/btf/vmlinux')) {
-    return 'the kernel has no BTF (/sys/kernel/btf/vmlinux): needs CONFIG_DEBUG_INFO_BTF=y';
-  }
-  if (!commandWorks('nft', ['--version'])) return 'nft (nftables) is not installed: run scripts/setup';
-  if (!fs.existsSync(PROBE)) {
-    for (const tool of ['make', 'clang', 'bpftool', 'cc']) {
-      if (!commandWorks('sh', ['-c', `command -v ${tool}`])) {
-        return `bpf/tcplat-probe is missing and cannot be built (no ${tool}): run scripts/setup, then make -C bpf`;
-      }
-    }
-    if (!commandWorks('pkg-config', ['--exists', 'libbpf'])) {
-      return 'bpf/tcplat-probe is missing and cannot be built (no libbpf-dev): run scripts/setup, then make -C bpf';
-    }
-  }
-  return null;
-}
-
-const missing = missingPrerequisite();
+import {
+  ChildConnector, ConnectResult, NftTable, Probe, READY, ROOT, PROBE, ON_CI, children, cgroup2Mount, cleanupAll,
+  connectOnce, dropAllSyn, dropFirstSyn, missing, ms, portOf, probes, python3, servers, sleep, startServer, tables,
+} from './support/probe';
 
 if (missing && ON_CI) {
   describe('tcplat-probe prerequisites', () => {
@@ -66,302 +34,6 @@ if (missing && ON_CI) {
 }
 
 const describeProbe = missing ? describe.skip : describe;
-
-// ---------------------------------------------------------------- helpers
-
-interface ConnectEvent {
-  type: 'connect';
-  ts_ns: number;
-  latency_ns: number;
-  result: string;
-  errno: number;
-  syn_retrans: number;
-  pid: number;
-  tid: number;
-  comm: string;
-  cgroup_id: number;
-  family: string;
-  saddr: string;
-  sport: number;
-  daddr: string;
-  dport: number;
-  raw: string;
-  tsBig: bigint;
-}
-
-interface StatsEvent {
-  type: 'stats';
-  ts_ns: number;
-  events: number;
-  dropped: number;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const ms = (e: ConnectEvent) => e.latency_ns / 1e6;
-
-/** A running probe: collects its stdout lines, parsed. */
-class Probe {
-  readonly events: ConnectEvent[] = [];
-  readonly stats: StatsEvent[] = [];
-  readonly lines: string[] = [];
-  stderr = '';
-  exitCode: number | null = null;
-  exitSignal: NodeJS.Signals | null = null;
-  private readonly exited: Promise<void>;
-  private waiters: Array<() => void> = [];
-
-  private constructor(readonly proc: ChildProcess) {
-    let buf = '';
-    proc.stdout!.setEncoding('utf8');
-    proc.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        this.onLine(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    });
-    proc.stdout!.on('error', () => undefined);
-    proc.stderr!.setEncoding('utf8');
-    proc.stderr!.on('data', (chunk: string) => {
-      this.stderr += chunk;
-      this.notify();
-    });
-    this.exited = new Promise((resolve) => {
-      proc.on('exit', (code, signal) => {
-        this.exitCode = code;
-        this.exitSignal = signal;
-        this.notify();
-        resolve();
-      });
-    });
-  }
-
-  private onLine(line: string): void {
-    this.lines.push(line);
-    const obj = JSON.parse(line); // every stdout line must be JSON
-    if (obj.type === 'connect') {
-      // ts_ns exceeds 2^53: keep the exact digits too
-      const m = /"ts_ns":(\d+)/.exec(line);
-      this.events.push({ ...obj, raw: line, tsBig: BigInt(m ? m[1] : 0) });
-    } else if (obj.type === 'stats') {
-      this.stats.push(obj);
-    } else {
-      throw new Error(`unexpected line type: ${line}`);
-    }
-    this.notify();
-  }
-
-  private notify(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    w.forEach((f) => f());
-  }
-
-  /** Resolves when pred() holds; rejects after timeoutMs or if the probe exits. */
-  async until(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pred()) {
-      if (this.exitCode !== null || this.exitSignal !== null) {
-        throw new Error(`probe exited (${this.exitCode ?? this.exitSignal}) while waiting for ${what}; stderr:\n${this.stderr}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`timed out waiting for ${what}; events so far:\n${this.lines.join('\n')}\nstderr:\n${this.stderr}`);
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 100));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Waits for n connect events to one of the given destination ports. */
-  async waitEvents(dports: number | number[], n: number, timeoutMs = 5000): Promise<ConnectEvent[]> {
-    const set = new Set(Array.isArray(dports) ? dports : [dports]);
-    const pick = () => this.events.filter((e) => set.has(e.dport));
-    await this.until(() => pick().length >= n, timeoutMs, `${n} event(s) to port(s) ${[...set].join(',')}`);
-    return pick();
-  }
-
-  eventsTo(dport: number): ConnectEvent[] {
-    return this.events.filter((e) => e.dport === dport);
-  }
-
-  /** SIGINT (or the given signal), then waits for the exit. */
-  async stop(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
-    if (this.exitCode === null && this.exitSignal === null) this.proc.kill(signal);
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
-    await this.exited;
-    clearTimeout(timer);
-    probes.delete(this);
-    return this.exitCode;
-  }
-
-  static async start(args: string[], opts: { waitReady?: boolean } = {}): Promise<Probe> {
-    const proc = spawn(PROBE, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const p = new Probe(proc);
-    probes.add(p);
-    if (opts.waitReady !== false) {
-      await p.until(() => p.stderr.includes(READY), 15000, 'the readiness line');
-    }
-    return p;
-  }
-}
-
-const probes = new Set<Probe>();
-
-/** An nftables table of our own, on the output hook. */
-class NftTable {
-  readonly name = `tcplat_test_${randomBytes(4).toString('hex')}`;
-
-  constructor(rules: string[]) {
-    tables.add(this);
-    const script = [
-      `table inet ${this.name} {`,
-      '  chain out {',
-      '    type filter hook output priority 0; policy accept;',
-      ...rules.map((r) => `    ${r}`),
-      '  }',
-      '}',
-      '',
-    ].join('\n');
-    execFileSync('nft', ['-f', '-'], { input: script });
-  }
-
-  delete(): void {
-    if (!tables.has(this)) return;
-    tables.delete(this);
-    spawnSync('nft', ['delete', 'table', 'inet', this.name], { stdio: 'ignore' });
-  }
-}
-
-const tables = new Set<NftTable>();
-
-function cleanupAll(): void {
-  for (const t of [...tables]) t.delete();
-  for (const p of [...probes]) {
-    p.proc.kill('SIGKILL');
-    probes.delete(p);
-  }
-}
-process.on('exit', cleanupAll); // last resort, if jest dies between hooks
-
-const dropFirstSyn = (port: number) => `tcp dport ${port} tcp flags syn numgen inc mod 2 == 0 drop`;
-const dropAllSyn = (port: number) => `tcp dport ${port} tcp flags syn drop`;
-
-/** A server that accepts and closes; resolves with its port. */
-async function startServer(host: string): Promise<net.Server> {
-  const server = net.createServer((s) => {
-    s.on('error', () => undefined);
-    s.destroy();
-  });
-  servers.add(server);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port: 0, backlog: 1024 }, resolve);
-  });
-  return server;
-}
-const servers = new Set<net.Server>();
-const portOf = (s: net.Server) => (s.address() as net.AddressInfo).port;
-
-interface ConnectResult {
-  ok: boolean;
-  error?: string;
-  localPort?: number;
-  ms: number;
-}
-
-/** One connect from this process; gives up (destroys the socket) after timeoutMs. */
-function connectOnce(host: string, port: number, timeoutMs = 5000): Promise<ConnectResult> {
-  return new Promise((resolve) => {
-    const t0 = process.hrtime.bigint();
-    const elapsed = () => Number(process.hrtime.bigint() - t0) / 1e6;
-    const sock = net.connect({ host, port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      resolve({ ok: false, error: 'client timeout', ms: elapsed() });
-    }, timeoutMs);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      const localPort = sock.localPort;
-      sock.destroy();
-      resolve({ ok: true, localPort, ms: elapsed() });
-    });
-    sock.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve({ ok: false, error: err.code, ms: elapsed() });
-    });
-  });
-}
-
-/**
- * A child node process that connects to host:port when told to ("go" on
- * stdin), prints {"localPort":N} or {"error":...}, then exits. argv0 lets the
- * child run under another name: comm is the basename of the executed path.
- */
-class ChildConnector {
-  readonly proc: ChildProcess;
-  private out = '';
-  private readonly done: Promise<void>;
-
-  constructor(host: string, port: number, execPath = process.execPath) {
-    const code = `
-      const net = require('net');
-      process.stdin.once('data', () => {
-        const s = net.connect({ host: ${JSON.stringify(host)}, port: ${port} });
-        s.once('connect', () => { console.log(JSON.stringify({ localPort: s.localPort })); s.destroy(); process.exit(0); });
-        s.once('error', (e) => { console.log(JSON.stringify({ error: e.code })); process.exit(0); });
-      });
-      console.log('ready');`;
-    this.proc = spawn(execPath, ['-e', code], { stdio: ['pipe', 'pipe', 'inherit'] });
-    children.add(this.proc);
-    this.proc.stdout!.setEncoding('utf8');
-    this.proc.stdout!.on('data', (c: string) => (this.out += c));
-    this.done = new Promise((resolve) => this.proc.on('exit', () => resolve()));
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  async ready(): Promise<void> {
-    const deadline = Date.now() + 10000;
-    while (!this.out.includes('ready')) {
-      if (Date.now() > deadline) throw new Error('child connector did not start');
-      await sleep(20);
-    }
-  }
-
-  async go(): Promise<{ localPort?: number; error?: string }> {
-    await this.ready();
-    this.proc.stdin!.write('go\n');
-    await this.done;
-    children.delete(this.proc);
-    const line = this.out.split('\n').find((l) => l.startsWith('{'));
-    if (!line) throw new Error(`child printed nothing useful: ${this.out}`);
-    return JSON.parse(line);
-  }
-}
-const children = new Set<ChildProcess>();
-
-function cgroup2Mount(): string | null {
-  for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
-    const [, mnt, type] = line.split(' ');
-    if (type === 'cgroup2') return mnt;
-  }
-  return null;
-}
-
-function python3(): string | null {
-  const r = spawnSync('python3', ['-c', 'import socket; print(socket.TCP_SYNCNT)'], { encoding: 'utf8' });
-  return !r.error && r.status === 0 ? 'python3' : null;
-}
 
 // ---------------------------------------------------------------- tests
 
@@ -415,7 +87,7 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
     }
     // exact key order of the documented format
     expect(Object.keys(JSON.parse(events[0].raw))).toEqual([
-      'type', 'ts_ns', 'latency_ns', 'result', 'errno', 'syn_retrans', 'pid', 'tid', 'comm',
+      'type', 'ts_ns', 'latency_ns', 'result', 'errno', 'syn_retrans', 'pid', 'tid', 'comm', 'thread',
       'cgroup_id', 'family', 'saddr', 'sport', 'daddr', 'dport',
     ]);
     // wall clock: Unix ns, near now; strictly increasing in SYN order
@@ -581,7 +253,8 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
       expect(e.pid).toBe(child.pid);
       expect(e.tid).toBe(child.pid);
       expect(e.comm).toBe(name);
-      expect(e.raw).toContain('"comm":"tl\\"q\\\\b\\u0009z\\u0001"');
+      expect(e.thread).toBe(name); // node connects on its main thread, which bears the process name
+      expect(e.raw).toContain('"comm":"tl\\"q\\\\b\\u0009z\\u0001","thread":"tl\\"q\\\\b\\u0009z\\u0001"');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -691,8 +364,12 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
     await probe.until(() => probe.stats.some((s) => s.events === 10), 3000, 'a stats line with events=10');
     expect(await probe.stop('SIGTERM')).toBe(0);
     const last = probe.stats[probe.stats.length - 1];
-    expect(last).toEqual({ type: 'stats', ts_ns: expect.any(Number), events: 10, dropped: 0 });
-    expect(probe.lines[probe.lines.length - 1]).toMatch(/^\{"type":"stats","ts_ns":\d{19},"events":10,"dropped":0\}$/);
+    expect(last).toEqual({
+      type: 'stats', ts_ns: expect.any(Number), events: 10, dropped: 0, mode: 'stream', started_ns: expect.any(Number),
+      drops: { ringbuf_full: 0, storage_alloc: 0, inflight_full: 0, pending_full: 0, hist_full: 0 },
+      missed: { state: 0, retransmit: 0, connect_exit: 0 },
+    });
+    expect(probe.lines[probe.lines.length - 1]).toMatch(/^\{"type":"stats","ts_ns":\d{19},"events":10,"dropped":0,"mode":"stream","started_ns":\d{19},/);
   });
 
   test('a closed stdout (SIGPIPE/EPIPE) ends the probe with status 0', async () => {

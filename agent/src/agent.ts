@@ -176,6 +176,10 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
+      if (r.value.type === 'hist') {
+        parse.drop('hist_line'); // tcplat-probe --mode hist: ingestion is the agent's part of issue 13
+        return;
+      }
       ev = r.value;
     }
     if (ev.tsNs > MAX_TIME_NS) {

@@ -1,3 +1,4 @@
+import { BUCKET_COUNT } from './buckets';
 import { defaultDst, duplicateKey, parseProbeLine, ProbeLineError, type ConnectEvent } from './event';
 
 const good =
@@ -81,6 +82,8 @@ describe('the fast path for the probe\'s own lines', () => {
       /"(ts_ns|cgroup_id)":"(\d+)"/g,
       '"$1":$2',
     );
+  // Probe v2 lines carry "thread" right after "comm".
+  const withThread = (l: string, thread: string) => l.replace(/,"cgroup_id":/, `,"thread":${JSON.stringify(thread)},"cgroup_id":`);
   // The same line with a space after the first colon cannot take the fast path: the general parser reads it.
   const slow = (l: string) => l.replace('"type":', '"type": ');
 
@@ -106,6 +109,7 @@ describe('the fast path for the probe\'s own lines', () => {
     const alphabet = ['"', '\\', '0', '9', '1', ',', ':', '}', '{', ' ', '\n', '\u0001', 'a', '.', '-', 'é', 'u'];
     const seeds = [
       line({}),
+      withThread(line({ comm: 'python3' }), 'pool-"w"\\3'),
       line({ comm: 'a\\b"c', family: 'ipv6', saddr: '::ffff:1.2.3.4', daddr: 'fe80::1', result: 'unreachable', errno: 113 }),
       line({ ts_ns: '1764100000123456789', latency_ns: 9007199254740991, cgroup_id: '18446744073709551615' }),
     ];
@@ -163,6 +167,68 @@ describe('the fast path for the probe\'s own lines', () => {
     [{ latency_ns: 9007199254740993 }, 'latency_ns'],
   ])('out-of-range values still give the typed error: %j', (o, field) => {
     const r = parseProbeLine(line(o));
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.error.field).toBe(field);
+  });
+
+  test.each([['pool-worker-3'], ['puma srv tp 0'], ['tl"q\\b\tz\u0001'], ['']])('a thread name (probe v2) on the fast path: %j', (thread) => {
+    const l = withThread(line({ comm: 'ruby' }), thread);
+    const fast = parseProbeLine(l);
+    expect(fast).toEqual(parseProbeLine(slow(l)));
+    expect(fast.ok && fast.value.type === 'connect' && [fast.value.comm, fast.value.thread]).toEqual(['ruby', thread]);
+  });
+
+  test('older lines have no thread: the field stays absent', () => {
+    const r = parseProbeLine(line({}));
+    expect(r.ok && 'thread' in r.value).toBe(false);
+    expect(parseProbeLine(slow(line({ thread: 7 }))).ok).toBe(false);
+  });
+});
+
+describe('probe v2 stats and hist lines', () => {
+  test('a v2 stats line: the run (started_ns, exact) and the losses by reason', () => {
+    const r = parseProbeLine(
+      '{"type":"stats","ts_ns":1764100001000000000,"events":1200,"dropped":3,"mode":"stream","started_ns":1764100000000000001,"drops":{"ringbuf_full":2,"storage_alloc":0,"inflight_full":0,"pending_full":1,"hist_full":0},"missed":{"state":5,"retransmit":0,"connect_exit":0}}',
+    );
+    expect(r).toEqual({
+      ok: true,
+      value: {
+        type: 'stats', tsNs: 1764100001000000000n, events: 1200, dropped: 3, mode: 'stream', startedNs: 1764100000000000001n,
+        drops: { ringbuf_full: 2, storage_alloc: 0, inflight_full: 0, pending_full: 1, hist_full: 0 },
+        missed: { state: 5, retransmit: 0, connect_exit: 0 },
+      },
+    });
+    expect(parseProbeLine('{"type":"stats","ts_ns":1,"events":1,"dropped":0,"drops":{"x":-1}}')).toMatchObject({ ok: false, error: { field: 'drops' } });
+  });
+
+  const buckets = Array.from({ length: BUCKET_COUNT }, (_, i) => (i === 2 ? 2 : i === 5 ? 1 : 0));
+  const hist = (o: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      type: 'hist', ts_ns: 0, window_ns: 10_000_000_000, cgroup_id: 0, pid: 4242, comm: 'python3', family: 'ipv4', daddr: '127.0.0.1',
+      dport: 5432, result: 'refused', errno: 111, count: 3, sum_ns: 133389, min_ns: 17957, max_ns: 93239, syn_retrans: 0, buckets, ...o,
+    }).replace(/"(ts_ns|cgroup_id)":"(\d+)"/g, '"$1":$2');
+
+  test('a hist line, 64-bit integers exact', () => {
+    const r = parseProbeLine(hist({ ts_ns: '1764100010000000000', cgroup_id: '18446744073709551615' }));
+    expect(r).toEqual({
+      ok: true,
+      value: {
+        type: 'hist', tsNs: 1764100010000000000n, windowNs: 10_000_000_000, cgroupId: '18446744073709551615', pid: 4242, comm: 'python3',
+        family: 'ipv4', daddr: '127.0.0.1', dport: 5432, result: 'refused', errno: 111, count: 3, sumNs: 133389, minNs: 17957,
+        maxNs: 93239, synRetrans: 0, buckets,
+      },
+    });
+  });
+
+  test.each([
+    [{ buckets: buckets.slice(1) }, 'buckets'],
+    [{ count: 4 }, 'buckets'],
+    [{ buckets: buckets.map((n, i) => (i === 0 ? -1 : n)) }, 'buckets'],
+    [{ result: 'slow' }, 'result'],
+    [{ window_ns: 1.5 }, 'window_ns'],
+    [{ comm: 1 }, 'comm'],
+  ])('a bad hist line gives a typed error: %j', (o, field) => {
+    const r = parseProbeLine(hist(o));
     expect(r.ok).toBe(false);
     expect(!r.ok && r.error.field).toBe(field);
   });

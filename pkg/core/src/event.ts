@@ -2,6 +2,7 @@
  * Probe events: the NDJSON lines `bpf/tcplat-probe` prints (see DESIGN.md), and a validating parser.
  * 64-bit integers that exceed JavaScript's exact range (ts_ns, cgroup_id) are read exactly, as bigint/string.
  */
+import { BUCKET_COUNT } from './buckets';
 import { FAMILIES, RESULTS, type ConnectResult, type Family } from './schema';
 
 export interface ConnectEvent {
@@ -15,7 +16,10 @@ export interface ConnectEvent {
   synRetrans: number;
   pid: number;
   tid: number;
+  /** The process's name (its thread-group leader's). */
   comm: string;
+  /** The calling thread's own name (probe v2; absent in older captures). */
+  thread?: string;
   /** cgroup v2 id, a u64 kept as a decimal string. */
   cgroupId: string;
   family: Family;
@@ -30,9 +34,40 @@ export interface StatsEvent {
   tsNs: bigint;
   events: number;
   dropped: number;
+  /** Probe v2 (absent in older captures): */
+  mode?: 'stream' | 'hist';
+  /** Unix ns when this probe run attached: with the probe's pid, the run's identity (counters restart with it). */
+  startedNs?: bigint;
+  /** Attempts lost, by reason (they sum to `dropped`). */
+  drops?: Record<string, number>;
+  /** Program runs the kernel skipped, per hook (each may or may not have been an attempt). */
+  missed?: Record<string, number>;
 }
 
-export type ProbeEvent = ConnectEvent | StatsEvent;
+/** `--mode hist`: one exact latency histogram per (cgroup, process, destination, result) per window. */
+export interface HistEvent {
+  type: 'hist';
+  /** Unix ns when the window was closed. */
+  tsNs: bigint;
+  windowNs: number;
+  cgroupId: string;
+  pid: number;
+  comm: string;
+  family: Family;
+  daddr: string;
+  dport: number;
+  result: ConnectResult;
+  errno: number;
+  count: number;
+  sumNs: number;
+  minNs: number;
+  maxNs: number;
+  synRetrans: number;
+  /** Non-cumulative counts in BUCKET_BOUNDS_MS order (buckets.ts), overflow last; they sum to `count`. */
+  buckets: number[];
+}
+
+export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent;
 
 export type ProbeLineErrorReason = 'empty' | 'json' | 'type' | 'field' | 'duplicate_key';
 
@@ -161,7 +196,16 @@ const SAFE = Number.MAX_SAFE_INTEGER;
  * which gives the typed errors (a repeated key: `duplicate_key`). Tests hold both paths equal.
  */
 const FAST_CONNECT =
-  /^\{"type":"connect","ts_ns":(0|[1-9]\d{0,19}),"latency_ns":(0|[1-9]\d{0,15}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(0|[1-9]\d{0,3}),"syn_retrans":(0|[1-9]\d{0,4}),"pid":(0|[1-9]\d{0,9}),"tid":(0|[1-9]\d{0,9}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)","cgroup_id":(0|[1-9]\d{0,19}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(0|[1-9]\d{0,4}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(0|[1-9]\d{0,4})\}$/;
+  /^\{"type":"connect","ts_ns":(0|[1-9]\d{0,19}),"latency_ns":(0|[1-9]\d{0,15}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(0|[1-9]\d{0,3}),"syn_retrans":(0|[1-9]\d{0,4}),"pid":(0|[1-9]\d{0,9}),"tid":(0|[1-9]\d{0,9}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)"(?:,"thread":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)")?,"cgroup_id":(0|[1-9]\d{0,19}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(0|[1-9]\d{0,4}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(0|[1-9]\d{0,4})\}$/;
+
+function unescape(s: string): string | null {
+  if (!s.includes('\\')) return s;
+  try {
+    return JSON.parse(`"${s}"`) as string;
+  } catch {
+    return null;
+  }
+}
 
 function fastConnect(text: string): ConnectEvent | null {
   const m = FAST_CONNECT.exec(text);
@@ -171,20 +215,15 @@ function fastConnect(text: string): ConnectEvent | null {
   const synRetrans = Number(m[5]);
   const pid = Number(m[6]);
   const tid = Number(m[7]);
-  const sport = Number(m[12]);
-  const dport = Number(m[14]);
+  const sport = Number(m[13]);
+  const dport = Number(m[15]);
   if (latencyNs > SAFE || errno > 4095 || synRetrans > 65535 || pid > U32 || tid > U32 || sport > 65535 || dport > 65535) return null;
   const tsNs = BigInt(m[1]);
-  if (tsNs > U64_MAX || (m[9].length === 20 && BigInt(m[9]) > U64_MAX)) return null;
-  let comm = m[8];
-  if (comm.includes('\\')) {
-    try {
-      comm = JSON.parse(`"${comm}"`) as string;
-    } catch {
-      return null;
-    }
-  }
-  return {
+  if (tsNs > U64_MAX || (m[10].length === 20 && BigInt(m[10]) > U64_MAX)) return null;
+  const comm = unescape(m[8]);
+  const thread = m[9] === undefined ? undefined : unescape(m[9]);
+  if (comm === null || thread === null) return null;
+  const e: ConnectEvent = {
     type: 'connect',
     tsNs,
     latencyNs,
@@ -194,13 +233,15 @@ function fastConnect(text: string): ConnectEvent | null {
     pid,
     tid,
     comm,
-    cgroupId: m[9],
-    family: m[10] as Family,
-    saddr: m[11],
+    cgroupId: m[10],
+    family: m[11] as Family,
+    saddr: m[12],
     sport,
-    daddr: m[13],
+    daddr: m[14],
     dport,
   };
+  if (thread !== undefined) e.thread = thread;
+  return e;
 }
 
 export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
@@ -221,12 +262,9 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   const tsNs = ts(typeof r.ts_ns === 'number' ? rawInteger(text, '"ts_ns"') : typeof r.ts_ns === 'string' ? r.ts_ns : undefined, r.ts_ns);
   if (typeof tsNs === 'string') return fail('field', tsNs, 'ts_ns');
 
-  if (r.type === 'stats') {
-    if (!isUint(r.events, SAFE)) return fail('field', badUint('events', r.events, SAFE), 'events');
-    if (!isUint(r.dropped, SAFE)) return fail('field', badUint('dropped', r.dropped, SAFE), 'dropped');
-    return { ok: true, value: { type: 'stats', tsNs, events: r.events, dropped: r.dropped } };
-  }
-  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect or stats)`, 'type');
+  if (r.type === 'stats') return statsEvent(text, r, tsNs);
+  if (r.type === 'hist') return histEvent(text, r, tsNs);
+  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect, stats or hist)`, 'type');
 
   const { latency_ns, errno, syn_retrans, pid, tid, sport, dport } = r;
   if (!isUint(latency_ns, SAFE)) return fail('field', badUint('latency_ns', latency_ns, SAFE), 'latency_ns');
@@ -248,32 +286,114 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   if (typeof comm !== 'string') return fail('field', `field comm must be a string, got ${JSON.stringify(comm)}`, 'comm');
   if (typeof saddr !== 'string') return fail('field', `field saddr must be a string, got ${JSON.stringify(saddr)}`, 'saddr');
   if (typeof daddr !== 'string') return fail('field', `field daddr must be a string, got ${JSON.stringify(daddr)}`, 'daddr');
-  let cgroupId = '0';
-  if (r.cgroup_id !== undefined) {
-    const cg = typeof r.cgroup_id === 'number' ? rawInteger(text, '"cgroup_id"') : typeof r.cgroup_id === 'string' ? r.cgroup_id : undefined;
-    if (cg === undefined || !U64_DIGITS.test(cg) || BigInt(cg) > U64_MAX) {
-      return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
-    }
-    cgroupId = cg;
+  const { thread } = r;
+  if (thread !== undefined && typeof thread !== 'string') return fail('field', `field thread must be a string, got ${JSON.stringify(thread)}`, 'thread');
+  const cgroupId = cgroupOf(text, r);
+  if (cgroupId === null) return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
+  const value: ConnectEvent = {
+    type: 'connect',
+    tsNs,
+    latencyNs: latency_ns,
+    result: result as ConnectResult,
+    errno,
+    synRetrans: syn_retrans,
+    pid,
+    tid,
+    comm,
+    cgroupId,
+    family: family as Family,
+    saddr,
+    sport,
+    daddr,
+    dport,
+  };
+  if (thread !== undefined) value.thread = thread;
+  return { ok: true, value };
+}
+
+/** cgroup_id's exact digits ('0' when absent), or null when it is not a u64. */
+function cgroupOf(text: string, r: Raw): string | null {
+  if (r.cgroup_id === undefined) return '0';
+  const cg = typeof r.cgroup_id === 'number' ? rawInteger(text, '"cgroup_id"') : typeof r.cgroup_id === 'string' ? r.cgroup_id : undefined;
+  return cg === undefined || !U64_DIGITS.test(cg) || BigInt(cg) > U64_MAX ? null : cg;
+}
+
+function counters(v: unknown): Record<string, number> | undefined | null {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
+  const out: Record<string, number> = {};
+  for (const [k, n] of Object.entries(v)) {
+    if (!isUint(n, SAFE)) return null;
+    out[k] = n;
   }
+  return out;
+}
+
+function statsEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent> {
+  if (!isUint(r.events, SAFE)) return fail('field', badUint('events', r.events, SAFE), 'events');
+  if (!isUint(r.dropped, SAFE)) return fail('field', badUint('dropped', r.dropped, SAFE), 'dropped');
+  const value: StatsEvent = { type: 'stats', tsNs, events: r.events, dropped: r.dropped };
+  if (r.mode !== undefined) {
+    if (r.mode !== 'stream' && r.mode !== 'hist') return fail('field', `field mode must be stream or hist, got ${JSON.stringify(r.mode)}`, 'mode');
+    value.mode = r.mode;
+  }
+  if (r.started_ns !== undefined) {
+    const started = ts(typeof r.started_ns === 'number' ? rawInteger(text, '"started_ns"') : undefined, r.started_ns);
+    if (typeof started === 'string') return fail('field', started.replace('ts_ns', 'started_ns'), 'started_ns');
+    value.startedNs = started;
+  }
+  for (const key of ['drops', 'missed'] as const) {
+    const c = counters(r[key]);
+    if (c === null) return fail('field', `field ${key} must be an object of counts, got ${JSON.stringify(r[key])}`, key);
+    if (c !== undefined) value[key] = c;
+  }
+  return { ok: true, value };
+}
+
+function histEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent> {
+  const ints: Array<[string, number]> = [
+    ['window_ns', SAFE], ['pid', U32], ['dport', 65535], ['errno', 4095], ['count', SAFE], ['sum_ns', SAFE],
+    ['min_ns', SAFE], ['max_ns', SAFE], ['syn_retrans', SAFE],
+  ];
+  for (const [k, max] of ints) if (!isUint(r[k], max)) return fail('field', badUint(k, r[k], max), k);
+  const result = r.result;
+  if (typeof result !== 'string' || !RESULT_SET.has(result)) {
+    return fail('field', `field result must be one of ${RESULTS.join(', ')}, got ${JSON.stringify(result)}`, 'result');
+  }
+  if (typeof r.family !== 'string' || !FAMILY_SET.has(r.family)) {
+    return fail('field', `field family must be ipv4 or ipv6, got ${JSON.stringify(r.family)}`, 'family');
+  }
+  if (typeof r.comm !== 'string') return fail('field', `field comm must be a string, got ${JSON.stringify(r.comm)}`, 'comm');
+  if (typeof r.daddr !== 'string') return fail('field', `field daddr must be a string, got ${JSON.stringify(r.daddr)}`, 'daddr');
+  const b = r.buckets;
+  if (!Array.isArray(b) || b.length !== BUCKET_COUNT || !b.every((n) => isUint(n, SAFE))) {
+    return fail('field', `field buckets must be ${BUCKET_COUNT} counts (pkg/core buckets.ts), got ${excerpt(JSON.stringify(b) ?? '')}`, 'buckets');
+  }
+  const buckets = b as number[];
+  const count = r.count as number;
+  if (buckets.reduce((a, n) => a + n, 0) !== count) return fail('field', `field buckets must sum to count ${count}`, 'buckets');
+  const cgroupId = cgroupOf(text, r);
+  if (cgroupId === null) return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
   return {
     ok: true,
     value: {
-      type: 'connect',
+      type: 'hist',
       tsNs,
-      latencyNs: latency_ns,
-      result: result as ConnectResult,
-      errno,
-      synRetrans: syn_retrans,
-      pid,
-      tid,
-      comm,
+      windowNs: r.window_ns as number,
       cgroupId,
-      family: family as Family,
-      saddr,
-      sport,
-      daddr,
-      dport,
+      pid: r.pid as number,
+      comm: r.comm,
+      family: r.family as Family,
+      daddr: r.daddr,
+      dport: r.dport as number,
+      result: result as ConnectResult,
+      errno: r.errno as number,
+      count,
+      sumNs: r.sum_ns as number,
+      minNs: r.min_ns as number,
+      maxNs: r.max_ns as number,
+      synRetrans: r.syn_retrans as number,
+      buckets,
     },
   };
 }
