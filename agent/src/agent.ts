@@ -8,11 +8,14 @@ import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
 import { wallNs, type Clock } from './clock';
+import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
+import { ProcCache } from './enrich/proc';
 import { Metrics, StageCounters } from './metrics';
 import type { AgentConfig } from './options';
 import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
+import { ProbeRunStats } from './sources/probe-stats';
 import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
 import { Spool } from './spool/spool';
 import { StreamHub } from './stream';
@@ -62,6 +65,7 @@ export class Agent {
   readonly command: SourceCommand;
   private readonly stages: Record<'parse' | 'enrich' | 'aggregate' | 'encode' | 'spool' | 'write', StageCounters>;
   private readonly enricher: Enricher;
+  readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
@@ -69,7 +73,8 @@ export class Agent {
   private batchLines = 0;
   private flushTimer: NodeJS.Timeout | null = null;
   private parseErrorsLogged = 0;
-  private probeStats: { events: number; dropped: number; atNs: string } | null = null;
+  private probeStats: { events: number; dropped: number; atNs: string; runs: number; run: { events: number; dropped: number } | null } | null = null;
+  private readonly probeRuns = new ProbeRunStats();
   private readonly startedMs = Date.now();
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
@@ -92,7 +97,20 @@ export class Agent {
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
-    this.enricher = new Enricher({ rules: config.rules, selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]), useProc: live }, this.stages.enrich);
+    // The probe's cgroup_id names the cgroup the task ran in; resolved through the cgroup2 hierarchy it
+    // outlives the process. Only live: an ndjson capture's ids belong to another boot or host.
+    this.cgroups = live ? new CgroupResolver({ log: this.log }) : null;
+    const cg = this.cgroups;
+    this.enricher = new Enricher(
+      {
+        rules: config.rules,
+        selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]),
+        useProc: live,
+        procCache: cg ? new ProcCache('/proc', undefined, undefined, undefined, (p) => cg.hostPath(p)) : undefined,
+        cgroups: config.source === 'probe' ? (cg ?? undefined) : undefined,
+      },
+      this.stages.enrich,
+    );
     this.aggregator = new Aggregator(
       { host: config.host, windowNs: BigInt(config.histWindowMs) * 1_000_000n, rawLimit: config.rawRateLimit, runId: this.spool.runId },
       this.stages.aggregate,
@@ -110,7 +128,8 @@ export class Agent {
     m.gauge('tcplat_source_restarts_total', 'Source restarts', () => this.source.state.restarts);
     m.gauge('tcplat_source_running', '1 while the source process runs', () => (this.source.state.running ? 1 : 0));
     m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
-    m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines', () => this.probeStats?.dropped ?? 0);
+    m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines, summed over probe runs', () => this.probeRuns.dropped);
+    m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
     m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
     m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
     m.gauge('tcplat_spool_pending_lines', 'Lines spooled and not yet written', () => this.spool.lines);
@@ -120,6 +139,8 @@ export class Agent {
     m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
     m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
+    m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
+    m.gauge('tcplat_cgroup_unresolved_total', 'Events whose cgroup id was not (or no longer) in the cgroup v2 hierarchy: no container or cgroup: rule for them', () => this.cgroups?.stats.unresolved ?? 0);
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
   }
 
@@ -193,10 +214,15 @@ export class Agent {
   }
 
   private probeStatsLine(events: number, dropped: number, tsNs: bigint): void {
-    const prev = this.probeStats?.dropped ?? 0;
-    this.probeStats = { events, dropped, atNs: tsNs.toString() };
-    if (dropped > prev) {
-      this.log.warn({ dropped, newlyDropped: dropped - prev }, `the probe lost ${dropped - prev} events in the kernel (ring buffer full): raise its --ringbuf-mb`);
+    // Cumulative per probe process: a restarted probe starts again from 0 (see ProbeRunStats).
+    const u = this.probeRuns.update(this.source.state.starts, events, dropped);
+    const r = this.probeRuns;
+    this.probeStats = { events: r.events, dropped: r.dropped, atNs: tsNs.toString(), runs: r.runs, run: r.current };
+    if (u.newlyDropped > 0) {
+      this.log.warn(
+        { dropped: r.dropped, newlyDropped: u.newlyDropped, runDropped: dropped, runs: r.runs },
+        `the probe lost ${u.newlyDropped} events in the kernel (${r.dropped} in all since the agent started): raise its --ringbuf-mb`,
+      );
     }
   }
 
@@ -276,6 +302,7 @@ export class Agent {
         stderr_tail: s.stderrTail,
         text_columns: this.textParser?.columns,
         probe_stats: this.probeStats,
+        cgroups: this.cgroups?.state ?? null,
         last_event_ns: this.lastEventNs?.toString() ?? null,
       },
       pipeline: {

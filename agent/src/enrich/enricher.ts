@@ -1,12 +1,14 @@
 /**
  * Enrich stage: service (mapping rules, default comm), destination label (rules, default `ip:port`),
- * container (from /proc/PID/cgroup, live sources only). Drops the agent's own connections (no feedback
+ * container and cgroup (from the probe's cgroup_id, resolved through the cgroup2 hierarchy, so they hold
+ * after the process exited; else from /proc/PID/cgroup; live sources only). Drops the agent's own connections (no feedback
  * loop through InfluxDB) and, for tcplife, sessions this host accepted rather than opened.
  */
 import { defaultDst } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedEvent, SourceEvent } from '../types';
-import { containerLabel } from './container';
+import type { CgroupResolver } from './cgroup';
+import { containerFromCgroup, containerLabel } from './container';
 import { ListeningPorts, ProcCache, type ProcFacts } from './proc';
 import { matchDst, matchService, type Rules } from './rules';
 
@@ -18,6 +20,11 @@ export interface EnricherOptions {
   useProc: boolean;
   procCache?: ProcCache;
   listening?: ListeningPorts;
+  /**
+   * Resolves the probe's cgroup_id (live probe only): the kernel's record of where the task ran, which
+   * outlives the process, unlike /proc/PID/cgroup.
+   */
+  cgroups?: CgroupResolver;
 }
 
 // Linux default ip_local_port_range; used to spot inbound sessions when /proc cannot be asked (imports).
@@ -56,6 +63,9 @@ export class Enricher {
   private readonly dsts = new Cache2<string, number, string>();
   private readonly proc: ProcCache;
   private readonly listening: ListeningPorts;
+  /** Facts with the kernel's cgroup in place of /proc's, one object per (facts, cgroup path): stable for the service cache. */
+  private readonly withCgroup = new WeakMap<ProcFacts, Map<string, ProcFacts>>();
+  private readonly noFacts: ProcFacts = {};
 
   constructor(
     private readonly opts: EnricherOptions,
@@ -75,7 +85,11 @@ export class Enricher {
       this.stage.drop('inbound_session');
       return null;
     }
-    const facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
+    let facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
+    if (this.opts.cgroups && ev.type === 'connect' && ev.cgroupId !== '0') {
+      const cg = this.opts.cgroups.resolve(ev.cgroupId);
+      if (cg !== undefined) facts = this.kernelCgroup(facts ?? this.noFacts, cg);
+    }
     let s = this.services.get(ev.pid, ev.comm);
     if (!s || s.facts !== facts) {
       const name = matchService(this.opts.rules.services, { pid: ev.pid, comm: ev.comm, ...(facts ?? {}) });
@@ -93,6 +107,22 @@ export class Enricher {
     }
     this.stage.emitted.inc();
     return out;
+  }
+
+  private kernelCgroup(facts: ProcFacts, cgroup: string): ProcFacts {
+    let byPath = this.withCgroup.get(facts);
+    if (!byPath) {
+      byPath = new Map();
+      this.withCgroup.set(facts, byPath);
+    }
+    let f = byPath.get(cgroup);
+    if (!f) {
+      const c = containerFromCgroup(`0::${cgroup}`);
+      f = { exe: facts.exe, cmdline: facts.cmdline, cgroup, containerId: c.id, podUid: c.podUid };
+      if (byPath.size > 1024) byPath.clear();
+      byPath.set(cgroup, f);
+    }
+    return f;
   }
 
   private dst(family: 'ipv4' | 'ipv6', addr: string, port: number): string {

@@ -32,6 +32,8 @@ export class ProcCache {
     private readonly ttlMs = 30_000,
     private readonly maxEntries = 8192,
     private readonly now: () => number = Date.now,
+    /** /proc/PID/cgroup paths are relative to our cgroup namespace: this maps them to the host's. */
+    private readonly hostCgroupPath: (nsPath: string) => string = (p) => p,
   ) {}
 
   get(pid: number, wantExeCmdline: boolean): ProcFacts {
@@ -45,7 +47,8 @@ export class ProcCache {
     else {
       const paths = cgroupPaths(cg);
       // cgroup v2 line (0::/path) when present, else the first v1 path.
-      facts.cgroup = cg.split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? paths[0];
+      const v2 = cg.split('\n').find((l) => l.startsWith('0::'))?.slice(3);
+      facts.cgroup = v2 !== undefined ? this.hostCgroupPath(v2) : paths[0];
       const c = containerFromCgroup(cg);
       facts.containerId = c.id;
       facts.podUid = c.podUid;

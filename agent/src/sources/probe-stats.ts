@@ -1,0 +1,58 @@
+/**
+ * The probe's `stats` lines count events and kernel drops since *that probe process* started. The agent
+ * restarts the probe when it exits (and a --source-cmd may run several in turn), so the totals are the
+ * sum over runs: the last values of each finished run plus the current run's. A new run is a new source
+ * start, or counters that went down (a restart the agent did not see: a wrapper script, a concatenated
+ * capture).
+ */
+export interface ProbeStatsUpdate {
+  /** Kernel drops since the previous stats line (of this run, or the whole first line of a new run). */
+  newlyDropped: number;
+  /** True when this line began a new probe run. */
+  newRun: boolean;
+}
+
+export class ProbeRunStats {
+  /** Probe runs seen (1 after the first stats line). */
+  runs = 0;
+  private doneEvents = 0;
+  private doneDropped = 0;
+  private run: { source: number; events: number; dropped: number } | null = null;
+
+  /**
+   * One stats line. `sourceRun` identifies the source process it came from (the supervisor's start count);
+   * `events` and `dropped` are that process's cumulative counters.
+   */
+  update(sourceRun: number, events: number, dropped: number): ProbeStatsUpdate {
+    const cur = this.run;
+    const newRun = cur === null || cur.source !== sourceRun || events < cur.events || dropped < cur.dropped;
+    let newlyDropped: number;
+    if (newRun) {
+      if (cur) {
+        this.doneEvents += cur.events;
+        this.doneDropped += cur.dropped;
+      }
+      this.runs++;
+      newlyDropped = dropped;
+    } else {
+      newlyDropped = dropped - cur.dropped;
+    }
+    this.run = { source: sourceRun, events, dropped };
+    return { newlyDropped, newRun };
+  }
+
+  /** Events the kernel reported over every run. */
+  get events(): number {
+    return this.doneEvents + (this.run?.events ?? 0);
+  }
+
+  /** Events lost in the kernel over every run. */
+  get dropped(): number {
+    return this.doneDropped + (this.run?.dropped ?? 0);
+  }
+
+  /** The current run's counters, as its last stats line said. */
+  get current(): { events: number; dropped: number } | null {
+    return this.run ? { events: this.run.events, dropped: this.run.dropped } : null;
+  }
+}
