@@ -1,0 +1,166 @@
+/**
+ * Attribution from the kernel event (root, eBPF): short-lived clients, each started in its own cgroup v2
+ * directory, make one refused connect and exit at once. The agent is paused (SIGSTOP) while they run, so
+ * by the time it reads their events /proc/PID is gone: their service (a `cgroup:` rule) and container
+ * (the docker-<id>.scope of their cgroup path) can only come from the probe's cgroup_id. Run twice: the
+ * agent in the host's cgroup namespace, and in a private one (as Docker's default on cgroup v2 puts it)
+ * with the host hierarchy mounted, as the compose file and the DaemonSet mount it.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { MEASUREMENT, type InfluxV1Target } from '@tcplat/core';
+import { CGROUP2_ROOT_INO, cgroup2Mounts } from '../agent/src/enrich/cgroup';
+import { agentArgs, buildAgent, PROBE, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
+import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { freePort } from './support/net';
+import { describeWith, missingRootEbpf } from './support/prereq';
+
+function hostCgroupMount(): string | null {
+  try {
+    return cgroup2Mounts(fs.readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => fs.statSync(m.mountPoint).ino === CGROUP2_ROOT_INO)?.mountPoint ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function missing(): string | null {
+  const m = missingRootEbpf() ?? missingInflux();
+  if (m) return m;
+  if (!fs.existsSync(PROBE)) return `${PROBE} is not built (make -C bpf)`;
+  if (!hostCgroupMount()) return 'no cgroup v2 hierarchy is mounted';
+  for (const tool of ['bash', 'unshare']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    } catch {
+      return `${tool} is not installed`;
+    }
+  }
+  return null;
+}
+
+/**
+ * A shell joins `cgroupDir`, then becomes bash, whose /dev/tcp makes one connect (refused: nothing listens)
+ * and exits. Resolves with its pid once it has exited and been reaped.
+ */
+function shortLivedRefusedConnect(cgroupDir: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && exec bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" 2>/dev/null', 'sh', cgroupDir, String(port)], { stdio: 'ignore' });
+    c.on('error', reject);
+    c.on('close', () => resolve(c.pid!));
+  });
+}
+
+describeWith(missing(), 'agent attribution: cgroup_id -> cgroup path and container, after the process is gone', () => {
+  const mount = hostCgroupMount()!;
+  const top = `tcplat-attr-${process.pid}`;
+  const containerId = crypto.randomBytes(32).toString('hex');
+  const jobsRule = `/${top}/jobs`;
+  const jobs = path.join(mount, top, 'jobs', `docker-${containerId}.scope`);
+  const other = path.join(mount, top, 'other', 'job.scope');
+  const agentCg = path.join(mount, top, 'agent');
+  const dirs = [path.join(mount, top), path.dirname(jobs), jobs, path.dirname(other), other, agentCg];
+  let dir: string;
+  let closedPort: number;
+  let config: string;
+
+  beforeAll(async () => {
+    buildAgent();
+    dir = tmpDir('agent-attr');
+    for (const d of dirs) fs.mkdirSync(d);
+    closedPort = await freePort();
+    config = path.join(dir, 'tcplat.json');
+    fs.writeFileSync(config, JSON.stringify({ services: [{ name: 'cron-job', cgroup: jobsRule }, { name: 'payments', container: containerId.slice(0, 12) }] }));
+  }, 120_000);
+
+  afterAll(() => {
+    // Deepest first; a cgroup with no process left can be removed.
+    for (const d of [...dirs].reverse()) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* still busy or gone */
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function run(db: InfluxV1Target, wrapper: string[], spool: string): Promise<{ agent: RunningAgent; pids: number[]; otherPids: number[] }> {
+    const cmd = `exec ${PROBE} --exclude-pid $PPID --dport ${closedPort} --stats-interval 1`;
+    const agent = await startAgent(agentArgs(db, spool, ['--source', 'probe', '--source-cmd', cmd, '--config', config]), wrapper);
+    try {
+      await waitFor(async () => (await agent.status()).source.stderr_tail.some((l) => l.includes('tcplat-probe: attached')), 20_000, 'the probe to attach');
+      // Paused, the agent reads nothing: the clients have exited and been reaped when it reads their events.
+      process.kill(agent.child.pid!, 'SIGSTOP');
+      const pids: number[] = [];
+      const otherPids: number[] = [];
+      try {
+        for (let i = 0; i < 5; i++) pids.push(await shortLivedRefusedConnect(jobs, closedPort));
+        for (let i = 0; i < 3; i++) otherPids.push(await shortLivedRefusedConnect(other, closedPort));
+        expect([...pids, ...otherPids].filter((p) => fs.existsSync(`/proc/${p}`))).toEqual([]);
+      } finally {
+        process.kill(agent.child.pid!, 'SIGCONT');
+      }
+      await waitFor(async () => (await scalar(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect}`)) >= 8, 20_000, '8 connects in InfluxDB');
+      return { agent, pids, otherPids };
+    } catch (e) {
+      await agent.kill9();
+      throw e;
+    }
+  }
+
+  async function check(db: InfluxV1Target, pids: number[], otherPids: number[]): Promise<void> {
+    const got = await rows(db, `SELECT pid, container, comm, "result" FROM ${MEASUREMENT.connect} GROUP BY service`);
+    const jobsRows = got.filter((r) => r.service === 'cron-job');
+    const otherRows = got.filter((r) => r.service !== 'cron-job');
+    // The cgroup: rule matched every client of the jobs cgroup (first rule wins over the container rule).
+    expect(jobsRows.map((r) => r.pid).sort()).toEqual([...pids].sort());
+    expect(jobsRows.every((r) => r.container === containerId && r.result === 'refused' && r.comm === 'bash')).toBe(true);
+    // The others: no rule matches their cgroup, no container in their path: the default service, comm.
+    expect(otherRows.map((r) => r.pid).sort()).toEqual([...otherPids].sort());
+    expect(otherRows.every((r) => r.service === 'bash' && r.container === null)).toBe(true);
+    const hist = await rows(db, `SELECT sum("count") FROM ${MEASUREMENT.connectHist} GROUP BY service`);
+    expect(Object.fromEntries(hist.map((r) => [r.service, r.sum]))).toEqual({ 'cron-job': 5, bash: 3 });
+  }
+
+  test('agent in the host cgroup namespace', async () => {
+    const db = await freshDatabase('agentattr');
+    let agent: RunningAgent | undefined;
+    try {
+      const r = await run(db, [], path.join(dir, 'spool-host'));
+      agent = r.agent;
+      await waitFor(async () => (await scalar(db, `SELECT sum("count") FROM ${MEASUREMENT.connectHist}`)) >= 8, 10_000, 'histograms');
+      const st = (await agent.status()) as unknown as { source: { cgroups: { hostView: boolean; namespaceRoot: string } } };
+      expect(st.source.cgroups).toMatchObject({ hostView: true, namespaceRoot: '/' });
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+      await check(db, r.pids, r.otherPids);
+    } finally {
+      if (agent) await agent.kill9();
+      await dropDatabase(db);
+    }
+  }, 90_000);
+
+  test('agent in a private cgroup namespace (Docker default on cgroup v2) with the host hierarchy mounted', async () => {
+    const db = await freshDatabase('agentattrns');
+    let agent: RunningAgent | undefined;
+    try {
+      // Join a cgroup, then a new cgroup namespace rooted there (and a mount namespace, as a container has).
+      const wrapper = ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec unshare --cgroup --mount "$@"', agentCg];
+      const r = await run(db, wrapper, path.join(dir, 'spool-ns'));
+      agent = r.agent;
+      // The agent itself sees "0::/" in /proc/self/cgroup: it found its namespace's real root.
+      expect(fs.readFileSync(`/proc/${agent.child.pid}/cgroup`, 'utf8')).toMatch(new RegExp(`^0::/${top}/agent$`, 'm'));
+      await waitFor(async () => (await scalar(db, `SELECT sum("count") FROM ${MEASUREMENT.connectHist}`)) >= 8, 10_000, 'histograms');
+      const st = (await agent.status()) as unknown as { source: { cgroups: { hostView: boolean; namespaceRoot: string } } };
+      expect(st.source.cgroups).toMatchObject({ hostView: true, namespaceRoot: `/${top}/agent` });
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+      await check(db, r.pids, r.otherPids);
+    } finally {
+      if (agent) await agent.kill9();
+      await dropDatabase(db);
+    }
+  }, 90_000);
+});
