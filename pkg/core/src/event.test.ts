@@ -83,6 +83,8 @@ describe('the fast path for the probe\'s own lines', () => {
     );
   // The same line with a space after the first colon cannot take the fast path: the general parser reads it.
   const slow = (l: string) => l.replace('"type":', '"type": ');
+  // Probe v2 lines carry the thread's name after comm (DESIGN.md); older captures have none.
+  const withThread = (thread: string) => line({}).replace('"comm":"c",', `"comm":"c","thread":${JSON.stringify(thread)},`);
 
   test.each([
     [{}],
@@ -108,6 +110,7 @@ describe('the fast path for the probe\'s own lines', () => {
       line({}),
       line({ comm: 'a\\b"c', family: 'ipv6', saddr: '::ffff:1.2.3.4', daddr: 'fe80::1', result: 'unreachable', errno: 113 }),
       line({ ts_ns: '1764100000123456789', latency_ns: 9007199254740991, cgroup_id: '18446744073709551615' }),
+      withThread('pool-worker-3'),
     ];
     const outcome = (l: string) => {
       const r = parseProbeLine(l);
@@ -128,6 +131,16 @@ describe('the fast path for the probe\'s own lines', () => {
       expect([l, fast]).toEqual([l, outcome(slow(l))]);
     }
     expect(accepted).toBeGreaterThan(1000); // the mutations also keep many lines valid
+  });
+
+  test.each([['puma srv tp 0'], ['HikariPool-1 c'], ['tl"q\\b\tz\u0001'], ['']])('thread %j: fast and general paths agree, old lines have none', (thread) => {
+    const l = withThread(thread);
+    const fast = parseProbeLine(l);
+    expect(fast.ok && fast.value.type === 'connect' && fast.value.thread).toBe(thread);
+    expect(fast).toEqual(parseProbeLine(slow(l)));
+    const old = parseProbeLine(line({}));
+    expect(old.ok && old.value.type === 'connect' && 'thread' in old.value).toBe(false);
+    expect(parseProbeLine(l.replace(JSON.stringify(thread), '7'))).toMatchObject({ ok: false, error: { reason: 'field', field: 'thread' } });
   });
 
   test('leading zeros are not JSON: refused like the general parser does', () => {

@@ -15,7 +15,10 @@ export interface ConnectEvent {
   synRetrans: number;
   pid: number;
   tid: number;
+  /** Process (thread-group leader) name. */
   comm: string;
+  /** The connecting thread's own name (pools name their workers); absent in older captures. */
+  thread?: string;
   /** cgroup v2 id, a u64 kept as a decimal string. */
   cgroupId: string;
   family: Family;
@@ -119,7 +122,17 @@ const SAFE = Number.MAX_SAFE_INTEGER;
  * typed errors. Tests hold both paths equal.
  */
 const FAST_CONNECT =
-  /^\{"type":"connect","ts_ns":(0|[1-9]\d{0,19}),"latency_ns":(0|[1-9]\d{0,15}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(0|[1-9]\d{0,3}),"syn_retrans":(0|[1-9]\d{0,4}),"pid":(0|[1-9]\d{0,9}),"tid":(0|[1-9]\d{0,9}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)","cgroup_id":(0|[1-9]\d{0,19}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(0|[1-9]\d{0,4}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(0|[1-9]\d{0,4})\}$/;
+  /^\{"type":"connect","ts_ns":(0|[1-9]\d{0,19}),"latency_ns":(0|[1-9]\d{0,15}),"result":"(ok|refused|timeout|unreachable|aborted|error)","errno":(0|[1-9]\d{0,3}),"syn_retrans":(0|[1-9]\d{0,4}),"pid":(0|[1-9]\d{0,9}),"tid":(0|[1-9]\d{0,9}),"comm":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)"(?:,"thread":"([^"\\\u0000-\u001f]*(?:\\.[^"\\\u0000-\u001f]*)*)")?,"cgroup_id":(0|[1-9]\d{0,19}),"family":"(ipv4|ipv6)","saddr":"([0-9a-fA-F.:]{1,45})","sport":(0|[1-9]\d{0,4}),"daddr":"([0-9a-fA-F.:]{1,45})","dport":(0|[1-9]\d{0,4})\}$/;
+
+/** A JSON string's contents (between the quotes) unescaped, or null when an escape is invalid. */
+function unescapeJson(raw: string): string | null {
+  if (!raw.includes('\\')) return raw;
+  try {
+    return JSON.parse(`"${raw}"`) as string;
+  } catch {
+    return null;
+  }
+}
 
 function fastConnect(text: string): ConnectEvent | null {
   const m = FAST_CONNECT.exec(text);
@@ -129,19 +142,14 @@ function fastConnect(text: string): ConnectEvent | null {
   const synRetrans = Number(m[5]);
   const pid = Number(m[6]);
   const tid = Number(m[7]);
-  const sport = Number(m[12]);
-  const dport = Number(m[14]);
+  const sport = Number(m[13]);
+  const dport = Number(m[15]);
   if (latencyNs > SAFE || errno > 4095 || synRetrans > 65535 || pid > U32 || tid > U32 || sport > 65535 || dport > 65535) return null;
   const tsNs = BigInt(m[1]);
-  if (tsNs > U64_MAX || (m[9].length === 20 && BigInt(m[9]) > U64_MAX)) return null;
-  let comm = m[8];
-  if (comm.includes('\\')) {
-    try {
-      comm = JSON.parse(`"${comm}"`) as string;
-    } catch {
-      return null;
-    }
-  }
+  if (tsNs > U64_MAX || (m[10].length === 20 && BigInt(m[10]) > U64_MAX)) return null;
+  const comm = unescapeJson(m[8]);
+  const thread = m[9] === undefined ? undefined : unescapeJson(m[9]);
+  if (comm === null || thread === null) return null;
   return {
     type: 'connect',
     tsNs,
@@ -152,11 +160,12 @@ function fastConnect(text: string): ConnectEvent | null {
     pid,
     tid,
     comm,
-    cgroupId: m[9],
-    family: m[10] as Family,
-    saddr: m[11],
+    ...(thread !== undefined ? { thread } : {}),
+    cgroupId: m[10],
+    family: m[11] as Family,
+    saddr: m[12],
     sport,
-    daddr: m[13],
+    daddr: m[14],
     dport,
   };
 }
@@ -204,6 +213,7 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   if (typeof comm !== 'string') return fail('field', `field comm must be a string, got ${JSON.stringify(comm)}`, 'comm');
   if (typeof saddr !== 'string') return fail('field', `field saddr must be a string, got ${JSON.stringify(saddr)}`, 'saddr');
   if (typeof daddr !== 'string') return fail('field', `field daddr must be a string, got ${JSON.stringify(daddr)}`, 'daddr');
+  if (r.thread !== undefined && typeof r.thread !== 'string') return fail('field', `field thread must be a string, got ${JSON.stringify(r.thread)}`, 'thread');
   let cgroupId = '0';
   if (r.cgroup_id !== undefined) {
     const cg = typeof r.cgroup_id === 'number' ? rawInteger(text, '"cgroup_id"') : typeof r.cgroup_id === 'string' ? r.cgroup_id : undefined;
@@ -224,6 +234,7 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
       pid,
       tid,
       comm,
+      ...(typeof r.thread === 'string' ? { thread: r.thread } : {}),
       cgroupId,
       family: family as Family,
       saddr,
