@@ -225,6 +225,7 @@ export class Aggregator {
           sport: s.sport[i],
           errno: s.errno[i],
           container: s.container?.[i],
+          thread: s.thread?.[i],
           sampleWeight: weight,
           timeNs: nsText(second, claimed[k]),
         });

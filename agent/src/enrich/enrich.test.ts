@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, type ConnectEvent } from '@tcplat/core';
 import { Metrics, StageCounters } from '../metrics';
-import type { SessionEvent } from '../types';
+import type { EnrichedConnect, SessionEvent } from '../types';
 import { Cidr, parseIp } from './cidr';
 import { containerFromCgroup, containerLabel } from './container';
 import { Enricher } from './enricher';
@@ -78,6 +78,7 @@ describe('mapping rules', () => {
     [{ services: [{ name: 'x' }] }, /services\[0\]: rule "x" has nothing to match on/],
     [{ services: [{ name: 'x', commm: 'y' }] }, /services\[0\]: unknown key "commm"/],
     [{ services: [{ name: 'x', cmdline: '(' }] }, /services\[0\].cmdline: not a valid regular expression/],
+    [{ services: [{ name: 'x', thread: '[' }] }, /services\[0\].thread: not a valid regular expression/],
     [{ services: [{ comm: 'y' }] }, /services\[0\].name: expected a string/],
     [{ destinations: ['10.0.0.0/8 postgres'] }, /destinations\[0\]: expected "CIDR\[:PORT\] -> NAME"/],
     [{ destinations: ['10.0.0.0/40:5432 -> pg'] }, /destinations\[0\]: "10.0.0.0\/40" is not an address/],
@@ -132,6 +133,19 @@ describe('Enricher', () => {
     const imp = enricher(false, file).e.enrich(connect());
     expect(imp).toMatchObject({ service: 'ruby', dst: 'pg' });
     expect(imp!.container).toBeUndefined();
+  });
+
+  test('comm is the process: the default service whatever the thread; thread: rules match the thread name, which stays a field', () => {
+    const file = { services: [{ name: 'hikari', comm: 'java', thread: '^HikariPool-\\d+ ' }] };
+    const { e } = enricher(false, file);
+    const a = e.enrich(connect({ comm: 'python3', thread: 'pool-worker-3' }))!;
+    const b = e.enrich(connect({ comm: 'python3', thread: 'pool-worker-4' }))!;
+    expect([a.service, a.comm, b.service, b.comm]).toEqual(['python3', 'python3', 'python3', 'python3']);
+    expect((a as EnrichedConnect).thread).toBe('pool-worker-3');
+    // The same pid and comm, two threads: the rule sees each thread (not a service cached per process).
+    expect(e.enrich(connect({ pid: 7, comm: 'java', thread: 'HikariPool-1 connection adder' }))!.service).toBe('hikari');
+    expect(e.enrich(connect({ pid: 7, comm: 'java', thread: 'main' }))!.service).toBe('java');
+    expect(e.enrich(connect({ pid: 7, comm: 'java' }))!.service).toBe('java');
   });
 
   test("the agent's own connections and inbound sessions are dropped and counted", () => {

@@ -6,7 +6,7 @@
  */
 import { defaultDst } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
-import type { EnrichedEvent, SourceEvent } from '../types';
+import type { EnrichedConnect, EnrichedEvent, SourceEvent } from '../types';
 import type { CgroupResolver } from './cgroup';
 import { containerFromCgroup, containerLabel } from './container';
 import { ListeningPorts, ProcCache, type ProcFacts } from './proc';
@@ -66,6 +66,7 @@ export class Enricher {
   /** Facts with the kernel's cgroup in place of /proc's, one object per (facts, cgroup path): stable for the service cache. */
   private readonly withCgroup = new WeakMap<ProcFacts, Map<string, ProcFacts>>();
   private readonly noFacts: ProcFacts = {};
+  private readonly threads = new Map<string, string>();
 
   constructor(
     private readonly opts: EnricherOptions,
@@ -90,13 +91,17 @@ export class Enricher {
       const cg = this.opts.cgroups.resolve(ev.cgroupId);
       if (cg !== undefined) facts = this.kernelCgroup(facts ?? this.noFacts, cg);
     }
-    let s = this.services.get(ev.pid, ev.comm);
+    const thread = ev.type === 'connect' ? ev.thread : undefined;
+    // With thread: rules the service also depends on the thread's name (a key built per event, only then).
+    const key = this.opts.rules.needsThread && thread !== undefined ? `${ev.comm}\u0000${thread}` : ev.comm;
+    let s = this.services.get(ev.pid, key);
     if (!s || s.facts !== facts) {
-      const name = matchService(this.opts.rules.services, { pid: ev.pid, comm: ev.comm, ...(facts ?? {}) });
+      const name = matchService(this.opts.rules.services, { pid: ev.pid, comm: ev.comm, thread, ...(facts ?? {}) });
       s = { facts, service: name ?? ev.comm, comm: ev.comm };
-      this.services.set(ev.pid, ev.comm, s);
+      this.services.set(ev.pid, key, s);
     }
     const out = ev as EnrichedEvent;
+    if (thread !== undefined) (out as EnrichedConnect).thread = this.internThread(thread);
     // The cached, equal comm: one string per process name instead of one per event (the raw sample keeps it).
     out.comm = s.comm;
     out.service = s.service;
@@ -107,6 +112,15 @@ export class Enricher {
     }
     this.stage.emitted.inc();
     return out;
+  }
+
+  /** One string per thread name (a raw point keeps it until its flush). Bounded. */
+  private internThread(t: string): string {
+    const have = this.threads.get(t);
+    if (have !== undefined) return have;
+    if (this.threads.size >= 4096) this.threads.clear();
+    this.threads.set(t, t);
+    return t;
   }
 
   private kernelCgroup(facts: ProcFacts, cgroup: string): ProcFacts {
