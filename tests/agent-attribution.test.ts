@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MEASUREMENT, type InfluxV1Target } from '@tcplat/core';
 import { CGROUP2_ROOT_INO, cgroup2Mounts } from '../agent/src/enrich/cgroup';
-import { agentArgs, buildAgent, PROBE, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
+import { agentArgs, buildAgent, PROBE, probeLine, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { freePort } from './support/net';
 import { describeWith, missingRootEbpf } from './support/prereq';
@@ -163,4 +163,31 @@ describeWith(missing(), 'agent attribution: cgroup_id -> cgroup path and contain
       await dropDatabase(db);
     }
   }, 90_000);
+});
+
+describeWith(missingInflux(), 'agent: comm is the process, thread a field (probe v2 lines)', () => {
+  test('threads of one process stay one series; each raw point keeps its thread', async () => {
+    const db = await freshDatabase('agentthread');
+    const dir = tmpDir('agent-thread');
+    try {
+      buildAgent();
+      const t0 = 1_764_100_000_000_000_000n;
+      const lines = ['HikariPool-1 c', 'pool-worker-3', 'puma srv tp 0', 'a "quoted"\\ name'].flatMap((thread, k) =>
+        [0, 1].map((i) => probeLine({ tsNs: t0 + BigInt(k * 10 + i) * 1_000_000n, comm: 'java', pid: 77 }).replace('"comm":"java",', `"comm":"java","thread":${JSON.stringify(thread)},`)),
+      );
+      const file = path.join(dir, 'capture.ndjson');
+      fs.writeFileSync(file, lines.join('\n') + '\n');
+      const r = await runAgentOnce(agentArgs(db, path.join(dir, 'spool'), ['--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once']));
+      expect(r.code).toBe(0);
+      const got = await rows(db, `SELECT thread, latency_ms FROM ${MEASUREMENT.connect} GROUP BY comm, service`);
+      expect(new Set(got.map((x) => `${x.comm}/${x.service}`))).toEqual(new Set(['java/java']));
+      expect(got.map((x) => x.thread).sort()).toEqual(['HikariPool-1 c', 'HikariPool-1 c', 'a "quoted"\\ name', 'a "quoted"\\ name', 'pool-worker-3', 'pool-worker-3', 'puma srv tp 0', 'puma srv tp 0']);
+      // Never a tag: no series per thread.
+      const tags = await rows(db, `SHOW TAG KEYS FROM ${MEASUREMENT.connect}`);
+      expect(tags.map((x) => x.tagKey)).not.toContain('thread');
+    } finally {
+      await dropDatabase(db);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
