@@ -13,6 +13,7 @@ import { Enricher } from './enrich/enricher';
 import { ProcCache } from './enrich/proc';
 import { Metrics, StageCounters } from './metrics';
 import type { AgentConfig } from './options';
+import { isHistLine, parseHistLine } from './parse/hist';
 import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
 import { ProbeRunStats } from './sources/probe-stats';
@@ -117,7 +118,17 @@ export class Agent {
     );
     const clock = deps.clock ?? wallNs;
     this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
-    this.command = deps.command ?? sourceCommand({ source: config.source, sourceCmd: config.sourceCmd, probe: config.probe, selfPid: process.pid, excludePids: config.excludePids });
+    this.command =
+      deps.command ??
+      sourceCommand({
+        source: config.source,
+        sourceCmd: config.sourceCmd,
+        probe: config.probe,
+        selfPid: process.pid,
+        excludePids: config.excludePids,
+        probeMode: config.probeMode,
+        histIntervalMs: config.histWindowMs,
+      });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
     this.registerGauges();
   }
@@ -175,6 +186,15 @@ export class Agent {
         return;
       }
       ev = r.event;
+    } else if (isHistLine(text)) {
+      // --probe-mode hist: one exact histogram per key and probe window, no per-attempt lines.
+      const r = parseHistLine(text);
+      if (!r.ok) {
+        parse.drop(r.reason);
+        this.parseError(r.reason, r.message);
+        return;
+      }
+      ev = r.value;
     } else {
       const r = parseProbeLine(text);
       if (!r.ok) {
@@ -183,7 +203,9 @@ export class Agent {
         return;
       }
       if (r.value.type === 'stats') {
-        this.probeStatsLine(r.value.events, r.value.dropped, r.value.tsNs);
+        // Probe v2 names its run (started_ns); older probes are told apart by the agent's restarts.
+        const started = /"started_ns":(\d+)/.exec(text)?.[1];
+        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs);
         parse.drop('stats_line');
         return;
       }
@@ -213,9 +235,9 @@ export class Agent {
     }
   }
 
-  private probeStatsLine(events: number, dropped: number, tsNs: bigint): void {
+  private probeStatsLine(run: string | number, events: number, dropped: number, tsNs: bigint): void {
     // Cumulative per probe process: a restarted probe starts again from 0 (see ProbeRunStats).
-    const u = this.probeRuns.update(this.source.state.starts, events, dropped);
+    const u = this.probeRuns.update(run, events, dropped);
     const r = this.probeRuns;
     this.probeStats = { events: r.events, dropped: r.dropped, atNs: tsNs.toString(), runs: r.runs, run: r.current };
     if (u.newlyDropped > 0) {

@@ -31,7 +31,7 @@
  */
 import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
-import type { EnrichedConnect, EnrichedEvent, EnrichedSession } from '../types';
+import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
 import { SecondSample } from './sample';
 import { UsedTimes } from './used-times';
 
@@ -128,6 +128,10 @@ export class Aggregator {
       if (sec > this.newestSecond) this.newestSecond = sec;
       return;
     }
+    if (ev.type === 'hist') {
+      this.addHist(ev);
+      return;
+    }
     const ts = ev.tsNs;
     // Two bigint divisions per event; everything after is plain number math.
     const second = Number(ts / NS_PER_S);
@@ -160,7 +164,24 @@ export class Aggregator {
     else this.stage.drop('sampled_out');
   }
 
-  private seriesOf(ev: EnrichedConnect): Series {
+  /**
+   * A probe histogram (--probe-mode hist): merged whole into the window that holds the probe window's
+   * start. Exact counts; time resolution is the probe's window. No raw points (there are no attempts).
+   */
+  private addHist(ev: EnrichedHist): void {
+    const windowIdx = Number(ev.tsNs / this.opts.windowNs);
+    const series = this.seriesOf(ev);
+    let cell = series.cells.get(windowIdx);
+    if (!cell) {
+      cell = { windowStartNs: BigInt(windowIdx) * this.opts.windowNs, hist: new Histogram(), synRetrans: 0 };
+      series.cells.set(windowIdx, cell);
+    }
+    cell.hist.merge(ev.hist);
+    cell.synRetrans += ev.synRetrans;
+    this.pendingHistEvents += ev.hist.count;
+  }
+
+  private seriesOf(ev: Pick<EnrichedConnect, 'service' | 'dst' | 'result'>): Series {
     let byDst = this.series.get(ev.service);
     if (!byDst) {
       byDst = new Map();

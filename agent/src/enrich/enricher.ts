@@ -87,7 +87,7 @@ export class Enricher {
       return null;
     }
     let facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
-    if (this.opts.cgroups && ev.type === 'connect' && ev.cgroupId !== '0') {
+    if (this.opts.cgroups && ev.type !== 'session' && ev.cgroupId !== '0') {
       const cg = this.opts.cgroups.resolve(ev.cgroupId);
       if (cg !== undefined) facts = this.kernelCgroup(facts ?? this.noFacts, cg);
     }

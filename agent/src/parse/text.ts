@@ -23,12 +23,12 @@
  */
 import type { ConnectEvent, Family } from '@tcplat/core';
 import type { Clock } from '../clock';
-import type { SessionEvent, SourceEvent } from '../types';
+import type { SessionEvent } from '../types';
 
 export type TextTool = 'tcplife' | 'tcpstates' | 'tcpconnlat';
 
 export type TextParseResult =
-  | { kind: 'event'; event: SourceEvent }
+  | { kind: 'event'; event: ConnectEvent | SessionEvent }
   | { kind: 'header'; columns: string[] }
   /** Not an event, not an error: a preamble line or a tcpstates transition other than out of SYN_SENT. */
   | { kind: 'skip'; reason: string }

@@ -55,6 +55,20 @@ describe('probe drops per run', () => {
     expect([s.events, s.dropped, s.runs]).toEqual([890, 7, 2]);
   });
 
+  test('probe v2 names its run (started_ns): two runs in one source process (a wrapper restarting it) are told apart even when counters grow', () => {
+    const v2 = (ts: number, started: number, events: number, dropped: number) =>
+      `{"type":"stats","ts_ns":${1764100000000000000 + ts * 1e9},"events":${events},"dropped":${dropped},"mode":"stream","started_ns":${1764100000000000000 + started * 1e9},"drops":{"ringbuf_full":${dropped},"storage_alloc":0,"inflight_full":0,"pending_full":0,"hist_full":0},"missed":{"state":0,"retransmit":0,"connect_exit":0}}`;
+    const s = new ProbeRunStats();
+    const lines = [v2(1, 0, 100, 1), v2(2, 0, 200, 2), v2(4, 3, 300, 5), v2(5, 3, 400, 6)];
+    const newly = lines.map((l) => {
+      const r = parseProbeLine(l);
+      if (!r.ok || r.value.type !== 'stats') throw new Error(l);
+      return s.update(/"started_ns":(\d+)/.exec(l)![1], r.value.events, r.value.dropped).newlyDropped;
+    });
+    expect(newly).toEqual([1, 1, 5, 1]);
+    expect([s.events, s.dropped, s.runs]).toEqual([600, 8, 2]);
+  });
+
   test('a new run whose first line already has drops reports them all, even when higher than the old run', () => {
     const { s, newly } = feed([
       [1, st(1, 10, 1)],

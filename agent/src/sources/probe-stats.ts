@@ -1,9 +1,10 @@
 /**
  * The probe's `stats` lines count events and kernel drops since *that probe process* started. The agent
  * restarts the probe when it exits (and a --source-cmd may run several in turn), so the totals are the
- * sum over runs: the last values of each finished run plus the current run's. A new run is a new source
- * start, or counters that went down (a restart the agent did not see: a wrapper script, a concatenated
- * capture).
+ * sum over runs: the last values of each finished run plus the current run's. A run is named by the
+ * probe's `started_ns` (probe v2: when it attached), else by the agent's source start count; counters that
+ * went down also start a new run (a restart the agent could not see: a wrapper script, a concatenated
+ * capture of old probes).
  */
 export interface ProbeStatsUpdate {
   /** Kernel drops since the previous stats line (of this run, or the whole first line of a new run). */
@@ -17,13 +18,13 @@ export class ProbeRunStats {
   runs = 0;
   private doneEvents = 0;
   private doneDropped = 0;
-  private run: { source: number; events: number; dropped: number } | null = null;
+  private run: { source: string | number; events: number; dropped: number } | null = null;
 
   /**
-   * One stats line. `sourceRun` identifies the source process it came from (the supervisor's start count);
-   * `events` and `dropped` are that process's cumulative counters.
+   * One stats line. `sourceRun` identifies the probe process it came from (its started_ns, or the
+   * supervisor's start count); `events` and `dropped` are that process's cumulative counters.
    */
-  update(sourceRun: number, events: number, dropped: number): ProbeStatsUpdate {
+  update(sourceRun: string | number, events: number, dropped: number): ProbeStatsUpdate {
     const cur = this.run;
     const newRun = cur === null || cur.source !== sourceRun || events < cur.events || dropped < cur.dropped;
     let newlyDropped: number;
