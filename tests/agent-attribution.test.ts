@@ -17,6 +17,9 @@ import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { freePort } from './support/net';
 import { describeWith, missingRootEbpf } from './support/prereq';
 
+// The probe under test: this checkout's, or another build (TCPLAT_TEST_PROBE) while branches are apart.
+const probeV2 = process.env.TCPLAT_TEST_PROBE ?? PROBE;
+
 function hostCgroupMount(): string | null {
   try {
     return cgroup2Mounts(fs.readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => fs.statSync(m.mountPoint).ino === CGROUP2_ROOT_INO)?.mountPoint ?? null;
@@ -28,7 +31,7 @@ function hostCgroupMount(): string | null {
 function missing(): string | null {
   const m = missingRootEbpf() ?? missingInflux();
   if (m) return m;
-  if (!fs.existsSync(PROBE)) return `${PROBE} is not built (make -C bpf)`;
+  if (!fs.existsSync(probeV2)) return `${probeV2} is not built (make -C bpf)`;
   if (!hostCgroupMount()) return 'no cgroup v2 hierarchy is mounted';
   for (const tool of ['bash', 'unshare']) {
     try {
@@ -87,7 +90,7 @@ describeWith(missing(), 'agent attribution: cgroup_id -> cgroup path and contain
   });
 
   async function run(db: InfluxV1Target, wrapper: string[], spool: string): Promise<{ agent: RunningAgent; pids: number[]; otherPids: number[] }> {
-    const cmd = `exec ${PROBE} --exclude-pid $PPID --dport ${closedPort} --stats-interval 1`;
+    const cmd = `exec ${probeV2} --exclude-pid $PPID --dport ${closedPort} --stats-interval 1`;
     const agent = await startAgent(agentArgs(db, spool, ['--source', 'probe', '--source-cmd', cmd, '--config', config]), wrapper);
     try {
       await waitFor(async () => (await agent.status()).source.stderr_tail.some((l) => l.includes('tcplat-probe: attached')), 20_000, 'the probe to attach');
@@ -190,4 +193,58 @@ describeWith(missingInflux(), 'agent: comm is the process, thread a field (probe
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+function missingThreadProbe(): string | null {
+  const m = missingRootEbpf() ?? missingInflux();
+  if (m) return m;
+  if (!fs.existsSync(probeV2)) return `${probeV2} is not built (make -C bpf)`;
+  let help = '';
+  try {
+    help = execFileSync(probeV2, ['--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    help = String((e as { stdout?: string }).stdout ?? '');
+  }
+  if (!help.includes('"thread"')) return `${probeV2} prints no thread field (probe v2)`;
+  return fs.existsSync('/usr/bin/python3') ? null : '/usr/bin/python3 is not installed';
+}
+
+describeWith(missingThreadProbe(), 'agent live: comm = process name, thread = the pool thread that connected', () => {
+  test('a renamed Python thread: comm tag and default service python3, thread field its name', async () => {
+    buildAgent();
+    const db = await freshDatabase('agentthreadlive');
+    const dir = tmpDir('agent-thread-live');
+    const port = await freePort();
+    let agent: RunningAgent | undefined;
+    try {
+      const cmd = `exec ${probeV2} --exclude-pid $PPID --dport ${port} --stats-interval 1`;
+      agent = await startAgent(agentArgs(db, path.join(dir, 'spool'), ['--source', 'probe', '--source-cmd', cmd]));
+      await waitFor(async () => (await agent!.status()).source.stderr_tail.some((l) => l.includes('tcplat-probe: attached')), 20_000, 'the probe to attach');
+      // Two worker threads named as pools name them (prctl PR_SET_NAME), each one refused connect.
+      const py = [
+        'import ctypes, socket, threading',
+        'libc = ctypes.CDLL(None)',
+        'def work(name):',
+        '    libc.prctl(15, name.encode(), 0, 0, 0)',
+        '    s = socket.socket()',
+        '    try: s.connect(("127.0.0.1", ' + port + '))',
+        '    except OSError: pass',
+        'for n in ("pool-worker-3", "HikariPool-1 c"):',
+        '    t = threading.Thread(target=work, args=(n,)); t.start(); t.join()',
+      ].join('\n');
+      execFileSync('/usr/bin/python3', ['-c', py]);
+      await waitFor(async () => (await scalar(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect}`)) >= 2, 20_000, '2 connects in InfluxDB');
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+      const got = await rows(db, `SELECT thread, "result" FROM ${MEASUREMENT.connect} GROUP BY comm, service`);
+      expect(got.map((r) => [r.comm, r.service, r.thread, r.result]).sort()).toEqual([
+        ['python3', 'python3', 'HikariPool-1 c', 'refused'],
+        ['python3', 'python3', 'pool-worker-3', 'refused'],
+      ]);
+    } finally {
+      if (agent) await agent.kill9();
+      await dropDatabase(db);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
