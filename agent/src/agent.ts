@@ -150,6 +150,7 @@ export class Agent {
     m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
     m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
+    m.gauge('tcplat_session_direction_guesses_total', 'tcplife rows whose direction (opened or accepted) had no evidence: the lower port was taken as the listener', () => this.enricher.sessionGuesses);
     m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
     m.gauge('tcplat_cgroup_unresolved_total', 'Events whose cgroup id was not (or no longer) in the cgroup v2 hierarchy: no container or cgroup: rule for them', () => this.cgroups?.stats.unresolved ?? 0);
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
@@ -219,6 +220,12 @@ export class Agent {
     }
     parse.emitted.inc();
     const e = this.enricher.enrich(ev);
+    if (ev.type === 'session') {
+      for (const s of this.enricher.takeSessions()) {
+        this.lastEventNs = s.tsNs;
+        this.aggregator.add(s);
+      }
+    }
     if (!e) return;
     this.lastEventNs = e.tsNs;
     this.aggregator.add(e as EnrichedEvent);
@@ -250,6 +257,8 @@ export class Agent {
 
   /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
   flush(final: boolean): void {
+    // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
+    for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
@@ -348,7 +357,7 @@ export class Agent {
 
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0;
+    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0;
   }
 
   /**

@@ -6,7 +6,8 @@
  */
 import { defaultDst } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
-import type { EnrichedConnect, EnrichedEvent, SourceEvent } from '../types';
+import type { EnrichedConnect, EnrichedEvent, EnrichedSession, SourceEvent } from '../types';
+import { SessionDirection, type Decided } from './direction';
 import type { CgroupResolver } from './cgroup';
 import { containerFromCgroup, containerLabel } from './container';
 import { ListeningPorts, ProcCache, type ProcFacts } from './proc';
@@ -27,8 +28,6 @@ export interface EnricherOptions {
   cgroups?: CgroupResolver;
 }
 
-// Linux default ip_local_port_range; used to spot inbound sessions when /proc cannot be asked (imports).
-const EPHEMERAL_MIN = 32768;
 const CACHE_MAX = 65_536;
 
 /**
@@ -67,6 +66,8 @@ export class Enricher {
   private readonly withCgroup = new WeakMap<ProcFacts, Map<string, ProcFacts>>();
   private readonly noFacts: ProcFacts = {};
   private readonly threads = new Map<string, string>();
+  private readonly direction = new SessionDirection();
+  private readySessions: EnrichedSession[] = [];
 
   constructor(
     private readonly opts: EnricherOptions,
@@ -76,16 +77,52 @@ export class Enricher {
     this.listening = opts.listening ?? new ListeningPorts();
   }
 
+  /**
+   * One event, enriched, or null when dropped. Sessions (tcplife) are never returned here: their direction
+   * may need later rows (see SessionDirection); take them with takeSessions().
+   */
   enrich(ev: SourceEvent): EnrichedEvent | null {
     this.stage.received.inc();
     if (this.opts.selfPids.has(ev.pid)) {
       this.stage.drop('self');
       return null;
     }
-    if (ev.type === 'session' && this.isInbound(ev.sport, ev.dport)) {
-      this.stage.drop('inbound_session');
+    if (ev.type === 'session') {
+      // Live: does the local port listen in the namespace of the row's process (else, if it is gone, ours)?
+      const listening = this.opts.useProc ? (this.listening.has(ev.sport, ev.pid) ?? (this.listening.has(ev.sport) || undefined)) : undefined;
+      for (const d of this.direction.offer(ev, listening)) this.decided(d);
       return null;
     }
+    return this.finish(ev);
+  }
+
+  /** Sessions decided outbound and enriched since the last call; `all` decides held ones too (end, shutdown). */
+  takeSessions(mode: 'ready' | 'expired' | 'all' = 'ready'): EnrichedSession[] {
+    if (mode !== 'ready') for (const d of mode === 'all' ? this.direction.releaseAll() : this.direction.releaseExpired()) this.decided(d);
+    const out = this.readySessions;
+    this.readySessions = [];
+    return out;
+  }
+
+  /** Sessions whose direction had no evidence: decided by the lower port being the listener. */
+  get sessionGuesses(): number {
+    return this.direction.guesses;
+  }
+
+  /** Session rows waiting for evidence of their direction. */
+  get heldSessions(): number {
+    return this.direction.heldCount;
+  }
+
+  private decided(d: Decided): void {
+    if (d.inbound) {
+      this.stage.drop('inbound_session');
+      return;
+    }
+    this.readySessions.push(this.finish(d.ev) as EnrichedSession);
+  }
+
+  private finish(ev: SourceEvent): EnrichedEvent {
     let facts = this.opts.useProc ? this.proc.get(ev.pid, this.opts.rules.needsProc) : null;
     if (this.opts.cgroups && ev.type !== 'session' && ev.cgroupId !== '0') {
       const cg = this.opts.cgroups.resolve(ev.cgroupId);
@@ -148,8 +185,4 @@ export class Enricher {
     return d;
   }
 
-  private isInbound(localPort: number, remotePort: number): boolean {
-    if (this.opts.useProc) return this.listening.has(localPort);
-    return remotePort >= EPHEMERAL_MIN && localPort < EPHEMERAL_MIN;
-  }
 }
