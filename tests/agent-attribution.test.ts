@@ -248,3 +248,58 @@ describeWith(missingThreadProbe(), 'agent live: comm = process name, thread = th
     }
   }, 90_000);
 });
+
+function missingTcplife(): string | null {
+  const m = missingRootEbpf() ?? missingInflux();
+  if (m) return m;
+  if (!fs.existsSync('/usr/sbin/tcplife')) return 'libbpf-tools tcplife is not installed (/usr/sbin/tcplife)';
+  if (!fs.existsSync('/usr/bin/python3')) return '/usr/bin/python3 is not installed';
+  try {
+    execFileSync('sh', ['-c', 'command -v ip && command -v unshare'], { stdio: 'ignore' });
+  } catch {
+    return 'ip (iproute2) or unshare is not installed';
+  }
+  return null;
+}
+
+describeWith(missingTcplife(), 'agent live: tcplife sessions accepted in another network namespace', () => {
+  test("the listener is looked up in the row's process namespace: the accepted end is dropped, the client's port never becomes a dst", async () => {
+    buildAgent();
+    const db = await freshDatabase('agentlife');
+    const dir = tmpDir('agent-life');
+    // Ports the capture alone cannot tell apart: both in the ephemeral range, one connection, and the
+    // listener on the higher port (the last-resort guess would take the lower one).
+    const listen = 60000 - (process.pid % 500);
+    const client = 33000 + (process.pid % 500);
+    let agent: RunningAgent | undefined;
+    try {
+      agent = await startAgent(agentArgs(db, path.join(dir, 'spool'), ['--source', 'tcplife', '--source-cmd', `exec stdbuf -oL /usr/sbin/tcplife -L ${listen},${client}`]));
+      await waitFor(async () => (await agent!.status()).pipeline.stages.parse.received >= 1, 20_000, 'the tcplife header');
+      const py = [
+        'import socket, time',
+        `srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("127.0.0.1", ${listen})); srv.listen()`,
+        `c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); c.bind(("127.0.0.1", ${client})); c.connect(("127.0.0.1", ${listen}))`,
+        'a, _ = srv.accept(); a.sendall(b"x" * 2000); a.close(); c.recv(4096); c.close()',
+        // The server keeps listening a while, as servers do: the agent reads its namespace then.
+        'time.sleep(4)',
+      ].join('\n');
+      // A network namespace of its own, as a container's: the agent's /proc/net/tcp does not show it.
+      execFileSync('unshare', ['--net', 'sh', '-c', 'ip link set lo up && exec /usr/bin/python3 -c "$0"', py]);
+      await waitFor(async () => (await scalar(db, `SELECT count(lifespan_ms) FROM ${MEASUREMENT.session} WHERE dst = '127.0.0.1:${listen}'`)) >= 1, 20_000, 'the session in InfluxDB');
+      const st = await agent.status();
+      expect(await agent.stop()).toBe(0);
+      agent = undefined;
+      // -L matches local ports: other loopback traffic of this machine may reuse our client port as its own
+      // ephemeral port; only our two ports as destinations matter here.
+      const all = await rows(db, `SELECT lifespan_ms, tx_kb, rx_kb FROM ${MEASUREMENT.session} GROUP BY dst`);
+      const got = all.filter((r) => r.dst === `127.0.0.1:${listen}` || r.dst === `127.0.0.1:${client}`);
+      expect(got.map((r) => r.dst)).toEqual([`127.0.0.1:${listen}`]);
+      expect(got[0].rx_kb as number).toBeGreaterThan(1);
+      expect(st.pipeline.stages.enrich.dropped).toBeGreaterThanOrEqual(1); // the accepted end, inbound_session
+    } finally {
+      if (agent) await agent.kill9();
+      await dropDatabase(db);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
