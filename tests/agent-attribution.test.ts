@@ -303,3 +303,56 @@ describeWith(missingTcplife(), 'agent live: tcplife sessions accepted in another
     }
   }, 90_000);
 });
+
+/** The resolver (agent/dist) run in a shell's namespaces: its state and a resolved id, as JSON. */
+function resolverIn(shell: string, cgroupDir: string, id: string): { state: Record<string, unknown>; path: string | null; warnings: string[] } {
+  const js = [
+    `const { CgroupResolver } = require(${JSON.stringify(path.join(__dirname, '..', 'agent', 'dist', 'enrich', 'cgroup.js'))});`,
+    'const warnings = [];',
+    'const log = { info() {}, debug() {}, error() {}, warn: (_o, m) => warnings.push(m) };',
+    'const r = new CgroupResolver({ log, minRewalkMs: 0 });',
+    `const p = r.resolve(${JSON.stringify(id)});`,
+    'console.log(JSON.stringify({ state: r.state, path: p ?? null, warnings }));',
+  ].join('\n');
+  const out = execFileSync('/bin/sh', ['-c', `echo $$ > "$1/cgroup.procs" && exec unshare --cgroup --mount sh -c '${shell} && exec "$0" -e "$1"' "$2" "$3"`, 'sh', cgroupDir, process.execPath, js], { encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop()!) as { state: Record<string, unknown>; path: string | null; warnings: string[] };
+}
+
+describeWith(missingRootEbpf() ?? (hostCgroupMount() ? null : 'no cgroup v2 hierarchy is mounted'), 'cgroup namespaces, for real (unshare): what the resolver sees', () => {
+  const mount = hostCgroupMount()!;
+  const top = path.join(mount, `tcplat-cgns-${process.pid}`);
+  const inner = path.join(top, `docker-${'ab'.repeat(32)}.scope`);
+  const other = path.join(mount, `tcplat-cgns-other-${process.pid}`);
+  const mnt = `/tmp/tcplat-cgns-${process.pid}`;
+  beforeAll(() => {
+    buildAgent();
+    for (const d of [top, inner, other]) fs.mkdirSync(d);
+    fs.mkdirSync(mnt, { recursive: true });
+  }, 120_000);
+  afterAll(() => {
+    for (const d of [inner, top, other]) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* busy */
+      }
+    }
+    fs.rmSync(mnt, { recursive: true, force: true });
+  });
+
+  test('a namespace-local cgroup2 mount beside the host one (a pod with the node hierarchy elsewhere): host paths, namespace root found by inode', () => {
+    const r = resolverIn(`mount -t cgroup2 none ${mnt}`, top, String(fs.statSync(inner).ino));
+    expect(r.state).toMatchObject({ mountPoint: mount, hostView: true, namespaceRoot: `/${path.basename(top)}` });
+    expect(r.path).toBe(`/${path.basename(top)}/${path.basename(inner)}`);
+  });
+
+  test('only its own subtree mounted (a private namespace without the host hierarchy): a warning that says what to set; outside cgroups unresolved', () => {
+    const r = resolverIn(`umount ${mount} && mount -t cgroup2 none ${mount}`, top, String(fs.statSync(other).ino));
+    expect(r.state).toMatchObject({ mountPoint: mount, hostView: false, namespaceRoot: null });
+    expect(r.path).toBeNull();
+    expect(r.warnings.join('\n')).toMatch(/private cgroup namespace.*cgroup: host/);
+    // Inside its subtree, ids still resolve, relative to the namespace.
+    const inside = resolverIn(`umount ${mount} && mount -t cgroup2 none ${mount}`, top, String(fs.statSync(inner).ino));
+    expect(inside.path).toBe(`/${path.basename(inner)}`);
+  });
+});
