@@ -45,6 +45,22 @@ function collectGarbage(): void {
   fullGc?.();
 }
 
+/** Probe v2 stats lines: `drops` and `missed` objects of counters, as `drop:<reason>` / `missed:<hook>`. */
+function lossReasons(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!text.includes('"drops"') && !text.includes('"missed"')) return out;
+  try {
+    const o = JSON.parse(text) as { drops?: Record<string, unknown>; missed?: Record<string, unknown> };
+    for (const [kind, obj] of [['drop', o.drops], ['missed', o.missed]] as const) {
+      if (typeof obj !== 'object' || obj === null) continue;
+      for (const [k, v] of Object.entries(obj)) if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out.set(`${kind}:${k}`, v);
+    }
+  } catch {
+    /* the stats line itself parsed; extras are optional */
+  }
+  return out;
+}
+
 /** InfluxDB's latest timestamp, less room for the 1 ns moves of unique timestamps and histogram offsets. */
 const MAX_TIME_NS = 9_223_372_036_854_775_806n - 60_000_000_000n;
 
@@ -140,6 +156,12 @@ export class Agent {
     m.gauge('tcplat_source_running', '1 while the source process runs', () => (this.source.state.running ? 1 : 0));
     m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
     m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines, summed over probe runs', () => this.probeRuns.dropped);
+    m.gauge('tcplat_probe_kernel_lost', 'Probe v2 loss counters summed over probe runs: kind=drop (attempts lost, by reason) and kind=missed (hook runs the kernel skipped)', () =>
+      [...this.probeRuns.reasons].map(([k, value]) => {
+        const [kind, reason] = k.split(':');
+        return { labels: { kind, reason }, value };
+      }),
+    );
     m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
     m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
     m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
@@ -206,7 +228,7 @@ export class Agent {
       if (r.value.type === 'stats') {
         // Probe v2 names its run (started_ns); older probes are told apart by the agent's restarts.
         const started = /"started_ns":(\d+)/.exec(text)?.[1];
-        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs);
+        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs, lossReasons(text));
         parse.drop('stats_line');
         return;
       }
@@ -242,9 +264,9 @@ export class Agent {
     }
   }
 
-  private probeStatsLine(run: string | number, events: number, dropped: number, tsNs: bigint): void {
+  private probeStatsLine(run: string | number, events: number, dropped: number, tsNs: bigint, reasons: Map<string, number>): void {
     // Cumulative per probe process: a restarted probe starts again from 0 (see ProbeRunStats).
-    const u = this.probeRuns.update(run, events, dropped);
+    const u = this.probeRuns.update(run, events, dropped, reasons);
     const r = this.probeRuns;
     this.probeStats = { events: r.events, dropped: r.dropped, atNs: tsNs.toString(), runs: r.runs, run: r.current };
     if (u.newlyDropped > 0) {

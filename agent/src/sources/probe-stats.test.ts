@@ -1,4 +1,10 @@
-import { parseProbeLine } from '@tcplat/core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig, parseProbeLine } from '@tcplat/core';
+import { Agent } from '../agent';
+import { AGENT_OPTIONS, agentConfig } from '../options';
+import { silentLogger } from '../types';
 import { ProbeRunStats } from './probe-stats';
 
 /**
@@ -63,10 +69,15 @@ describe('probe drops per run', () => {
     const newly = lines.map((l) => {
       const r = parseProbeLine(l);
       if (!r.ok || r.value.type !== 'stats') throw new Error(l);
-      return s.update(/"started_ns":(\d+)/.exec(l)![1], r.value.events, r.value.dropped).newlyDropped;
+      const o = JSON.parse(l) as { drops: Record<string, number> };
+      const reasons = new Map(Object.entries(o.drops).map(([k, v]) => [`drop:${k}`, v]));
+      return s.update(/"started_ns":(\d+)/.exec(l)![1], r.value.events, r.value.dropped, reasons).newlyDropped;
     });
     expect(newly).toEqual([1, 1, 5, 1]);
     expect([s.events, s.dropped, s.runs]).toEqual([600, 8, 2]);
+    // By reason, summed over runs the same way: 2 from the first run, 6 from the second.
+    expect(s.reasons.get('drop:ringbuf_full')).toBe(8);
+    expect(s.reasons.get('drop:storage_alloc')).toBe(0);
   });
 
   test('a new run whose first line already has drops reports them all, even when higher than the old run', () => {
@@ -76,5 +87,37 @@ describe('probe drops per run', () => {
     ]);
     expect(newly).toEqual([1, 40]);
     expect(s.dropped).toBe(41);
+  });
+});
+
+describe('the agent over a recorded probe run and a restart', () => {
+  test('/metrics and /api/status: drops summed per run, by reason, each probe run counted', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-stats-'));
+    try {
+      const cfg = agentConfig(loadConfig(AGENT_OPTIONS, ['--source', 'ndjson', '--influx-url', 'http://127.0.0.1:9', '--influx-db', 'd', '--spool-dir', dir], {}));
+      const agent = new Agent(cfg, { log: silentLogger, command: { shell: 'exit 0' }, selfPids: [] });
+      // The probe v2 hist-mode run recorded on this machine (stats lines only), then the same probe restarted
+      // with new counters that lost 3 events to a full ring buffer and had 1 skipped state hook run.
+      const recorded = fs.readFileSync(path.join(__dirname, '..', 'parse', 'fixtures', 'probe-hist-mode.ndjson'), 'utf8').split('\n').filter((l) => l.includes('"type":"stats"'));
+      for (const l of recorded) agent.line(l);
+      const restarted = JSON.parse(recorded[recorded.length - 1]) as Record<string, unknown>;
+      const line = (events: number, ringbuf: number, state: number) =>
+        JSON.stringify({ ...restarted, events, dropped: ringbuf, started_ns: '@S@', drops: { ...(restarted.drops as object), ringbuf_full: ringbuf }, missed: { ...(restarted.missed as object), state } })
+          .replace('"@S@"', '1796658999000000000')
+          .replace(/"ts_ns":\d+(\.\d+)?(e\+\d+)?/, '"ts_ns":1796659000000000000');
+      agent.line(line(10, 1, 0));
+      agent.line(line(20, 3, 1));
+      const prom = agent.metrics.prometheus();
+      expect(prom).toMatch(/^tcplat_probe_kernel_dropped 3$/m);
+      expect(prom).toMatch(/^tcplat_probe_runs_total 2$/m);
+      expect(prom).toMatch(/^tcplat_probe_kernel_lost\{kind="drop",reason="ringbuf_full"\} 3$/m);
+      // The recorded run ended with 4 skipped state-hook runs; the restarted one had 1.
+      expect(prom).toMatch(/^tcplat_probe_kernel_lost\{kind="missed",reason="state"\} 5$/m);
+      const st = agent.status() as { source: { probe_stats: { events: number; runs: number } } };
+      expect(st.source.probe_stats).toMatchObject({ events: 37 + 20, runs: 2 });
+      agent.spool.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -18,13 +18,15 @@ export class ProbeRunStats {
   runs = 0;
   private doneEvents = 0;
   private doneDropped = 0;
-  private run: { source: string | number; events: number; dropped: number } | null = null;
+  private run: { source: string | number; events: number; dropped: number; reasons: Map<string, number> } | null = null;
+  /** Per-reason totals of finished runs (probe v2: `drops.*` and `missed.*` of its stats lines). */
+  private readonly doneReasons = new Map<string, number>();
 
   /**
    * One stats line. `sourceRun` identifies the probe process it came from (its started_ns, or the
    * supervisor's start count); `events` and `dropped` are that process's cumulative counters.
    */
-  update(sourceRun: string | number, events: number, dropped: number): ProbeStatsUpdate {
+  update(sourceRun: string | number, events: number, dropped: number, reasons: ReadonlyMap<string, number> = new Map()): ProbeStatsUpdate {
     const cur = this.run;
     const newRun = cur === null || cur.source !== sourceRun || events < cur.events || dropped < cur.dropped;
     let newlyDropped: number;
@@ -32,13 +34,14 @@ export class ProbeRunStats {
       if (cur) {
         this.doneEvents += cur.events;
         this.doneDropped += cur.dropped;
+        for (const [k, v] of cur.reasons) this.doneReasons.set(k, (this.doneReasons.get(k) ?? 0) + v);
       }
       this.runs++;
       newlyDropped = dropped;
     } else {
       newlyDropped = dropped - cur.dropped;
     }
-    this.run = { source: sourceRun, events, dropped };
+    this.run = { source: sourceRun, events, dropped, reasons: new Map(reasons) };
     return { newlyDropped, newRun };
   }
 
@@ -50,6 +53,13 @@ export class ProbeRunStats {
   /** Events lost in the kernel over every run. */
   get dropped(): number {
     return this.doneDropped + (this.run?.dropped ?? 0);
+  }
+
+  /** Per-reason totals over every run (`drop:<reason>`, `missed:<hook>`). */
+  get reasons(): Map<string, number> {
+    const out = new Map(this.doneReasons);
+    for (const [k, v] of this.run?.reasons ?? []) out.set(k, (out.get(k) ?? 0) + v);
+    return out;
   }
 
   /** The current run's counters, as its last stats line said. */
