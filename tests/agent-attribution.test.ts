@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MEASUREMENT, type InfluxV1Target } from '@tcplat/core';
-import { CGROUP2_ROOT_INO, cgroup2Mounts } from '../agent/src/enrich/cgroup';
+import { CGROUP2_ROOT_INO, cgroup2Mounts, cgroup2PathOf } from '../agent/src/enrich/cgroup';
 import { agentArgs, buildAgent, PROBE, probeLine, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { freePort } from './support/net';
@@ -305,17 +305,27 @@ describeWith(missingTcplife(), 'agent live: tcplife sessions accepted in another
 });
 
 /** The resolver (agent/dist) run in a shell's namespaces: its state and a resolved id, as JSON. */
-function resolverIn(shell: string, cgroupDir: string, id: string): { state: Record<string, unknown>; path: string | null; warnings: string[] } {
+interface ResolverView {
+  state: Record<string, unknown>;
+  path: string | null;
+  warnings: string[];
+  procPaths: Record<string, string>;
+}
+
+function resolverIn(shell: string, cgroupDir: string, id: string): ResolverView {
   const js = [
-    `const { CgroupResolver } = require(${JSON.stringify(path.join(__dirname, '..', 'agent', 'dist', 'enrich', 'cgroup.js'))});`,
+    `const { CgroupResolver, cgroup2PathOf } = require(${JSON.stringify(path.join(__dirname, '..', 'agent', 'dist', 'enrich', 'cgroup.js'))});`,
+    "const fs = require('node:fs');",
     'const warnings = [];',
     'const log = { info() {}, debug() {}, error() {}, warn: (_o, m) => warnings.push(m) };',
     'const r = new CgroupResolver({ log, minRewalkMs: 0 });',
     `const p = r.resolve(${JSON.stringify(id)});`,
-    'console.log(JSON.stringify({ state: r.state, path: p ?? null, warnings }));',
+    // /proc/PID/cgroup as the kernel prints it inside the namespace, mapped to host paths (text tools use these).
+    `const procPaths = Object.fromEntries(['self', '${process.pid}'].map((pid) => [pid, r.hostPath(cgroup2PathOf(fs.readFileSync('/proc/' + pid + '/cgroup', 'utf8')))]));`,
+    'console.log(JSON.stringify({ state: r.state, path: p ?? null, warnings, procPaths }));',
   ].join('\n');
   const out = execFileSync('/bin/sh', ['-c', `echo $$ > "$1/cgroup.procs" && exec unshare --cgroup --mount sh -c '${shell} && exec "$0" -e "$1"' "$2" "$3"`, 'sh', cgroupDir, process.execPath, js], { encoding: 'utf8' });
-  return JSON.parse(out.trim().split('\n').pop()!) as { state: Record<string, unknown>; path: string | null; warnings: string[] };
+  return JSON.parse(out.trim().split('\n').pop()!) as ResolverView;
 }
 
 describeWith(missingRootEbpf() ?? (hostCgroupMount() ? null : 'no cgroup v2 hierarchy is mounted'), 'cgroup namespaces, for real (unshare): what the resolver sees', () => {
@@ -344,6 +354,10 @@ describeWith(missingRootEbpf() ?? (hostCgroupMount() ? null : 'no cgroup v2 hier
     const r = resolverIn(`mount -t cgroup2 none ${mnt}`, top, String(fs.statSync(inner).ino));
     expect(r.state).toMatchObject({ mountPoint: mount, hostView: true, namespaceRoot: `/${path.basename(top)}` });
     expect(r.path).toBe(`/${path.basename(top)}/${path.basename(inner)}`);
+    // Inside, the kernel prints "/" for the resolver's own cgroup and "/../..." for this jest process's:
+    // both come back as the host's paths.
+    const jestCg = cgroup2PathOf(fs.readFileSync('/proc/self/cgroup', 'utf8'))!;
+    expect(r.procPaths).toEqual({ self: `/${path.basename(top)}`, [String(process.pid)]: jestCg });
   });
 
   test('only its own subtree mounted (a private namespace without the host hierarchy): a warning that says what to set; outside cgroups unresolved', () => {
