@@ -232,6 +232,11 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
+      // Hist lines took parse/hist.ts above: anything else here but a connect is not ours to read.
+      if (r.value.type !== 'connect') {
+        parse.drop('type');
+        return;
+      }
       ev = r.value;
     }
     if (ev.tsNs > MAX_TIME_NS) {
