@@ -165,11 +165,12 @@ export class Aggregator {
   }
 
   /**
-   * A probe histogram (--probe-mode hist): merged whole into the window that holds the probe window's
-   * start. Exact counts; time resolution is the probe's window. No raw points (there are no attempts).
+   * A probe histogram (--probe-mode hist): merged whole into the window that holds the middle of the probe's
+   * window (the probe closes its windows when it swaps its maps, not on window boundaries: at most half a
+   * window early or late). Exact counts; no raw points (there are no attempts).
    */
   private addHist(ev: EnrichedHist): void {
-    const windowIdx = Number(ev.tsNs / this.opts.windowNs);
+    const windowIdx = Number((ev.tsNs + (ev.endNs - ev.tsNs) / 2n) / this.opts.windowNs);
     const series = this.seriesOf(ev);
     let cell = series.cells.get(windowIdx);
     if (!cell) {
