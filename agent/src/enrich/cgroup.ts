@@ -148,7 +148,7 @@ export class CgroupResolver {
     const mounts = cgroup2Mounts(this.read('self/mountinfo', this.o.mountinfo)).filter((m) => ino(m.mountPoint) !== null);
     const selfNs = cgroup2PathOf(this.read('self/cgroup', this.o.selfCgroup)) ?? '/';
     if (mounts.length === 0) {
-      this.o.log?.warn({}, 'no cgroup v2 hierarchy is mounted: cgroup_id cannot be resolved to a cgroup path or container (mount one: mount -t cgroup2 none /sys/fs/cgroup)');
+      this.o.log?.warn({}, 'no cgroup v2 hierarchy is mounted: the probe\'s cgroup_id cannot be resolved to a cgroup path or container, which then come from /proc/PID/cgroup while the process lives (mount one: mount -t cgroup2 none /sys/fs/cgroup)');
       return;
     }
     const host = mounts.find((m) => ino(m.mountPoint) === CGROUP2_ROOT_INO);

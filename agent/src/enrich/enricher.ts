@@ -104,7 +104,7 @@ export class Enricher {
     return out;
   }
 
-  /** Sessions whose direction had no evidence: decided by the lower port being the listener. */
+  /** Sessions whose direction had no evidence: the lower port of a both-ends pair listens, a lone row was opened. */
   get sessionGuesses(): number {
     return this.direction.guesses;
   }
