@@ -284,6 +284,7 @@ export class Agent {
 
   /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
   flush(final: boolean): void {
+    if (this.config.source === 'probe') this.cgroups?.tick();
     // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
     for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);

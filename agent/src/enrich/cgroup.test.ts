@@ -96,6 +96,23 @@ describeWith(missingCgroup2(), 'CgroupResolver on the real cgroup v2 hierarchy',
     expect(warnings.some((w) => w.includes('stopped after 2 directories'))).toBe(true);
   });
 
+  test('background walks: a cgroup that lived past one is resolved after it is gone, without a walk on the miss', () => {
+    let now = 0;
+    const r = new CgroupResolver({ minRewalkMs: 0, now: () => now });
+    r.tick();
+    const id = mk(`${top}/job-tick.scope`);
+    now += 1000;
+    r.tick(); // too soon: no walk
+    const walks = r.stats.walks;
+    now += 5000;
+    r.tick();
+    expect(r.stats.walks).toBe(walks + 1);
+    fs.rmdirSync(path.join(mount, `${top}/job-tick.scope`));
+    made.pop();
+    expect(r.resolve(id)).toBe(`/${top}/job-tick.scope`);
+    expect(r.stats.walks).toBe(walks + 1);
+  });
+
   test('rate: a stream of new unknown ids walks at most once per minRewalkMs', () => {
     let now = 0;
     const r = new CgroupResolver({ minRewalkMs: 1000, now: () => now });

@@ -277,6 +277,16 @@ export class CgroupResolver {
   }
 
   /**
+   * A walk in the background (the agent calls this at each flush): every `periodMs` at most, and at most
+   * 1 % of the time. A cgroup that lived that long is then known even if it is gone when its event is read
+   * (an agent behind a burst, a job whose scope is removed at once).
+   */
+  tick(periodMs = 5000): void {
+    if (this.mount === null) return;
+    if (this.o.now() - this.lastWalk >= Math.max(periodMs, 100 * this.lastWalkMs)) this.walk();
+  }
+
+  /**
    * A cgroup path read from /proc/PID/cgroup (relative to our cgroup namespace, `/..` above it) as the
    * host's path, when our namespace root is known; else as read.
    */
