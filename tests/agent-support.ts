@@ -98,9 +98,13 @@ export function runAgentOnce(args: string[], timeoutMs = 60_000): Promise<{ code
   });
 }
 
-/** Start a long-running `tcplat agent`; resolves once its API answers. */
-export async function startAgent(args: string[]): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'tcplat'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+/**
+ * Start a long-running `tcplat agent`; resolves once its API answers. `wrapper` runs it through another
+ * command that ends by exec'ing its arguments (e.g. a shell that joins a cgroup, then `unshare`).
+ */
+export async function startAgent(args: string[], wrapper: string[] = []): Promise<RunningAgent> {
+  const argv = [...wrapper, process.execPath, path.join(ROOT, 'bin', 'tcplat'), ...args];
+  const child = spawn(argv[0], argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let stderr = '';
   let lastSourcePid: number | null = null;
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));

@@ -224,6 +224,8 @@ describe('docker-compose.yml', () => {
     expect(a.privileged === true || ['BPF', 'PERFMON', 'SYS_ADMIN'].every((c) => caps.has(c))).toBe(true);
     expect(a.pid).toBe('host');
     expect(a.network_mode).toBe('host');
+    // Host cgroup namespace: cgroup paths (cgroup: rules, containers) as the host names them.
+    expect(a.cgroup).toBe('host');
     const targets = (a.volumes as string[]).map((v) => v.split(':'));
     for (const p of ['/sys/kernel/btf', '/sys/kernel/tracing', '/sys/fs/cgroup']) expect(targets.some(([s, d]) => s === p && d === p)).toBe(true);
     const env = envMap(a);

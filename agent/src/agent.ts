@@ -8,12 +8,16 @@ import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
 import { wallNs, type Clock } from './clock';
+import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
+import { ProcCache } from './enrich/proc';
 import { Metrics, StageCounters } from './metrics';
 import type { AgentConfig } from './options';
 import { Refusals } from './parse/refusals';
+import { isHistLine, parseHistLine } from './parse/hist';
 import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
+import { ProbeRunStats } from './sources/probe-stats';
 import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
 import { Spool } from './spool/spool';
 import { StreamHub } from './stream';
@@ -42,6 +46,22 @@ function collectGarbage(): void {
   fullGc?.();
 }
 
+/** Probe v2 stats lines: `drops` and `missed` objects of counters, as `drop:<reason>` / `missed:<hook>`. */
+function lossReasons(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!text.includes('"drops"') && !text.includes('"missed"')) return out;
+  try {
+    const o = JSON.parse(text) as { drops?: Record<string, unknown>; missed?: Record<string, unknown> };
+    for (const [kind, obj] of [['drop', o.drops], ['missed', o.missed]] as const) {
+      if (typeof obj !== 'object' || obj === null) continue;
+      for (const [k, v] of Object.entries(obj)) if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out.set(`${kind}:${k}`, v);
+    }
+  } catch {
+    /* the stats line itself parsed; extras are optional */
+  }
+  return out;
+}
+
 /** InfluxDB's latest timestamp, less room for the 1 ns moves of unique timestamps and histogram offsets. */
 const MAX_TIME_NS = 9_223_372_036_854_775_806n - 60_000_000_000n;
 
@@ -63,6 +83,7 @@ export class Agent {
   readonly command: SourceCommand;
   private readonly stages: Record<'parse' | 'enrich' | 'aggregate' | 'encode' | 'spool' | 'write', StageCounters>;
   private readonly enricher: Enricher;
+  readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
@@ -70,7 +91,8 @@ export class Agent {
   private batchLines = 0;
   private flushTimer: NodeJS.Timeout | null = null;
   private readonly refusals: Refusals;
-  private probeStats: { events: number; dropped: number; atNs: string } | null = null;
+  private probeStats: { events: number; dropped: number; atNs: string; runs: number; run: { events: number; dropped: number } | null } | null = null;
+  private readonly probeRuns = new ProbeRunStats();
   private readonly startedMs = Date.now();
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
@@ -94,7 +116,20 @@ export class Agent {
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
-    this.enricher = new Enricher({ rules: config.rules, selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]), useProc: live }, this.stages.enrich);
+    // The probe's cgroup_id names the cgroup the task ran in; resolved through the cgroup2 hierarchy it
+    // outlives the process. Only live: an ndjson capture's ids belong to another boot or host.
+    this.cgroups = live ? new CgroupResolver({ log: this.log }) : null;
+    const cg = this.cgroups;
+    this.enricher = new Enricher(
+      {
+        rules: config.rules,
+        selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]),
+        useProc: live,
+        procCache: cg ? new ProcCache('/proc', undefined, undefined, undefined, (p) => cg.hostPath(p)) : undefined,
+        cgroups: config.source === 'probe' ? (cg ?? undefined) : undefined,
+      },
+      this.stages.enrich,
+    );
     this.aggregator = new Aggregator(
       {
         host: config.host,
@@ -108,7 +143,17 @@ export class Agent {
     );
     const clock = deps.clock ?? wallNs;
     this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
-    this.command = deps.command ?? sourceCommand({ source: config.source, sourceCmd: config.sourceCmd, probe: config.probe, selfPid: process.pid, excludePids: config.excludePids });
+    this.command =
+      deps.command ??
+      sourceCommand({
+        source: config.source,
+        sourceCmd: config.sourceCmd,
+        probe: config.probe,
+        selfPid: process.pid,
+        excludePids: config.excludePids,
+        probeMode: config.probeMode,
+        histIntervalMs: config.histWindowMs,
+      });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
     this.registerGauges();
   }
@@ -119,7 +164,14 @@ export class Agent {
     m.gauge('tcplat_source_restarts_total', 'Source restarts', () => this.source.state.restarts);
     m.gauge('tcplat_source_running', '1 while the source process runs', () => (this.source.state.running ? 1 : 0));
     m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
-    m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines', () => this.probeStats?.dropped ?? 0);
+    m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines, summed over probe runs', () => this.probeRuns.dropped);
+    m.gauge('tcplat_probe_kernel_lost', 'Probe v2 loss counters summed over probe runs: kind=drop (attempts lost, by reason) and kind=missed (hook runs the kernel skipped)', () =>
+      [...this.probeRuns.reasons].map(([k, value]) => {
+        const [kind, reason] = k.split(':');
+        return { labels: { kind, reason }, value };
+      }),
+    );
+    m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
     m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
     m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
     m.gauge('tcplat_spool_pending_lines', 'Lines spooled and not yet written', () => this.spool.lines);
@@ -129,6 +181,9 @@ export class Agent {
     m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
     m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
+    m.gauge('tcplat_session_direction_guesses_total', 'tcplife rows whose direction (opened or accepted) had no evidence: guessed (both ends seen: the lower port listens; one end: opened)', () => this.enricher.sessionGuesses);
+    m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
+    m.gauge('tcplat_cgroup_unresolved_total', 'Events whose cgroup id was not (or no longer) in the cgroup v2 hierarchy: no container or cgroup: rule for them', () => this.cgroups?.stats.unresolved ?? 0);
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
     m.gauge('tcplat_raw_unchecked_total', 'Raw/session points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked);
   }
@@ -164,6 +219,15 @@ export class Agent {
         return;
       }
       ev = r.event;
+    } else if (isHistLine(text)) {
+      // --probe-mode hist: one exact histogram per key and probe window, no per-attempt lines.
+      const r = parseHistLine(text);
+      if (!r.ok) {
+        parse.drop(r.reason);
+        this.parseError(r.reason, r.message);
+        return;
+      }
+      ev = r.value;
     } else {
       const r = parseProbeLine(text);
       if (!r.ok) {
@@ -172,12 +236,15 @@ export class Agent {
         return;
       }
       if (r.value.type === 'stats') {
-        this.probeStatsLine(r.value.events, r.value.dropped, r.value.tsNs);
+        // Probe v2 names its run (started_ns); older probes are told apart by the agent's restarts.
+        const started = /"started_ns":(\d+)/.exec(text)?.[1];
+        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs, lossReasons(text));
         parse.drop('stats_line');
         return;
       }
-      if (r.value.type === 'hist') {
-        parse.drop('hist_line'); // tcplat-probe --mode hist: ingestion is the agent's part of issue 13
+      // Hist lines took parse/hist.ts above: anything else here but a connect is not ours to read.
+      if (r.value.type !== 'connect') {
+        parse.drop('type');
         return;
       }
       ev = r.value;
@@ -190,6 +257,12 @@ export class Agent {
     }
     parse.emitted.inc();
     const e = this.enricher.enrich(ev);
+    if (ev.type === 'session') {
+      for (const s of this.enricher.takeSessions()) {
+        this.lastEventNs = s.tsNs;
+        this.aggregator.add(s);
+      }
+    }
     if (!e) return;
     this.lastEventNs = e.tsNs;
     this.aggregator.add(e as EnrichedEvent);
@@ -203,16 +276,24 @@ export class Agent {
     this.refusals.add(reason, message, this.source.state.lines);
   }
 
-  private probeStatsLine(events: number, dropped: number, tsNs: bigint): void {
-    const prev = this.probeStats?.dropped ?? 0;
-    this.probeStats = { events, dropped, atNs: tsNs.toString() };
-    if (dropped > prev) {
-      this.log.warn({ dropped, newlyDropped: dropped - prev }, `the probe lost ${dropped - prev} events in the kernel (ring buffer full): raise its --ringbuf-mb`);
+  private probeStatsLine(run: string | number, events: number, dropped: number, tsNs: bigint, reasons: Map<string, number>): void {
+    // Cumulative per probe process: a restarted probe starts again from 0 (see ProbeRunStats).
+    const u = this.probeRuns.update(run, events, dropped, reasons);
+    const r = this.probeRuns;
+    this.probeStats = { events: r.events, dropped: r.dropped, atNs: tsNs.toString(), runs: r.runs, run: r.current };
+    if (u.newlyDropped > 0) {
+      this.log.warn(
+        { dropped: r.dropped, newlyDropped: u.newlyDropped, runDropped: dropped, runs: r.runs },
+        `the probe lost ${u.newlyDropped} events in the kernel (${r.dropped} in all since the agent started): raise its --ringbuf-mb`,
+      );
     }
   }
 
   /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
   flush(final: boolean): void {
+    if (this.config.source === 'probe') this.cgroups?.tick();
+    // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
+    for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
@@ -287,6 +368,7 @@ export class Agent {
         stderr_tail: s.stderrTail,
         text_columns: this.textParser?.columns,
         probe_stats: this.probeStats,
+        cgroups: this.cgroups?.state ?? null,
         last_event_ns: this.lastEventNs?.toString() ?? null,
       },
       pipeline: {
@@ -310,7 +392,7 @@ export class Agent {
 
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0;
+    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0;
   }
 
   /**

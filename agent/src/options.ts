@@ -10,12 +10,19 @@ import {
   type OptionSpec,
 } from '@tcplat/core';
 import { parseRules, type Rules } from './enrich/rules';
-import { SOURCES, type SourceKind } from './sources/commands';
+import { PROBE_MODES, SOURCES, type ProbeMode, type SourceKind } from './sources/commands';
 
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'source', type: 'enum', values: SOURCES, default: 'probe', help: 'what to read: our eBPF probe, a BCC/libbpf-tools tool, or probe-format NDJSON (stdin unless --source-cmd)' },
   { name: 'source-cmd', type: 'string', arg: 'CMD', help: "shell command run instead of the source's own (another tool path or flags, or 'cat capture.txt' to import)" },
   { name: 'probe', type: 'string', arg: 'PATH', help: 'tcplat-probe binary (default: bpf/tcplat-probe of this checkout)' },
+  {
+    name: 'probe-mode',
+    type: 'enum',
+    values: PROBE_MODES,
+    default: 'stream',
+    help: 'stream: one line per connect (raw tcp_connect points and histograms); hist: the probe keeps exact histograms in the kernel and prints them each --hist-window (tcp_connect_hist only, no raw points, lowest cost)',
+  },
   { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (batches wait here until InfluxDB has them)' },
@@ -48,6 +55,7 @@ export interface AgentConfig {
   source: SourceKind;
   sourceCmd?: string;
   probe?: string;
+  probeMode: ProbeMode;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -62,6 +70,13 @@ export interface AgentConfig {
   excludePids: number[];
   logLevel: string;
   rules: Rules;
+}
+
+function probeMode(mode: ProbeMode, source: SourceKind): ProbeMode {
+  if (mode === 'hist' && source !== 'probe' && source !== 'ndjson') {
+    throw new ConfigError(`--probe-mode hist: only for --source probe (the BCC/libbpf-tools tools print rows, not histograms); got --source ${source}`);
+  }
+  return mode;
 }
 
 export function isLoopback(host: string): boolean {
@@ -87,6 +102,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     source: v.source as SourceKind,
     sourceCmd: v['source-cmd'] as string | undefined,
     probe: v.probe as string | undefined,
+    probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
     once: v.once === true,
     target,
     spoolDir: String(v['spool-dir']),

@@ -1,4 +1,4 @@
-import type { ConnectEvent, Family } from '@tcplat/core';
+import type { ConnectEvent, ConnectResult, Family, Histogram } from '@tcplat/core';
 
 /** A finished TCP session from tcplife: lifespan and bytes, never connect latency. */
 export interface SessionEvent {
@@ -17,8 +17,30 @@ export interface SessionEvent {
   dport: number;
 }
 
-/** What parsers emit: the probe's connect events (also built from tcpstates/tcpconnlat rows) and sessions. */
-export type SourceEvent = ConnectEvent | SessionEvent;
+/**
+ * One `--mode hist` probe line: the exact histogram of one (cgroup, process, destination, result) over one
+ * probe window. No per-attempt data (no thread, source port, timestamps of attempts).
+ */
+export interface HistEvent {
+  type: 'hist';
+  /** The probe window's start, Unix ns (its end less its length). */
+  tsNs: bigint;
+  /** When the probe closed the window. */
+  endNs: bigint;
+  pid: number;
+  comm: string;
+  cgroupId: string;
+  family: Family;
+  daddr: string;
+  dport: number;
+  result: ConnectResult;
+  errno: number;
+  synRetrans: number;
+  hist: Histogram;
+}
+
+/** What parsers emit: the probe's connect events (also built from tcpstates/tcpconnlat rows), sessions and probe histograms. */
+export type SourceEvent = ConnectEvent | SessionEvent | HistEvent;
 
 /** Labels the enricher adds. */
 export interface Enrichment {
@@ -29,7 +51,8 @@ export interface Enrichment {
 
 export type EnrichedConnect = ConnectEvent & Enrichment;
 export type EnrichedSession = SessionEvent & Enrichment;
-export type EnrichedEvent = EnrichedConnect | EnrichedSession;
+export type EnrichedHist = HistEvent & Enrichment;
+export type EnrichedEvent = EnrichedConnect | EnrichedSession | EnrichedHist;
 
 /** Minimal logger (pino-compatible subset): structured object first, message second. */
 export interface Logger {

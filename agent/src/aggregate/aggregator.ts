@@ -40,7 +40,7 @@
  */
 import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
-import type { EnrichedConnect, EnrichedEvent, EnrichedSession } from '../types';
+import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
 import { SecondSample } from './sample';
 import { UsedTimes } from './used-times';
 
@@ -149,6 +149,10 @@ export class Aggregator {
       if (sec > this.newestSecond) this.newestSecond = sec;
       return;
     }
+    if (ev.type === 'hist') {
+      this.addHist(ev);
+      return;
+    }
     const ts = ev.tsNs;
     // Two bigint divisions per event; everything after is plain number math.
     const second = Number(ts / NS_PER_S);
@@ -181,7 +185,25 @@ export class Aggregator {
     else this.stage.drop('sampled_out');
   }
 
-  private seriesOf(ev: EnrichedConnect): Series {
+  /**
+   * A probe histogram (--probe-mode hist): merged whole into the window that holds the middle of the probe's
+   * window (the probe closes its windows when it swaps its maps, not on window boundaries: at most half a
+   * window early or late). Exact counts; no raw points (there are no attempts).
+   */
+  private addHist(ev: EnrichedHist): void {
+    const windowIdx = Number((ev.tsNs + (ev.endNs - ev.tsNs) / 2n) / this.opts.windowNs);
+    const series = this.seriesOf(ev);
+    let cell = series.cells.get(windowIdx);
+    if (!cell) {
+      cell = { windowStartNs: BigInt(windowIdx) * this.opts.windowNs, hist: new Histogram(), synRetrans: 0 };
+      series.cells.set(windowIdx, cell);
+    }
+    cell.hist.merge(ev.hist);
+    cell.synRetrans += ev.synRetrans;
+    this.pendingHistEvents += ev.hist.count;
+  }
+
+  private seriesOf(ev: Pick<EnrichedConnect, 'service' | 'dst' | 'result'>): Series {
     let byDst = this.series.get(ev.service);
     if (!byDst) {
       byDst = new Map();
@@ -250,6 +272,7 @@ export class Aggregator {
           sport: s.sport[i],
           errno: s.errno[i],
           container: s.container?.[i],
+          thread: s.thread?.[i],
           sampleWeight: weight,
           timeNs: nsText(second, claimed[k]),
         });

@@ -28,6 +28,8 @@ export class SecondSample {
   readonly family: Family[] = [];
   /** Container labels, only once an event had one (most hosts have none). */
   container: (string | undefined)[] | null = null;
+  /** Thread names, only once an event had one (probe v2). */
+  thread: (string | undefined)[] | null = null;
 
   private state: number;
   /**
@@ -76,6 +78,7 @@ export class SecondSample {
     this.result[i] = ev.result;
     this.family[i] = ev.family;
     if (ev.container !== undefined || this.container) (this.container ??= new Array<string | undefined>(this.subs.length))[i] = ev.container;
+    if (ev.thread !== undefined || this.thread) (this.thread ??= new Array<string | undefined>(this.subs.length))[i] = ev.thread;
   }
 
   /** Indexes of the kept events in time order (stable), or null when they already are in order. */

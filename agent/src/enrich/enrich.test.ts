@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, type ConnectEvent } from '@tcplat/core';
 import { Metrics, StageCounters } from '../metrics';
-import type { SessionEvent } from '../types';
+import type { EnrichedConnect, SessionEvent } from '../types';
 import { Cidr, parseIp } from './cidr';
 import { containerFromCgroup, containerLabel } from './container';
 import { Enricher } from './enricher';
@@ -78,6 +78,7 @@ describe('mapping rules', () => {
     [{ services: [{ name: 'x' }] }, /services\[0\]: rule "x" has nothing to match on/],
     [{ services: [{ name: 'x', commm: 'y' }] }, /services\[0\]: unknown key "commm"/],
     [{ services: [{ name: 'x', cmdline: '(' }] }, /services\[0\].cmdline: not a valid regular expression/],
+    [{ services: [{ name: 'x', thread: '[' }] }, /services\[0\].thread: not a valid regular expression/],
     [{ services: [{ comm: 'y' }] }, /services\[0\].name: expected a string/],
     [{ destinations: ['10.0.0.0/8 postgres'] }, /destinations\[0\]: expected "CIDR\[:PORT\] -> NAME"/],
     [{ destinations: ['10.0.0.0/40:5432 -> pg'] }, /destinations\[0\]: "10.0.0.0\/40" is not an address/],
@@ -103,10 +104,13 @@ describe('Enricher', () => {
     fs.mkdirSync(path.join(root, '100'));
     fs.writeFileSync(path.join(root, '100', 'cgroup'), `0::/system.slice/docker-${ID}.scope\n`);
     fs.writeFileSync(path.join(root, '100', 'cmdline'), 'node\0/app/dist/main.js\0');
-    fs.mkdirSync(path.join(root, 'net'));
+    // pid 5 (a server) in a network namespace where 8080 listens; the agent's own namespace has nothing.
     const hdr = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
-    fs.writeFileSync(path.join(root, 'net', 'tcp'), hdr + '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n');
-    fs.writeFileSync(path.join(root, 'net', 'tcp6'), hdr);
+    for (const [dir, rows] of [['5', '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n'], ['self', '']]) {
+      fs.mkdirSync(path.join(root, dir, 'net'), { recursive: true });
+      fs.writeFileSync(path.join(root, dir, 'net', 'tcp'), hdr + rows);
+      fs.writeFileSync(path.join(root, dir, 'net', 'tcp6'), hdr);
+    }
   });
   afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
@@ -134,17 +138,34 @@ describe('Enricher', () => {
     expect(imp!.container).toBeUndefined();
   });
 
+  test('comm is the process: the default service whatever the thread; thread: rules match the thread name, which stays a field', () => {
+    const file = { services: [{ name: 'hikari', comm: 'java', thread: '^HikariPool-\\d+ ' }] };
+    const { e } = enricher(false, file);
+    const a = e.enrich(connect({ comm: 'python3', thread: 'pool-worker-3' }))!;
+    const b = e.enrich(connect({ comm: 'python3', thread: 'pool-worker-4' }))!;
+    expect([a.service, a.comm, b.service, b.comm]).toEqual(['python3', 'python3', 'python3', 'python3']);
+    expect((a as EnrichedConnect).thread).toBe('pool-worker-3');
+    // The same pid and comm, two threads: the rule sees each thread (not a service cached per process).
+    expect(e.enrich(connect({ pid: 7, comm: 'java', thread: 'HikariPool-1 connection adder' }))!.service).toBe('hikari');
+    expect(e.enrich(connect({ pid: 7, comm: 'java', thread: 'main' }))!.service).toBe('java');
+    expect(e.enrich(connect({ pid: 7, comm: 'java' }))!.service).toBe('java');
+  });
+
   test("the agent's own connections and inbound sessions are dropped and counted", () => {
     const { e, stage } = enricher(true);
     expect(e.enrich(connect({ pid: 999 }))).toBeNull();
     const session = (sport: number, dport: number): SessionEvent => ({
       type: 'session', tsNs: 1n, lifespanMs: 1, txKb: 0, rxKb: 0, pid: 5, comm: 'srv', family: 'ipv4', saddr: '127.0.0.1', sport, daddr: '127.0.0.1', dport,
     });
-    expect(e.enrich(session(8080, 50000))).toBeNull(); // local port 8080 listens (0x1F90)
-    expect(e.enrich(session(50000, 8080))).toMatchObject({ dst: '127.0.0.1:8080' });
+    // Local port 8080 (0x1F90) listens in pid 5's namespace (not the agent's): accepted, dropped.
+    expect(e.enrich(session(8080, 50000))).toBeNull();
+    expect(e.takeSessions()).toEqual([]);
+    expect(e.enrich(session(50000, 8080))).toBeNull();
+    expect(e.takeSessions()).toMatchObject([{ dst: '127.0.0.1:8080' }]);
     expect(stage.droppedCount('self')).toBe(1);
     expect(stage.droppedCount('inbound_session')).toBe(1);
     const imp = enricher(false).e;
-    expect(imp.enrich(session(5432, 40000))).toBeNull(); // import: remote port ephemeral, local not
+    imp.enrich(session(5432, 40000)); // import: remote port ephemeral, local not
+    expect(imp.takeSessions('all')).toEqual([]);
   });
 });

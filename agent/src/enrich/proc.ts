@@ -32,6 +32,8 @@ export class ProcCache {
     private readonly ttlMs = 30_000,
     private readonly maxEntries = 8192,
     private readonly now: () => number = Date.now,
+    /** /proc/PID/cgroup paths are relative to our cgroup namespace: this maps them to the host's. */
+    private readonly hostCgroupPath: (nsPath: string) => string = (p) => p,
   ) {}
 
   get(pid: number, wantExeCmdline: boolean): ProcFacts {
@@ -45,7 +47,8 @@ export class ProcCache {
     else {
       const paths = cgroupPaths(cg);
       // cgroup v2 line (0::/path) when present, else the first v1 path.
-      facts.cgroup = cg.split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? paths[0];
+      const v2 = cg.split('\n').find((l) => l.startsWith('0::'))?.slice(3);
+      facts.cgroup = v2 !== undefined ? this.hostCgroupPath(v2) : paths[0];
       const c = containerFromCgroup(cg);
       facts.containerId = c.id;
       facts.podUid = c.podUid;
@@ -69,25 +72,25 @@ export class ProcCache {
 }
 
 /**
- * Local TCP ports in LISTEN state (from /proc/net/tcp and tcp6), to tell an accepted session (inbound:
- * its remote port is a client's ephemeral port, an unbounded tag value) from one this host opened.
- * Refreshed at most once a second, on demand.
+ * Local TCP ports in LISTEN state, per network namespace (from /proc/PID/net/tcp and tcp6, which show the
+ * sockets of PID's namespace), to tell an accepted session (inbound: its remote port is a client's
+ * ephemeral port, an unbounded tag value) from one the host opened. A server in a container listens in its
+ * own namespace, not the agent's. Each namespace is read at most once a second, on demand.
  */
 export class ListeningPorts {
-  private ports = new Set<number>();
-  private at = -Infinity;
+  private readonly byNs = new Map<string, { ports: Set<number>; at: number }>();
 
   constructor(
     private readonly procRoot = '/proc',
     private readonly now: () => number = Date.now,
   ) {}
 
-  private refresh(): void {
+  private read(dir: string): Set<number> {
     const ports = new Set<number>();
     for (const f of ['net/tcp', 'net/tcp6']) {
       let text: string;
       try {
-        text = fs.readFileSync(`${this.procRoot}/${f}`, 'utf8');
+        text = fs.readFileSync(`${this.procRoot}/${dir}/${f}`, 'utf8');
       } catch {
         continue;
       }
@@ -96,13 +99,31 @@ export class ListeningPorts {
         if (cols.length > 3 && cols[3] === '0A') ports.add(parseInt(cols[1].split(':')[1], 16));
       }
     }
-    this.ports = ports;
-    this.at = this.now();
+    return ports;
   }
 
-  has(port: number): boolean {
-    if (this.ports.has(port)) return true;
-    if (this.now() - this.at >= 1000) this.refresh();
-    return this.ports.has(port);
+  /**
+   * Whether `port` listens in the network namespace of `pid` (the agent's own when pid is omitted), or
+   * undefined when that process is gone (its namespace cannot be asked).
+   */
+  has(port: number, pid?: number): boolean | undefined {
+    const dir = pid === undefined ? 'self' : String(pid);
+    let ns: string;
+    try {
+      ns = fs.readlinkSync(`${this.procRoot}/${dir}/ns/net`);
+    } catch {
+      // No ns link (gone, or a test's /proc without one): the directory itself, if it has net/tcp.
+      if (!fs.existsSync(`${this.procRoot}/${dir}/net/tcp`)) return undefined;
+      ns = `dir:${dir}`;
+    }
+    const t = this.now();
+    let e = this.byNs.get(ns);
+    if (e && e.ports.has(port)) return true;
+    if (!e || t - e.at >= 1000) {
+      if (this.byNs.size >= 1024) this.byNs.clear();
+      e = { ports: this.read(dir), at: t };
+      this.byNs.set(ns, e);
+    }
+    return e.ports.has(port);
   }
 }

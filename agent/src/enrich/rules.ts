@@ -4,7 +4,10 @@
  * ```yaml
  * services:                         # first match wins; every key given must match
  *   - name: rails-api
- *     comm: ruby                    # thread name, exact (or a list of names)
+ *     comm: ruby                    # process name, exact (or a list of names)
+ *   - name: hikari-pool
+ *     comm: java
+ *     thread: '^HikariPool-\d+'       # regex on the connecting thread's name (probe v2)
  *   - name: nest-api
  *     cmdline: 'node .*dist/main'   # regex on /proc/PID/cmdline, arguments joined by spaces
  *   - name: billing
@@ -27,6 +30,7 @@ export interface ServiceRule {
   comm?: Set<string>;
   exe?: RegExp;
   cmdline?: RegExp;
+  thread?: RegExp;
   pid?: number;
   cgroup?: string;
   container?: string;
@@ -44,9 +48,11 @@ export interface Rules {
   destinations: DstRule[];
   /** Whether any service rule needs /proc (exe, cmdline, cgroup, container). */
   needsProc: boolean;
+  /** Whether any service rule looks at the thread name (then the service is not a function of pid and comm alone). */
+  needsThread: boolean;
 }
 
-const SERVICE_KEYS = ['name', 'comm', 'exe', 'cmdline', 'pid', 'cgroup', 'container'];
+const SERVICE_KEYS = ['name', 'comm', 'exe', 'cmdline', 'thread', 'pid', 'cgroup', 'container'];
 
 function globToRegExp(glob: string): RegExp {
   return new RegExp('^' + glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$');
@@ -70,12 +76,13 @@ function parseService(raw: unknown, where: string): ServiceRule {
   const rule: ServiceRule = { name: str(o.name, `${where}.name`) };
   if (o.comm !== undefined) rule.comm = new Set((Array.isArray(o.comm) ? o.comm : [o.comm]).map((c, i) => str(c, `${where}.comm[${i}]`)));
   if (o.exe !== undefined) rule.exe = globToRegExp(str(o.exe, `${where}.exe`));
-  if (o.cmdline !== undefined) {
-    const src = str(o.cmdline, `${where}.cmdline`);
+  for (const k of ['cmdline', 'thread'] as const) {
+    if (o[k] === undefined) continue;
+    const src = str(o[k], `${where}.${k}`);
     try {
-      rule.cmdline = new RegExp(src);
+      rule[k] = new RegExp(src);
     } catch (e) {
-      throw new ConfigError(`${where}.cmdline: not a valid regular expression: ${(e as Error).message}`);
+      throw new ConfigError(`${where}.${k}: not a valid regular expression: ${(e as Error).message}`);
     }
   }
   if (o.pid !== undefined) {
@@ -84,7 +91,7 @@ function parseService(raw: unknown, where: string): ServiceRule {
   }
   if (o.cgroup !== undefined) rule.cgroup = str(o.cgroup, `${where}.cgroup`).replace(/\/+$/, '') || '/';
   if (o.container !== undefined) rule.container = str(o.container, `${where}.container`).toLowerCase();
-  if (Object.keys(o).length === 1) throw new ConfigError(`${where}: rule ${JSON.stringify(rule.name)} has nothing to match on (give comm, exe, cmdline, pid, cgroup or container)`);
+  if (Object.keys(o).length === 1) throw new ConfigError(`${where}: rule ${JSON.stringify(rule.name)} has nothing to match on (give comm, exe, cmdline, thread, pid, cgroup or container)`);
   return rule;
 }
 
@@ -129,12 +136,13 @@ export function parseRules(file: Record<string, unknown>, filePath = 'the config
   };
   const services = list('services').map((r, i) => parseService(r, `--config ${filePath}: services[${i}]`));
   const destinations = list('destinations').map((r, i) => parseDst(r, `--config ${filePath}: destinations[${i}]`));
-  return { services, destinations, needsProc: services.some((s) => s.exe || s.cmdline || s.cgroup || s.container) };
+  return { services, destinations, needsProc: services.some((s) => s.exe || s.cmdline || s.cgroup || s.container), needsThread: services.some((s) => s.thread) };
 }
 
 export interface ProcessFacts {
   pid: number;
   comm: string;
+  thread?: string;
   exe?: string;
   cmdline?: string;
   cgroup?: string;
@@ -148,6 +156,7 @@ export function matchService(rules: readonly ServiceRule[], p: ProcessFacts): st
     if (r.pid !== undefined && r.pid !== p.pid) continue;
     if (r.exe && !(p.exe !== undefined && r.exe.test(p.exe))) continue;
     if (r.cmdline && !(p.cmdline !== undefined && r.cmdline.test(p.cmdline))) continue;
+    if (r.thread && !(p.thread !== undefined && r.thread.test(p.thread))) continue;
     if (r.cgroup && !(p.cgroup !== undefined && (p.cgroup === r.cgroup || p.cgroup.startsWith(r.cgroup === '/' ? '/' : r.cgroup + '/')))) continue;
     if (r.container && !((p.containerId && p.containerId.startsWith(r.container)) || p.podUid === r.container)) continue;
     return r.name;

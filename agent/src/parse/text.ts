@@ -23,12 +23,12 @@
  */
 import type { ConnectEvent, Family } from '@tcplat/core';
 import type { Clock } from '../clock';
-import type { SessionEvent, SourceEvent } from '../types';
+import type { SessionEvent } from '../types';
 
 export type TextTool = 'tcplife' | 'tcpstates' | 'tcpconnlat';
 
 export type TextParseResult =
-  | { kind: 'event'; event: SourceEvent }
+  | { kind: 'event'; event: ConnectEvent | SessionEvent }
   | { kind: 'header'; columns: string[] }
   /** Not an event, not an error: a preamble line or a tcpstates transition other than out of SYN_SENT. */
   | { kind: 'skip'; reason: string }
@@ -170,8 +170,10 @@ export class TextParser {
     let tokens = tokenize(line, layout.csv);
     const want = layout.cols.length;
     const ci = layout.index.comm!;
-    if (tokens.length === want - 1 && layout.index.timeRel === 0 && /^\d+\.\d{3}\d+$/.test(tokens[0])) {
-      // BCC tcpconnlat -t prints "%-9.3f" with no separator: from 10000 s on, time and pid touch.
+    if (this.tool === 'tcpconnlat' && !layout.csv && layout.index.timeRel === 0 && layout.index.pid === 1 && /^\d+\.\d{3}\d+$/.test(tokens[0])) {
+      // BCC tcpconnlat -t prints "%-9.3f" with no separator: from 10000 s on, time and pid touch. Three
+      // decimals are all it prints, so more digits are the pid's (whatever else the row holds: a COMM
+      // with spaces then makes up the column the join took away).
       const m = /^(\d+\.\d{3})(\d+)$/.exec(tokens[0])!;
       tokens = [m[1], m[2], ...tokens.slice(1)];
     }
@@ -239,15 +241,16 @@ export class TextParser {
         return { kind: 'skip', reason: 'syn_sent' };
       }
       if (oldState !== 'SYN_SENT') return { kind: 'skip', reason: 'other_state' };
+      if (newState !== 'ESTABLISHED' && newState !== 'CLOSE') return { kind: 'skip', reason: 'other_state' };
       const task = this.synSent.get(sk);
-      if (task) {
-        this.synSent.delete(sk);
-        taskPid = task.pid;
-        taskComm = task.comm;
-      }
-      if (newState === 'ESTABLISHED') result = 'ok';
-      else if (newState === 'CLOSE') result = 'error';
-      else return { kind: 'skip', reason: 'other_state' };
+      // No CLOSE -> SYN_SENT row for this socket: the tool started mid-handshake (or the row was lost).
+      // Its MS would be the time since the tool started tracing it, and its PID/COMM whoever was on the
+      // CPU in softirq (swapper/N): not a connect we can report. Skipped and counted.
+      if (!task) return { kind: 'skip', reason: 'ghost_row' };
+      this.synSent.delete(sk);
+      taskPid = task.pid;
+      taskComm = task.comm;
+      result = newState === 'ESTABLISHED' ? 'ok' : 'error';
       const ms = get('ms') ?? '';
       if (!DECIMAL.test(ms)) return this.bad(`MS is not a number: ${JSON.stringify(ms)}`, line);
       latencyMs = Number(ms);

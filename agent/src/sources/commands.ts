@@ -6,6 +6,8 @@ import type { SourceCommand } from './supervisor';
 
 export const SOURCES = ['probe', 'tcplife', 'tcpstates', 'tcpconnlat', 'ndjson'] as const;
 export type SourceKind = (typeof SOURCES)[number];
+export const PROBE_MODES = ['stream', 'hist'] as const;
+export type ProbeMode = (typeof PROBE_MODES)[number];
 
 /** Where the tools live: libbpf-tools (Debian's libbpf-tools package), then BCC (Python) installs. */
 export const TOOL_PATHS: Record<'tcplife' | 'tcpstates' | 'tcpconnlat', string[]> = {
@@ -38,6 +40,9 @@ export interface CommandInput {
   selfPid: number;
   /** More pids the probe excludes in the kernel. */
   excludePids?: readonly number[];
+  /** hist: the probe aggregates in the kernel and prints one histogram line per key every histIntervalMs. */
+  probeMode?: ProbeMode;
+  histIntervalMs?: number;
 }
 
 export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = executable): SourceCommand {
@@ -48,7 +53,10 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       if (!exists(probe)) {
         throw new ConfigError(`--probe ${probe}: not found or not executable; build it with 'make -C bpf', or give --probe PATH`);
       }
-      return { argv: [probe, ...[c.selfPid, ...(c.excludePids ?? [])].flatMap((p) => ['--exclude-pid', String(p)])] };
+      const argv = [probe, ...[c.selfPid, ...(c.excludePids ?? [])].flatMap((p) => ['--exclude-pid', String(p)])];
+      // Its windows as long as the agent's: each probe histogram then falls in one agent window.
+      if (c.probeMode === 'hist') argv.push('--mode', 'hist', '--hist-interval', String((c.histIntervalMs ?? 10_000) / 1000));
+      return { argv };
     }
     case 'ndjson':
       return { stdin: true };

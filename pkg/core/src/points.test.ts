@@ -23,12 +23,13 @@ test('histPoint writes count, sum, min, max and every bucket', () => {
 
 describe('connectLine (the agent hot path) writes exactly what encodePoint(connectPoint()) writes', () => {
   const base = { host: 'h', service: 'api', comm: 'node', dst: 'db:5432', result: 'ok' as const, family: 'ipv4' as const, latencyNs: 1_250_000, synRetrans: 0, pid: 42, sport: 40000, timeNs: 1764100000123456789n };
-  type V = Omit<typeof base, 'result' | 'family'> & { result: 'ok' | 'refused'; family: 'ipv4' | 'ipv6'; errno?: number; container?: string; sampleWeight?: number };
+  type V = Omit<typeof base, 'result' | 'family'> & { result: 'ok' | 'refused'; family: 'ipv4' | 'ipv6'; errno?: number; container?: string; thread?: string; sampleWeight?: number };
   const asPoint = (v: V) => connectPoint({ ...v, latencyMs: v.latencyNs / 1e6 });
   const variants: V[] = [
     base,
     { ...base, errno: 111, result: 'refused' as const, latencyNs: 40_000 },
     { ...base, container: 'docker:0123abcd', sampleWeight: 3.5, synRetrans: 2 },
+    { ...base, thread: 'HikariPool-1 c', container: 'pod:u' },
     { ...base, sampleWeight: 1, comm: '', service: '' },
     { ...base, latencyNs: 1, timeNs: 5n },
     { ...base, latencyNs: 0 },
@@ -51,12 +52,13 @@ describe('connectLine (the agent hot path) writes exactly what encodePoint(conne
     expect(nsAsMsText('f', 2.5)).toBe(String(2.5 / 1e6)); // not whole ns: the float path
   });
 
-  test('every hostile value in every tag and the container field', () => {
+  test('every hostile value in every tag and the container and thread fields', () => {
     for (const x of HOSTILE) {
-      const v = { ...base, host: x, service: x, comm: x, dst: x, container: x };
+      const v = { ...base, host: x, service: x, comm: x, dst: x, container: x, thread: x };
       const line = connectLine(v);
       expect(line).toBe(encodePoint(asPoint(v)));
       expect(parseLine(line).fields.container).toBe(x);
+      if (x !== '') expect(parseLine(line).fields.thread).toBe(x);
     }
   });
 

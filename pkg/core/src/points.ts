@@ -23,6 +23,7 @@ export interface ConnectPointInput extends SeriesTags {
   sport: number;
   errno?: number;
   container?: string;
+  thread?: string;
   /** Events this point stands for when sampled; omitted when 1. */
   sampleWeight?: number;
   timeNs: bigint;
@@ -37,6 +38,7 @@ export function connectPoint(e: ConnectPointInput): Point {
   };
   if (e.errno) fields[CONNECT_FIELD.errno] = int(e.errno);
   if (e.container) fields[CONNECT_FIELD.container] = e.container;
+  if (e.thread) fields[CONNECT_FIELD.thread] = e.thread;
   if (e.sampleWeight !== undefined && e.sampleWeight !== 1) fields[CONNECT_FIELD.sampleWeight] = e.sampleWeight;
   return {
     measurement: MEASUREMENT.connect,
@@ -136,6 +138,7 @@ export function connectLine(e: ConnectLineInput): string {
   let more = '';
   if (e.errno) more += `,${CONNECT_FIELD.errno}=${checkedInt(CONNECT_FIELD.errno, e.errno)}i`;
   if (e.container) more += `,${CONNECT_FIELD.container}=${escapeStringField(e.container)}`;
+  if (e.thread) more += `,${CONNECT_FIELD.thread}=${escapeStringField(e.thread)}`;
   if (e.sampleWeight !== undefined && e.sampleWeight !== 1) more += `,${CONNECT_FIELD.sampleWeight}=${floatText(CONNECT_FIELD.sampleWeight, e.sampleWeight)}`;
   const time = timeText(e.timeNs);
   return `${HEADS.get(e)}${F_LATENCY}${latency}${F_SYN}${syn}${F_PID}${pid}${F_SPORT}${sport}i${more} ${time}`;

@@ -37,6 +37,8 @@ export const CONNECT_FIELD = {
   pid: 'pid',
   sport: 'sport',
   container: 'container',
+  /** The connecting thread's name (probe v2): a field, never a tag (pools name workers without bound). */
+  thread: 'thread',
   /** errno of a failed attempt (0 when ok). */
   errno: 'errno',
   /** How many events this point stands for when raw points were sampled (1 when not sampled). */

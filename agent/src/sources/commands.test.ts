@@ -1,0 +1,21 @@
+import { ConfigError } from '@tcplat/core';
+import { loadAgentConfig } from '../options';
+import { sourceCommand } from './commands';
+
+const BASE = ['--influx-db', 'd'];
+
+describe('the probe command', () => {
+  test('--probe-mode hist runs the probe with --mode hist, its windows as long as --hist-window', () => {
+    const { config } = loadAgentConfig([...BASE, '--probe-mode', 'hist', '--hist-window', '15s'], {});
+    const c = sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: config!.probeMode, histIntervalMs: config!.histWindowMs }, () => true);
+    expect(c.argv).toEqual(['/p', '--exclude-pid', '7', '--mode', 'hist', '--hist-interval', '15']);
+    const stream = sourceCommand({ source: 'probe', probe: '/p', selfPid: 7 }, () => true);
+    expect(stream.argv).toEqual(['/p', '--exclude-pid', '7']);
+  });
+
+  test('hist mode is for the probe only: a clear error for text tools', () => {
+    expect(() => loadAgentConfig([...BASE, '--source', 'tcplife', '--probe-mode', 'hist'], {})).toThrow(ConfigError);
+    expect(() => loadAgentConfig([...BASE, '--source', 'tcplife', '--probe-mode', 'hist'], {})).toThrow(/--probe-mode hist: only for --source probe/);
+    expect(loadAgentConfig([...BASE, '--source', 'ndjson', '--probe-mode', 'hist'], {}).config!.probeMode).toBe('hist');
+  });
+});
