@@ -2,15 +2,37 @@
  * Live view for `tcplat top` and friends: server-sent events of every connect as it is enriched, and a
  * summary per second (by arrival) per service, destination and result. Nothing is computed while nobody
  * listens; a client that cannot keep up misses events (counted), never slows the pipeline.
+ *
+ * Bounded so that clients cannot starve the agent: at most `maxClients` at once (the route answers 503
+ * beyond), each with at most `bufferBytes` waiting in memory (frames beyond it are skipped), and a client
+ * whose buffer stays full for `stallMs` (it stopped reading) is disconnected and counted.
  */
 import { Histogram } from '@tcplat/core';
 import type { Counter, Metrics } from './metrics';
 import type { EnrichedConnect } from './types';
 
 export interface StreamClient {
-  /** Write one SSE frame; return false when the client is too far behind (the frame is skipped). */
-  send(frame: string): boolean;
+  /** Queue one SSE frame for the client. */
+  write(frame: string): void;
+  /** Bytes queued for the client and not yet taken by the kernel. */
+  buffered(): number;
+  /** Disconnect the client (it stopped reading). */
+  close(): void;
   wantEvents: boolean;
+}
+
+export interface StreamLimits {
+  maxClients: number;
+  bufferBytes: number;
+  stallMs: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = { maxClients: 64, bufferBytes: 256 * 1024, stallMs: 10_000 };
+
+interface Slot {
+  client: StreamClient;
+  /** When the client's buffer was first found full, 0 while it keeps up. */
+  fullSince: number;
 }
 
 interface Cell {
@@ -22,15 +44,25 @@ interface Cell {
 }
 
 export class StreamHub {
-  private readonly clients = new Set<StreamClient>();
+  private readonly clients = new Map<StreamClient, Slot>();
+  limits: StreamLimits = { ...DEFAULT_STREAM_LIMITS };
   private cells = new Map<string, Cell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
   private readonly sent: Counter;
+  /** Clients disconnected because they stopped reading. */
+  readonly dropped: Counter;
+  /** Clients refused (503) because maxClients were connected. */
+  readonly refused: Counter;
 
-  constructor(metrics: Metrics) {
+  constructor(
+    metrics: Metrics,
+    private readonly now: () => number = Date.now,
+  ) {
     this.skipped = metrics.counter('tcplat_stream_skipped_total', 'Server-sent frames skipped because a client was too slow');
     this.sent = metrics.counter('tcplat_stream_sent_total', 'Server-sent frames delivered');
+    this.dropped = metrics.counter('tcplat_stream_clients_dropped_total', 'Server-sent event clients disconnected, by reason', { reason: 'stalled' });
+    this.refused = metrics.counter('tcplat_stream_clients_refused_total', 'Server-sent event clients refused with 503 because --stream-max-clients were connected');
     metrics.gauge('tcplat_stream_clients', 'Connected /api/stream clients', () => this.clients.size);
   }
 
@@ -38,8 +70,13 @@ export class StreamHub {
     return this.clients.size;
   }
 
+  /** Room for one more client? (The route answers 503 when not, counted.) */
+  full(): boolean {
+    return this.clients.size >= this.limits.maxClients;
+  }
+
   add(c: StreamClient): () => void {
-    this.clients.add(c);
+    this.clients.set(c, { client: c, fullSince: 0 });
     if (!this.timer) {
       this.timer = setInterval(() => this.summary(), 1000);
       this.timer.unref();
@@ -66,8 +103,8 @@ export class StreamHub {
     cell.hist.add(ms);
     cell.synRetrans += ev.synRetrans;
     let frame: string | null = null;
-    for (const c of this.clients) {
-      if (!c.wantEvents) continue;
+    for (const slot of [...this.clients.values()]) {
+      if (!slot.client.wantEvents) continue;
       frame ??= `event: connect\ndata: ${JSON.stringify({
         ts_ns: ev.tsNs.toString(),
         service: ev.service,
@@ -79,14 +116,30 @@ export class StreamHub {
         pid: ev.pid,
         container: ev.container,
       })}\n\n`;
-      this.deliver(c, frame);
+      this.deliver(slot, frame);
     }
   }
 
-  private deliver(c: StreamClient, frame: string): void {
-    if (c.send(frame)) this.sent.inc();
-    else this.skipped.inc();
+  /** Write a frame unless the client's buffer is full; drop a client that has stayed full for stallMs. */
+  deliver(slot: Slot, frame: string): void {
+    if (!this.clients.has(slot.client)) return;
+    if (slot.client.buffered() + frame.length <= this.limits.bufferBytes) {
+      slot.fullSince = 0;
+      slot.client.write(frame);
+      this.sent.inc();
+      return;
+    }
+    this.skipped.inc();
+    const t = this.now();
+    if (slot.fullSince === 0) slot.fullSince = t;
+    else if (t - slot.fullSince >= this.limits.stallMs) {
+      this.dropped.inc();
+      this.clients.delete(slot.client);
+      slot.client.close();
+    }
   }
+
+
 
   private summary(): void {
     // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
@@ -112,7 +165,7 @@ export class StreamHub {
     });
     this.cells = new Map();
     const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows })}\n\n`;
-    for (const c of this.clients) this.deliver(c, frame);
+    for (const slot of [...this.clients.values()]) this.deliver(slot, frame);
   }
 
   close(): void {
