@@ -4,7 +4,7 @@
  *   descriptors (as in the report that found it): every one is closed within the request timeout, and a
  *   normal client gets answers all the while, with and without a token;
  * - loopback by resolution: in a mount namespace whose /etc/hosts maps localhost to 10.77.0.1 (a real
- *   address on a dummy interface of a new network namespace), both services refuse to listen without a
+ *   address of a new network namespace), both services refuse to listen without a
  *   token, and with one they serve on that address and ask for it.
  */
 import fs from 'node:fs';
@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describeWith, missingRootEbpf } from './support/prereq';
-import { get, metric, runToExit, startService, type Service } from './services-support';
+import { get, metric, runCommand, runToExit, startService, type Service } from './services-support';
 
 const PYTHON = '/usr/bin/python3';
 const TOKEN = 'hardening-test-token-0123456789';
@@ -147,4 +147,51 @@ describeWith(missingPython, 'slow bodies against both services (1,024 file descr
       }
     }, 120_000);
   }
+});
+
+/** Why the namespace test cannot run here, or null. */
+function missingNamespaces(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root (network and mount namespaces)';
+  for (const tool of ['/usr/bin/unshare', '/usr/bin/nsenter', '/usr/sbin/ip']) if (!fs.existsSync(tool)) return `${tool} is missing`;
+  return null;
+}
+
+describeWith(missingNamespaces(), 'loopback is decided by what the listen name resolves to', () => {
+  // A new network namespace holding 10.77.0.1 (on its lo: this kernel has no dummy or veth devices; the
+  // address is not a loopback address and would be reachable by anything routed to it), and a new mount
+  // namespace whose /etc/hosts maps localhost there (as in the report: both services ran open on it).
+  const hosts = path.join(tmp('hosts'), 'hosts');
+  fs.writeFileSync(hosts, '10.77.0.1 localhost\n');
+  const setup = 'ip link set lo up && ip addr add 10.77.0.1/24 dev lo && mount --bind "$0" /etc/hosts && exec "$@"';
+  const prefix = ['unshare', '--net', '--mount', '--', 'sh', '-c', setup, hosts];
+
+  test.each([
+    ['agent', agentArgs(['--listen', 'localhost:0']), '--api-token'],
+    ['renderer', rendererArgs(['--listen', 'localhost:0']), '--auth-token'],
+  ])('%s without a token refuses to listen on a localhost that is not loopback', async (_name, args, flag) => {
+    const r = await runToExit(args, { prefix });
+    expect(r.code).toBe(2);
+    expect(r.output).toContain(`--listen localhost:0 resolves to 10.77.0.1, which is not loopback: give ${flag}`);
+    expect(r.output).not.toMatch(/listening at|serving on/);
+  }, 60_000);
+
+  test.each([
+    ['agent', agentArgs(['--listen', 'localhost:0', '--log-level', 'info', '--api-token', TOKEN]), '/api/status'],
+    ['renderer', rendererArgs(['--listen', 'localhost:0', '--log-level', 'info', '--auth-token', TOKEN]), '/metrics'],
+  ])('%s with a token serves there, and asks for the token', async (_name, args, route) => {
+    const svc = await startService(args, { prefix });
+    try {
+      expect(svc.url).toMatch(/^http:\/\/10\.77\.0\.1:\d+$/);
+      // The service's network namespace is the unshare child's (the node process it exec'd into).
+      const ask = async (headers: Record<string, string>) => {
+        const script = `fetch(${JSON.stringify(svc.url + route)}, { headers: ${JSON.stringify(headers)} }).then((r) => console.log(r.status), (e) => { console.log('error ' + e.message); })`;
+        const r = await runCommand(['nsenter', '-t', String(svc.pid), '-n', '--', process.execPath, '-e', script]);
+        return r.output.trim().split('\n').pop();
+      };
+      expect(await ask({})).toBe('401');
+      expect(await ask({ authorization: `Bearer ${TOKEN}` })).toBe('200');
+    } finally {
+      await svc.stop();
+    }
+  }, 90_000);
 });

@@ -62,7 +62,11 @@ export async function startService(args: string[], opts: { prefix?: string[]; ti
 
 /** Run `tcplat args...` to its end (it is expected to refuse to start); its exit code and output. */
 export function runToExit(args: string[], opts: { prefix?: string[]; timeoutMs?: number } = {}): Promise<{ code: number | null; output: string }> {
-  const argv = [...(opts.prefix ?? []), process.execPath, TCPLAT, ...args];
+  return runCommand([...(opts.prefix ?? []), process.execPath, TCPLAT, ...args], opts.timeoutMs);
+}
+
+/** Run a command to its end: exit code and stdout + stderr. */
+export function runCommand(argv: string[], timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -70,8 +74,8 @@ export function runToExit(args: string[], opts: { prefix?: string[]; timeoutMs?:
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));
     const t = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`tcplat ${args[0]} did not exit within ${opts.timeoutMs ?? 60_000} ms:\n${out}`));
-    }, opts.timeoutMs ?? 60_000);
+      reject(new Error(`${argv.join(' ')} did not exit within ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(t);
       resolve({ code, output: out });
