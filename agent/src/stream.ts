@@ -29,6 +29,11 @@ export interface StreamLimits {
 
 export const DEFAULT_STREAM_LIMITS: StreamLimits = { maxClients: 64, bufferBytes: 256 * 1024, stallMs: 10_000 };
 
+/** Connect frames are written to clients in batches, at most this often... */
+const BATCH_MS = 50;
+/** ...or when this many are waiting. */
+const MAX_BATCH_FRAMES = 500;
+
 interface Slot {
   client: StreamClient;
   /** When the client's buffer was first found full, 0 while it keeps up. */
@@ -46,6 +51,8 @@ interface Cell {
 export class StreamHub {
   private readonly clients = new Map<StreamClient, Slot>();
   limits: StreamLimits = { ...DEFAULT_STREAM_LIMITS };
+  private pending: string[] = [];
+  private batchTimer: NodeJS.Timeout | null = null;
   private cells = new Map<string, Cell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
@@ -87,6 +94,7 @@ export class StreamHub {
         clearInterval(this.timer);
         this.timer = null;
         this.cells.clear();
+        this.pending = [];
       }
     };
   }
@@ -102,10 +110,9 @@ export class StreamHub {
     const ms = ev.latencyNs / 1e6;
     cell.hist.add(ms);
     cell.synRetrans += ev.synRetrans;
-    let frame: string | null = null;
-    for (const slot of [...this.clients.values()]) {
-      if (!slot.client.wantEvents) continue;
-      frame ??= `event: connect\ndata: ${JSON.stringify({
+    if (!this.anyWantsEvents()) return;
+    this.pending.push(
+      `event: connect\ndata: ${JSON.stringify({
         ts_ns: ev.tsNs.toString(),
         service: ev.service,
         comm: ev.comm,
@@ -115,21 +122,39 @@ export class StreamHub {
         syn_retrans: ev.synRetrans,
         pid: ev.pid,
         container: ev.container,
-      })}\n\n`;
-      this.deliver(slot, frame);
-    }
+      })}\n\n`,
+    );
+    // Frames go out in batches: one write per client per batch rather than one per event, so that many
+    // clients cost few writes and few buffered chunks (each queued chunk costs far more than its bytes).
+    if (this.pending.length >= MAX_BATCH_FRAMES) this.flushEvents();
+    else this.batchTimer ??= setTimeout(() => this.flushEvents(), BATCH_MS);
   }
 
-  /** Write a frame unless the client's buffer is full; drop a client that has stayed full for stallMs. */
-  deliver(slot: Slot, frame: string): void {
+  private anyWantsEvents(): boolean {
+    for (const c of this.clients.keys()) if (c.wantEvents) return true;
+    return false;
+  }
+
+  private flushEvents(): void {
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.batchTimer = null;
+    if (this.pending.length === 0) return;
+    const frames = this.pending.length;
+    const text = this.pending.join('');
+    this.pending = [];
+    for (const slot of [...this.clients.values()]) if (slot.client.wantEvents) this.deliver(slot, text, frames);
+  }
+
+  /** Write frames unless the client's buffer is full; drop a client that has stayed full for stallMs. */
+  deliver(slot: Slot, text: string, frames = 1): void {
     if (!this.clients.has(slot.client)) return;
-    if (slot.client.buffered() + frame.length <= this.limits.bufferBytes) {
+    if (slot.client.buffered() + text.length <= this.limits.bufferBytes) {
       slot.fullSince = 0;
-      slot.client.write(frame);
-      this.sent.inc();
+      slot.client.write(text);
+      this.sent.inc(frames);
       return;
     }
-    this.skipped.inc();
+    this.skipped.inc(frames);
     const t = this.now();
     if (slot.fullSince === 0) slot.fullSince = t;
     else if (t - slot.fullSince >= this.limits.stallMs) {
@@ -139,9 +164,8 @@ export class StreamHub {
     }
   }
 
-
-
   private summary(): void {
+    this.flushEvents();
     // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
     // max) so a client such as `tcplat top` can merge seconds and results without losing precision.
     const rows = [...this.cells.values()].map((c) => {
@@ -169,6 +193,9 @@ export class StreamHub {
   }
 
   close(): void {
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.batchTimer = null;
+    this.pending = [];
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.clients.clear();
