@@ -110,13 +110,14 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     }
   });
 
-  // One log line per request, written when it is answered: 5xx at error, everything else at debug, so a
-  // load of healthy or refused (429) requests does not fill the disk at the default level.
+  // At most one log line per request. At info, only failures: the error handler below writes one line for
+  // each InfluxDB or render failure; answered requests (200, 304, 4xx, 429) write nothing, so a load run
+  // does not fill the disk. At debug, one line per request when it is answered.
   app.addHook('onResponse', async (req, reply) => {
     metrics.response(reply.statusCode);
-    const line = { method: req.method, url: redactUrl(req.url).slice(0, 512), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 };
-    if (reply.statusCode >= 500) req.log.error(line, 'request failed');
-    else req.log.debug(line, 'request');
+    if (reply.statusCode < 500) {
+      req.log.debug({ method: req.method, url: redactUrl(req.url).slice(0, 512), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+    }
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -139,7 +140,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     }
     if (err instanceof InfluxError) {
       metrics.influxErrors.inc();
-      req.log.warn({ err: err.message, status: err.status }, 'InfluxDB query failed');
+      req.log.warn({ url: redactUrl(req.url).slice(0, 512), err: err.message, status: err.status }, 'InfluxDB query failed');
       // The message names the InfluxDB URL and database: it goes to the log, never to the client.
       if (err.status === 0 || err.status >= 500 || err.status === 429) {
         const why = err.status === 0 ? 'not reachable or did not answer in time' : `answered HTTP ${err.status}`;
@@ -148,13 +149,13 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       return reply.code(502).send({ error: `InfluxDB refused the query (HTTP ${err.status}); the renderer's log has the details` });
     }
     if (err instanceof RenderError) {
-      req.log.error({ reason: err.reason, err: err.message }, 'render failed');
+      req.log.error({ url: redactUrl(req.url).slice(0, 512), reason: err.reason, err: err.message }, 'render failed');
       if (err.reason === 'render') return reply.code(500).send({ error: err.message });
       return reply.code(503).header('Retry-After', '5').send({ error: err.message });
     }
     const status = (err as FastifyError).statusCode;
     if (status && status >= 400 && status < 500) return reply.code(status).send({ error: err.message });
-    req.log.error({ err }, 'unexpected error');
+    req.log.error({ url: redactUrl(req.url).slice(0, 512), err }, 'unexpected error');
     return reply.code(500).send({ error: 'internal error in the renderer; see its log' });
   });
 
