@@ -171,7 +171,7 @@ describeWith(missingNamespaces(), 'loopback is decided by what the listen name r
   ])('%s without a token refuses to listen on a localhost that is not loopback', async (_name, args, flag) => {
     const r = await runToExit(args, { prefix });
     expect(r.code).toBe(2);
-    expect(r.output).toContain(`--listen localhost:0 resolves to 10.77.0.1, which is not loopback: give ${flag}`);
+    expect(r.output).toContain(`--listen localhost:0 resolves to 10.77.0.1, which is not loopback, and the service refuses to start unauthenticated there: give ${flag}`);
     expect(r.output).not.toMatch(/listening at|serving on/);
   }, 60_000);
 

@@ -40,8 +40,8 @@ describe('agent options', () => {
   });
 
   test.each([
-    [['--listen', '0.0.0.0:7070'], /not a loopback address: give --api-token/],
-    [['--listen', '[::]:7070'], /not a loopback address: give --api-token/],
+    [['--listen', '0.0.0.0:7070'], /not a loopback address, and the service refuses to start unauthenticated there: give --api-token/],
+    [['--listen', '[::]:7070'], /not a loopback address, and the service refuses to start unauthenticated there: give --api-token/],
     [['--listen', '0.0.0.0:7070', '--api-token', 'x'], /--api-token: every token needs at least 16 characters, got one of 1/],
     [['--api-token', '   '], /--api-token: the token is empty/],
     [['--stream-max-clients', '0'], /--stream-max-clients: must be at least 1/],

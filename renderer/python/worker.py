@@ -411,6 +411,13 @@ def main():
                 time.sleep(float(req["delay_ms"]) / 1000.0)
             fig = RENDERERS[req["kind"]](req)
             body = png(fig)
+            if _pixels(req) > KEEP_MAX_PIXELS:
+                # Give a large figure's memory back before answering, so the pool's look at this worker's
+                # resident memory (--worker-max-rss) sees what stays, not what is about to be freed.
+                fig.clear()
+                fig = None
+                gc.collect()
+                release_memory()
             send(out, {"id": rid, "ok": True, "render_ms": round((time.perf_counter() - started) * 1000, 2)}, body)
         except Exception as e:  # noqa: BLE001 - report any failure and keep serving
             traceback.print_exc(file=sys.stderr)

@@ -17,7 +17,7 @@
  * CRASH_FREE_RESTARTS crashes within CRASH_WINDOW_MS are replaced at once too; beyond that the pool is in a
  * crash loop and backs off (1 s, 2 s, 4 s ... at most 30 s), and while no worker is ready, requests fail at
  * once (the service answers 503) instead of waiting. A render that succeeds ends the crash loop. A queued
- * request waits for a worker at most the render timeout, or NO_WORKER_WAIT_MS while none is ready.
+ * request waits at most NO_WORKER_WAIT_MS while no worker is ready.
  *
  * Memory: after each render the worker's resident set is read from /proc; above maxRssBytes the worker
  * is retired and replaced while idle, so a few very large charts cannot pin hundreds of MB per worker.
@@ -94,8 +94,8 @@ export const CRASH_WINDOW_MS = 60_000;
 /** Crashes in the window that are still replaced at once. */
 export const CRASH_FREE_RESTARTS = 3;
 const MAX_BACKOFF_MS = 30_000;
-/** Longest a request waits for a worker while none is ready (all being replaced). */
-export const NO_WORKER_WAIT_MS = 5000;
+/** Longest a request waits for a worker while none is ready (all being replaced; Python takes seconds to start). */
+export const NO_WORKER_WAIT_MS = 10_000;
 
 /** Resident memory of a process (bytes) from /proc, or 0 when it cannot be read. */
 export function residentBytes(pid: number): number {
@@ -335,20 +335,20 @@ export class WorkerPool {
   }
 
   /**
-   * Queue a job (at the front for a retry); it fails if no worker takes it within the render timeout, or
-   * within NO_WORKER_WAIT_MS when no worker is ready at all (they are being replaced), so callers hear
-   * "unavailable" quickly rather than waiting a whole render timeout for a worker that may not come.
+   * Queue a job (at the front for a retry). While no worker is ready at all (they are being replaced), a job
+   * waits at most NO_WORKER_WAIT_MS, so callers hear "unavailable" in bounded time rather than waiting for a
+   * worker that may not come; once a worker is ready it waits its turn as usual (the queue is bounded).
    */
   private enqueue(job: Job, front: boolean): void {
     if (front) this.queue.unshift(job);
     else this.queue.push(job);
-    const waitMs = this.hasReady() ? this.opts.timeoutMs : Math.min(this.opts.timeoutMs, NO_WORKER_WAIT_MS);
+    if (this.hasReady()) return;
     job.waitTimer = setTimeout(() => {
       const i = this.queue.indexOf(job);
-      if (i < 0) return;
+      if (i < 0 || this.hasReady()) return;
       this.queue.splice(i, 1);
-      job.reject(new RenderError('timeout', `no render worker was free within ${waitMs} ms`));
-    }, waitMs);
+      job.reject(new RenderError('start', `no render worker became ready within ${NO_WORKER_WAIT_MS} ms (they are being replaced)`));
+    }, NO_WORKER_WAIT_MS);
     job.waitTimer.unref();
   }
 

@@ -133,7 +133,7 @@ describe('the token and loopback rule of both services', () => {
   });
 
   test('an IP literal is decided at config time; a name is left to the resolver', () => {
-    expect(() => checkExposureIfLiteral({ host: '0.0.0.0', port: 1 }, false, 'api-token')).toThrow(/0.0.0.0:1 is not a loopback address: give --api-token \(or --api-token-file \/ TCPLAT_API_TOKEN\)/);
+    expect(() => checkExposureIfLiteral({ host: '0.0.0.0', port: 1 }, false, 'api-token')).toThrow(/0.0.0.0:1 is not a loopback address, and the service refuses to start unauthenticated there: give --api-token \(or --api-token-file \/ TCPLAT_API_TOKEN\)/);
     expect(() => checkExposureIfLiteral({ host: '0.0.0.0', port: 1 }, true, 'api-token')).not.toThrow();
     expect(() => checkExposureIfLiteral({ host: '127.0.0.2', port: 1 }, false, 'api-token')).not.toThrow();
     expect(() => checkExposureIfLiteral({ host: 'localhost', port: 1 }, false, 'api-token')).not.toThrow();
@@ -151,7 +151,7 @@ describe('the token and loopback rule of both services', () => {
   test('with a fake resolver mapping localhost to 10.77.0.1 and ::1, a token is required', async () => {
     const fakeLookup = async () => ['::1', '10.77.0.1'];
     await expect(requireTokenBeyondLoopback({ host: 'localhost', port: 7070 }, false, 'auth-token', fakeLookup)).rejects.toThrow(
-      /--listen localhost:7070 resolves to 10.77.0.1, which is not loopback: give --auth-token/,
+      /--listen localhost:7070 resolves to 10.77.0.1, which is not loopback, and the service refuses to start unauthenticated there: give --auth-token/,
     );
     await expect(requireTokenBeyondLoopback({ host: 'localhost', port: 7070 }, true, 'auth-token', fakeLookup)).resolves.toEqual(['::1', '10.77.0.1']);
   });

@@ -268,14 +268,19 @@ export function parseTokens(flag: string, raw: string | undefined, opts: { list?
 }
 
 /** True for an IPv4/IPv6 loopback address literal (127.0.0.0/8, ::1, ::ffff:127.x.y.z); false for anything else. */
-const LOOPBACK = new net.BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+// Built on first use: this module is also bundled (never run) into the browser plugins, where node:net is empty.
+let loopback: net.BlockList | null = null;
 
 export function isLoopbackAddress(ip: string): boolean {
   const family = net.isIP(ip);
-  return family !== 0 && LOOPBACK.check(ip, family === 6 ? 'ipv6' : 'ipv4');
+  if (family === 0) return false;
+  if (!loopback) {
+    loopback = new net.BlockList();
+    loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+    loopback.addAddress('::1', 'ipv6');
+    loopback.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+  }
+  return loopback.check(ip, family === 6 ? 'ipv6' : 'ipv4');
 }
 
 export type LookupAll = (host: string) => Promise<string[]>;
@@ -319,7 +324,7 @@ export function checkExposure(listen: { host: string; port: number }, addresses:
   if (exposed.length === 0 || hasToken) return;
   const how = net.isIP(listen.host) ? 'is not a loopback address' : `resolves to ${exposed.join(', ')}, which is not loopback`;
   throw new ConfigError(
-    `--listen ${listen.host}:${listen.port} ${how}: give --${tokenFlag} (or --${tokenFlag}-file / ${envName(tokenFlag)}) so the service is not open to the network, or listen on 127.0.0.1`,
+    `--listen ${listen.host}:${listen.port} ${how}, and the service refuses to start unauthenticated there: give --${tokenFlag} (or --${tokenFlag}-file / ${envName(tokenFlag)}), or listen on 127.0.0.1`,
   );
 }
 
