@@ -370,6 +370,9 @@ describeWith(missingPython, 'renderer service under overload and worker loss', (
       const h = (await srv.get('/healthz')).json();
       expect(h.ok).toBe(true);
       if (killed) expect(h.restarts).toBeGreaterThanOrEqual(1);
+      const m = (await srv.get('/metrics')).text;
+      expect(m).toContain('tcplat_renderer_workers_crash_loop 0'); // a one-off kill is not a crash loop
+      expect(m).toMatch(/tcplat_renderer_worker_rss_retirements_total \d/);
     } finally {
       await srv.close();
       await pool.close();

@@ -99,6 +99,8 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   let active = 0;
   const capacity = config.workers + config.queue;
   new ConnectionGuard(app.server, config.http.maxConnections, metrics.registry);
+  metrics.registry.gauge('tcplat_renderer_worker_rss_retirements_total', 'Workers replaced because their resident memory passed --worker-max-rss.', () => pool.rssRetirements);
+  metrics.registry.gauge('tcplat_renderer_workers_crash_loop', '1 while the workers crash in a loop and restarts back off, else 0.', () => (pool.stats().crashLoop ? 1 : 0));
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
