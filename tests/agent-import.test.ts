@@ -57,7 +57,8 @@ describeWith(missingInflux(), 'agent import (--once) into InfluxDB 1.x', () => {
     const r = await runAgentOnce(agentArgs(db, spool, ['--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once']));
     expect(r.stderr).toContain('"msg":"import done"');
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/dropped a source line: field ts_ns|dropped a source line: field latency_ns/);
+    expect(r.stderr).toMatch(/dropped a source line \(line 1502\): field latency_ns/);
+    expect(r.stderr).toMatch(/import: 3 lines refused \(by reason: field 1, json 1, type 1; first examples: line 1502 \(field\)/);
     expect(r.stderr).toContain('unknown event type \\"bogus\\"');
 
     const raw = await rows(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect} GROUP BY service, result`);
@@ -108,11 +109,12 @@ describeWith(missingInflux(), 'agent import (--once) into InfluxDB 1.x', () => {
     expect(await scalar(db, `SELECT count(latency_ms) FROM ${MEASUREMENT.session}`)).toBe(0);
   }, 60_000);
 
-  test('unknown tool output: one clear error naming the header, counted, exit 0, nothing written', async () => {
+  test('unknown tool output: one clear error naming the header, counted, exit 2 (nothing parsed), nothing written', async () => {
     const spool = path.join(dir, 'spool-unknown');
     const r = await runAgentOnce(agentArgs(db, spool, ['--source', 'tcplife', '--source-cmd', `cat ${path.join(FIX, 'libbpf-tcpstates.txt')}; echo 'Segmentation fault' >&2`, '--once']));
-    expect(r.code).toBe(0);
-    const errs = r.stderr.split('\n').filter((l) => l.includes('the header of tcpstates'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/import failed: \d+ of \d+ lines refused, 0 parsed \(by reason: unknown_format \d+/);
+    const errs = r.stderr.split('\n').filter((l) => l.includes('dropped a source line') && l.includes('the header of tcpstates'));
     expect(errs).toHaveLength(1);
     expect(errs[0]).toContain('SKADDR');
     expect(r.stderr).toContain('Segmentation fault');

@@ -8,8 +8,11 @@
  */
 import { expandValues } from '../src/shared/variables';
 import { fluxRows } from './support/flux';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import semver from 'semver';
 import YAML from 'yaml';
 import {
   BUCKET_FIELDS,
@@ -59,6 +62,22 @@ const DS_UIDS = new Set(datasources.map((d) => d.uid as string));
 const dashboardFiles = PROVISIONING_FILES.filter((f) => f.endsWith('.json'));
 const dashboards = dashboardFiles.map((f) => JSON.parse(read(f)) as Any);
 const dashboard = dashboards.find((d) => d.title === 'TCP connect latency');
+/** The dashboard's query variables (its datasource variables aside). */
+const queryVariables = (dashboard.templating.list as Any[]).filter((v) => v.type === 'query');
+
+/**
+ * The provisioned uid a dashboard datasource reference stands for. The dashboard names datasources only
+ * through its datasource variables (`${ds_tcplat}`), as Grafana's export does, so it imports elsewhere:
+ * the variable's plugin type must be the reference's type, and its current value a provisioned uid.
+ */
+function resolveDatasource(ref: { type: string; uid: string }): string {
+  const m = /^\$\{(\w+)\}$/.exec(ref.uid);
+  if (!m) throw new Error(`datasource uid ${JSON.stringify(ref.uid)} is hard-coded: use a datasource variable`);
+  const v = (dashboard.templating.list as Any[]).find((x) => x.name === m[1] && x.type === 'datasource');
+  if (!v) throw new Error(`no datasource variable ${m[1]}`);
+  if (v.query !== ref.type) throw new Error(`variable ${m[1]} lists ${v.query} datasources, the reference is a ${ref.type}`);
+  return v.current.value as string;
+}
 const rules = (yaml('provisioning/alerting/tcplat-rules.yaml') as Any).groups.flatMap((g: Any) => g.rules) as Any[];
 const templates = (yaml('provisioning/alerting/tcplat-templates.yaml') as Any).templates as Any[];
 const K8S_FILES = fs.readdirSync(path.join(ROOT, 'deploy/kubernetes')).filter((f) => /\.ya?ml$/.test(f));
@@ -80,12 +99,15 @@ const AGENT_PORT = portOf(optionDefault(AGENT_OPTIONS, 'listen'));
 const RENDERER_PORT = portOf(optionDefault(RENDERER_OPTIONS, 'listen'));
 const INFLUX_PORT = Number(new URL(optionDefault(RENDERER_OPTIONS, 'influx-url')).port);
 
-/** `${VAR}`, `${VAR:-x}`, `${VAR:?msg}` and `$VAR` references in a text. */
+/** `${VAR}`, `${VAR:-x}`, `${VAR:?msg}` and `$VAR` references in a text (not Grafana's `$__file{...}` expanders). */
 function envRefs(text: string): Set<string> {
   const out = new Set<string>();
-  for (const m of text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) out.add(m[1] ?? m[2]);
+  for (const m of text.replace(/\$__\w+\{[^}]*\}/g, '').matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?-][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) out.add(m[1] ?? m[2]);
   return out;
 }
+
+/** Grafana's `$__file{PATH}` references in a provisioning value. */
+const fileRefs = (text: string) => [...text.matchAll(/\$__file\{([^}]*)\}/g)].map((m) => m[1]);
 
 /** Compose `environment:` as a map (list or map form). */
 function envMap(svc: Any): Record<string, string> {
@@ -97,7 +119,7 @@ function envMap(svc: Any): Record<string, string> {
 /** Every Flux query of the dashboard (variables and panel targets) and of the alert rules. */
 function fluxQueries(): { where: string; flux: string; kind: string }[] {
   const out: { where: string; flux: string; kind: string }[] = [];
-  for (const v of dashboard.templating.list) out.push({ where: `variable ${v.name}`, flux: typeof v.query === 'string' ? v.query : v.query.query, kind: `var:${v.name}` });
+  for (const v of queryVariables) out.push({ where: `variable ${v.name}`, flux: typeof v.query === 'string' ? v.query : v.query.query, kind: `var:${v.name}` });
   for (const p of dashboard.panels) {
     for (const t of p.targets ?? []) if (t.query) out.push({ where: `panel ${p.id} "${p.title}" ${t.refId}`, flux: t.query, kind: `panel:${p.id}` });
   }
@@ -108,13 +130,15 @@ function fluxQueries(): { where: string; flux: string; kind: string }[] {
 }
 
 describe('docker-compose.yml', () => {
-  test('has the four services, and the images and Dockerfile stages they name exist', () => {
-    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'renderer']);
+  test('has the four services and the token init step, and the images and Dockerfile stages they name exist', () => {
+    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'influxdb-tokens', 'renderer']);
     expect(services.influxdb.image).toBe('influxdb:2.7');
-    const grafanaVersion = /^grafana\/grafana:(\d+)\.(\d+)\.(\d+)$/.exec(services.grafana.image)!;
-    const need = /^>=(\d+)\.(\d+)\.(\d+)$/.exec(DS_PLUGIN.dependencies.grafanaDependency)!;
-    const v = (m: RegExpExecArray) => Number(m[1]) * 1e6 + Number(m[2]) * 1e3 + Number(m[3]);
-    expect(v(grafanaVersion)).toBeGreaterThanOrEqual(v(need));
+    expect(services['influxdb-tokens'].image).toMatch(/^node:20-/);
+    // A pinned 12.3.x patch (the newest known: deploy/README.md says how it was picked) that the plugins'
+    // grafanaDependency admits.
+    const grafanaVersion = /^grafana\/grafana:(12\.3\.\d+)$/.exec(services.grafana.image)![1];
+    expect(semver.satisfies(grafanaVersion, DS_PLUGIN.dependencies.grafanaDependency)).toBe(true);
+    expect(semver.gte(grafanaVersion, '12.3.11')).toBe(true);
     const stages = new Set([...read('Dockerfile').matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gim)].map((m) => m[1]));
     for (const name of ['agent', 'renderer']) {
       expect(services[name].build.context).toBe('.');
@@ -209,7 +233,7 @@ describe('docker-compose.yml', () => {
     expect(new URL(env.TCPLAT_INFLUX_URL).port).toBe(String(INFLUX_PORT));
     expect(env.TCPLAT_SPOOL_DIR).toBe(optionDefault(AGENT_OPTIONS, 'spool-dir'));
     expect(targets.some(([, d]) => d === env.TCPLAT_SPOOL_DIR)).toBe(true);
-    for (const s of a.secrets) expect(Object.keys(compose.secrets)).toContain(s);
+    for (const s of a.secrets ?? []) expect(Object.keys(compose.secrets)).toContain(s);
   });
 
   test('the renderer: beyond loopback with a token, published on its CLI default port', () => {
@@ -224,6 +248,107 @@ describe('docker-compose.yml', () => {
     // Grafana reaches it by service name on the same port.
     expect(new URL(envMap(services.grafana).TCPLAT_RENDERER_URL).port).toBe(String(RENDERER_PORT));
     expect(new URL(envMap(services.grafana).INFLUX_URL).port).toBe(String(INFLUX_PORT));
+  });
+});
+
+describe('least privilege: the operator token stays with InfluxDB, each service gets only its own token', () => {
+  const init = services['influxdb-tokens'];
+  const initEnv = envMap(init);
+  // NAME=read|write:FILE:UID, as deploy/compose/influx-tokens.mjs reads it.
+  const tokens = Object.fromEntries(
+    initEnv.TCPLAT_TOKENS.split(',').map((spec) => {
+      const m = /^([a-z-]+)=(read|write):([^:]+):(\d+)$/.exec(spec)!;
+      expect(m).not.toBeNull();
+      return [m[1], { action: m[2], file: m[3], uid: Number(m[4]) }];
+    }),
+  ) as Record<string, { action: string; file: string; uid: number }>;
+  /** The named volume mounted (in `svc`) at the directory holding `file`, and where. */
+  const volumeAt = (svc: Any, file: string) =>
+    (svc.volumes as string[])
+      .map((v) => v.split(':'))
+      .find(([src, dst]) => !src.startsWith('.') && !src.startsWith('/') && file.startsWith(`${dst}/`));
+  const tokenVolumes = (svc: Any) => (svc.volumes ?? []).map((v: string) => v.split(':')[0]).filter((v: string) => v.startsWith('influx-token-'));
+
+  test('the init step makes a write-only token for the agent and read-only ones for Grafana and the renderer, from the operator token', () => {
+    expect(Object.fromEntries(Object.entries(tokens).map(([k, v]) => [k, v.action]))).toEqual({ agent: 'write', grafana: 'read', renderer: 'read' });
+    expect(init.restart).toBe('no');
+    expect(init.entrypoint).toEqual(['node', '/tcplat/influx-tokens.mjs']);
+    expect(fs.existsSync(path.join(ROOT, 'deploy/compose/influx-tokens.mjs'))).toBe(true);
+    expect(init.secrets).toEqual(['influx_operator_token']);
+    expect(compose.secrets.influx_operator_token.environment).toBe('INFLUX_OPERATOR_TOKEN');
+    expect(envMap(services.influxdb).DOCKER_INFLUXDB_INIT_ADMIN_TOKEN).toMatch(/^\$\{INFLUX_OPERATOR_TOKEN:\?/);
+    // The user each image runs as can read its file (mode 0400): root, Grafana's 472, the renderer stage's USER node.
+    expect(read('Dockerfile')).toMatch(/FROM runtime AS renderer[\s\S]*USER node/);
+    expect([tokens.agent.uid, tokens.grafana.uid, tokens.renderer.uid]).toEqual([0, 472, 1000]);
+  });
+
+  test('nothing but InfluxDB and the init step sees the operator token', () => {
+    for (const [name, svc] of Object.entries(services)) {
+      const text = JSON.stringify(svc);
+      const sees = text.includes('INFLUX_OPERATOR_TOKEN') || (svc.secrets ?? []).includes('influx_operator_token');
+      expect([name, sees]).toEqual([name, name === 'influxdb' || name === 'influxdb-tokens']);
+    }
+    expect(read('provisioning/datasources/tcplat.yaml')).not.toMatch(/OPERATOR/);
+  });
+
+  test("each service mounts exactly one token volume, its own, where it reads its token", () => {
+    for (const name of ['agent', 'renderer', 'grafana']) {
+      const svc = services[name];
+      const t = tokens[name];
+      const [initVolume] = volumeAt(init, t.file)!;
+      expect([name, tokenVolumes(svc)]).toEqual([name, [initVolume]]);
+      expect(Object.keys(compose.volumes)).toContain(initVolume);
+      const inSvc = (svc.volumes as string[]).map((v) => v.split(':')).find(([src]) => src === initVolume)!;
+      expect([name, inSvc[2]]).toEqual([name, 'ro']);
+      // Where the service reads it: the agent and renderer from TCPLAT_INFLUX_TOKEN_FILE, Grafana from $__file{...}.
+      const where = name === 'grafana' ? fileRefs(JSON.stringify(datasources)) : [envMap(svc).TCPLAT_INFLUX_TOKEN_FILE];
+      const initDir = volumeAt(init, t.file)![1];
+      for (const f of where) expect([name, f]).toEqual([name, `${inSvc[1]}${t.file.slice(initDir.length)}`]);
+      expect(svc.depends_on['influxdb-tokens'].condition).toBe('service_completed_successfully');
+    }
+    // Both Grafana datasources read with Grafana's token.
+    const refs = fileRefs(JSON.stringify(datasources));
+    expect(refs.length).toBe(2);
+    expect(tokenVolumes(init).sort()).toEqual(['influx-token-agent', 'influx-token-grafana', 'influx-token-renderer']);
+  });
+});
+
+const GO_MISSING = (process.env.PATH ?? '').split(':').some((p) => fs.existsSync(path.join(p, 'go'))) ? null : 'no Go toolchain on PATH (needed to build tests/go/compose-load)';
+describeWith(GO_MISSING, 'docker-compose.yml loaded by compose-go (the loader docker compose uses)', () => {
+  jest.setTimeout(600_000);
+  let bin = '';
+  beforeAll(() => {
+    bin = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-compose-load-')), 'compose-load');
+    execFileSync('go', ['build', '-o', bin, './compose-load'], { cwd: path.join(ROOT, 'tests/go'), stdio: ['ignore', 'ignore', 'pipe'], timeout: 540_000 });
+  }, 600_000);
+  const load = (envFile: string) => {
+    try {
+      return { project: JSON.parse(execFileSync(bin, ['-f', 'docker-compose.yml', '--env-file', envFile], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as Any, error: '' };
+    } catch (e) {
+      return { project: undefined, error: String((e as { stderr?: string }).stderr ?? e) };
+    }
+  };
+
+  test('with .env.example it loads: schema, interpolation and every reference (secrets, volumes, depends_on) resolve', () => {
+    const { project, error } = load('.env.example');
+    expect(error).toBe('');
+    expect(Object.keys(project.services).sort()).toEqual(Object.keys(services).sort());
+    // What compose resolves is what the tests above read from the YAML: each service's token volume.
+    for (const name of ['agent', 'grafana', 'renderer']) {
+      const vols = (project.services[name].volumes as Any[]).filter((v) => v.type === 'volume' && String(v.source).startsWith('influx-token-'));
+      expect([name, vols.map((v) => [v.source, v.read_only])]).toEqual([name, [[`influx-token-${name}`, true]]]);
+    }
+    expect(project.services['influxdb-tokens'].environment.INFLUX_ORG).toBe('tcplat');
+    expect(project.services.influxdb.environment.DOCKER_INFLUXDB_INIT_ADMIN_TOKEN).toBe('change-me-openssl-rand-hex-32');
+    expect(project.services.grafana.environment.INFLUX_OPERATOR_TOKEN).toBeUndefined();
+  });
+
+  test('without the operator token in the env file it refuses, naming the variable', () => {
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-env-')), '.env');
+    fs.writeFileSync(f, envExample.replace(/^INFLUX_OPERATOR_TOKEN=.*$/m, ''));
+    const { error } = load(f);
+    expect(error).toMatch(/INFLUX_OPERATOR_TOKEN/);
+    expect(error).toMatch(/set it in .env/);
   });
 });
 
@@ -261,7 +386,7 @@ describe('provisioning', () => {
     const block = (name: string) => new RegExp(`interface ${name}\\b[^{]*\\{([\\s\\S]*?)\\n\\}`).exec(types)![1];
     for (const k of Object.keys(ours.jsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatOptions'))]).toEqual([k, true]);
     for (const k of Object.keys(ours.secureJsonData)) expect([k, new RegExp(`\\b${k}\\?:`).test(block('TcplatSecureOptions'))]).toEqual([k, true]);
-    for (const d of datasources) for (const v of Object.values(d.secureJsonData ?? {})) expect(v).toMatch(/^\$\{[A-Z_]+\}$/);
+    for (const d of datasources) for (const v of Object.values(d.secureJsonData ?? {})) expect(v).toMatch(/^(\$\{[A-Z_]+\}|\$__file\{\/run\/[\w/.-]+\})$/);
   });
 
   test('dashboard: every panel and target uses a provisioned datasource; panel types exist', () => {
@@ -273,18 +398,38 @@ describe('provisioning', () => {
       expect(ids.has(p.id)).toBe(false);
       ids.add(p.id);
       expect([p.title, CORE_PANELS.has(p.type) || p.type === PANEL_PLUGIN.id]).toEqual([p.title, true]);
-      if (p.datasource) expect([p.title, DS_UIDS.has(p.datasource.uid)]).toEqual([p.title, true]);
-      for (const t of p.targets ?? []) expect([p.title, t.refId, DS_UIDS.has((t.datasource ?? p.datasource).uid)]).toEqual([p.title, t.refId, true]);
+      if (p.datasource) expect([p.title, DS_UIDS.has(resolveDatasource(p.datasource))]).toEqual([p.title, true]);
+      for (const t of p.targets ?? []) expect([p.title, t.refId, DS_UIDS.has(resolveDatasource(t.datasource ?? p.datasource))]).toEqual([p.title, t.refId, true]);
     }
-    for (const v of dashboard.templating.list) expect(DS_UIDS.has(v.datasource.uid)).toBe(true);
-    expect(dashboard.templating.list.map((v: Any) => v.name)).toEqual(['host', 'service', 'dst']);
+    for (const v of queryVariables) expect(DS_UIDS.has(resolveDatasource(v.datasource))).toBe(true);
+    expect(dashboard.templating.list.map((v: Any) => v.name)).toEqual(['ds_influxdb', 'ds_tcplat', 'host', 'service', 'dst']);
+    // Each datasource variable lists its plugin's datasources and defaults to the provisioned one of that type.
+    for (const v of dashboard.templating.list.filter((x: Any) => x.type === 'datasource')) {
+      expect(datasources.find((d) => d.uid === v.current.value)?.type).toBe(v.query);
+    }
+  });
+
+  test('exported, the dashboard imports anywhere: no datasource uid is hard-coded, only datasource variables', () => {
+    const refs: { where: string; uid: string }[] = [];
+    (function walk(o: Any, where: string): void {
+      if (Array.isArray(o)) o.forEach((x, i) => walk(x, `${where}[${i}]`));
+      else if (o && typeof o === 'object') {
+        if (typeof o.uid === 'string' && typeof o.type === 'string' && where.endsWith('datasource')) refs.push({ where, uid: o.uid });
+        for (const [k, v] of Object.entries(o)) walk(v, `${where}.${k}`);
+      }
+    })({ panels: dashboard.panels, templating: dashboard.templating }, '');
+    expect(refs.length).toBeGreaterThan(10);
+    for (const r of refs) expect([r.where, r.uid]).toEqual([r.where, expect.stringMatching(/^\$\{ds_\w+\}$/)]);
+    // The JSON spells no provisioned uid at all outside the datasource variables' defaults.
+    const text = JSON.stringify({ panels: dashboard.panels, templating: queryVariables });
+    for (const uid of DS_UIDS) expect([uid, text.includes(`"${uid}"`)]).toEqual([uid, false]);
   });
 
   test('the heatmap panel sits beside the percentiles, on our datasource, with the panel options it defines', () => {
     const heat = dashboard.panels.find((p: Any) => p.type === PANEL_PLUGIN.id);
     const pct = dashboard.panels.find((p: Any) => p.type === 'timeseries');
     expect(heat.gridPos.y).toBe(pct.gridPos.y);
-    expect(datasources.find((d) => d.uid === heat.datasource.uid).type).toBe(DS_PLUGIN.id);
+    expect(datasources.find((d) => d.uid === resolveDatasource(heat.datasource)).type).toBe(DS_PLUGIN.id);
     expect(heat.options.datasource.uid).toBe(heat.datasource.uid);
     expect(heat.options.service).toBe('$service');
     expect(heat.options.dst).toBe('$dst');
@@ -294,7 +439,7 @@ describe('provisioning', () => {
   });
 
   test("each variable's All is `.*`: a regex for the Flux panels, and no filter at all for the heatmap panel", () => {
-    for (const v of dashboard.templating.list) {
+    for (const v of queryVariables) {
       expect([v.name, v.includeAll, v.allValue]).toEqual([v.name, true, '.*']);
       // What the panel does with it: Grafana replaces $service by the All value; the panel then sends no
       // service filter to the renderer (rather than a list of every value, which the renderer caps).
@@ -353,44 +498,29 @@ describe('provisioning', () => {
     }
   });
 
-  test('alert annotations link to the renderer heatmap through our datasource route, with parameters the renderer accepts', () => {
-    // The names parseRenderParams reads are the parameters the renderer accepts.
-    const accepted = new Set<string>();
-    parseRenderParams('heatmap', new Proxy({}, { get: (_t, k) => (accepted.add(String(k)), undefined) }), DEFAULT_LIMITS, Date.now());
-    expect(accepted.has('service')).toBe(true);
-    const rendererRoute = DS_PLUGIN.routes.find((r) => r.path === 'renderer');
-    expect(rendererRoute).toBeDefined();
+  test('alert rules carry the renderer alert-link prefix in a label Grafana expands from its environment', () => {
     for (const r of rules) {
-      const tpl: string = r.annotations.heatmap_url;
-      // Expand the Go template as Grafana would for a service named "rails api".
-      const url = new URL(
-        tpl
-          .replace(/\{\{ reReplaceAll "\/\+\$" "" externalURL \}\}/, 'http://grafana.example:3000')
-          .replace(/\{\{ urlquery \$labels\.service \}\}/g, 'rails+api'),
-      );
-      expect(url.href).not.toMatch(/\{\{|\}\}/);
-      expect(url.pathname).toBe(`/api/datasources/proxy/uid/${datasources.find((d) => d.type === DS_PLUGIN.id).uid}/${rendererRoute!.path}${ROUTES.heatmap}`);
-      const query: Record<string, string> = {};
-      for (const [k, v] of url.searchParams) {
-        expect([k, accepted.has(k)]).toEqual([k, true]);
-        query[k] = v;
-      }
-      expect(query.service).toBe('rails api');
-      const p = parseRenderParams('heatmap', query, DEFAULT_LIMITS, Date.now());
-      expect(p.filters.service).toEqual(['rails api']);
-      expect(p.toMs - p.fromMs).toBe(3_600_000);
-      // The notification template pins exactly this window.
-      expect(tpl).toContain('from=now-1h&to=now');
+      // Labels are expanded from the environment at provisioning; annotations and templates are not.
+      expect([r.uid, r.labels.tcplat_alert_link]).toEqual([r.uid, '${TCPLAT_ALERT_LINK}']);
+      // No link through Grafana's API: it answers 401 JSON to a reader without a session.
+      expect(JSON.stringify(r.annotations)).not.toMatch(/\/api\/|heatmap_url/);
     }
+    expect(envMap(services.grafana).TCPLAT_ALERT_LINK).toBeDefined();
+    // The renderer serves the path the prefix names, and compose/k8s give it a public URL and key ids.
+    expect(ROUTES.alert).toBe('/alert/heatmap.png');
+    const env = envMap(services.renderer);
+    expect(env.TCPLAT_PUBLIC_URL).toMatch(/^\$\{TCPLAT_RENDERER_PUBLIC_URL:\?/);
+    expect(env.TCPLAT_ALERT_LINK_KEYS).toBeDefined();
+    const publicUrl = /^TCPLAT_RENDERER_PUBLIC_URL=(.*)$/m.exec(envExample)![1];
+    expect(new URL(publicUrl).hostname).not.toMatch(/^(localhost|127\.|renderer$)/);
   });
 
-  test('the notification template shows the heatmap link and image, pinned to the alert window', () => {
+  test('the notification templates are plain text with the heatmap link (tests/alert-links.test.ts runs them)', () => {
     const t = templates.find((x) => x.name === 'tcplat').template as string;
     expect(t).toContain('define "tcplat.message"');
-    expect(t).toContain('.Annotations.heatmap_url');
-    expect(t).toContain('reReplaceAll "from=now-1h&to=now"');
-    expect(t).toMatch(/!\[[^\]]*\]\(\{\{ template "tcplat\.heatmap_url" \. \}\}\)/);
-    expect(t).toMatch(/<img src="\{\{ template "tcplat\.heatmap_url" \. \}\}"/);
+    expect(t).toContain('.Labels.tcplat_alert_link');
+    // No HTML (Grafana escapes it in email), no Markdown image (Slack and Teams do not show it).
+    expect(t.replace(/\{\{[^}]*\}\}/g, '')).not.toMatch(/<[a-z/]|!\[/i);
   });
 });
 
@@ -450,6 +580,23 @@ describe('deploy/kubernetes', () => {
     expect(c.volumeMounts.some((m: Any) => m.mountPath === spool && volumes.get(m.name))).toBe(true);
   });
 
+  test('least privilege: the agent gets only the write-only InfluxDB token, the renderer only the read-only one', () => {
+    const tokenKey = (c: Any) => c.env.find((e: Any) => e.name === 'TCPLAT_INFLUX_TOKEN').valueFrom.secretKeyRef.key;
+    const secretKeys = (c: Any) => c.env.filter((e: Any) => e.valueFrom?.secretKeyRef).map((e: Any) => e.valueFrom.secretKeyRef.key).sort();
+    const agent = kinds('DaemonSet')[0].spec.template.spec.containers[0];
+    const renderer = kinds('Deployment')[0].spec.template.spec.containers[0];
+    expect(tokenKey(agent)).toBe('influx-write-token');
+    expect(tokenKey(renderer)).toBe('influx-read-token');
+    expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
+    expect(secretKeys(renderer)).toEqual(['influx-read-token', 'renderer-token']);
+    for (const c of [agent, renderer]) expect(c.envFrom ?? []).toEqual((c.envFrom ?? []).filter((f: Any) => f.configMapRef));
+    // The example Secret holds scoped tokens only, and says how to make them.
+    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
+    const text = read('deploy/kubernetes/secret.example.yaml');
+    expect(text).toMatch(/--write-bucket/);
+    expect(text).toMatch(/--read-bucket/);
+  });
+
   test('the renderer Deployment and Service: token from the Secret, probes on /healthz', () => {
     const dep = kinds('Deployment')[0];
     const c = dep.spec.template.spec.containers[0];
@@ -479,6 +626,64 @@ function interpolate(flux: string, bucket: string, fromMs: number, toMs: number,
     .replace(/v\.defaultBucket/g, JSON.stringify(bucket))
     .replace(/\$\{(\w+):regex\}/g, (_m, name: string) => regexFormat(vars[name]));
 }
+
+describe('deploy/kubernetes/grafana-helm: the plugins installed into a Grafana of the Helm chart', () => {
+  const values = yaml('deploy/kubernetes/grafana-helm/values.yaml') as Any;
+  const init = values.extraInitContainers.find((c: Any) => c.name === 'tcplat-plugins');
+
+  test('the init container unpacks the ConfigMap of zips into the chart\'s storage volume; both plugins allowed unsigned', () => {
+    const mounts = Object.fromEntries(init.volumeMounts.map((m: Any) => [m.name, m.mountPath]));
+    // "storage" is the chart's own volume at /var/lib/grafana (grafana-community/helm-charts charts/grafana/templates/_pod.tpl).
+    expect(mounts.storage).toBe('/var/lib/grafana');
+    const zipVolume = values.extraVolumes.find((v: Any) => mounts[v.name] === '/zips');
+    expect(zipVolume.configMap.name).toBe('tcplat-grafana-plugins');
+    expect(values['grafana.ini'].plugins.allow_loading_unsigned_plugins.split(',').sort()).toEqual(Object.keys(PLUGINS).sort());
+    expect(init.command.at(-1)).toContain(Object.keys(PLUGINS).join(' '));
+    // The same Grafana as compose, and one the plugins declare they run on.
+    expect(`grafana/grafana:${values.image.tag}`).toBe(services.grafana.image);
+    expect(semver.satisfies(values.image.tag, DS_PLUGIN.dependencies.grafanaDependency)).toBe(true);
+    expect(read('deploy/README.md')).toContain('deploy/kubernetes/grafana-helm/values.yaml');
+  });
+
+  const built = Object.keys(PLUGINS).every((id) => fs.existsSync(path.join(ROOT, 'dist', id, 'module.js')));
+  const unzip = ['/usr/bin/unzip', '/bin/unzip'].some((p) => fs.existsSync(p));
+  describeWith(!built ? 'the plugins are not built (npm run build:plugins)' : unzip ? null : 'no unzip (Debian package unzip; scripts/setup installs it)', 'its script, run for real on the zips of npm run package', () => {
+    test('installs both plugins where Grafana reads them, replaces them on the next start, refuses an ambiguous ConfigMap', () => {
+      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-helm-'));
+      try {
+        const zips = path.join(tmp, 'zips');
+        const lib = path.join(tmp, 'var-lib-grafana');
+        fs.mkdirSync(lib);
+        const pkg = spawnSync(process.execPath, [path.join(ROOT, 'scripts/package.js'), '--no-build', '--out', zips], { encoding: 'utf8' });
+        expect(pkg.status).toBe(0);
+        // The container's script with its two mount points moved into the temp dir.
+        const script = (init.command.at(-1) as string).replaceAll('/var/lib/grafana', lib).replaceAll('/zips', zips);
+        const run = () => spawnSync('sh', ['-c', script], { encoding: 'utf8' });
+        const check = () => {
+          for (const id of Object.keys(PLUGINS)) {
+            expect(JSON.parse(fs.readFileSync(path.join(lib, 'plugins', id, 'plugin.json'), 'utf8')).id).toBe(id);
+            expect(fs.readFileSync(path.join(lib, 'plugins', id, 'module.js')).equals(fs.readFileSync(path.join(ROOT, 'dist', id, 'module.js')))).toBe(true);
+          }
+        };
+        const r = run();
+        expect([r.status, r.stderr]).toEqual([0, '']);
+        check();
+        // The next start (a new version in the ConfigMap) replaces each plugin folder whole.
+        fs.writeFileSync(path.join(lib, 'plugins', DS_PLUGIN.id, 'stale.js'), 'left from an older version');
+        expect(run().status).toBe(0);
+        check();
+        expect(fs.existsSync(path.join(lib, 'plugins', DS_PLUGIN.id, 'stale.js'))).toBe(false);
+        const first = fs.readdirSync(zips).find((f) => f.startsWith(DS_PLUGIN.id) && f.endsWith('.zip'))!;
+        fs.copyFileSync(path.join(zips, first), path.join(zips, `${DS_PLUGIN.id}-9.9.9.zip`));
+        const twice = run();
+        expect(twice.status).toBe(1);
+        expect(twice.stderr).toContain(`must hold exactly one ${DS_PLUGIN.id}-<version>.zip`);
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  });
+});
 
 describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', () => {
   let target: InfluxV2Target;

@@ -192,7 +192,7 @@ describeWith(missing(), 'InfluxDB 2.x with Flux (real server)', () => {
     } finally {
       await dropDatabase(b1);
     }
-  });
+  }, 120_000); // many queries against a real server: slow on a loaded 2-core machine
 
   test('the renderer draws heatmaps from Flux: slow service higher than the fast one', async () => {
     const { values } = loadConfig(
@@ -225,7 +225,7 @@ describeWith(missing(), 'InfluxDB 2.x with Flux (real server)', () => {
     } finally {
       await app.close();
     }
-  });
+  }, 120_000); // many queries against a real server: slow on a loaded 2-core machine
 });
 
 describeWith(missingInflux2(), 'agent v2 writer into the real InfluxDB 2.x', () => {

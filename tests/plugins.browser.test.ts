@@ -1,19 +1,20 @@
 /**
  * The Grafana plugins in a real browser: Debian's chromium (driven by playwright-core) loads a test page
- * that mounts the real heatmap panel and the datasource's editors inside @grafana/ui's dark theme. A tiny
- * HTTP server stands in for Grafana's datasource proxy: /api/datasources/proxy/uid/tcplat/renderer/* goes
- * to a running renderer with the bearer token added (the browser never sees it), /influx/* to the real
- * test InfluxDB 1.x. Screenshots go to test-output/screenshots/.
+ * that mounts the real heatmap panel and the datasource's editors inside @grafana/ui's dark theme. The
+ * stand-in for Grafana's datasource proxy (tests/support/grafana-proxy.ts: Grafana's route matching,
+ * reqRole, Go-rendered route templates, 401 -> 400) applies the routes of src/datasource/plugin.json: the
+ * renderer routes add the bearer token (the browser never sees it), the InfluxQL route goes to the real
+ * test InfluxDB 1.x. The user is an Editor (Copy link needs one). Screenshots go to test-output/screenshots/.
  */
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import * as esbuild from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
-import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { encodePoints, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN } from './support/influx';
+import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy, type StandInDatasource } from './support/grafana-proxy';
 import { describeWith } from './support/prereq';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -21,10 +22,10 @@ const CHROMIUM = '/usr/bin/chromium';
 const OUT = path.join(ROOT, 'test-output');
 const SHOTS = path.join(OUT, 'screenshots');
 const TOKEN = 'plugins-browser-test-token-0123456789';
-const PROXY_PREFIX = '/api/datasources/proxy/uid/tcplat';
+const PUBLIC_RENDERER = 'https://renderer.public.example';
 
 function missing(): string | null {
-  return missingInflux() ?? (fs.existsSync(CHROMIUM) ? null : `no ${CHROMIUM} (Debian package chromium; scripts/setup installs it)`);
+  return missingInflux() ?? missingGo() ?? (fs.existsSync(CHROMIUM) ? null : `no ${CHROMIUM} (Debian package chromium; scripts/setup installs it)`);
 }
 
 /** Bundle src/test-page (the real plugin components) for the browser, with the thin @grafana/runtime. */
@@ -58,37 +59,6 @@ async function buildPage(outDir: string): Promise<void> {
   fs.writeFileSync(path.join(outDir, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><title>tcplat plugins</title>${css}</head><body style="margin:0"><div id="root"></div><script src="/page.js"></script></body></html>`);
 }
 
-/** Stand-in for Grafana's datasource proxy: routes `renderer` (adds the bearer token) and `influx`. */
-function grafanaProxyStandIn(pageDir: string, targets: { renderer: string; influx: string }): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const url = req.url ?? '/';
-    const m = /^\/api\/datasources\/proxy\/uid\/tcplat\/(renderer|influx)(\/.*)?$/.exec(url);
-    if (!m) {
-      const file = url === '/' || url.startsWith('/?') ? 'index.html' : url.slice(1).split('?')[0];
-      const p = path.join(pageDir, path.basename(file));
-      if (!fs.existsSync(p)) return res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': p.endsWith('.js') ? 'text/javascript' : p.endsWith('.css') ? 'text/css' : 'text/html' });
-      return fs.createReadStream(p).pipe(res);
-    }
-    const route = m[1] as 'renderer' | 'influx';
-    const target = new URL((m[2] ?? '/') as string, targets[route]);
-    const headers: http.OutgoingHttpHeaders = { ...req.headers, host: target.host };
-    delete headers.cookie;
-    if (route === 'renderer') headers.authorization = `Bearer ${TOKEN}`;
-    const up = http.request(target, { method: req.method, headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    // Like Grafana's proxy when the upstream is down: 502 Bad Gateway.
-    up.on('error', () => {
-      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
-      res.end('Bad Gateway');
-    });
-    req.pipe(up);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
 async function imageWidth(page: Page): Promise<number> {
   // (This file is type-checked without the DOM lib: the element is typed structurally.)
   return page.$eval('[data-testid="tcplat-panel-image"]', (img) => (img as unknown as { naturalWidth: number }).naturalWidth);
@@ -98,9 +68,12 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
   jest.setTimeout(90_000);
   let target: InfluxV1Target;
   let renderer: TestServer | undefined;
-  let proxy: http.Server;
+  let proxy: GrafanaProxy | undefined;
   let browser: Browser | undefined;
   let base: string;
+  let rendererBase: string;
+  let flux: InfluxV2Target | undefined;
+  const settings = () => `db=${encodeURIComponent(target.db)}&influx=${encodeURIComponent(target.url)}&renderer=${encodeURIComponent(rendererBase)}`;
   const now = Date.now();
   const from = now - 3_600_000;
 
@@ -121,25 +94,94 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
         now,
       ),
     );
-    renderer = await testServer(target, ['--auth-token', TOKEN]);
+    // Links carry the renderer's public URL (never the request's Host); here it stands for renderer.base.
+    renderer = await testServer(target, ['--auth-token', TOKEN, '--public-url', PUBLIC_RENDERER]);
     await build;
-    proxy = await grafanaProxyStandIn(pageDir, { renderer: renderer.base, influx: target.url });
-    base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const jsonData = { influxUrl: target.url, dialect: 'influxql', database: target.db, rendererUrl: renderer.base };
+    const datasources: StandInDatasource[] = [
+      { uid: 'tcplat', jsonData, secureJsonData: { rendererToken: TOKEN } },
+      { uid: 'wrong-renderer-token', jsonData, secureJsonData: { rendererToken: 'not-the-renderer-token-0000' } },
+    ];
+    if (!missingInflux2()) {
+      // InfluxDB 2.x: the same points in a fresh bucket, read by the datasource with a read-only token.
+      flux = await freshBucket('plugins');
+      await writeLines(flux, encodePoints(seedPoints([{ service: 'api', dst: 'db:5432', perWindow: 5, latency: (i) => 0.4 + i }], from, now)));
+      datasources.push({
+        uid: 'tcplat-flux',
+        jsonData: { influxUrl: flux.url, dialect: 'flux', org: flux.org, bucket: flux.bucket, rendererUrl: renderer.base },
+        secureJsonData: { influxToken: await readToken(flux), rendererToken: TOKEN },
+      });
+    }
+    proxy = await startGrafanaProxy({
+      routes: pluginRoutes(),
+      datasources,
+      defaultRole: 'Editor',
+      staticDir: pageDir,
+    });
+    base = proxy.base;
+    rendererBase = renderer.base;
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
   }, 90_000);
 
   afterAll(async () => {
     await browser?.close();
     await renderer?.close();
-    await new Promise((r) => proxy?.close(r));
+    await proxy?.close();
     if (target) await dropDatabase(target);
+  });
+
+  test('a wrong renderer token: Grafana answers 400 "Authentication to data source failed"; the panel and Save & test say to check the token', async () => {
+    const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
+    await page.goto(`${base}/?ds=wrong-renderer-token&${settings()}&from=${from}&to=${now}&service=api`);
+    const err = page.getByTestId('tcplat-panel-error');
+    await err.waitFor({ timeout: 30_000 });
+    expect(await err.textContent()).toMatch(/the renderer refused the datasource's credentials \(Grafana: Authentication to data source failed\)\. Check the renderer token/);
+    await page.getByTestId('test-datasource').click();
+    await page.waitForFunction(`(document.querySelector('[data-testid="test-result"]')?.textContent ?? '') !== ''`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('test-result').textContent()).toMatch(/^error: InfluxDB is fine, but: the renderer refused the datasource's credentials \(Grafana: Authentication to data source failed\)/);
+    expect(await page.content()).not.toContain('not-the-renderer-token');
+    await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-wrong-renderer-token.png'), fullPage: true });
+    await page.close();
+  });
+
+  test("a Viewer sees the heatmap, and Copy link for alerts (an Editor's route) says it needs the Editor role", async () => {
+    const context = await browser!.newContext({ viewport: { width: 1000, height: 700 } });
+    await context.addCookies([{ name: 'stand_in_role', value: 'Viewer', url: base }]);
+    const page = await context.newPage();
+    await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api`);
+    await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 30_000 });
+    await page.waitForFunction(`(document.querySelector('[data-testid="tcplat-panel-image"]')?.naturalWidth ?? 0) > 0`);
+    await page.getByRole('button', { name: 'Copy link for alerts' }).click();
+    const err = page.getByTestId('tcplat-panel-link-error');
+    await err.waitFor({ timeout: 15_000 });
+    expect(await err.textContent()).toMatch(/Grafana refused this request to the renderer \(plugin proxy route access denied\): it needs the Editor role/);
+    await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-viewer-link.png') });
+    await context.close();
+  });
+
+  // InfluxDB 2.x is needed here; under CI=true its absence fails (tests/support/prereq.ts's rule).
+  (missingInflux2() && process.env.CI !== 'true' ? test.skip : test)('InfluxDB 2.x: the datasource queries Flux through its POST route with a read-only token', async () => {
+    if (!flux) throw new Error(`cannot run: ${missingInflux2()}`);
+    const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 } });
+    const n = proxy!.upstream.length;
+    await page.goto(`${base}/?ds=tcplat-flux&dialect=flux&org=${flux.org}&bucket=${flux.bucket}&influx=${encodeURIComponent(flux.url)}&renderer=${encodeURIComponent(rendererBase)}&from=${from}&to=${now}&service=api`);
+    await page.getByTestId('run').click();
+    await page.waitForFunction(`/frames|error/.test(document.querySelector('[data-testid="frames"]')?.textContent ?? '')`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('frames').textContent()).toBe('1 frames: api');
+    await page.getByTestId('test-datasource').click();
+    await page.waitForFunction(`(document.querySelector('[data-testid="test-result"]')?.textContent ?? '') !== ''`, undefined, { timeout: 30_000 });
+    expect(await page.getByTestId('test-result').textContent()).toBe(`success: Connected to InfluxDB 2.x: bucket ${flux.bucket} has tcplat data. Renderer OK.`);
+    const influx = proxy!.upstream.slice(n).filter((u) => u.uid === 'tcplat-flux' && u.route?.startsWith('influx'));
+    expect(influx.length).toBeGreaterThanOrEqual(2);
+    for (const u of influx) expect([u.method, u.route, new URL(u.url).pathname, String(u.headers.authorization).startsWith('Token ')]).toEqual(['POST', 'influx/api/v2/query', '/api/v2/query', true]);
+    await page.close();
   });
 
   test('the panel shows the renderer image, the editors work on real data, and a stopped renderer shows the error state', async () => {
     const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${base}/?db=${encodeURIComponent(target.db)}&from=${from}&to=${now}&service=api&service=web`);
+    await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api&service=web`);
 
     // The image arrives through the proxy (token added there) and decodes.
     await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 30_000 });
@@ -161,16 +203,16 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     const linkBox = page.getByLabel('Signed link');
     await linkBox.waitFor({ timeout: 15_000 });
     const link = await linkBox.inputValue();
-    expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/render\/heatmap\.png\?.*from=.*&sig=/);
+    expect(link).toMatch(/^https:\/\/renderer\.public\.example\/render\/heatmap\.png\?.*from=.*&sig=/);
     expect(link).not.toContain(TOKEN);
-    const signed = await fetch(link);
+    const signed = await fetch(renderer!.base + link.slice(PUBLIC_RENDERER.length));
     expect(signed.status).toBe(200);
     expect(signed.headers.get('content-type')).toBe('image/png');
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-dark.png'), fullPage: true });
 
     // The renderer refuses a value (control character): the panel shows the renderer's own message.
     const bad = await browser!.newPage({ viewport: { width: 1000, height: 500 } });
-    await bad.goto(`${base}/?db=${encodeURIComponent(target.db)}&from=${from}&to=${now}&service=${encodeURIComponent('api\u0007')}`);
+    await bad.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=${encodeURIComponent('api\u0007')}`);
     const refused = bad.getByTestId('tcplat-panel-error');
     await refused.waitFor({ timeout: 30_000 });
     expect(await refused.textContent()).toMatch(/the renderer: service: values cannot contain control characters/);
@@ -183,9 +225,29 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     await page.getByTestId('refresh').click();
     const down = page.getByTestId('tcplat-panel-error');
     await down.waitFor({ timeout: 30_000 });
-    expect(await down.textContent()).toMatch(/Grafana cannot reach the renderer at http:\/\/renderer:7071 \(HTTP 502\)/);
+    expect(await down.textContent()).toContain(`Grafana cannot reach the renderer at ${rendererBase} (HTTP 502)`);
     await page.screenshot({ path: path.join(SHOTS, 'plugins-panel-renderer-stopped.png'), fullPage: true });
     expect(errors).toEqual([]);
     await page.close();
   });
+
+  test('every request the plugins made matched a route of plugin.json', () => {
+    const used = new Set(proxy!.upstream.map((u) => u.route));
+    expect(used.has(null)).toBe(false);
+    for (const r of ['influx/query', 'renderer/render/heatmap.png', 'renderer/links', 'renderer/metrics']) expect(used).toContain(r);
+  });
 });
+
+/** A token that can only read the bucket, made with the test 2.x's operator token. */
+async function readToken(b: InfluxV2Target): Promise<string> {
+  const headers = { Authorization: `Token ${TEST_INFLUX2_TOKEN}`, 'Content-Type': 'application/json' };
+  const orgID = ((await (await fetch(`${b.url}/api/v2/orgs?org=${b.org}`, { headers })).json()) as { orgs: { id: string }[] }).orgs[0].id;
+  const id = ((await (await fetch(`${b.url}/api/v2/buckets?orgID=${orgID}&name=${b.bucket}`, { headers })).json()) as { buckets: { id: string }[] }).buckets[0].id;
+  const res = await fetch(`${b.url}/api/v2/authorizations`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ orgID, description: 'plugins browser test: read', permissions: [{ action: 'read', resource: { type: 'buckets', id, orgID } }] }),
+  });
+  if (res.status !== 201) throw new Error(`cannot create a read token: HTTP ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { token: string }).token;
+}

@@ -29,6 +29,14 @@ describe('renderer config', () => {
     expect(cfg(['--auth-token', `${TOKEN},${OTHER}`]).authTokens).toEqual([TOKEN, OTHER]);
   });
 
+  test('alert-link key ids: listed, checked, and they need a link secret', () => {
+    expect(cfg([]).alertLinkKeys).toEqual([]);
+    expect(cfg(['--auth-token', TOKEN, '--alert-link-keys', ' k1, 2026-12.b ']).alertLinkKeys).toEqual(['k1', '2026-12.b']);
+    expect(() => cfg(['--auth-token', TOKEN, '--alert-link-keys', 'k1,bad id'])).toThrow(/"bad id" is not a key id/);
+    expect(() => cfg(['--alert-link-keys', 'k1'])).toThrow(/needs --link-secret/);
+    expect(cfg(['--link-secret', OTHER, '--alert-link-keys', 'k1', '--alert-link-ttl', '2d']).alertLinkTtlMs).toBe(2 * 86_400_000);
+  });
+
   test('the dialect follows the credentials', () => {
     expect(cfg([]).influx.version).toBe(1);
     const v2 = rendererConfig(loadConfig(RENDERER_OPTIONS, ['--influx-org', 'o', '--influx-bucket', 'b', '--influx-token', 't'], {}).values);
@@ -126,6 +134,96 @@ describeWith(missingPython, 'renderer auth', () => {
     }
     const notJson = await srv.request('POST', '/links', { headers: auth, body: { url: 1 } });
     expect(notJson.statusCode).toBe(400);
+  });
+});
+
+describeWith(missingPython, 'POST /links hardening', () => {
+  let srv: TestServer;
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  beforeAll(async () => {
+    srv = await testServer({ url: 'http://127.0.0.1:9', db: 'x' }, ['--workers', '1', '--auth-token', TOKEN, '--public-url', 'https://renderer.example/tcplat'], { source: noRows });
+  });
+  afterAll(async () => srv?.close());
+
+  /** Send a JSON text as it is (JSON.stringify escapes a lone surrogate as \\ud800, which is valid JSON). */
+  const raw = async (json: string) => {
+    const res = await fetch(srv.base + '/links', { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: json });
+    return { statusCode: res.status, body: (await res.json()) as { error: string; parameter?: string } };
+  };
+
+  test('a lone UTF-16 surrogate anywhere in the request is a 400 naming the parameter, never a 500', async () => {
+    const cases: [string, string][] = [
+      ['{"url":"/render/heatmap.png?service=\\ud800"}', 'url'],
+      ['{"path":"/render/heatmap.png","params":{"service":"a\\udc00b"}}', 'service'],
+      ['{"path":"/render/heatmap.png","params":{"title":["\\ud83d"]}}', 'title'],
+      ['{"path":"/render/heatmap.png","params":{"\\ud800":"x"}}', 'params'],
+      ['{"url":"/render/heatmap.png","ttl":"\\udfff1h"}', 'ttl'],
+    ];
+    for (const [json, parameter] of cases) {
+      const r = await raw(json);
+      expect([json, r.statusCode, r.body.parameter]).toEqual([json, 400, parameter]);
+      expect(r.body.error).toMatch(/lone UTF-16 surrogate/);
+    }
+    // A well-formed pair (an emoji) is fine.
+    const ok = await raw('{"path":"/render/heatmap.png","params":{"title":"db \\ud83d\\udc0c"}}');
+    expect(ok.statusCode).toBe(201);
+  });
+
+  test('refuses to sign what the render route would refuse: arrays for single values, unknown keys', async () => {
+    const cases: [unknown, string][] = [
+      [{ path: '/render/heatmap.png', params: { theme: ['dark', 'light'] } }, 'theme'],
+      [{ path: '/render/heatmap.png', params: { width: ['600', '700'] } }, 'width'],
+      [{ path: '/render/heatmap.png', params: { from: ['now-1h', 'now-2h'] } }, 'from'],
+      [{ url: '/render/percentiles.png?tz=UTC&tz=Europe/Berlin' }, 'tz'],
+      [{ path: '/render/heatmap.png', params: { services: 'a' } }, 'services'],
+      [{ url: '/render/heatmap.png', lifetime: '1h' }, 'lifetime'],
+    ];
+    for (const [body, parameter] of cases) {
+      const r = await srv.request('POST', '/links', { headers: auth, body });
+      expect([body, r.statusCode, r.json().parameter]).toEqual([body, 400, parameter]);
+    }
+    // What it does sign opens: repeated list parameters are lists on the render route too.
+    const minted = await srv.request('POST', '/links', { headers: auth, body: { url: '/render/heatmap.png?service=a&service=b&overlay=p99&width=600' } });
+    expect(minted.statusCode).toBe(201);
+    const u = new URL(minted.json().url);
+    expect((await srv.get(u.pathname.replace('/tcplat', '') + u.search)).statusCode).toBe(200);
+  });
+
+  test('minted links carry --public-url whatever Host the request names', async () => {
+    const r = await fetch(srv.base + '/links', { method: 'POST', headers: { ...auth, host: 'evil.example:666', 'x-forwarded-host': 'evil.example', 'content-type': 'application/json' }, body: JSON.stringify({ url: '/render/heatmap.png' }) });
+    expect(r.status).toBe(201);
+    const { url } = (await r.json()) as { url: string };
+    expect(url.startsWith('https://renderer.example/tcplat/render/heatmap.png?')).toBe(true);
+    expect(url).not.toContain('evil');
+  });
+});
+
+describeWith(missingPython, 'links without --public-url', () => {
+  test('beyond loopback: a start-up warning, and POST /links refuses (409) instead of trusting the Host header', async () => {
+    const lines: string[] = [];
+    const { Writable } = await import('node:stream');
+    const stream = new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) });
+    const srv = await testServer({ url: 'http://127.0.0.1:9', db: 'x' }, ['--workers', '1', '--listen', '0.0.0.0:7071', '--auth-token', TOKEN, '--log-level', 'warn'], { source: noRows, logger: { stream } });
+    try {
+      const warn = lines.map((l) => JSON.parse(l)).find((l) => /--public-url/.test(l.msg));
+      expect(warn?.level).toBe(40);
+      const r = await fetch(srv.base + '/links', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, host: 'evil.example', 'content-type': 'application/json' }, body: '{"url":"/render/heatmap.png"}' });
+      expect(r.status).toBe(409);
+      expect(((await r.json()) as { error: string }).error).toMatch(/--public-url/);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('on loopback: links carry the listen address, not the Host header', async () => {
+    const srv = await testServer({ url: 'http://127.0.0.1:9', db: 'x' }, ['--workers', '1', '--listen', '127.0.0.1:7071', '--auth-token', TOKEN], { source: noRows });
+    try {
+      const r = await fetch(srv.base + '/links', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, host: 'evil.example', 'content-type': 'application/json' }, body: '{"url":"/render/heatmap.png"}' });
+      expect(r.status).toBe(201);
+      expect(((await r.json()) as { url: string }).url.startsWith('http://127.0.0.1:7071/render/heatmap.png?')).toBe(true);
+    } finally {
+      await srv.close();
+    }
   });
 });
 

@@ -130,16 +130,23 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
     expect(img.headers.get('content-type')).toBe('image/png');
     expect(img.headers.get('x-tcplat-no-data')).toBeNull();
 
-    // tcplat top --once shows the service too (a fresh burst: top reads live per-second summaries).
-    const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', '2s'], { cwd: ROOT });
-    let topOut = '';
-    top.stdout.on('data', (d) => (topOut += d));
-    top.stderr.on('data', (d) => (topOut += d));
-    await new Promise((r) => setTimeout(r, 500));
-    connectsFrom(service, 25);
-    const topCode = await new Promise<number | null>((r) => top.on('exit', r));
-    expect(topCode).toBe(0);
-    expect(topOut).toMatch(new RegExp(`${service}\\s+127\\.0\\.0\\.1:\\d+\\s`));
+    // tcplat top --once shows the service too (a fresh burst: top reads live per-second summaries). On a loaded
+    // machine the burst can fall outside top's 2 s window, so a run that misses it is tried again (at most 3).
+    const topOnce = async (): Promise<{ code: number | null; out: string }> => {
+      const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', '2s'], { cwd: ROOT });
+      let text = '';
+      top.stdout.on('data', (d) => (text += d));
+      top.stderr.on('data', (d) => (text += d));
+      await new Promise((r) => setTimeout(r, 500));
+      connectsFrom(service, 25);
+      const code = await new Promise<number | null>((r) => top.on('exit', r));
+      return { code, out: text };
+    };
+    const serviceRow = new RegExp(`${service}\\s+127\\.0\\.0\\.1:\\d+\\s`);
+    let topRun = await topOnce();
+    for (let i = 1; i < 3 && topRun.code === 0 && !serviceRow.test(topRun.out); i++) topRun = await topOnce();
+    expect(topRun.code).toBe(0);
+    expect(topRun.out).toMatch(serviceRow);
 
     up.kill('SIGINT');
     const code = await new Promise<number | null>((r) => (up!.exitCode !== null ? r(up!.exitCode) : up!.on('exit', r)));

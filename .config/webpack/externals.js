@@ -17,6 +17,12 @@ module.exports.externals = [
   '@grafana/slate-react',
   'react',
   'react-dom',
+  // Grafana >= 12.3 (and 11.6.11, 12.0.10, 12.1.7, 12.2.5) shares React's automatic-JSX runtime with plugins
+  // (grafana/grafana#108478, grafana/plugin-tools#2448). Webpack matches string externals exactly, so
+  // 'react' does not cover these subpaths: bundled, React 18's runtime reads React internals that React 19
+  // (Grafana 13) removed, and the plugin fails to load there.
+  'react/jsx-runtime',
+  'react/jsx-dev-runtime',
   'react-redux',
   'redux',
   'rxjs',

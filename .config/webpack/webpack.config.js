@@ -1,7 +1,7 @@
 /*
  * The plugins' webpack build, after @grafana/create-plugin's .config/webpack/webpack.config.ts; the root
  * webpack.config.js extends it. One configuration per plugin folder (src/<name>/plugin.json): each is
- * built side by side into dist/<plugin id>/ (module.js, plugin.json, img/, README.md), which is what
+ * built side by side into dist/<plugin id>/ (module.js, plugin.json, img/, README.md, CHANGELOG.md), which is what
  * Grafana loads. Grafana's own modules are AMD externals (externals.js); @tcplat/core is bundled from its
  * TypeScript source. The build prints the size of every module.js.
  */
@@ -98,6 +98,14 @@ function pluginConfig({ dir, pluginJson }, env) {
     },
     output: {
       clean: true,
+      // Source paths relative to src/ (./panel/render.ts, ../pkg/core/src/...): where Grafana's plugin
+      // validator looks them up to check that the archive's source map matches the source code.
+      devtoolModuleFilenameTemplate: (info) => {
+        const abs = info.absoluteResourcePath;
+        if (!path.isAbsolute(abs)) return `webpack://${pluginJson.id}/${info.resourcePath}`;
+        const rel = path.relative(SOURCE_DIR, abs).split(path.sep).join('/');
+        return `webpack://${pluginJson.id}/${rel.startsWith('..') ? rel : `./${rel}`}`;
+      },
       filename: '[name].js',
       library: { type: 'amd' },
       path: path.join(DIST_DIR, pluginJson.id),
@@ -114,6 +122,7 @@ function pluginConfig({ dir, pluginJson }, env) {
       new CopyWebpackPlugin({
         patterns: [
           { from: 'README.md', to: '.', transform: replace },
+          { from: 'CHANGELOG.md', to: '.' },
           { from: 'plugin.json', to: '.', transform: replace },
           { from: 'img/**/*', to: '.', noErrorOnMissing: true },
         ],

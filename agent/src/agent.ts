@@ -11,6 +11,7 @@ import { wallNs, type Clock } from './clock';
 import { Enricher } from './enrich/enricher';
 import { Metrics, StageCounters } from './metrics';
 import type { AgentConfig } from './options';
+import { Refusals } from './parse/refusals';
 import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
 import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
@@ -68,7 +69,7 @@ export class Agent {
   private batch = '';
   private batchLines = 0;
   private flushTimer: NodeJS.Timeout | null = null;
-  private parseErrorsLogged = 0;
+  private readonly refusals: Refusals;
   private probeStats: { events: number; dropped: number; atNs: string } | null = null;
   private readonly startedMs = Date.now();
   private shuttingDown = false;
@@ -79,6 +80,7 @@ export class Agent {
     deps: AgentDeps,
   ) {
     this.log = deps.log;
+    this.refusals = new Refusals(this.log);
     const m = this.metrics;
     this.stages = {
       parse: new StageCounters(m, 'parse'),
@@ -94,7 +96,14 @@ export class Agent {
     const live = !config.once && config.source !== 'ndjson';
     this.enricher = new Enricher({ rules: config.rules, selfPids: new Set([...(deps.selfPids ?? [process.pid]), ...config.excludePids]), useProc: live }, this.stages.enrich);
     this.aggregator = new Aggregator(
-      { host: config.host, windowNs: BigInt(config.histWindowMs) * 1_000_000n, rawLimit: config.rawRateLimit, runId: this.spool.runId },
+      {
+        host: config.host,
+        windowNs: BigInt(config.histWindowMs) * 1_000_000n,
+        rawLimit: config.rawRateLimit,
+        runId: this.spool.runId,
+        // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
+        importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+      },
       this.stages.aggregate,
     );
     const clock = deps.clock ?? wallNs;
@@ -121,6 +130,7 @@ export class Agent {
     m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
+    m.gauge('tcplat_raw_unchecked_total', 'Raw/session points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked);
   }
 
   lagSeconds(): number {
@@ -185,11 +195,8 @@ export class Agent {
   }
 
   private parseError(reason: string, message: string): void {
-    // The first 20 malformed lines are logged, then one in 1000: counts are always in /metrics.
-    this.parseErrorsLogged++;
-    if (this.parseErrorsLogged <= 20 || this.parseErrorsLogged % 1000 === 0 || reason === 'unknown_format') {
-      this.log.warn({ reason, count: this.parseErrorsLogged }, `dropped a source line: ${message}`);
-    }
+    // Counted by reason in /metrics; logged once per burst; an import ends with a summary.
+    this.refusals.add(reason, message, this.source.state.lines);
   }
 
   private probeStatsLine(events: number, dropped: number, tsNs: bigint): void {
@@ -313,6 +320,7 @@ export class Agent {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
     this.flush(true);
+    this.refusals.flush();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
@@ -325,7 +333,8 @@ export class Agent {
 
   /**
    * --once: run the source to its end, flush, wait until InfluxDB has everything. Returns the exit code:
-   * 0 when all was written, 1 when the source failed or InfluxDB refuses the configuration.
+   * 0 when all was written, 1 when the source failed or InfluxDB refuses the configuration, 2 when the
+   * capture parsed nothing or most of its lines were refused (logged with counts by reason and examples).
    */
   async runOnce(stopSignal: Promise<void>): Promise<number> {
     this.start();
@@ -345,6 +354,9 @@ export class Agent {
     this.stream.close();
     this.spool.close();
     const sourceOk = ended.code === 0;
+    this.refusals.flush();
+    const refused = this.refusals.summary();
+    const parsed = this.stages.parse.emitted.value;
     const usage = process.resourceUsage();
     this.log.info(
       {
@@ -358,10 +370,25 @@ export class Agent {
         cpuSystemMs: usage.systemCPUTime / 1000,
         maxRssKb: usage.maxRSS,
         sourceExit: ended.code,
+        refused: refused.byReason,
       },
       drained ? 'import done' : 'import stopped before InfluxDB had everything; the rest stays in the spool',
     );
     if (configError) this.log.error({}, configError);
-    return drained && sourceOk ? 0 : 1;
+    if (!drained || !sourceOk) return 1;
+    // A capture that parsed nothing, or whose lines were mostly refused, is the wrong file or format: say so.
+    if (parsed === 0 || refused.total > parsed) {
+      const lines = this.source.state.lines;
+      const what = lines === 0 ? 'the source printed no lines' : `${refused.total} of ${lines} lines refused, ${parsed} parsed`;
+      this.log.error(
+        { lines, parsed, refused: refused.byReason, examples: refused.examples },
+        `import failed: ${what}${refused.total > 0 ? ` (by reason: ${this.refusals.describe()})` : ''}; check --source and the capture's format`,
+      );
+      return 2;
+    }
+    if (refused.total > 0) {
+      this.log.warn({ parsed, refused: refused.byReason, examples: refused.examples }, `import: ${refused.total} lines refused (by reason: ${this.refusals.describe()})`);
+    }
+    return 0;
   }
 }

@@ -24,7 +24,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'source', type: 'enum', values: SOURCES, default: 'probe', help: 'what to read: our eBPF probe, a BCC/libbpf-tools tool, or probe-format NDJSON (stdin unless --source-cmd)' },
   { name: 'source-cmd', type: 'string', arg: 'CMD', help: "shell command run instead of the source's own (another tool path or flags, or 'cat capture.txt' to import)" },
   { name: 'probe', type: 'string', arg: 'PATH', help: 'tcplat-probe binary (default: bpf/tcplat-probe of this checkout)' },
-  { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit' },
+  { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (batches wait here until InfluxDB has them)' },
   { name: 'spool-max-bytes', type: 'int', arg: 'BYTES', min: 1 << 20, default: 1 << 30, help: 'spool size cap; beyond it the oldest batches are dropped (counted, logged)' },

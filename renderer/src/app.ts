@@ -5,13 +5,13 @@
 import crypto from 'node:crypto';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectionGuard, DurationError, fastifyHttpOptions, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
-import { canonicalQueryString, checkAuth, linkSecret, signLink, type AuthConfig } from './auth';
+import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
 import { influxSource, type HistSource } from './data';
 import { RendererMetrics } from './metrics';
-import { canonicalKey, parseRenderParams, ParamError, type ChartKind } from './params';
+import { assertWellFormed, canonicalKey, parseRenderParams, ParamError, RENDER_PARAMS, RENDER_QUERY_SCHEMA, type ChartKind } from './params';
 import { PoolOverloadedError, RenderError, WorkerPool } from './pool';
 
 export interface RendererDeps {
@@ -26,41 +26,16 @@ export const ROUTES = {
   percentiles: '/render/percentiles.png',
   seedHeatmap: '/visualize/tcp-latency-heatmap',
   links: '/links',
+  alert: ALERT_PATH,
   healthz: '/healthz',
   metrics: '/metrics',
 } as const;
 
 const SIGNABLE: Record<string, ChartKind> = { [ROUTES.heatmap]: 'heatmap', [ROUTES.percentiles]: 'percentiles' };
 
-const LIST = { type: 'array', items: { type: 'string', maxLength: 4096 }, maxItems: 200 };
-const TEXT = { type: 'string', maxLength: 4096 };
-const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay', 'scale'] as const;
 const AUTH_PARAMS = ['token', 'exp', 'sig'] as const;
-
-function renderQuerySchema() {
-  return {
-    type: 'object',
-    properties: {
-      service: LIST,
-      dst: LIST,
-      host: LIST,
-      result: LIST,
-      overlay: LIST,
-      from: TEXT,
-      to: TEXT,
-      // Pixel limits are checked by parseRenderParams against the configured limits.
-      width: { type: 'integer', minimum: 0, maximum: 1_000_000 },
-      height: { type: 'integer', minimum: 0, maximum: 1_000_000 },
-      theme: { type: 'string', enum: ['light', 'dark'] },
-      scale: { type: 'string', enum: ['log', 'linear'] },
-      tz: TEXT,
-      title: TEXT,
-      token: TEXT,
-      exp: TEXT,
-      sig: TEXT,
-    },
-  };
-}
+const LINK_BODY_KEYS = ['url', 'path', 'params', 'ttl', 'pin'];
+const TEXT = { type: 'string', maxLength: 4096 };
 
 /** Query parameters of the seed's endpoint, which answers with the same heatmap. */
 const SEED_PARAMS = ['serviceName', 'timeRange', 'width', 'height', 'theme', 'tz', 'token', 'exp', 'sig'] as const;
@@ -68,6 +43,16 @@ const SEED_PARAMS = ['serviceName', 'timeRange', 'width', 'height', 'theme', 'tz
 /** Strip secrets from URLs before they reach a log line. */
 export function redactUrl(url: string): string {
   return url.replace(/([?&](?:token|sig)=)[^&]*/gi, '$1***');
+}
+
+/**
+ * The base URL of links the renderer hands out: --public-url; on loopback the listen address (the only one
+ * that works there); beyond loopback without --public-url, none. Never the request's Host header.
+ */
+export function publicBase(config: RendererConfig): string | null {
+  if (config.publicUrl) return config.publicUrl;
+  const { host, port } = config.listen;
+  return isLoopback(host) ? `http://${host.includes(':') ? `[${host}]` : host}:${port}` : null;
 }
 
 class HttpError extends Error {
@@ -95,6 +80,15 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     return { queueDepth: s.queued, busy: s.busy, workers: s.workers, restarts: s.restarts, cache: cache.stats() };
   });
   const auth: AuthConfig = { tokens: config.authTokens, linkSecret: linkSecret(config.authTokens, config.linkSecret) };
+  // Minted links carry this base, never the request's Host (a client could put any name there). On loopback
+  // the listen address is the one that works; beyond it only the operator knows the public name.
+  const linkBase = publicBase(config);
+  if (config.publicUrl && isLoopback(new URL(config.publicUrl).hostname.replace(/^\[|\]$/g, '')) && !isLoopback(config.listen.host)) {
+    app.log.warn({ publicUrl: config.publicUrl }, '--public-url is a loopback address: links the renderer hands out open only on this machine');
+  }
+  if (auth.linkSecret && !linkBase) {
+    app.log.warn({ listen: config.listen.host }, 'no --public-url: POST /links refuses to mint links until it is set (the URL readers of alerts and shared links can open)');
+  }
   const inflight = new Map<string, Promise<CachedImage>>();
   let active = 0;
   const capacity = config.workers + config.queue;
@@ -104,7 +98,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
-    if (path === ROUTES.healthz) return;
+    if (path === ROUTES.healthz || path === ROUTES.alert) return; // /alert checks its own grant
     const r = checkAuth(auth, path, req.query as Record<string, unknown>, req.headers.authorization, Math.floor(now() / 1000));
     if (!r.ok) {
       if (r.status === 401) reply.header('WWW-Authenticate', 'Bearer realm="tcplat renderer"');
@@ -220,7 +214,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     return reply.type('image/png').send(img.png);
   }
 
-  const renderSchema = { querystring: renderQuerySchema() };
+  const renderSchema = { querystring: RENDER_QUERY_SCHEMA };
   for (const kind of ['heatmap', 'percentiles'] as const) {
     app.get(ROUTES[kind], { schema: renderSchema }, async (req, reply) => {
       const q = req.query as Record<string, unknown>;
@@ -261,6 +255,14 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     ROUTES.links,
     {
       bodyLimit: 16 * 1024,
+      // fastify's validator drops unknown properties (removeAdditional); a misspelt key must not be dropped
+      // silently, so it is refused before validation.
+      preValidation: async (req) => {
+        const b = req.body;
+        if (b && typeof b === 'object' && !Array.isArray(b)) {
+          for (const k of Object.keys(b)) if (!LINK_BODY_KEYS.includes(k)) throw new ParamError(k.slice(0, 64), `unknown key ${JSON.stringify(k.slice(0, 64))} in the body; known: ${LINK_BODY_KEYS.join(', ')}`);
+        }
+      },
       schema: {
         body: {
           type: 'object',
@@ -277,6 +279,8 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     },
     async (req, reply) => {
       if (!auth.linkSecret) throw new HttpError(409, 'signed links need a secret: start the renderer with --link-secret or --auth-token');
+      if (!linkBase) throw new HttpError(409, `signed links need the renderer's public address: start it with --public-url (e.g. https://renderer.example.com), the URL their readers can open; it never takes one from the request`);
+      assertWellFormed(req.body, 'body'); // JSON may carry a lone surrogate, which no URL can
       const body = (req.body ?? {}) as { url?: string; path?: string; params?: Record<string, unknown>; ttl?: string; pin?: boolean };
       let path: string;
       const query: Record<string, unknown> = {};
@@ -300,8 +304,16 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       if (!kind) throw new HttpError(400, `links can only point at ${Object.keys(SIGNABLE).join(' or ')}`, body.url !== undefined ? 'url' : 'path');
       for (const k of AUTH_PARAMS) delete query[k];
       rejectUnknown(query, RENDER_PARAMS);
-      for (const k of ['width', 'height']) if (typeof query[k] === 'string' && !/^\d{1,6}$/.test(query[k] as string)) throw new ParamError(k, `${k}: expected a whole number`);
-      const p = parseRenderParams(kind, query, config.limits, now()); // refuse to sign what would not render
+      // Refuse to sign what would not render: the render route's own schema, through fastify's validator
+      // (so arrays where one value is expected fail here as they would there), then its parameter checks.
+      const validate = req.compileValidationSchema(RENDER_QUERY_SCHEMA, 'querystring');
+      const asRouteSees = structuredClone(query);
+      if (!validate(asRouteSees)) {
+        const v = validate.errors?.[0];
+        const parameter = (v?.instancePath ?? '').replace(/^\//, '').split('/')[0] || 'params';
+        throw new ParamError(parameter, `${parameter}: ${v?.message ?? 'not valid'} (the render route would refuse this link)`);
+      }
+      const p = parseRenderParams(kind, asRouteSees, config.limits, now());
       if (body.pin) {
         query.from = String(p.fromMs);
         query.to = String(p.toMs);
@@ -318,10 +330,29 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       const exp = Math.floor((now() + ttlMs) / 1000);
       query.exp = String(exp);
       const sig = signLink(auth.linkSecret, path, query);
-      const base = config.publicUrl ?? `${req.protocol}://${req.host}`;
-      return reply.code(201).send({ url: `${base}${path}?${canonicalQueryString(query)}&sig=${sig}`, expires: new Date(exp * 1000).toISOString() });
+      return reply.code(201).send({ url: `${linkBase}${path}?${canonicalQueryString(query)}&sig=${sig}`, expires: new Date(exp * 1000).toISOString() });
     },
   );
+
+  // Alert links: public, opened from mail or chat; the grant in the link is checked here (see auth.ts).
+  // Only the service and the window come from the link; everything else about the picture is fixed.
+  const alertCfg = { linkSecret: auth.linkSecret, kids: config.alertLinkKeys, ttlMs: config.alertLinkTtlMs };
+  app.get(ROUTES.alert, async (req, reply) => {
+    reply.header('Referrer-Policy', 'no-referrer').header('X-Robots-Tag', 'noindex');
+    const c = checkAlertLink(alertCfg, req.query as Record<string, unknown>, now());
+    if (!c.ok) return reply.code(403).send({ error: c.message });
+    const query = {
+      service: [c.service],
+      from: String(c.fromMs),
+      // A firing alert's window reaches into the future: draw up to now.
+      to: String(Math.min(c.toMs, now())),
+      overlay: ['p50', 'p99'],
+      width: '1000',
+      height: '450',
+      theme: 'light',
+    };
+    return serve('heatmap', query, req, reply);
+  });
 
   // Open to probes; where the data comes from (InfluxDB URL, database) only for a caller with a token, or
   // when the renderer runs without tokens (then every route is open anyway).

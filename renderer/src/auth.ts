@@ -74,3 +74,74 @@ export function linkSecret(tokens: string[], explicit: string | undefined): Buff
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
+
+/**
+ * Alert links: what a notification carries, opened by anyone it reaches, without a session or a token.
+ *
+ * Grafana's templating cannot compute an HMAC at alert time, so a link cannot be signed per alert. Instead
+ * the renderer hands out a *grant* per key id (`kid`): HMAC-SHA256 of the kid under the link secret. Grafana
+ * gets the grant once (a rule label expanded from its environment) and the notification template appends
+ * the alert's service and window. The grant opens nothing but `GET /alert/heatmap.png`: one service's
+ * heatmap with fixed overlays and size, over at most ALERT_MAX_WINDOW_MS, whose end is at most
+ * --alert-link-ttl in the past. Revocation: drop the kid from --alert-link-keys (every link minted with it
+ * stops opening) and hand Grafana a grant of a new kid; rotating --link-secret revokes all of them.
+ */
+export const ALERT_PATH = '/alert/heatmap.png';
+export const ALERT_MAX_WINDOW_MS = 24 * 3_600_000;
+export const ALERT_PARAMS = ['kid', 'grant', 'service', 'from', 'to'] as const;
+const KID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function validKid(kid: string): boolean {
+  return KID.test(kid);
+}
+
+export function alertGrant(secret: Buffer, kid: string): string {
+  return crypto.createHmac('sha256', secret).update(`tcplat alert grant v1\n${kid}`).digest('hex');
+}
+
+export interface AlertLinkConfig {
+  linkSecret: Buffer | null;
+  kids: string[];
+  ttlMs: number;
+}
+
+/** The alert link's checked parts, or why it is refused (always 403: the link is not valid as it is). */
+export type AlertCheck = { ok: true; service: string; fromMs: number; toMs: number } | { ok: false; message: string };
+
+function single(query: Query, name: string): string | undefined {
+  const v = query[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function checkAlertLink(cfg: AlertLinkConfig, query: Query, nowMs: number): AlertCheck {
+  if (!cfg.linkSecret || cfg.kids.length === 0) return { ok: false, message: 'alert links are not enabled on this renderer (--alert-link-keys is empty)' };
+  for (const k of Object.keys(query)) {
+    if (!(ALERT_PARAMS as readonly string[]).includes(k)) return { ok: false, message: `alert links carry only ${ALERT_PARAMS.join(', ')}; this one has ${JSON.stringify(k.slice(0, 64))}: it was changed` };
+  }
+  const kid = single(query, 'kid');
+  const grant = single(query, 'grant');
+  if (!kid || !grant) return { ok: false, message: 'an alert link needs exactly one kid and one grant' };
+  if (!cfg.kids.includes(kid)) return { ok: false, message: `key id ${JSON.stringify(kid.slice(0, 64))} is revoked or unknown: links from older notifications stop working when their key id is retired` };
+  if (!safeEqual(grant, alertGrant(cfg.linkSecret, kid))) return { ok: false, message: 'the grant does not match its key id (the link was changed or minted with another secret)' };
+  const service = single(query, 'service');
+  if (service === undefined || service === '' || service === '*' || service === '$__all' || service.includes(',')) {
+    return { ok: false, message: 'an alert link shows exactly one service (one service= value, no list)' };
+  }
+  const from = single(query, 'from');
+  const to = single(query, 'to');
+  if (!from || !to || !/^\d{1,15}$/.test(from) || !/^\d{1,15}$/.test(to)) return { ok: false, message: 'an alert link needs one from and one to, in epoch milliseconds' };
+  const fromMs = Number(from);
+  const toMs = Number(to);
+  if (toMs <= fromMs || toMs - fromMs > ALERT_MAX_WINDOW_MS) return { ok: false, message: `an alert link's window is more than 0 and at most ${ALERT_MAX_WINDOW_MS / 3_600_000} h` };
+  if (fromMs >= nowMs) return { ok: false, message: 'the window of this alert link has not started yet' };
+  if (toMs + cfg.ttlMs < nowMs) return { ok: false, message: `this alert link expired at ${new Date(toMs + cfg.ttlMs).toISOString()} (${cfg.ttlMs / 86_400_000} days after its window)` };
+  return { ok: true, service, fromMs, toMs };
+}
+
+/**
+ * The alert-link prefix for Grafana: `<public base>/alert/heatmap.png?kid=K&grant=G`; the notification
+ * template appends `&service=...&from=...&to=...`.
+ */
+export function alertLinkPrefix(publicBase: string, secret: Buffer, kid: string): string {
+  return `${publicBase.replace(/\/+$/, '')}${ALERT_PATH}?kid=${encodeURIComponent(kid)}&grant=${alertGrant(secret, kid)}`;
+}

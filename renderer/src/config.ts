@@ -14,6 +14,7 @@ import {
   type InfluxTarget,
   type OptionSpec,
 } from '@tcplat/core';
+import { validKid } from './auth';
 import { DEFAULT_LIMITS, type Limits } from './params';
 
 export const RENDERER_OPTIONS: readonly OptionSpec[] = [
@@ -37,7 +38,9 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'link-secret', type: 'string', arg: 'SECRET', help: 'HMAC key of signed links (default: derived from the first auth token)', secret: true },
   { name: 'link-ttl', type: 'duration', arg: 'DURATION', help: 'default lifetime of links minted by POST /links', default: '7d' },
   { name: 'link-max-ttl', type: 'duration', arg: 'DURATION', help: 'longest lifetime a link may ask for', default: '90d' },
-  { name: 'public-url', type: 'string', arg: 'URL', help: 'base URL put in minted links (default: from the request)' },
+  { name: 'public-url', type: 'string', arg: 'URL', help: 'base URL put in minted and alert links, the one their readers can open (default on loopback: the listen address; beyond it POST /links refuses until it is set)' },
+  { name: 'alert-link-keys', type: 'string', arg: 'KIDS', help: 'key ids (comma-separated) whose alert-link grants open GET /alert/heatmap.png; drop one to revoke its links (empty: alert links off)', default: '' },
+  { name: 'alert-link-ttl', type: 'duration', arg: 'DURATION', help: 'how long after the end of its window an alert link still opens', default: '7d' },
   { name: 'log-level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level', default: 'info' },
 ];
 
@@ -62,6 +65,8 @@ export interface RendererConfig {
   linkTtlMs: number;
   linkMaxTtlMs: number;
   publicUrl?: string;
+  alertLinkKeys: string[];
+  alertLinkTtlMs: number;
   logLevel: string;
 }
 
@@ -78,6 +83,12 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
   if (linkSecret !== undefined && linkSecret.length < 16) throw new ConfigError('--link-secret: needs at least 16 characters');
   const publicUrl = v['public-url'] as string | undefined;
   if (publicUrl !== undefined && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(publicUrl)) throw new ConfigError(`--public-url: expected an http(s) base URL, got ${JSON.stringify(publicUrl)}`);
+  const alertLinkKeys = String(v['alert-link-keys'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const k of alertLinkKeys) if (!validKid(k)) throw new ConfigError(`--alert-link-keys: ${JSON.stringify(k)} is not a key id (letters, digits, . _ -; at most 64)`);
+  if (alertLinkKeys.length > 0 && authTokens.length === 0 && linkSecret === undefined) throw new ConfigError('--alert-link-keys needs --link-secret (or --auth-token, from which the link secret is derived)');
   const linkTtlMs = v['link-ttl'] as number;
   const linkMaxTtlMs = v['link-max-ttl'] as number;
   if (linkTtlMs > linkMaxTtlMs) throw new ConfigError('--link-ttl is longer than --link-max-ttl');
@@ -110,6 +121,8 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
     linkTtlMs,
     linkMaxTtlMs,
     publicUrl: publicUrl?.replace(/\/+$/, ''),
+    alertLinkKeys,
+    alertLinkTtlMs: v['alert-link-ttl'] as number,
     logLevel: v['log-level'] as string,
   };
 }

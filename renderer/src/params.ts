@@ -63,6 +63,60 @@ export interface RenderParams {
   scale: Scale;
 }
 
+const LIST = { type: 'array', items: { type: 'string', maxLength: 4096 }, maxItems: 200 };
+const TEXT = { type: 'string', maxLength: 4096 };
+
+/** The parameters of the render routes (and so of the links that point at them). */
+export const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay', 'scale'] as const;
+
+/**
+ * The query-string schema of the render routes. POST /links validates what it would sign with this same
+ * object, through the same fastify validator, so it never signs a query the route would refuse (an array
+ * where one value is expected, a width that is not a number). Pixel limits are checked by
+ * parseRenderParams against the configured limits.
+ */
+export const RENDER_QUERY_SCHEMA = {
+  type: 'object',
+  properties: {
+    service: LIST,
+    dst: LIST,
+    host: LIST,
+    result: LIST,
+    overlay: LIST,
+    from: TEXT,
+    to: TEXT,
+    width: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+    height: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+    theme: { type: 'string', enum: ['light', 'dark'] },
+    scale: { type: 'string', enum: ['log', 'linear'] },
+    tz: TEXT,
+    title: TEXT,
+    token: TEXT,
+    exp: TEXT,
+    sig: TEXT,
+  },
+} as const;
+
+/** A UTF-16 surrogate without its pair: JSON may carry one, but no URL or UTF-8 text can. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Refuse text that cannot be put in a URL (a lone surrogate makes encodeURIComponent throw), in every
+ * string, key and nested value of `v`; `where` names the parameter in the error.
+ */
+export function assertWellFormed(v: unknown, where: string): void {
+  if (typeof v === 'string') {
+    if (LONE_SURROGATE.test(v)) throw new ParamError(where, `${where}: not valid Unicode text (a lone UTF-16 surrogate)`);
+  } else if (Array.isArray(v)) {
+    for (const x of v) assertWellFormed(x, where);
+  } else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      assertWellFormed(k, where);
+      assertWellFormed(x, where === 'body' || where === 'params' ? k : where);
+    }
+  }
+}
+
 /** Bin widths, smallest first; beyond the last, whole days. */
 const NICE_BINS_MS = [10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
 

@@ -1,7 +1,7 @@
 import { dateTime, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
 import { buildFluxHistQuery, buildInfluxQLHistQuery, BUCKET_FIELDS } from '@tcplat/core';
-import { of, throwError } from 'rxjs';
-import { TcplatDataSource } from './datasource';
+import { Observable, lastValueFrom, of, throwError } from 'rxjs';
+import { TcplatDataSource, TcplatVariableSupport } from './datasource';
 import { planQuery } from './queries';
 import type { TcplatOptions, TcplatQuery } from './types';
 
@@ -50,7 +50,7 @@ beforeEach(() => {
 });
 
 describe('query (InfluxDB 1.x)', () => {
-  test('POSTs the builder’s InfluxQL through the influx route, with hostile variable values only quoted', async () => {
+  test('GETs the builder’s InfluxQL through the influx/query route (GET only), with hostile variable values only quoted', async () => {
     vars.service = [`api' OR 1=1 --`, 'web"; DROP'];
     const d = ds({ dialect: 'influxql', database: 'tcplat', retentionPolicy: 'week' });
     fetchMock.mockReturnValue(
@@ -66,14 +66,16 @@ describe('query (InfluxDB 1.x)', () => {
       }),
     );
     const q: TcplatQuery = { refId: 'A', version: 1, service: ['$service'], metric: 'max', groupBy: ['service'] };
-    const res = await d.query(request([q]));
+    const res = await lastValueFrom(d.query(request([q])));
     expect(res.errors).toBeUndefined();
     const req = fetchMock.mock.calls[0][0];
     const url = new URL(req.url, 'http://grafana');
     expect(url.pathname).toBe('/api/datasources/proxy/uid/tcplat/influx/query');
+    const sent = url.searchParams.get('q');
+    url.searchParams.delete('q');
     expect(Object.fromEntries(url.searchParams)).toEqual({ db: 'tcplat', rp: 'week', epoch: 'ms' });
-    expect(req.method).toBe('POST');
-    const sent = new URLSearchParams(req.data).get('q');
+    expect(req.method).toBe('GET');
+    expect(req.data).toBeUndefined();
     const plan = planQuery(q, { service: [`api' OR 1=1 --`, 'web"; DROP'] }, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
     expect(sent).toBe(buildInfluxQLHistQuery(plan.hist));
     expect(sent).toContain(`"service" = 'api\\' OR 1=1 --'`);
@@ -85,7 +87,7 @@ describe('query (InfluxDB 1.x)', () => {
   test('a control character in a variable is an error of that query, and nothing is sent', async () => {
     vars.dst = 'db\n1';
     fetchMock.mockReturnValue(ok({ results: [{}] }));
-    const res = await ds({ dialect: 'influxql', database: 'tcplat' }).query(request([{ refId: 'B', metric: 'p99', dst: ['$dst'] } as TcplatQuery]));
+    const res = await lastValueFrom(ds({ dialect: 'influxql', database: 'tcplat' }).query(request([{ refId: 'B', metric: 'p99', dst: ['$dst'] } as TcplatQuery])));
     expect(res.errors?.[0]).toMatchObject({ refId: 'B' });
     expect(res.errors?.[0].message).toMatch(/filter dst/);
     expect(fetchMock).not.toHaveBeenCalled();
@@ -93,7 +95,7 @@ describe('query (InfluxDB 1.x)', () => {
 
   test('an InfluxDB error becomes the query error', async () => {
     fetchMock.mockReturnValue(ok({ results: [{ error: 'database not found: nope' }] }));
-    const res = await ds({ dialect: 'influxql', database: 'nope' }).query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery]));
+    const res = await lastValueFrom(ds({ dialect: 'influxql', database: 'nope' }).query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery])));
     expect(res.errors?.[0].message).toBe('InfluxDB: database not found: nope');
   });
 });
@@ -105,7 +107,7 @@ describe('query (InfluxDB 2.x)', () => {
     const row = ['', '_result', '0', '', '', new Date(FROM).toISOString(), ...BUCKET_FIELDS.map((_, i) => (i === 15 ? '3' : '0'))].join(',');
     fetchMock.mockReturnValue(ok(`#datatype,string,long\n#group,false,false\n#default,hist,\n${header}\n${row}\n\n`));
     const q: TcplatQuery = { refId: 'A', version: 1, metric: 'buckets', groupBy: [] };
-    const res = await d.query(request([q]));
+    const res = await lastValueFrom(d.query(request([q])));
     expect(res.errors).toBeUndefined();
     const req = fetchMock.mock.calls[0][0];
     expect(req.url).toBe('/api/datasources/proxy/uid/tcplat/influx/api/v2/query?org=my+org');
@@ -118,6 +120,56 @@ describe('query (InfluxDB 2.x)', () => {
   });
 });
 
+describe('cancelling and Explore', () => {
+  test('unsubscribing from query() cancels the request in flight, and nothing is emitted after', async () => {
+    // Stand-in for getBackendSrv().fetch: an Observable whose teardown aborts the request, as Grafana's
+    // (grafana/grafana public/app/core/services/backend_srv.ts builds fetch on rxjs fromFetch, which aborts its
+    // AbortController on unsubscribe). Real aborts of real HTTP requests: tests/plugins-grafana13.browser.test.ts.
+    const aborted = jest.fn();
+    let started = 0;
+    fetchMock.mockImplementation(
+      () =>
+        new Observable(() => {
+          started++;
+          return aborted;
+        }),
+    );
+    const seen: unknown[] = [];
+    const sub = ds({ dialect: 'influxql', database: 'tcplat' })
+      .query(request([{ refId: 'A', metric: 'p99' } as TcplatQuery, { refId: 'B', metric: 'rate' } as TcplatQuery]))
+      .subscribe({ next: (v) => seen.push(v), error: (e) => seen.push(e) });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(started).toBe(2);
+    sub.unsubscribe();
+    expect(aborted).toHaveBeenCalledTimes(2);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(seen).toEqual([]);
+  });
+
+  test('variable queries too: unsubscribing aborts the tag-values request', async () => {
+    const aborted = jest.fn();
+    fetchMock.mockImplementation(() => new Observable(() => aborted));
+    const d = ds({ dialect: 'flux', org: 'o', bucket: 'b' });
+    const sub = (d.variables as TcplatVariableSupport).query({ targets: [{ refId: 'v', kind: 'services' }], range: request([]).range, scopedVars: {} } as never).subscribe({ error: () => {} });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(fetchMock).toHaveBeenCalledTimes(1);
+    sub.unsubscribe();
+    expect(aborted).toHaveBeenCalledTimes(1);
+  });
+
+  test('interpolateVariablesInQueries: Explore gets the values, All means no filter, literals stay', () => {
+    vars.service = ['api', 'web'];
+    vars.dst = ['.*'];
+    vars.host = 'h1';
+    const [q] = ds({ dialect: 'flux' }).interpolateVariablesInQueries(
+      [{ refId: 'A', metric: 'p99', service: ['$service'], dst: ['$dst'], host: ['$host', 'h2'], result: ['refused'], groupBy: ['service'] } as TcplatQuery],
+      {},
+    );
+    expect(q).toMatchObject({ refId: 'A', metric: 'p99', service: ['api', 'web'], host: ['h1', 'h2'], result: ['refused'], groupBy: ['service'] });
+    expect(q.dst).toBeUndefined();
+  });
+});
+
 describe('testDatasource', () => {
   test('unreachable (the proxy answers 502): says to check the URL from the Grafana server', async () => {
     fetchMock.mockReturnValue(fail(502, { message: 'Bad Gateway' }));
@@ -126,11 +178,19 @@ describe('testDatasource', () => {
     expect(r.message).toMatch(/cannot reach InfluxDB at http:\/\/influx:8086/);
     expect(r.message).toMatch(/reachable from the Grafana server/);
   });
-  test('unauthorized: says to check the token', async () => {
-    fetchMock.mockReturnValue(fail(401, { code: 'unauthorized', message: 'unauthorized access' }));
+  // What Grafana answers when InfluxDB says 401: 400 with a plain-text body; the 401 never reaches the
+  // browser (grafana/grafana pkg/api/pluginproxy/ds_proxy.go, HandleRequest's modifyResponse). The real
+  // thing, through the stand-in against a real InfluxDB, is in tests/grafana-proxy.test.ts.
+  test('wrong token or password (Grafana’s 400 "Authentication to data source failed"): says to check them', async () => {
+    fetchMock.mockReturnValue(fail(400, 'Authentication to data source failed'));
     const r = await ds({ dialect: 'flux', org: 'o', bucket: 'b' }).testDatasource();
     expect(r).toMatchObject({ status: 'error' });
-    expect(r.message).toMatch(/refused the credentials \(HTTP 401: unauthorized access\)/);
+    expect(r.message).toMatch(/^InfluxDB refused the datasource's credentials \(Grafana: Authentication to data source failed\)\. Check the token \(InfluxDB 2\.x\)/);
+  });
+  test('a route the user’s role may not use (Grafana’s 403): says it needs an Editor', async () => {
+    fetchMock.mockReturnValue(fail(403, { message: 'plugin proxy route access denied' }));
+    const r = await ds({ dialect: 'influxql', database: 'tcplat' }).testDatasource();
+    expect(r.message).toMatch(/Grafana refused this request to InfluxDB \(plugin proxy route access denied\): it needs the Editor role/);
   });
   test('missing bucket (2.x) and missing database (1.x)', async () => {
     fetchMock.mockReturnValue(fail(404, { code: 'not found', message: 'failed to initialize execute state: could not find bucket "b"' }));
@@ -150,11 +210,11 @@ describe('testDatasource', () => {
   });
   test('with data, and the renderer checked through its route', async () => {
     fetchMock.mockImplementation((req: { url: string }) =>
-      req.url.includes('/renderer/') ? fail(401, { error: 'the token is not valid for this renderer' }) : ok({ results: [{ series: [{ columns: ['key'], values: [['tcp_connect_hist,service=api']] }] }] }),
+      req.url.includes('/renderer/') ? fail(400, 'Authentication to data source failed') : ok({ results: [{ series: [{ columns: ['key'], values: [['tcp_connect_hist,service=api']] }] }] }),
     );
     const r = await ds({ dialect: 'influxql', database: 'tcplat', rendererUrl: 'http://renderer:7071' }).testDatasource();
     expect(r.status).toBe('error');
-    expect(r.message).toMatch(/InfluxDB is fine, but: the renderer refused the credentials .*not valid/);
+    expect(r.message).toMatch(/InfluxDB is fine, but: the renderer refused the datasource's credentials .*Check the renderer token/);
     expect(fetchMock.mock.calls[1][0].url).toBe('/api/datasources/proxy/uid/tcplat/renderer/metrics');
   });
 });

@@ -1,7 +1,8 @@
 /**
- * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux) or 1.x (InfluxQL) through the
- * `influx` route of plugin.json, and hands the panel the `renderer` route. Queries are built by
- * @tcplat/core; variables are expanded to values that the builders quote.
+ * The tcplat datasource: reads tcp_connect_hist from InfluxDB 2.x (Flux, `influx/api/v2/query`, POST) or
+ * 1.x (InfluxQL, `influx/query`, GET) through the routes of plugin.json, and hands the panel the
+ * `renderer/...` routes. Queries are built by @tcplat/core; variables are expanded to values that the
+ * builders quote.
  */
 import {
   CustomVariableSupport,
@@ -18,6 +19,7 @@ import {
 } from '@grafana/data';
 import { getTemplateSrv } from '@grafana/runtime';
 import {
+  HIST_QUERY_TAGS,
   MEASUREMENT,
   buildFluxHistQuery,
   buildInfluxQLHistQuery,
@@ -28,11 +30,12 @@ import {
   type HistRow,
   type InfluxQLSeriesLike,
 } from '@tcplat/core';
-import { from, type Observable } from 'rxjs';
-import { HttpFailure, proxyFetch } from '../shared/http';
+import { Observable } from 'rxjs';
+import { Cancelled, HttpFailure, proxyFetch } from '../shared/http';
 import { VariableQueryEditor } from './components/VariableQueryEditor';
 import { migrateQuery, migrateVariableQuery } from './migrate';
 import {
+  expandValues,
   framesFromRows,
   planQuery,
   queryFilters,
@@ -80,7 +83,27 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     return (target, format) => srv.replace(target, scopedVars, format);
   }
 
-  async query(request: DataQueryRequest<TcplatQuery>): Promise<DataQueryResponse> {
+  /**
+   * Grafana subscribes to this and unsubscribes when the query is superseded or the panel goes away (new
+   * time range, refresh, Explore's cancel): that aborts the HTTP requests still running.
+   */
+  query(request: DataQueryRequest<TcplatQuery>): Observable<DataQueryResponse> {
+    return new Observable<DataQueryResponse>((subscriber) => {
+      const ctl = new AbortController();
+      this.runQuery(request, ctl.signal).then(
+        (res) => {
+          subscriber.next(res);
+          subscriber.complete();
+        },
+        (e) => {
+          if (!(e instanceof Cancelled)) subscriber.error(e);
+        },
+      );
+      return () => ctl.abort();
+    });
+  }
+
+  private async runQuery(request: DataQueryRequest<TcplatQuery>, signal: AbortSignal): Promise<DataQueryResponse> {
     const replace = this.replacer(request.scopedVars);
     const range = { fromMs: request.range.from.valueOf(), toMs: request.range.to.valueOf() };
     const targets = request.targets.filter((t) => !t.hide).map(migrateQuery);
@@ -88,8 +111,9 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
       targets.map(async (t) => {
         try {
           const plan = planQuery(t, queryFilters(t, replace), range, request.intervalMs);
-          return { frames: framesFromRows(await this.histRows(plan), plan, t.refId) };
+          return { frames: framesFromRows(await this.histRows(plan, signal), plan, t.refId) };
         } catch (e) {
+          if (e instanceof Cancelled) throw e;
           return { error: { refId: t.refId, message: (e as Error).message } };
         }
       }),
@@ -98,46 +122,66 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     return { data: results.flatMap((r) => r.frames ?? []), ...(errors.length ? { errors, error: errors[0] } : {}) };
   }
 
+  /**
+   * Template variables replaced by the values they stand for, e.g. when Explore opens a panel's queries:
+   * a multi-value variable becomes its values, "All" becomes no filter.
+   */
+  interpolateVariablesInQueries(queries: TcplatQuery[], scopedVars: ScopedVars): TcplatQuery[] {
+    const replace = this.replacer(scopedVars);
+    return queries.map((raw) => {
+      const q: TcplatQuery = { ...migrateQuery(raw) };
+      for (const tag of HIST_QUERY_TAGS) {
+        if (!q[tag]?.length) continue;
+        const values = expandValues(q[tag], replace);
+        if (values.length > 0) q[tag] = values;
+        else delete q[tag];
+      }
+      return q;
+    });
+  }
+
   /** The rows of a planned query, from whichever InfluxDB this datasource talks to. */
-  async histRows(plan: PlannedQuery): Promise<HistRow[]> {
+  async histRows(plan: PlannedQuery, signal?: AbortSignal): Promise<HistRow[]> {
     if (this.options.dialect === 'influxql') {
-      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), 'POST'), plan.queryGroupBy);
+      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), signal), plan.queryGroupBy);
     }
-    return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(plan.hist, { bucket: this.options.bucket ?? '' })), plan.queryGroupBy);
+    return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(plan.hist, { bucket: this.options.bucket ?? '' }), signal), plan.queryGroupBy);
   }
 
   /** Values of one tag among series matching filters (raw values: variables are expanded here). */
-  async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange): Promise<string[]> {
-    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters), 'GET'));
+  async tagValues(tag: HistQueryTag, filters: Filters = {}, range?: TimeRange, signal?: AbortSignal): Promise<string[]> {
+    if (this.options.dialect === 'influxql') return tagValuesFromInfluxQL(await this.influxQL(tagValuesInfluxQL(tag, filters), signal));
     const startMs = range ? range.from.valueOf() : Date.now() - TAG_LOOKBACK_MS;
-    return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs)))));
+    return tagValuesFromFluxCsv(await this.flux(tagValuesFlux(this.options.bucket ?? '', tag, filters, Math.max(0, Math.floor(startMs))), signal));
   }
 
-  async metricFindQuery(query: TcplatVariableQuery | string, options?: { range?: TimeRange; scopedVars?: ScopedVars }): Promise<MetricFindValue[]> {
+  async metricFindQuery(query: TcplatVariableQuery | string, options?: { range?: TimeRange; scopedVars?: ScopedVars; signal?: AbortSignal }): Promise<MetricFindValue[]> {
     const q = migrateVariableQuery(query);
     const filters = queryFilters({ service: q.service ? [q.service] : [] }, this.replacer(options?.scopedVars));
-    const values = await this.tagValues(VARIABLE_TAG[q.kind], filters, options?.range);
+    const values = await this.tagValues(VARIABLE_TAG[q.kind], filters, options?.range, options?.signal);
     return values.map((text) => ({ text, value: text }));
   }
 
-  // ---- HTTP through the `influx` route ----
+  // ---- HTTP through the `influx/...` routes ----
 
   private influxWhere(): string {
     return this.options.influxUrl ?? '';
   }
 
-  async influxQL(q: string, method: 'GET' | 'POST'): Promise<InfluxQLSeriesLike[]> {
+  /**
+   * InfluxQL goes by GET only: the `influx/query` route matches GET alone, so no Grafana user can send
+   * InfluxDB 1.x a POST (its verb for CREATE/DROP/GRANT). 1.x still runs such statements by GET with a
+   * deprecation warning, which is why the datasource's 1.x user should hold only READ (see README).
+   */
+  async influxQL(q: string, signal?: AbortSignal): Promise<InfluxQLSeriesLike[]> {
     const params = new URLSearchParams({ db: this.options.database ?? '', epoch: 'ms' });
     if (this.options.retentionPolicy) params.set('rp', this.options.retentionPolicy);
-    if (method === 'GET') params.set('q', q);
+    params.set('q', q);
     const res = await proxyFetch<InfluxQLAnswer>(
-      {
-        url: `${this.url}/influx/query?${params.toString()}`,
-        method,
-        ...(method === 'POST' ? { data: new URLSearchParams({ q }).toString(), headers: { 'Content-Type': 'application/x-www-form-urlencoded' } } : {}),
-      },
+      { url: `${this.url}/influx/query?${params.toString()}`, method: 'GET' },
       'InfluxDB',
       this.influxWhere(),
+      signal,
     );
     const body = res.data ?? {};
     const err = body.error ?? body.results?.find((r) => r.error)?.error;
@@ -145,7 +189,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     return body.results?.[0]?.series ?? [];
   }
 
-  async flux(query: string): Promise<string> {
+  async flux(query: string, signal?: AbortSignal): Promise<string> {
     const params = new URLSearchParams({ org: this.options.org ?? '' });
     const res = await proxyFetch<string>(
       {
@@ -157,6 +201,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
       },
       'InfluxDB',
       this.influxWhere(),
+      signal,
     );
     return typeof res.data === 'string' ? res.data : String(res.data ?? '');
   }
@@ -203,7 +248,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     let series: InfluxQLSeriesLike[];
     try {
       // SHOW SERIES (unlike SHOW MEASUREMENTS on 1.x) reports a missing database as an error.
-      series = await this.influxQL(`SHOW SERIES FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} LIMIT 1`, 'GET');
+      series = await this.influxQL(`SHOW SERIES FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} LIMIT 1`);
     } catch (e) {
       const f = e as HttpFailure;
       if (f.kind === 'http' && /database not found/i.test(f.serverMessage ?? '')) {
@@ -261,11 +306,20 @@ export class TcplatVariableSupport extends CustomVariableSupport<TcplatDataSourc
     super();
   }
 
+  /** Cancellable like panel queries: unsubscribing aborts the request. */
   query(request: DataQueryRequest<TcplatVariableQuery>): Observable<DataQueryResponse> {
-    return from(
-      this.ds.metricFindQuery(request.targets[0], { range: request.range, scopedVars: request.scopedVars }).then((values) => ({
-        data: [createDataFrame({ fields: [{ name: 'text', type: FieldType.string, values: values.map((v) => String(v.text)) }] })],
-      })),
-    );
+    return new Observable<DataQueryResponse>((subscriber) => {
+      const ctl = new AbortController();
+      this.ds.metricFindQuery(request.targets[0], { range: request.range, scopedVars: request.scopedVars, signal: ctl.signal }).then(
+        (values) => {
+          subscriber.next({ data: [createDataFrame({ fields: [{ name: 'text', type: FieldType.string, values: values.map((v) => String(v.text)) }] })] });
+          subscriber.complete();
+        },
+        (e) => {
+          if (!(e instanceof Cancelled)) subscriber.error(e);
+        },
+      );
+      return () => ctl.abort();
+    });
   }
 }

@@ -1,3 +1,4 @@
+import { DataFrameType, FieldType, createDataFrame, getFieldDisplayName, type DataFrame } from '@grafana/data';
 import { BUCKET_FIELDS, HIST_FIELD, QueryValueError, buildInfluxQLHistQuery, bucketIndex, type HistRow } from '@tcplat/core';
 import { BUCKET_NAMES, expandValues, framesFromRows, planQuery, queryFilters, tagValuesFlux, tagValuesFromFluxCsv, tagValuesInfluxQL, windowFor, type Replace } from './queries';
 import type { TcplatQuery } from './types';
@@ -121,23 +122,94 @@ describe('framesFromRows', () => {
     expect(f.fields[1].labels).toEqual({ service: 'api' });
     expect(f.fields[1].config.unit).toBe('percentunit');
   });
-  test('histogram buckets: one heatmap-rows frame per group, non-cumulative, bounds numeric and ordered', () => {
+  test('histogram buckets: ONE heatmap-rows frame summing every group, non-cumulative, bounds numeric and ordered', () => {
     const plan = planQuery({ refId: 'A', metric: 'buckets', groupBy: ['service'] }, {}, range, 60_000);
-    const [api] = framesFromRows(rows, plan, 'A');
-    expect(api.meta?.type).toBe('heatmap-rows');
-    const names = api.fields.slice(1).map((f) => f.name);
+    expect(plan.queryGroupBy).toEqual([]);
+    const frames = framesFromRows(rows, plan, 'A');
+    expect(frames).toHaveLength(1);
+    const [f] = frames;
+    expect(f.meta?.type).toBe('heatmap-rows');
+    expect(f.meta?.custom).toBeUndefined();
+    expect(f.meta?.notices?.[0].text).toMatch(/summed over every service.*repeat the panel/);
+    const names = f.fields.slice(1).map((x) => x.name);
     expect(names).toEqual(BUCKET_NAMES);
-    const bounds = names.slice(0, -1).map(Number);
-    expect(bounds.every((b, i) => i === 0 || b > bounds[i - 1])).toBe(true);
     expect(names.at(-1)).toBe('+Inf');
-    // 4 connects at 1 ms and 1 at 100 ms, as stored: not cumulated.
-    const at = (ms: string) => api.fields.find((f) => f.name === ms)!.values[0];
-    expect(at('1')).toBe(4);
-    expect(at('100')).toBe(1);
-    expect(at('1.6')).toBe(0);
-    expect(api.fields.slice(1).reduce((s, f) => s + f.values[0], 0)).toBe(5);
+    // api: 4 connects at 1 ms and 1 at 100 ms at t=0, 1 at 2 ms at t=60s; web: 1 at 5 ms at t=0. As stored: not cumulated.
+    expect(f.fields[0].values).toEqual([0, 60_000]);
+    const at = (ms: string) => f.fields.find((x) => x.name === ms)!.values;
+    expect(at('1')).toEqual([4, 0]);
+    expect(at('100')).toEqual([1, 0]);
+    expect(at('6.3')).toEqual([1, 0]);
+    expect(at('2.5')).toEqual([0, 1]);
+    expect(f.fields.slice(1).reduce((s, x) => s + x.values[0], 0)).toBe(6);
+    // Without a group-by there is nothing to explain.
+    expect(framesFromRows(rows, planQuery({ refId: 'A', metric: 'buckets' }, {}, range, 60_000), 'A')[0].meta?.notices).toBeUndefined();
+    expect(framesFromRows([], plan, 'A')).toEqual([]);
+  });
+
+  test('buckets pass Grafana’s own heatmap rules (prepareHeatmapData + rowsToCellsHeatmap): every connect counted, lowest bound 0', () => {
+    const plan = planQuery({ refId: 'A', metric: 'buckets', groupBy: ['service', 'host'] }, {}, range, 60_000);
+    const cells = grafanaHeatmapOf(framesFromRows(rows, plan, 'A'));
+    // Every connect of every service is in the one heatmap Grafana draws.
+    expect(cells.counts.reduce((a, b) => a + b, 0)).toBe(7);
+    expect(cells.ordinalFieldName).toBe('yMax');
+    expect(cells.yMatchWithLabel).toBe('le');
+    expect(cells.yZeroDisplay).toBe('0.0');
+    expect(cells.yOrdinalDisplay).toEqual(BUCKET_NAMES);
+    expect(cells.yOrdinalLabel).toEqual(BUCKET_NAMES);
+    const bounds = cells.yOrdinalLabel.map(parseNumeric);
+    expect(bounds.every((b, i) => i === 0 || b > bounds[i - 1])).toBe(true);
+  });
+
+  test('the rules catch the shapes of issue 12: one frame per service (last wins) and `service` before `le` (no lower bound)', () => {
+    const perService = ['api', 'web'].map((service) =>
+      createDataFrame({
+        meta: { type: DataFrameType.HeatmapRows },
+        fields: [
+          { name: 'Time', type: FieldType.time, values: [0] },
+          { name: '1', type: FieldType.number, values: [service === 'api' ? 5 : 1], labels: { service, le: '1' } },
+          { name: '+Inf', type: FieldType.number, values: [0], labels: { service, le: '+Inf' } },
+        ],
+      }),
+    );
+    const cells = grafanaHeatmapOf(perService);
+    expect(cells.counts.reduce((a, b) => a + b, 0)).toBe(1); // api's 5 connects are gone
+    expect(cells.yMatchWithLabel).toBe('service');
+    expect(cells.yZeroDisplay).toBeUndefined();
   });
 });
+
+// ---- Grafana's heatmap rules, reimplemented minimally (neither @grafana/data nor another published package
+// exports them). Source: grafana/grafana public/app/plugins/panel/heatmap/fields.ts (prepareHeatmapData: the
+// first heatmap-cells frame returns at once, otherwise the LAST heatmap-rows frame is kept) and
+// public/app/features/transformers/calculateHeatmap/heatmap.ts (rowsToCellsHeatmap: y fields are the number
+// fields after the first; cells are `yMax` when the first y field has an `le` label; the label to match is
+// the first label key of the first y field, and only `le` gives yZeroDisplay '0.0', the lowest bucket's
+// lower bound; yOrdinalDisplay is getFieldDisplayName of each y field; sortAscStrInf parses '+Inf').
+// getFieldDisplayName is Grafana's own, from @grafana/data.
+
+function parseNumeric(v?: string | null): number {
+  return v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : +(v ?? 0);
+}
+
+function grafanaHeatmapOf(frames: DataFrame[]) {
+  let rowsHeatmap: DataFrame | undefined;
+  for (const frame of frames) if (frame.meta?.type === DataFrameType.HeatmapRows) rowsHeatmap = frame;
+  if (!rowsHeatmap) throw new Error('no heatmap-rows frame');
+  const frame = rowsHeatmap;
+  const yFields = frame.fields.filter((f, i) => f.type === FieldType.number && i > 0);
+  const counts: number[] = [];
+  for (let t = 0; t < frame.fields[0].values.length; t++) for (const f of yFields) counts.push(f.values[t]);
+  const yMatchWithLabel = Object.keys(yFields[0].labels ?? {})[0];
+  return {
+    ordinalFieldName: yFields[0].labels?.le != null ? 'yMax' : 'y',
+    yOrdinalDisplay: yFields.map((f) => getFieldDisplayName(f, frame)),
+    yMatchWithLabel,
+    yOrdinalLabel: yFields.map((f) => f.labels?.[yMatchWithLabel] ?? ''),
+    yZeroDisplay: yMatchWithLabel === 'le' ? '0.0' : undefined,
+    counts,
+  };
+}
 
 describe('tag value queries', () => {
   test('InfluxQL: quoted identifiers and strings only', () => {

@@ -82,7 +82,9 @@ export interface PlannedQuery {
 
 export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: number; toMs: number }, intervalMs?: number): PlannedQuery {
   const groupBy = [...new Set((q.groupBy ?? []).filter((g) => (HIST_QUERY_TAGS as readonly string[]).includes(g)))];
-  const queryGroupBy = q.metric === 'errorRate' && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
+  // Grafana's heatmap draws one heatmap-rows frame (the last one it sees), so buckets are summed over every
+  // matching series: the database adds them up, and framesFromRows says so when a group-by was asked for.
+  const queryGroupBy = q.metric === 'buckets' ? [] : q.metric === 'errorRate' && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
   const fromMs = Math.max(0, Math.floor(range.fromMs));
   const toMs = Math.min(MAX_TIME_MS, Math.max(fromMs + 1, Math.ceil(range.toMs)));
   return {
@@ -120,36 +122,48 @@ function timeField(times: number[]): Field {
   return { name: 'Time', type: FieldType.time, values: times, config: {} };
 }
 
+/** Why a buckets query ignores its group-by, shown by Grafana above the panel. */
+export function bucketsGroupByNotice(groupBy: readonly HistQueryTag[]): string {
+  return (
+    `Histogram buckets are summed over every ${groupBy.join(', ')}: Grafana's heatmap draws one set of buckets. ` +
+    `For one heatmap per ${groupBy[0]}, filter on a variable ($${groupBy[0]}) and repeat the panel by it.`
+  );
+}
+
 /**
  * Data frames from the rows of a planned query: one time series per group, labelled with the group's tags.
- * `buckets` gives one `heatmap-rows` frame per group: non-cumulative counts (as stored), one field per
- * bucket named by its upper bound, ordered numerically, so Grafana's heatmap shows them as they are.
+ * `buckets` gives ONE `heatmap-rows` frame (Grafana's heatmap keeps only the last such frame: prepareHeatmapData
+ * in grafana/grafana public/app/plugins/panel/heatmap/fields.ts): non-cumulative counts (as stored) summed over
+ * every series, one field per bucket named by its upper bound, ordered numerically, each labelled with `le`
+ * alone. rowsToCellsHeatmap (public/app/features/transformers/calculateHeatmap/heatmap.ts) takes the first
+ * label key of the first bucket as the one to match: with `le` it lays cells out by upper bound (yMax) and
+ * starts the axis at 0, so the lowest bucket reads 0..0.01 ms.
  */
 export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string): DataFrame[] {
   const { metric, groupBy } = plan;
   const windowS = plan.hist.windowMs / 1000;
   const frames: DataFrame[] = [];
   if (metric === 'buckets') {
-    for (const { labels, rows: rs } of groupRows(rows, groupBy).values()) {
-      const fields: Field[] = [timeField(rs.map((r) => r.timeMs))];
-      BUCKET_FIELDS.forEach((f, i) => {
-        fields.push({
-          name: BUCKET_NAMES[i],
-          type: FieldType.number,
-          values: rs.map((r) => r.values[f] ?? 0),
-          labels: { ...labels, le: BUCKET_NAMES[i] },
-          config: { unit: 'short', displayNameFromDS: BUCKET_NAMES[i] },
-        });
-      });
-      frames.push(
-        createDataFrame({
-          refId,
-          name: Object.values(labels).join(' ') || 'latency',
-          meta: { type: DataFrameType.HeatmapRows, custom: { yMatchWithHeader: 'le' } },
-          fields,
-        }),
-      );
+    if (rows.length === 0) return frames;
+    const byTime = new Map<number, number[]>();
+    for (const r of rows) {
+      let sums = byTime.get(r.timeMs);
+      if (!sums) byTime.set(r.timeMs, (sums = BUCKET_FIELDS.map(() => 0)));
+      BUCKET_FIELDS.forEach((f, i) => (sums![i] += r.values[f] ?? 0));
     }
+    const times = [...byTime.keys()].sort((a, b) => a - b);
+    const fields: Field[] = [timeField(times)];
+    BUCKET_FIELDS.forEach((_, i) => {
+      fields.push({
+        name: BUCKET_NAMES[i],
+        type: FieldType.number,
+        values: times.map((t) => byTime.get(t)![i]),
+        labels: { le: BUCKET_NAMES[i] },
+        config: { unit: 'short', displayNameFromDS: BUCKET_NAMES[i] },
+      });
+    });
+    const notices = groupBy.length > 0 ? [{ severity: 'info' as const, text: bucketsGroupByNotice(groupBy) }] : undefined;
+    frames.push(createDataFrame({ refId, name: 'latency', meta: { type: DataFrameType.HeatmapRows, ...(notices ? { notices } : {}) }, fields }));
     return frames;
   }
   if (metric === 'errorRate') {

@@ -33,13 +33,20 @@ function clamp(v: number, lo: number, hi: number): number {
   return Math.max(lo, Math.min(hi, Math.round(v)));
 }
 
-/** Comma-separated option text with variables expanded (`$service` with several values gives several). */
+/** A whole value that is still a variable reference after expansion: the dashboard has no such variable. */
+const UNRESOLVED = /^\$(\w+|\{[^}]*\})$/;
+
+/**
+ * Comma-separated option text with variables expanded (`$service` with several values gives several). A
+ * variable the dashboard does not define filters nothing, so the panel shows data on any dashboard (a
+ * panel copied from one with `$service` to one without) instead of asking for the literal text `$service`.
+ */
 export function optionValues(text: string, replace: InterpolateFunction): string[] {
   const raw = (text ?? '')
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
-  return expandValues(raw, (t, format) => replace(t, undefined, format));
+  return expandValues(raw, (t, format) => replace(t, undefined, format)).filter((v) => !UNRESOLVED.test(v));
 }
 
 /** Image size in device pixels: the panel's CSS size times the pixel ratio, inside the renderer's limits. */

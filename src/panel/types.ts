@@ -8,7 +8,10 @@ export interface PanelOptions {
   /** A tcplat datasource (its renderer route draws the image); absent: the first tcplat datasource. */
   datasource?: DataSourceRef | null;
   chart: RenderKind;
-  /** Comma-separated exact values; template variables allowed ($service). Empty: all. */
+  /**
+   * Comma-separated exact values; template variables allowed ($service). Empty: all. A variable the
+   * dashboard does not have filters nothing (see optionValues).
+   */
   service: string;
   dst: string;
   host: string;
@@ -26,7 +29,8 @@ export interface PanelOptions {
 export const DEFAULT_PANEL_OPTIONS: PanelOptions = {
   datasource: null,
   chart: 'heatmap',
-  service: '$service',
+  // Empty: every service. A `$service` default showed "No data" on dashboards without that variable.
+  service: '',
   dst: '',
   host: '',
   result: '',

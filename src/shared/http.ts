@@ -10,8 +10,13 @@ export class HttpFailure extends Error {
   constructor(
     message: string,
     readonly status: number,
-    /** unreachable: no answer (or the proxy's 502/504); unauthorized: 401/403; http: any other status. */
-    readonly kind: 'unreachable' | 'unauthorized' | 'http',
+    /**
+     * unreachable: no answer (or the proxy's 502/504); unauthorized: the service refused the datasource's
+     * credentials (Grafana's 400 "Authentication to data source failed", or a 401/403 passed through);
+     * forbidden: Grafana refused the user (403 "plugin proxy route access denied": a route's reqRole);
+     * http: any other status.
+     */
+    readonly kind: 'unreachable' | 'unauthorized' | 'forbidden' | 'http',
     /** The server's own message, when it sent one. */
     readonly serverMessage?: string,
     readonly parameter?: string,
@@ -20,6 +25,11 @@ export class HttpFailure extends Error {
     this.name = 'HttpFailure';
   }
 }
+
+/** The body of Grafana's 400 for an upstream 401 (ds_proxy.go). */
+export const GRAFANA_AUTH_FAILED = 'Authentication to data source failed';
+/** The message of Grafana's 403 when a route's reqRole is not met (ds_proxy.go validateRequest). */
+export const GRAFANA_ROUTE_DENIED = 'plugin proxy route access denied';
 
 interface FetchErrorLike {
   status?: number;
@@ -90,6 +100,28 @@ export async function toFailure(e: unknown, what: string, where: string): Promis
       message,
     );
   }
+  // Grafana's datasource proxy turns an upstream 401 into 400 with this plain-text body, and never lets
+  // the 401 through (grafana/grafana pkg/api/pluginproxy/ds_proxy.go, HandleRequest's modifyResponse).
+  if (status === 400 && message === GRAFANA_AUTH_FAILED) {
+    return new HttpFailure(
+      `${what} refused the datasource's credentials (Grafana: ${GRAFANA_AUTH_FAILED}). ` +
+        (what === 'InfluxDB'
+          ? 'Check the token (InfluxDB 2.x) or the user and password (1.x) in the datasource settings, and that they are still valid.'
+          : "Check the renderer token in the datasource settings: it must be one of the renderer's --auth-token values."),
+      status,
+      'unauthorized',
+      message,
+    );
+  }
+  // A route's reqRole the user lacks (ds_proxy.go validateRequest/hasAccessToRoute, answered by JsonApiErr(403)).
+  if (status === 403 && message === GRAFANA_ROUTE_DENIED) {
+    return new HttpFailure(
+      `Grafana refused this request to ${what} (${GRAFANA_ROUTE_DENIED}): it needs the Editor role in this organization. Ask an Editor or Admin.`,
+      status,
+      'forbidden',
+      message,
+    );
+  }
   if (status === 401 || status === 403) {
     return new HttpFailure(
       `${what} refused the credentials (HTTP ${status}${message ? `: ${message}` : ''}). Check the token or user and password in the datasource settings.`,
@@ -101,11 +133,46 @@ export async function toFailure(e: unknown, what: string, where: string): Promis
   return new HttpFailure(message ? `${what}: ${message}` : `${what} answered HTTP ${status} ${err.statusText ?? ''}`.trim(), status, 'http', message, parameter);
 }
 
-/** One request through the proxy, without Grafana's own error pop-ups (we show errors in place). */
-export async function proxyFetch<T>(req: BackendSrvRequest, what: string, where: string): Promise<FetchResponse<T>> {
+/** The request was cancelled (the query's subscriber went away): nothing to show. */
+export class Cancelled extends Error {
+  constructor() {
+    super('cancelled');
+    this.name = 'Cancelled';
+  }
+}
+
+/**
+ * One request through the proxy, without Grafana's own error pop-ups (we show errors in place). `signal`
+ * cancels it: unsubscribing from getBackendSrv().fetch aborts the HTTP request (Grafana's backend_srv
+ * builds it on rxjs fromFetch, which aborts on unsubscribe).
+ */
+export async function proxyFetch<T>(req: BackendSrvRequest, what: string, where: string, signal?: AbortSignal): Promise<FetchResponse<T>> {
+  const request = getBackendSrv().fetch<T>({ showErrorAlert: false, showSuccessAlert: false, ...req });
   try {
-    return await lastValueFrom(getBackendSrv().fetch<T>({ showErrorAlert: false, showSuccessAlert: false, ...req }));
+    if (!signal) return await lastValueFrom(request);
+    if (signal.aborted) throw new Cancelled();
+    return await new Promise<FetchResponse<T>>((resolve, reject) => {
+      let last: FetchResponse<T> | undefined;
+      const onAbort = () => {
+        sub.unsubscribe();
+        reject(new Cancelled());
+      };
+      const sub = request.subscribe({
+        next: (r) => (last = r),
+        error: (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+        complete: () => {
+          signal.removeEventListener('abort', onAbort);
+          if (last) resolve(last);
+          else reject(new Error(`${what}: no response`));
+        },
+      });
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   } catch (e) {
+    if (e instanceof Cancelled) throw e;
     throw await toFailure(e, what, where);
   }
 }

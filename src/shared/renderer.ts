@@ -1,5 +1,5 @@
 /**
- * The tcplat renderer's HTTP API as the plugins use it, through the datasource's `renderer` route
+ * The tcplat renderer's HTTP API as the plugins use it, through the datasource's `renderer/...` routes
  * (`<datasource proxy URL>/renderer/...`): the route adds the bearer token, so it never reaches the browser.
  */
 import type { BackendSrvRequest } from '@grafana/runtime';

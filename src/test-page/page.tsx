@@ -1,10 +1,13 @@
 /**
  * Browser test page (tests/plugins.browser.test.ts): the real panel and editors inside @grafana/ui's
  * theme (dark), against the test's stand-in for Grafana's datasource proxy. Settings come from the query
- * string: db, from, to, service.
+ * string: db (or dialect=flux with org and bucket), from, to, service, and ds (the datasource uid, default
+ * tcplat), influx and renderer (the URLs the stand-in's copy of the same datasource uses, shown in
+ * messages as Grafana would).
  */
 import React, { useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
+import { lastValueFrom } from 'rxjs';
 import { createTheme, dateTime, LoadingState, ThemeContext, type DataQueryRequest, type DataSourceInstanceSettings, type DataSourceSettings, type PanelProps } from '@grafana/data';
 import { ConfigEditor } from '../datasource/components/ConfigEditor';
 import { QueryEditor } from '../datasource/components/QueryEditor';
@@ -18,14 +21,17 @@ const qs = new URLSearchParams(location.search);
 const theme = createTheme({ colors: { mode: 'dark' } });
 const settings = {
   id: 1,
-  uid: 'tcplat',
+  uid: qs.get('ds') ?? 'tcplat',
   type: 'tcplat-connect-datasource',
   name: 'tcplat',
-  url: '/api/datasources/proxy/uid/tcplat',
+  url: `/api/datasources/proxy/uid/${qs.get('ds') ?? 'tcplat'}`,
   access: 'proxy',
   readOnly: false,
   meta: { id: 'tcplat-connect-datasource' },
-  jsonData: { influxUrl: 'http://influxdb:8086', dialect: 'influxql', database: qs.get('db') ?? 'tcplat', rendererUrl: 'http://renderer:7071' },
+  jsonData:
+    qs.get('dialect') === 'flux'
+      ? { influxUrl: qs.get('influx') ?? 'http://influxdb:8086', dialect: 'flux', org: qs.get('org') ?? 'tcplat', bucket: qs.get('bucket') ?? 'tcplat', rendererUrl: qs.get('renderer') ?? 'http://renderer:7071' }
+      : { influxUrl: qs.get('influx') ?? 'http://influxdb:8086', dialect: 'influxql', database: qs.get('db') ?? 'tcplat', rendererUrl: qs.get('renderer') ?? 'http://renderer:7071' },
 } as unknown as DataSourceInstanceSettings<TcplatOptions>;
 pageState.datasource = settings as DataSourceInstanceSettings;
 pageState.variables = { service: qs.getAll('service') };
@@ -49,8 +55,9 @@ function App() {
   const [options, setOptions] = useState(settings as unknown as DataSourceSettings<TcplatOptions, TcplatSecureOptions>);
   const [query, setQuery] = useState<TcplatQuery>({ refId: 'A', metric: 'p99', groupBy: ['service'] });
   const [frames, setFrames] = useState('');
+  const [tested, setTested] = useState('');
   const run = async (q: TcplatQuery) => {
-    const res = await ds.query({ targets: [q], range: timeRange, intervalMs: 60_000, scopedVars: {} } as unknown as DataQueryRequest<TcplatQuery>);
+    const res = await lastValueFrom(ds.query({ targets: [q], range: timeRange, intervalMs: 60_000, scopedVars: {} } as unknown as DataQueryRequest<TcplatQuery>));
     setFrames(res.errors?.length ? `error: ${res.errors[0].message}` : `${res.data.length} frames: ${res.data.map((f) => Object.values(f.fields[1]?.labels ?? {}).join('/')).join(', ')}`);
   };
   const panelProps = {
@@ -89,6 +96,12 @@ function App() {
         <pre data-testid="frames">{frames}</pre>
         <h3>Config editor</h3>
         <ConfigEditor options={options} onOptionsChange={setOptions} />
+        <button data-testid="test-datasource" onClick={() => ds.testDatasource().then((r) => setTested(`${r.status}: ${r.message}`))}>
+          Save &amp; test
+        </button>
+        <pre data-testid="test-result" style={{ whiteSpace: 'pre-wrap' }}>
+          {tested}
+        </pre>
       </div>
     </ThemeContext.Provider>
   );

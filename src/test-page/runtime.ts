@@ -1,7 +1,8 @@
 /**
  * Browser test page only: a thin @grafana/runtime for the page that tests/plugins.browser.test.ts bundles.
- * getBackendSrv().fetch performs real fetches (against the test's stand-in for Grafana's datasource
- * proxy); getTemplateSrv knows the page's variables; getDataSourceSrv knows the one tcplat datasource.
+ * getBackendSrv().fetch performs real fetches (against tests/support/grafana-proxy.ts, the stand-in for
+ * Grafana's datasource proxy) and parses bodies as Grafana does; getTemplateSrv knows the page's
+ * variables; getDataSourceSrv knows the page's tcplat datasource.
  */
 import type { DataSourceInstanceSettings, TypedVariableModel } from '@grafana/data';
 import type { BackendSrvRequest, FetchResponse } from '@grafana/runtime';
@@ -32,14 +33,19 @@ export function getBackendSrv() {
             sub.error({ status: 0, statusText: String(e), data: undefined });
             return;
           }
-          const type = req.responseType ?? 'json';
-          const raw = type === 'blob' ? await res.blob() : await res.text();
-          let data: unknown = raw;
-          if (type === 'json' && typeof raw === 'string') {
+          // As Grafana's parseResponseBody (grafana/grafana public/app/core/utils/fetch.ts): the asked type,
+          // else the text parsed as JSON when it is JSON (Grafana's 400 for a 401 is plain text).
+          let data: unknown;
+          if (req.responseType === 'blob') data = await res.blob();
+          else if (req.responseType === 'arraybuffer') data = await res.arrayBuffer();
+          else if (req.responseType === 'text') data = await res.text();
+          else if (req.responseType === 'json') data = res.headers.get('Content-Length') === '0' ? {} : await res.json();
+          else {
+            const text = await res.text();
             try {
-              data = raw === '' ? undefined : JSON.parse(raw);
+              data = JSON.parse(text);
             } catch {
-              data = raw;
+              data = text;
             }
           }
           if (!res.ok) {

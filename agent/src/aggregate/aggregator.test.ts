@@ -171,3 +171,96 @@ test('sessions keep their own time and become tcp_session points', () => {
     [MEASUREMENT.session, 1n],
   ]);
 });
+
+describe('import mode (--once): the points depend only on the capture', () => {
+  // A capture: 3 windows, rate-limited seconds, late events (2 s and 70 s), repeated timestamps, sessions.
+  function capture(): EnrichedConnect[] {
+    const out: EnrichedConnect[] = [];
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 16807) % 2147483647) % n;
+    for (let i = 0; i < 5000; i++) {
+      let ts = T0 + BigInt(i) * 6_000_000n; // 30 s of event time
+      if (i % 7 === 0) ts -= 2n * S;
+      if (i % 501 === 0) ts -= 70n * S;
+      if (i % 13 === 0) ts -= ts % 1000n; // coarse: collides with others
+      out.push(ev(ts, { pid: i, service: ['a', 'b'][rnd(2)], result: rnd(10) === 0 ? 'refused' : 'ok', latencyNs: 10_000 + rnd(5_000_000) }));
+    }
+    return out;
+  }
+
+  function importOnce(flushEvery: number[]) {
+    const m = make({ importEvery: 1000, random: undefined, rawLimit: 50 });
+    const events = capture();
+    events.forEach((e, i) => {
+      m.a.add(e);
+      // Timer flushes at arbitrary moments (different per run) must not change anything.
+      if (flushEvery.some((k) => i % k === 0)) m.flush();
+      if (m.a.pending >= 1000) m.flush();
+    });
+    m.flush(true);
+    return m.points.map((p) => encodePoint(p)).sort();
+  }
+
+  test('two imports with timer flushes at different moments write the very same points (so a re-import overwrites itself)', () => {
+    const a = importOnce([97]);
+    const b = importOnce([13, 501]);
+    expect(a.length).toBeGreaterThan(1000);
+    expect(b).toEqual(a);
+  });
+
+  test('histogram deltas use slot 0 of their window; live runs never do', () => {
+    const imp = make({ importEvery: 10 });
+    imp.a.add(ev(T0 + 5n));
+    imp.flush(true);
+    expect(BigInt(hist(imp.points)[0].timeNs!) - T0).toBe(0n);
+    for (const runId of [0, 1, 9999, 10_000, 123_456]) {
+      const live = make({ runId });
+      live.a.add(ev(T0 + 5n));
+      live.flush();
+      const off = BigInt(live.points.find((p) => p.measurement === MEASUREMENT.connectHist)!.timeNs!) - T0;
+      expect(off).toBeGreaterThanOrEqual(1_000_000n);
+      expect(off).toBeLessThan(10n * S);
+    }
+  });
+
+  test('a timer flush between epochs emits nothing', () => {
+    const { a, points, flush } = make({ importEvery: 3 });
+    a.add(ev(T0));
+    a.add(ev(T0 + 2n * S));
+    flush();
+    expect(points).toHaveLength(0);
+    a.add(ev(T0 + 3n * S));
+    flush();
+    expect(hist(points).length).toBeGreaterThan(0);
+  });
+});
+
+describe('raw points are never overwritten, however late', () => {
+  test('an event 120 s late at the time of an earlier point (beyond the old 30 s horizon) is moved, not overwritten', () => {
+    const { a, points, flush } = make();
+    a.add(ev(T0 + 5n));
+    flush();
+    for (let s = 1n; s <= 120n; s++) {
+      a.add(ev(T0 + s * S));
+      flush();
+    }
+    a.add(ev(T0 + 5n, { pid: 2 })); // the same series and time, 120 s later
+    flush(true);
+    const times = raw(points).map((p) => p.timeNs);
+    expect(new Set(times).size).toBe(times.length);
+    expect(raw(points)).toHaveLength(122);
+    expect(a.unchecked).toBe(0);
+  });
+
+  test('an event older than the memory (300 s) is counted as unchecked, never silently', () => {
+    const { a, flush } = make({ dedupHorizonS: 300 });
+    a.add(ev(T0));
+    flush();
+    a.add(ev(T0 + 400n * S));
+    flush();
+    flush();
+    a.add(ev(T0 + 1n));
+    flush(true);
+    expect(a.unchecked).toBe(1);
+  });
+});

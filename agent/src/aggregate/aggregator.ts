@@ -4,16 +4,23 @@
  *
  * Histograms (tcp_connect_hist). A point written twice with the same series and timestamp replaces the
  * first in InfluxDB, so a window's histogram is never rewritten: at every flush, each (series, window)
- * that received events since the last flush gets one new point holding just those events (a delta),
- * stamped inside its window at
- *     window start + (run id mod R) * 1 ms + (flush number mod 1e6) ns,   R = window / 1 ms,
- * where the run id grows by one at every agent start (kept in the spool directory). Within a run the
- * flush number makes it unique; across restarts the run id does. A late event (a slow attempt reported
- * seconds after its SYN, or an imported capture) simply lands in a later delta of its own window, so
- * nothing is ever overwritten and the window's histogram is the SUM of its points (count, sum_ms,
- * syn_retrans and every bucket summed; min_ms/max_ms as min/max), which is how pkg/core's query
- * builders read it. Every event counts in the histogram, sampled or not. In memory a histogram waits at
- * most one flush interval, as raw points do, so a crash (SIGKILL) loses at most that much.
+ * that received events since the last flush gets one new point holding just those events (a delta). A
+ * late event (a slow attempt reported seconds after its SYN, or an imported capture) simply lands in a
+ * later delta of its own window, so the window's histogram is the SUM of its points (count, sum_ms,
+ * syn_retrans and every bucket summed; min_ms/max_ms as min/max), which is how pkg/core's query builders
+ * read it. Every event counts in the histogram, sampled or not. Each delta is stamped inside its window,
+ * 1 ms slot + flush number (mod 1e6) ns after the window's start; the slot depends on the mode:
+ *
+ * - live (the default): slot 1 + (run id mod (R - 1)), R = window / 1 ms, where the run id grows by one at
+ *   every agent start (kept in the spool directory). Within a run the flush number makes a delta unique,
+ *   across restarts the run id does. In memory a histogram waits at most one flush interval, as raw points
+ *   do, so a crash (SIGKILL) loses at most that much.
+ * - import (`importEvery`, for --once): slot 0, and the aggregator flushes only every `importEvery` events
+ *   it received and at the final flush (a flush asked for by a timer in between does nothing). So which
+ *   events form which delta, and each delta's flush number, depend only on the capture: importing it
+ *   again (or again after an import was killed) writes the very same points at the very same times, and
+ *   they overwrite themselves instead of adding up. Raw points are deterministic the same way (their
+ *   sampling too: a PRNG seeded by the second), so both measurements keep the capture's counts.
  *
  * Raw points (tcp_connect) are limited per host and per second of EVENT time (so an import is thinned only
  * where the capture itself was that dense): each second keeps a uniform reservoir sample of at most
@@ -22,8 +29,10 @@
  * second has been seen or at the second flush after it started, whichever comes first.
  *
  * Unique timestamps: raw and session points never share a timestamp (host-wide, hence also per series): a
- * collision (text tools print coarse times; a capture may repeat) moves the later point by 1 ns until it
- * is free. Used timestamps are remembered for `dedupHorizonS` seconds of event time (UsedTimes).
+ * collision (text tools print coarse times; a capture may repeat a line) moves the later point by 1 ns
+ * until it is free. Used timestamps are remembered for `dedupHorizonS` (default 300 s, more than the
+ * kernel's longest SYN timeout, ~127 s) of event time (UsedTimes). An event older than that can no longer
+ * be checked: it is written at its own time and counted (tcplat_raw_unchecked_total), never silently.
  *
  * Cost: this stage sees every event, so it builds no key strings (series are nested maps of the strings
  * the enricher shares) and keeps a second's raw events as columns (SecondSample), not as event objects;
@@ -51,8 +60,10 @@ export interface AggregatorOptions {
   windowNs: bigint;
   /** Raw tcp_connect points per second of event time; 0 = unlimited. */
   rawLimit: number;
-  /** Grows by one per agent start; places this run's histogram points inside their windows. */
+  /** Grows by one per agent start; places this run's histogram points inside their windows (live mode). */
   runId: number;
+  /** Import mode (--once): flush only every this many events received, and at the final flush. */
+  importEvery?: number;
   dedupHorizonS?: number;
   random?: () => number;
 }
@@ -96,15 +107,23 @@ export class Aggregator {
   private readonly windowMs: number;
   private readonly used = new UsedTimes();
   private readonly horizon: number;
-  private readonly random: () => number;
+  private readonly random: (() => number) | null;
+  /** Events received since the last flush that emitted (import mode). */
+  private sinceFlush = 0;
   /** 1 ns moves made to keep raw and session timestamps unique (a point moved by 3 ns counts 3). */
   get collisions(): number {
     return this.used.moves;
   }
+  /** Raw and session points older than the timestamp memory: written unchecked (see the module comment). */
+  unchecked = 0;
   private pendingHistEvents = 0;
   private pendingRaw = 0;
-  /** Events held in memory, not yet turned into points. */
+  /**
+   * Events held in memory, not yet turned into points. In import mode: the events received since the last
+   * flush, so that a caller flushing at `importEvery` pending events flushes exactly at each epoch.
+   */
   get pending(): number {
+    if (this.opts.importEvery !== undefined) return this.sinceFlush;
     return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
   }
 
@@ -112,16 +131,18 @@ export class Aggregator {
     private readonly opts: AggregatorOptions,
     private readonly stage: StageCounters,
   ) {
-    const runSlots = opts.windowNs / SLOT_NS > 0n ? opts.windowNs / SLOT_NS : 1n;
-    this.runSlotNs = (BigInt(opts.runId) % runSlots) * SLOT_NS;
-    if (opts.windowNs % SLOT_NS !== 0n) throw new RangeError('histogram window must be a whole number of milliseconds');
+    if (opts.windowNs % SLOT_NS !== 0n || opts.windowNs < 2n * SLOT_NS) throw new RangeError('histogram window must be a whole number of milliseconds, at least 2');
+    const runSlots = opts.windowNs / SLOT_NS - 1n;
+    // Slot 0 belongs to imports; live runs take slots 1..R-1 by run id.
+    this.runSlotNs = opts.importEvery !== undefined ? 0n : (1n + (BigInt(opts.runId) % runSlots)) * SLOT_NS;
     this.windowMs = Number(opts.windowNs / SLOT_NS);
-    this.horizon = opts.dedupHorizonS ?? 30;
-    this.random = opts.random ?? Math.random;
+    this.horizon = opts.dedupHorizonS ?? 300;
+    this.random = opts.random ?? (opts.importEvery !== undefined ? null : Math.random);
   }
 
   add(ev: EnrichedEvent): void {
     this.stage.received.inc();
+    this.sinceFlush++;
     if (ev.type === 'session') {
       this.sessions.push(ev);
       const sec = Number(ev.tsNs / NS_PER_S);
@@ -154,7 +175,7 @@ export class Aggregator {
       this.samples.set(second, s);
     }
     const before = s.kept;
-    s.offer(ev, sub, this.random);
+    s.offer(ev, sub, this.random ?? s.seeded);
     // Beyond the limit an event is sampled out, or takes the place of an earlier one: one fewer either way.
     if (s.kept > before) this.pendingRaw++;
     else this.stage.drop('sampled_out');
@@ -184,6 +205,9 @@ export class Aggregator {
    * when `final`), every session. Calls `emit` once per point: raw connect points come already encoded.
    */
   flush(emit: (p: Emitted) => void, final = false): void {
+    // Import mode: only the capture decides where deltas start and end (see the module comment).
+    if (this.opts.importEvery !== undefined && !final && this.sinceFlush < this.opts.importEvery) return;
+    this.sinceFlush = 0;
     const flushNo = this.flushNo++;
     const offset = this.runSlotNs + BigInt(flushNo % 1_000_000);
     for (const byDst of this.series.values()) {
@@ -207,6 +231,7 @@ export class Aggregator {
       const weight = s.n > kept ? s.n / kept : undefined;
       const order = s.timeOrder();
       const subs = order ? order.map((i) => s.subs[i]) : s.subs;
+      if (second < this.used.oldest) this.unchecked += kept;
       const claimed = this.used.claimSorted(second, subs);
       const host = this.opts.host;
       for (let k = 0; k < kept; k++) {
@@ -239,6 +264,7 @@ export class Aggregator {
     for (const ev of sessions) {
       const second = Number(ev.tsNs / NS_PER_S);
       const sub0 = Number(ev.tsNs % NS_PER_S);
+      if (second < this.used.oldest) this.unchecked++;
       const sub = this.used.claim(second, sub0);
       const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(

@@ -29,11 +29,25 @@ export class SecondSample {
   /** Container labels, only once an event had one (most hosts have none). */
   container: (string | undefined)[] | null = null;
 
+  private state: number;
+  /**
+   * A PRNG seeded by the second (mulberry32): the same events in the same order keep the same sample,
+   * so importing a capture again writes the same raw points.
+   */
+  readonly seeded = (): number => {
+    let t = (this.state = (this.state + 0x6d2b79f5) | 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+
   constructor(
     readonly second: number,
     readonly capacity: number,
     readonly bornAtFlush: number,
-  ) {}
+  ) {
+    this.state = second | 0;
+  }
 
   get kept(): number {
     return this.subs.length;

@@ -10,12 +10,12 @@
 const NS_PER_S = 1e9;
 
 interface SecondTimes {
-  /** Sorted arrays of subs, each from one batch. */
-  runs: number[][];
+  /** Sorted arrays of subs, each from one batch (4 bytes per point: seconds are kept for minutes). */
+  runs: Int32Array[];
   singles: Set<number> | null;
 }
 
-function inRun(run: number[], x: number): boolean {
+function inRun(run: Int32Array, x: number): boolean {
   let lo = 0;
   let hi = run.length - 1;
   while (lo <= hi) {
@@ -32,6 +32,8 @@ export class UsedTimes {
   private readonly bySecond = new Map<number, SecondTimes>();
   /** 1 ns moves made so far. */
   moves = 0;
+  /** Seconds before this one were forgotten (prune): a claim there cannot be checked. */
+  oldest = -Infinity;
 
   private has(t: SecondTimes | undefined, sub: number): boolean {
     if (!t) return false;
@@ -74,7 +76,7 @@ export class UsedTimes {
         out[i] = prev = c;
       }
       if (prev < NS_PER_S) {
-        this.bySecond.set(second, { runs: [out], singles: null });
+        this.bySecond.set(second, { runs: [Int32Array.from(out)], singles: null });
         this.moves += moves;
         return out;
       }
@@ -86,6 +88,7 @@ export class UsedTimes {
 
   /** Forget seconds before `oldest`. */
   prune(oldest: number): void {
+    if (oldest > this.oldest) this.oldest = oldest;
     for (const second of this.bySecond.keys()) if (second < oldest) this.bySecond.delete(second);
   }
 }

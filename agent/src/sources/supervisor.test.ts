@@ -64,3 +64,28 @@ test('describeCommand quotes what needs quoting', () => {
   expect(describeCommand({ shell: 'cat a b' })).toBe('sh -c "cat a b"');
   expect(describeCommand({ stdin: true })).toBe('(stdin)');
 });
+
+test('an over-long line (2.5 MiB, arriving in many pipe chunks) is dropped whole and counted once: its tail is never a line', async () => {
+  const lines: string[] = [];
+  // The long line ends with what would parse as an event if its tail were taken for a line.
+  const tail = '{"type":"connect","ts_ns":1}';
+  const s = new SourceSupervisor({
+    command: { shell: `echo before; head -c 2621440 /dev/zero | tr '\\0' x; echo '${tail}'; echo after; head -c 3000000 /dev/zero | tr '\\0' y; echo; echo last` },
+    once: true,
+    log: silentLogger,
+    onLine: (l) => lines.push(l),
+  });
+  s.start();
+  expect(await s.ended).toEqual({ code: 0, signal: null });
+  expect(lines).toEqual(['before', 'after', 'last']);
+  expect(s.state.longLinesDropped).toBe(2);
+});
+
+test('a long line that ends exactly where a chunk ends does not swallow the next line', async () => {
+  const lines: string[] = [];
+  const s = new SourceSupervisor({ command: { shell: "printf '0123456789abcdef\\nok\\n'" }, once: true, log: silentLogger, onLine: (l) => lines.push(l), maxLineBytes: 10 });
+  s.start();
+  await s.ended;
+  expect(lines).toEqual(['ok']);
+  expect(s.state.longLinesDropped).toBe(1);
+});

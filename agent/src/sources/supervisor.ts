@@ -166,15 +166,27 @@ export class SourceSupervisor {
     }, delay);
   }
 
+  /**
+   * Split a stream into lines. A line longer than `maxLineBytes` is dropped whole and counted once: once
+   * the unfinished line outgrows the limit, everything up to its newline is discarded, so its tail can
+   * never be read as a line of its own.
+   */
   private pump(stream: Readable, onEnd: () => void): void {
     let carry = '';
+    /** Inside an over-long line: drop everything up to the next newline. */
+    let discarding = false;
     const max = this.opts.maxLineBytes ?? 1 << 20;
     stream.setEncoding('utf8');
     stream.on('data', (chunk: string) => {
       this.state.bytes += chunk.length;
       let start = 0;
       let nl = chunk.indexOf('\n');
-      if (nl >= 0 && carry !== '') {
+      if (discarding) {
+        if (nl < 0) return this.opts.onChunk?.();
+        discarding = false;
+        start = nl + 1;
+        nl = chunk.indexOf('\n', start);
+      } else if (nl >= 0 && carry !== '') {
         const line = carry + chunk.slice(0, nl);
         carry = '';
         start = nl + 1;
@@ -191,6 +203,7 @@ export class SourceSupervisor {
         if (carry.length > max) {
           this.state.longLinesDropped++;
           carry = '';
+          discarding = true;
         }
       }
       this.opts.onChunk?.();
@@ -198,6 +211,7 @@ export class SourceSupervisor {
     stream.on('end', () => {
       if (carry !== '') this.deliver(carry, max);
       carry = '';
+      discarding = false;
       this.opts.onChunk?.();
       onEnd();
     });

@@ -1,4 +1,4 @@
-import { defaultDst, parseProbeLine, ProbeLineError, type ConnectEvent } from './event';
+import { defaultDst, duplicateKey, parseProbeLine, ProbeLineError, type ConnectEvent } from './event';
 
 const good =
   '{"type":"connect","ts_ns":1764100000123456789,"latency_ns":1023456789,"result":"ok","errno":0,"syn_retrans":1,"pid":1234,"tid":1235,"comm":"ruby \\"x\\"\\\\","cgroup_id":18446744073709551615,"family":"ipv4","saddr":"127.0.0.1","sport":43340,"daddr":"127.0.0.1","dport":5432}';
@@ -128,6 +128,26 @@ describe('the fast path for the probe\'s own lines', () => {
       expect([l, fast]).toEqual([l, outcome(slow(l))]);
     }
     expect(accepted).toBeGreaterThan(1000); // the mutations also keep many lines valid
+  });
+
+  test.each([
+    ['a repeated ts_ns after the probe\'s own keys', (l: string) => l.replace(/\}$/, ',"ts_ns":1764100000123456789}')],
+    ['a repeated ts_ns first', (l: string) => l.replace('{"type":"connect",', '{"type":"connect","ts_ns":1,')],
+    ['a repeated comm', (l: string) => l.replace(/\}$/, ',"comm":"other"}')],
+    ['a repeated key spelled with an escape', (l: string) => l.replace(/\}$/, ',"pi\\u0064":7}')],
+    ['a repeated key after whitespace', (l: string) => l.replace(/\}$/, ' , "dport" : 9}')],
+  ])('ambiguous lines (%s) are refused on both paths with the same reason', (_what, mutate) => {
+    const l = mutate(line({ ts_ns: '1764100000000000000' }));
+    for (const text of [l, slow(l)]) {
+      const r = parseProbeLine(text);
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.error.reason).toBe('duplicate_key');
+    }
+  });
+
+  test('keys repeated inside nested values or string values are not duplicates of the top level', () => {
+    expect(duplicateKey('{"a":{"a":1,"b":[{"a":2}]},"b":"\\"a\\":1","c":1}')).toBeNull();
+    expect(duplicateKey('{"a":{"a":1},"a":2}')).toBe('a');
   });
 
   test('leading zeros are not JSON: refused like the general parser does', () => {

@@ -38,11 +38,14 @@ export class InfluxError extends Error {
   }
 }
 
-/** Retry-After as ms: delta-seconds or an HTTP date (RFC 9110). Undefined when absent or unreadable. */
+/**
+ * Retry-After as ms: delta-seconds (RFC 9110; fractional seconds too, as Telegraf reads them) or an HTTP
+ * date. Undefined when absent or unreadable.
+ */
 export function parseRetryAfter(value: string | null | undefined, nowMs: number = Date.now()): number | undefined {
   if (value === null || value === undefined) return undefined;
   const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000);
   const t = Date.parse(v);
   return Number.isFinite(t) ? Math.max(0, t - nowMs) : undefined;
 }

@@ -1,7 +1,7 @@
 import { describeWith } from '../../../tests/support/prereq';
 import { dropDatabase, freshDatabase, missingInflux } from '../../../tests/support/influx';
 import { queryInfluxQL, type InfluxV1Target, writeLines } from './influx';
-import { encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, normalizeName, parseLine } from './lineprotocol';
+import { capTagValue, encodePoint, encodePoints, escapeStringField, escapeTag, int, LineProtocolError, MAX_TAG_BYTES, normalizeName, parseLine } from './lineprotocol';
 import { quote } from './escape';
 import { HOSTILE } from '../../../tests/support/hostile';
 
@@ -105,17 +105,18 @@ describeWith(missingInflux(), 'line protocol round-trip through the real InfluxD
       expect(row[idx('hostile')]).toBe(v === '' ? null : normalizeName(v));
       if (normalizeName(v) !== v) notEqualTags.push(v);
       // Field keys likewise.
-      expect(row[idx(`k_${normalizeName(v)}`)]).toBe(1);
+      expect(row[idx(normalizeName(`k_${v}`))]).toBe(1);
     }
-    // The only values not stored verbatim are those with control characters or a trailing backslash.
-    expect(notEqualTags.sort()).toEqual(HOSTILE.filter((v) => /[\u0000-\u001f]|\\([ ,=]|$)/.test(v)).sort());
+    // The only values not stored verbatim are those with control characters, a trailing backslash, or
+    // more than MAX_TAG_BYTES bytes (capped with a marker).
+    expect(notEqualTags.sort()).toEqual(HOSTILE.filter((v) => /[\u0000-\u001f]|\\([ ,=]|$)/.test(v) || Buffer.byteLength(v) > MAX_TAG_BYTES).sort());
 
     const [names] = await queryInfluxQL(db, 'SHOW MEASUREMENTS');
     const got = new Set(names[0].values.map((r) => r[0]));
-    for (const v of HOSTILE) expect(got.has(`m_${normalizeName(v)}`)).toBe(true);
+    for (const v of HOSTILE) expect(got.has(normalizeName(`m_${v}`))).toBe(true);
     const [tagKeys] = await queryInfluxQL(db, 'SHOW TAG KEYS');
     const keys = new Set(tagKeys.flatMap((s) => s.values.map((r) => r[0])));
-    for (const v of HOSTILE) expect(keys.has(`t_${normalizeName(v)}`)).toBe(true);
+    for (const v of HOSTILE) expect(keys.has(normalizeName(`t_${v}`))).toBe(true);
   });
 
   test('hostile tag values are selectable exactly through the escaping function', async () => {
@@ -145,5 +146,28 @@ describeWith(missingInflux(), 'line protocol round-trip through the real InfluxD
     // and the data is all still there
     const [count] = await queryInfluxQL(db, 'SELECT count("n") FROM "roundtrip"');
     expect(count[0].values[0][1]).toBe(HOSTILE.length);
+  });
+});
+
+describe('tag values are capped at MAX_TAG_BYTES bytes of UTF-8 with a visible marker', () => {
+  test('a 900 KiB comm becomes a 256-byte tag ending in …#<hash>; short values are untouched', () => {
+    const long = 'x'.repeat(900 << 10);
+    const line = encodePoint({ measurement: 'm', tags: { comm: long }, fields: { f: 1 } });
+    const tag = /comm=(\S+) /.exec(line)![1];
+    expect(Buffer.byteLength(tag)).toBe(MAX_TAG_BYTES);
+    expect(tag).toMatch(/^x+…#[0-9a-f]{8}$/);
+    expect(normalizeName(long)).toBe(tag);
+    expect(capTagValue('ruby')).toBe('ruby');
+    expect(capTagValue('é'.repeat(128))).toBe('é'.repeat(128)); // 256 bytes exactly
+  });
+
+  test('two long values with the same prefix stay distinct; multi-byte characters are never cut in half', () => {
+    const a = capTagValue('a'.repeat(300) + '1');
+    const b = capTagValue('a'.repeat(300) + '2');
+    expect(a).not.toBe(b);
+    const emoji = capTagValue('☃😀'.repeat(100));
+    expect(Buffer.byteLength(emoji)).toBeLessThanOrEqual(MAX_TAG_BYTES);
+    expect(emoji).not.toMatch(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])/); // no lone high surrogate
+    expect(Buffer.from(emoji, 'utf8').toString('utf8')).toBe(emoji);
   });
 });

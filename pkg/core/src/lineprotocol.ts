@@ -14,6 +14,12 @@
  *   it is written as U+FF3C (fullwidth reverse solidus), which looks the same in a legend.
  * An empty tag value is omitted (InfluxDB reads a missing tag as ""). An empty measurement, tag key or
  * field key, a point without fields, and a non-finite float are errors.
+ *
+ * Names and tag values are capped at MAX_TAG_BYTES (256) bytes of UTF-8, after the normalisation above.
+ * InfluxDB refuses a point whose series key (measurement and tags) exceeds 64 KiB, which would cost the
+ * whole point; a kernel comm is at most 15 bytes, but tool output, a --source-cmd or a capture can carry
+ * anything. A longer value keeps its first bytes and ends with a visible marker: `…#` and 8 hex digits of
+ * a hash (FNV-1a) of the whole value, so two long values that share a prefix stay two series.
  */
 
 export class LineProtocolError extends Error {
@@ -60,11 +66,42 @@ const MEAS_SPECIAL_G = /([, ])/g;
 const STR_SPECIAL = /["\\]/;
 const STR_SPECIAL_G = /(["\\])/g;
 
-/** What a name or tag value becomes in InfluxDB after normalisation (see the module comment). */
+/** The longest name or tag value written, in bytes of UTF-8 (see the module comment). */
+export const MAX_TAG_BYTES = 256;
+const MARKER_BYTES = 3 + 1 + 8; // "…" (3 bytes) "#" and 8 hex digits
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
+/** `s` cut to MAX_TAG_BYTES of UTF-8 with the marker, when longer (never inside a surrogate pair). */
+export function capTagValue(s: string): string {
+  // A UTF-16 unit is at most 3 bytes of UTF-8: short strings need no count.
+  if (s.length * 3 <= MAX_TAG_BYTES) return s;
+  const budget = MAX_TAG_BYTES - MARKER_BYTES;
+  let bytes = 0;
+  let cut = -1;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.codePointAt(i)!;
+    const n = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    if (cut < 0 && bytes + n > budget) cut = i;
+    bytes += n;
+    if (bytes > MAX_TAG_BYTES) return s.slice(0, cut) + '\u2026#' + fnv1a(s);
+    if (c >= 0x10000) i++;
+  }
+  return s;
+}
+
+/** What a name or tag value becomes in InfluxDB after normalisation and the cap (see the module comment). */
 export function normalizeName(s: string): string {
   if (CONTROL.test(s)) s = s.replace(CONTROL_G, controlText);
   if (s.includes('\\')) s = s.replace(BACKSLASH_BEFORE_SEPARATOR, '\uFF3C');
-  return s;
+  return capTagValue(s);
 }
 
 export function escapeMeasurement(name: string): string {
@@ -84,6 +121,8 @@ export function escapeTag(value: string): string {
   if (out !== undefined) return out;
   const s = normalizeName(value);
   out = TAG_SPECIAL.test(s) ? s.replace(TAG_SPECIAL_G, '\\$1') : s;
+  // Long values are not remembered: the cache would hold on to arbitrarily large strings.
+  if (value.length > MAX_TAG_BYTES) return out;
   if (ESCAPED.size >= ESCAPED_MAX) ESCAPED.clear();
   ESCAPED.set(value, out);
   return out;

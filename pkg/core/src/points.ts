@@ -4,7 +4,7 @@
  */
 import { BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
-import { checkedInt, escapeMeasurement, escapeStringField, escapeTag, floatText, int, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
+import { checkedInt, escapeMeasurement, MAX_TAG_BYTES, escapeStringField, escapeTag, floatText, int, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
 import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, SESSION_FIELD, TAG, type ConnectResult, type Family } from './schema';
 
 export interface SeriesTags {
@@ -75,20 +75,26 @@ class ConnectHeads {
     return c;
   }
 
+  private static build(e: ConnectLineInput): string {
+    return [
+      CONNECT_MEASUREMENT,
+      tagText(TAG.comm, e.comm),
+      tagText(TAG.dst, e.dst),
+      tagText(TAG.family, e.family),
+      tagText(TAG.host, e.host),
+      tagText(TAG.result, e.result),
+      tagText(TAG.service, e.service),
+    ].join('');
+  }
+
   get(e: ConnectLineInput): string {
+    // Values beyond the tag cap are rare and may be huge: built each time, never kept.
+    if (e.comm.length > MAX_TAG_BYTES || e.service.length > MAX_TAG_BYTES || e.dst.length > MAX_TAG_BYTES || e.host.length > MAX_TAG_BYTES) return ConnectHeads.build(e);
     const child = ConnectHeads.child;
     const last = child(child(child(child(child(this.root, e.host), e.service), e.dst), e.result), e.comm);
     let head = last.get(e.family) as string | undefined;
     if (head === undefined) {
-      head = [
-        CONNECT_MEASUREMENT,
-        tagText(TAG.comm, e.comm),
-        tagText(TAG.dst, e.dst),
-        tagText(TAG.family, e.family),
-        tagText(TAG.host, e.host),
-        tagText(TAG.result, e.result),
-        tagText(TAG.service, e.service),
-      ].join('');
+      head = ConnectHeads.build(e);
       if (this.size >= ConnectHeads.MAX) {
         this.root = new Map();
         this.size = 0;

@@ -50,6 +50,8 @@ test('services come from the data; picking two and a metric changes the query an
   await pick('Group by', 'Host');
   // A query without group by starts from the default (by service).
   expect(seen.at(-1)!.groupBy).toEqual(['service', 'host']);
+  // Buckets make one heatmap: the editor says the group-by is summed over, and what to do instead.
+  expect(screen.getByTestId('tcplat-buckets-groupby')).toHaveTextContent(/summed over every service, host.*repeat the panel/);
   expect(runs.n).toBe(seen.length);
 });
 

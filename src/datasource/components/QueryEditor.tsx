@@ -9,7 +9,7 @@ import { InlineField, InlineFieldRow, MultiSelect, Select } from '@grafana/ui';
 import { HIST_QUERY_TAGS, RESULTS, type HistQueryTag } from '@tcplat/core';
 import type { TcplatDataSource } from '../datasource';
 import { migrateQuery } from '../migrate';
-import { queryFilters } from '../queries';
+import { bucketsGroupByNotice, queryFilters } from '../queries';
 import { METRICS, METRIC_LABELS, type Metric, type TcplatOptions, type TcplatQuery } from '../types';
 
 type Props = QueryEditorProps<TcplatDataSource, TcplatQuery, TcplatOptions>;
@@ -120,6 +120,11 @@ export function QueryEditor({ datasource, query: raw, onChange, onRunQuery }: Pr
           />
         </InlineField>
       </InlineFieldRow>
+      {query.metric === 'buckets' && (query.groupBy?.length ?? 0) > 0 && (
+        <div data-testid="tcplat-buckets-groupby" style={{ opacity: 0.8, fontSize: 12, margin: '4px 0' }}>
+          {bucketsGroupByNotice(query.groupBy!)}
+        </div>
+      )}
     </>
   );
 }

@@ -1,16 +1,17 @@
 /**
  * The tcplat heatmap panel: the renderer's image for the dashboard's time range, variables and theme,
  * sized to the panel in device pixels, fetched through the datasource's `renderer` route (the token stays
- * on the Grafana server). Loading, no-data and error states carry the renderer's own message; a button
+ * on the Grafana server) and shown as a data: URL (Grafana's Content-Security-Policy allows `img-src * data:`,
+ * not blob:). Loading, no-data and error states carry the renderer's own message; a button
  * mints a signed, expiring link for alert notifications.
  */
-import React, { useEffect, useMemo, useRef, useState } from 'react';
+import React, { useEffect, useMemo, useState } from 'react';
 import { css } from '@emotion/css';
 import type { GrafanaTheme2, PanelProps } from '@grafana/data';
 import { getDataSourceSrv } from '@grafana/runtime';
 import { Alert, Button, IconButton, Input, Spinner, useStyles2, useTheme2 } from '@grafana/ui';
 import { PLUGIN_ID, type TcplatOptions } from '../../datasource/types';
-import { HttpFailure, proxyFetch } from '../../shared/http';
+import { Cancelled, HttpFailure, proxyFetch } from '../../shared/http';
 import { NO_DATA_HEADER, linkRequest, renderUrl, type MintedLink } from '../../shared/renderer';
 import { renderParams, type RenderContext } from '../render';
 import type { PanelOptions } from '../types';
@@ -25,21 +26,54 @@ type ImageState =
 /** Wait this long after the last size change before asking for a new image (panel resizing). */
 const RESIZE_DEBOUNCE_MS = 200;
 
-function useDatasource(options: PanelOptions) {
+/** The PNG as a data: URL, which Grafana's CSP (`img-src * data:`) lets an <img> show. */
+export function dataUrlOf(blob: Blob): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result));
+    r.onerror = () => reject(r.error ?? new Error('could not read the image'));
+    r.readAsDataURL(blob.type ? blob : new Blob([blob], { type: 'image/png' }));
+  });
+}
+
+function useDatasource(options: PanelOptions, replaceVariables: Props['replaceVariables']) {
+  // A dashboard's datasource variable (${ds_tcplat}) in the panel's datasource option resolves here.
+  const uid = options.datasource?.uid ? replaceVariables(options.datasource.uid) : undefined;
   return useMemo(() => {
     const srv = getDataSourceSrv();
-    if (options.datasource?.uid) return srv.getInstanceSettings(options.datasource) ?? null;
+    if (uid) return srv.getInstanceSettings({ ...options.datasource, uid }) ?? null;
     return srv.getList({ pluginId: PLUGIN_ID })[0] ?? null;
-  }, [options.datasource]);
+  }, [options.datasource, uid]);
+}
+
+/**
+ * Why readers of a minted link may not open it, or null. The renderer builds links from its --public-url
+ * (never from the request); one naming a loopback host, or the address Grafana's server reaches the
+ * renderer at (the datasource's renderer URL, often an internal name), means that is unset or wrong.
+ */
+export function unreachableLinkReason(minted: string, rendererUrl: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(minted);
+  } catch {
+    return 'the renderer returned no absolute URL';
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (host === 'localhost' || host === '::1' || /^127\./.test(host)) return `it names ${u.host}, which opens only on the renderer's own machine`;
+  try {
+    if (new URL(rendererUrl).host === u.host) return `it names ${u.host}, the address Grafana's server uses for the renderer, which readers usually cannot reach`;
+  } catch {
+    // no usable renderer URL to compare with
+  }
+  return null;
 }
 
 export function HeatmapPanel({ options, width, height, timeRange, timeZone, replaceVariables }: Props) {
   const theme = useTheme2();
   const styles = useStyles2(getStyles);
-  const ds = useDatasource(options);
+  const ds = useDatasource(options, replaceVariables);
   const [image, setImage] = useState<ImageState>({ status: 'loading' });
   const [link, setLink] = useState<{ status: 'idle' | 'minting' } | { status: 'ok'; link: MintedLink; copied: boolean } | { status: 'error'; message: string }>({ status: 'idle' });
-  const objectUrl = useRef<string | undefined>(undefined);
 
   const ctx: RenderContext = {
     width,
@@ -62,35 +96,27 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
 
   useEffect(() => {
     if (!url || !ds) return;
-    let live = true;
+    const ctl = new AbortController();
     setImage((s) => ({ status: 'loading', src: s.status !== 'error' ? s.src : undefined, noData: s.status === 'ok' ? s.noData : undefined }));
     const timer = setTimeout(async () => {
       try {
-        const res = await proxyFetch<Blob>({ url, method: 'GET', responseType: 'blob' }, 'the renderer', (ds.jsonData as TcplatOptions).rendererUrl ?? '');
-        if (!live) return;
-        const next = URL.createObjectURL(res.data);
-        if (objectUrl.current) URL.revokeObjectURL(objectUrl.current);
-        objectUrl.current = next;
-        setImage({ status: 'ok', src: next, noData: res.headers?.get(NO_DATA_HEADER) === 'true' });
+        const res = await proxyFetch<Blob>({ url, method: 'GET', responseType: 'blob' }, 'the renderer', (ds.jsonData as TcplatOptions).rendererUrl ?? '', ctl.signal);
+        const src = await dataUrlOf(res.data);
+        if (ctl.signal.aborted) return;
+        setImage({ status: 'ok', src, noData: res.headers?.get(NO_DATA_HEADER) === 'true' });
       } catch (e) {
-        if (!live) return;
+        if (ctl.signal.aborted || e instanceof Cancelled) return;
         const f = e as HttpFailure;
         setImage({ status: 'error', message: f.message, parameter: f.parameter });
       }
     }, RESIZE_DEBOUNCE_MS);
     return () => {
-      live = false;
+      // A newer range or size, or the panel going away: drop the request still running.
+      ctl.abort();
       clearTimeout(timer);
     };
     // timeRange: a dashboard refresh gives a new range object, and a new image even for the same URL.
   }, [url, ds, timeRange]);
-
-  useEffect(
-    () => () => {
-      if (objectUrl.current) URL.revokeObjectURL(objectUrl.current);
-    },
-    [],
-  );
 
   const mintLink = async () => {
     if (!ds) return;
@@ -110,6 +136,8 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
       setLink({ status: 'error', message: (e as Error).message });
     }
   };
+
+  const unreachable = link.status === 'ok' ? unreachableLinkReason(link.link.url, (ds?.jsonData as TcplatOptions | undefined)?.rendererUrl ?? '') : null;
 
   if (setupError) {
     return (
@@ -155,6 +183,11 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
           <span className={styles.linkNote}>
             {link.copied ? 'Copied. ' : ''}Valid until {new Date(link.link.expires).toLocaleString()}
           </span>
+          {unreachable && (
+            <span className={styles.linkWarning} data-testid="tcplat-panel-link-warning">
+              Readers may not open this link: {unreachable}. Set the renderer&apos;s --public-url (TCPLAT_RENDERER_PUBLIC_URL in compose).
+            </span>
+          )}
           <IconButton name="times" aria-label="Close link" tooltip="Close" onClick={() => setLink({ status: 'idle' })} />
         </div>
       )}
@@ -186,6 +219,7 @@ const getStyles = (theme: GrafanaTheme2) => ({
   toolbar: css({ position: 'absolute', top: theme.spacing(0.5), right: theme.spacing(0.5), background: theme.colors.background.primary, borderRadius: theme.shape.radius.default }),
   linkInput: css({ flex: 1, minWidth: 0 }),
   linkNote: css({ flexShrink: 0, color: theme.colors.text.secondary }),
+  linkWarning: css({ color: theme.colors.warning.text }),
   link: css({
     position: 'absolute',
     left: theme.spacing(1),
