@@ -36,7 +36,7 @@ async function buildPage(outDir: string): Promise<void> {
       b.onResolve({ filter: /^@grafana\/runtime$/ }, () => ({ path: path.join(ROOT, 'src/test-page/runtime.ts') }));
       b.onResolve({ filter: /^@tcplat\/core$/ }, () => ({ path: path.join(ROOT, 'pkg/core/src/index.ts') }));
       // Node built-ins reached only by Node-side code of @tcplat/core (its config loader).
-      b.onResolve({ filter: /^(node:)?(fs|path|os|crypto|zlib)$/ }, (a) => ({ path: a.path, namespace: 'empty' }));
+      b.onResolve({ filter: /^(node:)?(fs|path|os|crypto|zlib|dns|net)$/ }, (a) => ({ path: a.path, namespace: 'empty' }));
       b.onLoad({ filter: /.*/, namespace: 'empty' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
     },
   };

@@ -136,3 +136,80 @@ describeWith(missingInflux(), 'renderer with hostile parameters', () => {
     expect(ok.headers['x-tcplat-no-data']).toBeUndefined();
   });
 });
+
+describeWith(missingInflux(), 'what the renderer tells strangers, and what it logs', () => {
+  const TOKEN = 'renderer-hostile-token-0123456789';
+  let target: InfluxV1Target;
+  beforeAll(async () => {
+    target = await freshDatabase('renderer_topology');
+  });
+  afterAll(async () => {
+    if (target) await dropDatabase(target);
+  });
+
+  test('/healthz names the InfluxDB URL and database only to a caller with a token', async () => {
+    const srv = await testServer(target, ['--auth-token', TOKEN]);
+    try {
+      const open = await srv.get('/healthz');
+      expect(open.statusCode).toBe(200);
+      expect(open.json()).toMatchObject({ ok: true, workers: 2 });
+      expect(open.text).not.toContain(target.db);
+      expect(open.text).not.toContain(new URL(target.url).host);
+      expect(open.json().influx).toBeUndefined();
+      const wrong = await srv.get('/healthz', { authorization: 'Bearer not-the-token-at-all-0000' });
+      expect(wrong.statusCode).toBe(200);
+      expect(wrong.text).not.toContain(target.db);
+      const mine = await srv.get('/healthz', { authorization: `Bearer ${TOKEN}` });
+      expect(mine.text).toContain(target.db);
+      expect(mine.json().dialect).toBe('influxql');
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a 503 for an unreachable InfluxDB does not name it; the log does, in one line for the request', async () => {
+    const lines: string[] = [];
+    const stream = { write: (l: string) => void lines.push(l) };
+    const down = { url: 'http://127.0.0.1:9', db: 'secret_db_name' };
+    const srv = await testServer(down, ['--auth-token', TOKEN, '--cache-mb', '0', '--log-level', 'info'], { logger: { stream } });
+    try {
+      const auth = { authorization: `Bearer ${TOKEN}` };
+      lines.length = 0; // start-up lines (workers ready)
+      // 30 answered requests: fine, refused, not found, bad parameters: nothing at info.
+      for (let i = 0; i < 10; i++) {
+        expect((await srv.get('/healthz')).statusCode).toBe(200);
+        expect((await srv.get('/metrics')).statusCode).toBe(401);
+        expect((await srv.get(`/render/heatmap.png?width=abc`, auth)).statusCode).toBe(400);
+      }
+      expect(lines).toEqual([]);
+      const r = await srv.get('/render/heatmap.png?service=api', auth);
+      expect(r.statusCode).toBe(503);
+      expect(r.headers['retry-after']).toBe('10');
+      expect(r.json().error).toMatch(/^InfluxDB is not available/);
+      expect(r.text).not.toContain('127.0.0.1:9');
+      expect(r.text).not.toContain('secret_db_name');
+      expect(lines).toHaveLength(1);
+      expect(JSON.parse(lines[0])).toMatchObject({ msg: 'InfluxDB query failed', url: '/render/heatmap.png?service=api' });
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('at debug, exactly one line per answered request, with secrets redacted', async () => {
+    const lines: string[] = [];
+    const stream = { write: (l: string) => void lines.push(l) };
+    const srv = await testServer(target, ['--auth-token', TOKEN, '--log-level', 'debug'], { logger: { stream } });
+    try {
+      lines.length = 0;
+      for (let i = 0; i < 5; i++) await srv.get('/healthz');
+      await srv.get(`/metrics?token=${TOKEN}`);
+      const request = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
+      expect(lines).toHaveLength(6);
+      expect(request).toHaveLength(6);
+      expect(request[5]).toMatchObject({ status: 200, url: '/metrics?token=***' });
+      expect(lines.join('')).not.toContain(TOKEN);
+    } finally {
+      await srv.close();
+    }
+  });
+});

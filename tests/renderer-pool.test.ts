@@ -4,12 +4,13 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { BUCKET_COUNT, type HistRow } from '@tcplat/core';
 import { heatmapChart, yEdgesMs } from '../renderer/src/charts';
 import type { HistSource } from '../renderer/src/data';
 import { DEFAULT_LIMITS, parseRenderParams } from '../renderer/src/params';
-import { PoolOverloadedError, RenderError, WORKER_SCRIPT, WorkerPool } from '../renderer/src/pool';
+import { CRASH_FREE_RESTARTS, NO_WORKER_WAIT_MS, PoolOverloadedError, RenderError, residentBytes, WORKER_SCRIPT, WorkerPool } from '../renderer/src/pool';
 import { describeWith } from './support/prereq';
 import { decodePng, testServer } from './renderer-support';
 
@@ -183,6 +184,133 @@ describeWith(missingPython, 'renderer worker pool', () => {
   });
 });
 
+describeWith(missingPython, 'renderer worker restart policy and memory', () => {
+  test('a kill storm: workers come back at once, requests never hang, no crash-loop back-off', async () => {
+    const pool = new WorkerPool({ python: PYTHON, workers: 2, queue: 4, timeoutMs: 3000 });
+    await pool.start();
+    try {
+      // 4 s of SIGKILL to every worker every 50 ms (starting ones included), while a client keeps asking.
+      let storming = true;
+      let kills = 0;
+      const killer = setInterval(() => {
+        for (const pid of pool.stats().pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+            kills++;
+          } catch {
+            /* already gone */
+          }
+        }
+      }, 50);
+      const outcomes: { ms: number; ok: boolean }[] = [];
+      const client = (async () => {
+        while (storming) {
+          const t0 = performance.now();
+          const ok = await pool.render(message()).then(
+            () => true,
+            (e: Error) => (expect(e).toBeInstanceOf(RenderError), false),
+          );
+          outcomes.push({ ms: performance.now() - t0, ok });
+          expect(pool.stats().crashLoop).toBe(false);
+        }
+      })();
+      await sleep(4000);
+      clearInterval(killer);
+      storming = false;
+      await client;
+      const t0 = Date.now();
+      await waitFor(() => pool.stats().ready === 2, 30_000);
+      const recoveredMs = Date.now() - t0;
+      // eslint-disable-next-line no-console
+      console.log(`kill storm: ${kills} kills, ${outcomes.length} requests (${outcomes.filter((o) => o.ok).length} ok), slowest ${Math.max(...outcomes.map((o) => o.ms)).toFixed(0)} ms; both workers ready ${recoveredMs} ms after; load ${os.loadavg()[0].toFixed(1)}`);
+      expect(kills).toBeGreaterThan(10);
+      // Each request settled: drawn, or failed in bounded time (it waited for a worker that was killed again).
+      expect(Math.max(...outcomes.map((o) => o.ms))).toBeLessThan(2 * NO_WORKER_WAIT_MS + 5000);
+      // Restarted at once: the time to start Python, not a back-off of 8 s and more.
+      expect(recoveredMs).toBeLessThan(15_000);
+      expect(pool.stats().crashLoop).toBe(false);
+      expect((await pool.render(message())).png.length).toBeGreaterThan(100);
+    } finally {
+      await pool.close();
+    }
+  }, 90_000);
+
+  test('a worker that crashes on every request: a few immediate restarts, then back-off and fast failures', async () => {
+    // A real process that crashes (exit code 3) whenever it is given a request, after saying it is ready.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-crash-'));
+    const script = path.join(dir, 'crash.py');
+    fs.writeFileSync(
+      script,
+      ['import json, struct, sys', 'h = json.dumps({"ready": True}).encode()', 'sys.stdout.buffer.write(struct.pack(">II", len(h), 0) + h)', 'sys.stdout.buffer.flush()', 'sys.stdin.buffer.read(4)', 'sys.exit(3)'].join('\n'),
+    );
+    const pool = new WorkerPool({ python: PYTHON, script, workers: 1, queue: 2, timeoutMs: 5000 });
+    try {
+      await pool.start();
+      const reasons: string[] = [];
+      for (let i = 0; i < 3; i++) reasons.push(await pool.render(message()).then(() => 'ok', (e: RenderError) => e.reason));
+      // Each request is tried twice (two crashes): the crash-free restarts are used up.
+      expect(reasons[0]).toBe('crash');
+      expect(pool.stats().crashLoop).toBe(true);
+      // Now with no worker ready, a request fails at once with the reason, instead of waiting.
+      const t0 = performance.now();
+      const e = await pool.render(message()).catch((x: RenderError) => x);
+      expect(performance.now() - t0).toBeLessThan(500);
+      expect(e).toMatchObject({ name: 'RenderError', reason: 'start' });
+      expect((e as Error).message).toMatch(/keep crashing .*exited \(code 3\)/);
+      // Backing off: over 3 s, far fewer restarts than an immediate-restart loop would make.
+      const restarts = pool.restarts;
+      await sleep(3000);
+      expect(pool.restarts - restarts).toBeLessThanOrEqual(3);
+      expect(pool.restarts).toBeGreaterThan(CRASH_FREE_RESTARTS);
+    } finally {
+      await pool.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test('a dozen maximum-size heatmaps do not leave the worker hundreds of MB larger; --worker-max-rss recycles it', async () => {
+    const NOW = Date.UTC(2025, 10, 25, 12, 0, 0);
+    const big = (i: number) => {
+      const p = parseRenderParams('heatmap', { width: String(DEFAULT_LIMITS.maxWidth - i), height: String(DEFAULT_LIMITS.maxHeight - i), from: String(NOW - 86_400_000) }, DEFAULT_LIMITS, NOW);
+      const rows: HistRow[] = [];
+      for (let t = p.binFromMs, k = 0; t < p.binToMs; t += p.windowMs, k++) rows.push({ timeMs: t, tags: {}, values: { count: 5 + (k % 9), min_ms: 0.05, max_ms: 900, 'le_0.4': 2 + (k % 9), le_1000: 3 } });
+      return heatmapChart(p, rows).request;
+    };
+    const pool = new WorkerPool({ python: PYTHON, workers: 1, queue: 1, timeoutMs: 60_000 });
+    try {
+      await pool.start();
+      await pool.render(message());
+      const pid = pool.stats().pids[0];
+      const baseline = residentBytes(pid);
+      let peak = 0;
+      for (let i = 0; i < 12; i++) {
+        await pool.render(big(i));
+        peak = Math.max(peak, residentBytes(pid));
+      }
+      const after = residentBytes(pid);
+      // eslint-disable-next-line no-console
+      console.log(`worker RSS: ${(baseline / 2 ** 20).toFixed(0)} MiB after a small render, ${(after / 2 ** 20).toFixed(0)} MiB after 12 maximum-size heatmaps (peak seen ${(peak / 2 ** 20).toFixed(0)} MiB)`);
+      expect(pool.stats().pids[0]).toBe(pid);
+      expect(after - baseline).toBeLessThan(100 * 2 ** 20);
+    } finally {
+      await pool.close();
+    }
+    // Recycling by RSS: with a limit below what a worker needs at all, each one is retired after a render.
+    const tight = new WorkerPool({ python: PYTHON, workers: 1, queue: 1, timeoutMs: 20_000, maxRssBytes: 1 << 20 });
+    try {
+      await tight.start();
+      const a = await tight.render(message());
+      await waitFor(() => tight.stats().ready === 1 && tight.stats().pids[0] !== a.pid, 30_000);
+      const b = await tight.render(message());
+      expect(b.pid).not.toBe(a.pid);
+      expect(tight.rssRetirements).toBeGreaterThanOrEqual(1);
+      expect(tight.restarts).toBe(0); // planned, not counted as a crash
+    } finally {
+      await tight.close();
+    }
+  }, 240_000);
+});
+
 /** A source that answers slowly, so that requests pile up. */
 function slowSource(delayMs: number, rows: HistRow[] = []): HistSource {
   return { dialect: 'influxql', describe: () => 'fake', query: async () => (await sleep(delayMs), rows) };
@@ -242,6 +370,9 @@ describeWith(missingPython, 'renderer service under overload and worker loss', (
       const h = (await srv.get('/healthz')).json();
       expect(h.ok).toBe(true);
       if (killed) expect(h.restarts).toBeGreaterThanOrEqual(1);
+      const m = (await srv.get('/metrics')).text;
+      expect(m).toContain('tcplat_renderer_workers_crash_loop 0'); // a one-off kill is not a crash loop
+      expect(m).toMatch(/tcplat_renderer_worker_rss_retirements_total \d/);
     } finally {
       await srv.close();
       await pool.close();

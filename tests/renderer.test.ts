@@ -210,7 +210,8 @@ describeWith(missingInflux(), 'renderer with InfluxDB down', () => {
       const r = await down.get('/render/heatmap.png?service=a');
       expect(r.statusCode).toBe(503);
       expect(r.headers['retry-after']).toBeDefined();
-      expect(r.json().error).toMatch(/^InfluxDB is not available: cannot reach InfluxDB 1.x at http:\/\/127.0.0.1:9/);
+      expect(r.json().error).toMatch(/^InfluxDB is not available \(not reachable or did not answer in time\)/);
+      expect(r.text).not.toContain('127.0.0.1:9'); // where InfluxDB is stays in the log
       expect(r.text).not.toMatch(/\.ts:\d+|\n\s+at /);
     } finally {
       await down.close();

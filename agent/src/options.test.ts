@@ -40,13 +40,27 @@ describe('agent options', () => {
   });
 
   test.each([
-    [['--listen', '0.0.0.0:7070'], /not a loopback address: give --api-token/],
+    [['--listen', '0.0.0.0:7070'], /not a loopback address, and the service refuses to start unauthenticated there: give --api-token/],
+    [['--listen', '[::]:7070'], /not a loopback address, and the service refuses to start unauthenticated there: give --api-token/],
+    [['--listen', '0.0.0.0:7070', '--api-token', 'x'], /--api-token: every token needs at least 16 characters, got one of 1/],
+    [['--api-token', '   '], /--api-token: the token is empty/],
+    [['--stream-max-clients', '0'], /--stream-max-clients: must be at least 1/],
+    [['--request-timeout', '10ms'], /--request-timeout: at least 1s/],
     [['--hist-window', '500ms'], /--hist-window: must be a whole number of milliseconds, at least 1s/],
     [['--flush-interval', '1ms'], /--flush-interval: must be at least 10ms/],
     [['--source', 'tcptop'], /--source: must be one of probe, tcplife, tcpstates, tcpconnlat, ndjson/],
     [['--raw-rate-limit', '-1'], /--raw-rate-limit: must be at least 0/],
   ])('%j is refused with a message naming the key', (argv, msg) => {
     expect(() => loadAgentConfig([...BASE, ...(argv as string[])], {})).toThrow(msg);
+  });
+
+  test('tokens are trimmed; HTTP and /api/stream limits have defaults and flags', () => {
+    const { config } = loadAgentConfig([...BASE, '--listen', '0.0.0.0:7070', '--api-token', '  0123456789abcdef \n'], {});
+    expect(config!.apiToken).toBe('0123456789abcdef');
+    expect(config!.http).toMatchObject({ requestTimeoutMs: 10_000, idleTimeoutMs: 60_000, maxConnections: 256 });
+    expect(config!.stream).toEqual({ maxClients: 64, bufferBytes: 256 * 1024, stallMs: 10_000 });
+    const c2 = loadAgentConfig([...BASE, '--stream-max-clients', '5', '--max-connections', '50'], { TCPLAT_REQUEST_TIMEOUT: '3s' }).config!;
+    expect([c2.stream.maxClients, c2.http.maxConnections, c2.http.requestTimeoutMs]).toEqual([5, 50, 3000]);
   });
 
   test('no database is a clear error', () => {

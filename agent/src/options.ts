@@ -1,16 +1,24 @@
 /** `tcplat agent` options: one schema for flags, TCPLAT_* env and the config file (pkg/core loadConfig). */
 import os from 'node:os';
 import {
+  checkExposureIfLiteral,
+  checkHttpLimits,
   ConfigError,
+  HTTP_OPTIONS,
+  httpLimitsFromConfig,
   INFLUX_OPTIONS,
   influxTargetFromConfig,
   loadConfig,
+  parseTokens,
+  type HttpLimits,
   type InfluxTarget,
   type LoadedConfig,
   type OptionSpec,
 } from '@tcplat/core';
 import { parseRules, type Rules } from './enrich/rules';
 import { PROBE_MODES, SOURCES, type ProbeMode, type SourceKind } from './sources/commands';
+import { AGENT_BODY_LIMIT } from './app';
+import { DEFAULT_STREAM_LIMITS, type StreamLimits } from './stream';
 
 export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'source', type: 'enum', values: SOURCES, default: 'probe', help: 'what to read: our eBPF probe, a BCC/libbpf-tools tool, or probe-format NDJSON (stdin unless --source-cmd)' },
@@ -28,7 +36,11 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (batches wait here until InfluxDB has them)' },
   { name: 'spool-max-bytes', type: 'int', arg: 'BYTES', min: 1 << 20, default: 1 << 30, help: 'spool size cap; beyond it the oldest batches are dropped (counted, logged)' },
   { name: 'listen', type: 'hostport', arg: 'HOST:PORT', default: '127.0.0.1:7070', help: 'HTTP API address (/healthz /readyz /metrics /api/status /api/stream)' },
-  { name: 'api-token', type: 'string', arg: 'TOKEN', secret: true, help: 'bearer token for the HTTP API; required when --listen is not a loopback address' },
+  { name: 'api-token', type: 'string', arg: 'TOKEN', secret: true, help: 'bearer token for the HTTP API (at least 16 characters); required unless --listen resolves only to loopback addresses' },
+  ...HTTP_OPTIONS,
+  { name: 'stream-max-clients', type: 'int', arg: 'N', min: 1, max: 10_000, default: DEFAULT_STREAM_LIMITS.maxClients, help: '/api/stream clients at once; more get 503' },
+  { name: 'stream-buffer', type: 'int', arg: 'BYTES', min: 4096, max: 64 << 20, default: DEFAULT_STREAM_LIMITS.bufferBytes, help: 'bytes queued per /api/stream client; a client this far behind skips frames (counted)' },
+  { name: 'stream-stall', type: 'duration', arg: 'DURATION', default: '10s', help: 'an /api/stream client whose queue stays full this long is disconnected (counted)' },
   { name: 'flush-interval', type: 'duration', arg: 'DURATION', default: '1s', help: 'how often points are batched, spooled and sent' },
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
@@ -62,6 +74,8 @@ export interface AgentConfig {
   spoolMaxBytes: number;
   listen: { host: string; port: number };
   apiToken?: string;
+  http: HttpLimits;
+  stream: StreamLimits;
   flushIntervalMs: number;
   histWindowMs: number;
   rawRateLimit: number;
@@ -79,10 +93,6 @@ function probeMode(mode: ProbeMode, source: SourceKind): ProbeMode {
   return mode;
 }
 
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
 /** Validate loaded values into an AgentConfig; every error names the bad key. */
 export function agentConfig(c: LoadedConfig): AgentConfig {
   const v = c.values;
@@ -94,10 +104,14 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
   const host = String(v.host ?? '');
   if (host === '') throw new ConfigError('--host: the host tag must not be empty');
   const listen = v.listen as { host: string; port: number };
-  const apiToken = v['api-token'] as string | undefined;
-  if (!isLoopback(listen.host) && !apiToken) {
-    throw new ConfigError(`--listen ${listen.host}:${listen.port} is not a loopback address: give --api-token (or --api-token-file) so the API is not open to the network`);
-  }
+  const apiToken = parseTokens('api-token', v['api-token'] as string | undefined)[0];
+  // A listen name (not an IP literal) is resolved and checked by the server before it listens.
+  checkExposureIfLiteral(listen, apiToken !== undefined, 'api-token');
+  const http = httpLimitsFromConfig(v, AGENT_BODY_LIMIT);
+  const httpError = checkHttpLimits(http);
+  if (httpError) throw new ConfigError(httpError);
+  const stallMs = v['stream-stall'] as number;
+  if (!(stallMs >= 1000)) throw new ConfigError(`--stream-stall: at least 1s, got ${stallMs} ms`);
   return {
     source: v.source as SourceKind,
     sourceCmd: v['source-cmd'] as string | undefined,
@@ -109,6 +123,8 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     spoolMaxBytes: v['spool-max-bytes'] as number,
     listen,
     apiToken,
+    http,
+    stream: { maxClients: v['stream-max-clients'] as number, bufferBytes: v['stream-buffer'] as number, stallMs },
     flushIntervalMs: flush,
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,

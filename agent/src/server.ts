@@ -2,20 +2,23 @@
  * Runs the agent: logger, pipeline, HTTP API, signals. SIGTERM/SIGINT: stop the source, flush what is in
  * memory to the spool, give InfluxDB until the deadline (5 s) to take it, close; the rest stays spooled.
  */
-import Fastify, { LogController } from 'fastify';
-import { describeConfig, describeTarget } from '@tcplat/core';
+import { LogController } from 'fastify';
+import { describeConfig, describeTarget, requireTokenBeyondLoopback } from '@tcplat/core';
 import { Agent } from './agent';
-import { agentRoutes } from './app';
+import { agentFastify, attachAgent } from './app';
 import { AGENT_OPTIONS, type AgentConfig } from './options';
 import type { Logger } from './types';
 
 export const SHUTDOWN_DEADLINE_MS = 5000;
 
 export async function runAgent(config: AgentConfig, values: Record<string, unknown>): Promise<number> {
-  const app = Fastify({
+  // Decided on what the listen name resolves to (a hosts file may map localhost anywhere), before anything starts.
+  await requireTokenBeyondLoopback(config.listen, config.apiToken !== undefined, 'api-token');
+  const app = agentFastify({
     logger: { level: config.logLevel, base: { component: 'tcplat-agent' }, redact: ['req.headers.authorization'], stream: process.stderr },
     // One line per request would drown the pipeline's own logs (status polls, Prometheus scrapes).
     logController: new LogController({ disableRequestLogging: true }),
+    http: config.http,
   });
   const log = app.log as unknown as Logger;
   log.info({ config: describeConfig(AGENT_OPTIONS, values), influx: describeTarget(config.target) }, 'tcplat agent');
@@ -27,7 +30,7 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
     await app.close();
     throw e;
   }
-  await app.register(agentRoutes, { agent, token: config.apiToken });
+  await attachAgent(app, { agent, token: config.apiToken, stream: config.stream, http: config.http });
 
   let stopResolve!: () => void;
   const stopSignal = new Promise<void>((r) => (stopResolve = r));

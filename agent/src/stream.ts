@@ -2,15 +2,42 @@
  * Live view for `tcplat top` and friends: server-sent events of every connect as it is enriched, and a
  * summary per second (by arrival) per service, destination and result. Nothing is computed while nobody
  * listens; a client that cannot keep up misses events (counted), never slows the pipeline.
+ *
+ * Bounded so that clients cannot starve the agent: at most `maxClients` at once (the route answers 503
+ * beyond), each with at most `bufferBytes` waiting in memory (frames beyond it are skipped), and a client
+ * whose buffer stays full for `stallMs` (it stopped reading) is disconnected and counted.
  */
 import { Histogram } from '@tcplat/core';
 import type { Counter, Metrics } from './metrics';
 import type { EnrichedConnect } from './types';
 
 export interface StreamClient {
-  /** Write one SSE frame; return false when the client is too far behind (the frame is skipped). */
-  send(frame: string): boolean;
+  /** Queue one SSE frame for the client. */
+  write(frame: string): void;
+  /** Bytes queued for the client and not yet taken by the kernel. */
+  buffered(): number;
+  /** Disconnect the client (it stopped reading). */
+  close(): void;
   wantEvents: boolean;
+}
+
+export interface StreamLimits {
+  maxClients: number;
+  bufferBytes: number;
+  stallMs: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = { maxClients: 64, bufferBytes: 256 * 1024, stallMs: 10_000 };
+
+/** Connect frames are written to clients in batches, at most this often... */
+const BATCH_MS = 50;
+/** ...or when this many are waiting. */
+const MAX_BATCH_FRAMES = 500;
+
+interface Slot {
+  client: StreamClient;
+  /** When the client's buffer was first found full, 0 while it keeps up. */
+  fullSince: number;
 }
 
 interface Cell {
@@ -22,15 +49,27 @@ interface Cell {
 }
 
 export class StreamHub {
-  private readonly clients = new Set<StreamClient>();
+  private readonly clients = new Map<StreamClient, Slot>();
+  limits: StreamLimits = { ...DEFAULT_STREAM_LIMITS };
+  private pending: string[] = [];
+  private batchTimer: NodeJS.Timeout | null = null;
   private cells = new Map<string, Cell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
   private readonly sent: Counter;
+  /** Clients disconnected because they stopped reading. */
+  readonly dropped: Counter;
+  /** Clients refused (503) because maxClients were connected. */
+  readonly refused: Counter;
 
-  constructor(metrics: Metrics) {
+  constructor(
+    metrics: Metrics,
+    private readonly now: () => number = Date.now,
+  ) {
     this.skipped = metrics.counter('tcplat_stream_skipped_total', 'Server-sent frames skipped because a client was too slow');
     this.sent = metrics.counter('tcplat_stream_sent_total', 'Server-sent frames delivered');
+    this.dropped = metrics.counter('tcplat_stream_clients_dropped_total', 'Server-sent event clients disconnected, by reason', { reason: 'stalled' });
+    this.refused = metrics.counter('tcplat_stream_clients_refused_total', 'Server-sent event clients refused with 503 because --stream-max-clients were connected');
     metrics.gauge('tcplat_stream_clients', 'Connected /api/stream clients', () => this.clients.size);
   }
 
@@ -38,8 +77,13 @@ export class StreamHub {
     return this.clients.size;
   }
 
+  /** Room for one more client? (The route answers 503 when not, counted.) */
+  full(): boolean {
+    return this.clients.size >= this.limits.maxClients;
+  }
+
   add(c: StreamClient): () => void {
-    this.clients.add(c);
+    this.clients.set(c, { client: c, fullSince: 0 });
     if (!this.timer) {
       this.timer = setInterval(() => this.summary(), 1000);
       this.timer.unref();
@@ -50,6 +94,7 @@ export class StreamHub {
         clearInterval(this.timer);
         this.timer = null;
         this.cells.clear();
+        this.pending = [];
       }
     };
   }
@@ -65,10 +110,9 @@ export class StreamHub {
     const ms = ev.latencyNs / 1e6;
     cell.hist.add(ms);
     cell.synRetrans += ev.synRetrans;
-    let frame: string | null = null;
-    for (const c of this.clients) {
-      if (!c.wantEvents) continue;
-      frame ??= `event: connect\ndata: ${JSON.stringify({
+    if (!this.anyWantsEvents()) return;
+    this.pending.push(
+      `event: connect\ndata: ${JSON.stringify({
         ts_ns: ev.tsNs.toString(),
         service: ev.service,
         comm: ev.comm,
@@ -78,17 +122,50 @@ export class StreamHub {
         syn_retrans: ev.synRetrans,
         pid: ev.pid,
         container: ev.container,
-      })}\n\n`;
-      this.deliver(c, frame);
+      })}\n\n`,
+    );
+    // Frames go out in batches: one write per client per batch rather than one per event, so that many
+    // clients cost few writes and few buffered chunks (each queued chunk costs far more than its bytes).
+    if (this.pending.length >= MAX_BATCH_FRAMES) this.flushEvents();
+    else this.batchTimer ??= setTimeout(() => this.flushEvents(), BATCH_MS);
+  }
+
+  private anyWantsEvents(): boolean {
+    for (const c of this.clients.keys()) if (c.wantEvents) return true;
+    return false;
+  }
+
+  private flushEvents(): void {
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.batchTimer = null;
+    if (this.pending.length === 0) return;
+    const frames = this.pending.length;
+    const text = this.pending.join('');
+    this.pending = [];
+    for (const slot of [...this.clients.values()]) if (slot.client.wantEvents) this.deliver(slot, text, frames);
+  }
+
+  /** Write frames unless the client's buffer is full; drop a client that has stayed full for stallMs. */
+  deliver(slot: Slot, text: string, frames = 1): void {
+    if (!this.clients.has(slot.client)) return;
+    if (slot.client.buffered() + text.length <= this.limits.bufferBytes) {
+      slot.fullSince = 0;
+      slot.client.write(text);
+      this.sent.inc(frames);
+      return;
+    }
+    this.skipped.inc(frames);
+    const t = this.now();
+    if (slot.fullSince === 0) slot.fullSince = t;
+    else if (t - slot.fullSince >= this.limits.stallMs) {
+      this.dropped.inc();
+      this.clients.delete(slot.client);
+      slot.client.close();
     }
   }
 
-  private deliver(c: StreamClient, frame: string): void {
-    if (c.send(frame)) this.sent.inc();
-    else this.skipped.inc();
-  }
-
   private summary(): void {
+    this.flushEvents();
     // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
     // max) so a client such as `tcplat top` can merge seconds and results without losing precision.
     const rows = [...this.cells.values()].map((c) => {
@@ -112,10 +189,13 @@ export class StreamHub {
     });
     this.cells = new Map();
     const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows })}\n\n`;
-    for (const c of this.clients) this.deliver(c, frame);
+    for (const slot of [...this.clients.values()]) this.deliver(slot, frame);
   }
 
   close(): void {
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.batchTimer = null;
+    this.pending = [];
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.clients.clear();

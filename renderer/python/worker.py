@@ -12,10 +12,15 @@ A failed render answers {"ok": false, "error": "..."} and the worker keeps servi
 
 Only matplotlib.figure.Figure with FigureCanvasAgg is used, never pyplot: no global figure registry, so
 nothing accumulates between renders. Heatmap figures are kept for the next request of the same size and
-theme (at most MAX_TEMPLATES, the least recently used dropped; all of them after a failed render);
-every other figure is cleared and dropped after it is drawn.
+theme (at most MAX_TEMPLATES, the least recently used dropped; all of them after a failed render), but
+only up to KEEP_MAX_PIXELS each: a figure larger than a big dashboard panel is cleared after it is drawn,
+like every other figure, and its memory handed back to the system (gc, then malloc_trim), so a few
+maximum-size renders do not leave the worker hundreds of MB larger. The pool also replaces a worker whose
+resident memory passes --worker-max-rss.
 All data arrive prepared (bins, bucket edges, quantiles): this file only draws.
 """
+import ctypes
+import ctypes.util
 import gc
 import io
 import json
@@ -266,8 +271,15 @@ def forget_templates():
         TEMPLATES.popitem()[1].fig.clear()
 
 
+# Largest figure kept between renders (pixels): a 1920x1080 panel. Larger ones are drawn on a new figure.
+KEEP_MAX_PIXELS = 1920 * 1080
+
+
 def render_heatmap(req):
-    key = (int(req["width"]), int(req["height"]), req.get("theme"), req.get("scale") == "linear", tuple(req["y_edges_ms"]))
+    w, h = int(req["width"]), int(req["height"])
+    if w * h > KEEP_MAX_PIXELS:
+        return HeatmapFigure(req).draw(req)
+    key = (w, h, req.get("theme"), req.get("scale") == "linear", tuple(req["y_edges_ms"]))
     template = TEMPLATES.pop(key, None)
     if template is None:
         template = HeatmapFigure(req)
@@ -276,6 +288,20 @@ def render_heatmap(req):
             old.fig.clear()
     TEMPLATES[key] = template
     return template.draw(req)
+
+
+def _malloc_trim():
+    """glibc keeps freed heap pages for reuse; hand them back after a large figure is gone (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+release_memory = _malloc_trim()
 
 
 def render_percentiles(req):
@@ -347,6 +373,13 @@ def render_message(req):
 RENDERERS = {"heatmap": render_heatmap, "percentiles": render_percentiles, "message": render_message}
 
 
+def _pixels(req):
+    try:
+        return int(req.get("width", 0)) * int(req.get("height", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def png(fig):
     buf = io.BytesIO()
     fig.canvas.print_png(buf)
@@ -378,6 +411,13 @@ def main():
                 time.sleep(float(req["delay_ms"]) / 1000.0)
             fig = RENDERERS[req["kind"]](req)
             body = png(fig)
+            if _pixels(req) > KEEP_MAX_PIXELS:
+                # Give a large figure's memory back before answering, so the pool's look at this worker's
+                # resident memory (--worker-max-rss) sees what stays, not what is about to be freed.
+                fig.clear()
+                fig = None
+                gc.collect()
+                release_memory()
             send(out, {"id": rid, "ok": True, "render_ms": round((time.perf_counter() - started) * 1000, 2)}, body)
         except Exception as e:  # noqa: BLE001 - report any failure and keep serving
             traceback.print_exc(file=sys.stderr)
@@ -385,11 +425,15 @@ def main():
             # A figure that failed half-way is in no known state: keep none.
             forget_templates()
         finally:
+            large = isinstance(req, dict) and _pixels(req) > KEEP_MAX_PIXELS
             if fig is not None and not any(t.fig is fig for t in TEMPLATES.values()):
                 fig.clear()
             del fig
             served += 1
-            if served % 50 == 0:
+            if large:
+                gc.collect()
+                release_memory()
+            elif served % 50 == 0:
                 gc.collect()
 
 

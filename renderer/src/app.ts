@@ -3,8 +3,8 @@
  * buildApp() wires it with an InfluxDB source and a started worker pool; tests use app.inject().
  */
 import crypto from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { DurationError, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { ConnectionGuard, DurationError, fastifyHttpOptions, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
 import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
@@ -92,6 +92,9 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   const inflight = new Map<string, Promise<CachedImage>>();
   let active = 0;
   const capacity = config.workers + config.queue;
+  new ConnectionGuard(app.server, config.http.maxConnections, metrics.registry);
+  metrics.registry.gauge('tcplat_renderer_worker_rss_retirements_total', 'Workers replaced because their resident memory passed --worker-max-rss.', () => pool.rssRetirements);
+  metrics.registry.gauge('tcplat_renderer_workers_crash_loop', '1 while the workers crash in a loop and restarts back off, else 0.', () => (pool.stats().crashLoop ? 1 : 0));
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
@@ -103,8 +106,14 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     }
   });
 
-  app.addHook('onResponse', async (_req, reply) => {
+  // At most one log line per request. At info, only failures: the error handler below writes one line for
+  // each InfluxDB or render failure; answered requests (200, 304, 4xx, 429) write nothing, so a load run
+  // does not fill the disk. At debug, one line per request when it is answered.
+  app.addHook('onResponse', async (req, reply) => {
     metrics.response(reply.statusCode);
+    if (reply.statusCode < 500) {
+      req.log.debug({ method: req.method, url: redactUrl(req.url).slice(0, 512), status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+    }
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -127,20 +136,22 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     }
     if (err instanceof InfluxError) {
       metrics.influxErrors.inc();
-      req.log.warn({ err: err.message, status: err.status }, 'InfluxDB query failed');
+      req.log.warn({ url: redactUrl(req.url).slice(0, 512), err: err.message, status: err.status }, 'InfluxDB query failed');
+      // The message names the InfluxDB URL and database: it goes to the log, never to the client.
       if (err.status === 0 || err.status >= 500 || err.status === 429) {
-        return reply.code(503).header('Retry-After', '10').send({ error: `InfluxDB is not available: ${err.message}` });
+        const why = err.status === 0 ? 'not reachable or did not answer in time' : `answered HTTP ${err.status}`;
+        return reply.code(503).header('Retry-After', '10').send({ error: `InfluxDB is not available (${why}); the renderer's log has the details` });
       }
-      return reply.code(502).send({ error: `InfluxDB refused the query: ${err.message}` });
+      return reply.code(502).send({ error: `InfluxDB refused the query (HTTP ${err.status}); the renderer's log has the details` });
     }
     if (err instanceof RenderError) {
-      req.log.error({ reason: err.reason, err: err.message }, 'render failed');
+      req.log.error({ url: redactUrl(req.url).slice(0, 512), reason: err.reason, err: err.message }, 'render failed');
       if (err.reason === 'render') return reply.code(500).send({ error: err.message });
       return reply.code(503).header('Retry-After', '5').send({ error: err.message });
     }
     const status = (err as FastifyError).statusCode;
     if (status && status >= 400 && status < 500) return reply.code(status).send({ error: err.message });
-    req.log.error({ err }, 'unexpected error');
+    req.log.error({ url: redactUrl(req.url).slice(0, 512), err }, 'unexpected error');
     return reply.code(500).send({ error: 'internal error in the renderer; see its log' });
   });
 
@@ -343,10 +354,15 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     return serve('heatmap', query, req, reply);
   });
 
-  app.get(ROUTES.healthz, async (_req, reply) => {
+  // Open to probes; where the data comes from (InfluxDB URL, database) only for a caller with a token, or
+  // when the renderer runs without tokens (then every route is open anyway).
+  app.get(ROUTES.healthz, async (req, reply) => {
     const s = pool.stats();
     const ok = s.ready > 0;
-    return reply.code(ok ? 200 : 503).send({ ok, workers: s.workers, ready: s.ready, busy: s.busy, queued: s.queued, restarts: s.restarts, influx: source.describe(), dialect: source.dialect });
+    const body: Record<string, unknown> = { ok, workers: s.workers, ready: s.ready, busy: s.busy, queued: s.queued, restarts: s.restarts };
+    const who = checkAuth({ tokens: auth.tokens, linkSecret: null }, ROUTES.healthz, {}, req.headers.authorization, Math.floor(now() / 1000));
+    if (who.ok) Object.assign(body, { influx: source.describe(), dialect: source.dialect });
+    return reply.code(ok ? 200 : 503).send(body);
   });
 
   app.get(ROUTES.metrics, async (_req, reply) => reply.type('text/plain; version=0.0.4').send(metrics.format()));
@@ -369,6 +385,9 @@ export interface BuildOptions {
 export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts;
   const app = Fastify({
+    ...fastifyHttpOptions(config.http),
+    // fastify's own two lines per request (received, completed) are off: the onResponse hook writes one.
+    logController: new LogController({ disableRequestLogging: true }),
     logger:
       opts.logger === false || opts.logger === undefined
         ? false
@@ -387,6 +406,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
       queue: config.queue,
       timeoutMs: config.renderTimeoutMs,
       maxRenders: config.workerMaxRenders,
+      maxRssBytes: config.workerMaxRssBytes,
       log: app.log,
     });
   if (ownPool) {

@@ -13,7 +13,8 @@ The query dialect follows the credentials: --influx-db selects InfluxDB 1.x (Inf
 
 const FOOTER = `tcplat renderer alert-link KID prints the link prefix Grafana's alert rules need (see --help there).
 
-Bound to loopback (the default) the renderer may run without tokens. Bound to any other address it
+Bound to loopback (the default) the renderer may run without tokens. Bound to a name or address that is
+not loopback (the name is resolved: a hosts file may map localhost elsewhere) it
 refuses to start unless --auth-token is set; then every route but /healthz needs the token
 (Authorization: Bearer T or ?token=T) or a signed link minted by POST /links.`;
 
@@ -72,6 +73,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await runUntilSignal(values);
   } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`tcplat renderer: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof RenderError && e.reason === 'start') {
       process.stderr.write(`tcplat renderer: ${e.message}\nThe workers need Debian's python3-matplotlib and python3-numpy (sudo scripts/setup), or give --python PATH.\n`);
       return 1;

@@ -1,11 +1,26 @@
 /** The flags of `tcplat renderer` (also TCPLAT_<FLAG> and config-file keys) and their validation. */
-import { ConfigError, INFLUX_OPTIONS, influxTargetFromConfig, type ConfigValues, type InfluxTarget, type OptionSpec } from '@tcplat/core';
-import { isLoopback, validKid } from './auth';
+import {
+  checkExposureIfLiteral,
+  checkHttpLimits,
+  ConfigError,
+  HTTP_OPTIONS,
+  httpLimitsFromConfig,
+  INFLUX_OPTIONS,
+  influxTargetFromConfig,
+  MIN_TOKEN_LENGTH,
+  parseTokens,
+  type ConfigValues,
+  type HttpLimits,
+  type InfluxTarget,
+  type OptionSpec,
+} from '@tcplat/core';
+import { validKid } from './auth';
 import { DEFAULT_LIMITS, type Limits } from './params';
 
 export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   ...INFLUX_OPTIONS,
-  { name: 'listen', type: 'hostport', arg: 'HOST:PORT', help: 'address to serve on; beyond loopback it needs --auth-token', default: '127.0.0.1:7071' },
+  { name: 'listen', type: 'hostport', arg: 'HOST:PORT', help: 'address to serve on; unless it resolves only to loopback addresses it needs --auth-token', default: '127.0.0.1:7071' },
+  ...HTTP_OPTIONS,
   { name: 'workers', type: 'int', arg: 'N', help: 'long-lived Python Matplotlib workers', default: 2, min: 1, max: 32 },
   { name: 'queue', type: 'int', arg: 'N', help: 'renders that may wait for a free worker; beyond that, 429 with Retry-After', default: 16, min: 0, max: 10_000 },
   { name: 'cache-mb', type: 'int', arg: 'N', help: 'LRU cache of rendered images, MiB (0: no cache)', default: 64, min: 0, max: 65_536 },
@@ -13,12 +28,13 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'render-timeout', type: 'duration', arg: 'DURATION', help: 'longest a worker may draw one chart; then it is replaced', default: '20s' },
   { name: 'query-timeout', type: 'duration', arg: 'DURATION', help: 'longest InfluxDB may take to answer one query', default: '15s' },
   { name: 'worker-max-renders', type: 'int', arg: 'N', help: 'replace a worker after this many charts (0: never)', default: 5000, min: 0 },
+  { name: 'worker-max-rss', type: 'int', arg: 'MB', help: 'replace a worker, when idle, whose resident memory is above this many MiB (0: never)', default: 300, min: 0 },
   { name: 'max-range', type: 'duration', arg: 'DURATION', help: 'longest time range of one chart', default: '31d' },
   { name: 'max-width', type: 'int', arg: 'PX', help: 'widest image', default: DEFAULT_LIMITS.maxWidth, min: 200, max: 10_000 },
   { name: 'max-height', type: 'int', arg: 'PX', help: 'tallest image', default: DEFAULT_LIMITS.maxHeight, min: 150, max: 10_000 },
   { name: 'max-bins', type: 'int', arg: 'N', help: 'most time bins in one chart', default: DEFAULT_LIMITS.maxBins, min: 10, max: 10_000 },
   { name: 'min-bin', type: 'duration', arg: 'DURATION', help: "narrowest time bin: the agent's flush window", default: '10s' },
-  { name: 'auth-token', type: 'string', arg: 'TOKENS', help: 'bearer tokens (comma-separated) required on every route but /healthz', secret: true },
+  { name: 'auth-token', type: 'string', arg: 'TOKENS', help: `bearer tokens (comma-separated, each at least ${MIN_TOKEN_LENGTH} characters) required on every route but /healthz`, secret: true },
   { name: 'link-secret', type: 'string', arg: 'SECRET', help: 'HMAC key of signed links (default: derived from the first auth token)', secret: true },
   { name: 'link-ttl', type: 'duration', arg: 'DURATION', help: 'default lifetime of links minted by POST /links', default: '7d' },
   { name: 'link-max-ttl', type: 'duration', arg: 'DURATION', help: 'longest lifetime a link may ask for', default: '90d' },
@@ -28,9 +44,13 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'log-level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level', default: 'info' },
 ];
 
+/** The renderer's only body is POST /links (16 KiB, its own limit); nothing else needs more. */
+export const RENDERER_BODY_LIMIT = 64 * 1024;
+
 export interface RendererConfig {
   influx: InfluxTarget;
   listen: { host: string; port: number };
+  http: HttpLimits;
   workers: number;
   queue: number;
   cacheBytes: number;
@@ -38,6 +58,7 @@ export interface RendererConfig {
   renderTimeoutMs: number;
   queryTimeoutMs: number;
   workerMaxRenders: number;
+  workerMaxRssBytes: number;
   limits: Limits;
   authTokens: string[];
   linkSecret?: string;
@@ -52,17 +73,12 @@ export interface RendererConfig {
 export function rendererConfig(v: ConfigValues): RendererConfig {
   const influx = influxTargetFromConfig(v);
   const listen = v.listen as { host: string; port: number };
-  const authTokens = String(v['auth-token'] ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
-  for (const t of authTokens) if (t.length < 16) throw new ConfigError('--auth-token: every token needs at least 16 characters (e.g. openssl rand -hex 24)');
-  if (!isLoopback(listen.host) && authTokens.length === 0) {
-    throw new ConfigError(
-      `--listen ${listen.host}:${listen.port} is reachable beyond this machine, so the renderer needs --auth-token (or --auth-token-file / TCPLAT_AUTH_TOKEN); ` +
-        'it refuses to start unauthenticated. Bind to 127.0.0.1 to run without tokens.',
-    );
-  }
+  const authTokens = parseTokens('auth-token', v['auth-token'] as string | undefined, { list: true });
+  // A listen name (not an IP literal) is resolved and checked by the server before it listens.
+  checkExposureIfLiteral(listen, authTokens.length > 0, 'auth-token');
+  const http = httpLimitsFromConfig(v, RENDERER_BODY_LIMIT);
+  const httpError = checkHttpLimits(http);
+  if (httpError) throw new ConfigError(httpError);
   const linkSecret = v['link-secret'] as string | undefined;
   if (linkSecret !== undefined && linkSecret.length < 16) throw new ConfigError('--link-secret: needs at least 16 characters');
   const publicUrl = v['public-url'] as string | undefined;
@@ -83,6 +99,7 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
   return {
     influx,
     listen,
+    http,
     workers: v.workers as number,
     queue: v.queue as number,
     cacheBytes: (v['cache-mb'] as number) * 1024 * 1024,
@@ -90,6 +107,7 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
     renderTimeoutMs: v['render-timeout'] as number,
     queryTimeoutMs: v['query-timeout'] as number,
     workerMaxRenders: v['worker-max-renders'] as number,
+    workerMaxRssBytes: (v['worker-max-rss'] as number) * 1024 * 1024,
     limits: {
       maxRangeMs,
       maxWidth: v['max-width'] as number,

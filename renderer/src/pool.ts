@@ -10,8 +10,20 @@
  * which the service answers with 429). A worker that exits or breaks the framing is replaced and its
  * request is retried once on another worker; a worker that exceeds the per-request timeout is killed and
  * replaced, and that request fails (a render that hung once would likely hang again).
+ *
+ * Restart policy: a worker killed from outside (a signal such as SIGKILL or SIGTERM: an operator, the OOM
+ * killer, a kill storm) or by the pool itself (a hang) is one-off: it is replaced at once, however often.
+ * A worker that dies on its own (an exit code, SIGSEGV, SIGABRT, a broken frame) is a crash: the first
+ * CRASH_FREE_RESTARTS crashes within CRASH_WINDOW_MS are replaced at once too; beyond that the pool is in a
+ * crash loop and backs off (1 s, 2 s, 4 s ... at most 30 s), and while no worker is ready, requests fail at
+ * once (the service answers 503) instead of waiting. A render that succeeds ends the crash loop. A queued
+ * request waits at most NO_WORKER_WAIT_MS while no worker is ready.
+ *
+ * Memory: after each render the worker's resident set is read from /proc; above maxRssBytes the worker
+ * is retired and replaced while idle, so a few very large charts cannot pin hundreds of MB per worker.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 
@@ -38,6 +50,8 @@ export interface PoolOptions {
   startTimeoutMs?: number;
   /** Replace a worker after this many renders (0: never), a bound on slow leaks in native libraries. */
   maxRenders?: number;
+  /** Replace a worker, when idle, whose resident memory is above this (bytes; 0: never). */
+  maxRssBytes?: number;
   log?: PoolLogger;
 }
 
@@ -71,6 +85,26 @@ interface Job {
   resolve: (r: RenderReply) => void;
   reject: (e: Error) => void;
   attempts: number;
+  /** While queued: fails the job when no worker takes it in time. */
+  waitTimer?: NodeJS.Timeout;
+}
+
+/** Crashes within this window count towards a crash loop. */
+export const CRASH_WINDOW_MS = 60_000;
+/** Crashes in the window that are still replaced at once. */
+export const CRASH_FREE_RESTARTS = 3;
+const MAX_BACKOFF_MS = 30_000;
+/** Longest a request waits for a worker while none is ready (all being replaced; Python takes seconds to start). */
+export const NO_WORKER_WAIT_MS = 10_000;
+
+/** Resident memory of a process (bytes) from /proc, or 0 when it cannot be read. */
+export function residentBytes(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 type Proc = ChildProcessByStdio<Writable, Readable, Readable>;
@@ -83,6 +117,10 @@ class Worker {
   private buf: Buffer = Buffer.alloc(0);
   private timer: NodeJS.Timeout | null = null;
   stderrTail = '';
+  /** Set when the pool kills the worker: `hang` (timeout, one-off) or `broken` (protocol error, a crash). */
+  killedBy: 'hang' | 'broken' | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  exitCode: number | null = null;
 
   constructor(
     private readonly pool: WorkerPool,
@@ -100,7 +138,11 @@ class Worker {
       /* EPIPE when the worker died: the exit handler deals with it */
     });
     this.proc.on('error', (e) => this.die(`cannot start ${opts.python}: ${e.message}`));
-    this.proc.on('exit', (code, signal) => this.die(`exited (${signal ?? `code ${code}`})`));
+    this.proc.on('exit', (code, signal) => {
+      this.exitCode = code;
+      this.exitSignal = signal;
+      this.die(`exited (${signal ?? `code ${code}`})`);
+    });
   }
 
   get pid(): number {
@@ -157,7 +199,10 @@ class Worker {
     this.job = null;
     this.state = 'idle';
     this.renders++;
-    if (header.ok === true) job.resolve({ header, png, pid: this.pid });
+    if (header.ok === true) {
+      this.pool.onSuccess();
+      job.resolve({ header, png, pid: this.pid });
+    }
     else job.reject(new RenderError('render', `the chart could not be drawn: ${String(header.error ?? 'unknown error')}`));
     this.pool.onIdle(this);
   }
@@ -167,8 +212,9 @@ class Worker {
     this.timer = null;
   }
 
-  kill(why: string): void {
+  kill(why: string, by: 'hang' | 'broken' = 'broken'): void {
     if (this.state === 'dead') return;
+    this.killedBy = by;
     this.pool.log.warn({ workerPid: this.pid, why }, 'renderer worker killed');
     this.proc.kill('SIGKILL');
     this.die(why);
@@ -199,11 +245,17 @@ export class WorkerPool {
   private readonly queue: Job[] = [];
   private nextId = 1;
   private closed = false;
-  private startFailures = 0;
-  private lastStartError = '';
+  private lastCrash = '';
+  /** Times of recent crashes (not kills), oldest first. */
+  private crashes: number[] = [];
+  /** Workers waiting to be spawned after a crash-loop back-off. */
+  private pendingSpawns = 0;
+  private backoffUntil = 0;
   private readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
-  /** Workers replaced after a crash, hang or framing error (not counting maxRenders retirements). */
+  /** Workers replaced after a crash, kill, hang or framing error (not counting planned retirements). */
   restarts = 0;
+  /** Workers retired because their resident memory passed maxRssBytes. */
+  rssRetirements = 0;
   renders = 0;
 
   constructor(opts: PoolOptions) {
@@ -211,6 +263,7 @@ export class WorkerPool {
       script: WORKER_SCRIPT,
       startTimeoutMs: 30_000,
       maxRenders: 0,
+      maxRssBytes: 0,
       ...opts,
     } as Required<Omit<PoolOptions, 'log'>>;
     this.log = opts.log ?? silent;
@@ -237,7 +290,7 @@ export class WorkerPool {
     this.workers.add(new Worker(this, { python: this.opts.python, script: this.opts.script }));
   }
 
-  stats(): { workers: number; ready: number; busy: number; queued: number; restarts: number; pids: number[] } {
+  stats(): { workers: number; ready: number; busy: number; queued: number; restarts: number; pids: number[]; crashLoop: boolean } {
     let ready = 0;
     let busy = 0;
     for (const w of this.workers) {
@@ -247,7 +300,7 @@ export class WorkerPool {
         busy++;
       }
     }
-    return { workers: this.workers.size, ready, busy, queued: this.queue.length, restarts: this.restarts, pids: [...this.workers].map((w) => w.pid) };
+    return { workers: this.workers.size, ready, busy, queued: this.queue.length, restarts: this.restarts, pids: [...this.workers].map((w) => w.pid), crashLoop: this.inCrashLoop() };
   }
 
   /** Pids of the busy workers (tests kill one mid-request). */
@@ -255,15 +308,54 @@ export class WorkerPool {
     return [...this.workers].filter((w) => w.state === 'busy').map((w) => w.pid);
   }
 
+  private inCrashLoop(): boolean {
+    return this.pendingSpawns > 0 || Date.now() < this.backoffUntil;
+  }
+
+  private hasReady(): boolean {
+    for (const w of this.workers) if (w.state === 'idle' || w.state === 'busy') return true;
+    return false;
+  }
+
+  private crashLoopError(): RenderError {
+    return new RenderError('start', `the render workers keep crashing (${this.crashes.length} crashes in ${CRASH_WINDOW_MS / 1000} s; last: ${this.lastCrash}); retrying with back-off`);
+  }
+
   render(request: Record<string, unknown>): Promise<RenderReply> {
     if (this.closed) return Promise.reject(new RenderError('closed', 'the renderer is shutting down'));
+    // In a crash loop with nothing ready: answer now (503) rather than keep the caller waiting.
+    if (this.inCrashLoop() && !this.hasReady()) return Promise.reject(this.crashLoopError());
     return new Promise<RenderReply>((resolve, reject) => {
       const job: Job = { request: { ...request, id: this.nextId++ }, resolve, reject, attempts: 0 };
       const idle = [...this.workers].find((w) => w.state === 'idle');
       if (idle) return this.assign(idle, job);
       if (this.queue.length >= this.opts.queue) return reject(new PoolOverloadedError(this.queue.length));
-      this.queue.push(job);
+      this.enqueue(job, false);
     });
+  }
+
+  /**
+   * Queue a job (at the front for a retry). While no worker is ready at all (they are being replaced), a job
+   * waits at most NO_WORKER_WAIT_MS, so callers hear "unavailable" in bounded time rather than waiting for a
+   * worker that may not come; once a worker is ready it waits its turn as usual (the queue is bounded).
+   */
+  private enqueue(job: Job, front: boolean): void {
+    if (front) this.queue.unshift(job);
+    else this.queue.push(job);
+    if (this.hasReady()) return;
+    job.waitTimer = setTimeout(() => {
+      const i = this.queue.indexOf(job);
+      if (i < 0 || this.hasReady()) return;
+      this.queue.splice(i, 1);
+      job.reject(new RenderError('start', `no render worker became ready within ${NO_WORKER_WAIT_MS} ms (they are being replaced)`));
+    }, NO_WORKER_WAIT_MS);
+    job.waitTimer.unref();
+  }
+
+  private dequeue(): Job | undefined {
+    const job = this.queue.shift();
+    if (job?.waitTimer) clearTimeout(job.waitTimer);
+    return job;
   }
 
   private assign(w: Worker, job: Job): void {
@@ -272,27 +364,38 @@ export class WorkerPool {
   }
 
   onReady(w: Worker): void {
-    this.startFailures = 0;
     this.log.info({ workerPid: w.pid }, 'renderer worker ready');
     if ([...this.workers].every((x) => x.state !== 'starting')) for (const r of this.readyWaiters.splice(0)) r.resolve();
     this.onIdle(w);
   }
 
+  /** A render succeeded: whatever crashed before, the workers can draw; the crash loop is over. */
+  onSuccess(): void {
+    this.renders++;
+    if (this.crashes.length > 0) this.crashes = [];
+  }
+
   onIdle(w: Worker): void {
-    if (this.opts.maxRenders > 0 && w.renders >= this.opts.maxRenders) {
+    const planned = this.opts.maxRenders > 0 && w.renders >= this.opts.maxRenders;
+    const rss = this.opts.maxRssBytes > 0 && w.renders > 0 ? residentBytes(w.pid) : 0;
+    if (planned || rss > this.opts.maxRssBytes) {
+      if (!planned) {
+        this.rssRetirements++;
+        this.log.info({ workerPid: w.pid, rssMiB: Math.round(rss / 1048576), limitMiB: Math.round(this.opts.maxRssBytes / 1048576) }, 'renderer worker retired: resident memory above --worker-max-rss');
+      }
       this.workers.delete(w);
       w.retire();
       this.spawnWorker();
       return;
     }
-    const job = this.queue.shift();
+    const job = this.dequeue();
     if (job) this.assign(w, job);
   }
 
   onTimeout(w: Worker): void {
     const job = w.job;
     w.job = null; // not retried: fail it here, then replace the worker
-    w.kill(`render took longer than ${this.opts.timeoutMs} ms`);
+    w.kill(`render took longer than ${this.opts.timeoutMs} ms`, 'hang');
     job?.reject(new RenderError('timeout', `the chart took longer than ${this.opts.timeoutMs} ms to draw`));
   }
 
@@ -303,35 +406,48 @@ export class WorkerPool {
       return;
     }
     const detail = w.stderrTail.trim().split('\n').slice(-3).join(' | ');
-    if (wasStarting) {
-      this.startFailures++;
-      this.lastStartError = `renderer worker ${why}${detail ? `: ${detail}` : ''}`;
-      this.log.error({ workerPid: w.pid, why, stderr: detail }, 'renderer worker failed to start');
-      if (this.readyWaiters.length > 0) {
-        this.failStart(`${this.opts.python} ${this.opts.script}: ${this.lastStartError}`);
-        return;
-      }
-    } else {
-      this.log.warn({ workerPid: w.pid, why, stderr: detail }, 'renderer worker died; replacing it');
-    }
+    // Killed from outside by a signal meant to stop it, or by the pool for a hang: one-off, replace at once.
+    const killed = w.killedBy === 'hang' || (w.killedBy === null && (w.exitSignal === 'SIGKILL' || w.exitSignal === 'SIGTERM' || w.exitSignal === 'SIGINT' || w.exitSignal === 'SIGHUP'));
     this.restarts++;
     if (job) {
-      if (job.attempts < 2) this.queue.unshift(job);
+      if (job.attempts < 2) this.enqueue(job, true);
       else job.reject(new RenderError('crash', `the render worker died twice on this request (${why})`));
     }
-    // Back off when workers cannot even start (broken Python): fail queued work with the reason instead of spinning.
-    if (this.startFailures >= 3) {
-      for (const j of this.queue.splice(0)) j.reject(new RenderError('start', `the render workers cannot start: ${this.lastStartError}`));
-      setTimeout(() => this.spawnWorker(), Math.min(30_000, 1000 * 2 ** Math.min(this.startFailures, 5))).unref();
+    if (killed) {
+      this.log.warn({ workerPid: w.pid, why }, 'renderer worker killed; replacing it');
+      this.spawnWorker();
       return;
     }
-    this.spawnWorker();
+    const now = Date.now();
+    this.crashes = this.crashes.filter((t) => t > now - CRASH_WINDOW_MS);
+    this.crashes.push(now);
+    this.lastCrash = `renderer worker ${why}${detail ? `: ${detail}` : ''}`;
+    this.log.error({ workerPid: w.pid, why, stderr: detail, starting: wasStarting, crashes: this.crashes.length }, 'renderer worker crashed');
+    if (wasStarting && this.readyWaiters.length > 0) {
+      // The pool has never been ready: Python itself is broken; start() fails with the reason.
+      this.failStart(`${this.opts.python} ${this.opts.script}: ${this.lastCrash}`);
+      return;
+    }
+    if (this.crashes.length <= CRASH_FREE_RESTARTS) {
+      this.spawnWorker();
+      return;
+    }
+    // A crash loop: back off, and fail what waits when nothing can serve it.
+    const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.crashes.length - CRASH_FREE_RESTARTS - 1));
+    this.backoffUntil = Math.max(this.backoffUntil, now + delay);
+    if (!this.hasReady()) for (const j of this.queue.splice(0)) (clearTimeout(j.waitTimer), j.reject(this.crashLoopError()));
+    this.log.error({ delayMs: delay, crashes: this.crashes.length }, 'renderer workers crash in a loop: backing off before the next start');
+    this.pendingSpawns++;
+    setTimeout(() => {
+      this.pendingSpawns--;
+      this.spawnWorker();
+    }, delay).unref();
   }
 
   /** Stop every worker; pending requests fail with RenderError('closed'). */
   async close(): Promise<void> {
     this.closed = true;
-    for (const j of this.queue.splice(0)) j.reject(new RenderError('closed', 'the renderer is shutting down'));
+    for (const j of this.queue.splice(0)) (clearTimeout(j.waitTimer), j.reject(new RenderError('closed', 'the renderer is shutting down')));
     const exits = [...this.workers].map(
       (w) =>
         new Promise<void>((resolve) => {

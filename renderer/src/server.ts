@@ -1,6 +1,6 @@
 /** Start the renderer from a loaded config: listen, log the effective config, close cleanly on signals. */
 import type { FastifyInstance } from 'fastify';
-import { describeConfig, type ConfigValues } from '@tcplat/core';
+import { describeConfig, requireTokenBeyondLoopback, type ConfigValues } from '@tcplat/core';
 import { buildApp } from './app';
 import { RENDERER_OPTIONS, rendererConfig } from './config';
 
@@ -12,6 +12,8 @@ export interface RunningServer {
 
 export async function startServer(values: ConfigValues): Promise<RunningServer> {
   const config = rendererConfig(values);
+  // Decided on what the listen name resolves to (a hosts file may map localhost anywhere), before workers start.
+  await requireTokenBeyondLoopback(config.listen, config.authTokens.length > 0, 'auth-token');
   const app = await buildApp({ config, logger: true });
   const address = await app.listen({ host: config.listen.host, port: config.listen.port });
   app.log.info(

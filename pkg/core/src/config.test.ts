@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, describeConfig, envName, formatHelp, loadConfig, type OptionSpec } from './config';
+import { checkExposureIfLiteral, ConfigError, describeConfig, envName, formatHelp, isLoopbackAddress, loadConfig, parseTokens, requireTokenBeyondLoopback, type OptionSpec } from './config';
 import { describeTarget, INFLUX_OPTIONS, influxTargetFromConfig } from './influx';
 
 const SPECS: OptionSpec[] = [
@@ -111,4 +111,48 @@ describe('influxTargetFromConfig', () => {
     [['--influx-db', 'a', '--influx-url', 'ftp://x'], /--influx-url: expected an http/],
     [['--influx-db', 'a', '--influx-password', 'p'], /without --influx-user/],
   ])('%j is a clear error', (argv, msg) => expect(() => load(argv as string[])).toThrow(msg));
+});
+
+describe('the token and loopback rule of both services', () => {
+  test('tokens: trimmed, non-empty, at least 16 characters; lists of them for the renderer', () => {
+    expect(parseTokens('api-token', undefined)).toEqual([]);
+    expect(parseTokens('api-token', '  0123456789abcdef\n')).toEqual(['0123456789abcdef']);
+    expect(() => parseTokens('api-token', '')).toThrow(/--api-token: the token is empty/);
+    expect(() => parseTokens('api-token', ' \t ')).toThrow(/--api-token: the token is empty/);
+    expect(() => parseTokens('api-token', 'x')).toThrow(/--api-token: every token needs at least 16 characters, got one of 1/);
+    // 16 characters of which 2 are spaces: 14 after trimming.
+    expect(() => parseTokens('api-token', ' 0123456789abcd ')).toThrow(/got one of 14/);
+    expect(parseTokens('auth-token', 'aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb', { list: true })).toEqual(['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb']);
+    expect(() => parseTokens('auth-token', 'aaaaaaaaaaaaaaaa,,bbbbbbbbbbbbbbbb', { list: true })).toThrow(/empty token/);
+    expect(() => parseTokens('auth-token', 'aaaaaaaaaaaaaaaa,short', { list: true })).toThrow(/at least 16/);
+  });
+
+  test('loopback addresses are 127.0.0.0/8, ::1 and their v4-mapped form, nothing else', () => {
+    for (const a of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) expect([a, isLoopbackAddress(a)]).toEqual([a, true]);
+    for (const a of ['0.0.0.0', '::', '10.77.0.1', '::ffff:10.0.0.1', 'fe80::1', 'localhost', '127.0.0.1.nip.io', '']) expect([a, isLoopbackAddress(a)]).toEqual([a, false]);
+  });
+
+  test('an IP literal is decided at config time; a name is left to the resolver', () => {
+    expect(() => checkExposureIfLiteral({ host: '0.0.0.0', port: 1 }, false, 'api-token')).toThrow(/0.0.0.0:1 is not a loopback address, and the service refuses to start unauthenticated there: give --api-token \(or --api-token-file \/ TCPLAT_API_TOKEN\)/);
+    expect(() => checkExposureIfLiteral({ host: '0.0.0.0', port: 1 }, true, 'api-token')).not.toThrow();
+    expect(() => checkExposureIfLiteral({ host: '127.0.0.2', port: 1 }, false, 'api-token')).not.toThrow();
+    expect(() => checkExposureIfLiteral({ host: 'localhost', port: 1 }, false, 'api-token')).not.toThrow();
+  });
+
+  test('a name is judged by what it resolves to (this machine: localhost is loopback)', async () => {
+    const real = await requireTokenBeyondLoopback({ host: 'localhost', port: 1 }, false, 'api-token');
+    expect(real.length).toBeGreaterThan(0);
+    expect(real.every(isLoopbackAddress)).toBe(true);
+    await expect(requireTokenBeyondLoopback({ host: 'no-such-host.invalid', port: 1 }, false, 'api-token')).rejects.toThrow(/cannot resolve "no-such-host.invalid"/);
+  });
+
+  // A stand-in resolver, named so: the real case (a hosts file mapping localhost elsewhere, in a mount
+  // namespace) runs in tests/services-hardening.test.ts.
+  test('with a fake resolver mapping localhost to 10.77.0.1 and ::1, a token is required', async () => {
+    const fakeLookup = async () => ['::1', '10.77.0.1'];
+    await expect(requireTokenBeyondLoopback({ host: 'localhost', port: 7070 }, false, 'auth-token', fakeLookup)).rejects.toThrow(
+      /--listen localhost:7070 resolves to 10.77.0.1, which is not loopback, and the service refuses to start unauthenticated there: give --auth-token/,
+    );
+    await expect(requireTokenBeyondLoopback({ host: 'localhost', port: 7070 }, true, 'auth-token', fakeLookup)).resolves.toEqual(['::1', '10.77.0.1']);
+  });
 });

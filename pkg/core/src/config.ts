@@ -7,7 +7,9 @@
  * `TCPLAT_INFLUX_TOKEN_FILE=F` or the config key `influx-token-file`, so they never need to sit in argv.
  * describeConfig() prints a config with secrets masked.
  */
+import dns from 'node:dns';
 import fs from 'node:fs';
+import net from 'node:net';
 import YAML from 'yaml';
 import { parseDuration } from './duration';
 
@@ -244,4 +246,89 @@ export function describeConfig(specs: readonly OptionSpec[], values: ConfigValue
     out[s.name] = s.secret ? '***' : values[s.name];
   }
   return out;
+}
+
+/**
+ * The token rule of every tcplat service (agent --api-token, renderer --auth-token): each token is trimmed,
+ * must not be empty and needs at least MIN_TOKEN_LENGTH characters, so it cannot be guessed in a few tries.
+ * `list` accepts several comma-separated tokens (the renderer's, so one can be revoked alone).
+ */
+export const MIN_TOKEN_LENGTH = 16;
+
+export function parseTokens(flag: string, raw: string | undefined, opts: { list?: boolean } = {}): string[] {
+  if (raw === undefined) return [];
+  const parts = opts.list ? raw.split(',') : [raw];
+  const tokens = parts.map((s) => s.trim());
+  if (tokens.every((t) => t === '')) throw new ConfigError(`--${flag}: the token is empty; give a random one of at least ${MIN_TOKEN_LENGTH} characters (e.g. openssl rand -hex 24), or leave the flag out`);
+  if (opts.list && tokens.some((t) => t === '')) throw new ConfigError(`--${flag}: an empty token in the comma-separated list`);
+  for (const t of tokens) {
+    if (t.length < MIN_TOKEN_LENGTH) throw new ConfigError(`--${flag}: every token needs at least ${MIN_TOKEN_LENGTH} characters, got one of ${t.length} (e.g. openssl rand -hex 24)`);
+  }
+  return tokens;
+}
+
+/** True for an IPv4/IPv6 loopback address literal (127.0.0.0/8, ::1, ::ffff:127.x.y.z); false for anything else. */
+// Built on first use: this module is also bundled (never run) into the browser plugins, where node:net is empty.
+let loopback: net.BlockList | null = null;
+
+export function isLoopbackAddress(ip: string): boolean {
+  const family = net.isIP(ip);
+  if (family === 0) return false;
+  if (!loopback) {
+    loopback = new net.BlockList();
+    loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+    loopback.addAddress('::1', 'ipv6');
+    loopback.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+  }
+  return loopback.check(ip, family === 6 ? 'ipv6' : 'ipv4');
+}
+
+export type LookupAll = (host: string) => Promise<string[]>;
+
+/** Every address a listen host stands for, as the server's own listen() will resolve it (getaddrinfo: /etc/hosts, then DNS). */
+export const lookupAll: LookupAll = async (host) => {
+  if (net.isIP(host)) return [host];
+  const found = await dns.promises.lookup(host, { all: true, verbatim: true });
+  return found.map((a) => a.address);
+};
+
+/**
+ * The rule that keeps a service from running open on a network: unless every address the listen host resolves
+ * to is a loopback address, a token is required. Decided by what the name resolves to, never by its spelling
+ * (a hosts file may map `localhost` anywhere). Returns the resolved addresses.
+ */
+export async function requireTokenBeyondLoopback(
+  listen: { host: string; port: number },
+  hasToken: boolean,
+  tokenFlag: string,
+  lookup: LookupAll = lookupAll,
+): Promise<string[]> {
+  let addresses: string[];
+  try {
+    addresses = await lookup(listen.host);
+  } catch (e) {
+    throw new ConfigError(`--listen ${listen.host}:${listen.port}: cannot resolve ${JSON.stringify(listen.host)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  checkExposure(listen, addresses, hasToken, tokenFlag);
+  return addresses;
+}
+
+/**
+ * The same rule on addresses already known: throws unless every one is loopback or there is a token.
+ * Config validation calls it for an IP literal (nothing to resolve); the services call
+ * requireTokenBeyondLoopback() before they listen.
+ */
+export function checkExposure(listen: { host: string; port: number }, addresses: readonly string[], hasToken: boolean, tokenFlag: string): void {
+  if (addresses.length === 0) throw new ConfigError(`--listen ${listen.host}:${listen.port}: ${JSON.stringify(listen.host)} resolves to no address`);
+  const exposed = addresses.filter((a) => !isLoopbackAddress(a));
+  if (exposed.length === 0 || hasToken) return;
+  const how = net.isIP(listen.host) ? 'is not a loopback address' : `resolves to ${exposed.join(', ')}, which is not loopback`;
+  throw new ConfigError(
+    `--listen ${listen.host}:${listen.port} ${how}, and the service refuses to start unauthenticated there: give --${tokenFlag} (or --${tokenFlag}-file / ${envName(tokenFlag)}), or listen on 127.0.0.1`,
+  );
+}
+
+/** checkExposure() for a listen host that is an IP literal; a name is left to requireTokenBeyondLoopback(). */
+export function checkExposureIfLiteral(listen: { host: string; port: number }, hasToken: boolean, tokenFlag: string): void {
+  if (net.isIP(listen.host)) checkExposure(listen, [listen.host], hasToken, tokenFlag);
 }

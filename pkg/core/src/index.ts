@@ -10,3 +10,4 @@ export * from './config';
 export * from './points';
 export * from './query';
 export * from './metrics';
+export * from './http';
