@@ -3,6 +3,7 @@
  *   source -> parse -> enrich -> aggregate -> encode -> spool -> write
  * Each stage counts what it received, emitted and dropped (by reason); /metrics and /api/status show it.
  */
+import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
@@ -14,7 +15,7 @@ import type { AgentConfig } from './options';
 import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
 import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
-import { Spool } from './spool/spool';
+import { Spool, type DropReason, type SpoolStats } from './spool/spool';
 import { StreamHub } from './stream';
 import type { EnrichedEvent, Logger, SourceEvent } from './types';
 import { Writer, type WriterOptions } from './write/writer';
@@ -51,10 +52,16 @@ export interface AgentDeps {
   command?: SourceCommand;
   writer?: Partial<Omit<WriterOptions, 'log' | 'metrics'>>;
   selfPids?: number[];
+  /** An opened spool (Agent.create opens it). */
+  spool: Spool;
+  metrics: Metrics;
 }
 
+/** Append + commit (fsync) latency buckets, seconds. */
+const APPEND_SECONDS_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
 export class Agent {
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics;
   readonly spool: Spool;
   readonly writer: Writer;
   readonly source: SourceSupervisor;
@@ -74,11 +81,20 @@ export class Agent {
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
 
-  constructor(
+  /** Open the spool (refused when another process holds its directory), then build the pipeline. */
+  static async create(config: AgentConfig, deps: Omit<AgentDeps, 'spool' | 'metrics'>): Promise<Agent> {
+    const metrics = new Metrics();
+    const appendSeconds = metrics.histogram('tcplat_spool_append_seconds', 'Time to store one batch in the spool: insert + commit with fsync (in the spool worker)', APPEND_SECONDS_BOUNDS);
+    const spool = await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: deps.log, appendSeconds });
+    return new Agent(config, { ...deps, spool, metrics });
+  }
+
+  private constructor(
     readonly config: AgentConfig,
     deps: AgentDeps,
   ) {
     this.log = deps.log;
+    this.metrics = deps.metrics;
     const m = this.metrics;
     this.stages = {
       parse: new StageCounters(m, 'parse'),
@@ -88,7 +104,7 @@ export class Agent {
       spool: new StageCounters(m, 'spool'),
       write: new StageCounters(m, 'write'),
     };
-    this.spool = new Spool(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: this.log });
+    this.spool = deps.spool;
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
@@ -112,20 +128,29 @@ export class Agent {
     m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
     m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines', () => this.probeStats?.dropped ?? 0);
     m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
-    m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
-    m.gauge('tcplat_spool_pending_lines', 'Lines spooled and not yet written', () => this.spool.lines);
-    m.gauge('tcplat_spool_pending_batches', 'Batches spooled and not yet written', () => this.spool.pendingRecords);
-    m.gauge('tcplat_spool_dropped_lines_total', 'Lines dropped because the spool was full (oldest first)', () => this.spool.stats.droppedLines);
-    m.gauge('tcplat_spool_corrupt_records_total', 'Spool records that failed their checksum at replay', () => this.spool.stats.corruptRecords);
-    m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
-    m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
+    const sp = () => this.spool.stats;
+    const byReason = (f: (d: SpoolStats['dropped'][DropReason]) => number) => () =>
+      (Object.keys(sp().dropped) as DropReason[]).map((reason) => ({ labels: { reason }, value: f(sp().dropped[reason]) }));
+    m.gauge('tcplat_spool_bytes', 'Payload bytes stored in the spool (what --spool-max-bytes caps)', () => sp().bytes);
+    m.gauge('tcplat_spool_pending_lines', 'Lines waiting to be written (stored, or held in memory while the disk refuses them)', () => this.spool.lines);
+    m.gauge('tcplat_spool_pending_batches', 'Batches waiting to be written (stored, or held in memory)', () => this.spool.records);
+    m.gauge('tcplat_spool_held_batches', 'Batches held in memory because the disk refused them (retried every second)', () => sp().pendingRecords);
+    m.gauge('tcplat_spool_held_bytes', 'Bytes held in memory because the disk refused them', () => sp().pendingBytes);
+    m.gauge('tcplat_spool_dropped_batches_total', 'Batches that left the spool unwritten, by reason (cap: oldest dropped at the size cap; pending_full: memory bound while the disk refused; unstored_at_close)', byReason((d) => d.records));
+    m.gauge('tcplat_spool_dropped_lines_total', 'Lines that left the spool unwritten, by reason', byReason((d) => d.lines));
+    m.gauge('tcplat_spool_dropped_bytes_total', 'Bytes that left the spool unwritten, by reason', byReason((d) => d.bytes));
+    m.gauge('tcplat_spool_store_failures_total', 'Batch stores the disk refused, by reason (disk_full, io_error, other); the batch is kept in memory and retried', () =>
+      Object.entries(sp().storeFailures).map(([reason, value]) => ({ labels: { reason }, value })),
+    );
+    m.gauge('tcplat_spool_replayed_lines_total', 'Lines found in the spool at start (left by an earlier run)', () => sp().replayedLines);
+    m.gauge('tcplat_spool_run_id', 'This run id (grows by one per start; histogram timestamps use it)', () => this.spool.runId);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
   }
 
   lagSeconds(): number {
-    const oldest = this.spool.peek();
-    return oldest ? Math.max(0, (Date.now() - oldest.createdMs) / 1000) : 0;
+    const oldest = this.spool.oldestMs;
+    return oldest !== null ? Math.max(0, (Date.now() - oldest) / 1000) : 0;
   }
 
   start(): void {
@@ -232,16 +257,18 @@ export class Agent {
     this.batchLines = 0;
     const sp = this.stages.spool;
     sp.received.inc(lines);
-    try {
-      this.spool.append(text, lines);
-      sp.emitted.inc(lines);
-    } catch (e) {
-      // Disk full or gone: nothing durable to hand over. Say so loudly; the counters show the loss.
-      sp.drop('write_error', lines);
-      this.log.error({ err: (e as Error).message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
-      return;
-    }
-    this.writer.kick();
+    // The worker stores it (or holds it in memory while the disk refuses it); the event loop goes on.
+    this.spool.append(text, lines).then(
+      () => {
+        sp.emitted.inc(lines);
+        this.writer.kick();
+      },
+      (e: Error) => {
+        // Only when the spool's worker itself is gone: the lines are lost, counted and said.
+        sp.drop('spool_error', lines);
+        this.log.error({ err: e.message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
+      },
+    );
   }
 
   /** /readyz: the source runs (or, in --once, has not failed) and the writer is healthy. */
@@ -299,7 +326,7 @@ export class Agent {
 
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0;
+    return this.aggregator.pending === 0 && this.batchLines === 0 && this.spool.appending === 0;
   }
 
   /**
@@ -313,10 +340,12 @@ export class Agent {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
     this.flush(true);
+    // The final flush's batches reach the worker before the deadline counts for the writer.
+    await this.spool.settled();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
-    this.spool.close();
+    await this.spool.close();
     if (!drained) {
       this.log.warn({ spooledLines: this.spool.lines, dir: this.spool.dir }, `shutdown deadline reached: ${this.spool.lines} lines stay in the spool and are sent at the next start`);
     }
@@ -343,7 +372,12 @@ export class Agent {
     const configError = this.writer.state.configError;
     await this.writer.stop();
     this.stream.close();
-    this.spool.close();
+    await this.spool.close();
+    if (this.config.spoolDirTemporary) {
+      // The import's own spool: gone when InfluxDB has everything, else kept so it can be finished.
+      if (drained && this.spool.lines === 0) fs.rmSync(this.spool.dir, { recursive: true, force: true });
+      else this.log.warn({ dir: this.spool.dir }, `${this.spool.lines} lines of this import stay in ${this.spool.dir}: run the same command with --spool-dir ${this.spool.dir} to send them`);
+    }
     const sourceOk = ended.code === 0;
     const usage = process.resourceUsage();
     this.log.info(

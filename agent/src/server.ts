@@ -21,7 +21,7 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
   log.info({ config: describeConfig(AGENT_OPTIONS, values), influx: describeTarget(config.target) }, 'tcplat agent');
   let agent: Agent;
   try {
-    agent = new Agent(config, { log });
+    agent = await Agent.create(config, { log });
   } catch (e) {
     log.error({}, (e as Error).message);
     await app.close();
@@ -47,7 +47,7 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (e) {
     log.error({ listen: config.listen }, `cannot listen on ${config.listen.host}:${config.listen.port}: ${(e as Error).message} (use --listen HOST:PORT)`);
-    agent.spool.close();
+    await agent.spool.close();
     await app.close();
     return 1;
   }

@@ -83,6 +83,7 @@ export class Writer {
   private readonly deadLetterFile: string;
   private lastConfigLogMs = 0;
   private stopped = false;
+  private kicked = false;
 
   constructor(
     private readonly target: InfluxTarget,
@@ -115,6 +116,7 @@ export class Writer {
   /** Start sending (idempotent); call after every append. */
   kick(): void {
     if (this.stopped) return;
+    this.kicked = true;
     if (this.wake) {
       const w = this.wake;
       this.wake = null;
@@ -125,7 +127,7 @@ export class Writer {
 
   /** True when nothing is left to send. */
   get idle(): boolean {
-    return this.spool.peek() === undefined && !this.state.inFlight;
+    return this.spool.empty && !this.state.inFlight;
   }
 
   /** Wait until the spool is empty or the deadline passes; true when empty. */
@@ -150,9 +152,19 @@ export class Writer {
     const signal = this.stopper.signal;
     let attempt = 0;
     while (!signal.aborted) {
-      const rec = this.spool.peek();
+      this.kicked = false;
+      let rec: SpoolRecord | undefined;
+      try {
+        rec = await this.spool.next();
+      } catch (e) {
+        // The spool's worker failed: say so and try again later rather than let the loop die.
+        this.opts.log.error({ err: (e as Error).message }, 'cannot read the next batch from the spool');
+        await sleep(this.maxBackoff, signal);
+        continue;
+      }
       if (!rec) {
-        await new Promise<void>((r) => (this.wake = r));
+        // An append may have kicked while next() was on its way: look again instead of sleeping.
+        if (!this.kicked) await new Promise<void>((r) => (this.wake = r));
         continue;
       }
       this.state.inFlight = true;
@@ -160,7 +172,8 @@ export class Writer {
       try {
         const result = await this.sendRecord(rec, signal);
         if (result.outcome === 'ok' || result.outcome === 'dead') {
-          this.spool.ack(rec);
+          // A failed ack means the batch is sent again later: the same points, which InfluxDB stores once.
+          await this.spool.ack(rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
           attempt = 0;
           continue;
         }
@@ -177,13 +190,7 @@ export class Writer {
 
   /** Send one spooled batch, splitting on 413. */
   private async sendRecord(rec: SpoolRecord, signal: AbortSignal): Promise<{ outcome: Outcome; retryAfterMs?: number }> {
-    let payload: Buffer;
-    try {
-      payload = this.spool.read(rec);
-    } catch (e) {
-      this.opts.log.warn({ err: (e as Error).message }, 'spool: batch vanished before it was sent');
-      return { outcome: 'dead' };
-    }
+    const payload = rec.payload;
     const first = await this.send(payload, true, rec.lines, signal);
     if (first.status !== 413) return this.settle(first, () => zlib.gunzipSync(payload).toString('utf8'), rec.lines);
     // 413: split until every part fits (or a single line does not).
