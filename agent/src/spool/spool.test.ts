@@ -1,15 +1,13 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { silentLogger, type Logger } from '../types';
 import { Spool } from './spool';
+import { buildAgent } from '../../../tests/agent-support';
 
 // The spool's worker runs the compiled worker.js: build it (incremental; serialised across jest workers).
-beforeAll(() => {
-  execFileSync('flock', ['/tmp/tcplat-agent-build.lock', 'npx', 'tsc', '-b', 'pkg/core', 'agent'], { cwd: path.resolve(__dirname, '../../..'), stdio: 'inherit' });
-}, 120_000);
+beforeAll(buildAgent, 120_000);
 
 const dirs: string[] = [];
 function tmp(): string {

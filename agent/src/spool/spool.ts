@@ -242,16 +242,25 @@ export class Spool {
     return { ...r, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength) };
   }
 
-  /** InfluxDB has the batch (or it was dead-lettered): delete it. */
-  async ack(rec: SpoolRecord | number): Promise<void> {
-    await this.call<boolean>({ op: 'ack', id: typeof rec === 'number' ? rec : rec.id });
+  /**
+   * InfluxDB has the batch (or it was dead-lettered): delete it. False when the disk refused even the
+   * delete: the batch is skipped from now on and deleted later; a crash before that sends it again (the
+   * same points with the same timestamps, which InfluxDB stores once).
+   */
+  ack(rec: SpoolRecord | number): Promise<boolean> {
+    return this.call<boolean>({ op: 'ack', id: typeof rec === 'number' ? rec : rec.id });
+  }
+
+  /** Every batch waiting, oldest first, as text (diagnostics and tests). */
+  list(): Promise<{ id: number; lines: number; text: string }[]> {
+    return this.call({ op: 'list' });
   }
 
   /** Stop the worker after one last attempt to store what is held in memory; counts what is lost. */
-  async close(): Promise<void> {
+  async close(): Promise<{ records: number; lines: number } | null> {
     if (this.closed) {
       await this.closed;
-      return;
+      return null;
     }
     await this.appendsSettled;
     this.closed = this.failed ? Promise.resolve() : this.call<{ records: number; lines: number }>({ op: 'close' }).catch(() => null);
@@ -262,6 +271,7 @@ export class Spool {
       this.opts.log.error({ records: lost.records, lines: lost.lines, dir: this.dir }, `spool: the disk refused ${lost.records} batches (${lost.lines} lines) until the end; they are lost`);
     }
     await this.worker.terminate();
+    return lost;
   }
 
   /** Appends sent to the worker and not yet answered. */

@@ -111,6 +111,7 @@ export class SpoolStore {
   private readonly del: Database.Statement;
   private readonly oldest: Database.Statement;
   private readonly oldestSkipping: Database.Statement;
+  private readonly setMeta: Database.Statement;
   private readonly pending: Pending[] = [];
   /** Memory ids of batches stored after the writer got them (so an ack by memory id finds the row). */
   private readonly storedAs = new Map<number, number>();
@@ -120,6 +121,7 @@ export class SpoolStore {
   /** The batch the writer holds (from next(), not yet acked): the cap never drops it. */
   private inFlight: number | null = null;
   private closed = false;
+  private runIdUnstored = false;
   private readonly s: StoreStats;
 
   constructor(
@@ -141,24 +143,39 @@ export class SpoolStore {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('journal_size_limit = 8388608');
+      // Checkpoint at ~1 MiB of WAL (default 4 MiB): a small disk fills with WAL less.
+      db.pragma('wal_autocheckpoint = 256');
       db.exec('BEGIN IMMEDIATE');
     } catch (e) {
       db.close();
       if (String((e as { code?: string }).code).startsWith('SQLITE_BUSY')) throw new SpoolLockedError(dir, readOwner(dir));
       throw new Error(`--spool-dir ${dir}: cannot open ${file}: ${(e as Error).message}`);
     }
-    db.exec(`CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, lines INTEGER NOT NULL, payload BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
-    const row = db.prepare("SELECT value FROM meta WHERE key = 'run_id'").get() as { value: number } | undefined;
-    // The run id continues the segment spool's run-id file when one is left, so histogram offsets stay new.
-    const runId = (row ? row.value : legacyRunId(dir)) + 1;
-    db.prepare("INSERT INTO meta (key, value) VALUES ('run_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(runId);
-    db.exec('COMMIT');
+    let runId: number;
+    try {
+      db.exec(`CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, lines INTEGER NOT NULL, payload BLOB NOT NULL);
+               CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+      runId = readRunId(db, dir) + 1;
+      db.prepare("INSERT INTO meta (key, value) VALUES ('run_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(runId);
+      db.exec('COMMIT');
+    } catch (e) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      const hasTables = (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name IN ('batches', 'meta')").get() as { n: number }).n === 2;
+      if (failureReason(e) !== 'disk_full' || !hasTables) {
+        db.close();
+        throw new Error(`--spool-dir ${dir}: cannot set up ${file}: ${(e as Error).message}`);
+      }
+      // Disk full, but the spool is there: open it anyway (its batches can still be sent); the new run id
+      // is stored as soon as the disk takes a write (retryPending).
+      runId = readRunId(db, dir) + 1;
+      this.runIdUnstored = true;
+    }
     this.db = db;
     this.runId = runId;
     writeOwner(dir);
     this.insert = db.prepare('INSERT INTO batches (created_ms, lines, payload) VALUES (?, ?, ?)');
     this.del = db.prepare('DELETE FROM batches WHERE id = ?');
+    this.setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
     this.oldest = db.prepare('SELECT id, created_ms AS createdMs, lines, payload FROM batches ORDER BY id LIMIT 1');
     this.oldestSkipping = db.prepare('SELECT id, created_ms AS createdMs, lines, payload FROM batches WHERE id > ? ORDER BY id LIMIT 1');
     const agg = db.prepare('SELECT count(*) AS n, coalesce(sum(lines), 0) AS lines, coalesce(sum(length(payload)), 0) AS bytes FROM batches').get() as {
@@ -167,6 +184,9 @@ export class SpoolStore {
       bytes: number;
     };
     const zero = (): DropCounts => ({ records: 0, lines: 0, bytes: 0 });
+    // Cap drops are counted in the same transaction as their delete, so a crash cannot lose the count.
+    const meta = (k: string) => (db.prepare('SELECT value FROM meta WHERE key = ?').get(k) as { value: number } | undefined)?.value ?? 0;
+    const capSoFar = { records: meta('cap_records'), lines: meta('cap_lines'), bytes: meta('cap_bytes') };
     this.s = {
       runId,
       records: agg.n,
@@ -181,7 +201,7 @@ export class SpoolStore {
       replayedRecords: agg.n,
       replayedLines: agg.lines,
       ackedRecords: 0,
-      dropped: { cap: zero(), pending_full: zero(), unstored_at_close: zero() },
+      dropped: { cap: capSoFar, pending_full: zero(), unstored_at_close: zero() },
       storeFailures: {},
       oldestMs: null,
     };
@@ -234,6 +254,12 @@ export class SpoolStore {
       this.db.exec('BEGIN IMMEDIATE');
       try {
         dropped = this.capRows(payload.length);
+        if (dropped.records > 0) {
+          const c = this.s.dropped.cap;
+          this.setMeta.run('cap_records', c.records + dropped.records);
+          this.setMeta.run('cap_lines', c.lines + dropped.lines);
+          this.setMeta.run('cap_bytes', c.bytes + dropped.bytes);
+        }
         id = Number(this.insert.run(createdMs, lines, payload).lastInsertRowid);
         this.db.exec('COMMIT');
       } catch (e) {
@@ -243,6 +269,15 @@ export class SpoolStore {
     } catch (e) {
       const reason = failureReason(e);
       this.s.storeFailures[reason] = (this.s.storeFailures[reason] ?? 0) + 1;
+      if (reason === 'disk_full') {
+        // A WAL that can no longer grow is only checkpointed after a commit that cannot happen: move its
+        // pages into the database and truncate it now, so the retry has room.
+        try {
+          this.db.pragma('wal_checkpoint(TRUNCATE)');
+        } catch {
+          /* still full: the next retry tries again */
+        }
+      }
       return { ok: false, failure: { reason, message: (e as Error).message } };
     }
     const ms = performance.now() - t0;
@@ -313,6 +348,14 @@ export class SpoolStore {
 
   /** Store the batches held in memory, oldest first, until the disk refuses again. Also retries failed deletes. */
   retryPending(drops: AppendResult['drops'] = []): { stored: number; failure?: { reason: string; message: string } } {
+    if (this.runIdUnstored) {
+      try {
+        this.setMeta.run('run_id', this.runId);
+        this.runIdUnstored = false;
+      } catch {
+        /* still full */
+      }
+    }
     for (const id of [...this.ackedNotDeleted]) {
       try {
         this.del.run(id);
@@ -333,6 +376,17 @@ export class SpoolStore {
       stored++;
     }
     return { stored };
+  }
+
+  /** Every batch waiting, oldest first, decompressed (diagnostics and tests; not for big spools). */
+  list(): { id: number; lines: number; text: string }[] {
+    const rows = this.db.prepare('SELECT id, lines, payload FROM batches ORDER BY id').all() as StoredBatch[];
+    return [...rows.filter((r) => !this.ackedNotDeleted.has(r.id)), ...this.pending].map((b) => ({ id: b.id, lines: b.lines, text: zlib.gunzipSync(b.payload).toString() }));
+  }
+
+  /** Something waits for the disk: batches held in memory, an unstored run id, or deletes it refused. */
+  get needsRetry(): boolean {
+    return this.pending.length > 0 || this.runIdUnstored || this.ackedNotDeleted.size > 0;
   }
 
   get pendingCount(): number {
@@ -446,6 +500,12 @@ function writeOwner(dir: string): void {
   } catch {
     /* the message of a refused second process would lack the pid; the lock still holds */
   }
+}
+
+/** The last run's id: from meta, else the segment spool's run-id file when one is left (so histogram offsets stay new). */
+function readRunId(db: Database.Database, dir: string): number {
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'run_id'").get() as { value: number } | undefined;
+  return row ? row.value : legacyRunId(dir);
 }
 
 function legacyRunId(dir: string): number {

@@ -12,7 +12,7 @@ export interface WorkerInit extends StoreOptions {
   retryMs: number;
 }
 
-export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'close' };
+export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'list' } | { op: 'close' };
 export type Request = RequestBody & { seq: number };
 
 const port = parentPort!;
@@ -27,8 +27,9 @@ try {
 }
 
 let retryTimer: NodeJS.Timeout | null = null;
+// Set before use: the open above exits the thread when it fails.
 function scheduleRetry(): void {
-  if (retryTimer || store.pendingCount === 0) return;
+  if (retryTimer || !store.needsRetry) return;
   retryTimer = setTimeout(() => {
     retryTimer = null;
     const before = store.pendingCount;
@@ -38,6 +39,8 @@ function scheduleRetry(): void {
     scheduleRetry();
   }, init.retryMs);
 }
+
+scheduleRetry();
 
 port.on('message', (m: Request) => {
   try {
@@ -54,6 +57,9 @@ port.on('message', (m: Request) => {
       }
       case 'ack':
         result = store.ack(m.id);
+        break;
+      case 'list':
+        result = store.list();
         break;
       case 'close':
         if (retryTimer) clearTimeout(retryTimer);

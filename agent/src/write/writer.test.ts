@@ -9,6 +9,7 @@ import { Metrics } from '../metrics';
 import { Spool } from '../spool/spool';
 import { silentLogger, type Logger } from '../types';
 import { Writer } from './writer';
+import { buildAgent } from '../../../tests/agent-support';
 
 interface Seen {
   method: string;
@@ -55,13 +56,21 @@ class Recorder {
   }
 }
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+// The spool's worker runs the compiled worker.js: build it (incremental; serialised across jest workers).
+beforeAll(buildAgent, 120_000);
 
-function setup(target: InfluxTarget, log: Logger = silentLogger, opts: { timeoutMs?: number } = {}) {
+const dirs: string[] = [];
+const spools: Spool[] = [];
+afterAll(async () => {
+  for (const s of spools) await s.close();
+  dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true }));
+});
+
+async function setup(target: InfluxTarget, log: Logger = silentLogger, opts: { timeoutMs?: number } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-'));
   dirs.push(dir);
-  const spool = new Spool(dir, { maxBytes: 1 << 30, log });
+  const spool = await Spool.open(dir, { maxBytes: 1 << 30, log });
+  spools.push(spool);
   const metrics = new Metrics();
   const writer = new Writer(target, spool, { log, metrics, minBackoffMs: 20, maxBackoffMs: 100, random: () => 0.5, timeoutMs: opts.timeoutMs ?? 2000 });
   return { dir, spool, metrics, writer };
@@ -78,8 +87,8 @@ describe('writer against a local recording server', () => {
 
   test('v1: gzip to /write with db, rp, ns precision and basic auth; 5xx and network errors are retried', async () => {
     rec.answer = (_s, n) => (n <= 2 ? { status: 500, body: '{"error":"engine: cache full"}' } : { status: 204 });
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd b', rp: 'r', user: 'u', password: 'p' });
-    spool.append(lines(3), 3);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd b', rp: 'r', user: 'u', password: 'p' });
+    await spool.append(lines(3), 3);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     expect(rec.seen).toHaveLength(3);
@@ -94,8 +103,8 @@ describe('writer against a local recording server', () => {
   });
 
   test('v2 writer HTTP contract (recording server: no real InfluxDB 2.x here): /api/v2/write, org, bucket, token', async () => {
-    const { spool, writer } = setup({ version: 2, url: rec.url + '/', org: 'my org', bucket: 'tcp/lat', token: 's3cr3t' });
-    spool.append(lines(2), 2);
+    const { spool, writer } = await setup({ version: 2, url: rec.url + '/', org: 'my org', bucket: 'tcp/lat', token: 's3cr3t' });
+    await spool.append(lines(2), 2);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     expect(rec.seen).toHaveLength(1);
@@ -110,8 +119,8 @@ describe('writer against a local recording server', () => {
 
   test('429/503 honour Retry-After', async () => {
     rec.answer = (_s, n) => (n === 1 ? { status: 429, headers: { 'Retry-After': '1' } } : n === 2 ? { status: 503, headers: { 'Retry-After': '0' } } : { status: 204 });
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' });
-    spool.append(lines(1), 1);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' });
+    await spool.append(lines(1), 1);
     const t0 = Date.now();
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
@@ -122,8 +131,8 @@ describe('writer against a local recording server', () => {
 
   test('413 splits until every part fits; nothing lost, nothing doubled', async () => {
     rec.answer = (s) => (s.lines.length > 3 ? { status: 413, body: '{"error":"Request Entity Too Large"}' } : { status: 204 });
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' });
-    spool.append(lines(10), 10);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' });
+    await spool.append(lines(10), 10);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     const accepted = rec.seen.filter((s) => s.lines.length <= 3).flatMap((s) => s.lines);
@@ -136,9 +145,9 @@ describe('writer against a local recording server', () => {
     rec.answer = (s) => (s.lines[0].includes('t=bad') ? { status: 400, body: '{"error":"partial write: field type conflict"}' } : { status: 204 });
     const errors: string[] = [];
     const log: Logger = { ...silentLogger, error: (_o, m) => errors.push(m ?? '') };
-    const { dir, spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' }, log);
-    spool.append(lines(2, 'bad'), 2);
-    spool.append(lines(1), 1);
+    const { dir, spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' }, log);
+    await spool.append(lines(2, 'bad'), 2);
+    await spool.append(lines(1), 1);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     const dead = fs.readFileSync(path.join(dir, 'dead-letter.lp'), 'utf8');
@@ -154,8 +163,8 @@ describe('writer against a local recording server', () => {
     rec.answer = () => (allow ? { status: 204 } : { status: 401, body: '{"code":"unauthorized","message":"unauthorized access"}' });
     const errors: string[] = [];
     const log: Logger = { ...silentLogger, error: (_o, m) => errors.push(m ?? '') };
-    const { spool, writer } = setup({ version: 2, url: rec.url, org: 'o', bucket: 'b', token: 'wrong' }, log);
-    spool.append(lines(2), 2);
+    const { spool, writer } = await setup({ version: 2, url: rec.url, org: 'o', bucket: 'b', token: 'wrong' }, log);
+    await spool.append(lines(2), 2);
     expect(await writer.drain(Date.now() + 400)).toBe(false);
     expect(writer.state.healthy).toBe(false);
     expect(writer.state.configError).toMatch(/refused the credentials \(HTTP 401: .*unauthorized access.*\): fix .*--influx-token/);
@@ -170,8 +179,8 @@ describe('writer against a local recording server', () => {
 
   test('a hung server times out and is retried; stop() leaves the batch spooled', async () => {
     rec.answer = () => 'hang';
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' }, silentLogger, { timeoutMs: 200 });
-    spool.append(lines(1), 1);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' }, silentLogger, { timeoutMs: 200 });
+    await spool.append(lines(1), 1);
     writer.kick();
     await new Promise((r) => setTimeout(r, 700));
     expect(metrics.get('tcplat_write_retries_total', { reason: 'network' })).toBeGreaterThanOrEqual(1);
@@ -185,8 +194,8 @@ test('connection refused is a network error, retried', async () => {
   const rec = await new Recorder().start();
   const url = rec.url;
   await rec.stop();
-  const { spool, writer, metrics } = setup({ version: 1, url, db: 'd' });
-  spool.append(lines(1), 1);
+  const { spool, writer, metrics } = await setup({ version: 1, url, db: 'd' });
+  await spool.append(lines(1), 1);
   writer.kick();
   await new Promise((r) => setTimeout(r, 300));
   await writer.stop();

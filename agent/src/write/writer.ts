@@ -163,8 +163,8 @@ export class Writer {
         continue;
       }
       if (!rec) {
-        // An append may have kicked while next() was on its way: look again instead of sleeping.
-        if (!this.kicked) await new Promise<void>((r) => (this.wake = r));
+        // An append (or stop) may have come while next() was on its way: look again instead of sleeping.
+        if (!this.kicked && !signal.aborted) await new Promise<void>((r) => (this.wake = r));
         continue;
       }
       this.state.inFlight = true;
