@@ -3,7 +3,7 @@
  * memory to the spool, give InfluxDB until the deadline (5 s) to take it, close; the rest stays spooled.
  */
 import Fastify, { LogController } from 'fastify';
-import { describeConfig, describeTarget } from '@tcplat/core';
+import { ConfigError, describeConfig, describeTarget } from '@tcplat/core';
 import { Agent } from './agent';
 import { agentRoutes } from './app';
 import { AGENT_OPTIONS, type AgentConfig } from './options';
@@ -25,7 +25,9 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
   } catch (e) {
     log.error({}, (e as Error).message);
     await app.close();
-    throw e;
+    // A spool held by another process or not writable: the message says it all, no stack trace.
+    if (e instanceof ConfigError) throw e;
+    return 1;
   }
   await app.register(agentRoutes, { agent, token: config.apiToken });
 
