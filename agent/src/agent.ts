@@ -4,6 +4,7 @@
  * Each stage counts what it received, emitted and dropped (by reason); /metrics and /api/status show it.
  */
 import fs from 'node:fs';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
@@ -80,6 +81,9 @@ export class Agent {
   private readonly startedMs = Date.now();
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
+  /** The longest flush (aggregate + encode + hand-off to the spool's worker): the event loop stands still meanwhile. */
+  private flushMaxMs = 0;
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
 
   /** Open the spool (refused when another process holds its directory), then build the pipeline. */
   static async create(config: AgentConfig, deps: Omit<AgentDeps, 'spool' | 'metrics'>): Promise<Agent> {
@@ -144,6 +148,8 @@ export class Agent {
     );
     m.gauge('tcplat_spool_replayed_lines_total', 'Lines found in the spool at start (left by an earlier run)', () => sp().replayedLines);
     m.gauge('tcplat_spool_run_id', 'This run id (grows by one per start; histogram timestamps use it)', () => this.spool.runId);
+    m.gauge('tcplat_flush_max_seconds', 'Longest flush so far (aggregate + encode + hand-off to the spool worker; the event loop waits meanwhile)', () => this.flushMaxMs / 1000);
+    m.gauge('tcplat_event_loop_delay_max_seconds', 'Largest event-loop delay seen (perf_hooks monitorEventLoopDelay)', () => this.loopDelay.max / 1e9);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
     m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
   }
@@ -158,6 +164,7 @@ export class Agent {
       { source: this.config.source, command: describeCommand(this.command), spool: this.spool.dir, runId: this.spool.runId, once: this.config.once },
       'agent starting',
     );
+    this.loopDelay.enable();
     this.flushTimer = setInterval(() => this.flush(false), this.config.flushIntervalMs);
     this.writer.kick();
     this.source.start();
@@ -227,9 +234,11 @@ export class Agent {
 
   /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
   flush(final: boolean): void {
+    const t0 = performance.now();
     this.aggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
+    this.flushMaxMs = Math.max(this.flushMaxMs, performance.now() - t0);
   }
 
   private encode(p: Emitted): void {
@@ -324,6 +333,18 @@ export class Agent {
     return t.version === 1 ? `InfluxDB 1.x ${t.url} db=${t.db}` : `InfluxDB 2.x ${t.url} org=${t.org} bucket=${t.bucket}`;
   }
 
+  /** p99 of the spool's append + commit (fsync) times, ms, from /metrics' histogram bucket bounds. */
+  private appendP99Ms(): number | null {
+    const h = this.metrics.histogram('tcplat_spool_append_seconds', '', []);
+    if (h.count === 0) return null;
+    let cum = 0;
+    for (let i = 0; i < h.bounds.length; i++) {
+      cum += h.counts[i];
+      if (cum >= 0.99 * h.count) return h.bounds[i] * 1000;
+    }
+    return Number.POSITIVE_INFINITY;
+  }
+
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
     return this.aggregator.pending === 0 && this.batchLines === 0 && this.spool.appending === 0;
@@ -340,11 +361,13 @@ export class Agent {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
     this.flush(true);
-    // The final flush's batches reach the worker before the deadline counts for the writer.
-    await this.spool.settled();
+    // The final flush's batches reach the worker (within the deadline: a hung disk must not hang the exit).
+    const left = Math.max(0, deadlineMs - Date.now());
+    await Promise.race([this.spool.settled(), new Promise((r) => setTimeout(r, left).unref())]);
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
+    this.loopDelay.disable();
     await this.spool.close();
     if (!drained) {
       this.log.warn({ spooledLines: this.spool.lines, dir: this.spool.dir }, `shutdown deadline reached: ${this.spool.lines} lines stay in the spool and are sent at the next start`);
@@ -372,6 +395,7 @@ export class Agent {
     const configError = this.writer.state.configError;
     await this.writer.stop();
     this.stream.close();
+    this.loopDelay.disable();
     await this.spool.close();
     if (this.config.spoolDirTemporary) {
       // The import's own spool: gone when InfluxDB has everything, else kept so it can be finished.
@@ -391,6 +415,9 @@ export class Agent {
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,
         maxRssKb: usage.maxRSS,
+        flushMaxMs: Math.round(this.flushMaxMs * 10) / 10,
+        eventLoopMaxDelayMs: Math.round(this.loopDelay.max / 1e5) / 10,
+        spoolAppendP99Ms: this.appendP99Ms(),
         sourceExit: ended.code,
       },
       drained ? 'import done' : 'import stopped before InfluxDB had everything; the rest stays in the spool',

@@ -174,6 +174,10 @@ export class Spool {
           return reject(new Error(m.message));
         }
         const s = new Spool(dir, worker, m.runId!, m.stats!, opts);
+        const legacy = fs.readdirSync(dir).filter((f) => /^seg-\d{16}\.spool$/.test(f));
+        if (legacy.length > 0) {
+          opts.log.warn({ dir, files: legacy.length }, `spool: ${legacy.length} segment files of the pre-SQLite spool are in ${dir}; they are not read (send them with the older agent, or delete them)`);
+        }
         if (m.stats!.replayedRecords > 0) {
           opts.log.info(
             { records: m.stats!.replayedRecords, lines: m.stats!.replayedLines, bytes: m.stats!.bytes, runId: m.runId },
