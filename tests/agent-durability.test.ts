@@ -57,7 +57,7 @@ const keepAlive = (files: string[]) => `${files.map((f) => `cat ${f}; `).join(''
 
 /** Every event read so far is in the spool (stored or held), nothing waits in memory. */
 const spooled = (n: number) => (s: AgentStatus) =>
-  s.pipeline.stages.parse.emitted >= n && s.pipeline.pending_events === 0 && s.pipeline.batch_lines === 0 && s.spool.appending === 0;
+  s.pipeline.stages.parse.emitted >= n && s.pipeline.pending_events === 0 && s.pipeline.batch_lines === 0 && (s.spool.appending ?? 0) === 0;
 
 describeWith(missing(), 'agent durability: restarts, ownership, full disk, SIGKILL loop', () => {
   let dir: string;
