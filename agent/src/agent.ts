@@ -53,10 +53,15 @@ export interface AgentDeps {
   command?: SourceCommand;
   writer?: Partial<Omit<WriterOptions, 'log' | 'metrics'>>;
   selfPids?: number[];
+  /** Back-pressure: past this many bytes of batches on their way to the spool, the source is not read. */
+  appendBacklogBytes?: number;
   /** An opened spool (Agent.create opens it). */
   spool: Spool;
   metrics: Metrics;
 }
+
+/** Bytes of batches on their way to the spool's worker past which the source is not read. */
+const APPEND_BACKLOG_BYTES = 32 << 20;
 
 /** Append + commit (fsync) latency buckets, seconds. */
 const APPEND_SECONDS_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -83,14 +88,19 @@ export class Agent {
   private lastEventNs: bigint | null = null;
   /** The longest flush (aggregate + encode + hand-off to the spool's worker): the event loop stands still meanwhile. */
   private flushMaxMs = 0;
+  private readonly appendBacklogBytes: number;
+  private sourcePaused = false;
+  private sourcePauses = 0;
   private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
 
   /** Open the spool (refused when another process holds its directory), then build the pipeline. */
   static async create(config: AgentConfig, deps: Omit<AgentDeps, 'spool' | 'metrics'>): Promise<Agent> {
     const metrics = new Metrics();
     const appendSeconds = metrics.histogram('tcplat_spool_append_seconds', 'Time to store one batch in the spool: insert + commit with fsync (in the spool worker)', APPEND_SECONDS_BOUNDS);
-    const spool = await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: deps.log, appendSeconds });
-    return new Agent(config, { ...deps, spool, metrics });
+    let agent: Agent | null = null;
+    const spool = await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: deps.log, appendSeconds, onAppendSettled: () => agent?.backPressure() });
+    agent = new Agent(config, { ...deps, spool, metrics });
+    return agent;
   }
 
   private constructor(
@@ -109,6 +119,7 @@ export class Agent {
       write: new StageCounters(m, 'write'),
     };
     this.spool = deps.spool;
+    this.appendBacklogBytes = deps.appendBacklogBytes ?? APPEND_BACKLOG_BYTES;
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
@@ -148,6 +159,7 @@ export class Agent {
     );
     m.gauge('tcplat_spool_replayed_lines_total', 'Lines found in the spool at start (left by an earlier run)', () => sp().replayedLines);
     m.gauge('tcplat_spool_run_id', 'This run id (grows by one per start; histogram timestamps use it)', () => this.spool.runId);
+    m.gauge('tcplat_source_pauses_total', 'Times the source was not read because batches waited for a slow spool disk (back-pressure)', () => this.sourcePauses);
     m.gauge('tcplat_flush_max_seconds', 'Longest flush so far (aggregate + encode + hand-off to the spool worker; the event loop waits meanwhile)', () => this.flushMaxMs / 1000);
     m.gauge('tcplat_event_loop_delay_max_seconds', 'Largest event-loop delay seen (perf_hooks monitorEventLoopDelay)', () => this.loopDelay.max / 1e9);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
@@ -278,6 +290,26 @@ export class Agent {
         this.log.error({ err: e.message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
       },
     );
+    this.backPressure();
+  }
+
+  /**
+   * A slow disk must not make batches pile up in memory: past the backlog bound, stop reading the source
+   * (its pipe fills; the probe counts what its ring buffer cannot hold), resume below half of it.
+   */
+  backPressure(): void {
+    const backlog = this.spool.appendingBytes;
+    if (!this.sourcePaused && backlog > this.appendBacklogBytes) {
+      this.sourcePaused = true;
+      this.sourcePauses++;
+      this.source.pause();
+      if (this.sourcePauses === 1 || this.sourcePauses % 100 === 0) {
+        this.log.warn({ backlogBytes: backlog, pauses: this.sourcePauses }, 'the spool disk is slower than the source: not reading the source until the spool catches up');
+      }
+    } else if (this.sourcePaused && backlog <= this.appendBacklogBytes / 2) {
+      this.sourcePaused = false;
+      this.source.resume();
+    }
   }
 
   /** /readyz: the source runs (or, in --once, has not failed) and the writer is healthy. */

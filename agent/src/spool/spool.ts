@@ -47,6 +47,8 @@ export interface SpoolOptions {
   log: Logger;
   /** Append + commit (fsync) durations, in seconds. */
   appendSeconds?: LatencyHistogram;
+  /** Called whenever an append has been answered (back-pressure). */
+  onAppendSettled?: () => void;
 }
 
 export type SpoolStats = StoreStats;
@@ -105,6 +107,7 @@ export class Spool {
   private readonly waiters = new Map<number, Waiter>();
   private latest: StoreStats;
   private appendsInFlight = 0;
+  private appendBytes = 0;
   private appendsSettled: Promise<void> = Promise.resolve();
   private failed: Error | null = null;
   private closed: Promise<unknown> | null = null;
@@ -212,6 +215,7 @@ export class Spool {
    */
   append(text: string, lines: number): Promise<AppendResult> {
     this.appendsInFlight++;
+    this.appendBytes += text.length;
     const p = this.call<AppendResult>({ op: 'append', text, lines }).then((r) => {
       if (r.storeMs !== undefined) this.opts.appendSeconds?.observe(r.storeMs / 1000);
       this.noteDrops(r.drops);
@@ -230,7 +234,11 @@ export class Spool {
       () => undefined,
     );
     this.appendsSettled = Promise.all([this.appendsSettled, settled]).then(() => undefined);
-    void settled.then(() => this.appendsInFlight--);
+    void settled.then(() => {
+      this.appendsInFlight--;
+      this.appendBytes -= text.length;
+      this.opts.onAppendSettled?.();
+    });
     return p;
   }
 
@@ -276,6 +284,11 @@ export class Spool {
     }
     await this.worker.terminate();
     return lost;
+  }
+
+  /** Text bytes of the appends sent to the worker and not yet answered (what a slow disk lets pile up). */
+  get appendingBytes(): number {
+    return this.appendBytes;
   }
 
   /** Appends sent to the worker and not yet answered. */
