@@ -213,6 +213,9 @@ describeWith(missing(), 'agent durability: restarts, ownership, full disk, SIGKI
     const metrics = await (await fetch(`${ag.url}/metrics`)).text();
     expect(metrics).toMatch(/tcplat_spool_store_failures_total\{reason="disk_full"\} [1-9]/);
     expect(metrics).toMatch(/tcplat_spool_held_batches [1-9]/);
+    const ready = await fetch(`${ag.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(JSON.stringify(await ready.json())).toContain('spool: the disk refuses batches');
     expect(ag.child.exitCode).toBeNull(); // still running
     // Space returns: the held batches are stored by themselves.
     fs.rmSync(filler);

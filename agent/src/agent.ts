@@ -319,6 +319,8 @@ export class Agent {
     if (!s.running && !(this.config.once && s.lastExit?.code === 0)) {
       reasons.push(s.starts === 0 ? 'source not started' : `source not running (last exit: ${JSON.stringify(s.lastExit)}; ${s.startError ?? ''})`.trim());
     }
+    const held = this.spool.stats.pendingRecords;
+    if (held > 0) reasons.push(`spool: the disk refuses batches (${held} held in memory, retried every second; see tcplat_spool_store_failures_total)`);
     if (this.writer.state.configError) reasons.push(this.writer.state.configError);
     else if (!this.writer.state.healthy) reasons.push(`InfluxDB writes failing: ${this.writer.state.lastError}`);
     return { ready: reasons.length === 0, reasons };
