@@ -2,6 +2,7 @@
  * Runs the agent: logger, pipeline, HTTP API, signals. SIGTERM/SIGINT: stop the source, flush what is in
  * memory to the spool, give InfluxDB until the deadline (5 s) to take it, close; the rest stays spooled.
  */
+import fs from 'node:fs';
 import Fastify, { LogController } from 'fastify';
 import { ConfigError, describeConfig, describeTarget } from '@tcplat/core';
 import { Agent } from './agent';
@@ -50,6 +51,7 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
   } catch (e) {
     log.error({ listen: config.listen }, `cannot listen on ${config.listen.host}:${config.listen.port}: ${(e as Error).message} (use --listen HOST:PORT)`);
     await agent.spool.close();
+    if (config.spoolDirTemporary) fs.rmSync(config.spoolDir, { recursive: true, force: true });
     await app.close();
     return 1;
   }
