@@ -149,7 +149,7 @@ export class SpoolStore {
     } catch (e) {
       db.close();
       if (String((e as { code?: string }).code).startsWith('SQLITE_BUSY')) throw new SpoolLockedError(dir, readOwner(dir));
-      throw new Error(`--spool-dir ${dir}: cannot open ${file}: ${(e as Error).message}`);
+      throw new Error(`--spool-dir ${dir}: cannot open ${file}: ${(e as Error).message} (if it is damaged, move it aside to start with an empty spool)`);
     }
     let runId: number;
     try {

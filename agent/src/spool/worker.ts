@@ -32,10 +32,14 @@ function scheduleRetry(): void {
   if (retryTimer || !store.needsRetry) return;
   retryTimer = setTimeout(() => {
     retryTimer = null;
-    const before = store.pendingCount;
-    const drops: Parameters<SpoolStore['retryPending']>[0] = [];
-    const r = store.retryPending(drops);
-    port.postMessage({ type: 'retry', stored: r.stored, left: store.pendingCount, before, failure: r.failure, drops, stats: store.stats() });
+    try {
+      const before = store.pendingCount;
+      const drops: Parameters<SpoolStore['retryPending']>[0] = [];
+      const r = store.retryPending(drops);
+      port.postMessage({ type: 'retry', stored: r.stored, left: store.pendingCount, before, failure: r.failure, drops, stats: store.stats() });
+    } catch {
+      /* an unexpected SQLite error: try again next time rather than let the thread die */
+    }
     scheduleRetry();
   }, init.retryMs);
 }
