@@ -97,3 +97,9 @@ test('an unwritable spool directory is a clear error', async () => {
   fs.writeFileSync(file, '');
   await expect(open(path.join(file, 'spool'))).rejects.toThrow(/--spool-dir .*a-file\/spool: cannot create or write it \(ENOTDIR\)/);
 });
+
+test('a damaged spool.db is a clear error that says what to do, not a crash', async () => {
+  const dir = tmp();
+  fs.writeFileSync(path.join(dir, 'spool.db'), Buffer.alloc(8192, 0x5a));
+  await expect(open(dir)).rejects.toThrow(/--spool-dir .*: cannot open .*spool\.db: file is not a database \(if it is damaged, move it aside to start with an empty spool\)/);
+});
