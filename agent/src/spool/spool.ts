@@ -219,6 +219,10 @@ export class Spool {
     const p = this.call<AppendResult>({ op: 'append', text, lines }).then((r) => {
       if (r.storeMs !== undefined) this.opts.appendSeconds?.observe(r.storeMs / 1000);
       this.noteDrops(r.drops);
+      if (r.stored && this.storeFailing && this.latest.pendingRecords === 0) {
+        this.storeFailing = false;
+        this.opts.log.info({ dir: this.dir }, 'spool: the disk takes batches again; the batches held in memory are stored');
+      }
       if (!r.stored && !this.storeFailing) {
         this.storeFailing = true;
         this.opts.log.error(
