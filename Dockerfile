@@ -24,8 +24,9 @@ RUN npm run build
 # The probe is CO-RE: vmlinux.h comes from the build machine's BTF (/sys/kernel/btf/vmlinux, visible in
 # the build container), and the binary relocates itself on any BTF-enabled kernel >= 4.16 at load time.
 RUN make -C bpf tcplat-probe
-# Production dependencies only (fastify, yaml); workspace links to pkg/core stay.
-RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
+# Production dependencies only (fastify, yaml, better-sqlite3); workspace links to pkg/core stay. Install
+# scripts are skipped except better-sqlite3's: the agent's spool needs its native module.
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts && npm rebuild better-sqlite3
 
 # ---- plugins: just the built plugin folders (for hosts without Node) --------------------------------
 FROM scratch AS plugins

@@ -71,7 +71,7 @@ export interface RunningAgent {
 export interface AgentStatus {
   source: { running: boolean; pid: number | null; lines: number; stderr_tail: string[] };
   pipeline: { pending_events: number; batch_lines: number; stages: Record<string, { received: number; emitted: number; dropped: number }> };
-  spool: { records: number; lines: number; appendedLines: number; replayedLines: number; run_id: number };
+  spool: { records: number; lines: number; appendedLines: number; replayedLines: number; run_id: number; appending: number; pendingRecords: number; storeFailures: Record<string, number> };
   writer: { healthy: boolean; lastError: string | null };
   metrics: Record<string, number>;
 }

@@ -3,6 +3,8 @@
  *   source -> parse -> enrich -> aggregate -> encode -> spool -> write
  * Each stage counts what it received, emitted and dropped (by reason); /metrics and /api/status show it.
  */
+import fs from 'node:fs';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
@@ -19,7 +21,7 @@ import { TextParser, type TextTool } from './parse/text';
 import { sourceCommand } from './sources/commands';
 import { ProbeRunStats } from './sources/probe-stats';
 import { describeCommand, SourceSupervisor, type SourceCommand } from './sources/supervisor';
-import { Spool } from './spool/spool';
+import { Spool, type DropReason, type SpoolStats } from './spool/spool';
 import { StreamHub } from './stream';
 import type { EnrichedEvent, Logger, SourceEvent } from './types';
 import { Writer, type WriterOptions } from './write/writer';
@@ -72,10 +74,21 @@ export interface AgentDeps {
   command?: SourceCommand;
   writer?: Partial<Omit<WriterOptions, 'log' | 'metrics'>>;
   selfPids?: number[];
+  /** Back-pressure: past this many bytes of batches on their way to the spool, the source is not read. */
+  appendBacklogBytes?: number;
+  /** An opened spool (Agent.create opens it). */
+  spool: Spool;
+  metrics: Metrics;
 }
 
+/** Bytes of batches on their way to the spool's worker past which the source is not read. */
+const APPEND_BACKLOG_BYTES = 32 << 20;
+
+/** Append + commit (fsync) latency buckets, seconds. */
+const APPEND_SECONDS_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
 export class Agent {
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics;
   readonly spool: Spool;
   readonly writer: Writer;
   readonly source: SourceSupervisor;
@@ -96,13 +109,30 @@ export class Agent {
   private readonly startedMs = Date.now();
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
+  /** The longest flush (aggregate + encode + hand-off to the spool's worker): the event loop stands still meanwhile. */
+  private flushMaxMs = 0;
+  private readonly appendBacklogBytes: number;
+  private sourcePaused = false;
+  private sourcePauses = 0;
+  private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
 
-  constructor(
+  /** Open the spool (refused when another process holds its directory), then build the pipeline. */
+  static async create(config: AgentConfig, deps: Omit<AgentDeps, 'spool' | 'metrics'>): Promise<Agent> {
+    const metrics = new Metrics();
+    const appendSeconds = metrics.histogram('tcplat_spool_append_seconds', 'Time to store one batch in the spool: insert + commit with fsync (in the spool worker)', APPEND_SECONDS_BOUNDS);
+    let agent: Agent | null = null;
+    const spool = await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: deps.log, appendSeconds, onAppendSettled: () => agent?.backPressure() });
+    agent = new Agent(config, { ...deps, spool, metrics });
+    return agent;
+  }
+
+  private constructor(
     readonly config: AgentConfig,
     deps: AgentDeps,
   ) {
     this.log = deps.log;
     this.refusals = new Refusals(this.log);
+    this.metrics = deps.metrics;
     const m = this.metrics;
     this.stages = {
       parse: new StageCounters(m, 'parse'),
@@ -112,7 +142,8 @@ export class Agent {
       spool: new StageCounters(m, 'spool'),
       write: new StageCounters(m, 'write'),
     };
-    this.spool = new Spool(config.spoolDir, { maxBytes: config.spoolMaxBytes, log: this.log });
+    this.spool = deps.spool;
+    this.appendBacklogBytes = deps.appendBacklogBytes ?? APPEND_BACKLOG_BYTES;
     this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
@@ -173,13 +204,25 @@ export class Agent {
     );
     m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
     m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
-    m.gauge('tcplat_spool_bytes', 'Bytes in spool segments', () => this.spool.bytes);
-    m.gauge('tcplat_spool_pending_lines', 'Lines spooled and not yet written', () => this.spool.lines);
-    m.gauge('tcplat_spool_pending_batches', 'Batches spooled and not yet written', () => this.spool.pendingRecords);
-    m.gauge('tcplat_spool_dropped_lines_total', 'Lines dropped because the spool was full (oldest first)', () => this.spool.stats.droppedLines);
-    m.gauge('tcplat_spool_corrupt_records_total', 'Spool records that failed their checksum at replay', () => this.spool.stats.corruptRecords);
-    m.gauge('tcplat_spool_replayed_lines_total', 'Lines replayed from the spool at start', () => this.spool.stats.replayedLines);
-    m.gauge('tcplat_spool_fsyncs_total', 'fdatasync calls on spool segments', () => this.spool.stats.fsyncs);
+    const sp = () => this.spool.stats;
+    const byReason = (f: (d: SpoolStats['dropped'][DropReason]) => number) => () =>
+      (Object.keys(sp().dropped) as DropReason[]).map((reason) => ({ labels: { reason }, value: f(sp().dropped[reason]) }));
+    m.gauge('tcplat_spool_bytes', 'Payload bytes stored in the spool (what --spool-max-bytes caps)', () => sp().bytes);
+    m.gauge('tcplat_spool_pending_lines', 'Lines waiting to be written (stored, or held in memory while the disk refuses them)', () => this.spool.lines);
+    m.gauge('tcplat_spool_pending_batches', 'Batches waiting to be written (stored, or held in memory)', () => this.spool.records);
+    m.gauge('tcplat_spool_held_batches', 'Batches held in memory because the disk refused them (retried every second)', () => sp().pendingRecords);
+    m.gauge('tcplat_spool_held_bytes', 'Bytes held in memory because the disk refused them', () => sp().pendingBytes);
+    m.gauge('tcplat_spool_dropped_batches_total', 'Batches that left the spool unwritten, by reason (cap: oldest dropped at the size cap; pending_full: memory bound while the disk refused; unstored_at_close)', byReason((d) => d.records));
+    m.gauge('tcplat_spool_dropped_lines_total', 'Lines that left the spool unwritten, by reason', byReason((d) => d.lines));
+    m.gauge('tcplat_spool_dropped_bytes_total', 'Bytes that left the spool unwritten, by reason', byReason((d) => d.bytes));
+    m.gauge('tcplat_spool_store_failures_total', 'Batch stores the disk refused, by reason (disk_full, io_error, other); the batch is kept in memory and retried', () =>
+      Object.entries(sp().storeFailures).map(([reason, value]) => ({ labels: { reason }, value })),
+    );
+    m.gauge('tcplat_spool_replayed_lines_total', 'Lines found in the spool at start (left by an earlier run)', () => sp().replayedLines);
+    m.gauge('tcplat_spool_run_id', 'This run id (grows by one per start; histogram timestamps use it)', () => this.spool.runId);
+    m.gauge('tcplat_source_pauses_total', 'Times the source was not read because batches waited for a slow spool disk (back-pressure)', () => this.sourcePauses);
+    m.gauge('tcplat_flush_max_seconds', 'Longest flush so far (aggregate + encode + hand-off to the spool worker; the event loop waits meanwhile)', () => this.flushMaxMs / 1000);
+    m.gauge('tcplat_event_loop_delay_max_seconds', 'Largest event-loop delay seen (perf_hooks monitorEventLoopDelay)', () => this.loopDelay.max / 1e9);
     m.gauge('tcplat_lag_seconds', 'Age of the oldest batch not yet written to InfluxDB', () => this.lagSeconds());
     m.gauge('tcplat_session_direction_guesses_total', 'tcplife rows whose direction (opened or accepted) had no evidence: guessed (both ends seen: the lower port listens; one end: opened)', () => this.enricher.sessionGuesses);
     m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
@@ -189,8 +232,8 @@ export class Agent {
   }
 
   lagSeconds(): number {
-    const oldest = this.spool.peek();
-    return oldest ? Math.max(0, (Date.now() - oldest.createdMs) / 1000) : 0;
+    const oldest = this.spool.oldestMs;
+    return oldest !== null ? Math.max(0, (Date.now() - oldest) / 1000) : 0;
   }
 
   start(): void {
@@ -198,6 +241,7 @@ export class Agent {
       { source: this.config.source, command: describeCommand(this.command), spool: this.spool.dir, runId: this.spool.runId, once: this.config.once },
       'agent starting',
     );
+    this.loopDelay.enable();
     this.flushTimer = setInterval(() => this.flush(false), this.config.flushIntervalMs);
     this.writer.kick();
     this.source.start();
@@ -291,12 +335,14 @@ export class Agent {
 
   /** aggregate -> encode -> spool: turn what is due into line protocol, in batches of <= 5,000 lines. */
   flush(final: boolean): void {
+    const t0 = performance.now();
     if (this.config.source === 'probe') this.cgroups?.tick();
     // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
     for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
+    this.flushMaxMs = Math.max(this.flushMaxMs, performance.now() - t0);
   }
 
   private encode(p: Emitted): void {
@@ -324,16 +370,38 @@ export class Agent {
     this.batchLines = 0;
     const sp = this.stages.spool;
     sp.received.inc(lines);
-    try {
-      this.spool.append(text, lines);
-      sp.emitted.inc(lines);
-    } catch (e) {
-      // Disk full or gone: nothing durable to hand over. Say so loudly; the counters show the loss.
-      sp.drop('write_error', lines);
-      this.log.error({ err: (e as Error).message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
-      return;
+    // The worker stores it (or holds it in memory while the disk refuses it); the event loop goes on.
+    this.spool.append(text, lines).then(
+      () => {
+        sp.emitted.inc(lines);
+        this.writer.kick();
+      },
+      (e: Error) => {
+        // Only when the spool's worker itself is gone: the lines are lost, counted and said.
+        sp.drop('spool_error', lines);
+        this.log.error({ err: e.message, lines }, `cannot append to the spool in ${this.spool.dir}; ${lines} lines lost`);
+      },
+    );
+    this.backPressure();
+  }
+
+  /**
+   * A slow disk must not make batches pile up in memory: past the backlog bound, stop reading the source
+   * (its pipe fills; the probe counts what its ring buffer cannot hold), resume below half of it.
+   */
+  backPressure(): void {
+    const backlog = this.spool.appendingBytes;
+    if (!this.sourcePaused && backlog > this.appendBacklogBytes) {
+      this.sourcePaused = true;
+      this.sourcePauses++;
+      this.source.pause();
+      if (this.sourcePauses === 1 || this.sourcePauses % 100 === 0) {
+        this.log.warn({ backlogBytes: backlog, pauses: this.sourcePauses }, 'the spool disk is slower than the source: not reading the source until the spool catches up');
+      }
+    } else if (this.sourcePaused && backlog <= this.appendBacklogBytes / 2) {
+      this.sourcePaused = false;
+      this.source.resume();
     }
-    this.writer.kick();
   }
 
   /** /readyz: the source runs (or, in --once, has not failed) and the writer is healthy. */
@@ -343,6 +411,8 @@ export class Agent {
     if (!s.running && !(this.config.once && s.lastExit?.code === 0)) {
       reasons.push(s.starts === 0 ? 'source not started' : `source not running (last exit: ${JSON.stringify(s.lastExit)}; ${s.startError ?? ''})`.trim());
     }
+    const held = this.spool.stats.pendingRecords;
+    if (held > 0) reasons.push(`spool: the disk refuses batches (${held} held in memory, retried every second; see tcplat_spool_store_failures_total)`);
     if (this.writer.state.configError) reasons.push(this.writer.state.configError);
     else if (!this.writer.state.healthy) reasons.push(`InfluxDB writes failing: ${this.writer.state.lastError}`);
     return { ready: reasons.length === 0, reasons };
@@ -390,9 +460,21 @@ export class Agent {
     return t.version === 1 ? `InfluxDB 1.x ${t.url} db=${t.db}` : `InfluxDB 2.x ${t.url} org=${t.org} bucket=${t.bucket}`;
   }
 
+  /** p99 of the spool's append + commit (fsync) times, ms, from /metrics' histogram bucket bounds. */
+  private appendP99Ms(): number | null {
+    const h = this.metrics.histogram('tcplat_spool_append_seconds', '', []);
+    if (h.count === 0) return null;
+    let cum = 0;
+    for (let i = 0; i < h.bounds.length; i++) {
+      cum += h.counts[i];
+      if (cum >= 0.99 * h.count) return h.bounds[i] * 1000;
+    }
+    return Number.POSITIVE_INFINITY;
+  }
+
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0;
+    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0 && this.spool.appending === 0;
   }
 
   /**
@@ -406,11 +488,15 @@ export class Agent {
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = null;
     this.flush(true);
+    // The final flush's batches reach the worker (within the deadline: a hung disk must not hang the exit).
+    const left = Math.max(0, deadlineMs - Date.now());
+    await Promise.race([this.spool.settled(), new Promise((r) => setTimeout(r, left).unref())]);
     this.refusals.flush();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
-    this.spool.close();
+    this.loopDelay.disable();
+    await this.spool.close();
     if (!drained) {
       this.log.warn({ spooledLines: this.spool.lines, dir: this.spool.dir }, `shutdown deadline reached: ${this.spool.lines} lines stay in the spool and are sent at the next start`);
     }
@@ -438,7 +524,13 @@ export class Agent {
     const configError = this.writer.state.configError;
     await this.writer.stop();
     this.stream.close();
-    this.spool.close();
+    this.loopDelay.disable();
+    await this.spool.close();
+    if (this.config.spoolDirTemporary) {
+      // The import's own spool: gone when InfluxDB has everything, else kept so it can be finished.
+      if (drained && this.spool.lines === 0) fs.rmSync(this.spool.dir, { recursive: true, force: true });
+      else this.log.warn({ dir: this.spool.dir }, `${this.spool.lines} lines of this import stay in ${this.spool.dir}: run the same command with --spool-dir ${this.spool.dir} to send them`);
+    }
     const sourceOk = ended.code === 0;
     this.refusals.flush();
     const refused = this.refusals.summary();
@@ -455,6 +547,9 @@ export class Agent {
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,
         maxRssKb: usage.maxRSS,
+        flushMaxMs: Math.round(this.flushMaxMs * 10) / 10,
+        eventLoopMaxDelayMs: Math.round(this.loopDelay.max / 1e5) / 10,
+        spoolAppendP99Ms: this.appendP99Ms(),
         sourceExit: ended.code,
         refused: refused.byReason,
       },

@@ -10,6 +10,10 @@ import { agentConfig } from './options';
 import { loadConfig } from '@tcplat/core';
 import { AGENT_OPTIONS } from './options';
 import { silentLogger } from './types';
+import { buildAgent } from '../../tests/agent-support';
+
+// The spool's worker runs the compiled worker.js: build it (incremental; serialised across jest workers).
+beforeAll(buildAgent, 120_000);
 
 const dirs: string[] = [];
 
@@ -29,11 +33,11 @@ async function inject(app: FastifyInstance, opts: string | { url: string; header
 }
 afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
-function makeAgent(extra: string[] = []): Agent {
+async function makeAgent(extra: string[] = []): Promise<Agent> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-app-'));
   dirs.push(dir);
   const cfg = agentConfig(loadConfig(AGENT_OPTIONS, ['--source', 'ndjson', '--influx-url', 'http://127.0.0.1:9', '--influx-db', 'd', '--spool-dir', dir, ...extra], {}));
-  return new Agent(cfg, { log: silentLogger, command: { shell: 'exit 0' }, selfPids: [] });
+  return Agent.create(cfg, { log: silentLogger, command: { shell: 'exit 0' }, selfPids: [] });
 }
 
 const LINE =
@@ -42,7 +46,7 @@ const LINE =
 
 describe('HTTP API (app.inject)', () => {
   test('/healthz, /readyz with reasons, /metrics per stage and reason, /api/status', async () => {
-    const agent = makeAgent();
+    const agent = await makeAgent();
     const app = await buildApp({ agent });
     expect((await inject(app, '/healthz')).json()).toEqual({ status: 'ok' });
     const ready = await inject(app, '/readyz');
@@ -54,6 +58,7 @@ describe('HTTP API (app.inject)', () => {
     agent.line('');
     agent.line(JSON.stringify({ type: 'stats', ts_ns: 1764100001000000000, events: 1, dropped: 3 }));
     agent.flush(true);
+    await agent.spool.settled();
     const metrics = (await inject(app, '/metrics')).body;
     expect(metrics).toContain('# TYPE tcplat_stage_received_total counter');
     expect(metrics).toContain('tcplat_stage_received_total{stage="parse"} 4');
@@ -74,7 +79,7 @@ describe('HTTP API (app.inject)', () => {
   });
 
   test('with a token, everything but /healthz and /readyz needs Authorization: Bearer', async () => {
-    const agent = makeAgent(['--listen', '0.0.0.0:0', '--api-token', 'tok3n-tok3n-tok3n']);
+    const agent = await makeAgent(['--listen', '0.0.0.0:0', '--api-token', 'tok3n-tok3n-tok3n']);
     const app = await buildApp({ agent, token: agent.config.apiToken });
     expect((await inject(app, '/healthz')).statusCode).toBe(200);
     expect((await inject(app, '/readyz')).statusCode).toBe(503);
@@ -89,7 +94,7 @@ describe('HTTP API (app.inject)', () => {
   });
 
   test('/api/stream sends live events and per-second summaries', async () => {
-    const agent = makeAgent();
+    const agent = await makeAgent();
     const app = await buildApp({ agent });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const port = (app.server.address() as AddressInfo).port;

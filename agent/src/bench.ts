@@ -8,18 +8,26 @@
  *  3. live, when root and bpf/tcplat-probe + bpf/storm are built: the probe and the agent while bpf/storm
  *     runs a loopback connect storm for 10 s: storm connects vs. the agent's histogram count for the
  *     storm's port (nothing lost), sustained events/s, agent CPU and peak RSS.
+ *  4. the spool, in this process: the same events encoded into 5,000-line batches, each stored by the
+ *     spool's worker (gzip + insert + commit with fsync): append+fsync p50/p99 per batch, and the largest
+ *     event-loop stall while batches are appended (perf_hooks monitorEventLoopDelay), against a baseline
+ *     measured in the same run: the same batches gzip'd, written and fdatasync'ed on the event loop (what
+ *     the segment spool before SQLite did).
  * Figures are saved to test-output/bench-agent.json and compared with the previous run when there is one.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import zlib from 'node:zlib';
 import { connectLine, encodePoint, parseProbeLine, queryInfluxQL } from '@tcplat/core';
 import { Aggregator } from './aggregate/aggregator';
 import { Enricher } from './enrich/enricher';
 import { parseRules } from './enrich/rules';
 import { Metrics, StageCounters } from './metrics';
-import type { EnrichedEvent } from './types';
+import { Spool } from './spool/spool';
+import { silentLogger, type EnrichedEvent } from './types';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const OUT = path.join(ROOT, 'test-output');
@@ -112,7 +120,7 @@ async function endToEnd(file: string): Promise<Record<string, number>> {
     const wallMs = Date.now() - t0;
     const done = stderr.split('\n').find((l) => l.includes('"msg":"import done"'));
     if (code !== 0 || !done) throw new Error(`agent import failed (exit ${code}):\n${stderr.slice(-3000)}`);
-    const d = JSON.parse(done) as { events: number; points: number; written: number; cpuUserMs: number; cpuSystemMs: number; maxRssKb: number };
+    const d = JSON.parse(done) as { events: number; points: number; written: number; cpuUserMs: number; cpuSystemMs: number; maxRssKb: number; flushMaxMs: number; eventLoopMaxDelayMs: number };
     const [[raw], [hist]] = await queryInfluxQL(target, 'SELECT count(latency_ms) FROM tcp_connect; SELECT sum("count") FROM tcp_connect_hist');
     return {
       events: d.events,
@@ -124,6 +132,8 @@ async function endToEnd(file: string): Promise<Record<string, number>> {
       cpuMs: Math.round(d.cpuUserMs + d.cpuSystemMs),
       cpuPercentOfOneCore: Math.round(((d.cpuUserMs + d.cpuSystemMs) / wallMs) * 100),
       peakRssMb: Math.round(d.maxRssKb / 1024),
+      flushMaxMs: d.flushMaxMs,
+      eventLoopMaxDelayMs: d.eventLoopMaxDelayMs,
     };
   } finally {
     execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['stop', influxDir]);
@@ -196,6 +206,87 @@ async function live(): Promise<Record<string, number> | null> {
   }
 }
 
+/** The recording's events as line protocol, in batches of 5,000 lines (what the agent spools). */
+function batches(lines: string[], max: number): string[] {
+  const m = new Metrics();
+  const enricher = new Enricher({ rules: parseRules({}), selfPids: new Set(), useProc: false }, new StageCounters(m, 'enrich'));
+  const agg = new Aggregator({ host: os.hostname(), windowNs: 10_000_000_000n, rawLimit: 0, runId: 1 }, new StageCounters(m, 'aggregate'));
+  const out: string[] = [];
+  let batch: string[] = [];
+  const emit = (p: Parameters<Parameters<Aggregator['flush']>[0]>[0]) => {
+    batch.push('raw' in p ? connectLine(p) : encodePoint(p));
+    if (batch.length === 5000) {
+      out.push(batch.join('\n') + '\n');
+      batch = [];
+    }
+  };
+  for (let i = 0; i < lines.length && out.length < max; i++) {
+    const r = parseProbeLine(lines[i]);
+    if (!r.ok || r.value.type !== 'connect') continue;
+    const e = enricher.enrich(r.value);
+    if (e) agg.add(e as EnrichedEvent);
+    if ((i & 0x7fff) === 0x7fff) agg.flush(emit);
+  }
+  return out;
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+/** Stage 4: the spool's cost per batch and the event loop's largest stall, worker vs. on the event loop. */
+async function spoolBench(lines: string[]): Promise<Record<string, number>> {
+  const texts = batches(lines, 120);
+  const work = fs.mkdtempSync(path.join(OUT, 'bench-spool-'));
+  try {
+    // Baseline: gzip + write + fdatasync on the event loop, one batch per flush.
+    const h0 = monitorEventLoopDelay({ resolution: 1 });
+    const syncMs: number[] = [];
+    const fd = fs.openSync(path.join(work, 'segment'), 'a');
+    h0.enable();
+    for (const t of texts) {
+      const t0 = performance.now();
+      fs.writeSync(fd, zlib.gzipSync(t, { level: 1 }));
+      fs.fdatasyncSync(fd);
+      syncMs.push(performance.now() - t0);
+      await new Promise((r) => setImmediate(r)); // let the loop turn, as between flushes
+    }
+    h0.disable();
+    fs.closeSync(fd);
+    // The spool: the same batches through the worker.
+    const spool = await Spool.open(path.join(work, 'spool'), { maxBytes: 1 << 30, log: silentLogger });
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    const storeMs: number[] = [];
+    const roundMs: number[] = [];
+    h.enable();
+    for (const t of texts) {
+      const t0 = performance.now();
+      const r = await spool.append(t, 5000);
+      roundMs.push(performance.now() - t0);
+      if (r.storeMs !== undefined) storeMs.push(r.storeMs);
+    }
+    h.disable();
+    const bytes = spool.stats.bytes;
+    await spool.close();
+    const r2 = (x: number) => Math.round(x * 100) / 100;
+    return {
+      batches: texts.length,
+      avgBatchKb: Math.round(bytes / texts.length / 1024),
+      appendFsyncP50Ms: r2(pct(storeMs, 50)),
+      appendFsyncP99Ms: r2(pct(storeMs, 99)),
+      roundTripP50Ms: r2(pct(roundMs, 50)),
+      roundTripP99Ms: r2(pct(roundMs, 99)),
+      maxLoopStallMs: r2(h.max / 1e6),
+      baselineSyncP50Ms: r2(pct(syncMs, 50)),
+      baselineSyncP99Ms: r2(pct(syncMs, 99)),
+      baselineMaxLoopStallMs: r2(h0.max / 1e6),
+    };
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
 function compare(prev: Record<string, Record<string, number>> | null, now: Record<string, Record<string, number>>): void {
   if (!prev) return;
   console.log('\nchange against the previous run (test-output/bench-agent.json):');
@@ -226,6 +317,14 @@ export async function main(): Promise<number> {
       `target >= 200,000  ${m.eventsPerS >= 200_000 ? 'OK' : m.eventsPerCpuS >= 200_000 ? 'OK per CPU-second (machine busy)' : 'BELOW TARGET'}`,
   );
 
+  const sp = await spoolBench(lines);
+  console.log(
+    `4. spool (SQLite in a worker, ${sp.batches} batches of 5,000 lines, ~${sp.avgBatchKb} KiB gzip'd): append+fsync p50 ${sp.appendFsyncP50Ms} ms, p99 ${sp.appendFsyncP99Ms} ms ` +
+      `(round trip p50 ${sp.roundTripP50Ms} / p99 ${sp.roundTripP99Ms} ms); largest event-loop stall ${sp.maxLoopStallMs} ms\n` +
+      `   baseline, same batches gzip'd + fdatasync'ed on the event loop: p50 ${sp.baselineSyncP50Ms} ms, p99 ${sp.baselineSyncP99Ms} ms, largest stall ${sp.baselineMaxLoopStallMs} ms ` +
+      `-> stall ratio ${(sp.maxLoopStallMs / Math.max(0.01, sp.baselineMaxLoopStallMs)).toFixed(2)}x (load average ${os.loadavg()[0].toFixed(2)})`,
+  );
+
   if (process.env.BENCH_SKIP_E2E === '1') return 0;
   const e = await endToEnd(file);
   console.log(
@@ -233,6 +332,7 @@ export async function main(): Promise<number> {
       `(${e.events} events, ${e.linesWritten} lines written in ${e.wallMs} ms)  target >= 34,000  ${e.eventsPerS >= 34_000 ? 'OK' : 'BELOW TARGET'}`,
   );
   console.log(`   agent CPU ${e.cpuMs} ms (${e.cpuPercentOfOneCore}% of one core), peak RSS ${e.peakRssMb} MB  target <= 200 MB  ${e.peakRssMb <= 200 ? 'OK' : 'ABOVE TARGET'}`);
+  console.log(`   longest flush (event loop busy) ${e.flushMaxMs} ms, largest event-loop delay ${e.eventLoopMaxDelayMs} ms (spool I/O in its worker)`);
   console.log(`   in InfluxDB: ${e.rawPointsInInflux} raw points (sampled), histograms count ${e.histCountInInflux} (exact: ${e.histCountInInflux === e.events ? 'yes' : 'NO'})`);
 
   const l = await live();
@@ -248,7 +348,7 @@ export async function main(): Promise<number> {
   console.log(
     `   end to end vs the loopback storm rate (${l ? 'bpf/storm, this run' : 'the issue\'s 34k/s'}): ${e.eventsPerS.toLocaleString('en')} / ${stormRate.toLocaleString('en')} = ${(e.eventsPerS / stormRate).toFixed(2)}x  target >= 1x  ${e.eventsPerS >= stormRate ? 'OK' : 'BELOW TARGET'}`,
   );
-  const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, bestEventsPerS: best.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, endToEnd: e };
+  const result: Record<string, Record<string, number>> = { micro: { eventsPerS: m.eventsPerS, bestEventsPerS: best.eventsPerS, eventsPerCpuS: m.eventsPerCpuS, ms: m.ms }, spool: sp, endToEnd: e };
   if (l) result.live = l;
   const saved = path.join(OUT, 'bench-agent.json');
   let prev: Record<string, Record<string, number>> | null = null;

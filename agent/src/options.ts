@@ -1,5 +1,6 @@
 /** `tcplat agent` options: one schema for flags, TCPLAT_* env and the config file (pkg/core loadConfig). */
 import os from 'node:os';
+import path from 'node:path';
 import {
   checkExposureIfLiteral,
   checkHttpLimits,
@@ -33,7 +34,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   },
   { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
   ...INFLUX_OPTIONS,
-  { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (batches wait here until InfluxDB has them)' },
+  { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
   { name: 'spool-max-bytes', type: 'int', arg: 'BYTES', min: 1 << 20, default: 1 << 30, help: 'spool size cap; beyond it the oldest batches are dropped (counted, logged)' },
   { name: 'listen', type: 'hostport', arg: 'HOST:PORT', default: '127.0.0.1:7070', help: 'HTTP API address (/healthz /readyz /metrics /api/status /api/stream)' },
   { name: 'api-token', type: 'string', arg: 'TOKEN', secret: true, help: 'bearer token for the HTTP API (at least 16 characters); required unless --listen resolves only to loopback addresses' },
@@ -71,6 +72,8 @@ export interface AgentConfig {
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
+  /** --once without --spool-dir: a fresh directory of its own, removed when the import is done. */
+  spoolDirTemporary: boolean;
   spoolMaxBytes: number;
   listen: { host: string; port: number };
   apiToken?: string;
@@ -91,6 +94,17 @@ function probeMode(mode: ProbeMode, source: SourceKind): ProbeMode {
     throw new ConfigError(`--probe-mode hist: only for --source probe (the BCC/libbpf-tools tools print rows, not histograms); got --source ${source}`);
   }
   return mode;
+}
+
+/**
+ * An import (--once) gets a spool directory of its own unless --spool-dir is given: it must never share a
+ * live agent's (which would refuse it anyway: the spool is locked), and needs no root.
+ */
+function spoolDir(c: LoadedConfig): { spoolDir: string; spoolDirTemporary: boolean } {
+  if (c.values.once === true && (c.sources['spool-dir'] ?? 'default') === 'default') {
+    return { spoolDir: path.join(os.tmpdir(), `tcplat-import-${process.pid}-${Date.now().toString(36)}`), spoolDirTemporary: true };
+  }
+  return { spoolDir: String(c.values['spool-dir']), spoolDirTemporary: false };
 }
 
 /** Validate loaded values into an AgentConfig; every error names the bad key. */
@@ -119,7 +133,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
     once: v.once === true,
     target,
-    spoolDir: String(v['spool-dir']),
+    ...spoolDir(c),
     spoolMaxBytes: v['spool-max-bytes'] as number,
     listen,
     apiToken,

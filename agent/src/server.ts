@@ -2,8 +2,9 @@
  * Runs the agent: logger, pipeline, HTTP API, signals. SIGTERM/SIGINT: stop the source, flush what is in
  * memory to the spool, give InfluxDB until the deadline (5 s) to take it, close; the rest stays spooled.
  */
+import fs from 'node:fs';
 import { LogController } from 'fastify';
-import { describeConfig, describeTarget, requireTokenBeyondLoopback } from '@tcplat/core';
+import { ConfigError, describeConfig, describeTarget, requireTokenBeyondLoopback } from '@tcplat/core';
 import { Agent } from './agent';
 import { agentFastify, attachAgent } from './app';
 import { AGENT_OPTIONS, type AgentConfig } from './options';
@@ -24,11 +25,13 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
   log.info({ config: describeConfig(AGENT_OPTIONS, values), influx: describeTarget(config.target) }, 'tcplat agent');
   let agent: Agent;
   try {
-    agent = new Agent(config, { log });
+    agent = await Agent.create(config, { log });
   } catch (e) {
     log.error({}, (e as Error).message);
     await app.close();
-    throw e;
+    // A spool held by another process or not writable: the message says it all, no stack trace.
+    if (e instanceof ConfigError) throw e;
+    return 1;
   }
   await attachAgent(app, { agent, token: config.apiToken, stream: config.stream, http: config.http });
 
@@ -50,7 +53,8 @@ export async function runAgent(config: AgentConfig, values: Record<string, unkno
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (e) {
     log.error({ listen: config.listen }, `cannot listen on ${config.listen.host}:${config.listen.port}: ${(e as Error).message} (use --listen HOST:PORT)`);
-    agent.spool.close();
+    await agent.spool.close();
+    if (config.spoolDirTemporary) fs.rmSync(config.spoolDir, { recursive: true, force: true });
     await app.close();
     return 1;
   }

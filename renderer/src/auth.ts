@@ -7,6 +7,7 @@
  * excluded), so no parameter can be changed, added or removed without breaking it.
  */
 import crypto from 'node:crypto';
+import { isLoopbackAddress } from '@tcplat/core';
 
 export type Query = Record<string, unknown>;
 
@@ -71,8 +72,14 @@ export function linkSecret(tokens: string[], explicit: string | undefined): Buff
   return crypto.createHmac('sha256', tokens[0]).update('tcplat renderer link secret v1').digest();
 }
 
+/**
+ * Whether links built on this host name open only on this machine (the default link base, and the warning for
+ * a loopback --public-url). Addresses by pkg/core's one loopback rule; the name `localhost` is taken at its
+ * word here because it only names links: whether the renderer may listen without a token is decided on the
+ * resolved addresses (requireTokenBeyondLoopback in server.ts).
+ */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  return host === 'localhost' || isLoopbackAddress(host);
 }
 
 /**

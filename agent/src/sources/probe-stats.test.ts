@@ -91,11 +91,11 @@ describe('probe drops per run', () => {
 });
 
 describe('the agent over a recorded probe run and a restart', () => {
-  test('/metrics and /api/status: drops summed per run, by reason, each probe run counted', () => {
+  test('/metrics and /api/status: drops summed per run, by reason, each probe run counted', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-stats-'));
     try {
       const cfg = agentConfig(loadConfig(AGENT_OPTIONS, ['--source', 'ndjson', '--influx-url', 'http://127.0.0.1:9', '--influx-db', 'd', '--spool-dir', dir], {}));
-      const agent = new Agent(cfg, { log: silentLogger, command: { shell: 'exit 0' }, selfPids: [] });
+      const agent = await Agent.create(cfg, { log: silentLogger, command: { shell: 'exit 0' }, selfPids: [] });
       // The probe v2 hist-mode run recorded on this machine (stats lines only), then the same probe restarted
       // with new counters that lost 3 events to a full ring buffer and had 1 skipped state hook run.
       const recorded = fs.readFileSync(path.join(__dirname, '..', 'parse', 'fixtures', 'probe-hist-mode.ndjson'), 'utf8').split('\n').filter((l) => l.includes('"type":"stats"'));
@@ -115,7 +115,7 @@ describe('the agent over a recorded probe run and a restart', () => {
       expect(prom).toMatch(/^tcplat_probe_kernel_lost\{kind="missed",reason="state"\} 5$/m);
       const st = agent.status() as { source: { probe_stats: { events: number; runs: number } } };
       expect(st.source.probe_stats).toMatchObject({ events: 37 + 20, runs: 2 });
-      agent.spool.close();
+      await agent.spool.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -68,6 +68,7 @@ export class SourceSupervisor {
     startError: null,
   };
   private child: ChildProcess | null = null;
+  private paused = false;
   private stopping = false;
   private backoffMs: number;
   private restartTimer: NodeJS.Timeout | null = null;
@@ -93,6 +94,17 @@ export class SourceSupervisor {
     this.spawnOnce();
   }
 
+  /** Stop reading the source's output (back-pressure: the pipe fills and the source waits); resume() undoes it. */
+  pause(): void {
+    this.paused = true;
+    this.child?.stdout?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.child?.stdout?.resume();
+  }
+
   private spawnOnce(): void {
     if (this.stopping) return;
     const c = this.opts.command;
@@ -110,6 +122,7 @@ export class SourceSupervisor {
       return;
     }
     this.child = child;
+    if (this.paused) queueMicrotask(() => child.stdout?.pause());
     this.state.starts++;
     this.state.running = true;
     this.state.pid = child.pid ?? null;

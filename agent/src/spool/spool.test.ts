@@ -3,8 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { silentLogger, type Logger } from '../types';
-import { crc32, crc32Portable } from './crc32';
-import { HEADER_BYTES, Spool } from './spool';
+import { Spool } from './spool';
+import { buildAgent } from '../../../tests/agent-support';
+
+// The spool's worker runs the compiled worker.js: build it (incremental; serialised across jest workers).
+beforeAll(buildAgent, 120_000);
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -14,90 +17,89 @@ function tmp(): string {
 }
 afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
-const text = (rec: Buffer) => zlib.gunzipSync(rec).toString();
-const segs = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith('.spool'));
+const text = (b: Buffer) => zlib.gunzipSync(b).toString();
+const open = (dir: string, log: Logger = silentLogger, maxBytes = 1 << 30) => Spool.open(dir, { maxBytes, log });
 
-test('crc32 matches the portable table implementation and the known check value', () => {
-  expect(crc32(Buffer.from('123456789'))).toBe(0xcbf43926);
-  const b = Buffer.from('tcp_connect,host=a latency_ms=1 1\n'.repeat(100));
-  expect(crc32(b)).toBe(crc32Portable(b));
-});
-
-test('append is durable: a new Spool on the same directory replays unacked batches in order', () => {
+test('append is durable: the next open sees unacked batches in order, with a new run id', async () => {
   const dir = tmp();
-  const s = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
-  const r1 = s.append('a 1\nb 2\n', 2);
-  s.append('c 3\n', 1);
+  const s = await open(dir);
+  const r1 = await s.append('a 1\nb 2\n', 2);
+  await s.append('c 3\n', 1);
+  expect(r1.stored).toBe(true);
   expect(s.snapshot()).toMatchObject({ records: 2, lines: 3 });
-  s.ack(r1);
-  expect(s.peek()!.lines).toBe(1);
-  // Crash: no close(). The next run replays what was not acked.
-  const s2 = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
+  const first = (await s.next())!;
+  expect(text(first.payload)).toBe('a 1\nb 2\n');
+  await s.ack(first);
+  expect(s.lines).toBe(1);
+  await s.close();
+  const s2 = await open(dir);
   expect(s2.runId).toBe(s.runId + 1);
-  expect(s2.snapshot()).toMatchObject({ records: 1, lines: 1, replayedRecords: 1 });
-  expect(text(s2.read(s2.peek()!))).toBe('c 3\n');
-  s2.ack(s2.peek()!);
-  s2.close();
-  expect(segs(dir)).toEqual([]);
-  const s3 = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
-  expect(s3.peek()).toBeUndefined();
-  s3.close();
+  expect(s2.snapshot()).toMatchObject({ records: 1, lines: 1, replayedRecords: 1, replayedLines: 1 });
+  expect(text((await s2.next())!.payload)).toBe('c 3\n');
+  await s2.close();
 });
 
-test('a lost ack file only means batches are sent again', () => {
+test('ids never go back: after a drained close, the next run\'s batches are not taken for acknowledged ones (issue 17)', async () => {
   const dir = tmp();
-  const s = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
-  const r = s.append('a 1\n', 1);
-  s.append('b 1\n', 1);
-  s.ack(r);
-  fs.rmSync(path.join(dir, 'ack'));
-  const s2 = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
-  expect(s2.snapshot().records).toBe(2);
-  s2.close();
+  const s = await open(dir);
+  for (let i = 0; i < 3; i++) await s.append(`m v=${i}\n`, 1);
+  let last = 0;
+  for (let r = await s.next(); r; r = await s.next()) {
+    last = r.id;
+    await s.ack(r);
+  }
+  expect(s.empty).toBe(true);
+  await s.close(); // drained: nothing left
+  const s2 = await open(dir);
+  const a = await s2.append('m v=10\n', 1);
+  expect(a.id).toBeGreaterThan(last);
+  await s2.close(); // not drained this time
+  const s3 = await open(dir);
+  expect(s3.snapshot()).toMatchObject({ records: 1, replayedRecords: 1 });
+  expect(text((await s3.next())!.payload)).toBe('m v=10\n');
+  await s3.close();
 });
 
-test('a torn or corrupt record ends replay of its segment, counted and logged', () => {
+test('one owner at a time: a second open of the same directory is refused, naming the pid', async () => {
   const dir = tmp();
-  const s = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
-  s.append('a 1\n', 1);
-  s.append('b 2\n', 1);
-  s.append('c 3\n', 1);
-  const file = path.join(dir, segs(dir)[0]);
-  const buf = fs.readFileSync(file);
-  // Flip a payload byte of the second record; cut the third in half (torn write).
-  const secondStart = HEADER_BYTES + buf.readUInt32LE(4);
-  buf[secondStart + HEADER_BYTES + 3] ^= 0xff;
-  fs.writeFileSync(file, buf.subarray(0, buf.length - 5));
-  const errors: string[] = [];
-  const log: Logger = { ...silentLogger, error: (_o, m) => errors.push(m ?? '') };
-  const s2 = new Spool(dir, { maxBytes: 1 << 30, log });
-  expect(s2.snapshot()).toMatchObject({ records: 1, corruptRecords: 1 });
-  expect(errors[0]).toMatch(/corrupt record .* at byte \d+ \(checksum mismatch\)/);
-  expect(text(s2.read(s2.peek()!))).toBe('a 1\n');
-  s2.close();
+  const s = await open(dir);
+  await expect(open(dir)).rejects.toThrow(new RegExp(`--spool-dir .* is in use by pid ${process.pid} .*give this one its own --spool-dir`));
+  await s.close();
+  const again = await open(dir); // released at close
+  await again.close();
 });
 
-test('size cap: the oldest segment goes first, counted and logged', () => {
+test('size cap: the oldest batches go first (never the one being sent), counted by reason, logged once per burst', async () => {
   const dir = tmp();
   const warnings: string[] = [];
   const log: Logger = { ...silentLogger, warn: (_o, m) => warnings.push(m ?? '') };
-  // Incompressible payloads of ~40 KiB; segments of 100 KiB; cap 300 KiB.
-  const s = new Spool(dir, { maxBytes: 300 << 10, segmentBytes: 100 << 10, log, memoryBytes: 0 });
-  const rnd = () => `m f="${Buffer.from(Array.from({ length: 30000 }, () => Math.floor(Math.random() * 256))).toString('base64')}"\n`;
-  for (let i = 0; i < 20; i++) s.append(rnd(), 1);
-  const st = s.snapshot();
-  expect(st.bytes).toBeLessThanOrEqual(300 << 10);
-  expect(st.droppedRecords).toBeGreaterThan(0);
-  expect(st.droppedRecords + st.records).toBe(20);
-  expect(st.droppedLines).toBe(st.droppedRecords);
-  expect(warnings[0]).toMatch(/spool full .* dropped the oldest segment with \d+ unsent batches/);
-  // What is left still reads back (from disk: memoryBytes 0).
-  expect(text(s.read(s.peek()!))).toMatch(/^m f="/);
-  s.close();
+  const s = await open(dir, log, 1 << 20);
+  // Incompressible payloads of ~300 KiB: three fit under the 1 MiB cap.
+  const rnd = (i: number) => `m i=${i},f="${Buffer.from(Array.from({ length: 225_000 }, () => Math.floor(Math.random() * 256))).toString('base64')}"\n`;
+  await s.append(rnd(0), 1);
+  const sending = (await s.next())!; // the writer holds batch 0
+  for (let i = 1; i < 10; i++) await s.append(rnd(i), 1);
+  const st = s.stats;
+  expect(st.bytes).toBeLessThanOrEqual(1 << 20);
+  expect(st.dropped.cap.records).toBeGreaterThan(0);
+  expect(st.dropped.cap.records + st.records).toBe(10);
+  expect(st.dropped.cap.lines).toBe(st.dropped.cap.records);
+  // Batch 0 was in flight, so it was kept; the next one is the oldest survivor after it.
+  await s.ack(sending);
+  expect(text((await s.next())!.payload)).toMatch(new RegExp(`^m i=${10 - st.records + 1},`));
+  expect(warnings.filter((w) => /spool full/.test(w))).toHaveLength(1);
+  await s.close(); // ends the burst: one summary line with the counts
+  expect(warnings.filter((w) => /spool cap: dropped \d+ batches/.test(w))).toHaveLength(1);
 });
 
-test('an unwritable spool directory is a clear error', () => {
+test('an unwritable spool directory is a clear error', async () => {
   const file = path.join(tmp(), 'a-file');
   fs.writeFileSync(file, '');
-  expect(() => new Spool(path.join(file, 'spool'), { maxBytes: 1 << 20, log: silentLogger })).toThrow(/--spool-dir .*a-file\/spool: cannot create or write it \(ENOTDIR\)/);
+  await expect(open(path.join(file, 'spool'))).rejects.toThrow(/--spool-dir .*a-file\/spool: cannot create or write it \(ENOTDIR\)/);
+});
+
+test('a damaged spool.db is a clear error that says what to do, not a crash', async () => {
+  const dir = tmp();
+  fs.writeFileSync(path.join(dir, 'spool.db'), Buffer.alloc(8192, 0x5a));
+  await expect(open(dir)).rejects.toThrow(/--spool-dir .*: cannot open .*spool\.db: file is not a database \(if it is damaged, move it aside to start with an empty spool\)/);
 });

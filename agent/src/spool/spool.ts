@@ -1,412 +1,338 @@
 /**
- * Durable spool: every batch of line protocol is on disk before it counts as accepted, and stays there
- * until InfluxDB has taken it.
+ * Durable spool: every batch of line protocol is committed to SQLite (WAL, synchronous=FULL: the commit is
+ * fsynced) before it counts as accepted, and stays there until InfluxDB has it.
  *
- * Layout of the spool directory:
- *   seg-<16 digits>.spool   append-only segments, written by one agent run each (a restart starts a new one)
- *   ack                     "<segment> <offset>": everything before it was written (advisory: if it is lost
- *                           or stale, those batches are sent again, which is harmless because every point
- *                           has a fixed timestamp and InfluxDB overwrites identical points)
- *   run-id                  a counter, +1 per agent start (see the aggregator)
- *   dead-letter.lp          batches InfluxDB refused (4xx), with its message, for a human to look at
+ * Why SQLite and not our own segment log: its crash safety (torn writes, partial commits, power loss) is
+ * tested by others far beyond what we could (see sqlite.org/testing.html); one row per batch with an
+ * AUTOINCREMENT id gives monotonic ids that survive restarts, and "ack" is a DELETE, so there is no
+ * separate progress file that can disagree with the data.
  *
- * Record: a 24-byte header (magic "TLS1", payload length, line count, CRC-32 of the payload, creation
- * time in ms as a float64, all little-endian) and the payload: the batch's line protocol, gzip-compressed
- * (the writer sends it as is). On start every segment is read back and checked; a torn or corrupt record
- * (bad magic, short, CRC mismatch) ends that segment's replay and is counted and logged.
+ * All SQLite I/O happens in a worker thread (worker.ts, store.ts): this class is the main thread's async
+ * handle. Every reply carries the store's counters, so the getters below are synchronous and cheap.
  *
- * fsync policy: fdatasync after every appended batch (a batch is one flush interval or 5,000 lines), and
- * the directory is fsynced when a segment is created or deleted. So an accepted batch survives a crash of
- * the agent or of the machine.
- *
- * Size cap: when the segments would exceed `maxBytes`, the oldest segment is deleted, whether sent or not;
- * the records, lines and bytes dropped that way are counted and logged.
+ * - Exclusive ownership: SQLite's exclusive lock on spool.db (taken at open, released by the kernel when the
+ *   process dies); a second agent or import on the same directory fails to open, naming the holder's pid.
+ * - Size cap: before a batch is inserted, the oldest rows go (never the batch the writer is sending),
+ *   counted by reason `cap` and logged once per burst.
+ * - Disk full / I/O error: the batch is kept in memory (bounded, default 64 MiB; beyond it the oldest held
+ *   batch is dropped, reason `pending_full`), the failure is counted by reason, the worker retries every
+ *   second and later batches queue behind, so order is kept; the writer can send held batches directly.
+ *   Nothing already stored is touched. A crash loses what is held in memory, as it loses events not yet
+ *   flushed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import zlib from 'node:zlib';
+import { Worker } from 'node:worker_threads';
+import type { LatencyHistogram } from '@tcplat/core';
 import type { Logger } from '../types';
-import { crc32 } from './crc32';
+import type { RequestBody, WorkerInit } from './worker';
+import type { AppendResult, DropReason, StoreStats } from './store';
 
-export const HEADER_BYTES = 24;
-const MAGIC = 0x31534c54; // "TLS1" little-endian
+export type { AppendResult, DropReason, StoreStats } from './store';
 
 export interface SpoolRecord {
-  segment: number;
-  offset: number;
-  length: number;
+  /** > 0: a row of spool.db; < 0: held in memory because the disk refused it. */
+  id: number;
   lines: number;
   createdMs: number;
-  /** Kept in memory while small enough, else read back from disk. */
-  payload?: Buffer;
-}
-
-interface Segment {
-  seq: number;
-  file: string;
-  bytes: number;
-  /** Records not yet acknowledged. */
-  pending: number;
+  /** gzip'd line protocol, sent as is. */
+  payload: Buffer;
 }
 
 export interface SpoolOptions {
   maxBytes: number;
-  /** Default: maxBytes / 16, between 1 MiB and 64 MiB. */
-  segmentBytes?: number;
-  /** Payloads kept in memory (bytes) so the writer need not read them back. */
-  memoryBytes?: number;
-  /** gzip level for payloads (1 = fastest). */
+  pendingMaxBytes?: number;
+  retryMs?: number;
   gzipLevel?: number;
   log: Logger;
+  /** Append + commit (fsync) durations, in seconds. */
+  appendSeconds?: LatencyHistogram;
+  /** Called whenever an append has been answered (back-pressure). */
+  onAppendSettled?: () => void;
 }
 
-export interface SpoolStats {
-  records: number;
-  lines: number;
-  bytes: number;
-  segments: number;
-  appendedRecords: number;
-  appendedLines: number;
-  appendedBytes: number;
-  replayedRecords: number;
-  replayedLines: number;
-  droppedRecords: number;
-  droppedLines: number;
-  droppedBytes: number;
-  corruptRecords: number;
-  oldestMs: number | null;
+export type SpoolStats = StoreStats;
+
+/** The worker's compiled file: beside this one in dist/, or dist/ when this runs from source (jest). */
+function workerFile(): string {
+  const here = path.join(__dirname, 'worker.js');
+  if (fs.existsSync(here)) return here;
+  const dist = path.resolve(__dirname, '..', '..', 'dist', 'spool', 'worker.js');
+  if (fs.existsSync(dist)) return dist;
+  throw new Error(`spool worker not built: neither ${here} nor ${dist} exists (run: npx tsc -b pkg/core agent)`);
 }
 
-const SEG_RE = /^seg-(\d{16})\.spool$/;
-
-function segName(seq: number): string {
-  return `seg-${String(seq).padStart(16, '0')}.spool`;
-}
-
-function fsyncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    /* some filesystems refuse directory fsync; the data files are still synced */
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
+/** Logs a kind of drop once when a burst starts, then a summary with counts when it has been quiet 10 s. */
+class BurstLog {
+  private burst: { records: number; lines: number; bytes: number; startMs: number; lastMs: number } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  constructor(
+    private readonly log: Logger,
+    private readonly first: (d: { records: number; lines: number; bytes: number }) => string,
+    private readonly summary: (d: { records: number; lines: number; bytes: number; seconds: number }) => string,
+    private readonly quietMs = 10_000,
+  ) {}
+  note(d: { records: number; lines: number; bytes: number }): void {
+    const now = Date.now();
+    if (!this.burst) {
+      this.burst = { ...d, startMs: now, lastMs: now };
+      this.log.warn({ ...d }, this.first(d));
+      this.timer = setInterval(() => this.check(), Math.min(this.quietMs, 1000));
+      this.timer.unref();
+      return;
+    }
+    this.burst.records += d.records;
+    this.burst.lines += d.lines;
+    this.burst.bytes += d.bytes;
+    this.burst.lastMs = now;
   }
+  check(force = false): void {
+    const b = this.burst;
+    if (!b || (!force && Date.now() - b.lastMs < this.quietMs)) return;
+    this.burst = null;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    const seconds = (b.lastMs - b.startMs) / 1000;
+    this.log.warn({ records: b.records, lines: b.lines, bytes: b.bytes, seconds }, this.summary({ ...b, seconds }));
+  }
+}
+
+interface Waiter {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
 }
 
 export class Spool {
-  private readonly queue: SpoolRecord[] = [];
-  private head = 0;
-  private readonly segments = new Map<number, Segment>();
-  private active: Segment | null = null;
-  private activeFd: number | null = null;
-  private readonly segmentBytes: number;
-  private readonly memoryBytes: number;
-  private memoryUsed = 0;
-  private pendingLines = 0;
-  private totalBytes = 0;
-  private nextSeq = 1;
-  readonly runId: number;
-  readonly stats = {
-    appendedRecords: 0,
-    appendedLines: 0,
-    appendedBytes: 0,
-    replayedRecords: 0,
-    replayedLines: 0,
-    droppedRecords: 0,
-    droppedLines: 0,
-    droppedBytes: 0,
-    corruptRecords: 0,
-    fsyncs: 0,
-    fsyncMsTotal: 0,
-  };
+  private seq = 0;
+  private readonly waiters = new Map<number, Waiter>();
+  private latest: StoreStats;
+  private appendsInFlight = 0;
+  private appendBytes = 0;
+  private appendsSettled: Promise<void> = Promise.resolve();
+  private failed: Error | null = null;
+  private closed: Promise<unknown> | null = null;
+  private readonly capLog: BurstLog;
+  private readonly pendingFullLog: BurstLog;
+  private storeFailing = false;
 
-  constructor(
+  private constructor(
     readonly dir: string,
+    private readonly worker: Worker,
+    readonly runId: number,
+    stats: StoreStats,
     private readonly opts: SpoolOptions,
   ) {
-    try {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      fs.accessSync(dir, fs.constants.W_OK);
-    } catch (e) {
-      throw new Error(`--spool-dir ${dir}: cannot create or write it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a writable directory`);
-    }
-    this.segmentBytes = opts.segmentBytes ?? Math.min(64 << 20, Math.max(1 << 20, Math.floor(opts.maxBytes / 16)));
-    this.memoryBytes = opts.memoryBytes ?? 8 << 20;
-    this.runId = this.bumpRunId();
-    this.replay();
-  }
-
-  private bumpRunId(): number {
-    const f = path.join(this.dir, 'run-id');
-    let prev = 0;
-    try {
-      const n = Number(fs.readFileSync(f, 'utf8').trim());
-      if (Number.isSafeInteger(n) && n >= 0) prev = n;
-    } catch {
-      /* first start */
-    }
-    const next = prev + 1;
-    const tmp = f + '.tmp';
-    const fd = fs.openSync(tmp, 'w');
-    fs.writeSync(fd, `${next}\n`);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fs.renameSync(tmp, f);
-    fsyncDir(this.dir);
-    return next;
-  }
-
-  private readAck(): { segment: number; offset: number } {
-    try {
-      const [s, o] = fs.readFileSync(path.join(this.dir, 'ack'), 'utf8').trim().split(/\s+/).map(Number);
-      if (Number.isSafeInteger(s) && Number.isSafeInteger(o)) return { segment: s, offset: o };
-    } catch {
-      /* none yet */
-    }
-    return { segment: 0, offset: 0 };
-  }
-
-  /** Read back every segment left by earlier runs, in order, checking each record. */
-  private replay(): void {
-    const ack = this.readAck();
-    const seqs = fs
-      .readdirSync(this.dir)
-      .map((f) => SEG_RE.exec(f))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => Number(m[1]))
-      .sort((a, b) => a - b);
-    for (const seq of seqs) {
-      const file = path.join(this.dir, segName(seq));
-      const buf = fs.readFileSync(file);
-      const seg: Segment = { seq, file, bytes: buf.length, pending: 0 };
-      let off = 0;
-      while (off < buf.length) {
-        const why = this.checkRecord(buf, off, seq);
-        if (typeof why === 'string') {
-          this.stats.corruptRecords++;
-          this.opts.log.error({ segment: file, offset: off, reason: why }, `spool: corrupt record in ${file} at byte ${off} (${why}); the rest of this segment is skipped`);
-          break;
+    this.latest = stats;
+    const log = opts.log;
+    this.capLog = new BurstLog(
+      log,
+      (d) => `spool full (cap ${opts.maxBytes} bytes): dropping the oldest batches (${d.records} so far, ${d.lines} lines); InfluxDB has been unreachable or too slow for too long`,
+      (d) => `spool cap: dropped ${d.records} batches (${d.lines} lines, ${d.bytes} bytes) over ${d.seconds} s, oldest first`,
+    );
+    this.pendingFullLog = new BurstLog(
+      log,
+      (d) => `spool: the disk still refuses batches and the memory bound is reached: dropping the oldest batch held in memory (${d.lines} lines)`,
+      (d) => `spool: dropped ${d.records} batches (${d.lines} lines) held in memory while the disk refused them, over ${d.seconds} s`,
+    );
+    worker.on('message', (m: { type: string; seq?: number; result?: unknown; error?: string; stats?: StoreStats } & Record<string, unknown>) => {
+      if (m.stats) this.latest = m.stats;
+      if (m.type === 'reply') {
+        const w = this.waiters.get(m.seq!);
+        this.waiters.delete(m.seq!);
+        if (m.error !== undefined) w?.reject(new Error(`spool: ${m.error}`));
+        else w?.resolve(m.result);
+      } else if (m.type === 'retry') {
+        this.noteDrops(m.drops as AppendResult['drops']);
+        if ((m.stored as number) > 0 && (m.left as number) === 0) {
+          this.storeFailing = false;
+          log.info({ stored: m.stored, dir: this.dir }, `spool: the disk takes batches again; stored the ${m.stored as number} batches held in memory`);
         }
-        const rec = why;
-        const acked = seq < ack.segment || (seq === ack.segment && off < ack.offset);
-        if (!acked) {
-          this.queue.push(rec);
-          seg.pending++;
-          this.pendingLines += rec.lines;
-          this.stats.replayedRecords++;
-          this.stats.replayedLines += rec.lines;
-        }
-        off += HEADER_BYTES + rec.length;
       }
-      this.nextSeq = seq + 1;
-      if (seg.pending === 0) {
-        fs.rmSync(file, { force: true });
-        continue;
-      }
-      this.segments.set(seq, seg);
-      this.totalBytes += seg.bytes;
-    }
-    if (this.stats.replayedRecords > 0) {
-      this.opts.log.info(
-        { records: this.stats.replayedRecords, lines: this.stats.replayedLines, bytes: this.totalBytes },
-        `spool: replaying ${this.stats.replayedRecords} batches (${this.stats.replayedLines} lines) left by an earlier run`,
-      );
-    }
-  }
-
-  private checkRecord(buf: Buffer, off: number, seq: number): SpoolRecord | string {
-    if (buf.length - off < HEADER_BYTES) return 'truncated header';
-    if (buf.readUInt32LE(off) !== MAGIC) return 'bad magic';
-    const length = buf.readUInt32LE(off + 4);
-    const lines = buf.readUInt32LE(off + 8);
-    const crc = buf.readUInt32LE(off + 12);
-    const createdMs = buf.readDoubleLE(off + 16);
-    if (off + HEADER_BYTES + length > buf.length) return 'truncated payload';
-    if (crc32(buf.subarray(off + HEADER_BYTES, off + HEADER_BYTES + length)) !== crc) return 'checksum mismatch';
-    return { segment: seq, offset: off, length, lines, createdMs };
-  }
-
-  private openSegment(): void {
-    if (this.activeFd !== null) fs.closeSync(this.activeFd);
-    const seq = this.nextSeq++;
-    const file = path.join(this.dir, segName(seq));
-    this.activeFd = fs.openSync(file, 'a', 0o600);
-    this.active = { seq, file, bytes: 0, pending: 0 };
-    this.segments.set(seq, this.active);
-    fsyncDir(this.dir);
-  }
-
-  /** Compress, append and fdatasync one batch. When this returns, the batch is accepted. */
-  append(text: string, lines: number): SpoolRecord {
-    const payload = zlib.gzipSync(text, { level: this.opts.gzipLevel ?? 1 });
-    return this.appendCompressed(payload, lines);
-  }
-
-  appendCompressed(payload: Buffer, lines: number): SpoolRecord {
-    const recBytes = HEADER_BYTES + payload.length;
-    if (!this.active || this.active.bytes + recBytes > this.segmentBytes) this.openSegment();
-    this.enforceCap(recBytes);
-    const seg = this.active!;
-    const header = Buffer.allocUnsafe(HEADER_BYTES);
-    const createdMs = Date.now();
-    header.writeUInt32LE(MAGIC, 0);
-    header.writeUInt32LE(payload.length, 4);
-    header.writeUInt32LE(lines, 8);
-    header.writeUInt32LE(crc32(payload), 12);
-    header.writeDoubleLE(createdMs, 16);
-    const fd = this.activeFd!;
-    fs.writeSync(fd, header);
-    fs.writeSync(fd, payload);
-    const t0 = process.hrtime.bigint();
-    fs.fdatasyncSync(fd);
-    this.stats.fsyncs++;
-    this.stats.fsyncMsTotal += Number(process.hrtime.bigint() - t0) / 1e6;
-    const rec: SpoolRecord = { segment: seg.seq, offset: seg.bytes, length: payload.length, lines, createdMs };
-    if (this.memoryUsed + payload.length <= this.memoryBytes) {
-      rec.payload = payload;
-      this.memoryUsed += payload.length;
-    }
-    seg.bytes += recBytes;
-    seg.pending++;
-    this.totalBytes += recBytes;
-    this.pendingLines += lines;
-    this.queue.push(rec);
-    this.stats.appendedRecords++;
-    this.stats.appendedLines += lines;
-    this.stats.appendedBytes += recBytes;
-    return rec;
-  }
-
-  /** Drop the oldest segments (sent or not) until `incoming` more bytes fit under the cap. */
-  private enforceCap(incoming: number): void {
-    while (this.totalBytes + incoming > this.opts.maxBytes) {
-      const oldest = [...this.segments.values()].sort((a, b) => a.seq - b.seq).find((s) => s !== this.active);
-      if (!oldest) break;
-      let records = 0;
-      let lines = 0;
-      for (let i = this.head; i < this.queue.length; i++) {
-        const r = this.queue[i];
-        if (r.segment !== oldest.seq || r.length < 0) continue;
-        records++;
-        lines += r.lines;
-        this.forget(r);
-      }
-      this.stats.droppedRecords += records;
-      this.stats.droppedLines += lines;
-      this.stats.droppedBytes += oldest.bytes;
-      this.removeSegment(oldest);
-      this.compact();
-      this.opts.log.warn(
-        { segment: oldest.file, records, lines, bytes: oldest.bytes, maxBytes: this.opts.maxBytes },
-        `spool full (cap ${this.opts.maxBytes} bytes): dropped the oldest segment with ${records} unsent batches (${lines} lines); InfluxDB has been unreachable or too slow for too long`,
-      );
-    }
-  }
-
-  /** Mark a record as gone from the queue (dropped or acked). */
-  private forget(r: SpoolRecord): void {
-    if (r.payload) this.memoryUsed -= r.payload.length;
-    r.payload = undefined;
-    this.pendingLines -= r.lines;
-    r.length = -1; // tombstone: skipped by peek()
-  }
-
-  private removeSegment(seg: Segment): void {
-    this.segments.delete(seg.seq);
-    this.totalBytes -= seg.bytes;
-    fs.rmSync(seg.file, { force: true });
-    fsyncDir(this.dir);
-  }
-
-  private compact(): void {
-    while (this.head < this.queue.length && this.queue[this.head].length < 0) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
-  }
-
-  /** The oldest batch not yet written. */
-  peek(): SpoolRecord | undefined {
-    this.compact();
-    return this.head < this.queue.length ? this.queue[this.head] : undefined;
-  }
-
-  /** A record's gzip payload (from memory, else from its segment). */
-  read(rec: SpoolRecord): Buffer {
-    if (rec.payload) return rec.payload;
-    const seg = this.segments.get(rec.segment);
-    if (!seg) throw new Error(`spool: segment ${rec.segment} is gone (dropped by the size cap)`);
-    const fd = fs.openSync(seg.file, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(rec.length);
-      fs.readSync(fd, buf, 0, rec.length, rec.offset + HEADER_BYTES);
-      return buf;
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  /** InfluxDB has the batch: forget it, delete its segment when nothing in it is pending. */
-  ack(rec: SpoolRecord): void {
-    if (rec.length < 0) return; // dropped by the cap meanwhile
-    const seg = this.segments.get(rec.segment);
-    const end = rec.offset + HEADER_BYTES + rec.length;
-    this.forget(rec);
-    this.compact();
-    if (!seg) return;
-    seg.pending--;
-    try {
-      fs.writeFileSync(path.join(this.dir, 'ack'), `${rec.segment} ${end}\n`);
-    } catch (e) {
-      this.opts.log.warn({ err: (e as Error).message }, 'spool: cannot record progress in the ack file; some batches may be sent twice after a restart (harmless)');
-    }
-    if (seg.pending === 0 && seg !== this.active) this.removeSegment(seg);
-  }
-
-  get pendingRecords(): number {
-    let n = 0;
-    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i].length >= 0) n++;
-    return n;
-  }
-
-  snapshot(): SpoolStats {
-    const oldest = this.peek();
-    return {
-      records: this.pendingRecords,
-      lines: this.pendingLines,
-      bytes: this.totalBytes,
-      segments: this.segments.size,
-      appendedRecords: this.stats.appendedRecords,
-      appendedLines: this.stats.appendedLines,
-      appendedBytes: this.stats.appendedBytes,
-      replayedRecords: this.stats.replayedRecords,
-      replayedLines: this.stats.replayedLines,
-      droppedRecords: this.stats.droppedRecords,
-      droppedLines: this.stats.droppedLines,
-      droppedBytes: this.stats.droppedBytes,
-      corruptRecords: this.stats.corruptRecords,
-      oldestMs: oldest ? oldest.createdMs : null,
+    });
+    const die = (e: Error) => {
+      this.failed ??= e;
+      log.error({ err: e.message }, `spool worker stopped: ${e.message}; batches are no longer stored`);
+      for (const w of this.waiters.values()) w.reject(e);
+      this.waiters.clear();
     };
+    worker.on('error', die);
+    worker.on('exit', (code) => {
+      if (!this.closed) die(new Error(`spool worker exited (code ${code})`));
+    });
+  }
+
+  /** Open (or create) the spool in `dir`; fails when another process holds it. */
+  static open(dir: string, opts: SpoolOptions): Promise<Spool> {
+    const init: WorkerInit = { dir, maxBytes: opts.maxBytes, pendingMaxBytes: opts.pendingMaxBytes, gzipLevel: opts.gzipLevel, retryMs: opts.retryMs ?? 1000 };
+    const worker = new Worker(workerFile(), { workerData: init });
+    return new Promise<Spool>((resolve, reject) => {
+      const onExit = (code: number) => reject(new Error(`spool worker exited (code ${code}) before opening ${dir}`));
+      worker.once('error', reject);
+      worker.once('exit', onExit);
+      worker.once('message', (m: { type: string; runId?: number; stats?: StoreStats; message?: string }) => {
+        worker.off('error', reject);
+        worker.off('exit', onExit);
+        if (m.type !== 'ready') {
+          void worker.terminate();
+          return reject(new Error(m.message));
+        }
+        const s = new Spool(dir, worker, m.runId!, m.stats!, opts);
+        const legacy = fs.readdirSync(dir).filter((f) => /^seg-\d{16}\.spool$/.test(f));
+        if (legacy.length > 0) {
+          opts.log.warn({ dir, files: legacy.length }, `spool: ${legacy.length} segment files of the pre-SQLite spool are in ${dir}; they are not read (send them with the older agent, or delete them)`);
+        }
+        if (m.stats!.replayedRecords > 0) {
+          opts.log.info(
+            { records: m.stats!.replayedRecords, lines: m.stats!.replayedLines, bytes: m.stats!.bytes, runId: m.runId },
+            `spool: ${m.stats!.replayedRecords} batches (${m.stats!.replayedLines} lines) left by an earlier run will be sent`,
+          );
+        }
+        resolve(s);
+      });
+    });
+  }
+
+  private call<T>(req: RequestBody): Promise<T> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.closed && req.op !== 'close') return Promise.reject(new Error('spool: closed'));
+    const seq = ++this.seq;
+    return new Promise<T>((resolve, reject) => {
+      this.waiters.set(seq, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ ...req, seq });
+    });
+  }
+
+  private noteDrops(drops: AppendResult['drops'] | undefined): void {
+    for (const d of drops ?? []) {
+      if (d.reason === 'cap') this.capLog.note(d);
+      else if (d.reason === 'pending_full') this.pendingFullLog.note(d);
+    }
+  }
+
+  /**
+   * Compress and store one batch (in the worker). Resolves once it is committed and fsynced (`stored`), or
+   * held in memory because the disk refused it (`stored: false`, retried by itself).
+   */
+  append(text: string, lines: number): Promise<AppendResult> {
+    this.appendsInFlight++;
+    this.appendBytes += text.length;
+    const p = this.call<AppendResult>({ op: 'append', text, lines }).then((r) => {
+      if (r.storeMs !== undefined) this.opts.appendSeconds?.observe(r.storeMs / 1000);
+      this.noteDrops(r.drops);
+      if (r.stored && this.storeFailing && this.latest.pendingRecords === 0) {
+        this.storeFailing = false;
+        this.opts.log.info({ dir: this.dir }, 'spool: the disk takes batches again; the batches held in memory are stored');
+      }
+      if (!r.stored && !this.storeFailing) {
+        this.storeFailing = true;
+        this.opts.log.error(
+          { reason: r.failure?.reason, err: r.failure?.message, dir: this.dir, heldBatches: this.latest.pendingRecords, heldBytes: this.latest.pendingBytes },
+          `spool: cannot store a batch in ${this.dir} (${r.failure?.reason ?? 'queued behind earlier ones'}: ${r.failure?.message ?? ''}); ` +
+            'batches are kept in memory (bounded) and stored as soon as the disk takes them again',
+        );
+      }
+      return r;
+    });
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.appendsSettled = Promise.all([this.appendsSettled, settled]).then(() => undefined);
+    void settled.then(() => {
+      this.appendsInFlight--;
+      this.appendBytes -= text.length;
+      this.opts.onAppendSettled?.();
+    });
+    return p;
+  }
+
+  /** Resolves when every append issued so far has been answered. */
+  settled(): Promise<void> {
+    return this.appendsSettled;
+  }
+
+  /** The oldest batch not yet acknowledged (stored ones first, then ones held in memory). */
+  async next(): Promise<SpoolRecord | undefined> {
+    const r = await this.call<(Omit<SpoolRecord, 'payload'> & { payload: Uint8Array }) | undefined>({ op: 'next' });
+    if (!r) return undefined;
+    return { ...r, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength) };
+  }
+
+  /**
+   * InfluxDB has the batch (or it was dead-lettered): delete it. False when the disk refused even the
+   * delete: the batch is skipped from now on and deleted later; a crash before that sends it again (the
+   * same points with the same timestamps, which InfluxDB stores once).
+   */
+  ack(rec: SpoolRecord | number): Promise<boolean> {
+    return this.call<boolean>({ op: 'ack', id: typeof rec === 'number' ? rec : rec.id });
+  }
+
+  /** Every batch waiting, oldest first, as text (diagnostics and tests). */
+  list(): Promise<{ id: number; lines: number; text: string }[]> {
+    return this.call({ op: 'list' });
+  }
+
+  /** Stop the worker after one last attempt to store what is held in memory; counts what is lost. */
+  async close(): Promise<{ records: number; lines: number } | null> {
+    if (this.closed) {
+      await this.closed;
+      return null;
+    }
+    await this.appendsSettled;
+    this.closed = this.failed ? Promise.resolve() : this.call<{ records: number; lines: number }>({ op: 'close' }).catch(() => null);
+    const lost = (await this.closed) as { records: number; lines: number } | null;
+    this.capLog.check(true);
+    this.pendingFullLog.check(true);
+    if (lost && lost.records > 0) {
+      this.opts.log.error({ records: lost.records, lines: lost.lines, dir: this.dir }, `spool: the disk refused ${lost.records} batches (${lost.lines} lines) until the end; they are lost`);
+    }
+    await this.worker.terminate();
+    return lost;
+  }
+
+  /** Text bytes of the appends sent to the worker and not yet answered (what a slow disk lets pile up). */
+  get appendingBytes(): number {
+    return this.appendBytes;
+  }
+
+  /** Appends sent to the worker and not yet answered. */
+  get appending(): number {
+    return this.appendsInFlight;
+  }
+
+  get stats(): StoreStats {
+    return this.latest;
+  }
+
+  /** Nothing left to send: no append on its way, nothing stored or held. */
+  get empty(): boolean {
+    return this.appendsInFlight === 0 && this.latest.records === 0 && this.latest.pendingRecords === 0;
+  }
+
+  /** Lines waiting (stored or held in memory). */
+  get lines(): number {
+    return this.latest.lines + this.latest.pendingLines;
+  }
+
+  get records(): number {
+    return this.latest.records + this.latest.pendingRecords;
   }
 
   get bytes(): number {
-    return this.totalBytes;
+    return this.latest.bytes;
   }
 
-  get lines(): number {
-    return this.pendingLines;
+  get oldestMs(): number | null {
+    return this.latest.oldestMs;
   }
 
-  close(): void {
-    if (this.activeFd !== null) {
-      fs.closeSync(this.activeFd);
-      this.activeFd = null;
-    }
-    // An empty active segment is not worth keeping.
-    if (this.active && this.active.pending === 0) this.removeSegment(this.active);
-    this.active = null;
+  droppedLines(reason?: DropReason): number {
+    const d = this.latest.dropped;
+    return reason ? d[reason].lines : d.cap.lines + d.pending_full.lines + d.unstored_at_close.lines;
+  }
+
+  /** For /api/status: `records`/`lines` count everything waiting, stored or held in memory. */
+  snapshot(): StoreStats & { storedRecords: number; storedLines: number; appending: number } {
+    return { ...this.latest, records: this.records, lines: this.lines, storedRecords: this.latest.records, storedLines: this.latest.lines, appending: this.appendsInFlight };
   }
 }

@@ -34,7 +34,16 @@ class Recorder {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         let body = Buffer.concat(chunks);
-        if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
+        if (req.headers['content-encoding'] === 'gzip') {
+          try {
+            body = zlib.gunzipSync(body);
+          } catch (e) {
+            // As InfluxDB 1.x's handler (services/httpd/handler.go serveWrite): a body it cannot gunzip is a 400.
+            res.writeHead(400, { 'Content-Type': 'application/json' });
+            res.end(JSON.stringify({ error: (e as Error).message }));
+            return;
+          }
+        }
         const s: Seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, lines: body.toString().split('\n').filter((l) => l) };
         this.seen.push(s);
         const a = this.answer(s, this.seen.length);
@@ -60,12 +69,23 @@ class Recorder {
 }
 
 const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+const spools: Spool[] = [];
+afterAll(async () => {
+  // Each spool runs a worker thread: close them all, or the test process cannot exit.
+  await Promise.all(spools.map((sp) => sp.close().catch(() => undefined)));
+  dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true }));
+});
 
-function setup(target: InfluxTarget, log: Logger = silentLogger, opts: { timeoutMs?: number } = {}) {
+async function openSpool(...args: Parameters<typeof Spool.open>): Promise<Spool> {
+  const sp = await Spool.open(...args);
+  spools.push(sp);
+  return sp;
+}
+
+async function setup(target: InfluxTarget, log: Logger = silentLogger, opts: { timeoutMs?: number } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-'));
   dirs.push(dir);
-  const spool = new Spool(dir, { maxBytes: 1 << 30, log });
+  const spool = await openSpool(dir, { maxBytes: 1 << 30, log });
   const metrics = new Metrics();
   const writer = new Writer(target, spool, { log, metrics, minBackoffMs: 20, maxBackoffMs: 100, random: () => 0.5, timeoutMs: opts.timeoutMs ?? 2000 });
   return { dir, spool, metrics, writer };
@@ -82,8 +102,8 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
 
   test('v1: gzip to /write with db, rp, ns precision and basic auth; 5xx and network errors are retried', async () => {
     rec.answer = (_s, n) => (n <= 2 ? { status: 500, body: '{"error":"engine: cache full"}' } : { status: 204 });
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd b', rp: 'r', user: 'u', password: 'p' });
-    spool.append(lines(3), 3);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd b', rp: 'r', user: 'u', password: 'p' });
+    await spool.append(lines(3), 3);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     expect(rec.seen).toHaveLength(3);
@@ -98,8 +118,8 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
   });
 
   test('v2 writer HTTP contract (recording server: no real InfluxDB 2.x here): /api/v2/write, org, bucket, token', async () => {
-    const { spool, writer } = setup({ version: 2, url: rec.url + '/', org: 'my org', bucket: 'tcp/lat', token: 's3cr3t' });
-    spool.append(lines(2), 2);
+    const { spool, writer } = await setup({ version: 2, url: rec.url + '/', org: 'my org', bucket: 'tcp/lat', token: 's3cr3t' });
+    await spool.append(lines(2), 2);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     expect(rec.seen).toHaveLength(1);
@@ -114,8 +134,8 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
 
   test('413 splits until every part fits; nothing lost, nothing doubled', async () => {
     rec.answer = (s) => (s.lines.length > 3 ? { status: 413, body: '{"error":"Request Entity Too Large"}' } : { status: 204 });
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' });
-    spool.append(lines(10), 10);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' });
+    await spool.append(lines(10), 10);
     expect(await writer.drain(Date.now() + 5000)).toBe(true);
     await writer.stop();
     const accepted = rec.seen.filter((s) => s.lines.length <= 3).flatMap((s) => s.lines);
@@ -129,8 +149,8 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
     rec.answer = () => (allow ? { status: 204 } : { status: 401, body: '{"code":"unauthorized","message":"unauthorized access"}' });
     const errors: string[] = [];
     const log: Logger = { ...silentLogger, error: (_o, m) => errors.push(m ?? '') };
-    const { spool, writer } = setup({ version: 2, url: rec.url, org: 'o', bucket: 'b', token: 'wrong' }, log);
-    spool.append(lines(2), 2);
+    const { spool, writer } = await setup({ version: 2, url: rec.url, org: 'o', bucket: 'b', token: 'wrong' }, log);
+    await spool.append(lines(2), 2);
     expect(await writer.drain(Date.now() + 400)).toBe(false);
     expect(writer.state.healthy).toBe(false);
     expect(writer.state.configError).toMatch(/refused the credentials \(HTTP 401: .*unauthorized access.*\): fix .*--influx-token/);
@@ -145,8 +165,8 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
 
   test('a hung server times out and is retried; stop() leaves the batch spooled', async () => {
     rec.answer = () => 'hang';
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' }, silentLogger, { timeoutMs: 200 });
-    spool.append(lines(1), 1);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' }, silentLogger, { timeoutMs: 200 });
+    await spool.append(lines(1), 1);
     writer.kick();
     await new Promise((r) => setTimeout(r, 700));
     expect(metrics.get('tcplat_write_retries_total', { reason: 'network' })).toBeGreaterThanOrEqual(1);
@@ -160,8 +180,8 @@ test('connection refused is a network error, retried', async () => {
   const rec = await new Recorder().start();
   const url = rec.url;
   await rec.stop();
-  const { spool, writer, metrics } = setup({ version: 1, url, db: 'd' });
-  spool.append(lines(1), 1);
+  const { spool, writer, metrics } = await setup({ version: 1, url, db: 'd' });
+  await spool.append(lines(1), 1);
   writer.kick();
   await new Promise((r) => setTimeout(r, 300));
   await writer.stop();
@@ -228,10 +248,10 @@ describe('writer against a fake InfluxDB (a stand-in answering as its source doe
     const log = opts.log ?? silentLogger;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-'));
     dirs.push(dir);
-    const spool = new Spool(dir, { maxBytes: 1 << 30, log });
+    const spool = await openSpool(dir, { maxBytes: 1 << 30, log });
     const metrics = new Metrics();
     const writer = new Writer(target, spool, { log, metrics, minBackoffMs: 20, maxBackoffMs: 100, random: () => 0.5, timeoutMs: 2000, maxBisectDropped: opts.maxBisectDropped });
-    for (const b of batches) spool.append(b.join('\n') + '\n', b.length);
+    for (const b of batches) await spool.append(b.join('\n') + '\n', b.length);
     expect(await writer.drain(Date.now() + 20_000)).toBe(true);
     await writer.stop();
     const deadFile = path.join(dir, 'dead-letter.lp');
@@ -318,15 +338,15 @@ describe('writer against a fake InfluxDB (a stand-in answering as its source doe
     fake.version = 1;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-'));
     dirs.push(dir);
-    const spool = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
+    const spool = await openSpool(dir, { maxBytes: 1 << 30, log: silentLogger });
     const writer = new Writer({ version: 1, url: fake.url, db: 'd' }, spool, { log: silentLogger, metrics: new Metrics(), minBackoffMs: 20 });
     const batch = mixed(10, { 4: 'unparsable' });
-    spool.append(batch.join('\n') + '\n', 10);
+    await spool.append(batch.join('\n') + '\n', 10);
     const seenAtAck: string[] = [];
     const ack = spool.ack.bind(spool);
     spool.ack = (rec) => {
       seenAtAck.push(fs.readFileSync(path.join(dir, 'dead-letter.lp'), 'utf8'));
-      ack(rec);
+      return ack(rec);
     };
     expect(await writer.drain(Date.now() + 10_000)).toBe(true);
     await writer.stop();
@@ -363,10 +383,10 @@ describe('retry timing against a fake InfluxDB (stand-in): max(backoff, Retry-Af
     };
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-'));
     dirs.push(dir);
-    const spool = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
+    const spool = await openSpool(dir, { maxBytes: 1 << 30, log: silentLogger });
     const metrics = new Metrics();
     const writer = new Writer({ version: 1, url: rec.url, db: 'd' }, spool, { log: silentLogger, metrics, minBackoffMs, maxBackoffMs: 5000, random: () => 0.5, timeoutMs: 5000 });
-    spool.append(lines(1), 1);
+    await spool.append(lines(1), 1);
     expect(await writer.drain(Date.now() + 30_000)).toBe(true);
     await writer.stop();
     return { gaps: at.slice(1).map((t, i) => t - at[i]), metrics };
@@ -409,15 +429,15 @@ describe('the send loop cannot die', () => {
   });
   afterEach(() => rec.stop());
 
-  test('an exception reading the spool (fake fault: read() throws twice) is logged, counted, backed off from; the batch still arrives', async () => {
+  test('an exception reading the spool (fake fault: next() throws twice) is logged, counted, backed off from; the batch still arrives', async () => {
     const errors: string[] = [];
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' }, { ...silentLogger, error: (_o, m) => errors.push(m ?? '') });
-    spool.append(lines(3), 3);
-    const read = spool.read.bind(spool);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' }, { ...silentLogger, error: (_o, m) => errors.push(m ?? '') });
+    await spool.append(lines(3), 3);
+    const next = spool.next.bind(spool);
     let failures = 2;
-    spool.read = (r) => {
-      if (failures-- > 0) throw new Error('EIO: i/o error, read');
-      return read(r);
+    spool.next = () => {
+      if (failures-- > 0) return Promise.reject(new Error('EIO: i/o error, read'));
+      return next();
     };
     expect(await writer.drain(Date.now() + 10_000)).toBe(true);
     await writer.stop();
@@ -428,13 +448,20 @@ describe('the send loop cannot die', () => {
   });
 
   test('a batch that can never be read back (fake fault: damaged gzip) is counted as unreadable after 3 tries; the next batch is sent', async () => {
-    const { spool, writer, metrics } = setup({ version: 1, url: rec.url, db: 'd' });
-    const broken = spool.appendCompressed(Buffer.from('not gzip at all'), 7);
-    spool.append(lines(2), 2);
-    const read = spool.read.bind(spool);
-    spool.read = (r) => {
-      if (r === broken) throw new Error('incorrect header check');
-      return read(r);
+    const { spool, writer, metrics } = await setup({ version: 1, url: rec.url, db: 'd' });
+    await spool.append(lines(7), 7);
+    await spool.append(lines(2), 2);
+    // The first row's payload comes back damaged (a fault SQLite would not cause by itself): InfluxDB answers
+    // 400 to a body it cannot gunzip, and the writer cannot split it either.
+    const next = spool.next.bind(spool);
+    let brokenId: number | undefined;
+    spool.next = async () => {
+      const r = await next();
+      if (r && (brokenId === undefined || r.id === brokenId)) {
+        brokenId = r.id;
+        return { ...r, payload: Buffer.from('not gzip at all') };
+      }
+      return r;
     };
     expect(await writer.drain(Date.now() + 10_000)).toBe(true);
     await writer.stop();
@@ -467,10 +494,10 @@ describeWith(missingInflux(), 'writer against the real InfluxDB 1.x: partial wri
 
   test('a 900 KiB service tag (over the 64 KiB key limit) in a batch: only that line is refused and dead-lettered, the rest stored and counted', async () => {
     const errors: string[] = [];
-    const { dir, spool, writer, metrics } = setup(db, { ...silentLogger, error: (_o, m) => errors.push(m ?? '') });
+    const { dir, spool, writer, metrics } = await setup(db, { ...silentLogger, error: (_o, m) => errors.push(m ?? '') });
     const batch = Array.from({ length: 50 }, (_, i) => `tcp_connect,service=${i === 17 ? 'x'.repeat(900 << 10) : 's' + (i % 3)} latency_ms=${i}.5 ${1_764_100_000_000_000_000n + BigInt(i)}`);
-    spool.append(batch.join('\n') + '\n', batch.length);
-    spool.append(lines(5), 5);
+    await spool.append(batch.join('\n') + '\n', batch.length);
+    await spool.append(lines(5), 5);
     expect(await writer.drain(Date.now() + 60_000)).toBe(true);
     await writer.stop();
     const [series] = await queryInfluxQL(db, 'SELECT count(latency_ms) FROM tcp_connect; SELECT count(f) FROM m');
@@ -485,21 +512,21 @@ describeWith(missingInflux(), 'writer against the real InfluxDB 1.x: partial wri
   }, 90_000);
 });
 
-test('a batch appended while the spool answers peek() late (as an async spool would) is not forgotten', async () => {
+test('a batch appended while the spool answers next() late (its worker thread is busy) is not forgotten', async () => {
   const rec = await new Recorder().start();
   try {
-    const { spool, writer } = setup({ version: 1, url: rec.url, db: 'd' });
-    const peek = spool.peek.bind(spool);
+    const { spool, writer } = await setup({ version: 1, url: rec.url, db: 'd' });
+    const next = spool.next.bind(spool);
     let first = true;
-    // Stand-in for a spool in a worker thread: the first peek() answers "empty" after a delay during which a batch arrives.
-    (spool as unknown as { peek: () => unknown }).peek = () => {
-      if (!first) return peek();
+    // The first next() answers "empty" after a delay during which a batch arrives.
+    spool.next = () => {
+      if (!first) return next();
       first = false;
       return new Promise((r) => setTimeout(() => r(undefined), 100));
     };
     writer.kick();
     await new Promise((r) => setTimeout(r, 20));
-    spool.append(lines(2), 2);
+    await spool.append(lines(2), 2);
     writer.kick();
     await waitUntil(() => rec.seen.length === 1, 5000);
     await writer.stop();
@@ -562,16 +589,16 @@ describe('property: under any order of faults every line is stored or dead-lette
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-writer-prop-'));
         dirs.push(dir);
         try {
-          const spool = new Spool(dir, { maxBytes: 1 << 30, log: silentLogger });
+          const spool = await openSpool(dir, { maxBytes: 1 << 30, log: silentLogger });
           const metrics = new Metrics();
           const target: InfluxTarget = version === 1 ? { version: 1, url: fake.url, db: 'd' } : { version: 2, url: fake.url, org: 'o', bucket: 'b', token: 't' };
           const writer = new Writer(target, spool, { log: silentLogger, metrics, minBackoffMs: 1, maxBackoffMs: 5, timeoutMs: 150 });
           const all: string[] = [];
-          batches.forEach((b, k) => {
+          for (const [k, b] of batches.entries()) {
             const text = b.map((kind, i) => `m${k},t=${kind} f=${i}i ${1_764_100_000_000_000_000n + BigInt(i)}`);
             all.push(...text);
-            spool.append(text.join('\n') + '\n', text.length);
-          });
+            await spool.append(text.join('\n') + '\n', text.length);
+          }
           expect(await writer.drain(Date.now() + 60_000)).toBe(true);
           await writer.stop();
           const deadFile = path.join(dir, 'dead-letter.lp');
@@ -597,13 +624,13 @@ describe('property: under any order of faults every line is stored or dead-lette
 describeWith(missingInflux2(), 'writer against the real InfluxDB 2.x: 422 partial writes and 400s', () => {
   test('a field type conflict (422, rest stored) and a 900 KiB tag line (400, whole request refused): only those two lines refused', async () => {
     const v2 = await freshBucket('writer');
-    const { dir, spool, writer, metrics } = setup(v2);
+    const { dir, spool, writer, metrics } = await setup(v2);
     const t0 = 1_764_100_000_000_000_000n;
-    spool.append(`m,s=a f=1i ${t0}\n`, 1); // f is an integer from now on
+    await spool.append(`m,s=a f=1i ${t0}\n`, 1); // f is an integer from now on
     const batch = Array.from({ length: 40 }, (_, i) =>
       i === 9 ? `m,s=b f="text" ${t0 + 9n}` : i === 30 ? `m,s=${'x'.repeat(900 << 10)} f=30i ${t0 + 30n}` : `m,s=c${i % 4} f=${i}i ${t0 + BigInt(i)}`,
     );
-    spool.append(batch.join('\n') + '\n', batch.length);
+    await spool.append(batch.join('\n') + '\n', batch.length);
     expect(await writer.drain(Date.now() + 60_000)).toBe(true);
     await writer.stop();
     const csv = await queryFlux(v2, `from(bucket: ${quote('flux-string', v2.bucket)}) |> range(start: 2025-01-01T00:00:00Z) |> filter(fn: (r) => r._measurement == "m") |> group() |> count()`);

@@ -258,7 +258,7 @@ export class Writer {
   /** Wait until the spool is empty or the deadline passes; true when empty. */
   async drain(deadlineMs: number, shouldStop: () => boolean = () => false): Promise<boolean> {
     this.kick();
-    while ((await this.spool.peek()) !== undefined || this.state.inFlight) {
+    while (!this.spool.empty || this.state.inFlight) {
       if (Date.now() >= deadlineMs || this.stopped || shouldStop()) return false;
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -287,15 +287,17 @@ export class Writer {
       let waitMs = 0;
       try {
         this.kicked = false;
-        const rec = await this.spool.peek();
+        const rec = await this.spool.next();
         if (!rec) {
-          if (!this.kicked) await new Promise<void>((r) => (this.wake = r));
+          // An append (or stop) may have come while next() was on its way: look again instead of sleeping.
+          if (!this.kicked && !signal.aborted) await new Promise<void>((r) => (this.wake = r));
           continue;
         }
         this.state.inFlight = true;
         const r = await this.sendRecord(rec, signal);
         if (r.done) {
-          await this.spool.ack(rec);
+          // A failed ack means the batch is sent again later: the same points, which InfluxDB stores once.
+          await this.spool.ack(rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
           this.work = null;
           attempt = 0;
           continue;
@@ -321,7 +323,7 @@ export class Writer {
   private async linesOf(w: Work): Promise<string[]> {
     if (!w.text) {
       try {
-        const payload = await this.spool.read(w.rec);
+        const payload = w.rec.payload;
         w.text = zlib.gunzipSync(payload).toString('utf8').split('\n').filter((l) => l !== '');
       } catch (e) {
         throw new UnreadableBatch((e as Error).message);
@@ -335,7 +337,8 @@ export class Writer {
    * counted), the batch can be acked. Else retry after the backoff (or Retry-After).
    */
   private async sendRecord(rec: SpoolRecord, signal: AbortSignal): Promise<{ done: boolean; retryAfterMs?: number }> {
-    if (!this.work || this.work.rec !== rec) this.work = { rec, parts: [{ lines: null, count: rec.lines }], text: null, readFailures: 0 };
+    // next() hands a new object for the same row each time: the work in progress is the row's, by id.
+    if (!this.work || this.work.rec.id !== rec.id) this.work = { rec, parts: [{ lines: null, count: rec.lines }], text: null, readFailures: 0 };
     const w = this.work;
     try {
       return await this.sendParts(w, signal);
@@ -344,8 +347,7 @@ export class Writer {
       // The batch cannot be read back (gone, or its gzip is damaged): after a few tries its lines are counted.
       if (++w.readFailures < 3) throw e;
       this.drop('unreadable', w.parts.reduce((a, p) => a + p.count, 0), `spool: a batch cannot be read back (${e.message}); its lines are dropped`, {
-        segment: rec.segment,
-        offset: rec.offset,
+        batch: rec.id,
       });
       return { done: true };
     }
@@ -359,7 +361,7 @@ export class Writer {
       let gzip: boolean;
       if (part.lines === null) {
         try {
-          body = await this.spool.read(w.rec);
+          body = w.rec.payload;
         } catch (e) {
           throw new UnreadableBatch((e as Error).message);
         }
