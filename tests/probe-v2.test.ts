@@ -8,15 +8,15 @@
  * (SO_REUSEADDR binds, prctl thread names, non-blocking connects). Prerequisites as in probe.test.ts, plus
  * python3, unshare and ip; under CI=true a missing one fails.
  */
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { BUCKET_COUNT, bucketIndex } from '../pkg/core/src/buckets';
 import { freePort } from './support/net';
 import {
-  ConnectEvent, NftTable, ON_CI, PROBE, Probe, ROOT, cleanupAll, dropAllSyn, missing as missingProbe, portOf, probes, servers,
-  sleep, startServer, tables,
+  ConnectEvent, NftTable, ON_CI, PROBE, Probe, children, dropAllSyn, missing as missingProbe, portOf, sleep, startServer,
+  useProbeHooks,
 } from './support/probe';
 
 function works(cmd: string, args: string[]): boolean {
@@ -41,20 +41,19 @@ if (missing && ON_CI) {
 }
 const describeProbe = missing ? describe.skip : describe;
 
-const running = new Set<ChildProcess>();
 
 /** Runs a Python script (optionally under a wrapper such as unshare); resolves with its stdout's JSON lines. */
 function runPython(code: string, wrapper: string[] = []): Promise<Array<Record<string, unknown>>> {
   return new Promise((resolve, reject) => {
     const argv = [...wrapper, 'python3', '-c', code];
     const c = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    running.add(c);
+    children.add(c);
     let out = '';
     let err = '';
     c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     c.on('exit', (code) => {
-      running.delete(c);
+      children.delete(c);
       if (code !== 0) reject(new Error(`python exited ${code}: ${err}`));
       else resolve(out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)));
     });
@@ -66,23 +65,7 @@ const tsOf = (e: ConnectEvent) => e.tsBig;
 describeProbe('tcplat-probe v2 (real kernel, real sockets)', () => {
   jest.setTimeout(60000);
 
-  beforeAll(() => {
-    if (!fs.existsSync(PROBE)) {
-      execFileSync('make', ['-C', path.join(ROOT, 'bpf'), 'tcplat-probe'], { stdio: ['ignore', 'ignore', 'inherit'] });
-    }
-  }, 120000);
-
-  afterEach(async () => {
-    for (const t of [...tables]) t.delete();
-    for (const p of [...probes]) await p.stop('SIGKILL');
-    for (const c of [...running]) c.kill('SIGKILL');
-    running.clear();
-    for (const s of [...servers]) {
-      await new Promise<void>((resolve) => s.close(() => resolve()));
-      servers.delete(s);
-    }
-  });
-  afterAll(() => cleanupAll());
+  useProbeHooks();
 
   test('the v2 flags refuse bad values with a clear message and exit 2', () => {
     for (const [args, msg] of [

@@ -11,7 +11,7 @@
  * `make -C bpf` when missing). Without them the tests are skipped with the
  * reason printed, except under CI=true, where a missing prerequisite fails.
  */
-import { execFileSync, spawn, spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { randomBytes } from 'crypto';
 import * as net from 'net';
 import * as fs from 'fs';
@@ -19,8 +19,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { freePort } from './support/net';
 import {
-  ChildConnector, ConnectResult, NftTable, Probe, READY, ROOT, PROBE, ON_CI, children, cgroup2Mount, cleanupAll,
-  connectOnce, dropAllSyn, dropFirstSyn, missing, ms, portOf, probes, python3, servers, sleep, startServer, tables,
+  ChildConnector, ConnectResult, NftTable, Probe, READY, PROBE, ON_CI, children, cgroup2Mount,
+  connectOnce, dropAllSyn, dropFirstSyn, missing, ms, portOf, python3, sleep, startServer, useProbeHooks,
 } from './support/probe';
 
 if (missing && ON_CI) {
@@ -41,24 +41,7 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
   jest.setTimeout(30000);
   const myComm = missing ? '' : fs.readFileSync('/proc/self/comm', 'utf8').trim();
 
-  beforeAll(() => {
-    if (!fs.existsSync(PROBE)) {
-      execFileSync('make', ['-C', path.join(ROOT, 'bpf'), 'tcplat-probe'], { stdio: ['ignore', 'ignore', 'inherit'] });
-    }
-  }, 120000);
-
-  afterEach(async () => {
-    for (const t of [...tables]) t.delete();
-    for (const p of [...probes]) await p.stop('SIGKILL');
-    for (const c of [...children]) c.kill('SIGKILL');
-    children.clear();
-    for (const s of [...servers]) {
-      await new Promise<void>((resolve) => s.close(() => resolve()));
-      servers.delete(s);
-    }
-  });
-
-  afterAll(() => cleanupAll());
+  useProbeHooks();
 
   test('plain connects: ok, < 5 ms, syn_retrans 0, exact line format, the caller identified', async () => {
     const server = await startServer('127.0.0.1');

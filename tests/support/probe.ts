@@ -368,6 +368,31 @@ export class ChildConnector {
 }
 export const children = new Set<ChildProcess>();
 
+/**
+ * The hooks every probe suite needs: build the probe if it is missing, and after each test remove its nftables
+ * tables and kill what it started (probes, child clients, servers), so a failed test leaves nothing behind.
+ */
+export function useProbeHooks(): void {
+  beforeAll(() => {
+    if (!fs.existsSync(PROBE)) {
+      execFileSync('make', ['-C', path.join(ROOT, 'bpf'), 'tcplat-probe'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    }
+  }, 120000);
+
+  afterEach(async () => {
+    for (const t of [...tables]) t.delete();
+    for (const p of [...probes]) await p.stop('SIGKILL');
+    for (const c of [...children]) c.kill('SIGKILL');
+    children.clear();
+    for (const s of [...servers]) {
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+      servers.delete(s);
+    }
+  });
+
+  afterAll(() => cleanupAll());
+}
+
 export function cgroup2Mount(): string | null {
   for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
     const [, mnt, type] = line.split(' ');
