@@ -20,6 +20,7 @@ import { chromium, type Browser } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { bundleTestPage } from './support/browser-bundle';
 import { describeWith } from './support/prereq';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -59,21 +60,7 @@ async function buildHost(outDir: string, modulesFrom: string | null): Promise<vo
       }
     },
   };
-  await esbuild.build({
-    entryPoints: [path.join(ROOT, 'src/test-page/host.tsx')],
-    outdir: outDir,
-    entryNames: 'host',
-    bundle: true,
-    format: 'iife',
-    platform: 'browser',
-    target: 'es2020',
-    jsx: 'automatic',
-    define: { 'process.env.NODE_ENV': '"production"', global: 'window' },
-    banner: { js: 'var process = { env: { NODE_ENV: "production" } };' },
-    loader: { '.svg': 'dataurl', '.png': 'dataurl', '.woff': 'empty', '.woff2': 'empty', '.ttf': 'empty', '.eot': 'empty' },
-    plugins: [plugin],
-    logLevel: 'error',
-  });
+  await bundleTestPage(path.join(ROOT, 'src/test-page/host.tsx'), outDir, 'host', [plugin]);
   const css = fs.existsSync(path.join(outDir, 'host.css')) ? '<link rel="stylesheet" href="host.css">' : '';
   fs.writeFileSync(
     path.join(outDir, 'index.html'),

@@ -15,6 +15,7 @@ import { seedPoints, testServer, writePoints, type TestServer } from './renderer
 import { encodePoints, writeLines, type InfluxV2Target } from '@tcplat/core';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN } from './support/influx';
 import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy, type StandInDatasource } from './support/grafana-proxy';
+import { bundleTestPage } from './support/browser-bundle';
 import { describeWith } from './support/prereq';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -40,21 +41,7 @@ async function buildPage(outDir: string): Promise<void> {
       b.onLoad({ filter: /.*/, namespace: 'empty' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
     },
   };
-  await esbuild.build({
-    entryPoints: [path.join(ROOT, 'src/test-page/page.tsx')],
-    outdir: outDir,
-    entryNames: 'page',
-    bundle: true,
-    format: 'iife',
-    platform: 'browser',
-    target: 'es2020',
-    jsx: 'automatic',
-    define: { 'process.env.NODE_ENV': '"production"', global: 'window' },
-    banner: { js: 'var process = { env: { NODE_ENV: "production" } };' },
-    loader: { '.svg': 'dataurl', '.png': 'dataurl', '.woff': 'empty', '.woff2': 'empty', '.ttf': 'empty', '.eot': 'empty' },
-    plugins: [shim],
-    logLevel: 'error',
-  });
+  await bundleTestPage(path.join(ROOT, 'src/test-page/page.tsx'), outDir, 'page', [shim]);
   const css = fs.existsSync(path.join(outDir, 'page.css')) ? '<link rel="stylesheet" href="/page.css">' : '';
   fs.writeFileSync(path.join(outDir, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><title>tcplat plugins</title>${css}</head><body style="margin:0"><div id="root"></div><script src="/page.js"></script></body></html>`);
 }
