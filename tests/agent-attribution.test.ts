@@ -119,10 +119,10 @@ describeWith(missing(), 'agent attribution: cgroup_id -> cgroup path and contain
     const otherRows = got.filter((r) => r.service !== 'cron-job');
     // The cgroup: rule matched every client of the jobs cgroup (first rule wins over the container rule).
     expect(jobsRows.map((r) => r.pid).sort()).toEqual([...pids].sort());
-    expect(jobsRows.every((r) => r.container === containerId && r.result === 'refused' && r.comm === 'bash')).toBe(true);
+    expect(jobsRows.map((r) => ({ container: r.container, result: r.result, comm: r.comm }))).toEqual(jobsRows.map(() => ({ container: containerId, result: 'refused', comm: 'bash' })));
     // The others: no rule matches their cgroup, no container in their path: the default service, comm.
     expect(otherRows.map((r) => r.pid).sort()).toEqual([...otherPids].sort());
-    expect(otherRows.every((r) => r.service === 'bash' && r.container === null)).toBe(true);
+    expect(otherRows.map((r) => ({ service: r.service, container: r.container }))).toEqual(otherRows.map(() => ({ service: 'bash', container: null })));
     const hist = await rows(db, `SELECT sum("count") FROM ${MEASUREMENT.connectHist} GROUP BY service`);
     expect(Object.fromEntries(hist.map((r) => [r.service, r.sum]))).toEqual({ 'cron-job': 5, bash: 3 });
   }

@@ -70,3 +70,30 @@ export const FAILURE_RESULTS: readonly ConnectResult[] = RESULTS.filter((r) => r
 
 export const FAMILIES = ['ipv4', 'ipv6'] as const;
 export type Family = (typeof FAMILIES)[number];
+
+/**
+ * Rollups (issue 14): exact sums of a histogram measurement (`tcp_connect_hist`, later `tcp_session_hist`
+ * and `tls_handshake_hist`) over coarser windows, for long ranges and fleets. A rollup has the same tags
+ * and fields as its source; it holds ONE point per series per window, stamped at the window's start, so
+ * writing it again overwrites it (idempotent). Its measurement is `<source>_<window>` (for example
+ * `tcp_connect_hist_1h`). Each window is a whole multiple of the previous one and of the agent's 10 s
+ * flush window, all aligned to the Unix epoch, so a coarser rollup is the sum of the finer one.
+ * Where they live: InfluxDB 1.x, the retention policy ROLLUP_RP in the same database; 2.x, the bucket
+ * named `<bucket>` + ROLLUP_BUCKET_SUFFIX (both configurable where a target is configured).
+ */
+export const ROLLUP_WINDOWS = [
+  { name: '1m', ms: 60_000 },
+  { name: '10m', ms: 600_000 },
+  { name: '1h', ms: 3_600_000 },
+] as const;
+export type RollupWindowName = (typeof ROLLUP_WINDOWS)[number]['name'];
+
+/** The measurement holding the `window` rollup of histogram measurement `source`. */
+export function rollupMeasurement(source: string, window: RollupWindowName): string {
+  return `${source}_${window}`;
+}
+
+/** Default InfluxDB 1.x retention policy of the rollups (in the database of the 10 s data). */
+export const ROLLUP_RP = 'tcplat_rollups';
+/** Default InfluxDB 2.x rollup bucket: the 10 s data's bucket name plus this suffix. */
+export const ROLLUP_BUCKET_SUFFIX = '_rollups';
