@@ -7,10 +7,20 @@ import {
   histColumns,
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
+  HIST_LEVELS,
+  levelLabel,
+  levelMs,
   MAX_SERIES_ENTRIES,
+  mergeHistParts,
   parseCsv,
+  pickResolution,
+  planHistParts,
+  ROLLUP_LAG_MS,
+  type HistLevel,
   type HistQuery,
+  type HistRow,
 } from './query';
+import { ROLLUP_WINDOWS } from './schema';
 
 const FROM = 1_764_100_000_000; // 2025-11-25T19:46:40Z
 const TO = FROM + 3_600_000;
@@ -316,5 +326,159 @@ describe('answers to rows', () => {
 
   test('empty Flux answer: no rows', () => {
     expect(histRowsFromFluxCsv('\r\n')).toEqual([]);
+  });
+});
+
+describe('resolution: which level a query reads', () => {
+  const H = 3_600_000;
+  const D = 24 * H;
+
+  test('the rule: the coarsest level no wider than the asked bin, the bin rounded up to whole windows of it', () => {
+    // [asked bin, level, bin]: the renderer's bins at 1,000 px (20 s at 1 h, 10 min at 24 h, 1 h at 7 d,
+    // 6 h at 30 d) and Grafana's rounded intervals at ~1,000 px (1 min at 24 h, 10 min at 7 d, 30 min at 30 d).
+    const cases: [number, string, number][] = [
+      [10_000, 'base', 10_000],
+      [15_000, 'base', 20_000], // never half a 10 s window in a bin
+      [20_000, 'base', 20_000],
+      [59_999, 'base', 60_000],
+      [60_000, '1m', 60_000],
+      [86_400, '1m', 120_000],
+      [300_000, '1m', 300_000],
+      [600_000, '10m', 600_000],
+      [900_000, '10m', 1_200_000],
+      [1_800_000, '10m', 1_800_000],
+      [H, '1h', H],
+      [6 * H, '1h', 6 * H],
+      [D, '1h', D],
+    ];
+    for (const [intervalMs, level, windowMs] of cases) {
+      expect([intervalMs, pickResolution({ fromMs: 0, toMs: D, intervalMs })]).toEqual([intervalMs, { level, levelMs: levelMs(level as HistLevel), windowMs }]);
+    }
+    // By columns: 24 h over 1,440 columns is one minute each; 30 d over 200 columns is 3.6 h: 1 h rollups, 4 h bins.
+    expect(pickResolution({ fromMs: 0, toMs: D, columns: 1440 })).toEqual({ level: '1m', levelMs: 60_000, windowMs: 60_000 });
+    expect(pickResolution({ fromMs: 0, toMs: 30 * D, columns: 200 })).toEqual({ level: '1h', levelMs: H, windowMs: 4 * H });
+    // Only the allowed levels; none: the 10 s data with bins of whole 10 s windows.
+    expect(pickResolution({ fromMs: 0, toMs: D, intervalMs: 6 * H, levels: ['1m'] })).toEqual({ level: '1m', levelMs: 60_000, windowMs: 6 * H });
+    expect(pickResolution({ fromMs: 0, toMs: D, intervalMs: 6 * H, levels: [] })).toEqual({ level: 'base', levelMs: 10_000, windowMs: 6 * H });
+    expect(pickResolution({ fromMs: 0, toMs: D, intervalMs: 25_000, levels: [] })).toEqual({ level: 'base', levelMs: 10_000, windowMs: 30_000 });
+    // An agent flushing every minute: its data is as coarse as the 1 min rollup, which then gains nothing.
+    expect(pickResolution({ fromMs: 0, toMs: D, intervalMs: 120_000, baseMs: 60_000 })).toEqual({ level: 'base', levelMs: 60_000, windowMs: 120_000 });
+    expect(() => pickResolution({ fromMs: 0, toMs: D })).toThrow(/intervalMs or columns/);
+  });
+
+  test('for any asked bin: one bin per column at least, whole windows, and no coarser allowed level would fit', () => {
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let i = 0; i < 2000; i++) {
+      const intervalMs = Math.floor(1 + rnd() * 2 * D);
+      const levels = ROLLUP_WINDOWS.map((w) => w.name).filter(() => rnd() < 0.7);
+      const r = pickResolution({ fromMs: 0, toMs: 30 * D, intervalMs, levels });
+      expect(r.windowMs % r.levelMs).toBe(0);
+      expect(r.windowMs).toBeGreaterThanOrEqual(Math.max(intervalMs, 10_000));
+      // Never more than one level window wider than asked: at least as many bins as columns, minus one.
+      expect(r.windowMs).toBeLessThan(Math.max(intervalMs, 10_000) + r.levelMs);
+      for (const w of ROLLUP_WINDOWS) if (levels.includes(w.name) && w.ms <= intervalMs) expect(r.levelMs).toBeGreaterThanOrEqual(w.ms);
+      if (r.level !== 'base') expect(levels).toContain(r.level);
+    }
+  });
+
+  test('planHistParts: a past range is one part; a range reaching now reads the windows a rollup may lag behind from finer levels', () => {
+    const now = Date.UTC(2026, 11, 7, 12, 34, 56);
+    expect(planHistParts({ fromMs: now - 7 * D, toMs: now - D, level: '1h', nowMs: now })).toEqual([{ level: '1h', fromMs: now - 7 * D, toMs: now - D }]);
+    const parts = planHistParts({ fromMs: now - 7 * D, toMs: now, level: '1h', nowMs: now });
+    expect(parts).toEqual([
+      { level: '1h', fromMs: now - 7 * D, toMs: Date.UTC(2026, 11, 7, 12) },
+      { level: '10m', fromMs: Date.UTC(2026, 11, 7, 12), toMs: Date.UTC(2026, 11, 7, 12, 30) },
+      { level: '1m', fromMs: Date.UTC(2026, 11, 7, 12, 30), toMs: Date.UTC(2026, 11, 7, 12, 32) },
+      { level: 'base', fromMs: Date.UTC(2026, 11, 7, 12, 32), toMs: now },
+    ]);
+    // A level left out is skipped; the 10 s data takes the rest.
+    expect(planHistParts({ fromMs: now - D, toMs: now, level: '10m', nowMs: now, levels: ['10m'] })).toEqual([
+      { level: '10m', fromMs: now - D, toMs: Date.UTC(2026, 11, 7, 12, 30) },
+      { level: 'base', fromMs: Date.UTC(2026, 11, 7, 12, 30), toMs: now },
+    ]);
+    expect(planHistParts({ fromMs: now - 3600_000, toMs: now, level: 'base', nowMs: now })).toEqual([{ level: 'base', fromMs: now - 3600_000, toMs: now }]);
+    // Random ranges: the parts tile the range, in order, each inner bound a whole window of the coarser side.
+    let seed = 11;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let i = 0; i < 500; i++) {
+      const toMs = now - Math.floor(rnd() * 3 * H);
+      const fromMs = toMs - 1 - Math.floor(rnd() * 2 * D);
+      const level = HIST_LEVELS[Math.floor(rnd() * HIST_LEVELS.length)];
+      const ps = planHistParts({ fromMs, toMs, level, nowMs: now });
+      expect(ps[0].fromMs).toBe(fromMs);
+      expect(ps.at(-1)!.toMs).toBe(toMs);
+      for (let k = 0; k < ps.length; k++) {
+        expect(ps[k].toMs).toBeGreaterThan(ps[k].fromMs);
+        if (k > 0) expect(ps[k].fromMs).toBe(ps[k - 1].toMs);
+        if (k < ps.length - 1) {
+          expect(ps[k].toMs % levelMs(ps[k].level)).toBe(0);
+          expect(ps[k].toMs).toBeLessThanOrEqual(now - ROLLUP_LAG_MS);
+        }
+      }
+      expect(ps[0].level === level || level === 'base' || ps[0].level !== 'base').toBe(true);
+    }
+  });
+
+  test('mergeHistParts: rows of a bin from several parts add up (min of mins, max of maxes), times snapped to the bin', () => {
+    const a: HistRow[] = [{ timeMs: 0, tags: { dst: 'x' }, values: { count: 3, min_ms: 0.5, max_ms: 2, le_1: 1 } }];
+    const b: HistRow[] = [
+      { timeMs: 1_800_000, tags: { dst: 'x' }, values: { count: 2, min_ms: 0.2, max_ms: 1, le_1: 2 } },
+      { timeMs: 1_800_000, tags: { dst: 'y' }, values: { count: 1 } },
+      { timeMs: 3_600_000, tags: { dst: 'x' }, values: { count: 4 } },
+    ];
+    expect(mergeHistParts([a, b], 3_600_000)).toEqual([
+      { timeMs: 0, tags: { dst: 'x' }, values: { count: 5, min_ms: 0.2, max_ms: 2, le_1: 3 } },
+      { timeMs: 0, tags: { dst: 'y' }, values: { count: 1 } },
+      { timeMs: 3_600_000, tags: { dst: 'x' }, values: { count: 4 } },
+    ]);
+    expect(a[0].values.count).toBe(3);
+  });
+
+  test('InfluxQL reads a rollup from its retention policy in the FROM clause (default tcplat_rollups), the 10 s data as before', () => {
+    const q: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 3_600_000, metrics: ['count'] };
+    const tail = `WHERE time >= 1764100000000ms AND time < 1764103600000ms GROUP BY time(3600000ms) fill(none)`;
+    expect(buildInfluxQLHistQuery({ ...q, source: { level: '1h' } })).toBe(`SELECT sum("count") AS "count" FROM "tcplat_rollups"."tcp_connect_hist_1h" ${tail}`);
+    expect(buildInfluxQLHistQuery({ ...q, source: { level: '1m', rp: 'long' } })).toBe(`SELECT sum("count") AS "count" FROM "long"."tcp_connect_hist_1m" ${tail}`);
+    expect(buildInfluxQLHistQuery({ ...q, source: { level: 'base' } })).toBe(`SELECT sum("count") AS "count" FROM "tcp_connect_hist" ${tail}`);
+    expect(buildInfluxQLHistQuery({ ...q, source: { level: 'base', rp: 'week' } })).toBe(`SELECT sum("count") AS "count" FROM "week"."tcp_connect_hist" ${tail}`);
+    expect(() => buildInfluxQLHistQuery({ ...q, source: { level: '5m' as never } })).toThrow(/unknown resolution "5m"/);
+    expect(() => buildInfluxQLHistQuery({ ...q, source: { level: '1h', rp: '' } })).toThrow(/source rp/);
+    expect(() => buildInfluxQLHistQuery({ ...q, source: { level: '1h', rp: 'a\nb' } })).toThrow(/control characters/);
+  });
+
+  test('Flux reads a rollup from the rollup bucket (default <bucket>_rollups) and its measurement', () => {
+    const q: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 600_000, metrics: ['count'] };
+    const head = (text: string) => text.split('\n').slice(0, 3);
+    expect(head(buildFluxHistQuery({ ...q, source: { level: '10m' } }, { bucket: 'tcplat' }))).toEqual([
+      'data = from(bucket: "tcplat_rollups")',
+      '  |> range(start: 2025-11-25T19:46:40.000Z, stop: 2025-11-25T20:46:40.000Z)',
+      '  |> filter(fn: (r) => r._measurement == "tcp_connect_hist_10m")',
+    ]);
+    expect(head(buildFluxHistQuery({ ...q, source: { level: '1h', bucket: 'long' } }, { bucket: 'tcplat' }))[0]).toBe('data = from(bucket: "long")');
+    expect(head(buildFluxHistQuery({ ...q, source: { level: 'base' } }, { bucket: 'tcplat' }))).toEqual([
+      'data = from(bucket: "tcplat")',
+      '  |> range(start: 2025-11-25T19:46:40.000Z, stop: 2025-11-25T20:46:40.000Z)',
+      '  |> filter(fn: (r) => r._measurement == "tcp_connect_hist")',
+    ]);
+  });
+
+  test.each(HOSTILE)('hostile retention policy or bucket %j stays inside one literal', (v) => {
+    const q: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 600_000, metrics: ['count'] };
+    const influxql = buildInfluxQLHistQuery({ ...q, source: { level: '10m', rp: v } });
+    expect(influxql.replace(/"(?:\\.|[^"\\])*"/gs, '""')).toBe(
+      `SELECT sum("") AS "" FROM "".""` + ` WHERE time >= 1764100000000ms AND time < 1764103600000ms GROUP BY time(600000ms) fill(none)`,
+    );
+    for (const text of [buildFluxHistQuery({ ...q, source: { level: '10m', bucket: v } }, { bucket: 'b' }), buildFluxHistQuery({ ...q, source: { level: '10m' } }, { bucket: v })]) {
+      const skeleton = text.replace(/"(?:\\.|[^"\\])*"/gs, '""');
+      expect(skeleton.split('\n')[0]).toBe('data = from(bucket: "")');
+      expect(skeleton.split('\n')[2]).toBe('  |> filter(fn: (r) => r._measurement == "")');
+      expect(text).not.toMatch(/[^\\]\$\{/);
+    }
+  });
+
+  test('labels name what was read', () => {
+    expect(HIST_LEVELS.map((l) => levelLabel(l))).toEqual(['10 s data', '1 min rollups', '10 min rollups', '1 h rollups']);
+    expect(levelLabel('base', 60_000)).toBe('1 min data');
   });
 });

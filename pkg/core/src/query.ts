@@ -14,7 +14,7 @@
 import { BUCKET_FIELDS } from './buckets';
 import { MAX_TIME_MS } from './duration';
 import { QueryValueError, quote } from './escape';
-import { HIST_FIELD, MEASUREMENT, TAG } from './schema';
+import { HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
 
 /** Tags of tcp_connect_hist that queries filter and group by. */
 export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
@@ -51,6 +51,174 @@ export interface HistQuery {
    * the queries that are added up never overlap). Absent: every series the filters allow.
    */
   series?: readonly Readonly<Partial<Record<HistQueryTag, string>>>[];
+  /** What to read: the 10 s data or one rollup level, and where it lives. Absent: the 10 s data. */
+  source?: HistSourceRef;
+}
+
+/** The finest level: the agent's own windows (`tcp_connect_hist`, 10 s by default). */
+export const BASE_LEVEL = 'base';
+/** A resolution a query can read: the 10 s data (`base`) or one rollup window. */
+export type HistLevel = typeof BASE_LEVEL | RollupWindowName;
+/** Every level, finest first. */
+export const HIST_LEVELS: readonly HistLevel[] = [BASE_LEVEL, ...ROLLUP_WINDOWS.map((w) => w.name)];
+
+/**
+ * Where a query reads. `base`: tcp_connect_hist in the target's own retention policy / bucket (`rp` names
+ * another one). A rollup level: `tcp_connect_hist_<window>` in the rollup retention policy (1.x, default
+ * ROLLUP_RP, in the same database) or the rollup bucket (2.x, default `<bucket>` + ROLLUP_BUCKET_SUFFIX).
+ */
+export interface HistSourceRef {
+  level: HistLevel;
+  /** InfluxQL: the retention policy, put in the FROM clause ("rp"."measurement"). */
+  rp?: string;
+  /** Flux: the bucket. */
+  bucket?: string;
+}
+
+/** The measurement a level is read from. */
+export function levelMeasurement(level: HistLevel): string {
+  return level === BASE_LEVEL ? MEASUREMENT.connectHist : rollupMeasurement(MEASUREMENT.connectHist, level);
+}
+
+/** Window of a level in ms; `base` is the agent's flush window (baseMs). */
+export function levelMs(level: HistLevel, baseMs: number = BASE_WINDOW_MS): number {
+  if (level === BASE_LEVEL) return baseMs;
+  const w = ROLLUP_WINDOWS.find((x) => x.name === level);
+  if (!w) throw new QueryValueError(`unknown resolution ${JSON.stringify(level)}: use one of ${HIST_LEVELS.join(', ')}`);
+  return w.ms;
+}
+
+/** What a chart's subtitle or a Grafana notice says was read: "10 s data", "1 min rollups", "1 h rollups". */
+export function levelLabel(level: HistLevel, baseMs: number = BASE_WINDOW_MS): string {
+  const ms = levelMs(level, baseMs);
+  const text = ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : ms % 60_000 === 0 ? `${ms / 60_000} min` : `${ms / 1000} s`;
+  return level === BASE_LEVEL ? `${text} data` : `${text} rollups`;
+}
+
+/** The agent's default flush window: the width of a `tcp_connect_hist` window. */
+export const BASE_WINDOW_MS = 10_000;
+
+/**
+ * Freshness: the agent recomputes the rollup windows that new points touched every 30 s, so a rollup can
+ * be up to about a minute behind the 10 s data. A rollup window that ends after now - ROLLUP_LAG_MS is
+ * read from the next finer level instead (down to the 10 s data), so the newest bins are as complete as
+ * the 10 s data and nothing is counted twice (each part reads a different time range).
+ */
+export const ROLLUP_LAG_MS = 120_000;
+
+export interface ResolutionRequest {
+  fromMs: number;
+  toMs: number;
+  /** The widest bin that still gives one per pixel column / per Grafana interval, ms ... */
+  intervalMs?: number;
+  /** ... or the number of columns to fill over [fromMs, toMs). One of the two. */
+  columns?: number;
+  /** The rollup levels that may be read (default all); [] reads only the 10 s data. */
+  levels?: readonly RollupWindowName[];
+  /** The 10 s data's window (the agent's flush window; default 10 s). */
+  baseMs?: number;
+}
+
+export interface Resolution {
+  /** The level read for the range (finer levels only for the newest windows: see planHistParts). */
+  level: HistLevel;
+  /** That level's window, ms. */
+  levelMs: number;
+  /** Bin width: the asked interval rounded up to a whole number of the level's windows (never below one). */
+  windowMs: number;
+}
+
+/**
+ * The coarsest level whose window is no wider than the asked bin (so there is still at least one bin per
+ * pixel column or Grafana interval), and the bin width rounded up to a whole number of that level's
+ * windows, so that a bin never splits a rollup window (every window is stamped at its start, epoch-aligned).
+ */
+export function pickResolution(r: ResolutionRequest): Resolution {
+  const baseMs = r.baseMs ?? BASE_WINDOW_MS;
+  if (!Number.isSafeInteger(baseMs) || baseMs <= 0) throw new QueryValueError(`baseMs must be a positive integer, got ${baseMs}`);
+  let interval: number;
+  if (r.intervalMs !== undefined) interval = r.intervalMs;
+  else if (r.columns !== undefined && r.columns >= 1) interval = (r.toMs - r.fromMs) / r.columns;
+  else throw new QueryValueError('pickResolution needs intervalMs or columns (at least 1)');
+  if (!Number.isFinite(interval) || interval <= 0) interval = baseMs;
+  const allowed = new Set<string>(r.levels ?? ROLLUP_WINDOWS.map((w) => w.name));
+  let level: HistLevel = BASE_LEVEL;
+  let ms = baseMs;
+  for (const w of ROLLUP_WINDOWS) {
+    // A rollup finer than the base window (a 1 min flush) would be no gain.
+    if (allowed.has(w.name) && w.ms <= interval && w.ms > ms) {
+      level = w.name;
+      ms = w.ms;
+    }
+  }
+  return { level, levelMs: ms, windowMs: Math.max(1, Math.ceil(Math.max(interval, ms) / ms)) * ms };
+}
+
+/** One time range of a query and the level it is read from. */
+export interface HistPart {
+  level: HistLevel;
+  fromMs: number;
+  toMs: number;
+}
+
+/**
+ * The parts to read [fromMs, toMs) at `level`: the level's whole windows that ended before nowMs - lagMs,
+ * then each finer level (among `levels`, then the 10 s data) for the windows the coarser one may not have
+ * caught up with yet. Past ranges are one part. Parts never overlap and cover the range exactly; each
+ * part's bounds are whole windows of its own level (besides the range's own ends).
+ */
+export function planHistParts(o: { fromMs: number; toMs: number; level: HistLevel; nowMs: number; lagMs?: number; levels?: readonly RollupWindowName[]; baseMs?: number }): HistPart[] {
+  const lag = o.lagMs ?? ROLLUP_LAG_MS;
+  const allowed = new Set<string>(o.levels ?? ROLLUP_WINDOWS.map((w) => w.name));
+  // The picked level and every finer allowed one, coarsest first, then the 10 s data.
+  const chain: HistLevel[] = [];
+  for (const w of [...ROLLUP_WINDOWS].reverse()) {
+    if (w.ms <= levelMs(o.level, o.baseMs) && allowed.has(w.name) && o.level !== BASE_LEVEL) chain.push(w.name);
+  }
+  if (o.level !== BASE_LEVEL && !chain.includes(o.level)) chain.unshift(o.level);
+  chain.push(BASE_LEVEL);
+  const parts: HistPart[] = [];
+  let from = o.fromMs;
+  for (const level of chain) {
+    if (from >= o.toMs) break;
+    const w = levelMs(level, o.baseMs);
+    // The base level reads everything that is left.
+    const to = level === BASE_LEVEL ? o.toMs : Math.min(o.toMs, Math.floor((o.nowMs - lag) / w) * w);
+    if (to > from) {
+      parts.push({ level, fromMs: from, toMs: to });
+      from = to;
+    }
+  }
+  return parts;
+}
+
+/** The field -> aggregation of every histogram field (for adding up rows of several parts). */
+const FIELD_AGG: ReadonlyMap<string, HistAgg> = new Map(histColumns(HIST_METRICS).map((c) => [c.field, c.agg]));
+
+/**
+ * Rows of several parts (different time ranges, maybe different levels) as one answer with bins of
+ * `windowMs`: each row's time snapped to its bin's start (Flux stamps a bin cut by the range's start with
+ * that start), rows of the same bin and tags combined as the database would (sum, min, max per field).
+ */
+export function mergeHistParts(parts: readonly (readonly HistRow[])[], windowMs: number): HistRow[] {
+  const byKey = new Map<string, HistRow>();
+  for (const rows of parts) {
+    for (const r of rows) {
+      const timeMs = Math.floor(r.timeMs / windowMs) * windowMs;
+      const k = JSON.stringify([timeMs, r.tags]);
+      const have = byKey.get(k);
+      if (!have) {
+        byKey.set(k, { timeMs, tags: r.tags, values: { ...r.values } });
+        continue;
+      }
+      for (const [f, v] of Object.entries(r.values)) {
+        const old = have.values[f];
+        const agg = FIELD_AGG.get(f) ?? 'sum';
+        have.values[f] = old === undefined ? v : agg === 'min' ? Math.min(old, v) : agg === 'max' ? Math.max(old, v) : old + v;
+      }
+    }
+  }
+  return [...byKey.values()].sort((a, b) => a.timeMs - b.timeMs);
 }
 
 /** At most this many entries in HistQuery.series (each one adds a clause to the query text). */
@@ -142,6 +310,35 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   return { filters, groupBy, columns, series };
 }
 
+function checkSource(src: HistSourceRef | undefined): void {
+  if (src === undefined) return;
+  if (!(HIST_LEVELS as readonly string[]).includes(src.level)) throw new QueryValueError(`unknown resolution ${JSON.stringify(src.level)}: use one of ${HIST_LEVELS.join(', ')}`);
+  for (const k of ['rp', 'bucket'] as const) {
+    const v = src[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '') throw new QueryValueError(`source ${k}: expected a non-empty name`);
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`source ${k}: names never contain control characters`);
+  }
+}
+
+/** The FROM of an InfluxQL query: the level's measurement, in the source's retention policy when it names one. */
+export function influxQLFrom(src: HistSourceRef | undefined): string {
+  checkSource(src);
+  const id = (s: string) => quote('influxql-ident', s);
+  const level = src?.level ?? BASE_LEVEL;
+  const rp = src?.rp ?? (level === BASE_LEVEL ? undefined : ROLLUP_RP);
+  // "rp"."measurement" reads the retention policy of the request's database (the `db` parameter).
+  return rp === undefined ? id(levelMeasurement(level)) : `${id(rp)}.${id(levelMeasurement(level))}`;
+}
+
+/** The bucket a Flux query reads: the source's, else the 10 s data's bucket or its rollup bucket. */
+export function fluxBucket(src: HistSourceRef | undefined, bucket: string): string {
+  checkSource(src);
+  if (src?.bucket !== undefined) return src.bucket;
+  return (src?.level ?? BASE_LEVEL) === BASE_LEVEL ? bucket : bucket + ROLLUP_BUCKET_SUFFIX;
+}
+
 /**
  * InfluxQL for InfluxDB 1.x. The database and retention policy are not part of the text: they go in the
  * request's `db`/`rp` parameters (queryInfluxQL does that). Long filter lists make long queries: send it
@@ -165,7 +362,7 @@ export function buildInfluxQLHistQuery(q: HistQuery): string {
     where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
   }
   const group = [`time(${q.windowMs}ms)`, ...groupBy.map(id)].join(', ');
-  return `SELECT ${select} FROM ${id(MEASUREMENT.connectHist)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
+  return `SELECT ${select} FROM ${influxQLFrom(q.source)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
 }
 
 function fluxTime(ms: number): string {
@@ -186,9 +383,9 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   const col = (tag: string) => `r[${s(tag)}]`;
   const every = `${q.windowMs}ms`;
   const lines: string[] = [];
-  lines.push(`data = from(bucket: ${s(opts.bucket)})`);
+  lines.push(`data = from(bucket: ${s(fluxBucket(q.source, opts.bucket))})`);
   lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
-  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(MEASUREMENT.connectHist)})`);
+  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL))})`);
   // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
   const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
   for (const [tag, values] of filters) {
