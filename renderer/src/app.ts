@@ -9,7 +9,7 @@ import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
-import { influxSource, type HistSource } from './data';
+import { influxSource, readLevels, type HistSource } from './data';
 import { RendererMetrics } from './metrics';
 import { assertWellFormed, canonicalKey, parseRenderParams, ParamError, RENDER_PARAMS, RENDER_QUERY_SCHEMA, type ChartKind } from './params';
 import { PoolOverloadedError, RenderError, WorkerPool } from './pool';
@@ -90,6 +90,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     app.log.warn({ listen: config.listen.host }, 'no --public-url: POST /links refuses to mint links until it is set (the URL readers of alerts and shared links can open)');
   }
   const inflight = new Map<string, Promise<CachedImage>>();
+  const fallbacksLogged = new Set<string>();
   let active = 0;
   const capacity = config.workers + config.queue;
   new ConnectionGuard(app.server, config.http.maxConnections, metrics.registry);
@@ -160,9 +161,20 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     active++;
     const t0 = performance.now();
     try {
-      const rows = await source.query(chartQuery(p));
+      const read = await readLevels(source, chartQuery(p), p.level, config.rollups, now(), config.limits.minBinMs);
+      if (read.fallback) {
+        metrics.rollupFallback(read.fallback);
+        // Once per kind of fallback and level, not per request: the subtitle says it on every chart.
+        const k = `${read.fallback}:${p.level}`;
+        if (!fallbacksLogged.has(k)) {
+          fallbacksLogged.add(k);
+          app.log.warn({ picked: p.level, fallback: read.fallback, note: read.note }, 'rollups not available for a chart: read the 10 s data instead (tcplat rollup backfills them)');
+        }
+      }
+      const rows = read.rows;
       const t1 = performance.now();
-      const chart = kind === 'heatmap' ? heatmapChart(p, rows) : percentilesChart(p, rows);
+      const info = { level: read.level, baseMs: config.limits.minBinMs, note: read.note };
+      const chart = kind === 'heatmap' ? heatmapChart(p, rows, info) : percentilesChart(p, rows, info);
       const t2 = performance.now();
       const r = await pool.render(chart.request);
       const t3 = performance.now();
@@ -170,11 +182,14 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       metrics.render(kind, chart.total > 0 ? 'ok' : 'nodata', (performance.now() - t0) / 1000);
       // The newest bins are still filling (late events, spooled writes): short life; the past: longer.
       const live = p.binToMs > now() - Math.max(2 * p.windowMs, 60_000);
-      const maxAgeS = live ? Math.min(60, Math.max(5, Math.round(p.windowMs / 1000))) : 600;
+      // A fallback to the 10 s data lasts until the rollups are made: look again within a minute.
+      const maxAgeS = live ? Math.min(60, Math.max(5, Math.round(p.windowMs / 1000))) : read.fallback ? 60 : 600;
       const img: CachedImage = {
         png: r.png,
         etag: `"${crypto.createHash('sha256').update(r.png).digest('base64url').slice(0, 27)}"`,
         noData: chart.total === 0,
+        level: read.level,
+        fallback: read.fallback,
         maxAgeS,
         timing,
         expiresAt: now() + maxAgeS * 1000,
@@ -207,7 +222,9 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       .header('Cache-Control', `private, max-age=${img.maxAgeS}`)
       .header('ETag', img.etag)
       .header('X-Tcplat-Cache', hit ? 'hit' : 'miss')
-      .header('X-Tcplat-Bin-Ms', String(p.windowMs));
+      .header('X-Tcplat-Bin-Ms', String(p.windowMs))
+      .header('X-Tcplat-Resolution', img.level ?? p.level);
+    if (img.fallback) reply.header('X-Tcplat-Rollup-Fallback', img.fallback);
     if (img.noData) reply.header('X-Tcplat-No-Data', 'true');
     if (!hit && img.timing) reply.header('Server-Timing', img.timing);
     if (req.headers['if-none-match'] === img.etag) return reply.code(304).send();

@@ -8,6 +8,9 @@ export interface CachedImage {
   noData: boolean;
   /** Seconds a client may reuse it (Cache-Control max-age). */
   maxAgeS: number;
+  /** The resolution read (pkg/core HistLevel) and, when it fell back to the 10 s data, why. */
+  level?: string;
+  fallback?: string;
   /** Server-Timing of the render that produced it (query, prepare, render = queue + draw, draw). */
   timing?: string;
   expiresAt: number;

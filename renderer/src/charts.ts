@@ -2,7 +2,7 @@
  * From rows to what a Python worker draws. All numbers are prepared here with pkg/core (bucket bounds,
  * quantiles), so the workers only draw and the datasource computes the same values.
  */
-import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, FAILURE_RESULTS, HIST_FIELD, quantileFromBuckets, type HistQuery, type HistRow } from '@tcplat/core';
+import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, FAILURE_RESULTS, HIST_FIELD, levelLabel, quantileFromBuckets, type HistLevel, type HistQuery, type HistRow } from '@tcplat/core';
 import type { Overlay, RenderParams } from './params';
 
 /** Drawn y edges: the shared bounds plus one R5 step below the first and above the last (overflow). */
@@ -56,9 +56,18 @@ function shortList(values: string[], all: string): string {
   return shown.join(', ') + (values.length > 3 ? ` +${values.length - 3}` : '');
 }
 
-function titles(p: RenderParams, what: string, extra: string[]): { title: string; subtitle: string } {
+/** What was read for a chart: its level, and a note when it fell back to the 10 s data (readLevels). */
+export interface ReadInfo {
+  level: HistLevel;
+  /** The 10 s data's window (--min-bin). */
+  baseMs: number;
+  note?: string;
+}
+
+function titles(p: RenderParams, what: string, extra: string[], read?: ReadInfo): { title: string; subtitle: string } {
   const scope = `${shortList(p.filters.service, 'all services')} → ${shortList(p.filters.dst, 'all destinations')}`;
-  const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins`];
+  const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins of ${levelLabel(read?.level ?? p.level, read?.baseMs)}`];
+  if (read?.note) sub.push(read.note);
   if (p.filters.host.length) sub.push(`host ${shortList(p.filters.host, '')}`);
   if (p.filters.result.length) sub.push(`result ${shortList(p.filters.result, '')}`);
   sub.push(...extra);
@@ -76,8 +85,8 @@ export interface Chart {
   total: number;
 }
 
-function noData(p: RenderParams, what: string): Chart {
-  const t = titles(p, what, []);
+function noData(p: RenderParams, what: string, read?: ReadInfo): Chart {
+  const t = titles(p, what, [], read);
   return {
     total: 0,
     request: { kind: 'message', ...base(p), ...t, message: 'No data', detail: 'no TCP connects recorded for these filters in this time range' },
@@ -86,7 +95,7 @@ function noData(p: RenderParams, what: string): Chart {
 
 const fmtCount = (n: number) => n.toLocaleString('en-US');
 
-export function heatmapChart(p: RenderParams, rows: HistRow[]): Chart {
+export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   const counts = new Float64Array(bins * BUCKET_COUNT);
   const mins = new Float64Array(bins).fill(Infinity);
@@ -105,7 +114,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[]): Chart {
     if (lo !== undefined && lo < mins[i]) mins[i] = lo;
     if (hi !== undefined && hi > maxs[i]) maxs[i] = hi;
   }
-  if (total <= 0) return noData(p, 'TCP connect latency');
+  if (total <= 0) return noData(p, 'TCP connect latency', read);
   const overlays: Record<string, (number | null)[]> = {};
   for (const o of p.overlays) {
     const line: (number | null)[] = [];
@@ -115,7 +124,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[]): Chart {
     }
     overlays[o] = line;
   }
-  const t = titles(p, 'TCP connect latency', [`${fmtCount(total)} connects`]);
+  const t = titles(p, 'TCP connect latency', [`${fmtCount(total)} connects`], read);
   return {
     total,
     request: {
@@ -144,7 +153,7 @@ interface DstAcc {
 /** At most this many destinations get their own lines (the busiest); the subtitle says how many more. */
 export const MAX_PERCENTILE_SERIES = 8;
 
-export function percentilesChart(p: RenderParams, rows: HistRow[]): Chart {
+export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   // Latency lines use successful handshakes unless the result filter names only failures: a refused
   // connect returns in microseconds and would hide a slow handshake in the percentiles.
@@ -174,7 +183,7 @@ export function percentilesChart(p: RenderParams, rows: HistRow[]): Chart {
       if (hi !== undefined && hi > a.maxs[i]) a.maxs[i] = hi;
     }
   }
-  if (total <= 0) return noData(p, 'TCP connect percentiles');
+  if (total <= 0) return noData(p, 'TCP connect percentiles', read);
   const ranked = [...byDst.entries()].sort((x, y) => y[1].sum - x[1].sum || (x[0] < y[0] ? -1 : 1));
   const shown = ranked.slice(0, MAX_PERCENTILE_SERIES);
   const round = (v: number) => (Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : null);
@@ -193,7 +202,7 @@ export function percentilesChart(p: RenderParams, rows: HistRow[]): Chart {
   });
   const extra = [`${fmtCount(total)} connects`];
   if (ranked.length > shown.length) extra.push(`top ${shown.length} of ${ranked.length} destinations`);
-  const t = titles(p, 'TCP connect percentiles', extra);
+  const t = titles(p, 'TCP connect percentiles', extra, read);
   return {
     total,
     request: {

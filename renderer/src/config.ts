@@ -13,6 +13,10 @@ import {
   type HttpLimits,
   type InfluxTarget,
   type OptionSpec,
+  type RollupWindowName,
+  ROLLUP_BUCKET_SUFFIX,
+  ROLLUP_RP,
+  ROLLUP_WINDOWS,
 } from '@tcplat/core';
 import { validKid } from './auth';
 import { DEFAULT_LIMITS, type Limits } from './params';
@@ -33,6 +37,9 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'max-width', type: 'int', arg: 'PX', help: 'widest image', default: DEFAULT_LIMITS.maxWidth, min: 200, max: 10_000 },
   { name: 'max-height', type: 'int', arg: 'PX', help: 'tallest image', default: DEFAULT_LIMITS.maxHeight, min: 150, max: 10_000 },
   { name: 'max-bins', type: 'int', arg: 'N', help: 'most time bins in one chart', default: DEFAULT_LIMITS.maxBins, min: 10, max: 10_000 },
+  { name: 'rollups', type: 'string', arg: 'LEVELS', help: `rollup levels to read for long ranges, comma-separated (${ROLLUP_WINDOWS.map((w) => w.name).join(', ')}), or none: read only the 10 s data`, default: ROLLUP_WINDOWS.map((w) => w.name).join(',') },
+  { name: 'rollup-rp', type: 'string', arg: 'RP', help: 'InfluxDB 1.x retention policy of the rollups, in the --influx-db database', default: ROLLUP_RP },
+  { name: 'rollup-bucket', type: 'string', arg: 'BUCKET', help: `InfluxDB 2.x bucket of the rollups (default: --influx-bucket + ${ROLLUP_BUCKET_SUFFIX})` },
   { name: 'min-bin', type: 'duration', arg: 'DURATION', help: "narrowest time bin: the agent's flush window", default: '10s' },
   { name: 'auth-token', type: 'string', arg: 'TOKENS', help: `bearer tokens (comma-separated, each at least ${MIN_TOKEN_LENGTH} characters) required on every route but /healthz`, secret: true },
   { name: 'link-secret', type: 'string', arg: 'SECRET', help: 'HMAC key of signed links (default: derived from the first auth token)', secret: true },
@@ -47,8 +54,18 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
 /** The renderer's only body is POST /links (16 KiB, its own limit); nothing else needs more. */
 export const RENDERER_BODY_LIMIT = 64 * 1024;
 
+/** Where the rollups are and which levels may be read. */
+export interface RollupConfig {
+  levels: RollupWindowName[];
+  /** 1.x: retention policy (same database). */
+  rp: string;
+  /** 2.x: bucket. */
+  bucket?: string;
+}
+
 export interface RendererConfig {
   influx: InfluxTarget;
+  rollups: RollupConfig;
   listen: { host: string; port: number };
   http: HttpLimits;
   workers: number;
@@ -98,6 +115,7 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
   if (!(maxRangeMs >= 60_000)) throw new ConfigError('--max-range: at least 1m');
   return {
     influx,
+    rollups: rollupConfig(v, influx),
     listen,
     http,
     workers: v.workers as number,
@@ -115,6 +133,7 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
       maxBins: v['max-bins'] as number,
       minBinMs,
       maxListValues: DEFAULT_LIMITS.maxListValues,
+      rollupLevels: rollupConfig(v, influx).levels,
     },
     authTokens,
     linkSecret,
@@ -125,4 +144,22 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
     alertLinkTtlMs: v['alert-link-ttl'] as number,
     logLevel: v['log-level'] as string,
   };
+}
+
+function rollupConfig(v: ConfigValues, influx: InfluxTarget): RollupConfig {
+  const names = ROLLUP_WINDOWS.map((w) => w.name) as string[];
+  const raw = String(v.rollups ?? '').trim();
+  const levels: RollupWindowName[] = [];
+  if (raw !== 'none') {
+    for (const x of raw.split(',').map((s) => s.trim())) {
+      if (!names.includes(x)) throw new ConfigError(`--rollups: ${JSON.stringify(x)} is not a rollup level; give some of ${names.join(', ')} (comma-separated) or none`);
+      if (!levels.includes(x as RollupWindowName)) levels.push(x as RollupWindowName);
+    }
+  }
+  const rp = String(v['rollup-rp'] ?? ROLLUP_RP);
+  const bucket = v['rollup-bucket'] as string | undefined;
+  // eslint-disable-next-line no-control-regex
+  for (const [flag, val] of [['rollup-rp', rp], ['rollup-bucket', bucket]] as const) if (val !== undefined && (val === '' || /[\x00-\x1f\x7f]/.test(val))) throw new ConfigError(`--${flag}: expected a name, got ${JSON.stringify(val)}`);
+  if (bucket !== undefined && influx.version === 1) throw new ConfigError('--rollup-bucket is for InfluxDB 2.x; with --influx-db the rollups are in --rollup-rp');
+  return { levels, rp, bucket };
 }

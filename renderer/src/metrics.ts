@@ -43,6 +43,11 @@ export class RendererMetrics {
     if (seconds !== undefined) this.duration.observe(seconds);
   }
 
+  /** A chart that read the 10 s data where rollups were picked (missing, empty or partial rollups). */
+  rollupFallback(reason: string): void {
+    this.registry.counter('tcplat_renderer_rollup_fallbacks_total', 'Charts that read the 10 s data because the picked rollups were missing (no RP/bucket), empty or partial in the range.', { reason }).inc();
+  }
+
   response(status: number): void {
     this.registry.counter('tcplat_renderer_http_responses_total', 'HTTP answers by status code.', { code: String(status) }).inc();
   }

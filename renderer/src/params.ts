@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { DurationError, HIST_QUERY_TAGS, parseTime, type HistQueryTag } from '@tcplat/core';
+import { DurationError, HIST_QUERY_TAGS, parseTime, pickResolution, ROLLUP_WINDOWS, type HistLevel, type HistQueryTag, type RollupWindowName } from '@tcplat/core';
 
 export class ParamError extends Error {
   constructor(
@@ -33,6 +33,8 @@ export interface Limits {
   minBinMs: number;
   /** Most values in one filter list. */
   maxListValues: number;
+  /** Rollup levels that may be read (--rollups); [] reads only the 10 s data. */
+  rollupLevels: readonly RollupWindowName[];
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -42,6 +44,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxBins: 1500,
   minBinMs: 10_000,
   maxListValues: 50,
+  rollupLevels: ROLLUP_WINDOWS.map((w) => w.name),
 };
 
 export interface RenderParams {
@@ -52,6 +55,8 @@ export interface RenderParams {
   toMs: number;
   /** Bin width and the range snapped outwards to whole bins: what is queried and drawn. */
   windowMs: number;
+  /** The resolution read (pkg/core pickResolution): the 10 s data or a rollup level whose windows fill whole bins. */
+  level: HistLevel;
   binFromMs: number;
   binToMs: number;
   width: number;
@@ -117,8 +122,12 @@ export function assertWellFormed(v: unknown, where: string): void {
   }
 }
 
-/** Bin widths, smallest first; beyond the last, whole days. */
-const NICE_BINS_MS = [10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+/**
+ * Bin widths, smallest first; beyond the last, whole days. Each is a whole number of the windows of the
+ * level it reads (10 s data up to 30 s, 1 min rollups up to 5 min, 10 min up to 30 min, 1 h beyond), so
+ * no bin holds part of a window (15 s and 15 min would be rounded up by pickResolution anyway).
+ */
+const NICE_BINS_MS = [10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
 
 /** Plot pixels per time bin, at least: narrower cells are not told apart, and every bin costs query time. */
 const PX_PER_BIN = 4;
@@ -227,10 +236,11 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
   }
   const scale = str(raw, 'scale') ?? 'log';
   if (!(SCALES as readonly string[]).includes(scale)) throw new ParamError('scale', `scale: expected log or linear, got ${JSON.stringify(scale.slice(0, 20))}`);
-  const windowMs = chooseWindow(toMs - fromMs, width, limits);
+  // The coarsest level that still gives one bin per PX_PER_BIN columns, and the bin rounded to its windows.
+  const { level, windowMs } = pickResolution({ fromMs, toMs, intervalMs: chooseWindow(toMs - fromMs, width, limits), levels: limits.rollupLevels, baseMs: limits.minBinMs });
   const binFromMs = Math.floor(fromMs / windowMs) * windowMs;
   const binToMs = Math.ceil(toMs / windowMs) * windowMs;
-  return { kind, filters, fromMs, toMs, windowMs, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)), scale: scale as Scale };
+  return { kind, filters, fromMs, toMs, windowMs, level, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)), scale: scale as Scale };
 }
 
 /**
@@ -238,5 +248,5 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
  * whole bins (so `now-1h` asked twice within one bin is the same image). Cache key.
  */
 export function canonicalKey(p: RenderParams): string {
-  return JSON.stringify([p.kind, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.width, p.height, p.theme, p.tz, p.title, p.overlays, p.scale]);
+  return JSON.stringify([p.kind, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.level, p.width, p.height, p.theme, p.tz, p.title, p.overlays, p.scale]);
 }

@@ -1,7 +1,8 @@
 import { Histogram } from './histogram';
 import { HOSTILE } from '../../../tests/support/hostile';
-import { encodePoint, LineProtocolError, nsAsMsText, parseLine } from './lineprotocol';
-import { connectLine, connectPoint, histPoint } from './points';
+import { BUCKET_FIELDS } from './buckets';
+import { encodePoint, int, IntValue, LineProtocolError, nsAsMsText, parseLine } from './lineprotocol';
+import { connectLine, connectPoint, histPoint, rollupHistPoints } from './points';
 
 test('connectPoint keeps pid and sport as fields, never tags', () => {
   const line = encodePoint(
@@ -76,4 +77,30 @@ describe('connectLine (the agent hot path) writes exactly what encodePoint(conne
     expect(() => connectLine({ ...base, pid: 1.5 })).toThrow(/integer/);
     expect(() => connectLine({ ...base, timeNs: '1; DROP' })).toThrow(/timestamp/);
   });
+});
+
+test('rollupHistPoints: one point per series per window at its start, counts summed, min of mins, max of maxes', () => {
+  const a = new Histogram();
+  a.add(0.5);
+  a.add(2);
+  const b = new Histogram();
+  b.add(1500);
+  const c = new Histogram();
+  c.add(0.2);
+  const tags = { host: 'h', service: 's', dst: 'd', result: 'ok' as const };
+  const t0 = 1_764_100_800_000n * 1_000_000n; // a whole hour
+  const points = [histPoint(tags, a, t0 + 10_000_000_000n), histPoint(tags, b, t0 + 3_590_000_000_000n + 1n), histPoint(tags, c, t0 + 3_600_000_000_000n), histPoint({ ...tags, host: 'g' }, c, t0)];
+  const out = rollupHistPoints(points, '1h');
+  expect(out.map((p) => [p.measurement, p.tags?.host, String(p.timeNs)])).toEqual([
+    ['tcp_connect_hist_1h', 'h', String(t0)],
+    ['tcp_connect_hist_1h', 'h', String(t0 + 3_600_000_000_000n)],
+    ['tcp_connect_hist_1h', 'g', String(t0)],
+  ]);
+  const f = out[0].fields;
+  expect(f.count).toEqual(int(3n));
+  expect(f.sum_ms).toBeCloseTo(1502.5);
+  expect([f.min_ms, f.max_ms]).toEqual([0.5, 1500]);
+  const total = BUCKET_FIELDS.reduce((n, k) => n + Number((f[k] as IntValue).value), 0);
+  expect(total).toBe(3);
+  expect(() => rollupHistPoints(points, '5m' as never)).toThrow(/unknown rollup window/);
 });

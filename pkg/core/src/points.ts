@@ -4,8 +4,8 @@
  */
 import { BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
-import { checkedInt, escapeMeasurement, MAX_TAG_BYTES, escapeStringField, escapeTag, floatText, int, nsAsMsText, timeText, type Fields, type Point } from './lineprotocol';
-import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, SESSION_FIELD, TAG, type ConnectResult, type Family } from './schema';
+import { checkedInt, escapeMeasurement, MAX_TAG_BYTES, escapeStringField, escapeTag, floatText, int, IntValue, nsAsMsText, timeText, type Fields, type FieldValue, type Point } from './lineprotocol';
+import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, ROLLUP_WINDOWS, rollupMeasurement, SESSION_FIELD, TAG, type ConnectResult, type Family, type RollupWindowName } from './schema';
 
 export interface SeriesTags {
   host: string;
@@ -192,4 +192,40 @@ export function sessionPoint(s: SessionPointInput): Point {
     },
     timeNs: s.timeNs,
   };
+}
+
+/**
+ * The rollup of histogram points the caller holds in memory (test and benchmark generators, which write
+ * the 10 s data and its rollups side by side): one point per series per `window`, stamped at the window's
+ * start, in `rollupMeasurement(measurement, window)`, with the counts summed, min_ms the minimum and
+ * max_ms the maximum (the schema's rule, ROLLUP_WINDOWS). The agent makes rollups from the database.
+ */
+export function rollupHistPoints(points: Iterable<Point>, window: RollupWindowName): Point[] {
+  const w = ROLLUP_WINDOWS.find((x) => x.name === window);
+  if (!w) throw new Error(`unknown rollup window ${JSON.stringify(window)}`);
+  const windowNs = BigInt(w.ms) * 1_000_000n;
+  const out = new Map<string, Point>();
+  const num = (v: FieldValue | undefined): number => (v instanceof IntValue ? Number(v.value) : typeof v === 'number' ? v : NaN);
+  for (const p of points) {
+    if (p.timeNs === undefined) throw new Error('rollupHistPoints: a point without a time');
+    const t = BigInt(p.timeNs);
+    const start = t - (((t % windowNs) + windowNs) % windowNs);
+    const tags = Object.entries(p.tags ?? {}).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1));
+    const key = JSON.stringify([p.measurement, tags, String(start)]);
+    const have = out.get(key);
+    if (!have) {
+      out.set(key, { measurement: rollupMeasurement(p.measurement, window), tags: { ...p.tags }, fields: { ...p.fields }, timeNs: start });
+      continue;
+    }
+    for (const [f, v] of Object.entries(p.fields)) {
+      if (v === undefined) continue;
+      const old = have.fields[f];
+      if (old === undefined) have.fields[f] = v;
+      else if (f === HIST_FIELD.minMs) have.fields[f] = Math.min(num(old), num(v));
+      else if (f === HIST_FIELD.maxMs) have.fields[f] = Math.max(num(old), num(v));
+      else if (old instanceof IntValue) have.fields[f] = int(BigInt(old.value) + BigInt(v instanceof IntValue ? v.value : num(v)));
+      else have.fields[f] = num(old) + num(v);
+    }
+  }
+  return [...out.values()];
 }
