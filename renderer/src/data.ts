@@ -15,21 +15,19 @@ import {
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
   InfluxError,
-  BASE_LEVEL,
-  levelLabel,
-  mergeHistParts,
-  planHistParts,
+  readHistLevels,
   queryFlux,
   queryInfluxQL,
   type HistLevel,
-  type HistPart,
   type HistQuery,
   type HistQueryTag,
-  type HistSourceRef,
-  type RollupWindowName,
+  type LevelRead,
+  type RollupWhere,
   type HistRow,
   type InfluxTarget,
 } from '@tcplat/core';
+
+export type { LevelRead, RollupWhere } from '@tcplat/core';
 
 export interface HistSource {
   /** Rows of the query; throws InfluxError (status 0 when unreachable) on failure. */
@@ -235,102 +233,7 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
   };
 }
 
-/** Where the rollups are and which levels may be read (the renderer's --rollups, --rollup-rp, --rollup-bucket). */
-export interface RollupWhere {
-  levels: readonly RollupWindowName[];
-  rp: string;
-  bucket?: string;
-}
-
-export function sourceRef(level: HistLevel, where: RollupWhere): HistSourceRef {
-  // The 10 s data: the target's own retention policy (the request's rp parameter) or bucket.
-  if (level === BASE_LEVEL) return { level };
-  return { level, rp: where.rp, ...(where.bucket !== undefined ? { bucket: where.bucket } : {}) };
-}
-
-/** Why a chart read the 10 s data where rollups were picked: the rollups' RP/bucket is missing, or holds nothing for the range. */
-export type RollupFallback = 'missing' | 'empty' | 'partial';
-
-export interface LevelRead {
-  rows: HistRow[];
-  /** The level picked for the range (the newest windows may come from finer levels: planHistParts). */
-  level: HistLevel;
-  /** The parts read, with the level each was read at. */
-  parts: HistPart[];
-  fallback?: RollupFallback;
-  /** One line for the chart's subtitle when the read fell back to the 10 s data. */
-  note?: string;
-}
-
-/** An answer that says the rollups' retention policy (1.x) or bucket (2.x) does not exist. */
-export function isMissingRollupStore(e: unknown): boolean {
-  if (!(e instanceof InfluxError)) return false;
-  return /retention policy not found|could not find bucket|bucket "[^"]*" not found|failed to find bucket/i.test(e.message);
-}
-
-function fmtUtc(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
-}
-
-/**
- * Read a chart's rows at the picked level: the parts of planHistParts (the level for windows old enough,
- * finer levels for the newest), in parallel, added up per bin. When the level's rollups are not there the
- * chart is never silently empty:
- * - the retention policy / bucket does not exist: everything is read from the 10 s data (`missing`);
- * - the rollups hold no point in the range: the same range is read from the 10 s data, used if it has any
- *   (`empty`: the rollups were never made for this range);
- * - the rollups start later than the range: the bins before their first one are read from the 10 s data
- *   and added (`partial`: history older than the rollups, not backfilled).
- * Each sets `note`, which the chart shows; `tcplat rollup` backfills.
- */
-export async function readLevels(source: HistSource, q: HistQuery, level: HistLevel, where: RollupWhere, nowMs: number, baseMs: number): Promise<LevelRead> {
-  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels: where.levels, baseMs });
-  const readPart = (p: HistPart) => source.query({ ...q, fromMs: p.fromMs, toMs: p.toMs, source: sourceRef(p.level, where) });
-  const answers = await Promise.all(
-    parts.map((p) =>
-      readPart(p).catch((e) => {
-        if (p.level !== BASE_LEVEL && isMissingRollupStore(e)) return null;
-        throw e;
-      }),
-    ),
-  );
-  const label = levelLabel(level, baseMs);
-  const store = source.dialect === 'influxql' ? `retention policy ${where.rp}` : `bucket ${where.bucket ?? 'of the rollups'}`;
-  const rollupParts = parts.map((p, i) => ({ p, rows: answers[i] })).filter((x) => x.p.level !== BASE_LEVEL);
-  if (rollupParts.length > 0) {
-    const end = rollupParts.at(-1)!.p.toMs;
-    const baseTail = parts.flatMap((p, i) => (p.level === BASE_LEVEL ? (answers[i] ?? []) : []));
-    if (rollupParts.some((x) => x.rows === null)) {
-      const rows = await readPart({ level: BASE_LEVEL, fromMs: q.fromMs, toMs: end });
-      return { rows: mergeHistParts([rows, baseTail], q.windowMs), level: BASE_LEVEL, parts: [{ level: BASE_LEVEL, fromMs: q.fromMs, toMs: q.toMs }], fallback: 'missing', note: `no rollups (${store} not found): read the 10 s data; run tcplat rollup` };
-    }
-    if (rollupParts.every((x) => x.rows!.length === 0)) {
-      const rows = await readPart({ level: BASE_LEVEL, fromMs: q.fromMs, toMs: end });
-      if (rows.length > 0) {
-        return { rows: mergeHistParts([rows, baseTail], q.windowMs), level: BASE_LEVEL, parts: [{ level: BASE_LEVEL, fromMs: q.fromMs, toMs: q.toMs }], fallback: 'empty', note: `no ${label} in this range: read the 10 s data; run tcplat rollup` };
-      }
-    }
-    // Rollups that start after the range does: history from before they were made (no backfill yet).
-    const first = rollupParts[0];
-    const firstBin = first.rows!.length > 0 ? Math.floor(first.rows![0].timeMs / q.windowMs) * q.windowMs : null;
-    if (firstBin !== null && firstBin > first.p.fromMs) {
-      // Cheap when there is nothing before the first rollup bin (a younger service, expired 10 s data).
-      const head = await readPart({ level: BASE_LEVEL, fromMs: first.p.fromMs, toMs: firstBin });
-      if (head.length > 0) {
-        // The first rollup bin may hold rollups of only its last windows (made from when the rollups
-        // started): that bin is read from the 10 s data too, in place of its rollup rows.
-        const cut = Math.min(first.p.toMs, firstBin + q.windowMs);
-        const firstBinRows = await readPart({ level: BASE_LEVEL, fromMs: firstBin, toMs: cut });
-        const rest = first.rows!.filter((r) => r.timeMs >= cut);
-        return {
-          rows: mergeHistParts([head, firstBinRows, rest, ...answers.slice(1).map((a) => a ?? [])], q.windowMs),
-          level,
-          parts: [{ level: BASE_LEVEL, fromMs: first.p.fromMs, toMs: cut }, ...(cut < first.p.toMs ? [{ ...first.p, fromMs: cut }] : []), ...parts.slice(1)],
-          fallback: 'partial',
-          note: `before ${fmtUtc(firstBin)}: 10 s data (no ${label} there; run tcplat rollup)`,
-        };
-      }
-    }
-  }
-  return { rows: mergeHistParts(answers.map((a) => a ?? []), q.windowMs), level, parts };
+/** Read a chart's rows at the picked level: pkg/core's readHistLevels over this source. */
+export function readLevels(source: HistSource, q: HistQuery, level: HistLevel, where: RollupWhere, nowMs: number, baseMs: number): Promise<LevelRead> {
+  return readHistLevels((x) => source.query(x), source.dialect, q, level, where, nowMs, baseMs);
 }

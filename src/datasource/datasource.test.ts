@@ -77,11 +77,15 @@ describe('query (InfluxDB 1.x)', () => {
     expect(req.method).toBe('GET');
     expect(req.data).toBeUndefined();
     const plan = planQuery(q, { service: [`api' OR 1=1 --`, 'web"; DROP'] }, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
-    expect(sent).toBe(buildInfluxQLHistQuery(plan.hist));
+    // A 1 min interval reads the 1 min rollups, from their retention policy (the rp parameter stays the 10 s data's).
+    expect(plan.level).toBe('1m');
+    expect(sent).toBe(buildInfluxQLHistQuery({ ...plan.hist, source: { level: '1m', rp: 'tcplat_rollups' } }));
+    expect(sent).toContain('FROM "tcplat_rollups"."tcp_connect_hist_1m"');
     expect(sent).toContain(`"service" = 'api\\' OR 1=1 --'`);
     expect(res.data).toHaveLength(2);
     expect(res.data[0].fields[1].labels).toEqual({ service: `api' OR 1=1 --` });
     expect(res.data[0].fields[1].values).toEqual([12.5, 3]);
+    expect(res.data[0].meta.custom).toMatchObject({ resolution: '1m', resolutionLabel: '1 min rollups' });
   });
 
   test('a control character in a variable is an error of that query, and nothing is sent', async () => {
@@ -113,7 +117,8 @@ describe('query (InfluxDB 2.x)', () => {
     expect(req.url).toBe('/api/datasources/proxy/uid/tcplat/influx/api/v2/query?org=my+org');
     expect(req.headers.Accept).toBe('application/csv');
     const plan = planQuery(q, {}, { fromMs: FROM, toMs: FROM + 3_600_000 }, 60_000);
-    expect(req.data.query).toBe(buildFluxHistQuery(plan.hist, { bucket: 'b"1' }));
+    expect(req.data.query).toBe(buildFluxHistQuery({ ...plan.hist, source: { level: '1m', rp: 'tcplat_rollups' } }, { bucket: 'b"1' }));
+    expect(req.data.query).toContain('from(bucket: "b\\"1_rollups")');
     expect(res.data).toHaveLength(1);
     expect(res.data[0].meta.type).toBe('heatmap-rows');
     expect(res.data[0].fields[16].values).toEqual([3]);

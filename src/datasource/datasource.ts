@@ -26,6 +26,13 @@ import {
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
   quote,
+  readHistLevels,
+  ROLLUP_RP,
+  ROLLUP_WINDOWS,
+  type HistQuery,
+  type LevelRead,
+  type RollupWhere,
+  type RollupWindowName,
   type HistQueryTag,
   type HistRow,
   type InfluxQLSeriesLike,
@@ -37,6 +44,7 @@ import { migrateQuery, migrateVariableQuery } from './migrate';
 import {
   expandValues,
   framesFromRows,
+  MIN_WINDOW_MS,
   planQuery,
   queryFilters,
   tagValuesFlux,
@@ -110,8 +118,9 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     const results = await Promise.all(
       targets.map(async (t) => {
         try {
-          const plan = planQuery(t, queryFilters(t, replace), range, request.intervalMs);
-          return { frames: framesFromRows(await this.histRows(plan, signal), plan, t.refId) };
+          const plan = planQuery(t, queryFilters(t, replace), range, request.intervalMs, this.rollupWhere().levels);
+          const read = await this.readLevels(plan, signal);
+          return { frames: framesFromRows(read.rows, plan, t.refId, read) };
         } catch (e) {
           if (e instanceof Cancelled) throw e;
           return { error: { refId: t.refId, message: (e as Error).message } };
@@ -140,12 +149,26 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
     });
   }
 
-  /** The rows of a planned query, from whichever InfluxDB this datasource talks to. */
-  async histRows(plan: PlannedQuery, signal?: AbortSignal): Promise<HistRow[]> {
-    if (this.options.dialect === 'influxql') {
-      return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(plan.hist), signal), plan.queryGroupBy);
-    }
-    return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(plan.hist, { bucket: this.options.bucket ?? '' }), signal), plan.queryGroupBy);
+  /** Which rollup levels to read and where they are (settings, with pkg/core's defaults). */
+  rollupWhere(): RollupWhere {
+    const o = this.options;
+    const levels: RollupWindowName[] = o.rollups === false ? [] : ROLLUP_WINDOWS.map((w) => w.name);
+    return { levels, rp: o.rollupRetentionPolicy || ROLLUP_RP, ...(o.rollupBucket ? { bucket: o.rollupBucket } : {}) };
+  }
+
+  /** The rows of one query (one part, one level), from whichever InfluxDB this datasource talks to. */
+  async histRows(q: HistQuery, groupBy: readonly HistQueryTag[], signal?: AbortSignal): Promise<HistRow[]> {
+    if (this.options.dialect === 'influxql') return histRowsFromInfluxQL(await this.influxQL(buildInfluxQLHistQuery(q), signal), groupBy);
+    return histRowsFromFluxCsv(await this.flux(buildFluxHistQuery(q, { bucket: this.options.bucket ?? '' }), signal), groupBy);
+  }
+
+  /**
+   * A planned query at its level (pkg/core readHistLevels): the newest windows from finer levels, and the
+   * 10 s data with a note when the rollups are missing, empty or younger than the range.
+   */
+  readLevels(plan: PlannedQuery, signal?: AbortSignal, nowMs: number = Date.now()): Promise<LevelRead> {
+    const dialect = this.options.dialect === 'influxql' ? 'influxql' : 'flux';
+    return readHistLevels((q) => this.histRows(q, plan.queryGroupBy, signal), dialect, plan.hist, plan.level, this.rollupWhere(), nowMs, MIN_WINDOW_MS);
   }
 
   /** Values of one tag among series matching filters (raw values: variables are expanded here). */

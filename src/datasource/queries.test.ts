@@ -48,6 +48,23 @@ describe('planQuery', () => {
     expect(p.hist).toMatchObject({ metrics: ['buckets', 'min', 'max'], windowMs: 10_000, groupBy: ['service'], fromMs: range.fromMs, toMs: range.toMs });
     expect(windowFor(61_500)).toBe(62_000);
   });
+  test('the resolution follows Grafana’s interval: the coarsest level that fits, bins of whole windows; none when rollups are off', () => {
+    const at = (intervalMs: number, levels?: []) => {
+      const p = planQuery({ refId: 'A', metric: 'p99' }, {}, range, intervalMs, levels);
+      return [p.level, p.hist.windowMs];
+    };
+    expect([at(2000), at(15_000), at(60_000), at(90_000), at(600_000), at(900_000), at(1_800_000), at(3_600_000), at(3_600_000, [])]).toEqual([
+      ['base', 10_000],
+      ['base', 20_000],
+      ['1m', 60_000],
+      ['1m', 120_000],
+      ['10m', 600_000],
+      ['10m', 1_200_000],
+      ['10m', 1_800_000],
+      ['1h', 3_600_000],
+      ['base', 3_600_000],
+    ]);
+  });
   test('error rate also groups by result in the database', () => {
     const p = planQuery({ refId: 'A', metric: 'errorRate', groupBy: ['service'] }, {}, range, 60_000);
     expect(p.queryGroupBy).toEqual(['service', 'result']);
@@ -129,7 +146,7 @@ describe('framesFromRows', () => {
     expect(frames).toHaveLength(1);
     const [f] = frames;
     expect(f.meta?.type).toBe('heatmap-rows');
-    expect(f.meta?.custom).toBeUndefined();
+    expect(f.meta?.custom).toMatchObject({ resolution: '1m', resolutionLabel: '1 min rollups' });
     expect(f.meta?.notices?.[0].text).toMatch(/summed over every service.*repeat the panel/);
     const names = f.fields.slice(1).map((x) => x.name);
     expect(names).toEqual(BUCKET_NAMES);
@@ -142,8 +159,15 @@ describe('framesFromRows', () => {
     expect(at('6.3')).toEqual([1, 0]);
     expect(at('2.5')).toEqual([0, 1]);
     expect(f.fields.slice(1).reduce((s, x) => s + x.values[0], 0)).toBe(6);
-    // Without a group-by there is nothing to explain.
-    expect(framesFromRows(rows, planQuery({ refId: 'A', metric: 'buckets' }, {}, range, 60_000), 'A')[0].meta?.notices).toBeUndefined();
+    // Without a group-by there is nothing to explain but the resolution read.
+    expect(framesFromRows(rows, planQuery({ refId: 'A', metric: 'buckets' }, {}, range, 60_000), 'A')[0].meta?.notices).toEqual([
+      { severity: 'info', text: 'Read 1 min rollups (60 s bins): the coarsest resolution with one point per interval.' },
+    ]);
+    // The 10 s data: no notice; a fallback: a warning that names tcplat rollup.
+    expect(framesFromRows(rows, planQuery({ refId: 'A', metric: 'buckets' }, {}, range, 20_000), 'A')[0].meta?.notices).toBeUndefined();
+    const fell = framesFromRows(rows, planQuery({ refId: 'A', metric: 'buckets' }, {}, range, 60_000), 'A', { level: 'base', fallback: 'missing', note: 'no rollups (retention policy tcplat_rollups not found): read the 10 s data; run tcplat rollup' })[0];
+    expect(fell.meta?.custom).toMatchObject({ resolution: 'base', rollupFallback: 'missing' });
+    expect(fell.meta?.notices).toEqual([{ severity: 'warning', text: 'Read the 10 s data: no rollups (retention policy tcplat_rollups not found): read the 10 s data; run tcplat rollup.' }]);
     expect(framesFromRows([], plan, 'A')).toEqual([]);
   });
 

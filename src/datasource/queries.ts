@@ -11,13 +11,18 @@ import {
   FAILURE_RESULTS,
   HIST_FIELD,
   HIST_QUERY_TAGS,
+  levelLabel,
   MAX_TIME_MS,
   MEASUREMENT,
   QueryValueError,
   TAG,
   parseCsv,
+  pickResolution,
   quantileFromBuckets,
   quote,
+  type HistLevel,
+  type LevelRead,
+  type RollupWindowName,
   type HistMetric,
   type HistQuery,
   type HistQueryTag,
@@ -78,20 +83,28 @@ export interface PlannedQuery {
   /** Tags the database groups by (errorRate adds `result`). */
   queryGroupBy: HistQueryTag[];
   metric: Metric;
+  /** The resolution picked for the range (pkg/core pickResolution); hist.windowMs is whole windows of it. */
+  level: HistLevel;
 }
 
-export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: number; toMs: number }, intervalMs?: number): PlannedQuery {
+/**
+ * The query for a panel: the coarsest resolution whose windows fit Grafana's interval (rollup levels in
+ * `levels`, default all; [] reads only the 10 s data), the bin width rounded up to whole windows of it.
+ */
+export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: number; toMs: number }, intervalMs?: number, levels?: readonly RollupWindowName[]): PlannedQuery {
   const groupBy = [...new Set((q.groupBy ?? []).filter((g) => (HIST_QUERY_TAGS as readonly string[]).includes(g)))];
   // Grafana's heatmap draws one heatmap-rows frame (the last one it sees), so buckets are summed over every
   // matching series: the database adds them up, and framesFromRows says so when a group-by was asked for.
   const queryGroupBy = q.metric === 'buckets' ? [] : q.metric === 'errorRate' && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
   const fromMs = Math.max(0, Math.floor(range.fromMs));
   const toMs = Math.min(MAX_TIME_MS, Math.max(fromMs + 1, Math.ceil(range.toMs)));
+  const res = pickResolution({ fromMs, toMs, intervalMs: windowFor(intervalMs), levels, baseMs: MIN_WINDOW_MS });
   return {
-    hist: { filters, fromMs, toMs, windowMs: windowFor(intervalMs), metrics: metricsFor(q.metric), groupBy: queryGroupBy },
+    hist: { filters, fromMs, toMs, windowMs: res.windowMs, metrics: metricsFor(q.metric), groupBy: queryGroupBy },
     groupBy,
     queryGroupBy,
     metric: q.metric,
+    level: res.level,
   };
 }
 
@@ -139,7 +152,25 @@ export function bucketsGroupByNotice(groupBy: readonly HistQueryTag[]): string {
  * label key of the first bucket as the one to match: with `le` it lays cells out by upper bound (yMax) and
  * starts the axis at 0, so the lowest bucket reads 0..0.01 ms.
  */
-export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string): DataFrame[] {
+export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string, read?: Pick<LevelRead, 'level' | 'note' | 'fallback'>): DataFrame[] {
+  const frames = framesOf(rows, plan, refId);
+  // Which resolution was read: in meta.custom for tools, and as a notice Grafana shows on the panel when
+  // it is not the 10 s data (info), or when the picked rollups were not there (warning, naming tcplat rollup).
+  const level = read?.level ?? plan.level;
+  const label = levelLabel(level, MIN_WINDOW_MS);
+  const notice = read?.note
+    ? { severity: 'warning' as const, text: `Read the 10 s data: ${read.note}.` }
+    : level !== 'base'
+      ? { severity: 'info' as const, text: `Read ${label} (${plan.hist.windowMs / 1000} s bins): the coarsest resolution with one point per interval.` }
+      : null;
+  for (const f of frames) {
+    f.meta = { ...f.meta, custom: { ...f.meta?.custom, resolution: level, resolutionLabel: label, ...(read?.fallback ? { rollupFallback: read.fallback } : {}) } };
+    if (notice) f.meta.notices = [...(f.meta.notices ?? []), notice];
+  }
+  return frames;
+}
+
+function framesOf(rows: readonly HistRow[], plan: PlannedQuery, refId: string): DataFrame[] {
   const { metric, groupBy } = plan;
   const windowS = plan.hist.windowMs / 1000;
   const frames: DataFrame[] = [];

@@ -22,6 +22,12 @@ export interface TcplatOptions extends DataSourceJsonData {
   influxUser?: string;
   /** The tcplat renderer (heatmap images, signed links). */
   rendererUrl?: string;
+  /** Read rollups for long ranges (default true); false reads only the 10 s data. */
+  rollups?: boolean;
+  /** 1.x: retention policy of the rollups, in `database` (default ROLLUP_RP of pkg/core). */
+  rollupRetentionPolicy?: string;
+  /** 2.x: bucket of the rollups (default `<bucket>` + ROLLUP_BUCKET_SUFFIX of pkg/core). */
+  rollupBucket?: string;
 }
 
 /** Never sent to the browser: Grafana injects them through the routes of plugin.json. */

@@ -62,3 +62,19 @@ test('a configured renderer token shows as configured and can be reset', async (
   await userEvent.type(screen.getByLabelText('Renderer token'), 'tok');
   expect(seen.at(-1)!.secureJsonData).toEqual({ rendererToken: 'tok' });
 });
+
+test('rollups: the bucket (2.x) or retention policy (1.x) with the pkg/core defaults shown, and a switch to read only the 10 s data', async () => {
+  const seen: Settings[] = [];
+  const { unmount } = render(<Harness initial={settings({ dialect: 'flux', bucket: 'conn' })} seen={seen} />);
+  expect(screen.getByLabelText('Rollup bucket')).toHaveAttribute('placeholder', 'conn_rollups');
+  await userEvent.type(screen.getByLabelText('Rollup bucket'), 'long');
+  expect(seen.at(-1)!.jsonData).toMatchObject({ rollupBucket: 'long' });
+  await userEvent.click(screen.getByLabelText('Read rollups'));
+  expect(seen.at(-1)!.jsonData.rollups).toBe(false);
+  expect(screen.queryByLabelText('Rollup bucket')).not.toBeInTheDocument();
+  unmount();
+  render(<Harness initial={settings({ dialect: 'influxql' })} seen={seen} />);
+  expect(screen.getByLabelText('Rollup retention policy')).toHaveAttribute('placeholder', 'tcplat_rollups');
+  await userEvent.type(screen.getByLabelText('Rollup retention policy'), 'forever');
+  expect(seen.at(-1)!.jsonData).toMatchObject({ rollupRetentionPolicy: 'forever' });
+});

@@ -5,7 +5,8 @@
  */
 import React, { type ChangeEvent } from 'react';
 import type { DataSourcePluginOptionsEditorProps } from '@grafana/data';
-import { FieldSet, InlineField, Input, RadioButtonGroup, SecretInput } from '@grafana/ui';
+import { FieldSet, InlineField, InlineSwitch, Input, RadioButtonGroup, SecretInput } from '@grafana/ui';
+import { ROLLUP_BUCKET_SUFFIX, ROLLUP_RP } from '@tcplat/core';
 import { DEFAULT_OPTIONS, type Dialect, type TcplatOptions, type TcplatSecureOptions } from '../types';
 
 type Props = DataSourcePluginOptionsEditorProps<TcplatOptions, TcplatSecureOptions>;
@@ -46,6 +47,8 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
     </InlineField>
   );
 
+  const rollupsOn = json.rollups !== false;
+
   const text = (key: keyof TcplatOptions, label: string, tooltip: string, placeholder: string) => (
     <InlineField label={label} labelWidth={LABEL} tooltip={tooltip}>
       <Input id={`tcplat-${key}`} aria-label={label} value={(json[key] as string | undefined) ?? ''} placeholder={placeholder} width={WIDTH} onChange={onText(key)} />
@@ -73,6 +76,19 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
             {secret('influxPassword', 'Password', 'Stored encrypted; never sent to browsers.', 'password')}
           </>
         )}
+      </FieldSet>
+      <FieldSet label="Rollups">
+        <InlineField
+          label="Read rollups"
+          labelWidth={LABEL}
+          tooltip="Long ranges read the coarsest rollup (1 min, 10 min, 1 h sums made by the tcplat agent and tcplat rollup) that still gives one point per interval. Off: always the 10 s data."
+        >
+          <InlineSwitch id="tcplat-rollups" aria-label="Read rollups" value={rollupsOn} onChange={(e) => setJson('rollups', e.currentTarget.checked)} />
+        </InlineField>
+        {rollupsOn &&
+          (dialect === 'flux'
+            ? text('rollupBucket', 'Rollup bucket', `The bucket holding the rollups. Empty: the bucket above + "${ROLLUP_BUCKET_SUFFIX}".`, `${json.bucket || 'tcplat'}${ROLLUP_BUCKET_SUFFIX}`)
+            : text('rollupRetentionPolicy', 'Rollup retention policy', `The retention policy of the rollups, in the database above. Empty: ${ROLLUP_RP}.`, ROLLUP_RP))}
       </FieldSet>
       <FieldSet label="Renderer">
         {text('rendererUrl', 'Renderer URL', 'The tcplat renderer that draws the heatmap panel and signs links for alerts.', 'http://renderer:7071')}
