@@ -6,8 +6,14 @@
  * the seed's design (a fresh Python + pandas + Matplotlib process per request, same query, same picture
  * size); RSS of the service and its workers over 1,000 renders.
  *
+ * Scale (issue 14): 30 d of one host and 7 d of a service on 20 hosts, written in the agent's schema (10 s
+ * tcp_connect_hist points) AND their rollups (1 min, 10 min, 1 h: summed here from the points written, into
+ * the retention policy tcplat_rollups), rendered uncached and compared with the 1 h render of the same host
+ * measured in the same run, interleaved (target: each at most 3x).
+ *
  * Flags: --influx-url URL (required) --renders N (default 1000) --n N (samples per range, default 25)
  *        --seed-only (write the data set and exit: for looking at it by hand)
+ *        --scale-only (only the scale figures) --no-scale (skip them) --scale-n N (samples each, default 9)
  */
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -82,6 +88,64 @@ async function seed(target) {
   }
   if (points.length) await core.writeLines(target, core.encodePoints(points));
   return total;
+}
+
+/** Scale data: 30 d of one host, 7 d of a 20-host service (each series: ok to pg, ok to redis, refused to pg). */
+const SCALE = {
+  solo: { service: 'batch', hosts: ['solo'], days: 30 },
+  fleet: { service: 'fleet', hosts: Array.from({ length: 20 }, (_, i) => `f${String(i + 1).padStart(2, '0')}`), days: 7 },
+};
+
+/**
+ * Write the scale data: per hour, every series' 10 s windows (the agent's histPoint), then the rollups of
+ * exactly those points (core.rollupHistPoints: one point per series per window, counts summed, min of
+ * mins, max of maxes) into the rollup retention policy. Hours are whole rollup windows, so every rollup
+ * point is complete.
+ */
+async function seedScale(target) {
+  await core.queryInfluxQL(target, `CREATE RETENTION POLICY ${core.quote('influxql-ident', core.ROLLUP_RP)} ON ${core.quote('influxql-ident', DB)} DURATION INF REPLICATION 1`, { method: 'POST' });
+  const rollupTarget = { ...target, rp: core.ROLLUP_RP };
+  const r = rng(7);
+  const series = [];
+  for (const set of Object.values(SCALE)) {
+    for (const host of set.hosts) {
+      const from = END - set.days * 24 * HOUR - HOUR;
+      series.push({ from, host, service: set.service, dst: 'pg:5432', n: 10, lat: () => (r() < 0.03 ? 1000 + 80 * r() : 0.25 + 0.3 * r()) });
+      series.push({ from, host, service: set.service, dst: 'redis:6379', n: 15, lat: () => 0.06 + 0.05 * r() });
+      series.push({ from, host, service: set.service, dst: 'pg:5432', result: 'refused', n: 1, lat: () => 0.04 });
+    }
+  }
+  const first = Math.floor(Math.min(...series.map((s) => s.from)) / HOUR) * HOUR;
+  let raw = 0;
+  let rolled = 0;
+  let pending = [];
+  const flush = async (force) => {
+    if (pending.length >= 4 || (force && pending.length)) {
+      await Promise.all(pending);
+      pending = [];
+    }
+  };
+  for (let hour = first; hour < END; hour += HOUR) {
+    const points = [];
+    for (const s of series) {
+      if (hour + HOUR <= s.from) continue;
+      for (let t = Math.max(hour, Math.ceil(s.from / WINDOW) * WINDOW); t < Math.min(hour + HOUR, END); t += WINDOW) {
+        const h = new core.Histogram();
+        const n = Math.round(s.n * (0.5 + r()));
+        if (n === 0) continue; // the agent writes no window without connects
+        for (let i = 0; i < n; i++) h.add(s.lat());
+        points.push(core.histPoint({ host: s.host, service: s.service, dst: s.dst, result: s.result ?? 'ok' }, h, BigInt(t) * 1_000_000n));
+      }
+    }
+    const rollups = core.ROLLUP_WINDOWS.flatMap((w) => core.rollupHistPoints(points, w.name));
+    raw += points.length;
+    rolled += rollups.length;
+    for (let i = 0; i < points.length; i += 10_000) pending.push(core.writeLines(target, core.encodePoints(points.slice(i, i + 10_000))));
+    pending.push(core.writeLines(rollupTarget, core.encodePoints(rollups)));
+    await flush(false);
+  }
+  await flush(true);
+  return { raw, rolled };
 }
 
 function freePort() {
@@ -161,7 +225,39 @@ async function timed(url) {
   const body = Buffer.from(await res.arrayBuffer());
   const ms = performance.now() - t0;
   if (res.status !== 200 || body.subarray(1, 4).toString() !== 'PNG') throw new Error(`${url}: HTTP ${res.status} ${body.toString().slice(0, 200)}`);
-  return { ms, timing: res.headers.get('server-timing') ?? '' };
+  return { ms, timing: res.headers.get('server-timing') ?? '', level: res.headers.get('x-tcplat-resolution') ?? '' };
+}
+
+const scaleUrl = (base, set, rangeH, i = 0) =>
+  `${base}/render/heatmap.png?service=${SCALE[set].service}&from=${END - rangeH * HOUR - i * WINDOW}&to=${END - i * WINDOW}&width=${W}&height=${H}`;
+
+/**
+ * Uncached renders of the scale data, interleaved request by request (1 h of the one host, then 30 d of it,
+ * then 7 d of the 20-host service), so that load from anything else weighs on all three alike.
+ */
+async function scaleFigures(base, n) {
+  const kinds = [
+    ['1h', 'solo', 1],
+    ['30d', 'solo', 30 * 24],
+    ['7d20', 'fleet', 7 * 24],
+  ];
+  const xs = { '1h': [], '30d': [], '7d20': [] };
+  const levels = {};
+  const timing = {};
+  for (const [k, set, h] of kinds) await timed(scaleUrl(base, set, h, 0)); // warm-up (and the level read)
+  for (let i = 1; i <= n; i++) {
+    for (const [k, set, h] of kinds) {
+      const r = await timed(scaleUrl(base, set, h, i));
+      xs[k].push(r.ms);
+      levels[k] = r.level;
+      timing[k] = r.timing;
+    }
+  }
+  const out = { n, load1: require('node:os').loadavg()[0] };
+  for (const k of Object.keys(xs)) out[k] = { p50: pct(xs[k], 0.5), best: Math.min(...xs[k]), level: levels[k], lastServerTiming: timing[k] };
+  out.ratio30d = out['30d'].p50 / out['1h'].p50;
+  out.ratio7d20 = out['7d20'].p50 / out['1h'].p50;
+  return out;
 }
 
 const heatmapUrl = (base, rangeH, i = 0) => `${base}/render/heatmap.png?service=rails&from=${END - rangeH * HOUR - i * WINDOW}&to=${END - i * WINDOW}&width=${W}&height=${H}`;
@@ -192,6 +288,43 @@ async function main() {
   const points = await seed(target);
   log(`seeded ${points} points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   const results = { machine: { cpus: require('node:os').cpus().length, node: process.version, loadavgAtStart: require('node:os').loadavg()[0] }, points, hasPandas };
+
+  if (!process.argv.includes('--no-scale')) {
+    log(`seeding the scale data: 30 d of one host, 7 d of a service on 20 hosts (3 series each), and their rollups`);
+    t = performance.now();
+    const seeded = await seedScale(target);
+    log(`seeded ${seeded.raw} 10 s points and ${seeded.rolled} rollup points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const r = await startRenderer(['--cache-mb', '0']);
+    try {
+      const sc = await scaleFigures(r.base, Number(flag('scale-n', '9')));
+      const noRollups = await startRenderer(['--cache-mb', '0', '--rollups', 'none']);
+      try {
+        // The same charts from the 10 s data only (what they cost before the rollups), 3 samples each.
+        sc.without = await scaleFigures(noRollups.base, 3);
+      } finally {
+        await stopRenderer(noRollups);
+      }
+      results.scale = { ...seeded, ...sc };
+      console.log('');
+      console.log(`scale (uncached heatmap ${W}x${H}, p50 of ${sc.n} interleaved; 1-min load average ${sc.load1.toFixed(1)}):`);
+      for (const [k, name] of [
+        ['1h', '1 h, one host'],
+        ['30d', '30 d, one host'],
+        ['7d20', '7 d, a service on 20 hosts'],
+      ]) {
+        const ratio = k === '1h' ? '' : `  ${(sc[k].p50 / sc['1h'].p50).toFixed(1)}x the 1 h render (target <= 3x: ${sc[k].p50 / sc['1h'].p50 <= 3 ? 'met' : 'MISSED'})`;
+        const before = `; 10 s data only: ${fmt(sc.without[k].p50)} = ${(sc.without[k].p50 / sc.without['1h'].p50).toFixed(1)}x`;
+        console.log(`  ${name.padEnd(28)} ${fmt(sc[k].p50).padStart(10)} (best ${fmt(sc[k].best)}, read ${sc[k].level})${ratio}${before}`);
+      }
+    } finally {
+      await stopRenderer(r);
+    }
+    if (process.argv.includes('--scale-only')) {
+      fs.mkdirSync(path.join(root, 'test-output'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'test-output/bench-renderer-scale.json'), JSON.stringify(results, null, 2) + '\n');
+      return results.scale.ratio30d <= 3 && results.scale.ratio7d20 <= 3 ? 0 : 1;
+    }
+  }
 
   const uncached = await startRenderer(['--cache-mb', '0']);
   try {
@@ -296,6 +429,7 @@ async function main() {
     concurrency: results.concurrent.errors === 0,
     rss: results.rss.growthPct <= 10 && results.rss.errors === 0,
   };
+  if (results.scale) ok.scale = results.scale.ratio30d <= 3 && results.scale.ratio7d20 <= 3;
   results.targets = ok;
   const rows = [
     ['heatmap 1000x400, service=rails', 'p50', 'p95'],
