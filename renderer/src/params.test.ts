@@ -13,6 +13,26 @@ describe('render parameters', () => {
     expect(chooseWindow(31 * 86_400_000, 4000, DEFAULT_LIMITS)).toBe(3_600_000);
   });
 
+  test('the resolution: the coarsest allowed level that fits the bin, bins of whole windows of it; part of the cache key', () => {
+    const at = (from: string, width: number, rollupLevels = DEFAULT_LIMITS.rollupLevels) => {
+      const p = parseRenderParams('heatmap', { from, width: String(width) }, { ...DEFAULT_LIMITS, rollupLevels }, NOW);
+      return [p.level, p.windowMs];
+    };
+    expect([at('now-1h', 1000), at('now-24h', 1000), at('now-7d', 1000), at('now-30d', 1000), at('now-24h', 2000), at('now-7d', 1000, []), at('now-7d', 1000, ['1m'])]).toEqual([
+      ['base', 20_000],
+      ['10m', 600_000],
+      ['1h', 3_600_000],
+      ['1h', 21_600_000],
+      ['1m', 300_000],
+      ['base', 3_600_000],
+      ['1m', 3_600_000],
+    ]);
+    const all = parseRenderParams('heatmap', { from: 'now-7d' }, DEFAULT_LIMITS, NOW);
+    const none = parseRenderParams('heatmap', { from: 'now-7d' }, { ...DEFAULT_LIMITS, rollupLevels: [] }, NOW);
+    expect(none.windowMs).toBe(all.windowMs);
+    expect(canonicalKey(none)).not.toBe(canonicalKey(all));
+  });
+
   test('the range is snapped outwards to whole bins; the key ignores where inside a bin "now" is', () => {
     const a = parseRenderParams('heatmap', { from: 'now-1h' }, DEFAULT_LIMITS, NOW);
     expect(a.binFromMs % a.windowMs).toBe(0);
