@@ -7,13 +7,16 @@
  * size); RSS of the service and its workers over 1,000 renders.
  *
  * Scale (issue 14): 30 d of one host and 7 d of a service on 20 hosts, written in the agent's schema (10 s
- * tcp_connect_hist points) AND their rollups (1 min, 10 min, 1 h: summed here from the points written, into
+ * tcp_connect_hist points, up to an hour past the start of the run so that charts ending now are live)
+ * AND their rollups (1 min, 10 min, 1 h: summed here from the points written, into
  * the retention policy tcplat_rollups), rendered uncached and compared with the 1 h render of the same host
  * measured in the same run, interleaved (target: each at most 3x).
  *
  * Flags: --influx-url URL (required) --renders N (default 1000) --n N (samples per range, default 25)
  *        --seed-only (write the data set and exit: for looking at it by hand)
  *        --scale-only (only the scale figures) --no-scale (skip them) --scale-n N (samples each, default 9)
+ *        --scale-ahead-h H (write the scale data H hours past the start, default 1) --no-scale-seed (reuse it)
+ *        --scale-settle-s S (wait before measuring, default 60)
  */
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -90,7 +93,7 @@ async function seed(target) {
   return total;
 }
 
-/** Scale data: 30 d of one host, 7 d of a 20-host service (each series: ok to pg, ok to redis, refused to pg). */
+/** Scale data: 30 d of one host (3 series: ok to pg, ok to redis, refused to pg), 7 d of a service on 20 hosts (2 series each: ok to pg and to redis). */
 const SCALE = {
   solo: { service: 'batch', hosts: ['solo'], days: 30 },
   fleet: { service: 'fleet', hosts: Array.from({ length: 20 }, (_, i) => `f${String(i + 1).padStart(2, '0')}`), days: 7 },
@@ -112,10 +115,13 @@ async function seedScale(target) {
       const from = END - set.days * 24 * HOUR - HOUR;
       series.push({ from, host, service: set.service, dst: 'pg:5432', n: 10, lat: () => (r() < 0.03 ? 1000 + 80 * r() : 0.25 + 0.3 * r()) });
       series.push({ from, host, service: set.service, dst: 'redis:6379', n: 15, lat: () => 0.06 + 0.05 * r() });
-      series.push({ from, host, service: set.service, dst: 'pg:5432', result: 'refused', n: 1, lat: () => 0.04 });
+      if (set.hosts.length === 1) series.push({ from, host, service: set.service, dst: 'pg:5432', result: 'refused', n: 1, lat: () => 0.04 });
     }
   }
   const first = Math.floor(Math.min(...series.map((s) => s.from)) / HOUR) * HOUR;
+  // Written an hour past the start of the run, so that charts ending "now" (while the run goes on) are live
+  // charts: their newest windows are read from the finer levels (planHistParts), as in production.
+  const until = SCALE_END;
   let raw = 0;
   let rolled = 0;
   let pending = [];
@@ -125,11 +131,11 @@ async function seedScale(target) {
       pending = [];
     }
   };
-  for (let hour = first; hour < END; hour += HOUR) {
+  for (let hour = first; hour < until; hour += HOUR) {
     const points = [];
     for (const s of series) {
       if (hour + HOUR <= s.from) continue;
-      for (let t = Math.max(hour, Math.ceil(s.from / WINDOW) * WINDOW); t < Math.min(hour + HOUR, END); t += WINDOW) {
+      for (let t = Math.max(hour, Math.ceil(s.from / WINDOW) * WINDOW); t < Math.min(hour + HOUR, until); t += WINDOW) {
         const h = new core.Histogram();
         const n = Math.round(s.n * (0.5 + r()));
         if (n === 0) continue; // the agent writes no window without connects
@@ -228,8 +234,9 @@ async function timed(url) {
   return { ms, timing: res.headers.get('server-timing') ?? '', level: res.headers.get('x-tcplat-resolution') ?? '' };
 }
 
-const scaleUrl = (base, set, rangeH, i = 0) =>
-  `${base}/render/heatmap.png?service=${SCALE[set].service}&from=${END - rangeH * HOUR - i * WINDOW}&to=${END - i * WINDOW}&width=${W}&height=${H}`;
+const SCALE_END = END + Number(flag('scale-ahead-h', '1')) * HOUR;
+/** A live chart: from now-R to now, resolved by the renderer at each request (the cache is off). */
+const scaleUrl = (base, set, rangeH) => `${base}/render/heatmap.png?service=${SCALE[set].service}&from=now-${rangeH}h&to=now&width=${W}&height=${H}`;
 
 /**
  * Uncached renders of the scale data, interleaved request by request (1 h of the one host, then 30 d of it,
@@ -244,10 +251,10 @@ async function scaleFigures(base, n) {
   const xs = { '1h': [], '30d': [], '7d20': [] };
   const levels = {};
   const timing = {};
-  for (const [k, set, h] of kinds) await timed(scaleUrl(base, set, h, 0)); // warm-up (and the level read)
+  for (const [, set, h] of kinds) await timed(scaleUrl(base, set, h)); // warm-up
   for (let i = 1; i <= n; i++) {
     for (const [k, set, h] of kinds) {
-      const r = await timed(scaleUrl(base, set, h, i));
+      const r = await timed(scaleUrl(base, set, h));
       xs[k].push(r.ms);
       levels[k] = r.level;
       timing[k] = r.timing;
@@ -290,14 +297,20 @@ async function main() {
   const results = { machine: { cpus: require('node:os').cpus().length, node: process.version, loadavgAtStart: require('node:os').loadavg()[0] }, points, hasPandas };
 
   if (!process.argv.includes('--no-scale')) {
-    log(`seeding the scale data: 30 d of one host, 7 d of a service on 20 hosts (3 series each), and their rollups`);
-    t = performance.now();
-    const seeded = await seedScale(target);
-    log(`seeded ${seeded.raw} 10 s points and ${seeded.rolled} rollup points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-    const r = await startRenderer(['--cache-mb', '0']);
+    let seeded = { raw: 0, rolled: 0 };
+    if (process.argv.includes('--no-scale-seed')) log('scale data: reusing what an earlier run (with --scale-ahead-h covering now) wrote into this InfluxDB');
+    else {
+      log(`seeding the scale data: 30 d of one host, 7 d of a service on 20 hosts, and their rollups`);
+      t = performance.now();
+      seeded = await seedScale(target);
+      log(`seeded ${seeded.raw} 10 s points and ${seeded.rolled} rollup points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    }
+    // InfluxDB compacts what was just written for a while: give it a minute before measuring.
+    await sleep(Number(flag('scale-settle-s', '60')) * 1000);
+    const r = await startRenderer(['--cache-mb', '0', '--query-timeout', '120s']);
     try {
       const sc = await scaleFigures(r.base, Number(flag('scale-n', '9')));
-      const noRollups = await startRenderer(['--cache-mb', '0', '--rollups', 'none']);
+      const noRollups = await startRenderer(['--cache-mb', '0', '--rollups', 'none', '--query-timeout', '120s']);
       try {
         // The same charts from the 10 s data only (what they cost before the rollups), 3 samples each.
         sc.without = await scaleFigures(noRollups.base, 3);
