@@ -118,7 +118,7 @@ const STORES: Store[] = [
 
 /** The renderer on a target, its worker pool watched so a test can see what each chart asked the workers to draw. */
 async function renderer(target: InfluxTarget, extra: string[] = []): Promise<{ app: FastifyInstance; drawn: Record<string, unknown>[]; base: string }> {
-  const config = rendererConfig(loadConfig(RENDERER_OPTIONS, [...flagsOf(target), '--log-level', 'silent', '--cache-mb', '0', '--workers', '1', ...extra], {}).values);
+  const config = rendererConfig(loadConfig(RENDERER_OPTIONS, [...flagsOf(target), '--log-level', 'silent', '--cache-mb', '0', '--workers', '1', '--query-timeout', '120s', ...extra], {}).values);
   const pool = new WorkerPool({ python: config.python, workers: 1, queue: 8, timeoutMs: 60_000 });
   await pool.start();
   const drawn: Record<string, unknown>[] = [];
@@ -155,7 +155,7 @@ for (const store of STORES) {
       await write(made.target, points);
       // The agent recomputes rollups every 30 s: the last ~minute is not in them yet.
       await write(made.rollup!, rollups(points, NOW - 60_000));
-    }, 180_000);
+    }, 300_000);
     afterAll(async () => made?.drop());
 
     const params = (kind: ChartKind, rangeMs: number, width = WIDTH) => parseRenderParams(kind, { from: String(NOW - rangeMs), to: String(NOW), width: String(width) }, DEFAULT_LIMITS, NOW);
@@ -227,7 +227,7 @@ for (const store of STORES) {
       } finally {
         await r.app.close();
       }
-    }, 180_000);
+    }, 300_000);
 
     test('10 s data gone (short retention), rollups kept: a month is still drawn from the rollups', async () => {
       const only = await store.make(true);
@@ -292,7 +292,7 @@ for (const store of STORES) {
       } finally {
         for (const m of [none, empty, partial]) await m.drop();
       }
-    }, 240_000);
+    }, 600_000);
   });
 }
 
