@@ -307,6 +307,9 @@ async function main() {
     }
     // InfluxDB compacts what was just written for a while: give it a minute before measuring.
     await sleep(Number(flag('scale-settle-s', '60')) * 1000);
+    // Then drop what lies in the future (10 s points and rollups), so that, as in production, the newest
+    // data of a chart ending now is the last few seconds, and rollup windows that contain now are partial.
+    await core.queryInfluxQL(target, `DELETE FROM /^tcp_connect_hist/ WHERE time > ${Date.now()}ms`, { method: 'POST' });
     const r = await startRenderer(['--cache-mb', '0', '--query-timeout', '120s']);
     try {
       const sc = await scaleFigures(r.base, Number(flag('scale-n', '9')));

@@ -16,6 +16,7 @@ import {
   histRowsFromInfluxQL,
   InfluxError,
   readHistLevels,
+  levelMs,
   queryFlux,
   queryInfluxQL,
   type HistLevel,
@@ -182,6 +183,18 @@ export function mergeRows(base: readonly HistRow[], sums: readonly HistRow[][]):
   return [...byKey.values()].sort((a, b) => a.timeMs - b.timeMs);
 }
 
+/** A part of at most this many windows of its level is read in one query of every field. */
+export const SMALL_PART_WINDOWS = 24;
+
+/**
+ * The newest windows of a chart read at finer levels (planHistParts) span a few windows each: there the
+ * two-phase plan's extra queries cost more than the bucket fields they save.
+ */
+function smallPart(q: HistQuery): boolean {
+  if (q.source === undefined) return false;
+  return (q.toMs - q.fromMs) / levelMs(q.source.level) <= SMALL_PART_WINDOWS;
+}
+
 export function influxSource(target: InfluxTarget, timeoutMs: number): HistSource {
   async function run(q: HistQuery, signal: AbortSignal): Promise<HistRow[]> {
     if (target.version === 1) {
@@ -221,7 +234,7 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
     async query(q: HistQuery): Promise<HistRow[]> {
       const signal = AbortSignal.timeout(timeoutMs);
       try {
-        return q.metrics.includes('buckets') && q.fields === undefined ? await twoPhase(q, signal) : await run(q, signal);
+        return q.metrics.includes('buckets') && q.fields === undefined && !smallPart(q) ? await twoPhase(q, signal) : await run(q, signal);
       } catch (e) {
         if (e instanceof FluxResultError) throw new InfluxError(e.message, 400);
         if (signal.aborted && !(e instanceof InfluxError && e.status !== 0)) {
