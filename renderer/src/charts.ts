@@ -15,14 +15,14 @@ export function yEdgesMs(): number[] {
 
 export const QUANTILES: Record<Overlay, number> = { p50: 0.5, p90: 0.9, p99: 0.99, max: 1 };
 
-/** The one query a chart needs. */
+/** The one query a chart needs (min/max per bin only where they clamp quantiles: overlays, percentiles). */
 export function chartQuery(p: RenderParams): HistQuery {
   return {
     filters: p.filters,
     fromMs: p.binFromMs,
     toMs: p.binToMs,
     windowMs: p.windowMs,
-    metrics: ['buckets', 'count', 'min', 'max'],
+    metrics: p.kind === 'heatmap' && p.overlays.length === 0 ? ['buckets', 'count'] : ['buckets', 'count', 'min', 'max'],
     groupBy: p.kind === 'percentiles' ? ['dst', 'result'] : [],
   };
 }

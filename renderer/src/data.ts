@@ -207,7 +207,7 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
 
   /**
    * Bucket fields dominate the cost of a query (InfluxDB 1.x opens a cursor per field and series, and
-   * most of the buckets are zero): read count/min/max per bin (cheap, and needed anyway) and, in parallel,
+   * most of the buckets are zero): read count (and the query's other scalars) per bin (cheap, and needed anyway) and, in parallel,
    * min/max per series over the whole range; then, for each series, only the buckets between its own
    * smallest and largest latency (exact: none of its connects lies outside), series with the same range
    * in one query, the queries in parallel. An empty range costs the two small queries. When the buckets
@@ -215,7 +215,7 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
    */
   async function twoPhase(q: HistQuery, signal: AbortSignal): Promise<HistRow[]> {
     const scalars = q.metrics.filter((m) => m !== 'buckets');
-    const head = run({ ...q, metrics: [...new Set([...scalars, 'count', 'min', 'max'] as const)], fields: undefined }, signal);
+    const head = run({ ...q, metrics: [...new Set([...scalars, 'count'] as const)], fields: undefined }, signal);
     const buckets = run({ ...q, metrics: ['min', 'max'], fields: undefined, groupBy: SERIES_TAGS, windowMs: q.toMs - q.fromMs }, signal).then((rows) =>
       Promise.all(planBucketReads(seriesRanges(rows)).map((r) => run({ ...q, metrics: ['buckets'], fields: r.fields, ...(r.series ? { series: r.series } : {}) }, signal))),
     );
