@@ -9,7 +9,9 @@ import { runUntilSignal } from './server';
 const SUMMARY = `Serve PNG heatmaps and percentile charts of TCP connect latency (tcp_connect_hist) for Grafana panels
 and alert notifications: GET /render/heatmap.png, GET /render/percentiles.png, POST /links, /healthz, /metrics.
 The query dialect follows the credentials: --influx-db selects InfluxDB 1.x (InfluxQL), --influx-org,
---influx-bucket and --influx-token select 2.x (Flux).`;
+--influx-bucket and --influx-token select 2.x (Flux). Long ranges read the coarsest rollup (--rollups, in
+--rollup-rp or --rollup-bucket) that keeps one bin per 4 pixel columns; the subtitle says which, and
+missing rollups fall back to the 10 s data with a note (tcplat rollup makes them).`;
 
 const FOOTER = `tcplat renderer alert-link KID prints the link prefix Grafana's alert rules need (see --help there).
 
