@@ -99,8 +99,12 @@ export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: num
   const fromMs = Math.max(0, Math.floor(range.fromMs));
   const toMs = Math.min(MAX_TIME_MS, Math.max(fromMs + 1, Math.ceil(range.toMs)));
   const res = pickResolution({ fromMs, toMs, intervalMs: windowFor(intervalMs), levels, baseMs: MIN_WINDOW_MS });
+  // Whole bins (epoch-aligned, as both dialects bin): the first and last bins hold every window they
+  // stand for (a rate divides by the bin width), and a rollup window is never cut by the range's edge.
+  const binFrom = Math.floor(fromMs / res.windowMs) * res.windowMs;
+  const binTo = Math.min(MAX_TIME_MS, Math.ceil(toMs / res.windowMs) * res.windowMs);
   return {
-    hist: { filters, fromMs, toMs, windowMs: res.windowMs, metrics: metricsFor(q.metric), groupBy: queryGroupBy },
+    hist: { filters, fromMs: binFrom, toMs: binTo, windowMs: res.windowMs, metrics: metricsFor(q.metric), groupBy: queryGroupBy },
     groupBy,
     queryGroupBy,
     metric: q.metric,

@@ -165,7 +165,9 @@ export interface HistPart {
  * The parts to read [fromMs, toMs) at `level`: the level's whole windows that ended before nowMs - lagMs,
  * then each finer level (among `levels`, then the 10 s data) for the windows the coarser one may not have
  * caught up with yet. Past ranges are one part. Parts never overlap and cover the range exactly; each
- * part's bounds are whole windows of its own level (besides the range's own ends).
+ * part's bounds are whole windows of its own level (besides the range's own ends). Give a range of whole
+ * windows of `level` (whole bins of pickResolution's windowMs are): a rollup point holds its whole window,
+ * so a range that cut one would count the part of it outside the range, or miss the part inside.
  */
 export function planHistParts(o: { fromMs: number; toMs: number; level: HistLevel; nowMs: number; lagMs?: number; levels?: readonly RollupWindowName[]; baseMs?: number }): HistPart[] {
   const lag = o.lagMs ?? ROLLUP_LAG_MS;
