@@ -1,0 +1,306 @@
+/**
+ * The agent's live rollup job. The writer tells it which `tcp_connect_hist` windows it delivered points
+ * into (from the timestamps of the hist lines of each batch InfluxDB accepted, before the batch leaves the
+ * spool); those 1m windows are dirty. Every --rollup-interval the job recomputes the dirty windows with the
+ * engine (finer level first, then the coarser windows that contain them), for this host only. A late event
+ * or an import makes its window dirty again, so the rollups stay exact.
+ *
+ * Crash safety: a small state file in the spool directory (written to a temporary file, fsynced, renamed)
+ * holds `rolledUpToMs`: every window before it is rolled up. At start everything from there to now is
+ * dirty (the last 2 h when there is no file). The mark is the oldest dirty window, or the newest window
+ * rolled up when nothing is dirty; a delivery into a window before the saved mark saves the lower mark
+ * BEFORE the batch is acknowledged, so a SIGKILL at any point loses no window: either the batch is sent
+ * again (and marks its windows again), or the mark on disk covers it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { escapeMeasurement, MEASUREMENT } from '@tcplat/core';
+import type { Counter, Metrics } from '../metrics';
+import type { SpoolRecord } from '../spool/spool';
+import type { Logger } from '../types';
+import { chunks, ensureRollupStore, FINEST_WINDOW_MS, floorTo, rollupRange, type RollupStore } from './engine';
+
+export const STATE_FILE = 'rollup-state.json';
+/** Without a state file, this much history is recomputed at start. */
+export const DEFAULT_CATCH_UP_MS = 2 * 3_600_000;
+/** One engine call covers at most this much time (bounded answers, progress between chunks). */
+export const LIVE_CHUNK_MS = 6 * 3_600_000;
+/** Default retention of the rollup RP/bucket when the agent creates it. */
+export const DEFAULT_ROLLUP_RETENTION = '400d';
+
+export interface RollupJobOptions {
+  store: RollupStore;
+  host: string;
+  intervalMs: number;
+  /** Directory of the state file (the spool's). */
+  dir: string;
+  log: Logger;
+  metrics: Metrics;
+  now?: () => number;
+}
+
+export interface RollupRunSummary {
+  atMs: number;
+  durationMs: number;
+  windows: number;
+  points: number;
+  error: string | null;
+}
+
+const HIST_PREFIX = escapeMeasurement(MEASUREMENT.connectHist) + ',';
+
+/**
+ * The 1m windows (start, ms) of the tcp_connect_hist lines in a line-protocol text. The timestamp is the
+ * line's last field (after its last space: tag and field values escape or quote their spaces, and a
+ * string field never ends a hist line).
+ */
+export function histWindows(text: string, out: Set<number> = new Set()): Set<number> {
+  let i = text.startsWith(HIST_PREFIX) ? 0 : text.indexOf('\n' + HIST_PREFIX);
+  if (i > 0) i++;
+  while (i >= 0 && i < text.length) {
+    let end = text.indexOf('\n', i);
+    if (end < 0) end = text.length;
+    const sp = text.lastIndexOf(' ', end);
+    if (sp > i) {
+      const ns = text.slice(sp + 1, end);
+      if (/^-?\d{1,19}$/.test(ns)) out.add(floorTo(Number(BigInt(ns) / 1_000_000n), FINEST_WINDOW_MS));
+    }
+    const next = text.indexOf('\n' + HIST_PREFIX, end);
+    i = next < 0 ? -1 : next + 1;
+  }
+  return out;
+}
+
+export class RollupJob {
+  /** Dirty 1m windows (start ms). */
+  private readonly dirty = new Set<number>();
+  private savedMark: number | null = null;
+  private newestRolled: number | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private storeReady = false;
+  private readonly now: () => number;
+  private readonly file: string;
+  readonly windowsRolled: Counter;
+  readonly pointsWritten: Counter;
+  readonly errors: Counter;
+  readonly runs: Counter;
+  lastRun: RollupRunSummary | null = null;
+  lastError: string | null = null;
+
+  constructor(private readonly o: RollupJobOptions) {
+    this.now = o.now ?? Date.now;
+    this.file = path.join(o.dir, STATE_FILE);
+    const m = o.metrics;
+    this.windowsRolled = m.counter('tcplat_rollup_windows_total', 'Dirty 1m windows of tcp_connect_hist recomputed (with their 10m and 1h windows)');
+    this.pointsWritten = m.counter('tcplat_rollup_points_written_total', 'Rollup points written (all levels)');
+    this.errors = m.counter('tcplat_rollup_errors_total', 'Rollup runs that failed (their windows stay dirty and are retried)');
+    this.runs = m.counter('tcplat_rollup_runs_total', 'Rollup runs');
+    m.gauge('tcplat_rollup_dirty_windows', '1m windows delivered to InfluxDB and not rolled up yet', () => this.dirty.size);
+    m.gauge('tcplat_rollup_lag_seconds', 'Age of the oldest dirty window (0 when none)', () => this.lagSeconds());
+    m.gauge('tcplat_rollup_last_run_timestamp_seconds', 'When the last rollup run ended (0 before the first)', () => (this.lastRun ? this.lastRun.atMs / 1000 : 0));
+  }
+
+  get dirtyWindows(): number {
+    return this.dirty.size;
+  }
+
+  lagSeconds(): number {
+    const oldest = this.oldestDirty();
+    return oldest === null ? 0 : Math.max(0, (this.now() - oldest) / 1000);
+  }
+
+  private oldestDirty(): number | null {
+    let min: number | null = null;
+    for (const w of this.dirty) if (min === null || w < min) min = w;
+    return min;
+  }
+
+  /** Load the state file and mark everything since its mark dirty (the last 2 h without one), then run every interval. */
+  start(): void {
+    const now = this.now();
+    let from = now - DEFAULT_CATCH_UP_MS;
+    let why = `no ${STATE_FILE}: the last ${DEFAULT_CATCH_UP_MS / 3_600_000} h`;
+    try {
+      const s = JSON.parse(fs.readFileSync(this.file, 'utf8')) as { rolledUpToMs?: unknown };
+      if (typeof s.rolledUpToMs === 'number' && Number.isSafeInteger(s.rolledUpToMs) && s.rolledUpToMs > 0) {
+        from = s.rolledUpToMs;
+        why = `${STATE_FILE}: rolled up to ${new Date(from).toISOString()}`;
+      } else this.o.log.warn({ file: this.file }, `${STATE_FILE} has no valid rolledUpToMs; catching up the last 2 h`);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.o.log.warn({ file: this.file, err: (e as Error).message }, `cannot read ${STATE_FILE}; catching up the last 2 h`);
+    }
+    // Clock skew: windows a little ahead of this clock are caught up too.
+    this.markRange(from, now + 10 * 60_000);
+    this.savedMark = floorTo(from, FINEST_WINDOW_MS);
+    this.o.log.info({ fromMs: from, dirtyWindows: this.dirty.size, intervalMs: this.o.intervalMs }, `rollups: catching up from ${new Date(from).toISOString()} (${why})`);
+    this.timer = setInterval(() => void this.run(), this.o.intervalMs);
+    this.timer.unref?.();
+  }
+
+  private markRange(fromMs: number, toMs: number): void {
+    for (let w = floorTo(fromMs, FINEST_WINDOW_MS); w < toMs; w += FINEST_WINDOW_MS) this.dirty.add(w);
+  }
+
+  /**
+   * The writer delivered this batch (InfluxDB has it; it is not acknowledged in the spool yet). Marks its
+   * hist windows dirty; a window before the saved mark lowers the mark on disk first (synchronously).
+   */
+  delivered(rec: SpoolRecord): void {
+    let text: string;
+    try {
+      text = zlib.gunzipSync(rec.payload).toString('utf8');
+    } catch {
+      return; // the writer counts unreadable batches; nothing of it reached InfluxDB
+    }
+    this.deliveredWindows(histWindows(text));
+  }
+
+  deliveredWindows(windows: Iterable<number>): void {
+    let min: number | null = null;
+    for (const w of windows) {
+      this.dirty.add(w);
+      if (min === null || w < min) min = w;
+    }
+    if (min !== null && (this.savedMark === null || min < this.savedMark)) this.save(min, true);
+  }
+
+  private save(mark: number, sync: boolean): void {
+    const tmp = this.file + '.tmp';
+    const text = JSON.stringify({ version: 1, host: this.o.host, rolledUpToMs: mark, savedAt: new Date(this.now()).toISOString() }) + '\n';
+    try {
+      const fd = fs.openSync(tmp, 'w', 0o600);
+      try {
+        fs.writeSync(fd, text);
+        if (sync) fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      fs.renameSync(tmp, this.file);
+      this.savedMark = mark;
+    } catch (e) {
+      this.o.log.error({ file: this.file, err: (e as Error).message }, `cannot save ${STATE_FILE}: after a crash, rollups would catch up from an older mark`);
+    }
+  }
+
+  /** One run: recompute the dirty windows (all levels). Runs never overlap; a failed chunk stays dirty. */
+  run(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.runInner().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  /** Run until nothing is dirty or a run fails (tests, --once). */
+  async catchUp(): Promise<void> {
+    while (this.dirty.size > 0 && !this.stopped) {
+      const errorsBefore = this.errors.value;
+      await this.run();
+      if (this.errors.value > errorsBefore) return;
+    }
+  }
+
+  private async runInner(): Promise<void> {
+    if (this.dirty.size === 0) return;
+    const t0 = this.now();
+    const taken = [...this.dirty].sort((a, b) => a - b);
+    for (const w of taken) this.dirty.delete(w);
+    let windows = 0;
+    let points = 0;
+    let error: string | null = null;
+    const ranges = contiguous(taken);
+    try {
+      if (!this.storeReady) {
+        // Creates the rollup RP (1.x) if missing; a 2.x token usually cannot create buckets: the init scripts do.
+        if (this.o.store.rollup.version === 1) this.o.log.info({}, `rollups: ${await ensureRollupStore(this.o.store, { retention: DEFAULT_ROLLUP_RETENTION })}`);
+        this.storeReady = true;
+      }
+      for (let ri = 0; ri < ranges.length; ri++) {
+        const [a, b] = ranges[ri];
+        for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
+          const from = Math.max(a, ca);
+          const to = Math.min(b, cb);
+          if (this.stopped) throw new Error('stopped');
+          try {
+            const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host });
+            points += r.points;
+            windows += (to - from) / FINEST_WINDOW_MS;
+            this.pointsWritten.inc(r.points);
+            this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
+          } catch (e) {
+            // This chunk and everything after it stay dirty.
+            this.markRange(from, b);
+            for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
+            throw e;
+          }
+        }
+      }
+    } catch (e) {
+      error = (e as Error).message;
+      if (error !== 'stopped') {
+        this.errors.inc();
+        if (this.lastError !== error || this.errors.value % 20 === 1) {
+          this.o.log.error({ err: error, dirtyWindows: this.dirty.size }, `rollups: run failed, the windows stay dirty and are retried: ${hint(error)}`);
+        }
+      }
+    }
+    this.lastError = error;
+    if (error === null) this.newestRolled = Math.max(this.newestRolled ?? 0, taken[taken.length - 1]);
+    this.runs.inc();
+    const end = this.now();
+    this.lastRun = { atMs: end, durationMs: end - t0, windows, points, error };
+    if (error === null) this.o.log.debug({ windows, points, ms: end - t0 }, 'rollups: run done');
+    // The mark moves forward only when nothing older is dirty (asynchronously safe: a lost forward move
+    // only recomputes more at the next start).
+    const oldest = this.oldestDirty();
+    // Never ahead of this minute: deliveries into the current window then need no synchronous save.
+    const mark = oldest ?? (this.newestRolled === null ? null : Math.min(this.newestRolled, floorTo(end, FINEST_WINDOW_MS)));
+    if (mark !== null && mark !== this.savedMark && (oldest !== null || this.savedMark === null || mark > this.savedMark)) this.save(mark, false);
+  }
+
+  status(): Record<string, unknown> {
+    const oldest = this.oldestDirty();
+    return {
+      enabled: true,
+      interval_s: this.o.intervalMs / 1000,
+      dirty_windows: this.dirty.size,
+      oldest_dirty: oldest === null ? null : new Date(oldest).toISOString(),
+      lag_s: this.lagSeconds(),
+      rolled_up_to: this.savedMark === null ? null : new Date(this.savedMark).toISOString(),
+      windows_rolled_up: this.windowsRolled.value,
+      points_written: this.pointsWritten.value,
+      runs: this.runs.value,
+      errors: this.errors.value,
+      last_error: this.lastError,
+      last_run: this.lastRun && { at: new Date(this.lastRun.atMs).toISOString(), duration_ms: this.lastRun.durationMs, windows: this.lastRun.windows, points: this.lastRun.points, error: this.lastRun.error },
+    };
+  }
+
+  /** Stop the timer; a run in progress finishes its current chunk's requests. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+}
+
+/** Sorted window starts as [from, to) ranges of adjacent 1m windows. */
+export function contiguous(sorted: readonly number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const w of sorted) {
+    const last = out[out.length - 1];
+    if (last && last[1] === w) last[1] = w + FINEST_WINDOW_MS;
+    else out.push([w, w + FINEST_WINDOW_MS]);
+  }
+  return out;
+}
+
+/** What to do about a failed run, from InfluxDB's message. */
+export function hint(msg: string): string {
+  if (/retention policy not found|not found: retention/i.test(msg)) return `${msg} (create the rollup retention policy: tcplat rollup --influx-db ... creates it)`;
+  if (/bucket .*not found|HTTP 404/i.test(msg)) return `${msg} (create the rollup bucket <bucket>_rollups: tcplat rollup with an operator token, or the compose/k8s init scripts)`;
+  if (/HTTP 40[13]/.test(msg)) return `${msg} (the token/user needs read on the data and read+write on the rollups)`;
+  return msg;
+}
