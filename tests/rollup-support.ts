@@ -177,3 +177,39 @@ export function diffSums(expected: Map<string, Record<string, number>>, stored: 
 }
 
 export const LEVELS = ROLLUP_WINDOWS;
+
+/** The 10 s points as stored (1.x), for comparing rollups with what the agent really wrote. */
+export async function stored10s(t: InfluxTarget & { version: 1 }): Promise<{ tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[]> {
+  const [series] = await queryInfluxQL({ ...t, rp: undefined }, `SELECT * FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} GROUP BY *`, { epoch: 'ms' });
+  const out: { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[] = [];
+  for (const s of series ?? []) {
+    const ti = s.columns.indexOf('time');
+    for (const v of s.values) {
+      const fields: Record<string, number> = {};
+      s.columns.forEach((c, i) => {
+        if (i !== ti && typeof v[i] === 'number') fields[c] = v[i] as number;
+      });
+      out.push({ tags: s.tags ?? {}, timeMs: Number(v[ti]), fields });
+    }
+  }
+  return out;
+}
+
+/** expectedSums for stored points (fields by name). */
+export function expectedFromStored(pts: readonly { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[], windowMs: number): Map<string, Record<string, number>> {
+  const out = new Map<string, Record<string, number>>();
+  for (const p of pts) {
+    const k = key(p.tags, Math.floor(p.timeMs / windowMs) * windowMs);
+    const s = out.get(k);
+    if (!s) {
+      out.set(k, { ...p.fields });
+      continue;
+    }
+    for (const [f, v] of Object.entries(p.fields)) {
+      if (f === HIST_FIELD.minMs) s[f] = Math.min(s[f], v);
+      else if (f === HIST_FIELD.maxMs) s[f] = Math.max(s[f], v);
+      else s[f] = (s[f] ?? 0) + v;
+    }
+  }
+  return out;
+}

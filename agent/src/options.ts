@@ -15,6 +15,8 @@ import {
   type InfluxTarget,
   type LoadedConfig,
   type OptionSpec,
+  ROLLUP_BUCKET_SUFFIX,
+  ROLLUP_RP,
 } from '@tcplat/core';
 import { parseRules, type Rules } from './enrich/rules';
 import { PROBE_MODES, SOURCES, type ProbeMode, type SourceKind } from './sources/commands';
@@ -45,6 +47,10 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flush-interval', type: 'duration', arg: 'DURATION', default: '1s', help: 'how often points are batched, spooled and sent' },
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
+  { name: 'rollup-interval', type: 'duration', arg: 'DURATION', default: '30s', help: 'how often the windows of delivered tcp_connect_hist points are rolled up (1m, 10m, 1h; see tcplat rollup --help)' },
+  { name: 'no-rollup', type: 'bool', default: false, help: 'do not make rollups (live or, with --once, of the import); tcplat rollup can make them later' },
+  { name: 'rollup-rp', type: 'string', arg: 'RP', default: ROLLUP_RP, help: 'InfluxDB 1.x retention policy of the rollups (created with 400d when missing)' },
+  { name: 'rollup-bucket', type: 'string', arg: 'BUCKET', help: `InfluxDB 2.x bucket of the rollups (default: --influx-bucket + "${ROLLUP_BUCKET_SUFFIX}"; must exist, the token needs write on it)` },
   { name: 'host', type: 'string', arg: 'NAME', default: os.hostname(), help: 'value of the host tag' },
   { name: 'exclude-pid', type: 'list', arg: 'PID', default: [], help: "processes whose connects are not recorded (repeatable or comma-separated; the agent's own always are), e.g. the pipeline's other services" },
   { name: 'log-level', type: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'log level (logs are JSON lines on stderr)' },
@@ -82,6 +88,8 @@ export interface AgentConfig {
   flushIntervalMs: number;
   histWindowMs: number;
   rawRateLimit: number;
+  /** Rollups: off with --no-rollup; where they go (1.x RP, 2.x bucket; undefined: the default). */
+  rollup: { enabled: boolean; intervalMs: number; rp: string; bucket?: string };
   host: string;
   /** Besides the agent itself: pids whose connects are never recorded. */
   excludePids: number[];
@@ -105,6 +113,16 @@ function spoolDir(c: LoadedConfig): { spoolDir: string; spoolDirTemporary: boole
     return { spoolDir: path.join(os.tmpdir(), `tcplat-import-${process.pid}-${Date.now().toString(36)}`), spoolDirTemporary: true };
   }
   return { spoolDir: String(c.values['spool-dir']), spoolDirTemporary: false };
+}
+
+function rollupConfig(v: Record<string, unknown>): AgentConfig['rollup'] {
+  const intervalMs = v['rollup-interval'] as number;
+  if (!(intervalMs >= 1000)) throw new ConfigError(`--rollup-interval: at least 1s, got ${intervalMs} ms`);
+  const rp = String(v['rollup-rp']);
+  if (rp === '') throw new ConfigError('--rollup-rp: empty');
+  const bucket = v['rollup-bucket'] === undefined ? undefined : String(v['rollup-bucket']);
+  if (bucket === '') throw new ConfigError('--rollup-bucket: empty');
+  return { enabled: v['no-rollup'] !== true, intervalMs, rp, bucket };
 }
 
 /** Validate loaded values into an AgentConfig; every error names the bad key. */
@@ -142,6 +160,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     flushIntervalMs: flush,
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,
+    rollup: rollupConfig(v),
     host,
     excludePids: (v['exclude-pid'] as string[]).map((p) => {
       const n = Number(p);

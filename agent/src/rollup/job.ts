@@ -277,12 +277,14 @@ export class RollupJob {
     };
   }
 
-  /** Stop the timer; a run in progress finishes its current chunk's requests. */
+  /** Stop the timer; a run in progress ends after its current chunk. The oldest dirty window is saved. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.running;
+    const oldest = this.oldestDirty();
+    if (oldest !== null && (this.savedMark === null || oldest !== this.savedMark)) this.save(oldest, true);
   }
 }
 

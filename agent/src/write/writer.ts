@@ -44,6 +44,11 @@ export interface WriterOptions {
   /** A partial write refusing more lines than this is not bisected (see the module comment). */
   maxBisectDropped?: number;
   random?: () => number;
+  /**
+   * Called when every line of a batch is settled (InfluxDB has what it accepted), before the batch leaves
+   * the spool: the rollup job marks the batch's hist windows dirty (a crash before the ack sends it again).
+   */
+  onDelivered?: (rec: SpoolRecord) => void;
   log: Logger;
   metrics: Metrics;
 }
@@ -296,6 +301,11 @@ export class Writer {
         this.state.inFlight = true;
         const r = await this.sendRecord(rec, signal);
         if (r.done) {
+          try {
+            this.opts.onDelivered?.(rec);
+          } catch (e) {
+            this.opts.log.error({ err: (e as Error).message }, 'writer: the delivery hook failed');
+          }
           // A failed ack means the batch is sent again later: the same points, which InfluxDB stores once.
           await this.spool.ack(rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
           this.work = null;
