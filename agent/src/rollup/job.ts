@@ -210,33 +210,35 @@ export class RollupJob {
     let points = 0;
     let error: string | null = null;
     const ranges = contiguous(taken);
+    // Where the work stands: on any failure, everything from here on is dirty again.
+    let ri = 0;
+    let doneTo = ranges[0][0];
     try {
       if (!this.storeReady) {
         // Creates the rollup RP (1.x) if missing; a 2.x token usually cannot create buckets: the init scripts do.
         if (this.o.store.rollup.version === 1) this.o.log.info({}, `rollups: ${await ensureRollupStore(this.o.store, { retention: DEFAULT_ROLLUP_RETENTION })}`);
         this.storeReady = true;
       }
-      for (let ri = 0; ri < ranges.length; ri++) {
+      for (; ri < ranges.length; ri++) {
         const [a, b] = ranges[ri];
+        doneTo = a;
         for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
           const from = Math.max(a, ca);
           const to = Math.min(b, cb);
           if (this.stopped) throw new Error('stopped');
-          try {
-            const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host });
-            points += r.points;
-            windows += (to - from) / FINEST_WINDOW_MS;
-            this.pointsWritten.inc(r.points);
-            this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
-          } catch (e) {
-            // This chunk and everything after it stay dirty.
-            this.markRange(from, b);
-            for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
-            throw e;
-          }
+          const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host });
+          doneTo = to;
+          points += r.points;
+          windows += (to - from) / FINEST_WINDOW_MS;
+          this.pointsWritten.inc(r.points);
+          this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
         }
       }
     } catch (e) {
+      if (ri < ranges.length) {
+        this.markRange(doneTo, ranges[ri][1]);
+        for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
+      }
       error = (e as Error).message;
       if (error !== 'stopped') {
         this.errors.inc();
