@@ -118,8 +118,15 @@ export class RollupJob {
     return min;
   }
 
-  /** Load the state file and mark everything since its mark dirty (the last 2 h without one), then run every interval. */
+  /** load(), then run every --rollup-interval. */
   start(): void {
+    this.load();
+    this.timer = setInterval(() => void this.run(), this.o.intervalMs);
+    this.timer.unref?.();
+  }
+
+  /** Read the state file and mark everything since its mark dirty (the last 2 h without one). */
+  load(): void {
     const now = this.now();
     let from = now - DEFAULT_CATCH_UP_MS;
     let why = `no ${STATE_FILE}: the last ${DEFAULT_CATCH_UP_MS / 3_600_000} h`;
@@ -136,8 +143,6 @@ export class RollupJob {
     this.markRange(from, now + 10 * 60_000);
     this.savedMark = floorTo(from, FINEST_WINDOW_MS);
     this.o.log.info({ fromMs: from, dirtyWindows: this.dirty.size, intervalMs: this.o.intervalMs }, `rollups: catching up from ${new Date(from).toISOString()} (${why})`);
-    this.timer = setInterval(() => void this.run(), this.o.intervalMs);
-    this.timer.unref?.();
   }
 
   private markRange(fromMs: number, toMs: number): void {
