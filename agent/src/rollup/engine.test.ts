@@ -24,7 +24,7 @@ describe('rollup engine (query text and points; the real databases are in tests/
   test.each(HOSTILE)('a hostile host never escapes its string literal (%#)', (host) => {
     let flux = '';
     try {
-      flux = fluxSums({ version: 2, url: 'http://x', org: 'o', bucket: 'b', token: 't' }, { measurement: 'm', fromMs: 0, toMs: 60_000, windowMs: 60_000, host });
+      flux = fluxSums({ version: 2, url: 'http://x', org: 'o', bucket: 'b', token: 't' }, { measurement: 'm', fromMs: 0, toMs: 60_000, windowMs: 60_000, host }, 'sum');
     } catch (e) {
       expect((e as Error).name).toBe('QueryValueError');
       return;

@@ -165,7 +165,7 @@ export async function readSums(o: ReadSumsOptions): Promise<RollupRow[]> {
     }
     return out;
   }
-  return rowsFromFluxCsv(await queryFlux(o.target, fluxSums(o.target, o), o.signal));
+  return fluxReadSums({ ...o, target: o.target });
 }
 
 /** InfluxQL: one statement, grouped by window and every series tag. */
@@ -181,31 +181,40 @@ export function influxQLSums(t: InfluxV1Target, o: Omit<ReadSumsOptions, 'target
 }
 
 /**
- * Flux: per series and window, one aggregateWindow per aggregate (sum, min, max), then a pivot so each
- * row is one series' window with the fields side by side. No group() before the pivot: one table per
- * field keeps integer and float values apart (a table mixing them is refused), and the pivot joins the
- * tables of one series.
+ * Flux, one query per aggregate (sum, min, max): per series and window an aggregateWindow, then a pivot so
+ * each row is one series' window with that aggregate's fields side by side. Three queries rather than one
+ * union: on 2.7 the union of the three streams before the pivot took 6-8x as long as the three queries
+ * (measured: 1.3-2.3 s against 0.18-0.26 s for an hour of 3 hosts). A stream holds either the integer
+ * counts or the floats of one field per table, which the pivot joins per series.
  */
-export function fluxSums(t: InfluxV2Target, o: Omit<ReadSumsOptions, 'target'>): string {
+export function fluxSums(t: InfluxV2Target, o: Omit<ReadSumsOptions, 'target'>, agg: 'sum' | 'min' | 'max'): string {
   const s = (v: string) => quote('flux-string', v);
   const every = `${checkedMs(o.windowMs)}ms`;
+  const fields = ROLLUP_COLUMNS.filter((c) => c.agg === agg).map((c) => c.field);
   const lines: string[] = [];
-  lines.push(`data = from(bucket: ${s(t.bucket)})`);
+  lines.push(`from(bucket: ${s(t.bucket)})`);
   lines.push(`  |> range(start: ${new Date(checkedMs(o.fromMs)).toISOString()}, stop: ${new Date(checkedMs(o.toMs)).toISOString()})`);
   lines.push(`  |> filter(fn: (r) => r._measurement == ${s(o.measurement)})`);
   if (o.host !== undefined) lines.push(`  |> filter(fn: (r) => r[${s(TAG.host)}] == ${s(o.host)})`);
-  const streams: string[] = [];
-  for (const agg of ['sum', 'min', 'max'] as const) {
-    const fields = ROLLUP_COLUMNS.filter((c) => c.agg === agg).map((c) => c.field);
-    streams.push(`${agg}s`);
-    lines.push(`${agg}s = data`);
-    lines.push(`  |> filter(fn: (r) => ${fields.map((f) => `r._field == ${s(f)}`).join(' or ')})`);
-    lines.push(`  |> aggregateWindow(every: ${every}, fn: ${agg}, createEmpty: false, timeSrc: "_start")`);
-  }
-  lines.push(`union(tables: [${streams.join(', ')}])`);
+  lines.push(`  |> filter(fn: (r) => ${fields.map((f) => `r._field == ${s(f)}`).join(' or ')})`);
+  lines.push(`  |> aggregateWindow(every: ${every}, fn: ${agg}, createEmpty: false, timeSrc: "_start")`);
   lines.push(`  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`);
   lines.push(`  |> drop(columns: ["_start", "_stop", "_measurement"])`);
   return lines.join('\n') + '\n';
+}
+
+/** Rows of the three aggregates' answers joined per series and window. */
+async function fluxReadSums(o: ReadSumsOptions & { target: InfluxV2Target }): Promise<RollupRow[]> {
+  const byKey = new Map<string, RollupRow>();
+  for (const agg of ['sum', 'min', 'max'] as const) {
+    for (const r of rowsFromFluxCsv(await queryFlux(o.target, fluxSums(o.target, o, agg), o.signal))) {
+      const k = JSON.stringify([r.timeMs, ...ROLLUP_TAGS.map((t) => r.tags[t])]);
+      const had = byKey.get(k);
+      if (had) Object.assign(had.values, r.values);
+      else byKey.set(k, r);
+    }
+  }
+  return [...byKey.values()];
 }
 
 function checkedMs(ms: number): number {
