@@ -50,23 +50,35 @@ export interface RollupRunSummary {
 
 const HIST_PREFIX = escapeMeasurement(MEASUREMENT.connectHist) + ',';
 
+const HIST_START = Buffer.from(HIST_PREFIX);
+const HIST_NEXT = Buffer.from('\n' + HIST_PREFIX);
+const NL = 0x0a;
+const SPACE = 0x20;
+
 /**
- * The 1m windows (start, ms) of the tcp_connect_hist lines in a line-protocol text. The timestamp is the
+ * The 1m windows (start, ms) of the tcp_connect_hist lines in a line-protocol batch. The timestamp is the
  * line's last field (after its last space: tag and field values escape or quote their spaces, and a
- * string field never ends a hist line).
+ * string field never ends a hist line). Works on the bytes (no UTF-8 decoding of the raw lines between).
  */
-export function histWindows(text: string, out: Set<number> = new Set()): Set<number> {
-  let i = text.startsWith(HIST_PREFIX) ? 0 : text.indexOf('\n' + HIST_PREFIX);
+export function histWindows(text: string | Buffer, out: Set<number> = new Set()): Set<number> {
+  const b = typeof text === 'string' ? Buffer.from(text) : text;
+  let i = b.subarray(0, HIST_START.length).equals(HIST_START) ? 0 : b.indexOf(HIST_NEXT);
   if (i > 0) i++;
-  while (i >= 0 && i < text.length) {
-    let end = text.indexOf('\n', i);
-    if (end < 0) end = text.length;
-    const sp = text.lastIndexOf(' ', end);
+  while (i >= 0 && i < b.length) {
+    let end = b.indexOf(NL, i);
+    if (end < 0) end = b.length;
+    const sp = b.lastIndexOf(SPACE, end);
     if (sp > i) {
-      const ns = text.slice(sp + 1, end);
-      if (/^-?\d{1,19}$/.test(ns)) out.add(floorTo(Number(BigInt(ns) / 1_000_000n), FINEST_WINDOW_MS));
+      let ns = 0n;
+      let ok = end - sp - 1 >= 1 && end - sp - 1 <= 19;
+      for (let k = sp + 1; ok && k < end; k++) {
+        const c = b[k] - 48;
+        if (c < 0 || c > 9) ok = false;
+        else ns = ns * 10n + BigInt(c);
+      }
+      if (ok) out.add(floorTo(Number(ns / 1_000_000n), FINEST_WINDOW_MS));
     }
-    const next = text.indexOf('\n' + HIST_PREFIX, end);
+    const next = b.indexOf(HIST_NEXT, end);
     i = next < 0 ? -1 : next + 1;
   }
   return out;
@@ -154,9 +166,9 @@ export class RollupJob {
    * hist windows dirty; a window before the saved mark lowers the mark on disk first (synchronously).
    */
   delivered(rec: SpoolRecord): void {
-    let text: string;
+    let text: Buffer;
     try {
-      text = zlib.gunzipSync(rec.payload).toString('utf8');
+      text = zlib.gunzipSync(rec.payload);
     } catch {
       return; // the writer counts unreadable batches; nothing of it reached InfluxDB
     }
