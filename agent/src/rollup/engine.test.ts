@@ -1,6 +1,6 @@
 import { HIST_FIELD, parseLine, ROLLUP_RP } from '@tcplat/core';
 import { HOSTILE } from '../../../tests/support/hostile';
-import { chunks, fluxSums, influxQLDuration, influxQLSums, rollupLine, rollupStore, rowsFromFluxCsv } from './engine';
+import { chunks, fluxSums, influxQLDuration, influxQLPoints, rollupLine, rollupStore, rowsFromFluxCsv, sumPoints } from './engine';
 
 const H = 3_600_000;
 
@@ -11,14 +11,25 @@ describe('rollup engine (query text and points; the real databases are in tests/
     expect(rollupStore({ version: 1, url: 'http://x', db: 'd' }, { rp: 'long' }).rollup).toMatchObject({ rp: 'long' });
   });
 
-  test('InfluxQL: sums/min/max per window and every series tag, fully qualified, the host quoted', () => {
-    const q = influxQLSums({ version: 1, url: 'http://x', db: 'tc"plat' }, { measurement: 'tcp_connect_hist', fromMs: 60_000, toMs: 120_000, windowMs: 60_000, host: "o'brien\\" });
-    expect(q).toContain(`sum("count") AS "count"`);
-    expect(q).toContain(`min("min_ms") AS "min_ms", max("max_ms") AS "max_ms"`);
-    expect(q).toContain(`FROM "tc\\"plat".."tcp_connect_hist"`);
+  test('InfluxQL: the points of every series, fully qualified, the host quoted; summed here per epoch-aligned window', () => {
+    const q = influxQLPoints({ version: 1, url: 'http://x', db: 'tc"plat' }, { measurement: 'tcp_connect_hist', fromMs: 60_000, toMs: 120_000, windowMs: 60_000, host: "o'brien\\" });
+    expect(q).toMatch(/^SELECT "le_0.01", .*"count", "sum_ms", "min_ms", "max_ms", "syn_retrans" FROM "tc\\"plat".."tcp_connect_hist" /);
     expect(q).toContain(`"host" = 'o\\'brien\\\\'`);
-    expect(q).toMatch(/GROUP BY time\(60000ms\), "host", "service", "dst", "result" fill\(none\)$/);
-    expect(influxQLSums({ version: 1, url: 'http://x', db: 'd', rp: 'r' }, { measurement: 'm', fromMs: 0, toMs: 1, windowMs: 1 })).toContain(`FROM "d"."r"."m"`);
+    expect(q).toMatch(/GROUP BY "host", "service", "dst", "result"$/);
+    expect(influxQLPoints({ version: 1, url: 'http://x', db: 'd', rp: 'r' }, { measurement: 'm', fromMs: 0, toMs: 1, windowMs: 1 })).toContain(`FROM "d"."r"."m"`);
+    const tags = { host: 'h', service: 's', dst: 'd', result: 'ok' };
+    const rows = sumPoints(
+      [
+        { tags, columns: ['time', 'count', 'sum_ms', 'min_ms', 'max_ms'], values: [[60_000, 2, 1.5, 0.5, 1], [119_999, 3, 2.25, 0.25, 2], [120_000, 1, 1, 1, 1], [61_000, 1, null, null, null]] },
+        { tags: { host: 'h2' }, columns: ['time', 'count'], values: [[60_000, 7]] },
+      ],
+      60_000,
+    );
+    expect(rows).toEqual([
+      { timeMs: 60_000, tags, values: { count: 6, sum_ms: 3.75, min_ms: 0.25, max_ms: 2 } },
+      { timeMs: 120_000, tags, values: { count: 1, sum_ms: 1, min_ms: 1, max_ms: 1 } },
+      { timeMs: 60_000, tags: { host: 'h2', service: '', dst: '', result: '' }, values: { count: 7 } },
+    ]);
   });
 
   test.each(HOSTILE)('a hostile host never escapes its string literal (%#)', (host) => {

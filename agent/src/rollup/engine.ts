@@ -5,8 +5,9 @@
  *
  * For a time range (and optionally one host), per rollup window w of ROLLUP_WINDOWS in order (1m from the
  * 10 s data, then 10m from the 1m rollup, then 1h from the 10m one: a cascade, each level read from the
- * level below), it asks the database for the sums (every bucket field, count, sum_ms, syn_retrans summed;
- * min_ms min; max_ms max) per window and per series (host, service, dst, result), and writes one point per
+ * level below), it gets the sums (every bucket field, count, sum_ms, syn_retrans summed; min_ms min;
+ * max_ms max) per window and per series (host, service, dst, result) -- made by Flux on 2.x, added up from
+ * the points InfluxQL returns on 1.x (faster there, see influxQLPoints) -- and writes one point per
  * series per window, stamped at the window's start, into `rollupMeasurement(source, w)` in the rollup
  * retention policy (1.x) or bucket (2.x). A point written again overwrites the old one, so re-running is
  * idempotent, and a late point is handled by recomputing its window. Each level's range is widened to
@@ -147,37 +148,58 @@ export interface ReadSumsOptions {
 /** The sums of every series over each window of [fromMs, toMs) (windows with no point are absent). */
 export async function readSums(o: ReadSumsOptions): Promise<RollupRow[]> {
   if (o.target.version === 1) {
-    const series = (await queryInfluxQL(o.target, influxQLSums(o.target, o), { method: 'POST', epoch: 'ms', signal: o.signal }))[0] ?? [];
-    const out: RollupRow[] = [];
-    for (const s of series) {
-      const tags: Record<string, string> = {};
-      for (const t of ROLLUP_TAGS) tags[t] = s.tags?.[t] ?? '';
-      const ti = s.columns.indexOf('time');
-      for (const v of s.values) {
-        const values: Record<string, number> = {};
-        for (let i = 0; i < s.columns.length; i++) {
-          if (i === ti) continue;
-          const x = v[i];
-          if (typeof x === 'number' && Number.isFinite(x)) values[s.columns[i]] = x;
-        }
-        out.push({ timeMs: Number(v[ti]), tags, values });
-      }
-    }
-    return out;
+    const series = (await queryInfluxQL(o.target, influxQLPoints(o.target, o), { method: 'POST', epoch: 'ms', signal: o.signal }))[0] ?? [];
+    return sumPoints(series, o.windowMs);
   }
   return fluxReadSums({ ...o, target: o.target });
 }
 
-/** InfluxQL: one statement, grouped by window and every series tag. */
-export function influxQLSums(t: InfluxV1Target, o: Omit<ReadSumsOptions, 'target'>): string {
+/**
+ * InfluxQL: the source level's points themselves, per series. On 1.x the sums are made here, not by the
+ * database: 36 aggregate calls per window took InfluxDB 1.6 3-4x as long as returning the points
+ * (measured: 6-11 s against 2-3 s for 6 h of 72 series), and adding them up is exact either way.
+ */
+export function influxQLPoints(t: InfluxV1Target, o: Omit<ReadSumsOptions, 'target'>): string {
   const id = (s: string) => quote('influxql-ident', s);
-  const select = ROLLUP_COLUMNS.map((c) => `${c.agg}(${id(c.field)}) AS ${id(c.field)}`).join(', ');
   // Fully qualified: the source level in the target's RP (or the database's default), rollups in theirs.
   const from = t.rp ? `${id(t.db)}.${id(t.rp)}.${id(o.measurement)}` : `${id(t.db)}..${id(o.measurement)}`;
   const where = [`time >= ${checkedMs(o.fromMs)}ms`, `time < ${checkedMs(o.toMs)}ms`];
   if (o.host !== undefined) where.push(`${id(TAG.host)} = ${quote('influxql-string', o.host)}`);
-  const group = [`time(${checkedMs(o.windowMs)}ms)`, ...ROLLUP_TAGS.map(id)].join(', ');
-  return `SELECT ${select} FROM ${from} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
+  return `SELECT ${ROLLUP_COLUMNS.map((c) => id(c.field)).join(', ')} FROM ${from} WHERE ${where.join(' AND ')} GROUP BY ${ROLLUP_TAGS.map(id).join(', ')}`;
+}
+
+/** Add up points per series and epoch-aligned window: counts summed, min_ms min, max_ms max. */
+export function sumPoints(series: readonly { tags?: Record<string, string>; columns: string[]; values: unknown[][] }[], windowMs: number): RollupRow[] {
+  const out = new Map<string, RollupRow>();
+  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(ROLLUP_COLUMNS.map((c) => [c.field, c.agg]));
+  for (const s of series) {
+    const tags: Record<string, string> = {};
+    for (const t of ROLLUP_TAGS) tags[t] = s.tags?.[t] ?? '';
+    const seriesKey = JSON.stringify(ROLLUP_TAGS.map((t) => tags[t]));
+    const ti = s.columns.indexOf('time');
+    const cols = s.columns.map((c, i) => {
+      const agg = aggOf.get(c);
+      return i === ti || agg === undefined ? null : { field: c, agg };
+    });
+    for (const v of s.values) {
+      const w = floorTo(Number(v[ti]), windowMs);
+      const k = seriesKey + w;
+      let row = out.get(k);
+      if (!row) {
+        row = { timeMs: w, tags, values: {} };
+        out.set(k, row);
+      }
+      const values = row.values;
+      for (let i = 0; i < cols.length; i++) {
+        const c = cols[i];
+        const x = v[i];
+        if (c === null || typeof x !== 'number' || !Number.isFinite(x)) continue;
+        const had = values[c.field];
+        values[c.field] = had === undefined ? x : c.agg === 'sum' ? had + x : c.agg === 'min' ? Math.min(had, x) : Math.max(had, x);
+      }
+    }
+  }
+  return [...out.values()];
 }
 
 /**
