@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Metrics, type InfluxTarget } from '@tcplat/core';
 import { chunks, ensureRollupStore, rollupRange, rollupStore, type RollupStore } from '../agent/src/rollup/engine';
 import { RollupJob, STATE_FILE } from '../agent/src/rollup/job';
+import { main as rollupCli } from '../agent/src/rollup/cli';
 import { silentLogger } from '../agent/src/types';
 import { tmpDir } from './agent-support';
 import { diffSums, expectedSums, LEVELS, seedPoints, storedRollup, writeSeed, type SeedPoint } from './rollup-support';
@@ -85,6 +86,24 @@ function suite(name: string, missing: () => string | null, target: () => Promise
       await checkAll(store, all);
       await job.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+    }, 180_000);
+
+    test('tcplat rollup (the CLI, host by host) over history written before any rollup: the same exact sums; the hosts are listed', async () => {
+      const t2 = await target();
+      try {
+        await writeSeed(t2, pts);
+        const flags =
+          t2.version === 1
+            ? ['--influx-url', t2.url, '--influx-db', t2.db]
+            : ['--influx-url', t2.url, '--influx-org', t2.org, '--influx-bucket', t2.bucket, '--influx-token', t2.token];
+        let stderr = '';
+        const io = { stderr: { write: (x: string) => ((stderr += x), true) }, stdout: { write: () => true } } as unknown as { stderr: NodeJS.WritableStream; stdout: NodeJS.WritableStream };
+        const code = await rollupCli([...flags, '--to', String(TO), '--chunk', '1h'], io);
+        expect([code, stderr]).toEqual([0, expect.stringMatching(/in 3 chunk\(s\) of 1h, 3 host\(s\), into the .*\n(chunk \d\/3 .*\n){3}.*done: \d+ points in 3 chunk\(s\)/s)]);
+        await checkAll(rollupStore(t2), pts);
+      } finally {
+        await cleanup(t2);
+      }
     }, 180_000);
   });
 }

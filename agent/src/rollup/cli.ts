@@ -20,14 +20,14 @@ import {
   rollupMeasurement,
   type OptionSpec,
 } from '@tcplat/core';
-import { chunks, COARSEST_WINDOW_MS, ensureRollupStore, firstPointMs, influxQLDuration, rollupRange, rollupStore, setSourceRetention } from './engine';
+import { chunks, COARSEST_WINDOW_MS, ensureRollupStore, firstPointMs, influxQLDuration, listHosts, rollupRange, rollupStore, setSourceRetention } from './engine';
 
 export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
   ...INFLUX_OPTIONS,
   { name: 'from', type: 'string', arg: 'TIME', help: 'start of the range: now-7d, epoch ms or an ISO 8601 date (default: the first tcp_connect_hist point)' },
   { name: 'to', type: 'string', arg: 'TIME', default: 'now', help: 'end of the range (exclusive; widened to whole windows)' },
   { name: 'host', type: 'string', arg: 'NAME', help: "only this host's series (default: every host; each host's series are rolled up on their own)" },
-  { name: 'chunk', type: 'duration', arg: 'DURATION', default: '6h', help: 'time walked per step (whole hours): one step holds one answer of every series in memory' },
+  { name: 'chunk', type: 'duration', arg: 'DURATION', default: '6h', help: "time walked per step (whole hours); each step is done host by host, so memory holds one host's series of one step" },
   { name: 'rollup-rp', type: 'string', arg: 'RP', default: ROLLUP_RP, help: 'InfluxDB 1.x retention policy of the rollups (in --influx-db)' },
   { name: 'rollup-bucket', type: 'string', arg: 'BUCKET', help: `InfluxDB 2.x bucket of the rollups (default: --influx-bucket + "${ROLLUP_BUCKET_SUFFIX}")` },
   {
@@ -122,23 +122,40 @@ export async function main(argv: string[], io: { stderr: NodeJS.WritableStream; 
     return 0;
   }
   const steps = chunks(from, o.toMs, o.chunkMs);
+  let hosts: string[];
+  try {
+    hosts = o.host !== undefined ? [o.host] : await listHosts(o.target, steps[0][0]);
+  } catch (e) {
+    err(`tcplat rollup: cannot list the hosts of ${MEASUREMENT.connectHist} in ${where}: ${(e as Error).message}`);
+    return 1;
+  }
   err(
-    `tcplat rollup: ${where}${o.host !== undefined ? `, host ${o.host}` : ''}: ${fmtTime(steps[0][0])} .. ${fmtTime(steps[steps.length - 1][1])} in ${steps.length} chunk(s) of ${o.chunkMs / 3_600_000}h, into the ${rollupWhere}`,
+    `tcplat rollup: ${where}: ${fmtTime(steps[0][0])} .. ${fmtTime(steps[steps.length - 1][1])} in ${steps.length} chunk(s) of ${o.chunkMs / 3_600_000}h, ${
+      o.host !== undefined ? `host ${o.host}` : `${hosts.length} host(s)`
+    }, into the ${rollupWhere}`,
   );
   const t0 = now();
   let points = 0;
   for (let i = 0; i < steps.length; i++) {
     const [a, b] = steps[i];
     const label = `chunk ${i + 1}/${steps.length} ${fmtTime(a)} .. ${fmtTime(b)}`;
+    let host = '';
     try {
-      const r = await rollupRange({ store, fromMs: a, toMs: b, host: o.host });
-      points += r.points;
+      // Host by host: each host's series are rolled up on their own, and one answer holds one host's.
+      const byLevel = new Map<string, number>();
+      let chunkPoints = 0;
+      for (host of hosts) {
+        const r = await rollupRange({ store, fromMs: a, toMs: b, host });
+        chunkPoints += r.points;
+        for (const l of r.levels) byLevel.set(l.window, (byLevel.get(l.window) ?? 0) + l.points);
+      }
+      points += chunkPoints;
       const elapsed = (now() - t0) / 1000;
       const rate = elapsed > 0 ? points / elapsed : 0;
       const eta = ((steps.length - i - 1) * elapsed) / (i + 1);
-      err(`${label}: ${r.points} points (${r.levels.map((l) => `${l.window} ${l.points}`).join(', ')}); ${points} in all, ${Math.round(rate)} points/s, ETA ${fmtSeconds(eta)}`);
+      err(`${label}: ${chunkPoints} points (${ROLLUP_WINDOWS.map((w) => `${w.name} ${byLevel.get(w.name) ?? 0}`).join(', ')}); ${points} in all, ${Math.round(rate)} points/s, ETA ${fmtSeconds(eta)}`);
     } catch (e) {
-      err(`tcplat rollup: ${label} failed: ${(e as Error).message}`);
+      err(`tcplat rollup: ${label}${hosts.length > 1 ? ` (host ${host})` : ''} failed: ${(e as Error).message}`);
       err(`tcplat rollup: chunks before it are done; run the same command again, or with --from ${new Date(a).toISOString()} to start at this chunk`);
       return 1;
     }

@@ -504,3 +504,35 @@ export async function firstPointMs(t: InfluxTarget, host?: string, measurement: 
   }
   return min;
 }
+
+/** The hosts of the histogram measurement (1.x: all the database's; 2.x: those with points since `fromMs`), sorted. */
+export async function listHosts(t: InfluxTarget, fromMs: number, measurement: string = MEASUREMENT.connectHist, signal?: AbortSignal): Promise<string[]> {
+  const out = new Set<string>();
+  if (t.version === 1) {
+    const [series] = await queryInfluxQL(t, `SHOW TAG VALUES FROM ${quote('influxql-ident', measurement)} WITH KEY = ${quote('influxql-ident', TAG.host)}`, { signal });
+    for (const s of series ?? []) {
+      const vi = s.columns.indexOf('value');
+      for (const v of s.values) if (typeof v[vi] === 'string') out.add(v[vi] as string);
+    }
+  } else {
+    const s = (v: string) => quote('flux-string', v);
+    const flux = [
+      'import "influxdata/influxdb/schema"',
+      `schema.tagValues(bucket: ${s(t.bucket)}, tag: ${s(TAG.host)}, predicate: (r) => r._measurement == ${s(measurement)}, start: ${new Date(checkedMs(fromMs)).toISOString()})`,
+    ].join('\n');
+    let header: string[] | null = null;
+    for (const rec of parseCsv(await queryFlux(t, flux, signal))) {
+      if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
+        header = null;
+        continue;
+      }
+      if (!header) {
+        header = rec;
+        continue;
+      }
+      const v = rec[header.indexOf('_value')];
+      if (v) out.add(v);
+    }
+  }
+  return [...out].sort();
+}
