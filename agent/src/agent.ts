@@ -25,7 +25,7 @@ import { Spool, type DropReason, type SpoolStats } from './spool/spool';
 import { StreamHub } from './stream';
 import type { EnrichedEvent, Logger, SourceEvent } from './types';
 import { Writer, type WriterOptions } from './write/writer';
-import { chunks, ensureRollupStore, rollupRange, rollupStore } from './rollup/engine';
+import { chunks, rollupRange, rollupStore, tryEnsureRollupStore } from './rollup/engine';
 import { DEFAULT_ROLLUP_RETENTION, LIVE_CHUNK_MS, RollupJob } from './rollup/job';
 
 export const MAX_BATCH_LINES = 5000;
@@ -489,7 +489,9 @@ export class Agent {
     const store = rollupStore(this.config.target, { rp: this.config.rollup.rp, bucket: this.config.rollup.bucket });
     let points = 0;
     try {
-      if (store.rollup.version === 1) this.log.info({}, `rollups: ${await ensureRollupStore(store, { retention: DEFAULT_ROLLUP_RETENTION })}`);
+      const ensured = await tryEnsureRollupStore(store, DEFAULT_ROLLUP_RETENTION);
+      if (ensured.ok) this.log.info({}, `rollups: ${ensured.message}`);
+      else this.log.warn({}, `rollups: ${ensured.message}; trying the rollups anyway`);
       for (const [a, b] of chunks(span.fromMs, span.toMs, LIVE_CHUNK_MS)) {
         points += (await rollupRange({ store, fromMs: Math.max(a, span.fromMs), toMs: Math.min(b, span.toMs), host: this.config.host })).points;
       }

@@ -34,7 +34,7 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: 'stream',
     help: 'stream: one line per connect (raw tcp_connect points and histograms); hist: the probe keeps exact histograms in the kernel and prints them each --hist-window (tcp_connect_hist only, no raw points, lowest cost)',
   },
-  { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
+  { name: 'once', type: 'bool', default: false, help: "import mode: process the source until it ends, write everything, roll up the import's range, exit (0 done; 1 source failed, InfluxDB refuses the configuration, or the rollups failed (the data is written; the log names the tcplat rollup command that finishes them); 2 nothing parsed or most lines refused). Re-importing a capture writes the same points" },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
   { name: 'spool-max-bytes', type: 'int', arg: 'BYTES', min: 1 << 20, default: 1 << 30, help: 'spool size cap; beyond it the oldest batches are dropped (counted, logged)' },

@@ -536,3 +536,18 @@ export async function listHosts(t: InfluxTarget, fromMs: number, measurement: st
   }
   return [...out].sort();
 }
+
+/**
+ * For the agent (live and --once): make sure the rollup RP/bucket exists with DEFAULT retention, without
+ * failing. 1.x creates the RP when missing; 2.x creates the bucket when the token may (an operator token;
+ * the least-privilege agent token may not: the compose/k8s init creates it). Returns what happened, for
+ * the log; an error is returned as text (the rollup's own write then says what is wrong).
+ */
+export async function tryEnsureRollupStore(store: RollupStore, retention: string): Promise<{ ok: boolean; message: string }> {
+  try {
+    return { ok: true, message: await ensureRollupStore(store, { retention }) };
+  } catch (e) {
+    const where = store.rollup.version === 1 ? `retention policy ${store.rollup.rp}` : `bucket ${store.rollup.bucket}`;
+    return { ok: false, message: `cannot check or create the rollup ${where}: ${(e as Error).message}` };
+  }
+}

@@ -19,7 +19,7 @@ import { escapeMeasurement, MEASUREMENT } from '@tcplat/core';
 import type { Counter, Metrics } from '../metrics';
 import type { SpoolRecord } from '../spool/spool';
 import type { Logger } from '../types';
-import { chunks, ensureRollupStore, FINEST_WINDOW_MS, floorTo, rollupRange, type RollupStore } from './engine';
+import { chunks, ensureRollupStore, FINEST_WINDOW_MS, floorTo, rollupRange, tryEnsureRollupStore, type RollupStore } from './engine';
 
 export const STATE_FILE = 'rollup-state.json';
 /** Without a state file, this much history is recomputed at start. */
@@ -232,8 +232,14 @@ export class RollupJob {
     let doneTo = ranges[0][0];
     try {
       if (!this.storeReady) {
-        // Creates the rollup RP (1.x) if missing; a 2.x token usually cannot create buckets: the init scripts do.
+        // 1.x: the RP is created if missing (a failure here, e.g. InfluxDB down, fails the run: retried).
+        // 2.x: the bucket only if the token may; otherwise the init scripts made it, and the writes say.
         if (this.o.store.rollup.version === 1) this.o.log.info({}, `rollups: ${await ensureRollupStore(this.o.store, { retention: DEFAULT_ROLLUP_RETENTION })}`);
+        else {
+          const r = await tryEnsureRollupStore(this.o.store, DEFAULT_ROLLUP_RETENTION);
+          if (r.ok) this.o.log.info({}, `rollups: ${r.message}`);
+          else this.o.log.warn({}, `rollups: ${r.message}; going on (the init scripts create it for a least-privilege token)`);
+        }
         this.storeReady = true;
       }
       for (; ri < ranges.length; ri++) {
