@@ -110,3 +110,29 @@ function suite(name: string, missing: () => string | null, target: () => Promise
 
 suite('InfluxDB 1.x', missingInflux, () => freshDatabase('rollup'), (t) => dropDatabase(t as never));
 suite('InfluxDB 2.x', () => missingInflux2(), () => freshBucket('rollup'), async () => undefined);
+
+describeWith(missingInflux2(), 'tcplat rollup retention on InfluxDB 2.x (real server)', () => {
+  test('creates the rollup bucket with --retention-rollups; --retention-raw sets the data bucket; an existing rollup bucket changes only when asked', async () => {
+    const t = (await freshBucket('retention')) as InfluxTarget & { version: 2 };
+    const flags = ['--influx-url', t.url, '--influx-org', t.org, '--influx-bucket', t.bucket, '--influx-token', t.token];
+    const retention = async (bucket: string) => {
+      const r = (await (await fetch(`${t.url}/api/v2/buckets?org=${t.org}&name=${bucket}`, { headers: { Authorization: `Token ${t.token}` } })).json()) as { buckets: { retentionRules: { everySeconds: number }[] }[] };
+      return r.buckets[0].retentionRules[0]?.everySeconds ?? 0;
+    };
+    let stderr = '';
+    const io = { stderr: { write: (x: string) => ((stderr += x), true) }, stdout: { write: () => true } } as unknown as { stderr: NodeJS.WritableStream; stdout: NodeJS.WritableStream };
+    expect(await rollupCli([...flags, '--retention-rollups', '30d'], io)).toBe(0);
+    expect(stderr).toContain(`created bucket ${t.bucket}_rollups (retention 30d)`);
+    expect(stderr).toContain(`no tcp_connect_hist points in InfluxDB 2.x at ${t.url} (org=${t.org} bucket=${t.bucket}): nothing to roll up`);
+    expect(await retention(`${t.bucket}_rollups`)).toBe(30 * 86_400);
+    expect(await retention(t.bucket)).toBe(0);
+    stderr = '';
+    expect(await rollupCli([...flags, '--retention-raw', '14d'], io)).toBe(0);
+    expect(stderr).toContain(`bucket ${t.bucket}_rollups exists`);
+    expect(stderr).toContain(`set bucket ${t.bucket} retention to 14d`);
+    expect(await retention(`${t.bucket}_rollups`)).toBe(30 * 86_400);
+    expect(await retention(t.bucket)).toBe(14 * 86_400);
+    expect(await rollupCli([...flags, '--retention-rollups', '400d'], io)).toBe(0);
+    expect(await retention(`${t.bucket}_rollups`)).toBe(400 * 86_400);
+  }, 60_000);
+});
