@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { queryInfluxQL, quote, ROLLUP_RP, writeLines, type InfluxV1Target } from '@tcplat/core';
 import { agentArgs, buildAgent, probeLine, ROOT, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 import { diffSums, expectedFromStored, LEVELS, rng, stored10s, storedRollup } from './rollup-support';
@@ -194,6 +194,36 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     const count = async (d: InfluxV1Target) => scalar({ ...d, rp: ROLLUP_RP }, `SELECT count("count") FROM "${d.db}"."${ROLLUP_RP}"."tcp_connect_hist_1m"`);
     expect(await count(db2)).toBe(await count(db));
   }, 300_000);
+
+  test('a hung InfluxDB (SIGSTOPped mid rollup run) does not hang the agent: SIGTERM ends it promptly, the dirty windows stay in its state file', async () => {
+    // A private influxd: SIGSTOPping the shared one would stall every other suite.
+    const { dir } = await fresh();
+    const idir = path.join(dir, 'influxdb');
+    const url = execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['start', idir], { encoding: 'utf8' }).trim();
+    const pid = Number(fs.readFileSync(path.join(idir, 'influxd.pid'), 'utf8'));
+    try {
+      const db: InfluxV1Target = { version: 1, url, db: 'hung' };
+      await queryInfluxQL({ ...db, db: '' }, 'CREATE DATABASE hung', { method: 'POST' });
+      const spool = path.join(dir, 'spool');
+      const empty = path.join(dir, 'empty.ndjson');
+      fs.writeFileSync(empty, '');
+      const a = await startAgent(agentArgs(db, spool, ['--source', 'ndjson', '--source-cmd', keepAlive(empty), '--rollup-interval', '3s']));
+      agents.push(a);
+      process.kill(pid, 'SIGSTOP');
+      // The first run (3 s after start) catches up the last 2 h and waits on the stopped server.
+      await new Promise((r) => setTimeout(r, 5000));
+      const t0 = Date.now();
+      const code = await a.stop();
+      agents.splice(0);
+      expect(code).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      const state = JSON.parse(fs.readFileSync(path.join(spool, 'rollup-state.json'), 'utf8')) as { rolledUpToMs: number };
+      expect(state.rolledUpToMs).toBeLessThanOrEqual(Date.now() - 2 * 3_600_000 + 60_000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      execFileSync(path.join(ROOT, 'scripts', 'influxdb1'), ['stop', idir]);
+    }
+  }, 120_000);
 
   test('tcplat rollup errors: InfluxDB down, a bad range, a failing chunk (named, with how to resume), retention only when asked', async () => {
     const port = await freePort();

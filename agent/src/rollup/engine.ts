@@ -344,7 +344,7 @@ export function chunks(fromMs: number, toMs: number, chunkMs: number): [number, 
 export async function ensureRollupStore(store: RollupStore, opts: { retention: string; alter?: boolean; signal?: AbortSignal }): Promise<string> {
   const r = store.rollup;
   if (r.version === 1) {
-    const { exists, duration } = await retentionPolicy(r, r.rp!);
+    const { exists, duration } = await retentionPolicy(r, r.rp!, opts.signal);
     const dur = influxQLDuration(opts.retention);
     if (!exists) {
       await queryInfluxQL(r, `CREATE RETENTION POLICY ${quote('influxql-ident', r.rp!)} ON ${quote('influxql-ident', r.db)} DURATION ${dur} REPLICATION 1`, { method: 'POST', signal: opts.signal });
@@ -387,8 +387,8 @@ export async function setSourceRetention(t: InfluxTarget, retention: string, sig
   return `set bucket ${t.bucket} retention to ${retention}`;
 }
 
-async function retentionPolicy(t: InfluxV1Target, rp: string): Promise<{ exists: boolean; duration: string | null; isDefault: boolean }> {
-  const [series] = await queryInfluxQL({ ...t, rp: undefined }, `SHOW RETENTION POLICIES ON ${quote('influxql-ident', t.db)}`);
+async function retentionPolicy(t: InfluxV1Target, rp: string, signal?: AbortSignal): Promise<{ exists: boolean; duration: string | null; isDefault: boolean }> {
+  const [series] = await queryInfluxQL({ ...t, rp: undefined }, `SHOW RETENTION POLICIES ON ${quote('influxql-ident', t.db)}`, { signal });
   for (const s of series ?? []) {
     const ni = s.columns.indexOf('name');
     const di = s.columns.indexOf('duration');
@@ -543,9 +543,9 @@ export async function listHosts(t: InfluxTarget, fromMs: number, measurement: st
  * the least-privilege agent token may not: the compose/k8s init creates it). Returns what happened, for
  * the log; an error is returned as text (the rollup's own write then says what is wrong).
  */
-export async function tryEnsureRollupStore(store: RollupStore, retention: string): Promise<{ ok: boolean; message: string }> {
+export async function tryEnsureRollupStore(store: RollupStore, retention: string, signal?: AbortSignal): Promise<{ ok: boolean; message: string }> {
   try {
-    return { ok: true, message: await ensureRollupStore(store, { retention }) };
+    return { ok: true, message: await ensureRollupStore(store, { retention, signal }) };
   } catch (e) {
     const where = store.rollup.version === 1 ? `retention policy ${store.rollup.rp}` : `bucket ${store.rollup.bucket}`;
     return { ok: false, message: `cannot check or create the rollup ${where}: ${(e as Error).message}` };

@@ -26,6 +26,8 @@ export const STATE_FILE = 'rollup-state.json';
 export const DEFAULT_CATCH_UP_MS = 2 * 3_600_000;
 /** One engine call covers at most this much time (bounded answers, progress between chunks). */
 export const LIVE_CHUNK_MS = 6 * 3_600_000;
+/** Longest one engine call may take (a hung InfluxDB must not hang the job or the agent's shutdown). */
+export const RUN_CALL_TIMEOUT_MS = 120_000;
 /** Default retention of the rollup RP/bucket when the agent creates it. */
 export const DEFAULT_ROLLUP_RETENTION = '400d';
 
@@ -92,6 +94,7 @@ export class RollupJob {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
+  private readonly stopper = new AbortController();
   private storeReady = false;
   private readonly now: () => number;
   private readonly file: string;
@@ -153,7 +156,8 @@ export class RollupJob {
     }
     // Clock skew: windows a little ahead of this clock are caught up too.
     this.markRange(from, now + 10 * 60_000);
-    this.savedMark = floorTo(from, FINEST_WINDOW_MS);
+    // On disk at once: a delivery at or after the mark then needs no save, whenever the next start is.
+    this.save(floorTo(from, FINEST_WINDOW_MS), true);
     this.o.log.info({ fromMs: from, dirtyWindows: this.dirty.size, intervalMs: this.o.intervalMs }, `rollups: catching up from ${new Date(from).toISOString()} (${why})`);
   }
 
@@ -230,13 +234,16 @@ export class RollupJob {
     // Where the work stands: on any failure, everything from here on is dirty again.
     let ri = 0;
     let doneTo = ranges[0][0];
+    let timeout: AbortSignal | null = null;
     try {
       if (!this.storeReady) {
+        timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
+        const signal = AbortSignal.any([this.stopper.signal, timeout]);
         // 1.x: the RP is created if missing (a failure here, e.g. InfluxDB down, fails the run: retried).
         // 2.x: the bucket only if the token may; otherwise the init scripts made it, and the writes say.
-        if (this.o.store.rollup.version === 1) this.o.log.info({}, `rollups: ${await ensureRollupStore(this.o.store, { retention: DEFAULT_ROLLUP_RETENTION })}`);
+        if (this.o.store.rollup.version === 1) this.o.log.info({}, `rollups: ${await ensureRollupStore(this.o.store, { retention: DEFAULT_ROLLUP_RETENTION, signal })}`);
         else {
-          const r = await tryEnsureRollupStore(this.o.store, DEFAULT_ROLLUP_RETENTION);
+          const r = await tryEnsureRollupStore(this.o.store, DEFAULT_ROLLUP_RETENTION, signal);
           if (r.ok) this.o.log.info({}, `rollups: ${r.message}`);
           else this.o.log.warn({}, `rollups: ${r.message}; going on (the init scripts create it for a least-privilege token)`);
         }
@@ -249,7 +256,8 @@ export class RollupJob {
           const from = Math.max(a, ca);
           const to = Math.min(b, cb);
           if (this.stopped) throw new Error('stopped');
-          const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host });
+          timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
+          const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
           doneTo = to;
           points += r.points;
           windows += (to - from) / FINEST_WINDOW_MS;
@@ -262,7 +270,7 @@ export class RollupJob {
         this.markRange(doneTo, ranges[ri][1]);
         for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
       }
-      error = (e as Error).message;
+      error = this.stopped ? 'stopped' : timeout?.aborted ? `no answer from InfluxDB within ${RUN_CALL_TIMEOUT_MS / 1000} s (a rollup step)` : (e as Error).message;
       if (error !== 'stopped') {
         this.errors.inc();
         if (this.lastError !== error || this.errors.value % 20 === 1) {
@@ -307,6 +315,8 @@ export class RollupJob {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    // A request in flight is abandoned: its windows stay dirty (saved below) and are redone at the next start.
+    this.stopper.abort();
     await this.running;
     const oldest = this.oldestDirty();
     if (oldest !== null && (this.savedMark === null || oldest !== this.savedMark)) this.save(oldest, true);
