@@ -533,7 +533,7 @@ describe('provisioning', () => {
     const renv = envMap(services.renderer);
     expect(renv.TCPLAT_ALERT_RELAY_TOKEN_FILE).toMatch(/^\/run\/secrets\//);
     expect(renv.TCPLAT_ALERT_RELAY_TO_FILE).toMatch(/^\/run\/secrets\//);
-    expect(compose.secrets[renv.TCPLAT_ALERT_RELAY_TOKEN_FILE.split('/').pop()].environment).toBe('TCPLAT_ALERT_RELAY_TOKEN');
+    expect(compose.secrets[renv.TCPLAT_ALERT_RELAY_TOKEN_FILE.split('/').pop()!].environment).toBe('TCPLAT_ALERT_RELAY_TOKEN');
     expect(renv.TCPLAT_ALERT_LINK_GRANTS).toMatch(/:-false\}$/);
   });
 
