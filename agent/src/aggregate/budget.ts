@@ -342,6 +342,10 @@ function mergeHistFields(into: Fields, from: Fields): void {
   }
 }
 
+function horizonText(s: number): string {
+  return s % 3600 === 0 ? `${s / 3600}h` : s % 60 === 0 ? `${s / 60}m` : `${s}s`;
+}
+
 function isHistDelta(p: Point): boolean {
   const f = p.fields;
   return f[HIST_FIELD.count] instanceof IntValue && HIST_FIELD.minMs in f && HIST_FIELD.maxMs in f;
@@ -402,16 +406,20 @@ export class SeriesBudget {
     if (!this.burst) return;
     for (const [t, f] of folds) {
       const st = t.status();
-      const top = Object.entries(st.top)
-        .map(([k, vs]) => (vs[0] ? `${k}=${vs[0].value} (${vs[0].series} series)` : ''))
-        .filter((x) => x !== '')
-        .join(', ');
+      // The values behind many series each (a value with one series explains nothing).
+      const top =
+        Object.entries(st.top)
+          .flatMap(([k, vs]) => vs.filter((v) => v.series > 1).map((v) => ({ k, ...v })))
+          .sort((a, b) => b.series - a.series)
+          .slice(0, 3)
+          .map((v) => `${v.k}=${v.value} (${v.series} series)`)
+          .join(', ') || 'none (every value has one series)';
       for (const reason of ['dst', 'all'] as const) {
         if (f[reason] === 0) continue;
         this.burst.add(
           `${t.measurement}:${reason}`,
           f[reason],
-          `${t.measurement}: ${st.live} series on this host in the last ${this.opts.horizonS} s reach the budget (--max-series ${this.opts.maxSeries}): ${f[reason]} new series folded into ${reason === 'dst' ? 'dst=other' : 'other (service, comm and dst)'}; top contributors: ${top}. Map such destinations with rules, or raise --max-series`,
+          `${t.measurement}: ${st.live} series on this host in the last ${horizonText(this.opts.horizonS)} reach the budget (--max-series ${this.opts.maxSeries}): ${f[reason]} new series folded into ${reason === 'dst' ? 'dst=other' : 'other (service, comm and dst)'}; top contributors: ${top}. Map such destinations with rules, or raise --max-series`,
           { measurement: t.measurement, folded: reason, example: f.example, budget: this.opts.maxSeries, live: st.live, top: st.top },
         );
       }
