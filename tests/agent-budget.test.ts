@@ -4,12 +4,13 @@
  * measurement in InfluxDB, its histograms still count every event, /api/status names it as the top
  * contributor, /metrics counts the folded points, and the log says it once for the burst.
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { MEASUREMENT, quote, RESULTS, type InfluxV1Target } from '@tcplat/core';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { describeWith } from './support/prereq';
-import { agentArgs, buildAgent, probeLine, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
+import { agentArgs, buildAgent, probeLine, ROOT, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 
 const W = 10_000_000_000n;
 const T0 = (BigInt(Date.UTC(2026, 0, 2)) * 1_000_000n / W) * W;
@@ -18,6 +19,14 @@ const BUDGET = 100;
 interface BudgetStatus {
   max_series: number;
   measurements: Record<string, { budget: number; live: number; other: number; folded_series: number; folded_points: { dst: number; all: number }; top: Record<string, { value: string; series: number; folded: number }[]> }>;
+}
+
+function runTopOnce(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [path.join(ROOT, 'bin', 'tcplat'), 'top', '--once', '--agent', url], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`tcplat top failed: ${err.message}\n${stderr}`)) : resolve(stdout),
+    );
+  });
 }
 
 /** Series keys of a measurement, as InfluxDB lists them (`SHOW SERIES`). */
@@ -102,6 +111,10 @@ describeWith(missingInflux(), 'cardinality budget: a real agent into InfluxDB 1.
     expect(metrics).toContain(`tcplat_series_folded_total{measurement="${MEASUREMENT.connect}",reason="dst"} ${rawFolded}`);
     expect(Number(/tcplat_series_folded_total\{measurement="tcp_connect_hist",reason="dst"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
     expect(metrics).toContain(`tcplat_series_live{measurement="${MEASUREMENT.connectHist}"} ${BUDGET}`);
+
+    // tcplat top says the budget folds series, naming the top contributor.
+    const top = await runTopOnce(a.url);
+    expect(top).toMatch(/! series budget full, new series written as 'other': tcp_connect_hist 100\/100 .*top \w+=python3/);
 
     // The log: one line for the burst (counts of the rest follow in at most one summary, at the stop).
     expect(await a.stop()).toBe(0);
