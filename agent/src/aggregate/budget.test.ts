@@ -184,7 +184,7 @@ describe('status and log', () => {
     expect(metrics.prometheus()).toContain('tcplat_series_folded_total{measurement="tcp_connect_hist",reason="dst"} 106');
     // Two flushes, two measurements folding: one line at once for the burst; the rest waits for the summary.
     expect(lines).toHaveLength(1);
-    expect(lines[0].msg).toMatch(/^tcp_connect_hist: 50 series .* reach the budget \(--max-series 50\).*top contributors: dst=.*service=crawler \(\d+ series\)/);
+    expect(lines[0].msg).toMatch(/^tcp_connect_hist: 50 series on this host in the last 1h reach the budget \(--max-series 50\): 56 new series folded into dst=other; top contributors: service=crawler \(100 series\), service=rails \(6 series\)\./);
     budget.flushLog();
     expect(lines).toHaveLength(2);
     expect(lines[1].msg).toMatch(/more series folded/);
