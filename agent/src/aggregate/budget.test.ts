@@ -118,6 +118,29 @@ describe('folding', () => {
     expect(budget.status().measurements[MEASUREMENT.session]).toMatchObject({ live: 2, other: 1, folded_series: 3 });
   });
 
+  test('a histogram measurement added later (tcp_session_hist, say) gets the budget and exact merging by construction', () => {
+    const budget = new SeriesBudget({ maxSeries: 2, horizonS: 3600 }, null, null);
+    const out: Point[] = [];
+    const emit = budget.begin((p) => out.push(p as Point), 1_764_100_000);
+    const h = (dst: string, count: number, min: number, max: number): Point => ({
+      measurement: 'tcp_session_hist',
+      tags: { dst, host: 'h', service: 'rails' },
+      fields: { count: new IntValue(count), sum_ms: count * min, min_ms: min, max_ms: max, le_1: new IntValue(count) },
+      timeNs: T0 + 5n,
+    });
+    for (const [i, d] of ['a', 'b', 'c', 'd', 'e'].entries()) emit(h(d, i + 1, i + 1, 10 * (i + 1)));
+    budget.end((p) => out.push(p as Point));
+    expect(out.map((p) => p.tags!.dst)).toEqual(['a', 'b', OTHER]);
+    const other = out[2];
+    expect(other.measurement).toBe('tcp_session_hist');
+    expect(num(other.fields.count)).toBe(3 + 4 + 5);
+    expect(num(other.fields.le_1)).toBe(12);
+    expect(other.fields.sum_ms).toBe(9 + 16 + 25);
+    expect(other.fields.min_ms).toBe(3);
+    expect(other.fields.max_ms).toBe(50);
+    expect(budget.status().measurements.tcp_session_hist).toMatchObject({ live: 2, other: 1, folded_series: 3 });
+  });
+
   test('budget 0: nothing folds', () => {
     const { a, points, flush } = make(0);
     for (let i = 0; i < 50; i++) a.add(ev(T0 + BigInt(i), { dst: `d${i}` }));

@@ -511,6 +511,8 @@ export class SeriesBudget {
     }
     const tags = p.tags ?? {};
     const t = this.tracker(p.measurement, () => Object.keys(tags));
+    // Only the host tag (or none): one series per host, nothing to budget.
+    if (t.keys.length === 0) return p;
     const e = t.lookupTags(tags, now);
     const target = e.out ?? (e.kind === Kind.Other ? e : null);
     if (e.out !== null) {
