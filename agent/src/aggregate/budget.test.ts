@@ -1,7 +1,7 @@
 import fc from 'fast-check';
-import { BUCKET_FIELDS, connectLine, HIST_FIELD, IntValue, MEASUREMENT, parseLine, RESULTS, type ConnectEvent, type ConnectResult, type Point } from '@tcplat/core';
+import { BUCKET_FIELDS, connectLine, HIST_FIELD, Histogram, IntValue, MEASUREMENT, parseLine, RESULTS, type ConnectEvent, type ConnectResult, type Point } from '@tcplat/core';
 import { Metrics, StageCounters } from '../metrics';
-import { silentLogger, type EnrichedConnect, type EnrichedSession, type Logger } from '../types';
+import { silentLogger, type EnrichedConnect, type EnrichedHist, type EnrichedSession, type Logger } from '../types';
 import { Aggregator } from './aggregator';
 import { OTHER, SeriesBudget } from './budget';
 
@@ -170,6 +170,26 @@ describe('horizon', () => {
     flush();
     expect(hist(points).map((p) => p.tags!.dst).sort()).toEqual(['c', OTHER]);
     expect(budget.status().measurements[MEASUREMENT.connectHist]).toMatchObject({ live: 1, folded_series: 2 });
+  });
+
+  test('histogram-only input (--probe-mode hist) expires by the time of its points', () => {
+    const { a, points, flush } = make(1, { horizonS: 120 });
+    const h = (tsNs: bigint, dst: string): EnrichedHist => {
+      const hist = new Histogram();
+      hist.add(1);
+      return { type: 'hist', tsNs, endNs: tsNs + 10n * S, pid: 1, comm: 'ruby', cgroupId: '0', family: 'ipv4', daddr: '10.0.0.1', dport: 1, result: 'ok', errno: 0, synRetrans: 0, hist, service: 'rails', dst };
+    };
+    a.add(h(T0, 'a'));
+    a.add(h(T0, 'b'));
+    flush();
+    expect(hist(points).map((p) => p.tags!.dst).sort()).toEqual(['a', OTHER]);
+    // Three minutes later a is gone from the horizon: c gets its slot (two flushes: the time comes from points).
+    points.length = 0;
+    a.add(h(T0 + 180n * S, 'b'));
+    flush();
+    a.add(h(T0 + 190n * S, 'c'));
+    flush();
+    expect(hist(points).map((p) => p.tags!.dst)).toEqual([OTHER, 'c']);
   });
 
   test('memory is bounded: five minutes of scanning many destinations keeps at most the budget plus 4x in folded series', () => {

@@ -377,6 +377,8 @@ function isHistDelta(p: Point): boolean {
 export class SeriesBudget {
   private readonly trackers = new Map<string, Tracker>();
   private lastExpire = -Infinity;
+  /** No raw event gave the time this flush (histogram-only input): take it from the points. */
+  private timeFromPoints = false;
   private readonly burst: BurstLog | null;
   private now = 0;
 
@@ -455,7 +457,8 @@ export class SeriesBudget {
    */
   begin(emit: (p: Emitted) => void, nowS: number): (p: Emitted) => void {
     if (!this.enabled) return emit;
-    if (Number.isFinite(nowS) && nowS > this.now) this.now = nowS;
+    this.timeFromPoints = !Number.isFinite(nowS);
+    if (!this.timeFromPoints && nowS > this.now) this.now = nowS;
     const now = this.now;
     const step = Math.max(1, Math.floor(this.opts.horizonS / 60));
     if (now - this.lastExpire >= step) {
@@ -468,7 +471,7 @@ export class SeriesBudget {
         emit(p);
         return;
       }
-      const out = this.admitPoint(p, now);
+      const out = this.admitPoint(p);
       if (out) emit(out);
     };
   }
@@ -503,12 +506,13 @@ export class SeriesBudget {
   }
 
   /** A Point: relabelled when folded; histogram deltas of `other` series are held for merging (null). */
-  private admitPoint(p: Point, now: number): Point | null {
+  private admitPoint(p: Point): Point | null {
     // Histogram-only input (--probe-mode hist) has no raw events to tell the aggregator the time.
-    if (typeof p.timeNs === 'bigint') {
+    if (this.timeFromPoints && typeof p.timeNs === 'bigint') {
       const sec = Number(p.timeNs / 1_000_000_000n);
       if (sec > this.now) this.now = sec;
     }
+    const now = this.now;
     const tags = p.tags ?? {};
     const t = this.tracker(p.measurement, () => Object.keys(tags));
     // Only the host tag (or none): one series per host, nothing to budget.
