@@ -44,6 +44,8 @@ const NEVER_FOLD: readonly string[] = [TAG.host, TAG.result, TAG.family];
 const FOLD_FIRST: readonly string[] = [TAG.dst];
 /** Tag values listed per tag in /api/status's top contributors. */
 const TOP_N = 5;
+/** At most one log line per this long while folding goes on (the burst log's summaries). */
+const BURST_LOG_INTERVAL_MS = 10_000;
 const FOLDED_HELP = 'Points written into an `other` series by the cardinality budget (--max-series), per measurement and what was folded (dst; all: service, comm and dst)';
 /** Raw points (RawConnect) carry their tags as properties named like the tags. */
 const RAW_MEASUREMENT = MEASUREMENT.connect;
@@ -387,7 +389,7 @@ export class SeriesBudget {
     private readonly metrics: Metrics | null = null,
     log: Logger | null = null,
   ) {
-    this.burst = log ? new BurstLog(log, 'warn', 'series folded into `other` (cardinality budget)') : null;
+    this.burst = log ? new BurstLog(log, 'warn', 'series folded into `other` (cardinality budget)', BURST_LOG_INTERVAL_MS) : null;
     metrics?.gauge('tcplat_series_live', 'Series written under their own tags within the --series-horizon, per measurement (the --max-series budget counts these)', () =>
       [...this.trackers.values()].map((t) => ({ labels: { measurement: t.measurement }, value: t.own })),
     );
@@ -411,6 +413,7 @@ export class SeriesBudget {
     return t;
   }
 
+  private readonly lastDetailedMs = new Map<Tracker, number>();
   /** Series folded this flush, per tracker and reason, with the first as an example: logged at its end. */
   private newFolds = new Map<Tracker, { dst: number; all: number; example: Record<string, string> }>();
 
@@ -429,8 +432,13 @@ export class SeriesBudget {
     if (folds.size === 0) return;
     this.newFolds = new Map();
     if (!this.burst) return;
+    const nowMs = Date.now();
     for (const [t, f] of folds) {
-      const st = t.status();
+      // The top contributors take a walk over the tracked series: only for a line the burst log may write
+      // at once (it sums the rest of a burst into counts), not at every flush while folding goes on.
+      const detailed = nowMs - (this.lastDetailedMs.get(t) ?? -Infinity) >= BURST_LOG_INTERVAL_MS;
+      if (detailed) this.lastDetailedMs.set(t, nowMs);
+      const st = detailed ? t.status() : { live: t.own, top: {} };
       // The values behind many series each (a value with one series explains nothing).
       const top =
         Object.entries(st.top)
@@ -444,7 +452,7 @@ export class SeriesBudget {
         this.burst.add(
           `${t.measurement}:${reason}`,
           f[reason],
-          `${t.measurement}: ${st.live} series on this host in the last ${horizonText(this.opts.horizonS)} reach the budget (--max-series ${this.opts.maxSeries}): ${f[reason]} new series folded into ${reason === 'dst' ? 'dst=other' : 'other (service, comm and dst)'}; top contributors: ${top}. Map such destinations with rules, or raise --max-series`,
+          `${t.measurement}: ${st.live} series on this host in the last ${horizonText(this.opts.horizonS)} reach the budget (--max-series ${this.opts.maxSeries}): ${f[reason]} new series folded into ${reason === 'dst' ? 'dst=other' : 'other (service, comm and dst)'}${detailed ? `; top contributors: ${top}` : ''}. Map such destinations with rules, or raise --max-series`,
           { measurement: t.measurement, folded: reason, example: f.example, budget: this.opts.maxSeries, live: st.live, top: st.top },
         );
       }
