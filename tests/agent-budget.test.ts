@@ -10,7 +10,7 @@ import path from 'node:path';
 import { MEASUREMENT, quote, RESULTS, type InfluxV1Target } from '@tcplat/core';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { describeWith } from './support/prereq';
-import { agentArgs, buildAgent, probeLine, ROOT, rows, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
+import { agentArgs, buildAgent, probeLine, ROOT, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 
 const W = 10_000_000_000n;
 const T0 = (BigInt(Date.UTC(2026, 0, 2)) * 1_000_000n / W) * W;
@@ -126,5 +126,27 @@ describeWith(missingInflux(), 'cardinality budget: a real agent into InfluxDB 1.
     expect(heads[0]).toMatch(/--max-series 100/);
     expect(heads[0]).toMatch(/top contributors: .*python3/);
     expect(logLines.length - heads.length).toBeLessThanOrEqual(1);
+  }, 120_000);
+
+  test('an import (--once) folds the same way every time: importing it again overwrites instead of adding up', async () => {
+    const db2 = await freshDatabase('budget_import');
+    try {
+      const lines: string[] = [];
+      for (let i = 0; i < 2000; i++) lines.push(probeLine({ tsNs: T0 + BigInt(i) * 3_000_000n, comm: 'curl', daddr: `203.0.${(i >> 8) & 255}.${i & 255}`, dport: 80, sport: 30000 + i }));
+      const file = path.join(dir, 'import.ndjson');
+      fs.writeFileSync(file, lines.join('\n') + '\n');
+      for (const run of [1, 2]) {
+        const r = await runAgentOnce(agentArgs(db2, path.join(dir, `spool-import-${run}`), ['--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once', '--max-series', '50']));
+        expect(r.code).toBe(0);
+        expect(r.stderr.split('\n').filter((l) => l.includes('reach the budget'))).toHaveLength(1);
+      }
+      expect(await scalar(db2, `SELECT sum("count") FROM ${MEASUREMENT.connectHist}`)).toBe(2000);
+      expect(await scalar(db2, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect}`)).toBe(2000);
+      const keys = await seriesKeys(db2, MEASUREMENT.connectHist);
+      expect(keys.filter((k) => !k.includes('=other')).length).toBe(50);
+      expect(keys.filter((k) => k.includes('dst=other'))).toEqual([`${MEASUREMENT.connectHist},dst=other,host=testhost,result=ok,service=curl`]);
+    } finally {
+      await dropDatabase(db2);
+    }
   }, 120_000);
 });
