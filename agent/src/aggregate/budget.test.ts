@@ -224,6 +224,9 @@ describe('status and log', () => {
     expect(metrics.get('tcplat_series_folded_total', { measurement: MEASUREMENT.connectHist, reason: 'dst' })).toBe(106);
     expect(metrics.get('tcplat_series_folded_total', { measurement: MEASUREMENT.connect })).toBe(106);
     expect(metrics.get('tcplat_series_live', { measurement: MEASUREMENT.connectHist })).toBe(50);
+    // 106 folded deltas became one point per `other` series and flush: crawler and rails in the first (56 -> 2),
+    // crawler in the second (50 -> 1): 103 merged away, and said so.
+    expect(metrics.get('tcplat_series_merged_points_total', { measurement: MEASUREMENT.connectHist })).toBe(103);
     expect(metrics.prometheus()).toContain('tcplat_series_folded_total{measurement="tcp_connect_hist",reason="dst"} 106');
     // Two flushes, two measurements folding: one line at once for the burst; the rest waits for the summary.
     expect(lines).toHaveLength(1);

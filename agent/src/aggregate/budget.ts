@@ -119,6 +119,8 @@ class Tracker {
   other = 0;
   folded = 0;
   untracked = 0;
+  /** Histogram deltas merged into another of the same `other` series and time (written as one point). */
+  merged = 0;
   readonly foldedPoints: Record<FoldReason, number> = { dst: 0, all: 0 };
   private readonly otherMax: number;
   private readonly foldedMax: number;
@@ -276,8 +278,10 @@ class Tracker {
     }
     const t = String(p.timeNs);
     const prev = byTime.get(t);
-    if (prev) mergeHistFields(prev.fields, p.fields);
-    else byTime.set(t, p);
+    if (prev) {
+      mergeHistFields(prev.fields, p.fields);
+      this.merged++;
+    } else byTime.set(t, p);
   }
 
   drainHist(emit: (p: Point) => void): void {
@@ -392,6 +396,9 @@ export class SeriesBudget {
     this.burst = log ? new BurstLog(log, 'warn', 'series folded into `other` (cardinality budget)', BURST_LOG_INTERVAL_MS) : null;
     metrics?.gauge('tcplat_series_live', 'Series written under their own tags within the --series-horizon, per measurement (the --max-series budget counts these)', () =>
       [...this.trackers.values()].map((t) => ({ labels: { measurement: t.measurement }, value: t.own })),
+    );
+    metrics?.gauge('tcplat_series_merged_points_total', 'Histogram deltas merged into another delta of the same `other` series and time (the aggregate stage counts them emitted; the encode stage gets one point)', () =>
+      [...this.trackers.values()].map((t) => ({ labels: { measurement: t.measurement }, value: t.merged })),
     );
     metrics?.gauge('tcplat_series_other', 'Live `other` series holding folded series, per measurement', () =>
       [...this.trackers.values()].map((t) => ({ labels: { measurement: t.measurement }, value: t.other })),
