@@ -139,6 +139,8 @@ describeWith(missingInflux(), 'cardinality budget: a real agent into InfluxDB 1.
         const r = await runAgentOnce(agentArgs(db2, path.join(dir, `spool-import-${run}`), ['--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once', '--max-series', '50']));
         expect(r.code).toBe(0);
         expect(r.stderr.split('\n').filter((l) => l.includes('reach the budget'))).toHaveLength(1);
+        // The import's summary counts the points written folded (raw and histogram).
+        expect(Number(/"seriesFolded":(\d+).*"msg":"import done"/.exec(r.stderr)?.[1])).toBeGreaterThan(1900);
       }
       expect(await scalar(db2, `SELECT sum("count") FROM ${MEASUREMENT.connectHist}`)).toBe(2000);
       expect(await scalar(db2, `SELECT count(latency_ms) FROM ${MEASUREMENT.connect}`)).toBe(2000);

@@ -550,6 +550,7 @@ export class Agent {
         events: this.stages.aggregate.received.value,
         points: this.stages.encode.emitted.value,
         written: this.metrics.get('tcplat_written_lines_total'),
+        seriesFolded: this.metrics.get('tcplat_series_folded_total'),
         spooledLeft: this.spool.lines,
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,
