@@ -9,6 +9,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
+import { SeriesBudget } from './aggregate/budget';
 import { wallNs, type Clock } from './clock';
 import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
@@ -98,6 +99,7 @@ export class Agent {
   private readonly enricher: Enricher;
   readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
+  readonly budget: SeriesBudget;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
   private batch = '';
@@ -161,6 +163,7 @@ export class Agent {
       },
       this.stages.enrich,
     );
+    this.budget = new SeriesBudget({ maxSeries: config.maxSeries, horizonS: Math.round(config.seriesHorizonMs / 1000) }, m, this.log);
     this.aggregator = new Aggregator(
       {
         host: config.host,
@@ -169,6 +172,7 @@ export class Agent {
         runId: this.spool.runId,
         // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
         importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+        budget: this.budget,
       },
       this.stages.aggregate,
     );
@@ -449,6 +453,7 @@ export class Agent {
         ),
       },
       spool: { dir: this.spool.dir, run_id: this.spool.runId, ...this.spool.snapshot() },
+      series: this.budget.status(),
       writer: { target: this.describeTarget(), ...this.writer.state, lag_s: this.lagSeconds() },
       readiness: this.readiness(),
       metrics: this.metrics.snapshot(),
@@ -492,6 +497,7 @@ export class Agent {
     const left = Math.max(0, deadlineMs - Date.now());
     await Promise.race([this.spool.settled(), new Promise((r) => setTimeout(r, left).unref())]);
     this.refusals.flush();
+    this.budget.flushLog();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     this.stream.close();
@@ -533,6 +539,7 @@ export class Agent {
     }
     const sourceOk = ended.code === 0;
     this.refusals.flush();
+    this.budget.flushLog();
     const refused = this.refusals.summary();
     const parsed = this.stages.parse.emitted.value;
     const usage = process.resourceUsage();
@@ -543,6 +550,7 @@ export class Agent {
         events: this.stages.aggregate.received.value,
         points: this.stages.encode.emitted.value,
         written: this.metrics.get('tcplat_written_lines_total'),
+        seriesFolded: this.metrics.get('tcplat_series_folded_total'),
         spooledLeft: this.spool.lines,
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,

@@ -45,6 +45,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flush-interval', type: 'duration', arg: 'DURATION', default: '1s', help: 'how often points are batched, spooled and sent' },
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
+  { name: 'max-series', type: 'int', arg: 'N', min: 0, default: 2000, help: 'cardinality budget: series per measurement on this host within --series-horizon; beyond it new series are folded into dst=other (then service=other), every event still counted (0 = no budget)' },
+  { name: 'series-horizon', type: 'duration', arg: 'DURATION', default: '1h', help: 'a series not written for this long (event time) frees its slot in the --max-series budget' },
   { name: 'host', type: 'string', arg: 'NAME', default: os.hostname(), help: 'value of the host tag' },
   { name: 'exclude-pid', type: 'list', arg: 'PID', default: [], help: "processes whose connects are not recorded (repeatable or comma-separated; the agent's own always are), e.g. the pipeline's other services" },
   { name: 'log-level', type: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'log level (logs are JSON lines on stderr)' },
@@ -82,6 +84,9 @@ export interface AgentConfig {
   flushIntervalMs: number;
   histWindowMs: number;
   rawRateLimit: number;
+  /** The cardinality budget: series per measurement within the horizon (0 = none). */
+  maxSeries: number;
+  seriesHorizonMs: number;
   host: string;
   /** Besides the agent itself: pids whose connects are never recorded. */
   excludePids: number[];
@@ -105,6 +110,11 @@ function spoolDir(c: LoadedConfig): { spoolDir: string; spoolDirTemporary: boole
     return { spoolDir: path.join(os.tmpdir(), `tcplat-import-${process.pid}-${Date.now().toString(36)}`), spoolDirTemporary: true };
   }
   return { spoolDir: String(c.values['spool-dir']), spoolDirTemporary: false };
+}
+
+function seriesHorizon(ms: number): number {
+  if (!(ms >= 60_000)) throw new ConfigError(`--series-horizon: at least 1m (series are remembered by the second of event time), got ${ms} ms`);
+  return ms;
 }
 
 /** Validate loaded values into an AgentConfig; every error names the bad key. */
@@ -142,6 +152,8 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     flushIntervalMs: flush,
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,
+    maxSeries: v['max-series'] as number,
+    seriesHorizonMs: seriesHorizon(v['series-horizon'] as number),
     host,
     excludePids: (v['exclude-pid'] as string[]).map((p) => {
       const n = Number(p);
