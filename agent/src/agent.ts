@@ -9,6 +9,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
+import { SeriesBudget } from './aggregate/budget';
 import { wallNs, type Clock } from './clock';
 import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
@@ -104,6 +105,7 @@ export class Agent {
   private readonly enricher: Enricher;
   readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
+  readonly budget: SeriesBudget;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
   private batch = '';
@@ -173,6 +175,7 @@ export class Agent {
       },
       this.stages.enrich,
     );
+    this.budget = new SeriesBudget({ maxSeries: config.maxSeries, horizonS: Math.round(config.seriesHorizonMs / 1000) }, m, this.log);
     this.aggregator = new Aggregator(
       {
         host: config.host,
@@ -181,6 +184,7 @@ export class Agent {
         runId: this.spool.runId,
         // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
         importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+        budget: this.budget,
       },
       this.stages.aggregate,
     );
@@ -470,6 +474,7 @@ export class Agent {
         ),
       },
       spool: { dir: this.spool.dir, run_id: this.spool.runId, ...this.spool.snapshot() },
+      series: this.budget.status(),
       writer: { target: this.describeTarget(), ...this.writer.state, lag_s: this.lagSeconds() },
       rollup: this.rollup ? this.rollup.status() : { enabled: false, reason: this.config.once ? 'import (--once): its range is rolled up when it ends' : '--no-rollup' },
       readiness: this.readiness(),
@@ -534,6 +539,7 @@ export class Agent {
     const left = Math.max(0, deadlineMs - Date.now());
     await Promise.race([this.spool.settled(), new Promise((r) => setTimeout(r, left).unref())]);
     this.refusals.flush();
+    this.budget.flushLog();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
     // Dirty windows stay marked in the state file: the next start rolls them up.
@@ -577,6 +583,7 @@ export class Agent {
     }
     const sourceOk = ended.code === 0;
     this.refusals.flush();
+    this.budget.flushLog();
     const refused = this.refusals.summary();
     const parsed = this.stages.parse.emitted.value;
     // Rollups of the import's whole range, for this host (exact: every window is recomputed from InfluxDB).
@@ -589,6 +596,7 @@ export class Agent {
         events: this.stages.aggregate.received.value,
         points: this.stages.encode.emitted.value,
         written: this.metrics.get('tcplat_written_lines_total'),
+        seriesFolded: this.metrics.get('tcplat_series_folded_total'),
         spooledLeft: this.spool.lines,
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,

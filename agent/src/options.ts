@@ -47,6 +47,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flush-interval', type: 'duration', arg: 'DURATION', default: '1s', help: 'how often points are batched, spooled and sent' },
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
+  { name: 'max-series', type: 'int', arg: 'N', min: 0, default: 2000, help: 'cardinality budget: series per measurement on this host within --series-horizon; beyond it new series are folded into dst=other (then service=other), every event still counted (0 = no budget)' },
+  { name: 'series-horizon', type: 'duration', arg: 'DURATION', default: '1h', help: 'a series not written for this long (event time) frees its slot in the --max-series budget' },
   { name: 'rollup-interval', type: 'duration', arg: 'DURATION', default: '30s', help: 'how often the windows of delivered tcp_connect_hist points are rolled up (1m, 10m, 1h; see tcplat rollup --help)' },
   { name: 'no-rollup', type: 'bool', default: false, help: 'do not make rollups (live or, with --once, of the import); tcplat rollup can make them later' },
   { name: 'rollup-rp', type: 'string', arg: 'RP', default: ROLLUP_RP, help: 'InfluxDB 1.x retention policy of the rollups (created with 400d when missing)' },
@@ -88,6 +90,9 @@ export interface AgentConfig {
   flushIntervalMs: number;
   histWindowMs: number;
   rawRateLimit: number;
+  /** The cardinality budget: series per measurement within the horizon (0 = none). */
+  maxSeries: number;
+  seriesHorizonMs: number;
   /** Rollups: off with --no-rollup; where they go (1.x RP, 2.x bucket; undefined: the default). */
   rollup: { enabled: boolean; intervalMs: number; rp: string; bucket?: string };
   host: string;
@@ -113,6 +118,11 @@ function spoolDir(c: LoadedConfig): { spoolDir: string; spoolDirTemporary: boole
     return { spoolDir: path.join(os.tmpdir(), `tcplat-import-${process.pid}-${Date.now().toString(36)}`), spoolDirTemporary: true };
   }
   return { spoolDir: String(c.values['spool-dir']), spoolDirTemporary: false };
+}
+
+function seriesHorizon(ms: number): number {
+  if (!(ms >= 60_000)) throw new ConfigError(`--series-horizon: at least 1m (series are remembered by the second of event time), got ${ms} ms`);
+  return ms;
 }
 
 function rollupConfig(v: Record<string, unknown>): AgentConfig['rollup'] {
@@ -160,6 +170,8 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     flushIntervalMs: flush,
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,
+    maxSeries: v['max-series'] as number,
+    seriesHorizonMs: seriesHorizon(v['series-horizon'] as number),
     rollup: rollupConfig(v),
     host,
     excludePids: (v['exclude-pid'] as string[]).map((p) => {
