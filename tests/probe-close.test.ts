@@ -10,101 +10,13 @@
  * - --no-close, --sessions-max (losses counted), --mode hist (no close lines).
  * Prerequisites as in probe.test.ts plus python3; under CI=true a missing one fails (tests/support/prereq.ts).
  */
-import { spawn } from 'child_process';
 import * as fs from 'fs';
+import { runScenario } from './support/close-scenarios';
 import { freePort } from './support/net';
 import { describeWith } from './support/prereq';
-import { CloseLine, NftTable, Probe, children, commandWorks, missing as missingProbe, useProbeHooks } from './support/probe';
+import { CloseLine, NftTable, Probe, commandWorks, missing as missingProbe, useProbeHooks } from './support/probe';
 
 const missing = missingProbe ?? (commandWorks('python3', ['-c', 'import socket, struct']) ? null : 'python3 is missing: run scripts/setup');
-
-/**
- * The scenarios, in one Python script: a threaded server on 127.0.0.1 (port 0) and a client doing `mode`.
- * Prints {"port":P} once listening and {"sport":S,...} per client connection.
- */
-const SCRIPT = String.raw`
-import json, socket, struct, sys, threading, time
-mode = sys.argv[1]
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(('127.0.0.1', int(sys.argv[2]))); srv.listen(64)
-port = srv.getsockname()[1]
-def out(**kw): print(json.dumps(kw), flush=True)
-def handle(c):
-    try:
-        how = c.recv(1)
-        if how == b'R':   # reset by the server
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close(); return
-        if how == b'P':   # the server closes first, after 7 bytes
-            c.sendall(b'y' * 7); c.close(); return
-        n = 1
-        while True:       # read to EOF, then answer and close
-            d = c.recv(65536)
-            if not d: break
-            n += len(d)
-        c.sendall(json.dumps({"got": n}).encode()); c.close()
-    except OSError:
-        c.close()
-def serve():
-    while True:
-        c, _ = srv.accept()
-        threading.Thread(target=handle, args=(c,), daemon=True).start()
-threading.Thread(target=serve, daemon=True).start()
-out(port=port)
-def conn():
-    c = socket.create_connection(('127.0.0.1', port)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return c
-if mode == 'hold':
-    c = conn(); sport = c.getsockname()[1]
-    c.sendall(b'D' + b'a' * 99999)          # 100,000 bytes
-    time.sleep(1.5)
-    c.shutdown(socket.SHUT_WR); got = c.recv(100); c.close()
-    out(sport=sport, reply=len(got))
-elif mode == 'resets':
-    c = conn(); a = c.getsockname()[1]; c.send(b'R')
-    try: c.recv(10)
-    except OSError: pass
-    c.close()
-    c = conn(); b = c.getsockname()[1]; c.send(b'D'); time.sleep(0.1)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()
-    c = conn(); p = c.getsockname()[1]; c.send(b'P')
-    got = b''
-    while True:
-        d = c.recv(100)
-        if not d: break
-        got += d
-    time.sleep(0.05); c.close()
-    out(reset_in=a, reset_out=b, peer=p, peer_bytes=len(got))
-elif mode == 'trickle':
-    c = conn(); sport = c.getsockname()[1]; c.send(b'D')
-    for i in range(30):
-        c.send(b'b' * 1000); time.sleep(0.02)
-    c.shutdown(socket.SHUT_WR); c.recv(100); c.close()
-    out(sport=sport)
-elif mode == 'many':
-    cs = [conn() for _ in range(int(sys.argv[3]))]
-    for c in cs: c.send(b'D')
-    time.sleep(0.1)
-    for c in cs: c.shutdown(socket.SHUT_WR); c.recv(100); c.close()
-    out(n=len(cs))
-time.sleep(0.3)
-`;
-
-/** Runs the script (mode, server port, ...); resolves with its JSON lines once it exits. */
-function runScenario(args: string[]): Promise<Array<Record<string, number>>> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('python3', ['-c', SCRIPT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(c);
-    let out = '';
-    let err = '';
-    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    c.on('exit', (code) => {
-      children.delete(c);
-      if (code !== 0) reject(new Error(`python exited ${code}: ${err}`));
-      else resolve(out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)));
-    });
-  });
-}
 
 function retransSegs(): number {
   const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
@@ -144,7 +56,7 @@ describeWith(missing, 'tcplat-probe close events (real sockets, loopback)', () =
     expect(probe.closes).toHaveLength(1);
     expect(await probe.stop()).toBe(0);
     expect(probe.stats.at(-1)).toMatchObject({ dropped: 0, drops: { session_full: 0, close_ringbuf_full: 0 } });
-    expect(probe.stats.at(-1)!.closes as unknown as number).toBe(probe.closes.length);
+    expect(probe.stats.at(-1)!.closes).toBe(probe.closes.length);
   });
 
   test('who closed it: reset by the peer (SO_LINGER 0 on the server), by this end, and the peer closing first', async () => {

@@ -286,8 +286,8 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
-      // Hist lines took parse/hist.ts above: anything else here but a connect is not ours to read.
-      if (r.value.type !== 'connect') {
+      // Hist lines took parse/hist.ts above: anything else here but a connect or close is not ours to read.
+      if (r.value.type !== 'connect' && r.value.type !== 'close') {
         parse.drop('type');
         return;
       }

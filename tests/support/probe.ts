@@ -100,6 +100,8 @@ export interface StatsEvent {
   dropped: number;
   mode: string;
   started_ns: number;
+  /** Close lines written (absent with --no-close and in hist mode). */
+  closes?: number;
   drops: Record<string, number>;
   missed: Record<string, number>;
 }

@@ -42,6 +42,7 @@ import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, 
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
 import { SecondSample } from './sample';
+import { CloseAggregator } from './sessions';
 import { UsedTimes } from './used-times';
 
 /**
@@ -101,6 +102,8 @@ export class Aggregator {
   /** Raw points already emitted per second of event time (for the limit across late reservoirs). */
   private readonly emittedPerSecond = new Map<number, number>();
   private sessions: EnrichedSession[] = [];
+  /** The probe's close events: tcp_session points and tcp_session_hist (sessions.ts). */
+  private readonly closes: CloseAggregator;
   private newestSecond = -Infinity;
   private flushNo = 0;
   private readonly runSlotNs: bigint;
@@ -115,7 +118,10 @@ export class Aggregator {
     return this.used.moves;
   }
   /** Raw and session points older than the timestamp memory: written unchecked (see the module comment). */
-  unchecked = 0;
+  private uncheckedOwn = 0;
+  get unchecked(): number {
+    return this.uncheckedOwn + this.closes.unchecked;
+  }
   private pendingHistEvents = 0;
   private pendingRaw = 0;
   /**
@@ -124,7 +130,7 @@ export class Aggregator {
    */
   get pending(): number {
     if (this.opts.importEvery !== undefined) return this.sinceFlush;
-    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
+    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length) + this.closes.pending;
   }
 
   constructor(
@@ -138,6 +144,10 @@ export class Aggregator {
     this.windowMs = Number(opts.windowNs / SLOT_NS);
     this.horizon = opts.dedupHorizonS ?? 300;
     this.random = opts.random ?? (opts.importEvery !== undefined ? null : Math.random);
+    this.closes = new CloseAggregator(
+      { host: opts.host, windowNs: opts.windowNs, rawLimit: opts.rawLimit, deterministic: opts.importEvery !== undefined, random: opts.random },
+      stage,
+    );
   }
 
   add(ev: EnrichedEvent): void {
@@ -151,6 +161,10 @@ export class Aggregator {
     }
     if (ev.type === 'hist') {
       this.addHist(ev);
+      return;
+    }
+    if (ev.type === 'close') {
+      this.closes.add(ev);
       return;
     }
     const ts = ev.tsNs;
@@ -253,7 +267,7 @@ export class Aggregator {
       const weight = s.n > kept ? s.n / kept : undefined;
       const order = s.timeOrder();
       const subs = order ? order.map((i) => s.subs[i]) : s.subs;
-      if (second < this.used.oldest) this.unchecked += kept;
+      if (second < this.used.oldest) this.uncheckedOwn += kept;
       const claimed = this.used.claimSorted(second, subs);
       const host = this.opts.host;
       for (let k = 0; k < kept; k++) {
@@ -287,7 +301,7 @@ export class Aggregator {
     for (const ev of sessions) {
       const second = Number(ev.tsNs / NS_PER_S);
       const sub0 = Number(ev.tsNs % NS_PER_S);
-      if (second < this.used.oldest) this.unchecked++;
+      if (second < this.used.oldest) this.uncheckedOwn++;
       const sub = this.used.claim(second, sub0);
       const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(
@@ -307,6 +321,7 @@ export class Aggregator {
       );
       this.stage.emitted.inc();
     }
+    this.closes.flush(emit, offset, final);
     this.prune();
   }
 
