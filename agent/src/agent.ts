@@ -183,6 +183,7 @@ export class Agent {
         selfPid: process.pid,
         excludePids: config.excludePids,
         probeMode: config.probeMode,
+        probeClose: config.probeClose,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });

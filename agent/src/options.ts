@@ -32,6 +32,12 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: 'stream',
     help: 'stream: one line per connect (raw tcp_connect points and histograms); hist: the probe keeps exact histograms in the kernel and prints them each --hist-window (tcp_connect_hist only, no raw points, lowest cost)',
   },
+  {
+    name: 'probe-close',
+    type: 'bool',
+    default: true,
+    help: "stream mode: the probe also reports each outbound connection's end (lifespan, bytes, retransmits, who closed it: tcp_session and tcp_session_hist); --probe-close=false runs it with --no-close (connects only, cheaper, see bpf/README.md)",
+  },
   { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
@@ -52,8 +58,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
 
 export const AGENT_SUMMARY = [
   'Runs a collector (the tcplat eBPF probe, or BCC/libbpf-tools tcplife, tcpstates, tcpconnlat), parses, enriches',
-  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist and tcp_session to InfluxDB through a',
-  'durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
+  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session and tcp_session_hist to',
+  'InfluxDB through a durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
   'destinations, see agent/README.md).',
 ].join('\n');
 
@@ -69,6 +75,8 @@ export interface AgentConfig {
   sourceCmd?: string;
   probe?: string;
   probeMode: ProbeMode;
+  /** Stream mode: the probe reports close events (else it runs with --no-close). */
+  probeClose: boolean;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -131,6 +139,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     sourceCmd: v['source-cmd'] as string | undefined,
     probe: v.probe as string | undefined,
     probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
+    probeClose: v['probe-close'] !== false,
     once: v.once === true,
     target,
     ...spoolDir(c),
