@@ -70,6 +70,7 @@ static struct {
 	uint32_t hist_keys;
 	uint32_t sessions_max;
 	bool no_close;
+	bool zero_windows;
 	bool no_connect_exit;
 	bool verbose;
 } opt = {
@@ -88,6 +89,7 @@ static volatile sig_atomic_t exiting; /* number of SIGINT/SIGTERM received */
 static uint64_t n_events;      /* connect lines written (hist mode: attempts in hist lines) */
 static uint64_t n_closes;      /* close lines written */
 static bool close_on;          /* close events are reported */
+static bool zw_on;             /* ... with zero-window counts (--zero-windows) */
 static bool stdout_broken;
 static int64_t started_ns;     /* Unix ns at attach: identifies this run */
 
@@ -149,6 +151,11 @@ static void usage(FILE *f)
 "  --no-close           no close lines: only connect attempts (cheaper: no\n"
 "                       per-connection state after the handshake); hist mode\n"
 "                       never reports closes\n"
+"  --zero-windows       close lines also count the times the peer advertised a\n"
+"                       zero window (zero_windows); attaches tcp:tcp_probe,\n"
+"                       which runs for every segment received on an\n"
+"                       established socket (see bpf/README.md for its cost;\n"
+"                       BTF raw tracepoints only)\n"
 "  --sessions-max N     established connections tracked at once (default\n"
 "                       65536, preallocated); more are not reported and are\n"
 "                       counted in stats drops.session_full\n"
@@ -324,7 +331,7 @@ static void parse_args(int argc, char **argv)
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
 	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
 	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST, O_NO_CLOSE,
-	       O_SESSIONS_MAX };
+	       O_SESSIONS_MAX, O_ZERO_WINDOWS };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -342,6 +349,7 @@ static void parse_args(int argc, char **argv)
 		{ "inflight-fast", required_argument, NULL, O_INFLIGHT_FAST },
 		{ "no-close", no_argument, NULL, O_NO_CLOSE },
 		{ "sessions-max", required_argument, NULL, O_SESSIONS_MAX },
+		{ "zero-windows", no_argument, NULL, O_ZERO_WINDOWS },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -447,6 +455,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_NO_CLOSE:
 			opt.no_close = true;
+			break;
+		case O_ZERO_WINDOWS:
+			opt.zero_windows = true;
 			break;
 		case O_SESSIONS_MAX:
 			opt.sessions_max = parse_uint("--sessions-max", optarg, 1, 1 << 24);
@@ -893,7 +904,13 @@ static void handle_close(const struct tcplat_close *r)
 	p = put_u64(p, r->srtt_us);
 	p = put_str(p, ",\"closed_by\":\"");
 	p = put_str(p, closed_by_name(r->closed_by));
-	p = put_str(p, "\"}\n");
+	if (zw_on) {
+		p = put_str(p, "\",\"zero_windows\":");
+		p = put_u64(p, r->zero_windows);
+		p = put_str(p, "}\n");
+	} else {
+		p = put_str(p, "\"}\n");
+	}
 	write_out(line, p - line);
 	n_closes++;
 }
@@ -982,7 +999,7 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 }
 
 static struct bpf_program *state_prog, *retrans_prog, *exit_prog; /* attached programs */
-static struct bpf_program *rst_in_prog, *rst_out_prog;
+static struct bpf_program *rst_in_prog, *rst_out_prog, *zw_prog;
 static uint64_t misses_reported;
 
 static void print_stats(struct tcplat_bpf *skel)
@@ -1001,13 +1018,14 @@ static void print_stats(struct tcplat_bpf *skel)
 	uint64_t m_state = recursion_misses(state_prog), m_retrans = recursion_misses(retrans_prog);
 	uint64_t m_exit = recursion_misses(exit_prog), vals[NDROPS], total = 0;
 	uint64_t m_reset = recursion_misses(rst_in_prog) + recursion_misses(rst_out_prog);
+	uint64_t m_zw = recursion_misses(zw_prog);
 
-	if (m_state + m_retrans + m_exit + m_reset > misses_reported) {
+	if (m_state + m_retrans + m_exit + m_reset + m_zw > misses_reported) {
 		logf_("warning: the kernel skipped %llu runs of the probe's hooks (a tracepoint "
 		      "fired inside another BPF program on the same CPU); up to that many "
 		      "attempts may be missing or incomplete (stats: missed)",
-		      (unsigned long long)(m_state + m_retrans + m_exit + m_reset - misses_reported));
-		misses_reported = m_state + m_retrans + m_exit + m_reset;
+		      (unsigned long long)(m_state + m_retrans + m_exit + m_reset + m_zw - misses_reported));
+		misses_reported = m_state + m_retrans + m_exit + m_reset + m_zw;
 	}
 	for (int i = 0; i < NDROPS; i++)
 		total += vals[i] = read_counter(skel, drops[i].idx);
@@ -1040,6 +1058,10 @@ static void print_stats(struct tcplat_bpf *skel)
 	if (close_on) {
 		p = put_str(p, ",\"reset\":");
 		p = put_u64(p, m_reset);
+	}
+	if (zw_on) {
+		p = put_str(p, ",\"zero_window\":");
+		p = put_u64(p, m_zw);
 	}
 	p = put_str(p, "}}\n");
 	write_out(line, p - line);
@@ -1244,6 +1266,7 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	skel->rodata->hist_mode = opt.mode == MODE_HIST;
 	skel->rodata->exit_hook = have_exit_tp;
 	skel->rodata->close_events = close_on;
+	skel->rodata->zero_windows = zw_on && use_btf;
 	bpf_map__set_max_entries(skel->maps.sessions, close_on ? opt.sessions_max : 1);
 	/* hist mode sends nothing per attempt: a token ring buffer */
 	bpf_map__set_max_entries(skel->maps.events,
@@ -1269,6 +1292,7 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	bpf_program__set_autoload(skel->progs.btf_tcp_send_reset, use_btf && close_on);
 	bpf_program__set_autoload(skel->progs.tp_tcp_receive_reset, !use_btf && close_on);
 	bpf_program__set_autoload(skel->progs.tp_tcp_send_reset, !use_btf && close_on);
+	bpf_program__set_autoload(skel->progs.btf_tcp_probe, use_btf && zw_on);
 
 	err = tcplat_bpf__load(skel);
 	if (err) {
@@ -1301,7 +1325,7 @@ static int fill_filters(struct tcplat_bpf *skel)
 
 static int attach(struct tcplat_bpf *skel, bool use_btf)
 {
-	struct bpf_program *progs[5];
+	struct bpf_program *progs[6];
 	int n = 0;
 
 	progs[n++] = use_btf ? skel->progs.btf_inet_sock_set_state : skel->progs.tp_inet_sock_set_state;
@@ -1313,6 +1337,10 @@ static int attach(struct tcplat_bpf *skel, bool use_btf)
 		rst_out_prog = use_btf ? skel->progs.btf_tcp_send_reset : skel->progs.tp_tcp_send_reset;
 		progs[n++] = rst_in_prog;
 		progs[n++] = rst_out_prog;
+	}
+	if (zw_on && use_btf) {
+		zw_prog = skel->progs.btf_tcp_probe;
+		progs[n++] = zw_prog;
 	}
 	for (int i = 0; i < n; i++) {
 		struct bpf_link *link = bpf_program__attach(progs[i]);
@@ -1341,6 +1369,8 @@ static int attach(struct tcplat_bpf *skel, bool use_btf)
 			skel->links.tp_tcp_receive_reset = link;
 		else if (progs[i] == skel->progs.tp_tcp_send_reset)
 			skel->links.tp_tcp_send_reset = link;
+		else if (progs[i] == skel->progs.btf_tcp_probe)
+			skel->links.btf_tcp_probe = link;
 		else
 			skel->links.tp_sys_exit_connect = link;
 	}
@@ -1416,6 +1446,11 @@ int main(int argc, char **argv)
 	}
 	use_btf = opt.attach == ATTACH_BTF || (opt.attach == ATTACH_AUTO && have_btf_tp);
 	close_on = !opt.no_close && opt.mode == MODE_STREAM;
+	if (opt.zero_windows && !close_on)
+		usage_error("--zero-windows counts per connection in close events: not with --no-close or --mode hist");
+	if (opt.zero_windows && opt.attach == ATTACH_TRACEPOINT)
+		usage_error("--zero-windows needs BTF raw tracepoints (tp_btf/tcp_probe): not with --attach tracepoint");
+	zw_on = opt.zero_windows;
 
 	/* The syscall exit hook is a classic tracepoint on both paths. */
 	have_exit_tp = !opt.no_connect_exit && ensure_tracefs() == 0 &&
@@ -1452,6 +1487,11 @@ int main(int argc, char **argv)
 			logf_("BTF raw tracepoints failed (%s); falling back to classic tracepoints",
 			      strerror(-err));
 			use_btf = false;
+			if (zw_on) {
+				logf_("--zero-windows needs BTF raw tracepoints: close lines carry no "
+				      "zero_windows");
+				zw_on = false;
+			}
 			continue;
 		}
 		if (!loaded || err == -EPERM || err == -EACCES)
@@ -1481,7 +1521,8 @@ int main(int argc, char **argv)
 	      use_btf ? (opt.inflight_fast ? "tp_btf, in-flight slots + hash + socket storage" :
 			 "tp_btf, in-flight hash + socket storage") : "tracepoint, in-flight hash",
 	      have_exit_tp ? ", syscalls:sys_exit_connect" : "",
-	      close_on ? ", tcp:tcp_receive_reset, tcp:tcp_send_reset" : "", getpid(),
+	      close_on ? (zw_on ? ", tcp:tcp_receive_reset, tcp:tcp_send_reset, tcp:tcp_probe" :
+			  ", tcp:tcp_receive_reset, tcp:tcp_send_reset") : "", getpid(),
 	      opt.mode == MODE_HIST ? "hist" : "stream", close_on ? "on" : "off", filters);
 
 	if (stats_ns > 0)

@@ -100,6 +100,8 @@ const volatile bool exit_hook = false;
 const volatile bool retrans_has_err = false;
 /* Track established connections and report their close (stream mode). */
 const volatile bool close_events = false;
+/* --zero-windows: tp_btf/tcp_probe counts the peer's zero windows. */
+const volatile bool zero_windows = false;
 
 /* Upper bounds of pkg/core's tcp_connect_hist buckets in ns (buckets.ts:
  * 0.01 ms .. 10 s, R5 steps); bucket 31 is the overflow. */
@@ -714,7 +716,7 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 		s.pid = ev.pid;
 		s.tid = ev.tid;
 		s.closed_by = 0;
-		s._pad = 0;
+		s.zero_windows = 0;
 		__builtin_memcpy(s.comm, ev.comm, sizeof(s.comm));
 		__builtin_memcpy(s.thread, ev.thread, sizeof(s.thread));
 		if (bpf_map_update_elem(&sessions, &key, &s, BPF_ANY))
@@ -758,7 +760,7 @@ static __always_inline int on_close(struct sock *sk, int oldstate, bool btf)
 	struct tcplat_session *s = bpf_map_lookup_elem(&sessions, &key);
 	struct tcplat_close *r;
 	struct tcp_sock *tp;
-	__u32 closed_by;
+	__u32 closed_by, s_zero_windows;
 	__u64 now;
 
 	if (!s)
@@ -792,6 +794,7 @@ static __always_inline int on_close(struct sock *sk, int oldstate, bool btf)
 	__builtin_memcpy(r->c.comm, s->comm, sizeof(r->c.comm));
 	__builtin_memcpy(r->c.thread, s->thread, sizeof(r->c.thread));
 	r->lifespan_ns = now > s->start_ns ? now - s->start_ns : 0;
+	s_zero_windows = s->zero_windows;
 	bpf_map_delete_elem(&sessions, &key);
 	fill_addrs(&r->c, sk, false, btf);
 	/* The totals are still in place: tcp_disconnect() clears them only
@@ -826,7 +829,7 @@ static __always_inline int on_close(struct sock *sk, int oldstate, bool btf)
 		r->srtt_us = 0;
 	}
 	r->closed_by = closed_by;
-	r->_pad = 0;
+	r->zero_windows = s_zero_windows;
 	bpf_ringbuf_submit(r, wakeup_flags(now));
 	count(TCPLAT_CNT_CLOSE_SUBMITTED);
 	return 0;
@@ -1059,6 +1062,36 @@ SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(btf_tcp_send_reset, struct sock *sk)
 {
 	return on_reset(sk, TCPLAT_CLOSED_RESET_OUT, true);
+}
+
+/* --zero-windows: tcp:tcp_probe fires at the start of tcp_rcv_established(),
+ * for every segment an established socket receives (hot: off by default; see
+ * bpf/README.md for its cost). A zero window in the segment's header while the
+ * socket's send window (tp->snd_wnd, not yet updated by this segment) is not
+ * zero: the peer's window just closed, one more episode. Resets (window 0 too)
+ * do not count. The header is read before any lookup: other segments leave at
+ * once. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(btf_tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+	/* tcp_rcv_established() reads its header at skb->data */
+	unsigned char *th = skb->data;
+	__u8 hdr[4] = { 0, 0, 1, 1 }; /* data offset, flags, window (network order) */
+	struct tcplat_session *s;
+	struct tcp_sock *tp;
+	__u64 key;
+
+	bpf_probe_read_kernel(hdr, sizeof(hdr), th + 12);
+	if (hdr[2] || hdr[3] || (hdr[1] & 0x04 /* RST */))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || tp->snd_wnd == 0)
+		return 0;
+	key = sk_key(sk, true);
+	s = bpf_map_lookup_elem(&sessions, &key);
+	if (s)
+		__sync_fetch_and_add(&s->zero_windows, 1);
+	return 0;
 }
 
 /* ---- classic tracepoints (fallback; need tracefs) ----

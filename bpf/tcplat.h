@@ -85,7 +85,7 @@ struct tcplat_session {
 	__u32 pid;
 	__u32 tid;
 	__u32 closed_by; /* a reset seen on the way (TCPLAT_CLOSED_RESET_*), else 0 */
-	__u32 _pad;
+	__u32 zero_windows; /* --zero-windows: times the peer's window went to 0 */
 	char comm[TCPLAT_COMM_LEN];
 	char thread[TCPLAT_COMM_LEN];
 };
@@ -101,7 +101,7 @@ struct tcplat_close {
 	__u32 retrans;        /* tcp_sock.total_retrans (SYN retransmits included) */
 	__u32 srtt_us;        /* tcp_sock.srtt_us >> 3 */
 	__u32 closed_by;      /* TCPLAT_CLOSED_* */
-	__u32 _pad;
+	__u32 zero_windows;   /* --zero-windows only */
 };
 
 /* --mode hist */

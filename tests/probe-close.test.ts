@@ -18,12 +18,15 @@ import { CloseLine, NftTable, Probe, commandWorks, missing as missingProbe, useP
 
 const missing = missingProbe ?? (commandWorks('python3', ['-c', 'import socket, struct']) ? null : 'python3 is missing: run scripts/setup');
 
-function retransSegs(): number {
-  const lines = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+/** A counter of the kernel's own: /proc/net/snmp (Tcp:) or /proc/net/netstat (TcpExt:). */
+function kernelCounter(file: string, prefix: string, name: string): number {
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith(prefix));
   const keys = lines[0].split(/\s+/);
   const vals = lines[1].split(/\s+/);
-  return Number(vals[keys.indexOf('RetransSegs')]);
+  return Number(vals[keys.indexOf(name)]);
 }
+const retransSegs = () => kernelCounter('/proc/net/snmp', 'Tcp:', 'RetransSegs');
+const toZeroWindowAdv = () => kernelCounter('/proc/net/netstat', 'TcpExt:', 'TCPToZeroWindowAdv');
 
 const closeFrom = (p: Probe, port: number, sport: number): CloseLine | undefined => p.closes.find((c) => c.dport === port && c.sport === sport);
 
@@ -105,6 +108,26 @@ describeWith(missing, 'tcplat-probe close events (real sockets, loopback)', () =
     expect(small.events).toHaveLength(5); // every connect is still reported
     expect(small.closes).toHaveLength(2);
     expect(small.stats.at(-1)).toMatchObject({ dropped: 3, closes: 2, drops: { session_full: 3 } });
+  });
+
+  test('--zero-windows: a receiver that stops reading closes its window; counted once, within the kernel\'s TCPToZeroWindowAdv delta', async () => {
+    const port = await freePort();
+    const probe = await Probe.start(['--stats-interval', '0', '--zero-windows', '--dport', String(port)]);
+    expect(probe.stderr).toMatch(/tcp:tcp_probe/);
+    const before = toZeroWindowAdv();
+    const [, res] = await runScenario(['zerowin', String(port)]);
+    const after = toZeroWindowAdv();
+    const [close] = await probe.waitCloses(port, 1);
+    expect(close.sport).toBe(res.sport);
+    expect(close.bytes_sent).toBe(2000001);
+    expect(close.zero_windows).toBeGreaterThanOrEqual(1);
+    expect(close.zero_windows).toBeLessThanOrEqual(after - before); // the server advertised them: host-wide count
+    // Without the flag the field is absent (not a misleading 0).
+    const port2 = await freePort();
+    const plain = await Probe.start(['--stats-interval', '0', '--dport', String(port2)]);
+    await runScenario(['resets', String(port2)]);
+    const [c2] = await plain.waitCloses(port2, 1);
+    expect(c2).not.toHaveProperty('zero_windows');
   });
 
   test('--mode hist reports no close lines', async () => {

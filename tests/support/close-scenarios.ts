@@ -13,6 +13,7 @@ export const SCRIPT = String.raw`
 import json, socket, struct, sys, threading, time
 mode = sys.argv[1]
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if mode == 'zerowin': srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit it
 srv.bind(('127.0.0.1', int(sys.argv[2]))); srv.listen(64)
 port = srv.getsockname()[1]
 def out(**kw): print(json.dumps(kw), flush=True)
@@ -23,6 +24,8 @@ def handle(c):
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close(); return
         if how == b'P':   # the server closes first, after 7 bytes
             c.sendall(b'y' * 7); c.close(); return
+        if how == b'Z':   # a receiver that stops reading: its window closes
+            time.sleep(1.5)
         n = 1
         while True:       # read to EOF, then answer and close
             d = c.recv(65536)
@@ -65,6 +68,12 @@ elif mode == 'trickle':
     c = conn(); sport = c.getsockname()[1]; c.send(b'D')
     for i in range(30):
         c.send(b'b' * 1000); time.sleep(0.02)
+    c.shutdown(socket.SHUT_WR); c.recv(100); c.close()
+    out(sport=sport)
+elif mode == 'zerowin':
+    c = conn(); sport = c.getsockname()[1]; c.send(b'Z')
+    c.sendall(b'z' * 2000000)  # returns once queued; the client stays ESTABLISHED while the window is 0
+    time.sleep(2.0)
     c.shutdown(socket.SHUT_WR); c.recv(100); c.close()
     out(sport=sport)
 elif mode == 'many':

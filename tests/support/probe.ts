@@ -89,6 +89,8 @@ export interface CloseLine {
   retrans: number;
   srtt_us: number;
   closed_by: 'local' | 'peer' | 'reset_in' | 'reset_out';
+  /** --zero-windows only. */
+  zero_windows?: number;
   raw: string;
   tsBig: bigint;
 }
