@@ -184,6 +184,7 @@ export class Agent {
         excludePids: config.excludePids,
         probeMode: config.probeMode,
         probeClose: config.probeClose,
+        probeZeroWindows: config.probeZeroWindows,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });

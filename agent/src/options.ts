@@ -38,6 +38,12 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: true,
     help: "stream mode: the probe also reports each outbound connection's end (lifespan, bytes, retransmits, who closed it: tcp_session and tcp_session_hist); --probe-close=false runs it with --no-close (connects only, cheaper, see bpf/README.md)",
   },
+  {
+    name: 'probe-zero-windows',
+    type: 'bool',
+    default: false,
+    help: 'close events also count the times the peer advertised a zero window (zero_windows in tcp_session and tcp_session_hist); runs the probe with --zero-windows, which costs on every received segment (bpf/README.md)',
+  },
   { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
@@ -77,6 +83,8 @@ export interface AgentConfig {
   probeMode: ProbeMode;
   /** Stream mode: the probe reports close events (else it runs with --no-close). */
   probeClose: boolean;
+  /** The probe counts zero windows per connection (--zero-windows). */
+  probeZeroWindows: boolean;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -140,6 +148,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     probe: v.probe as string | undefined,
     probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
     probeClose: v['probe-close'] !== false,
+    probeZeroWindows: v['probe-zero-windows'] === true,
     once: v.once === true,
     target,
     ...spoolDir(c),

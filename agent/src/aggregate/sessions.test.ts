@@ -56,6 +56,18 @@ describe('close events: tcp_session_hist', () => {
     for (const p of h) expect(SESSION_BUCKET_FIELDS.reduce((n, f) => n + num(p.fields[f]), 0)).toBe(num(p.fields.count));
   });
 
+  test('zero windows (probe --zero-windows) are summed per window; absent when no close carried them', () => {
+    const { a, points, flush } = make();
+    a.add(close(T0 + 1n, { zeroWindows: 2 }));
+    a.add(close(T0 + 2n, { zeroWindows: 1 }));
+    a.add(close(T0 + 3n, { service: 'cron' }));
+    flush(true);
+    const h = hist(points);
+    expect(num(h.find((p) => p.tags!.service === 'rails')!.fields.zero_windows)).toBe(3);
+    expect(h.find((p) => p.tags!.service === 'cron')!.fields).not.toHaveProperty('zero_windows');
+    expect(raw(points).map((p) => (p.fields.zero_windows === undefined ? undefined : num(p.fields.zero_windows)))).toEqual([2, 1, undefined]);
+  });
+
   test('late closes land in later deltas of their window; deltas of one window never share a timestamp', () => {
     const { a, points, flush } = make();
     a.add(close(T0 + 1n));

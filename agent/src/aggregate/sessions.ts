@@ -93,6 +93,7 @@ export class CloseAggregator {
     c.retrans += ev.retrans;
     if (ev.closedBy === 'reset_in') c.resetsIn++;
     else if (ev.closedBy === 'reset_out') c.resetsOut++;
+    if (ev.zeroWindows !== undefined) c.zeroWindows = (c.zeroWindows ?? 0) + ev.zeroWindows;
     this.pendingHist++;
 
     const second = Number(ev.tsNs / NS_PER_S);
@@ -153,6 +154,7 @@ export class CloseAggregator {
             bytesReceived: ev.bytesReceived,
             retrans: ev.retrans,
             srttMs: ev.srttUs / 1000,
+            zeroWindows: ev.zeroWindows,
             pid: ev.pid,
             sport: ev.sport,
             thread: ev.thread,

@@ -16,6 +16,8 @@ describe('the probe command', () => {
   test('--probe-close=false runs the probe with --no-close; by default it reports close events', () => {
     const off = loadAgentConfig([...BASE, '--probe-close=false'], {}).config!;
     expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: off.probeMode, probeClose: off.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--no-close']);
+    const zw = loadAgentConfig([...BASE, '--probe-zero-windows'], {}).config!;
+    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: zw.probeMode, probeClose: zw.probeClose, probeZeroWindows: zw.probeZeroWindows }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--zero-windows']);
     const on = loadAgentConfig(BASE, {}).config!;
     expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: on.probeMode, probeClose: on.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7']);
   });

@@ -44,6 +44,8 @@ export interface CommandInput {
   probeMode?: ProbeMode;
   /** Stream mode: false runs the probe with --no-close (no close events). Default true. */
   probeClose?: boolean;
+  /** Stream mode with close events: run the probe with --zero-windows. */
+  probeZeroWindows?: boolean;
   histIntervalMs?: number;
 }
 
@@ -59,6 +61,7 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       // Its windows as long as the agent's: each probe histogram then falls in one agent window.
       if (c.probeMode === 'hist') argv.push('--mode', 'hist', '--hist-interval', String((c.histIntervalMs ?? 10_000) / 1000));
       else if (c.probeClose === false) argv.push('--no-close');
+      else if (c.probeZeroWindows) argv.push('--zero-windows');
       return { argv };
     }
     case 'ndjson':

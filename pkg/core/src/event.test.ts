@@ -250,6 +250,13 @@ describe('parseProbeLine: close events', () => {
     });
   });
 
+  test('zero_windows (probe --zero-windows) is read when present', () => {
+    const r = parseProbeLine(closeGood.replace('"closed_by":"local"', '"closed_by":"local","zero_windows":3'));
+    expect(r.ok && r.value.type === 'close' && r.value.zeroWindows).toBe(3);
+    const bad = parseProbeLine(closeGood.replace('"closed_by":"local"', '"closed_by":"local","zero_windows":-3'));
+    expect(bad.ok).toBe(false);
+  });
+
   test.each([
     ['closed_by', '"closed_by":"local"', '"closed_by":"timeout"', /closed_by must be one of local, peer, reset_in, reset_out/],
     ['lifespan_ns', '"lifespan_ns":1512000000', '"lifespan_ns":-1', /lifespan_ns must be an integer/],

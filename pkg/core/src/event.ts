@@ -94,6 +94,8 @@ export interface CloseEvent {
   /** Smoothed RTT at close, us. */
   srttUs: number;
   closedBy: ClosedBy;
+  /** Times the peer's window went to zero (probe --zero-windows only). */
+  zeroWindows?: number;
 }
 
 export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent | CloseEvent;
@@ -420,6 +422,10 @@ function closeEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent>
     closedBy: r.closed_by as ClosedBy,
   };
   if (r.thread !== undefined) value.thread = r.thread as string;
+  if (r.zero_windows !== undefined) {
+    if (!isUint(r.zero_windows, U32)) return fail('field', badUint('zero_windows', r.zero_windows, U32), 'zero_windows');
+    value.zeroWindows = r.zero_windows;
+  }
   return { ok: true, value };
 }
 

@@ -183,6 +183,7 @@ export interface SessionPointInput {
   bytesReceived?: number;
   retrans?: number;
   srttMs?: number;
+  zeroWindows?: number;
   thread?: string;
   container?: string;
   /** Close events this point stands for when sampled; omitted when 1. */
@@ -202,6 +203,7 @@ export function sessionPoint(s: SessionPointInput): Point {
   if (s.bytesReceived !== undefined) fields[SESSION_FIELD.bytesReceived] = int(s.bytesReceived);
   if (s.retrans !== undefined) fields[SESSION_FIELD.retrans] = int(s.retrans);
   if (s.srttMs !== undefined) fields[SESSION_FIELD.srttMs] = s.srttMs;
+  if (s.zeroWindows !== undefined) fields[SESSION_FIELD.zeroWindows] = int(s.zeroWindows);
   if (s.thread !== undefined) fields[SESSION_FIELD.thread] = s.thread;
   if (s.container !== undefined) fields[SESSION_FIELD.container] = s.container;
   if (s.sampleWeight !== undefined && s.sampleWeight !== 1) fields[SESSION_FIELD.sampleWeight] = s.sampleWeight;
@@ -226,6 +228,8 @@ export interface SessionHistInput {
   retrans: number;
   resetsIn: number;
   resetsOut: number;
+  /** Only when the connections carried zero-window counts (probe --zero-windows). */
+  zeroWindows?: number;
 }
 
 export function sessionHistPoint(tags: SessionSeriesTags, h: SessionHistInput, timeNs: bigint): Point {
@@ -238,6 +242,7 @@ export function sessionHistPoint(tags: SessionSeriesTags, h: SessionHistInput, t
     [SESSION_HIST_FIELD.resetsIn]: int(h.resetsIn),
     [SESSION_HIST_FIELD.resetsOut]: int(h.resetsOut),
   };
+  if (h.zeroWindows !== undefined) fields[SESSION_HIST_FIELD.zeroWindows] = int(h.zeroWindows);
   for (let i = 0; i < SESSION_BUCKET_FIELDS.length; i++) fields[SESSION_BUCKET_FIELDS[i]] = int(h.buckets[i]);
   return {
     measurement: MEASUREMENT.sessionHist,

@@ -86,6 +86,8 @@ export const SESSION_FIELD = {
   retrans: 'retrans',
   /** Probe close events: smoothed RTT at close, ms (float). */
   srttMs: 'srtt_ms',
+  /** Probe close events with --zero-windows: times the peer's window went to zero (int). */
+  zeroWindows: 'zero_windows',
   thread: 'thread',
   container: 'container',
   /** How many close events this point stands for when raw points were sampled (1 when not sampled). */
@@ -103,6 +105,8 @@ export const SESSION_HIST_FIELD = {
   /** Connections of the window that the peer reset / this end reset. */
   resetsIn: 'resets_in',
   resetsOut: 'resets_out',
+  /** Zero-window episodes summed (only when the probe counted them: --zero-windows). */
+  zeroWindows: 'zero_windows',
 } as const;
 
 /** Outcomes of a connection attempt, as the probe classifies them. */
