@@ -227,7 +227,8 @@ static void usage(FILE *f)
 "  stats        totals since started_ns: events = connect lines written (hist:\n"
 "               attempts in hist lines), dropped = attempts lost, by reason in\n"
 "               drops (close losses included: session_full,\n"
-"               close_ringbuf_full); closes = close lines written; missed =\n"
+"               close_ringbuf_full, session_stale); closes = close lines\n"
+"               written; missed =\n"
 "               program runs the kernel skipped, per hook\n"
 "\n"
 "stderr gets logs; once the probe is attached it prints a line starting with\n"
@@ -1012,6 +1013,7 @@ static void print_stats(struct tcplat_bpf *skel)
 		{ "hist_full", TCPLAT_CNT_DROP_HIST },
 		{ "session_full", TCPLAT_CNT_DROP_SESSION },
 		{ "close_ringbuf_full", TCPLAT_CNT_DROP_CLOSE_RINGBUF },
+		{ "session_stale", TCPLAT_CNT_DROP_SESSION_STALE },
 	};
 	enum { NDROPS = sizeof(drops) / sizeof(drops[0]) };
 	char line[512], *p = line;

@@ -717,6 +717,9 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 		s.tid = ev.tid;
 		s.closed_by = 0;
 		s.zero_windows = 0;
+		s.daddr = RD(btf, sk, __sk_common.skc_daddr);
+		s.dport = RD(btf, sk, __sk_common.skc_dport);
+		s._pad = 0;
 		__builtin_memcpy(s.comm, ev.comm, sizeof(s.comm));
 		__builtin_memcpy(s.thread, ev.thread, sizeof(s.thread));
 		if (bpf_map_update_elem(&sessions, &key, &s, BPF_ANY))
@@ -765,6 +768,14 @@ static __always_inline int on_close(struct sock *sk, int oldstate, bool btf)
 
 	if (!s)
 		return 0; /* not ours: passive, filtered out, or opened before we attached */
+	/* Another socket at the address of one whose CLOSE the kernel did not
+	 * let us see (a skipped run: stats missed.state): drop that stale
+	 * session, counted, instead of reporting this socket under its name. */
+	if (s->dport != RD(btf, sk, __sk_common.skc_dport) || s->daddr != RD(btf, sk, __sk_common.skc_daddr)) {
+		bpf_map_delete_elem(&sessions, &key);
+		count(TCPLAT_CNT_DROP_SESSION_STALE);
+		return 0;
+	}
 	now = bpf_ktime_get_boot_ns();
 	closed_by = s->closed_by;
 	if (!closed_by) {

@@ -32,6 +32,7 @@ enum tcplat_counter {
 	TCPLAT_CNT_DROP_SESSION,      /* close events: established-connection map full */
 	TCPLAT_CNT_DROP_CLOSE_RINGBUF, /* close events: ring buffer full */
 	TCPLAT_CNT_CLOSE_SUBMITTED,   /* close events put into the ring buffer */
+	TCPLAT_CNT_DROP_SESSION_STALE, /* a session whose CLOSE was missed, found by another socket */
 	TCPLAT_CNT_MAX,
 };
 
@@ -86,6 +87,9 @@ struct tcplat_session {
 	__u32 tid;
 	__u32 closed_by; /* a reset seen on the way (TCPLAT_CLOSED_RESET_*), else 0 */
 	__u32 zero_windows; /* --zero-windows: times the peer's window went to 0 */
+	__u32 daddr;     /* skc_daddr, skc_dport: the same socket at CLOSE? */
+	__u16 dport;
+	__u16 _pad;
 	char comm[TCPLAT_COMM_LEN];
 	char thread[TCPLAT_COMM_LEN];
 };
