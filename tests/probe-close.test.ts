@@ -40,8 +40,10 @@ describeWith(missing, 'tcplat-probe close events (real sockets, loopback)', () =
     const [, res] = await runScenario(['hold', String(port)]);
     const [close] = await probe.waitCloses(port, 1);
     expect(close.sport).toBe(res.sport);
-    expect(close.lifespan_ns / 1e9).toBeGreaterThanOrEqual(1.5);
-    expect(close.lifespan_ns / 1e9).toBeLessThan(1.7);
+    // 1.5-1.7 s; the upper bound is what the client itself saw from before connect() to the server's FIN
+    // (on a loaded machine the server can take longer to answer: that is the connection's real life); no more.
+    expect(close.lifespan_ns / 1e6).toBeGreaterThanOrEqual(1500);
+    expect(close.lifespan_ns / 1e6).toBeLessThanOrEqual(res.elapsed_ms);
     expect(close.bytes_sent).toBe(100000); // payload only: the SYN and FIN sequence numbers are not bytes
     expect(close.bytes_received).toBe(res.reply); // the server's JSON answer, its FIN not counted
     expect(close.closed_by).toBe('local');

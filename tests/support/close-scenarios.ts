@@ -44,11 +44,19 @@ def conn():
     c = socket.create_connection(('127.0.0.1', port)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return c
 if mode == 'hold':
+    t0 = time.monotonic()
     c = conn(); sport = c.getsockname()[1]
     c.sendall(b'D' + b'a' * 99999)          # 100,000 bytes
     time.sleep(1.5)
-    c.shutdown(socket.SHUT_WR); got = c.recv(100); c.close()
-    out(sport=sport, reply=len(got))
+    c.shutdown(socket.SHUT_WR)
+    got = b''
+    while True:                             # the reply, then the server's FIN: the connection is over
+        d = c.recv(100)
+        if not d: break
+        got += d
+    elapsed = (time.monotonic() - t0) * 1000
+    c.close()
+    out(sport=sport, reply=len(got), elapsed_ms=elapsed)
 elif mode == 'resets':
     c = conn(); a = c.getsockname()[1]; c.send(b'R')
     try: c.recv(10)
