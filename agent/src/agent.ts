@@ -199,6 +199,8 @@ export class Agent {
         selfPid: process.pid,
         excludePids: config.excludePids,
         probeMode: config.probeMode,
+        probeClose: config.probeClose,
+        probeZeroWindows: config.probeZeroWindows,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
@@ -303,8 +305,8 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
-      // Hist lines took parse/hist.ts above: anything else here but a connect is not ours to read.
-      if (r.value.type !== 'connect') {
+      // Hist lines took parse/hist.ts above: anything else here but a connect or close is not ours to read.
+      if (r.value.type !== 'connect' && r.value.type !== 'close') {
         parse.drop('type');
         return;
       }

@@ -34,6 +34,18 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: 'stream',
     help: 'stream: one line per connect (raw tcp_connect points and histograms); hist: the probe keeps exact histograms in the kernel and prints them each --hist-window (tcp_connect_hist only, no raw points, lowest cost)',
   },
+  {
+    name: 'probe-close',
+    type: 'bool',
+    default: true,
+    help: "stream mode: the probe also reports each outbound connection's end (lifespan, bytes, retransmits, who closed it: tcp_session and tcp_session_hist); --probe-close=false runs it with --no-close (connects only, cheaper, see bpf/README.md)",
+  },
+  {
+    name: 'probe-zero-windows',
+    type: 'bool',
+    default: false,
+    help: 'close events also count the times the peer advertised a zero window (zero_windows in tcp_session and tcp_session_hist); runs the probe with --zero-windows, which costs on every received segment (bpf/README.md)',
+  },
   { name: 'once', type: 'bool', default: false, help: "import mode: process the source until it ends, write everything, roll up the import's range, exit (0 done; 1 source failed, InfluxDB refuses the configuration, or the rollups failed (the data is written; the log names the tcplat rollup command that finishes them); 2 nothing parsed or most lines refused). Re-importing a capture writes the same points" },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
@@ -60,8 +72,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
 
 export const AGENT_SUMMARY = [
   'Runs a collector (the tcplat eBPF probe, or BCC/libbpf-tools tcplife, tcpstates, tcpconnlat), parses, enriches',
-  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist and tcp_session to InfluxDB through a',
-  'durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
+  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session and tcp_session_hist to',
+  'InfluxDB through a durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
   'destinations, see agent/README.md).',
 ].join('\n');
 
@@ -77,6 +89,10 @@ export interface AgentConfig {
   sourceCmd?: string;
   probe?: string;
   probeMode: ProbeMode;
+  /** Stream mode: the probe reports close events (else it runs with --no-close). */
+  probeClose: boolean;
+  /** The probe counts zero windows per connection (--zero-windows). */
+  probeZeroWindows: boolean;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -159,6 +175,8 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     sourceCmd: v['source-cmd'] as string | undefined,
     probe: v.probe as string | undefined,
     probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
+    probeClose: v['probe-close'] !== false,
+    probeZeroWindows: v['probe-zero-windows'] === true,
     once: v.once === true,
     target,
     ...spoolDir(c),

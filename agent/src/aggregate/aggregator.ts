@@ -43,6 +43,7 @@ import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
 import type { SeriesBudget } from './budget';
 import { SecondSample } from './sample';
+import { CloseAggregator } from './sessions';
 import { UsedTimes } from './used-times';
 
 /**
@@ -104,6 +105,8 @@ export class Aggregator {
   /** Raw points already emitted per second of event time (for the limit across late reservoirs). */
   private readonly emittedPerSecond = new Map<number, number>();
   private sessions: EnrichedSession[] = [];
+  /** The probe's close events: tcp_session points and tcp_session_hist (sessions.ts). */
+  private readonly closes: CloseAggregator;
   private newestSecond = -Infinity;
   private flushNo = 0;
   private readonly runSlotNs: bigint;
@@ -118,7 +121,10 @@ export class Aggregator {
     return this.used.moves;
   }
   /** Raw and session points older than the timestamp memory: written unchecked (see the module comment). */
-  unchecked = 0;
+  private uncheckedOwn = 0;
+  get unchecked(): number {
+    return this.uncheckedOwn + this.closes.unchecked;
+  }
   private pendingHistEvents = 0;
   private pendingRaw = 0;
   /**
@@ -127,7 +133,7 @@ export class Aggregator {
    */
   get pending(): number {
     if (this.opts.importEvery !== undefined) return this.sinceFlush;
-    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
+    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length) + this.closes.pending;
   }
 
   constructor(
@@ -141,6 +147,10 @@ export class Aggregator {
     this.windowMs = Number(opts.windowNs / SLOT_NS);
     this.horizon = opts.dedupHorizonS ?? 300;
     this.random = opts.random ?? (opts.importEvery !== undefined ? null : Math.random);
+    this.closes = new CloseAggregator(
+      { host: opts.host, windowNs: opts.windowNs, rawLimit: opts.rawLimit, deterministic: opts.importEvery !== undefined, random: opts.random },
+      stage,
+    );
   }
 
   add(ev: EnrichedEvent): void {
@@ -154,6 +164,10 @@ export class Aggregator {
     }
     if (ev.type === 'hist') {
       this.addHist(ev);
+      return;
+    }
+    if (ev.type === 'close') {
+      this.closes.add(ev);
       return;
     }
     const ts = ev.tsNs;
@@ -259,7 +273,7 @@ export class Aggregator {
       const weight = s.n > kept ? s.n / kept : undefined;
       const order = s.timeOrder();
       const subs = order ? order.map((i) => s.subs[i]) : s.subs;
-      if (second < this.used.oldest) this.unchecked += kept;
+      if (second < this.used.oldest) this.uncheckedOwn += kept;
       const claimed = this.used.claimSorted(second, subs);
       const host = this.opts.host;
       for (let k = 0; k < kept; k++) {
@@ -293,7 +307,7 @@ export class Aggregator {
     for (const ev of sessions) {
       const second = Number(ev.tsNs / NS_PER_S);
       const sub0 = Number(ev.tsNs % NS_PER_S);
-      if (second < this.used.oldest) this.unchecked++;
+      if (second < this.used.oldest) this.uncheckedOwn++;
       const sub = this.used.claim(second, sub0);
       const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(
@@ -313,6 +327,7 @@ export class Aggregator {
       );
       this.stage.emitted.inc();
     }
+    this.closes.flush(emit, offset, final);
     budget?.end(emitOut);
     this.prune();
   }
