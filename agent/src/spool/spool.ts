@@ -251,7 +251,11 @@ export class Spool {
     return this.appendsSettled;
   }
 
-  /** The oldest batch not yet acknowledged (stored ones first, then ones held in memory). */
+  /**
+   * The oldest batch not yet acknowledged and not already handed out (stored ones first, then ones held in
+   * memory). It is the caller's until ack() or release(): the size cap never drops it, and the next call
+   * hands out the batch after it, so a writer can send several at once.
+   */
   async next(): Promise<SpoolRecord | undefined> {
     const r = await this.call<(Omit<SpoolRecord, 'payload'> & { payload: Uint8Array }) | undefined>({ op: 'next' });
     if (!r) return undefined;
@@ -265,6 +269,11 @@ export class Spool {
    */
   ack(rec: SpoolRecord | number): Promise<boolean> {
     return this.call<boolean>({ op: 'ack', id: typeof rec === 'number' ? rec : rec.id });
+  }
+
+  /** Give back a batch from next() unsent (the writer stops): a later next() hands it out again. */
+  release(rec: SpoolRecord | number): Promise<void> {
+    return this.call<void>({ op: 'release', id: typeof rec === 'number' ? rec : rec.id });
   }
 
   /** Every batch waiting, oldest first, as text (diagnostics and tests). */

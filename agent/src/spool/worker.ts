@@ -12,7 +12,7 @@ export interface WorkerInit extends StoreOptions {
   retryMs: number;
 }
 
-export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'list' } | { op: 'close' };
+export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'release'; id: number } | { op: 'list' } | { op: 'close' };
 export type Request = RequestBody & { seq: number };
 
 const port = parentPort!;
@@ -61,6 +61,9 @@ port.on('message', (m: Request) => {
       }
       case 'ack':
         result = store.ack(m.id);
+        break;
+      case 'release':
+        store.release(m.id);
         break;
       case 'list':
         result = store.list();
