@@ -60,6 +60,25 @@ test('ids never go back: after a drained close, the next run\'s batches are not 
   await s3.close();
 });
 
+test('next() hands out each batch once until it is acked or released (a writer sends several at once)', async () => {
+  const s = await open(tmp());
+  for (let i = 0; i < 3; i++) await s.append(`m v=${i}\n`, 1);
+  const a = (await s.next())!;
+  const b = (await s.next())!;
+  const c = (await s.next())!;
+  expect([a, b, c].map((r) => text(r.payload))).toEqual(['m v=0\n', 'm v=1\n', 'm v=2\n']);
+  expect(await s.next()).toBeUndefined(); // all three are out
+  await s.release(b); // the writer stopped before sending it
+  expect(text((await s.next())!.payload)).toBe('m v=1\n');
+  await s.ack(a);
+  await s.ack(c);
+  expect(s.snapshot()).toMatchObject({ records: 1, lines: 1 });
+  await s.close();
+  const s2 = await open(s.dir); // claims are this run's only: the unacked batch is handed out again
+  expect(text((await s2.next())!.payload)).toBe('m v=1\n');
+  await s2.close();
+});
+
 test('one owner at a time: a second open of the same directory is refused, naming the pid', async () => {
   const dir = tmp();
   const s = await open(dir);
