@@ -12,7 +12,7 @@
  *
  * - Exclusive ownership: SQLite's exclusive lock on spool.db (taken at open, released by the kernel when the
  *   process dies); a second agent or import on the same directory fails to open, naming the holder's pid.
- * - Size cap: before a batch is inserted, the oldest rows go (never the batch the writer is sending),
+ * - Size cap: before a batch is inserted, the oldest rows go (never a batch the writer holds from next()),
  *   counted by reason `cap` and logged once per burst.
  * - Disk full / I/O error: the batch is kept in memory (bounded, default 64 MiB; beyond it the oldest held
  *   batch is dropped, reason `pending_full`), the failure is counted by reason, the worker retries every
