@@ -4,9 +4,10 @@
  * time while it fails (so a sick server is probed, not hammered; a throttle or backoff holds every request).
  * Parallel requests are what keeps an import fast: the agent's event loop is busy parsing, so one
  * request at a time would leave InfluxDB idle between an answer and the next request. Order between
- * batches does not matter to InfluxDB (every point carries its own unique timestamp). A batch leaves the spool only when every one of its lines
- * was stored by InfluxDB, refused for good and kept in the dead-letter file (fsynced), or counted as
- * dropped by reason. Every HTTP outcome is sorted as InfluxDB's own source answers (1.x
+ * batches does not matter to InfluxDB (every point carries its own unique timestamp).
+ *
+ * A batch leaves the spool only when every one of its lines was stored by InfluxDB, refused for good and
+ * kept in the dead-letter file (fsynced), or counted as dropped by reason. Every HTTP outcome is sorted as InfluxDB's own source answers (1.x
  * services/httpd/handler.go serveWrite, 2.x http/write_handler.go) and as Telegraf's outputs sort them:
  *
  * - network error, timeout, 5xx: retry the same batch with capped exponential backoff and jitter;
