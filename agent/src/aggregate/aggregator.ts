@@ -41,6 +41,7 @@
 import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
+import type { SeriesBudget } from './budget';
 import { SecondSample } from './sample';
 import { UsedTimes } from './used-times';
 
@@ -66,6 +67,8 @@ export interface AggregatorOptions {
   importEvery?: number;
   dedupHorizonS?: number;
   random?: () => number;
+  /** The cardinality budget every emitted point passes (budget.ts); none: every series is written. */
+  budget?: SeriesBudget;
 }
 
 interface HistCell {
@@ -226,9 +229,12 @@ export class Aggregator {
    * Turn what is due into points: every histogram delta, the raw samples of finished seconds (all of them
    * when `final`), every session. Calls `emit` once per point: raw connect points come already encoded.
    */
-  flush(emit: (p: Emitted) => void, final = false): void {
+  flush(emitOut: (p: Emitted) => void, final = false): void {
     // Import mode: only the capture decides where deltas start and end (see the module comment).
     if (this.opts.importEvery !== undefined && !final && this.sinceFlush < this.opts.importEvery) return;
+    // Every point passes the cardinality budget (folded series are relabelled `other`, histogram deltas merged).
+    const budget = this.opts.budget;
+    const emit = budget ? budget.begin(emitOut, this.newestSecond) : emitOut;
     this.sinceFlush = 0;
     const flushNo = this.flushNo++;
     const offset = this.runSlotNs + BigInt(flushNo % 1_000_000);
@@ -307,6 +313,7 @@ export class Aggregator {
       );
       this.stage.emitted.inc();
     }
+    budget?.end(emitOut);
     this.prune();
   }
 

@@ -51,6 +51,12 @@ export interface WriterOptions {
   random?: () => number;
   /** Write requests in flight at most while InfluxDB answers (one while it fails). Default 4. */
   concurrency?: number;
+  /**
+   * Called when every line of a batch is settled (InfluxDB has what it accepted), before the batch leaves
+   * the spool: the rollup job marks the batch's hist windows dirty (a crash before the ack sends it again).
+   * With parallel requests batches settle in any order.
+   */
+  onDelivered?: (rec: SpoolRecord) => void;
   log: Logger;
   metrics: Metrics;
 }
@@ -325,6 +331,11 @@ export class Writer {
         this.state.inFlight = true;
         const r = await this.sendRecord(w, signal);
         if (r.done) {
+          try {
+            this.opts.onDelivered?.(w.rec);
+          } catch (e) {
+            this.opts.log.error({ err: (e as Error).message }, 'writer: the delivery hook failed');
+          }
           // A failed ack means the batch is sent again later: the same points, which InfluxDB stores once.
           await this.spool.ack(w.rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
           w = null;

@@ -80,6 +80,10 @@ export type Family = (typeof FAMILIES)[number];
  * flush window, all aligned to the Unix epoch, so a coarser rollup is the sum of the finer one.
  * Where they live: InfluxDB 1.x, the retention policy ROLLUP_RP in the same database; 2.x, the bucket
  * named `<bucket>` + ROLLUP_BUCKET_SUFFIX (both configurable where a target is configured).
+ * Who makes them: agent/src/rollup (the agent live, for its own host, and `tcplat rollup` for history).
+ * Every rollup keeps the host tag: there is no host-less rollup (agents would overwrite each other's
+ * sums at the same series and time); fleet-wide views sum the hosts' rollups at query time. Every field
+ * of the source is written in every point (zeros included), with the source's types (counts integer).
  */
 export const ROLLUP_WINDOWS = [
   { name: '1m', ms: 60_000 },
