@@ -68,6 +68,9 @@ static struct {
 	uint32_t inflight_max;
 	uint32_t inflight_fast; /* slots, a power of 2, or 0 */
 	uint32_t hist_keys;
+	uint32_t sessions_max;
+	bool no_close;
+	bool zero_windows;
 	bool no_connect_exit;
 	bool verbose;
 } opt = {
@@ -79,10 +82,14 @@ static struct {
 	.inflight_max = TCPLAT_MAX_INFLIGHT,
 	.inflight_fast = 4096,
 	.hist_keys = TCPLAT_MAX_HIST,
+	.sessions_max = TCPLAT_MAX_SESSIONS,
 };
 
 static volatile sig_atomic_t exiting; /* number of SIGINT/SIGTERM received */
 static uint64_t n_events;      /* connect lines written (hist mode: attempts in hist lines) */
+static uint64_t n_closes;      /* close lines written */
+static bool close_on;          /* close events are reported */
+static bool zw_on;             /* ... with zero-window counts (--zero-windows) */
 static bool stdout_broken;
 static int64_t started_ns;     /* Unix ns at attach: identifies this run */
 
@@ -136,6 +143,23 @@ static void usage(FILE *f)
 "  --hist-keys N        hist mode: distinct keys per window (default 4096); more\n"
 "                       are counted in stats drops.hist_full\n"
 "\n"
+"Close events (stream mode):\n"
+"  (default)            one \"close\" line per outbound connection that reached\n"
+"                       ESTABLISHED, when it reaches CLOSE: lifespan, bytes,\n"
+"                       retransmits, smoothed RTT, who closed it (adds the\n"
+"                       tracepoints tcp:tcp_receive_reset, tcp:tcp_send_reset)\n"
+"  --no-close           no close lines: only connect attempts (cheaper: no\n"
+"                       per-connection state after the handshake); hist mode\n"
+"                       never reports closes\n"
+"  --zero-windows       close lines also count the times the peer advertised a\n"
+"                       zero window (zero_windows); attaches tcp:tcp_probe,\n"
+"                       which runs for every segment received on an\n"
+"                       established socket (see bpf/README.md for its cost;\n"
+"                       BTF raw tracepoints only)\n"
+"  --sessions-max N     established connections tracked at once (default\n"
+"                       65536, preallocated); more are not reported and are\n"
+"                       counted in stats drops.session_full\n"
+"\n"
 "Output and tuning:\n"
 "  --stats-interval S   print a \"stats\" line every S seconds (decimals allowed;\n"
 "                       default 10; 0 disables stats lines except the last)\n"
@@ -165,6 +189,11 @@ static void usage(FILE *f)
 "   \"result\":\"ok\",\"errno\":0,\"syn_retrans\":1,\"pid\":1234,\"tid\":1240,\n"
 "   \"comm\":\"ruby\",\"thread\":\"puma srv tp 0\",\"cgroup_id\":5678,\"family\":\"ipv4\",\n"
 "   \"saddr\":\"127.0.0.1\",\"sport\":43340,\"daddr\":\"127.0.0.1\",\"dport\":5432}\n"
+"  {\"type\":\"close\",\"ts_ns\":1764100000123456789,\"lifespan_ns\":1512000000,\n"
+"   \"pid\":1234,\"tid\":1240,\"comm\":\"ruby\",\"thread\":\"puma srv tp 0\",\n"
+"   \"cgroup_id\":5678,\"family\":\"ipv4\",\"saddr\":\"127.0.0.1\",\"sport\":43340,\n"
+"   \"daddr\":\"127.0.0.1\",\"dport\":5432,\"bytes_sent\":104857,\n"
+"   \"bytes_received\":2048,\"retrans\":2,\"srtt_us\":350,\"closed_by\":\"local\"}\n"
 "  {\"type\":\"stats\",\"ts_ns\":1764100001000000000,\"events\":1200,\"dropped\":0,...}\n"
 "\n"
 "  ts_ns        Unix time (ns) when the SYN was sent; strictly increasing in SYN\n"
@@ -187,9 +216,19 @@ static void usage(FILE *f)
 "  family       ipv4 | ipv6; an IPv6 socket connected to a v4-mapped address\n"
 "               (::ffff:a.b.c.d) is reported as ipv4 with plain IPv4 addresses\n"
 "  saddr/sport  local address and port; daddr/dport remote address and port\n"
+"  close        ts_ns is its connect's ts_ns (the join key); lifespan_ns from the\n"
+"               SYN to CLOSE; bytes_sent = bytes the peer acknowledged,\n"
+"               bytes_received; retrans = segments retransmitted (SYNs\n"
+"               included); srtt_us = smoothed RTT at close; closed_by: local\n"
+"               (this end's FIN came first, or it gave up after retransmit\n"
+"               timeouts) | peer (the peer's FIN came first) | reset_in (the\n"
+"               peer reset it) | reset_out (this end reset it: close() with\n"
+"               unread data or SO_LINGER 0)\n"
 "  stats        totals since started_ns: events = connect lines written (hist:\n"
 "               attempts in hist lines), dropped = attempts lost, by reason in\n"
-"               drops; missed = program runs the kernel skipped, per hook\n"
+"               drops (close losses included: session_full,\n"
+"               close_ringbuf_full, session_stale); closes = close lines\n"
+"               written; missed = program runs the kernel skipped, per hook\n"
 "\n"
 "stderr gets logs; once the probe is attached it prints a line starting with\n"
 "\"" PROG ": attached\". SIGINT/SIGTERM: what was read from the kernel is still\n"
@@ -291,7 +330,8 @@ static void parse_args(int argc, char **argv)
 {
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
 	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
-	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST };
+	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST, O_NO_CLOSE,
+	       O_SESSIONS_MAX, O_ZERO_WINDOWS };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -307,6 +347,9 @@ static void parse_args(int argc, char **argv)
 		{ "inflight-max", required_argument, NULL, O_INFLIGHT_MAX },
 		{ "no-connect-exit", no_argument, NULL, O_NO_CONNECT_EXIT },
 		{ "inflight-fast", required_argument, NULL, O_INFLIGHT_FAST },
+		{ "no-close", no_argument, NULL, O_NO_CLOSE },
+		{ "sessions-max", required_argument, NULL, O_SESSIONS_MAX },
+		{ "zero-windows", no_argument, NULL, O_ZERO_WINDOWS },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -409,6 +452,15 @@ static void parse_args(int argc, char **argv)
 		}
 		case O_NO_CONNECT_EXIT:
 			opt.no_connect_exit = true;
+			break;
+		case O_NO_CLOSE:
+			opt.no_close = true;
+			break;
+		case O_ZERO_WINDOWS:
+			opt.zero_windows = true;
+			break;
+		case O_SESSIONS_MAX:
+			opt.sessions_max = parse_uint("--sessions-max", optarg, 1, 1 << 24);
 			break;
 		case O_VERBOSE:
 			opt.verbose = true;
@@ -799,6 +851,70 @@ static void write_out(const char *buf, size_t len)
 	olines++;
 }
 
+static const char *closed_by_name(uint32_t c)
+{
+	switch (c) {
+	case TCPLAT_CLOSED_PEER:
+		return "peer";
+	case TCPLAT_CLOSED_RESET_IN:
+		return "reset_in";
+	case TCPLAT_CLOSED_RESET_OUT:
+		return "reset_out";
+	default:
+		return "local";
+	}
+}
+
+static void handle_close(const struct tcplat_close *r)
+{
+	const struct tcplat_event *e = &r->c;
+	char line[768], *p = line;
+	int af = e->family == 10 ? AF_INET6 : AF_INET;
+
+	p = put_str(p, "{\"type\":\"close\",\"ts_ns\":");
+	p = put_i64(p, wall_of((int64_t)e->start_ns));
+	p = put_str(p, ",\"lifespan_ns\":");
+	p = put_u64(p, r->lifespan_ns);
+	p = put_str(p, ",\"pid\":");
+	p = put_u64(p, e->pid);
+	p = put_str(p, ",\"tid\":");
+	p = put_u64(p, e->tid);
+	p = put_str(p, ",\"comm\":\"");
+	p = put_json_str(p, e->comm, TCPLAT_COMM_LEN);
+	p = put_str(p, "\",\"thread\":\"");
+	p = put_json_str(p, e->thread, TCPLAT_COMM_LEN);
+	p = put_str(p, "\",\"cgroup_id\":");
+	p = put_u64(p, e->cgroup_id);
+	p = put_str(p, af == AF_INET6 ? ",\"family\":\"ipv6\",\"saddr\":\"" :
+					",\"family\":\"ipv4\",\"saddr\":\"");
+	p = put_addr(p, af, e->saddr);
+	p = put_str(p, "\",\"sport\":");
+	p = put_u64(p, e->sport);
+	p = put_str(p, ",\"daddr\":\"");
+	p = put_addr(p, af, e->daddr);
+	p = put_str(p, "\",\"dport\":");
+	p = put_u64(p, e->dport);
+	p = put_str(p, ",\"bytes_sent\":");
+	p = put_u64(p, r->bytes_sent);
+	p = put_str(p, ",\"bytes_received\":");
+	p = put_u64(p, r->bytes_received);
+	p = put_str(p, ",\"retrans\":");
+	p = put_u64(p, r->retrans);
+	p = put_str(p, ",\"srtt_us\":");
+	p = put_u64(p, r->srtt_us);
+	p = put_str(p, ",\"closed_by\":\"");
+	p = put_str(p, closed_by_name(r->closed_by));
+	if (zw_on) {
+		p = put_str(p, "\",\"zero_windows\":");
+		p = put_u64(p, r->zero_windows);
+		p = put_str(p, "}\n");
+	} else {
+		p = put_str(p, "\"}\n");
+	}
+	write_out(line, p - line);
+	n_closes++;
+}
+
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	const struct tcplat_event *e = data;
@@ -810,6 +926,11 @@ static int handle_event(void *ctx, void *data, size_t size)
 		return 0;
 	if (stdout_broken) {
 		unwritten += gave_up;
+		return 0;
+	}
+	/* The two record kinds differ in size (tcplat.h). */
+	if (size >= sizeof(struct tcplat_close)) {
+		handle_close(data);
 		return 0;
 	}
 
@@ -878,6 +999,7 @@ static uint64_t recursion_misses(struct bpf_program *prog)
 }
 
 static struct bpf_program *state_prog, *retrans_prog, *exit_prog; /* attached programs */
+static struct bpf_program *rst_in_prog, *rst_out_prog, *zw_prog;
 static uint64_t misses_reported;
 
 static void print_stats(struct tcplat_bpf *skel)
@@ -888,19 +1010,25 @@ static void print_stats(struct tcplat_bpf *skel)
 		{ "inflight_full", TCPLAT_CNT_DROP_INFLIGHT },
 		{ "pending_full", TCPLAT_CNT_DROP_PENDING },
 		{ "hist_full", TCPLAT_CNT_DROP_HIST },
+		{ "session_full", TCPLAT_CNT_DROP_SESSION },
+		{ "close_ringbuf_full", TCPLAT_CNT_DROP_CLOSE_RINGBUF },
+		{ "session_stale", TCPLAT_CNT_DROP_SESSION_STALE },
 	};
+	enum { NDROPS = sizeof(drops) / sizeof(drops[0]) };
 	char line[512], *p = line;
 	uint64_t m_state = recursion_misses(state_prog), m_retrans = recursion_misses(retrans_prog);
-	uint64_t m_exit = recursion_misses(exit_prog), vals[5], total = 0;
+	uint64_t m_exit = recursion_misses(exit_prog), vals[NDROPS], total = 0;
+	uint64_t m_reset = recursion_misses(rst_in_prog) + recursion_misses(rst_out_prog);
+	uint64_t m_zw = recursion_misses(zw_prog);
 
-	if (m_state + m_retrans + m_exit > misses_reported) {
+	if (m_state + m_retrans + m_exit + m_reset + m_zw > misses_reported) {
 		logf_("warning: the kernel skipped %llu runs of the probe's hooks (a tracepoint "
 		      "fired inside another BPF program on the same CPU); up to that many "
 		      "attempts may be missing or incomplete (stats: missed)",
-		      (unsigned long long)(m_state + m_retrans + m_exit - misses_reported));
-		misses_reported = m_state + m_retrans + m_exit;
+		      (unsigned long long)(m_state + m_retrans + m_exit + m_reset + m_zw - misses_reported));
+		misses_reported = m_state + m_retrans + m_exit + m_reset + m_zw;
 	}
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < NDROPS; i++)
 		total += vals[i] = read_counter(skel, drops[i].idx);
 	p = put_str(p, "{\"type\":\"stats\",\"ts_ns\":");
 	p = put_i64(p, wall_of(ts_of(CLOCK_BOOTTIME)));
@@ -911,8 +1039,12 @@ static void print_stats(struct tcplat_bpf *skel)
 	p = put_str(p, opt.mode == MODE_HIST ? ",\"mode\":\"hist\"" : ",\"mode\":\"stream\"");
 	p = put_str(p, ",\"started_ns\":");
 	p = put_i64(p, started_ns);
+	if (close_on) {
+		p = put_str(p, ",\"closes\":");
+		p = put_u64(p, n_closes);
+	}
 	p = put_str(p, ",\"drops\":{");
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < NDROPS; i++) {
 		p = put_str(p, i ? ",\"" : "\"");
 		p = put_str(p, drops[i].name);
 		p = put_str(p, "\":");
@@ -924,6 +1056,14 @@ static void print_stats(struct tcplat_bpf *skel)
 	p = put_u64(p, m_retrans);
 	p = put_str(p, ",\"connect_exit\":");
 	p = put_u64(p, m_exit);
+	if (close_on) {
+		p = put_str(p, ",\"reset\":");
+		p = put_u64(p, m_reset);
+	}
+	if (zw_on) {
+		p = put_str(p, ",\"zero_window\":");
+		p = put_u64(p, m_zw);
+	}
 	p = put_str(p, "}}\n");
 	write_out(line, p - line);
 	flush_out();
@@ -1126,6 +1266,9 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	skel->rodata->retrans_has_err = retrans_nargs >= 3;
 	skel->rodata->hist_mode = opt.mode == MODE_HIST;
 	skel->rodata->exit_hook = have_exit_tp;
+	skel->rodata->close_events = close_on;
+	skel->rodata->zero_windows = zw_on && use_btf;
+	bpf_map__set_max_entries(skel->maps.sessions, close_on ? opt.sessions_max : 1);
 	/* hist mode sends nothing per attempt: a token ring buffer */
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
@@ -1146,6 +1289,11 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	bpf_program__set_autoload(skel->progs.tp_inet_sock_set_state, !use_btf);
 	bpf_program__set_autoload(skel->progs.tp_tcp_retransmit_skb, !use_btf);
 	bpf_program__set_autoload(skel->progs.tp_sys_exit_connect, have_exit_tp);
+	bpf_program__set_autoload(skel->progs.btf_tcp_receive_reset, use_btf && close_on);
+	bpf_program__set_autoload(skel->progs.btf_tcp_send_reset, use_btf && close_on);
+	bpf_program__set_autoload(skel->progs.tp_tcp_receive_reset, !use_btf && close_on);
+	bpf_program__set_autoload(skel->progs.tp_tcp_send_reset, !use_btf && close_on);
+	bpf_program__set_autoload(skel->progs.btf_tcp_probe, use_btf && zw_on);
 
 	err = tcplat_bpf__load(skel);
 	if (err) {
@@ -1178,12 +1326,23 @@ static int fill_filters(struct tcplat_bpf *skel)
 
 static int attach(struct tcplat_bpf *skel, bool use_btf)
 {
-	struct bpf_program *progs[3];
-	int n = have_exit_tp ? 3 : 2;
+	struct bpf_program *progs[6];
+	int n = 0;
 
-	progs[0] = use_btf ? skel->progs.btf_inet_sock_set_state : skel->progs.tp_inet_sock_set_state;
-	progs[1] = use_btf ? skel->progs.btf_tcp_retransmit_skb : skel->progs.tp_tcp_retransmit_skb;
-	progs[2] = skel->progs.tp_sys_exit_connect;
+	progs[n++] = use_btf ? skel->progs.btf_inet_sock_set_state : skel->progs.tp_inet_sock_set_state;
+	progs[n++] = use_btf ? skel->progs.btf_tcp_retransmit_skb : skel->progs.tp_tcp_retransmit_skb;
+	if (have_exit_tp)
+		progs[n++] = skel->progs.tp_sys_exit_connect;
+	if (close_on) {
+		rst_in_prog = use_btf ? skel->progs.btf_tcp_receive_reset : skel->progs.tp_tcp_receive_reset;
+		rst_out_prog = use_btf ? skel->progs.btf_tcp_send_reset : skel->progs.tp_tcp_send_reset;
+		progs[n++] = rst_in_prog;
+		progs[n++] = rst_out_prog;
+	}
+	if (zw_on && use_btf) {
+		zw_prog = skel->progs.btf_tcp_probe;
+		progs[n++] = zw_prog;
+	}
 	for (int i = 0; i < n; i++) {
 		struct bpf_link *link = bpf_program__attach(progs[i]);
 
@@ -1203,6 +1362,16 @@ static int attach(struct tcplat_bpf *skel, bool use_btf)
 			skel->links.tp_inet_sock_set_state = link;
 		else if (progs[i] == skel->progs.tp_tcp_retransmit_skb)
 			skel->links.tp_tcp_retransmit_skb = link;
+		else if (progs[i] == skel->progs.btf_tcp_receive_reset)
+			skel->links.btf_tcp_receive_reset = link;
+		else if (progs[i] == skel->progs.btf_tcp_send_reset)
+			skel->links.btf_tcp_send_reset = link;
+		else if (progs[i] == skel->progs.tp_tcp_receive_reset)
+			skel->links.tp_tcp_receive_reset = link;
+		else if (progs[i] == skel->progs.tp_tcp_send_reset)
+			skel->links.tp_tcp_send_reset = link;
+		else if (progs[i] == skel->progs.btf_tcp_probe)
+			skel->links.btf_tcp_probe = link;
 		else
 			skel->links.tp_sys_exit_connect = link;
 	}
@@ -1277,6 +1446,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	use_btf = opt.attach == ATTACH_BTF || (opt.attach == ATTACH_AUTO && have_btf_tp);
+	close_on = !opt.no_close && opt.mode == MODE_STREAM;
+	if (opt.zero_windows && !close_on)
+		usage_error("--zero-windows counts per connection in close events: not with --no-close or --mode hist");
+	if (opt.zero_windows && opt.attach == ATTACH_TRACEPOINT)
+		usage_error("--zero-windows needs BTF raw tracepoints (tp_btf/tcp_probe): not with --attach tracepoint");
+	zw_on = opt.zero_windows;
 
 	/* The syscall exit hook is a classic tracepoint on both paths. */
 	have_exit_tp = !opt.no_connect_exit && ensure_tracefs() == 0 &&
@@ -1294,7 +1469,9 @@ int main(int argc, char **argv)
 		bool loaded;
 
 		if (!use_btf && (ensure_tracefs() || check_tracepoint("sock", "inet_sock_set_state") ||
-				 check_tracepoint("tcp", "tcp_retransmit_skb")))
+				 check_tracepoint("tcp", "tcp_retransmit_skb") ||
+				 (close_on && (check_tracepoint("tcp", "tcp_receive_reset") ||
+					       check_tracepoint("tcp", "tcp_send_reset")))))
 			goto out;
 		skel = open_and_load(use_btf, retrans_nargs, &err);
 		loaded = skel != NULL;
@@ -1311,6 +1488,11 @@ int main(int argc, char **argv)
 			logf_("BTF raw tracepoints failed (%s); falling back to classic tracepoints",
 			      strerror(-err));
 			use_btf = false;
+			if (zw_on) {
+				logf_("--zero-windows needs BTF raw tracepoints: close lines carry no "
+				      "zero_windows");
+				zw_on = false;
+			}
 			continue;
 		}
 		if (!loaded || err == -EPERM || err == -EACCES)
@@ -1335,11 +1517,14 @@ int main(int argc, char **argv)
 	started_ns = wall_of(ts_of(CLOCK_BOOTTIME));
 	hist_window_start = ts_of(CLOCK_BOOTTIME);
 	describe_filters(filters, sizeof(filters));
-	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb%s) pid=%d mode=%s %s",
+	logf_("attached (%s: sock:inet_sock_set_state, tcp:tcp_retransmit_skb%s%s) pid=%d mode=%s "
+	      "close=%s %s",
 	      use_btf ? (opt.inflight_fast ? "tp_btf, in-flight slots + hash + socket storage" :
 			 "tp_btf, in-flight hash + socket storage") : "tracepoint, in-flight hash",
-	      have_exit_tp ? ", syscalls:sys_exit_connect" : "", getpid(),
-	      opt.mode == MODE_HIST ? "hist" : "stream", filters);
+	      have_exit_tp ? ", syscalls:sys_exit_connect" : "",
+	      close_on ? (zw_on ? ", tcp:tcp_receive_reset, tcp:tcp_send_reset, tcp:tcp_probe" :
+			  ", tcp:tcp_receive_reset, tcp:tcp_send_reset") : "", getpid(),
+	      opt.mode == MODE_HIST ? "hist" : "stream", close_on ? "on" : "off", filters);
 
 	if (stats_ns > 0)
 		next_stats = ts_of(CLOCK_BOOTTIME) + stats_ns;

@@ -12,6 +12,12 @@
  *                              kernel (EADDRNOTAVAIL, ENETUNREACH, EACCES, ...),
  *                              which leaves no sk_err
  *
+ * Close events (--mode stream, unless --no-close): a connection that reached
+ * ESTABLISHED is remembered in the bounded `sessions` hash until its
+ * transition to CLOSE, which reports its lifespan and tcp_sock totals, and who
+ * closed it (from the state it left and tcp:tcp_receive_reset /
+ * tcp:tcp_send_reset, see on_close).
+ *
  * The state and retransmit hooks exist twice: as BTF raw tracepoints (tp_btf,
  * cheaper, no tracefs; in-flight state in socket-local storage) and as classic
  * tracepoints (fallback; in-flight state in a bounded hash). The loader enables
@@ -34,7 +40,13 @@
 #define ST_ESTABLISHED 1
 #define ST_SYN_SENT 2
 #define ST_SYN_RECV 3
+#define ST_FIN_WAIT1 4
+#define ST_FIN_WAIT2 5
 #define ST_CLOSE 7
+#define ST_CLOSE_WAIT 8
+#define ST_LAST_ACK 9
+#define ST_CLOSING 11
+#define SOCK_DONE_BIT 1 /* enum sock_flags: set by tcp_fin() when the peer's FIN arrived */
 #define SOCKET_SS_UNCONNECTED 1 /* enum socket_state, include/uapi/linux/net.h */
 
 #define MAX_CGROUP_LEVELS 32
@@ -86,6 +98,10 @@ const volatile bool exit_hook = false;
 /* tp_btf/tcp_retransmit_skb has a third argument "err" since Linux 6.13 (the
  * tracepoint now also fires for retransmits that failed locally). */
 const volatile bool retrans_has_err = false;
+/* Track established connections and report their close (stream mode). */
+const volatile bool close_events = false;
+/* --zero-windows: tp_btf/tcp_probe counts the peer's zero windows. */
+const volatile bool zero_windows = false;
 
 /* Upper bounds of pkg/core's tcp_connect_hist buckets in ns (buckets.ts:
  * 0.01 ms .. 10 s, R5 steps); bucket 31 is the overflow. */
@@ -147,6 +163,17 @@ struct {
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct tcplat_inflight);
 } inflight SEC(".maps");
+
+/* Established outbound connections until their CLOSE (close events). A plain
+ * preallocated hash, not an LRU: when it is full a connection goes
+ * unreported and is counted (session_full), nothing is evicted. Entries leave
+ * at CLOSE, which every TCP socket passes before it is freed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TCPLAT_MAX_SESSIONS); /* --sessions-max */
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct tcplat_session);
+} sessions SEC(".maps");
 
 /* connect() calls failing inside the kernel, per thread, until sys_exit_connect
  * gives their errno. LRU: an entry that never sees its syscall exit (io_uring)
@@ -678,6 +705,28 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 	}
 	emit(&ev, now);
 
+	/* Remember the connection for its close event (only if its connect
+	 * was reported: the close joins it by ts_ns). */
+	if (close_events && ok && ev.latency_ns >= min_latency_ns) {
+		struct tcplat_session s;
+		__u64 key = sk_key(sk, btf);
+
+		s.start_ns = ev.start_ns;
+		s.cgroup_id = ev.cgroup_id;
+		s.pid = ev.pid;
+		s.tid = ev.tid;
+		s.closed_by = 0;
+		s.zero_windows = 0;
+		s.daddr = RD(btf, sk, __sk_common.skc_daddr);
+		s.dport = RD(btf, sk, __sk_common.skc_dport);
+		s._pad = 0;
+		__builtin_memcpy(s.comm, ev.comm, sizeof(s.comm));
+		__builtin_memcpy(s.thread, ev.thread, sizeof(s.thread));
+		if (bpf_map_update_elem(&sessions, &key, &s, BPF_ANY))
+			count(TCPLAT_CNT_DROP_SESSION);
+		return 0;
+	}
+
 	/* A blocking connect() returns the same errno it got from sk_err: tell
 	 * sys_exit_connect that this one is reported already (only errnos it
 	 * could also take for a failure before the SYN). */
@@ -692,15 +741,140 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 	return 0;
 }
 
+/* An established connection of ours reached CLOSE: one close record.
+ *
+ * Who closed it, when no reset was seen on the way (tcp_receive_reset fires in
+ * tcp_reset() before tcp_done(); tcp_send_reset before tcp_done() on the
+ * timer paths), from the state it leaves:
+ *   LAST_ACK                       the peer's FIN came first (CLOSE_WAIT, LAST_ACK): peer
+ *   FIN_WAIT1/2, CLOSING           ours came first: local
+ *   ESTABLISHED/CLOSE_WAIT, sk_err 0   an abortive close by this end: close()
+ *                                  with unread data or SO_LINGER 0, or
+ *                                  disconnect: net/ipv4/tcp.c __tcp_close()
+ *                                  and tcp_disconnect() move the socket to
+ *                                  CLOSE first and send the reset after
+ *                                  (tcp_send_active_reset): reset_out
+ *   ESTABLISHED, sk_err set        tcp_write_err() (retransmits timed out):
+ *                                  this end gave up: local
+ *   CLOSE_WAIT, sk_err set         the peer had closed already: peer */
+static __always_inline int on_close(struct sock *sk, int oldstate, bool btf)
+{
+	__u64 key = sk_key(sk, btf);
+	struct tcplat_session *s = bpf_map_lookup_elem(&sessions, &key);
+	struct tcplat_close *r;
+	struct tcp_sock *tp;
+	__u32 closed_by, s_zero_windows;
+	__u64 now;
+
+	if (!s)
+		return 0; /* not ours: passive, filtered out, or opened before we attached */
+	/* Another socket at the address of one whose CLOSE the kernel did not
+	 * let us see (a skipped run: stats missed.state): drop that stale
+	 * session, counted, instead of reporting this socket under its name. */
+	if (s->dport != RD(btf, sk, __sk_common.skc_dport) || s->daddr != RD(btf, sk, __sk_common.skc_daddr)) {
+		bpf_map_delete_elem(&sessions, &key);
+		count(TCPLAT_CNT_DROP_SESSION_STALE);
+		return 0;
+	}
+	now = bpf_ktime_get_boot_ns();
+	closed_by = s->closed_by;
+	if (!closed_by) {
+		if (oldstate == ST_LAST_ACK)
+			closed_by = TCPLAT_CLOSED_PEER;
+		else if (oldstate == ST_ESTABLISHED || oldstate == ST_CLOSE_WAIT)
+			closed_by = !RD(btf, sk, sk_err) ? TCPLAT_CLOSED_RESET_OUT :
+				    oldstate == ST_CLOSE_WAIT ? TCPLAT_CLOSED_PEER : TCPLAT_CLOSED_LOCAL;
+		else
+			closed_by = TCPLAT_CLOSED_LOCAL;
+	}
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		bpf_map_delete_elem(&sessions, &key);
+		count(TCPLAT_CNT_DROP_CLOSE_RINGBUF);
+		return 0;
+	}
+	r->c.start_ns = s->start_ns;
+	r->c.latency_ns = 0;
+	r->c.cgroup_id = s->cgroup_id;
+	r->c.pid = s->pid;
+	r->c.tid = s->tid;
+	r->c.syn_retrans = 0;
+	r->c.err = 0;
+	r->c.ok = 1;
+	r->c._pad = 0;
+	__builtin_memcpy(r->c.comm, s->comm, sizeof(r->c.comm));
+	__builtin_memcpy(r->c.thread, s->thread, sizeof(r->c.thread));
+	r->lifespan_ns = now > s->start_ns ? now - s->start_ns : 0;
+	s_zero_windows = s->zero_windows;
+	bpf_map_delete_elem(&sessions, &key);
+	fill_addrs(&r->c, sk, false, btf);
+	/* The totals are still in place: tcp_disconnect() clears them only
+	 * after its tcp_set_state(TCP_CLOSE). */
+	tp = btf ? bpf_skc_to_tcp_sock(sk) : (struct tcp_sock *)sk;
+	if (tp) {
+		/* Payload bytes: the counters also advance by one for each
+		 * control flag that takes a sequence number. bytes_acked
+		 * counts our SYN (acked: we are past ESTABLISHED) and our FIN
+		 * once acked (so in FIN_WAIT2, and in CLOSING/LAST_ACK when
+		 * everything is acked); bytes_received counts the peer's FIN
+		 * (SOCK_DONE), not its SYN (tcp_rcv_synsent_state_process
+		 * sets rcv_nxt directly). */
+		__u64 acked = RD(btf, tp, bytes_acked);
+		__u64 rcvd = RD(btf, tp, bytes_received);
+		__u64 ctl = 1;
+
+		if (oldstate == ST_FIN_WAIT2 ||
+		    ((oldstate == ST_CLOSING || oldstate == ST_LAST_ACK) &&
+		     RD(btf, tp, snd_una) == RD(btf, tp, write_seq)))
+			ctl++;
+		r->bytes_sent = acked > ctl ? acked - ctl : 0;
+		if ((RD(btf, sk, __sk_common.skc_flags) >> SOCK_DONE_BIT) & 1)
+			rcvd = rcvd ? rcvd - 1 : 0;
+		r->bytes_received = rcvd;
+		r->retrans = RD(btf, tp, total_retrans);
+		r->srtt_us = RD(btf, tp, srtt_us) >> 3;
+	} else {
+		r->bytes_sent = 0;
+		r->bytes_received = 0;
+		r->retrans = 0;
+		r->srtt_us = 0;
+	}
+	r->closed_by = closed_by;
+	r->zero_windows = s_zero_windows;
+	bpf_ringbuf_submit(r, wakeup_flags(now));
+	count(TCPLAT_CNT_CLOSE_SUBMITTED);
+	return 0;
+}
+
+/* A reset received or sent on one of our established connections: the first
+ * one decides closed_by. */
+static __always_inline int on_reset(struct sock *sk, __u32 kind, bool btf)
+{
+	__u64 key;
+	struct tcplat_session *s;
+
+	if (!sk)
+		return 0; /* tcp_v4_send_reset() without a socket */
+	key = sk_key(sk, btf);
+	s = bpf_map_lookup_elem(&sessions, &key);
+	if (s && !s->closed_by)
+		s->closed_by = kind;
+	return 0;
+}
+
 static __always_inline int on_state(struct sock *sk, int oldstate, int newstate, bool btf)
 {
 	if (newstate == ST_SYN_SENT)
 		return oldstate == ST_CLOSE ? on_syn_sent(sk, btf) : 0;
-	/* Everything else that is not the end of an active open leaves here,
-	 * before any lookup: the server side of every accepted connection (its
-	 * SYN_RECV -> ESTABLISHED), data transfer, teardown. */
-	if (oldstate != ST_SYN_SENT)
+	/* Everything else that is not the end of an active open (or, with close
+	 * events, the end of a connection) leaves here, before any lookup: the
+	 * server side of every accepted connection (its SYN_RECV ->
+	 * ESTABLISHED), data transfer, teardown. */
+	if (oldstate != ST_SYN_SENT) {
+		if (close_events && newstate == ST_CLOSE)
+			return on_close(sk, oldstate, btf);
 		return 0;
+	}
 	/* SYN_RECV: a simultaneous open (both ends sent a SYN; practically never
 	 * between a client and a server): the peer answered, the handshake is
 	 * over as far as latency goes. */
@@ -889,6 +1063,48 @@ int BPF_PROG(btf_tcp_retransmit_skb, struct sock *sk, struct sk_buff *skb)
 	return on_retransmit(sk, err, true);
 }
 
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(btf_tcp_receive_reset, struct sock *sk)
+{
+	return on_reset(sk, TCPLAT_CLOSED_RESET_IN, true);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(btf_tcp_send_reset, struct sock *sk)
+{
+	return on_reset(sk, TCPLAT_CLOSED_RESET_OUT, true);
+}
+
+/* --zero-windows: tcp:tcp_probe fires at the start of tcp_rcv_established(),
+ * for every segment an established socket receives (hot: off by default; see
+ * bpf/README.md for its cost). A zero window in the segment's header while the
+ * socket's send window (tp->snd_wnd, not yet updated by this segment) is not
+ * zero: the peer's window just closed, one more episode. Resets (window 0 too)
+ * do not count. The header is read before any lookup: other segments leave at
+ * once. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(btf_tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+	/* tcp_rcv_established() reads its header at skb->data */
+	unsigned char *th = skb->data;
+	__u8 hdr[4] = { 0, 0, 1, 1 }; /* data offset, flags, window (network order) */
+	struct tcplat_session *s;
+	struct tcp_sock *tp;
+	__u64 key;
+
+	bpf_probe_read_kernel(hdr, sizeof(hdr), th + 12);
+	if (hdr[2] || hdr[3] || (hdr[1] & 0x04 /* RST */))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp || tp->snd_wnd == 0)
+		return 0;
+	key = sk_key(sk, true);
+	s = bpf_map_lookup_elem(&sessions, &key);
+	if (s)
+		__sync_fetch_and_add(&s->zero_windows, 1);
+	return 0;
+}
+
 /* ---- classic tracepoints (fallback; need tracefs) ----
  * The leading fields of both formats have been stable since Linux 4.16. */
 
@@ -900,6 +1116,17 @@ struct tp_inet_sock_set_state {
 };
 
 struct tp_tcp_retransmit_skb {
+	__u64 __common;
+	const void *skbaddr;
+	const void *skaddr;
+};
+
+struct tp_tcp_receive_reset {
+	__u64 __common;
+	const void *skaddr;
+};
+
+struct tp_tcp_send_reset {
 	__u64 __common;
 	const void *skbaddr;
 	const void *skaddr;
@@ -925,4 +1152,16 @@ int tp_tcp_retransmit_skb(struct tp_tcp_retransmit_skb *ctx)
 	if (bpf_core_field_exists(t->err))
 		err = t->err;
 	return on_retransmit((struct sock *)ctx->skaddr, err, false);
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tp_tcp_receive_reset(struct tp_tcp_receive_reset *ctx)
+{
+	return on_reset((struct sock *)ctx->skaddr, TCPLAT_CLOSED_RESET_IN, false);
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int tp_tcp_send_reset(struct tp_tcp_send_reset *ctx)
+{
+	return on_reset((struct sock *)ctx->skaddr, TCPLAT_CLOSED_RESET_OUT, false);
 }

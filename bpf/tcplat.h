@@ -29,6 +29,10 @@ enum tcplat_counter {
 	TCPLAT_CNT_DROP_PENDING,      /* in-kernel connect() failure could not wait for its errno */
 	TCPLAT_CNT_DROP_HIST,         /* --mode hist: histogram map full */
 	TCPLAT_CNT_HIST_ADDED,        /* --mode hist: attempts added to a histogram */
+	TCPLAT_CNT_DROP_SESSION,      /* close events: established-connection map full */
+	TCPLAT_CNT_DROP_CLOSE_RINGBUF, /* close events: ring buffer full */
+	TCPLAT_CNT_CLOSE_SUBMITTED,   /* close events put into the ring buffer */
+	TCPLAT_CNT_DROP_SESSION_STALE, /* a session whose CLOSE was missed, found by another socket */
 	TCPLAT_CNT_MAX,
 };
 
@@ -66,6 +70,42 @@ struct tcplat_event {
 	__u8 daddr[16];
 	char comm[TCPLAT_COMM_LEN];
 	char thread[TCPLAT_COMM_LEN];
+};
+
+/* An established outbound connection, from SYN_SENT -> ESTABLISHED to its
+ * CLOSE (the sessions hash, keyed by socket pointer): who opened it, when,
+ * and how it ended so far. */
+#define TCPLAT_MAX_SESSIONS 65536
+#define TCPLAT_CLOSED_LOCAL 1     /* this end sent the first FIN */
+#define TCPLAT_CLOSED_PEER 2      /* the peer sent the first FIN */
+#define TCPLAT_CLOSED_RESET_IN 3  /* the peer reset it */
+#define TCPLAT_CLOSED_RESET_OUT 4 /* this end reset it */
+struct tcplat_session {
+	__u64 start_ns;  /* CLOCK_BOOTTIME of the SYN: the connect event's ts_ns */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 closed_by; /* a reset seen on the way (TCPLAT_CLOSED_RESET_*), else 0 */
+	__u32 zero_windows; /* --zero-windows: times the peer's window went to 0 */
+	__u32 daddr;     /* skc_daddr, skc_dport: the same socket at CLOSE? */
+	__u16 dport;
+	__u16 _pad;
+	char comm[TCPLAT_COMM_LEN];
+	char thread[TCPLAT_COMM_LEN];
+};
+
+/* A close record: the connect record's fields (start_ns is the join key;
+ * latency_ns unused) plus the connection's totals. Larger than struct
+ * tcplat_event: the reader tells the two kinds apart by size. */
+struct tcplat_close {
+	struct tcplat_event c;
+	__u64 lifespan_ns;    /* SYN to CLOSE */
+	__u64 bytes_sent;     /* tcp_sock.bytes_acked */
+	__u64 bytes_received; /* tcp_sock.bytes_received */
+	__u32 retrans;        /* tcp_sock.total_retrans (SYN retransmits included) */
+	__u32 srtt_us;        /* tcp_sock.srtt_us >> 3 */
+	__u32 closed_by;      /* TCPLAT_CLOSED_* */
+	__u32 zero_windows;   /* --zero-windows only */
 };
 
 /* --mode hist */

@@ -51,7 +51,8 @@ describeWith(missing(), 'alert links: Go-rendered notification -> public rendere
   // A fixed clock for the renderer; the data sit around it.
   const NOW = Math.floor(Date.now() / 60_000) * 60_000;
   let now = NOW;
-  const flags = ['--workers', '1', '--auth-token', TOKEN, '--link-secret', SECRET, '--public-url', PUBLIC, '--listen', '0.0.0.0:7071'];
+  // Grant links are opt-in (--alert-link-grants): this suite tests them; the default (off) is tested last.
+  const flags = ['--workers', '1', '--auth-token', TOKEN, '--link-secret', SECRET, '--public-url', PUBLIC, '--listen', '0.0.0.0:7071', '--alert-link-grants'];
 
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-alert-'));
@@ -255,6 +256,18 @@ describeWith(missing(), 'alert links: Go-rendered notification -> public rendere
     const text = runTemplate('tcplat.message', data([alert('firing', 'rails api', NOW - 60_000, null, { TCPLAT_ALERT_LINK: '' })]));
     expect(text).toContain('[FIRING]');
     expect(text).not.toMatch(/Heatmap|alert\/heatmap/);
+  });
+
+  test('with grant links off (the default) the same link is refused: only per-alert signed links open', async () => {
+    const url = heatmapUrl(runTemplate('tcplat.message', data([alert('firing', 'rails api', NOW - 20 * 60_000, null)])));
+    const strict = await testServer(target, [...flags.filter((f) => f !== '--alert-link-grants'), '--alert-link-keys', 'k2026a'], { now: () => now });
+    try {
+      const r = await strict.get(url.slice(PUBLIC.length));
+      expect(r.statusCode).toBe(403);
+      expect(r.json().error).toMatch(/grant links are off/);
+    } finally {
+      await strict.close();
+    }
   });
 
   test('tcplat renderer alert-link: needs the public URL and warns about a key id the renderer would refuse', () => {

@@ -201,7 +201,9 @@ describe('docker-compose.yml', () => {
       const doc = yaml(f) as Any;
       // Grafana expands env vars in datasources, providers and alert rule labels, never in annotations,
       // queries or templates, whose `$labels` / `$values` are Go template variables.
-      const expanded: unknown[] = [doc.datasources, doc.providers, ...(doc.groups ?? []).flatMap((g: Any) => g.rules.map((r: Any) => r.labels))];
+      // Contact point settings are expanded too (values.JSONValue in grafana/grafana
+      // pkg/services/provisioning/alerting/contact_point_types.go).
+      const expanded: unknown[] = [doc.datasources, doc.providers, ...(doc.groups ?? []).flatMap((g: Any) => g.rules.map((r: Any) => r.labels)), ...(doc.contactPoints ?? []).flatMap((c: Any) => c.receivers.map((r: Any) => r.settings))];
       for (const v of envRefs(JSON.stringify(expanded))) expect([f, v, v in env]).toEqual([f, v, true]);
     }
     for (const v of envRefs(JSON.stringify(compose))) expect([v, ENV_EXAMPLE_VARS.has(v)]).toEqual([v, true]);
@@ -517,6 +519,24 @@ describe('provisioning', () => {
     expect(new URL(publicUrl).hostname).not.toMatch(/^(localhost|127\.|renderer$)/);
   });
 
+  test('the relay contact point posts to the renderer route with the relay token, and the renderer is configured for it', () => {
+    const cps = (yaml('provisioning/alerting/tcplat-contact-points.yaml') as Any).contactPoints as Any[];
+    const r = cps.flatMap((c) => c.receivers).find((x: Any) => x.uid === 'tcplat-relay');
+    expect(r.type).toBe('webhook');
+    const genv = envMap(services.grafana);
+    expect(r.settings.url.replace('${TCPLAT_RENDERER_URL}', genv.TCPLAT_RENDERER_URL)).toBe(`http://renderer:${RENDERER_PORT}${ROUTES.alertRelay}`);
+    expect([r.settings.authorization_scheme, r.settings.authorization_credentials]).toEqual(['Bearer', '${TCPLAT_ALERT_RELAY_TOKEN}']);
+    // The title uses the provisioned template.
+    expect(templates.map((t: Any) => t.template).join('\n')).toContain('define "tcplat.title"');
+    expect(r.settings.title).toContain('template "tcplat.title"');
+    // The renderer gets the same token (as a secret file) and the chat webhook; grants stay off by default.
+    const renv = envMap(services.renderer);
+    expect(renv.TCPLAT_ALERT_RELAY_TOKEN_FILE).toMatch(/^\/run\/secrets\//);
+    expect(renv.TCPLAT_ALERT_RELAY_TO_FILE).toMatch(/^\/run\/secrets\//);
+    expect(compose.secrets[renv.TCPLAT_ALERT_RELAY_TOKEN_FILE.split('/').pop()!].environment).toBe('TCPLAT_ALERT_RELAY_TOKEN');
+    expect(renv.TCPLAT_ALERT_LINK_GRANTS).toMatch(/:-false\}$/);
+  });
+
   test('the notification templates are plain text with the heatmap link (tests/alert-links.test.ts runs them)', () => {
     const t = templates.find((x) => x.name === 'tcplat').template as string;
     expect(t).toContain('define "tcplat.message"');
@@ -590,10 +610,12 @@ describe('deploy/kubernetes', () => {
     expect(tokenKey(agent)).toBe('influx-write-token');
     expect(tokenKey(renderer)).toBe('influx-read-token');
     expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
-    expect(secretKeys(renderer)).toEqual(['influx-read-token', 'renderer-token']);
+    // Plus the alert relay's token and chat webhook, optional (absent: the relay is off).
+    expect(secretKeys(renderer)).toEqual(['alert-relay-to', 'alert-relay-token', 'influx-read-token', 'renderer-token']);
+    for (const e of renderer.env.filter((x: Any) => /^TCPLAT_ALERT_RELAY_/.test(x.name))) expect([e.name, e.valueFrom.secretKeyRef.optional]).toEqual([e.name, true]);
     for (const c of [agent, renderer]) expect(c.envFrom ?? []).toEqual((c.envFrom ?? []).filter((f: Any) => f.configMapRef));
     // The example Secret holds scoped tokens only, and says how to make them.
-    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
+    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'alert-relay-to', 'alert-relay-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
     const text = read('deploy/kubernetes/secret.example.yaml');
     expect(text).toMatch(/--write-bucket/);
     expect(text).toMatch(/--read-bucket/);

@@ -1,14 +1,16 @@
 /**
  * deploy/compose/influx-tokens.mjs (compose's influxdb-tokens init step) against the real InfluxDB 2.x:
- * the agent's token writes through the agent's own write code and can do nothing else; Grafana's and the
- * renderer's tokens read and cannot write, delete or make tokens; a re-run keeps valid tokens and replaces
- * a broken one, leaving one token per service.
+ * it creates the rollup bucket (400 d); the agent's token writes through the agent's own write code and
+ * makes the rollups with the agent's own rollup engine (read the bucket, read+write the rollup bucket), and
+ * can do nothing else; Grafana's and the renderer's tokens read both buckets and cannot write, delete or
+ * make tokens; a re-run keeps valid tokens and replaces a broken one, leaving one token per service.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { queryFlux, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { MEASUREMENT, queryFlux, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { rollupRange, rollupStore } from '../agent/src/rollup/engine';
 import { freshBucket, missingInflux2, TEST_INFLUX2_TOKEN, TEST_INFLUX2_URL } from './support/influx';
 import { describeWith } from './support/prereq';
 
@@ -57,15 +59,21 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   // InfluxDB 2.x ties /api/v2/delete to write permission on the bucket: no token can write without
-  // being able to delete in that bucket. What the agent's token cannot do is read, touch any other
-  // bucket, or make tokens.
-  test('makes the three tokens, files mode 0400; the agent writes with its own write code, and cannot read, touch another bucket or make tokens', async () => {
+  // being able to delete in that bucket. What the agent's token cannot do is touch any other bucket or
+  // make tokens. It reads its bucket since the rollups are made from the database (issue 14).
+  test('creates the rollup bucket and the three tokens, files mode 0400; the agent writes with its own write code and makes rollups with its own engine, and cannot touch another bucket or make tokens', async () => {
     const r = await run();
-    expect([r.code, r.stderr]).toEqual([0, expect.stringMatching(/agent: new write token.*grafana: new read token.*renderer: new read token/s)]);
+    expect([r.code, r.stderr]).toEqual([0, expect.stringMatching(/created rollup bucket \S+_rollups .*retention 400 d.*agent: new write token.*grafana: new read token.*renderer: new read token/s)]);
+    const made = (await (await api(TEST_INFLUX2_TOKEN, 'GET', `/api/v2/buckets?org=${bucket.org}&name=${bucket.bucket}_rollups`)).json()) as { buckets: { retentionRules: { everySeconds: number }[] }[] };
+    expect(made.buckets[0].retentionRules[0].everySeconds).toBe(400 * 86_400);
     for (const n of ['agent', 'grafana', 'renderer']) expect((fs.statSync(file(n)).mode & 0o777).toString(8)).toBe('400');
     const agent = { ...bucket, token: token('agent') };
-    await writeLines(agent, `tcp_connect_hist,service=api count=3i ${Date.now()}000000\n`);
-    await expect(queryFlux(agent, flux())).rejects.toThrow(/HTTP (401|403|404)/);
+    const now = Math.floor(Date.now() / 60_000) * 60_000 - 120_000;
+    await writeLines(agent, `tcp_connect_hist,dst=pg:5432,host=h1,result=ok,service=api count=3i,sum_ms=4.5,min_ms=1,max_ms=2,syn_retrans=0i ${now + 10_000}000000\n`);
+    // The agent's live job, with the agent's token: reads the 10 s data, writes and reads the rollups.
+    const r1 = await rollupRange({ store: rollupStore(agent), fromMs: now, toMs: now + 60_000, host: 'h1' });
+    expect(r1.levels.map((l) => l.points)).toEqual([1, 1, 1]);
+    expect(await queryFlux({ ...agent, bucket: `${bucket.bucket}_rollups` }, `from(bucket: "${bucket.bucket}_rollups") |> range(start: -1d) |> filter(fn: (r) => r._measurement == "${MEASUREMENT.connectHist}_1h" and r._field == "count")`)).toMatch(/,3,count,/);
     const other = await freshBucket('tokens_other');
     expect([401, 403, 404]).toContain((await api(agent.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${other.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
     await expect(writeLines({ ...other, token: agent.token }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow(/HTTP (401|403|404)/);
@@ -75,12 +83,14 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
   test("Grafana's and the renderer's tokens read the agent's point and cannot write, delete or make tokens", async () => {
     for (const n of ['grafana', 'renderer']) {
       const t = { ...bucket, token: token(n) };
-      expect(await queryFlux(t, flux())).toMatch(/,3,count,tcp_connect_hist,api/);
+      expect(await queryFlux(t, flux())).toMatch(/,3,count,tcp_connect_hist,/);
+      expect(await queryFlux({ ...t, bucket: `${bucket.bucket}_rollups` }, `from(bucket: "${bucket.bucket}_rollups") |> range(start: -1d) |> filter(fn: (r) => r._field == "count") |> last()`)).toMatch(/,3,count,tcp_connect_hist_1m,/);
       await expect(writeLines(t, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
+      await expect(writeLines({ ...t, bucket: `${bucket.bucket}_rollups` }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
       expect([401, 403, 404]).toContain((await api(t.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
       expect([401, 403]).toContain((await api(t.token, 'POST', '/api/v2/authorizations', newToken())).status);
     }
-    expect(await queryFlux({ ...bucket, token: token('grafana') }, flux())).toMatch(/,3,count,tcp_connect_hist,api/);
+    expect(await queryFlux({ ...bucket, token: token('grafana') }, flux())).toMatch(/,3,count,tcp_connect_hist,/);
   });
 
   test('a re-run keeps valid tokens; a broken token file is replaced and the old token deleted', async () => {

@@ -349,8 +349,9 @@ describeProbe('tcplat-probe (real kernel, real sockets)', () => {
     const last = probe.stats[probe.stats.length - 1];
     expect(last).toEqual({
       type: 'stats', ts_ns: expect.any(Number), events: 10, dropped: 0, mode: 'stream', started_ns: expect.any(Number),
-      drops: { ringbuf_full: 0, storage_alloc: 0, inflight_full: 0, pending_full: 0, hist_full: 0 },
-      missed: { state: 0, retransmit: 0, connect_exit: 0 },
+      closes: 10,
+      drops: { ringbuf_full: 0, storage_alloc: 0, inflight_full: 0, pending_full: 0, hist_full: 0, session_full: 0, close_ringbuf_full: 0, session_stale: 0 },
+      missed: { state: 0, retransmit: 0, connect_exit: 0, reset: 0 },
     });
     expect(probe.lines[probe.lines.length - 1]).toMatch(/^\{"type":"stats","ts_ns":\d{19},"events":10,"dropped":0,"mode":"stream","started_ns":\d{19},/);
   });

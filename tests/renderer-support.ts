@@ -3,6 +3,7 @@
  * writes it (histPoint + the line-protocol encoder), build an app on the test InfluxDB, and decode PNGs
  * to check what the picture shows.
  */
+import http from 'node:http';
 import zlib from 'node:zlib';
 import { encodePoints, Histogram, histPoint, loadConfig, writeLines, type ConnectResult, type InfluxV1Target, type Point } from '@tcplat/core';
 import type { FastifyInstance } from 'fastify';
@@ -71,18 +72,31 @@ export async function testServer(target: { url: string; db: string }, flags: str
   const config = rendererConfig(values);
   const app = await buildApp({ config, ...deps });
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
-  const request = async (method: string, path: string, opts: { headers?: Record<string, string>; body?: unknown } = {}): Promise<Answer> => {
-    const res = await fetch(base + path, {
-      method,
-      headers: { ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}), ...opts.headers },
-      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+  // A new connection per request (agent: false): a pooled keep-alive connection that the server closes
+  // after its 5 s keep-alive timeout, while a loaded test process has not yet dropped it, would reset the
+  // next request (ECONNRESET) — a race of the test client, not of the renderer.
+  const request = (method: string, path: string, opts: { headers?: Record<string, string>; body?: unknown } = {}): Promise<Answer> =>
+    new Promise<Answer>((resolve, reject) => {
+      const payload = opts.body !== undefined ? Buffer.from(JSON.stringify(opts.body)) : undefined;
+      const req = http.request(
+        base + path,
+        { method, agent: false, headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...opts.headers } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const body = Buffer.concat(chunks);
+            const headers: Record<string, string> = {};
+            for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+            const text = body.toString('utf8');
+            resolve({ statusCode: res.statusCode!, headers, body, text, json: () => JSON.parse(text) });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
     });
-    const body = Buffer.from(await res.arrayBuffer());
-    const headers: Record<string, string> = {};
-    res.headers.forEach((v, k) => (headers[k] = v));
-    const text = body.toString('utf8');
-    return { statusCode: res.status, headers, body, text, json: () => JSON.parse(text) };
-  };
   return { app, base, request, get: (path, headers) => request('GET', path, { headers }), close: () => app.close() };
 }
 

@@ -132,8 +132,9 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
 
     // tcplat top --once shows the service too (a fresh burst: top reads live per-second summaries). On a loaded
     // machine the burst can fall outside top's 2 s window, so a run that misses it is tried again (at most 3).
-    const topOnce = async (): Promise<{ code: number | null; out: string }> => {
-      const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', '2s'], { cwd: ROOT });
+    // Each retry watches longer (2 s, 4 s, 8 s): at load 15-20 spawning the burst's process alone can take seconds.
+    const topOnce = async (attempt = 0): Promise<{ code: number | null; out: string }> => {
+      const top = spawn(process.execPath, ['bin/tcplat', 'top', '--once', '--agent', `http://127.0.0.1:${agent}`, '--interval', `${2 << attempt}s`], { cwd: ROOT });
       let text = '';
       top.stdout.on('data', (d) => (text += d));
       top.stderr.on('data', (d) => (text += d));
@@ -144,7 +145,7 @@ describeWith(missingRootEbpf(), 'tcplat up (whole local pipeline, real probe)', 
     };
     const serviceRow = new RegExp(`${service}\\s+127\\.0\\.0\\.1:\\d+\\s`);
     let topRun = await topOnce();
-    for (let i = 1; i < 3 && topRun.code === 0 && !serviceRow.test(topRun.out); i++) topRun = await topOnce();
+    for (let i = 1; i < 3 && topRun.code === 0 && !serviceRow.test(topRun.out); i++) topRun = await topOnce(i);
     expect(topRun.code).toBe(0);
     expect(topRun.out).toMatch(serviceRow);
 

@@ -9,6 +9,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
+import { SeriesBudget } from './aggregate/budget';
 import { wallNs, type Clock } from './clock';
 import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
@@ -25,6 +26,8 @@ import { Spool, type DropReason, type SpoolStats } from './spool/spool';
 import { StreamHub } from './stream';
 import type { EnrichedEvent, Logger, SourceEvent } from './types';
 import { Writer, type WriterOptions } from './write/writer';
+import { chunks, rollupRange, rollupStore, tryEnsureRollupStore } from './rollup/engine';
+import { DEFAULT_ROLLUP_RETENTION, LIVE_CHUNK_MS, RollupJob } from './rollup/job';
 
 export const MAX_BATCH_LINES = 5000;
 /** Events held in memory before a flush is forced (imports read faster than the flush interval). */
@@ -91,6 +94,10 @@ export class Agent {
   readonly metrics: Metrics;
   readonly spool: Spool;
   readonly writer: Writer;
+  /** The live rollup job (null with --no-rollup and in --once, which rolls up its whole range at the end). */
+  readonly rollup: RollupJob | null;
+  /** --once: the span of the import's hist points (epoch ms), rolled up before it exits. */
+  private importSpan: { fromMs: number; toMs: number } | null = null;
   readonly source: SourceSupervisor;
   readonly stream: StreamHub;
   readonly command: SourceCommand;
@@ -98,6 +105,7 @@ export class Agent {
   private readonly enricher: Enricher;
   readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
+  readonly budget: SeriesBudget;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
   private batch = '';
@@ -144,7 +152,13 @@ export class Agent {
     };
     this.spool = deps.spool;
     this.appendBacklogBytes = deps.appendBacklogBytes ?? APPEND_BACKLOG_BYTES;
-    this.writer = new Writer(config.target, this.spool, { ...deps.writer, log: this.log, metrics: m });
+    const store = rollupStore(config.target, { rp: config.rollup.rp, bucket: config.rollup.bucket });
+    this.rollup =
+      config.rollup.enabled && !config.once
+        ? new RollupJob({ store, host: config.host, intervalMs: config.rollup.intervalMs, dir: this.spool.dir, log: this.log, metrics: m })
+        : null;
+    const job = this.rollup;
+    this.writer = new Writer(config.target, this.spool, { ...deps.writer, onDelivered: job ? (rec) => job.delivered(rec) : undefined, log: this.log, metrics: m });
     this.stream = new StreamHub(m);
     const live = !config.once && config.source !== 'ndjson';
     // The probe's cgroup_id names the cgroup the task ran in; resolved through the cgroup2 hierarchy it
@@ -161,6 +175,7 @@ export class Agent {
       },
       this.stages.enrich,
     );
+    this.budget = new SeriesBudget({ maxSeries: config.maxSeries, horizonS: Math.round(config.seriesHorizonMs / 1000) }, m, this.log);
     this.aggregator = new Aggregator(
       {
         host: config.host,
@@ -169,6 +184,7 @@ export class Agent {
         runId: this.spool.runId,
         // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
         importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+        budget: this.budget,
       },
       this.stages.aggregate,
     );
@@ -183,6 +199,8 @@ export class Agent {
         selfPid: process.pid,
         excludePids: config.excludePids,
         probeMode: config.probeMode,
+        probeClose: config.probeClose,
+        probeZeroWindows: config.probeZeroWindows,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
@@ -243,6 +261,7 @@ export class Agent {
     );
     this.loopDelay.enable();
     this.flushTimer = setInterval(() => this.flush(false), this.config.flushIntervalMs);
+    this.rollup?.start();
     this.writer.kick();
     this.source.start();
   }
@@ -286,8 +305,8 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
-      // Hist lines took parse/hist.ts above: anything else here but a connect is not ours to read.
-      if (r.value.type !== 'connect') {
+      // Hist lines took parse/hist.ts above: anything else here but a connect or close is not ours to read.
+      if (r.value.type !== 'connect' && r.value.type !== 'close') {
         parse.drop('type');
         return;
       }
@@ -357,6 +376,14 @@ export class Agent {
       return;
     }
     enc.emitted.inc();
+    if (this.config.once && !('raw' in p) && p.measurement === MEASUREMENT.connectHist && p.timeNs !== undefined) {
+      const ms = Number(BigInt(p.timeNs) / 1_000_000n);
+      if (!this.importSpan) this.importSpan = { fromMs: ms, toMs: ms + 1 };
+      else {
+        if (ms < this.importSpan.fromMs) this.importSpan.fromMs = ms;
+        if (ms + 1 > this.importSpan.toMs) this.importSpan.toMs = ms + 1;
+      }
+    }
     this.batch += line + '\n';
     this.batchLines++;
     if (this.batchLines >= MAX_BATCH_LINES) this.sealBatch();
@@ -449,7 +476,9 @@ export class Agent {
         ),
       },
       spool: { dir: this.spool.dir, run_id: this.spool.runId, ...this.spool.snapshot() },
+      series: this.budget.status(),
       writer: { target: this.describeTarget(), ...this.writer.state, lag_s: this.lagSeconds() },
+      rollup: this.rollup ? this.rollup.status() : { enabled: false, reason: this.config.once ? 'import (--once): its range is rolled up when it ends' : '--no-rollup' },
       readiness: this.readiness(),
       metrics: this.metrics.snapshot(),
     };
@@ -458,6 +487,26 @@ export class Agent {
   private describeTarget(): string {
     const t = this.config.target;
     return t.version === 1 ? `InfluxDB 1.x ${t.url} db=${t.db}` : `InfluxDB 2.x ${t.url} org=${t.org} bucket=${t.bucket}`;
+  }
+
+  /** --once: roll up the import's range (this host), chunk by chunk. */
+  private async rollupImport(): Promise<{ fromMs: number; toMs: number; points: number; error: string | null } | null> {
+    const span = this.importSpan;
+    if (!span) return null;
+    const store = rollupStore(this.config.target, { rp: this.config.rollup.rp, bucket: this.config.rollup.bucket });
+    let points = 0;
+    try {
+      const ensured = await tryEnsureRollupStore(store, DEFAULT_ROLLUP_RETENTION);
+      if (ensured.ok) this.log.info({}, `rollups: ${ensured.message}`);
+      else this.log.warn({}, `rollups: ${ensured.message}; trying the rollups anyway`);
+      for (const [a, b] of chunks(span.fromMs, span.toMs, LIVE_CHUNK_MS)) {
+        points += (await rollupRange({ store, fromMs: Math.max(a, span.fromMs), toMs: Math.min(b, span.toMs), host: this.config.host })).points;
+      }
+    } catch (e) {
+      return { ...span, points, error: (e as Error).message };
+    }
+    this.log.info({ fromMs: span.fromMs, toMs: span.toMs, points }, `rollups: the import's range ${new Date(span.fromMs).toISOString()} .. ${new Date(span.toMs).toISOString()} is rolled up (${points} points)`);
+    return { ...span, points, error: null };
   }
 
   /** p99 of the spool's append + commit (fsync) times, ms, from /metrics' histogram bucket bounds. */
@@ -492,8 +541,11 @@ export class Agent {
     const left = Math.max(0, deadlineMs - Date.now());
     await Promise.race([this.spool.settled(), new Promise((r) => setTimeout(r, left).unref())]);
     this.refusals.flush();
+    this.budget.flushLog();
     const drained = await this.writer.drain(deadlineMs);
     await this.writer.stop();
+    // Dirty windows stay marked in the state file: the next start rolls them up.
+    await this.rollup?.stop();
     this.stream.close();
     this.loopDelay.disable();
     await this.spool.close();
@@ -533,8 +585,11 @@ export class Agent {
     }
     const sourceOk = ended.code === 0;
     this.refusals.flush();
+    this.budget.flushLog();
     const refused = this.refusals.summary();
     const parsed = this.stages.parse.emitted.value;
+    // Rollups of the import's whole range, for this host (exact: every window is recomputed from InfluxDB).
+    const rollup = drained && sourceOk && this.config.rollup.enabled ? await this.rollupImport() : null;
     const usage = process.resourceUsage();
     this.log.info(
       {
@@ -543,6 +598,7 @@ export class Agent {
         events: this.stages.aggregate.received.value,
         points: this.stages.encode.emitted.value,
         written: this.metrics.get('tcplat_written_lines_total'),
+        seriesFolded: this.metrics.get('tcplat_series_folded_total'),
         spooledLeft: this.spool.lines,
         cpuUserMs: usage.userCPUTime / 1000,
         cpuSystemMs: usage.systemCPUTime / 1000,
@@ -551,12 +607,22 @@ export class Agent {
         eventLoopMaxDelayMs: Math.round(this.loopDelay.max / 1e5) / 10,
         spoolAppendP99Ms: this.appendP99Ms(),
         sourceExit: ended.code,
+        rollup: rollup ?? (this.config.rollup.enabled ? null : 'off (--no-rollup)'),
         refused: refused.byReason,
       },
       drained ? 'import done' : 'import stopped before InfluxDB had everything; the rest stays in the spool',
     );
     if (configError) this.log.error({}, configError);
     if (!drained || !sourceOk) return 1;
+    if (rollup?.error) {
+      const from = new Date(rollup.fromMs).toISOString();
+      const to = new Date(rollup.toMs).toISOString();
+      this.log.error(
+        { rollup },
+        `import written, but its rollups failed: ${rollup.error}; make them with: tcplat rollup (same --influx-* flags) --host ${this.config.host} --from ${from} --to ${to}`,
+      );
+      return 1;
+    }
     // A capture that parsed nothing, or whose lines were mostly refused, is the wrong file or format: say so.
     if (parsed === 0 || refused.total > parsed) {
       const lines = this.source.state.lines;

@@ -89,3 +89,18 @@ describe('source commands', () => {
     expect(() => loadAgentConfig([...BASE, '--exclude-pid', 'me'], {})).toThrow(/--exclude-pid: expected a process id, got "me"/);
   });
 });
+
+describe('cardinality budget options', () => {
+  test('--max-series and --series-horizon: defaults, env, config file, and refusals naming the key', () => {
+    expect(loadAgentConfig(BASE, {}).config).toMatchObject({ maxSeries: 2000, seriesHorizonMs: 3_600_000 });
+    expect(loadAgentConfig(BASE, { TCPLAT_MAX_SERIES: '500', TCPLAT_SERIES_HORIZON: '15m' }).config).toMatchObject({ maxSeries: 500, seriesHorizonMs: 900_000 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-opt-'));
+    const f = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(f, 'max-series: 0\n');
+    expect(loadAgentConfig(['--config', f, ...BASE], {}).config!.maxSeries).toBe(0);
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(() => loadAgentConfig([...BASE, '--max-series', '-1'], {})).toThrow(/--max-series: must be at least 0/);
+    expect(() => loadAgentConfig([...BASE, '--series-horizon', '10s'], {})).toThrow(/--series-horizon: at least 1m/);
+    expect(formatHelp('agent', AGENT_SUMMARY, AGENT_OPTIONS)).toMatch(/--max-series N[\s\S]*folded into dst=other/);
+  });
+});

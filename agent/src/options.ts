@@ -15,6 +15,8 @@ import {
   type InfluxTarget,
   type LoadedConfig,
   type OptionSpec,
+  ROLLUP_BUCKET_SUFFIX,
+  ROLLUP_RP,
 } from '@tcplat/core';
 import { parseRules, type Rules } from './enrich/rules';
 import { PROBE_MODES, SOURCES, type ProbeMode, type SourceKind } from './sources/commands';
@@ -32,7 +34,19 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: 'stream',
     help: 'stream: one line per connect (raw tcp_connect points and histograms); hist: the probe keeps exact histograms in the kernel and prints them each --hist-window (tcp_connect_hist only, no raw points, lowest cost)',
   },
-  { name: 'once', type: 'bool', default: false, help: 'import mode: process the source until it ends, write everything, exit (0 done; 1 source failed or InfluxDB refuses the configuration; 2 nothing parsed or most lines refused). Re-importing a capture writes the same points' },
+  {
+    name: 'probe-close',
+    type: 'bool',
+    default: true,
+    help: "stream mode: the probe also reports each outbound connection's end (lifespan, bytes, retransmits, who closed it: tcp_session and tcp_session_hist); --probe-close=false runs it with --no-close (connects only, cheaper, see bpf/README.md)",
+  },
+  {
+    name: 'probe-zero-windows',
+    type: 'bool',
+    default: false,
+    help: 'close events also count the times the peer advertised a zero window (zero_windows in tcp_session and tcp_session_hist); runs the probe with --zero-windows, which costs on every received segment (bpf/README.md)',
+  },
+  { name: 'once', type: 'bool', default: false, help: "import mode: process the source until it ends, write everything, roll up the import's range, exit (0 done; 1 source failed, InfluxDB refuses the configuration, or the rollups failed (the data is written; the log names the tcplat rollup command that finishes them); 2 nothing parsed or most lines refused). Re-importing a capture writes the same points" },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
   { name: 'spool-max-bytes', type: 'int', arg: 'BYTES', min: 1 << 20, default: 1 << 30, help: 'spool size cap; beyond it the oldest batches are dropped (counted, logged)' },
@@ -45,6 +59,12 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
   { name: 'flush-interval', type: 'duration', arg: 'DURATION', default: '1s', help: 'how often points are batched, spooled and sent' },
   { name: 'hist-window', type: 'duration', arg: 'DURATION', default: '10s', help: 'tcp_connect_hist window (event time)' },
   { name: 'raw-rate-limit', type: 'int', arg: 'N', min: 0, default: 10_000, help: 'raw tcp_connect points per second of event time; beyond it a weighted sample (0 = no limit)' },
+  { name: 'max-series', type: 'int', arg: 'N', min: 0, default: 2000, help: 'cardinality budget: series per measurement on this host within --series-horizon; beyond it new series are folded into dst=other (then service=other), every event still counted (0 = no budget)' },
+  { name: 'series-horizon', type: 'duration', arg: 'DURATION', default: '1h', help: 'a series not written for this long (event time) frees its slot in the --max-series budget' },
+  { name: 'rollup-interval', type: 'duration', arg: 'DURATION', default: '30s', help: 'how often the windows of delivered tcp_connect_hist points are rolled up (1m, 10m, 1h; see tcplat rollup --help)' },
+  { name: 'no-rollup', type: 'bool', default: false, help: 'do not make rollups (live or, with --once, of the import); tcplat rollup can make them later' },
+  { name: 'rollup-rp', type: 'string', arg: 'RP', default: ROLLUP_RP, help: 'InfluxDB 1.x retention policy of the rollups (created with 400d when missing)' },
+  { name: 'rollup-bucket', type: 'string', arg: 'BUCKET', help: `InfluxDB 2.x bucket of the rollups (default: --influx-bucket + "${ROLLUP_BUCKET_SUFFIX}"; must exist, the token needs write on it)` },
   { name: 'host', type: 'string', arg: 'NAME', default: os.hostname(), help: 'value of the host tag' },
   { name: 'exclude-pid', type: 'list', arg: 'PID', default: [], help: "processes whose connects are not recorded (repeatable or comma-separated; the agent's own always are), e.g. the pipeline's other services" },
   { name: 'log-level', type: 'enum', values: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'log level (logs are JSON lines on stderr)' },
@@ -52,8 +72,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
 
 export const AGENT_SUMMARY = [
   'Runs a collector (the tcplat eBPF probe, or BCC/libbpf-tools tcplife, tcpstates, tcpconnlat), parses, enriches',
-  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist and tcp_session to InfluxDB through a',
-  'durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
+  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session and tcp_session_hist to',
+  'InfluxDB through a durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
   'destinations, see agent/README.md).',
 ].join('\n');
 
@@ -69,6 +89,10 @@ export interface AgentConfig {
   sourceCmd?: string;
   probe?: string;
   probeMode: ProbeMode;
+  /** Stream mode: the probe reports close events (else it runs with --no-close). */
+  probeClose: boolean;
+  /** The probe counts zero windows per connection (--zero-windows). */
+  probeZeroWindows: boolean;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -82,6 +106,11 @@ export interface AgentConfig {
   flushIntervalMs: number;
   histWindowMs: number;
   rawRateLimit: number;
+  /** The cardinality budget: series per measurement within the horizon (0 = none). */
+  maxSeries: number;
+  seriesHorizonMs: number;
+  /** Rollups: off with --no-rollup; where they go (1.x RP, 2.x bucket; undefined: the default). */
+  rollup: { enabled: boolean; intervalMs: number; rp: string; bucket?: string };
   host: string;
   /** Besides the agent itself: pids whose connects are never recorded. */
   excludePids: number[];
@@ -105,6 +134,21 @@ function spoolDir(c: LoadedConfig): { spoolDir: string; spoolDirTemporary: boole
     return { spoolDir: path.join(os.tmpdir(), `tcplat-import-${process.pid}-${Date.now().toString(36)}`), spoolDirTemporary: true };
   }
   return { spoolDir: String(c.values['spool-dir']), spoolDirTemporary: false };
+}
+
+function seriesHorizon(ms: number): number {
+  if (!(ms >= 60_000)) throw new ConfigError(`--series-horizon: at least 1m (series are remembered by the second of event time), got ${ms} ms`);
+  return ms;
+}
+
+function rollupConfig(v: Record<string, unknown>): AgentConfig['rollup'] {
+  const intervalMs = v['rollup-interval'] as number;
+  if (!(intervalMs >= 1000)) throw new ConfigError(`--rollup-interval: at least 1s, got ${intervalMs} ms`);
+  const rp = String(v['rollup-rp']);
+  if (rp === '') throw new ConfigError('--rollup-rp: empty');
+  const bucket = v['rollup-bucket'] === undefined ? undefined : String(v['rollup-bucket']);
+  if (bucket === '') throw new ConfigError('--rollup-bucket: empty');
+  return { enabled: v['no-rollup'] !== true, intervalMs, rp, bucket };
 }
 
 /** Validate loaded values into an AgentConfig; every error names the bad key. */
@@ -131,6 +175,8 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     sourceCmd: v['source-cmd'] as string | undefined,
     probe: v.probe as string | undefined,
     probeMode: probeMode(v['probe-mode'] as ProbeMode, v.source as SourceKind),
+    probeClose: v['probe-close'] !== false,
+    probeZeroWindows: v['probe-zero-windows'] === true,
     once: v.once === true,
     target,
     ...spoolDir(c),
@@ -142,6 +188,9 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     flushIntervalMs: flush,
     histWindowMs: windowMs,
     rawRateLimit: v['raw-rate-limit'] as number,
+    maxSeries: v['max-series'] as number,
+    seriesHorizonMs: seriesHorizon(v['series-horizon'] as number),
+    rollup: rollupConfig(v),
     host,
     excludePids: (v['exclude-pid'] as string[]).map((p) => {
       const n = Number(p);

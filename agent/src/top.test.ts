@@ -1,5 +1,5 @@
 import { bucketIndex } from '@tcplat/core';
-import { renderTable, sortRows, TopModel, type SummaryRow } from './top';
+import { budgetWarning, renderTable, sortRows, TopModel, type SummaryRow } from './top';
 
 function row(service: string, dst: string, result: string, latencies: number[], retrans = 0): SummaryRow {
   const buckets: Record<string, number> = {};
@@ -78,5 +78,31 @@ describe('tcplat top model', () => {
     const t2 = renderTable(m2.rows(), { sort: 'name', limit: 10, windowS: 10, agent: 'u' }).join('\n');
     expect(t2).toMatch(/checkout-api +db:5432 /);
     expect(t2).toContain('x'.repeat(27) + '~');
+  });
+});
+
+describe('tcplat top: the cardinality budget warning', () => {
+  const status = (live: number, folded: number) => ({
+    series: {
+      max_series: 2000,
+      measurements: {
+        tcp_connect_hist: { budget: 2000, live, other: 3, folded_series: 40, folded_points: { dst: folded, all: 0 }, top: { service: [{ value: 'crawler', series: 1890, folded: 40 }], dst: [{ value: '10.0.0.1:443', series: 2, folded: 0 }] } },
+        tcp_connect: { budget: 2000, live: 12, other: 0, folded_series: 0, folded_points: { dst: 0, all: 0 }, top: {} },
+      },
+    },
+  });
+
+  test('one line naming the full measurement and the top contributor, shown under the header', () => {
+    const w = budgetWarning(status(2000, 1234));
+    expect(w).toBe("! series budget full, new series written as 'other': tcp_connect_hist 2000/2000 (1,234 points folded); top service=crawler (1890 series); see /api/status");
+    const lines = renderTable([], { sort: 'rate', limit: 10, windowS: 10, agent: 'http://a', warning: w });
+    expect(lines[1]).toBe(w);
+  });
+
+  test('nothing when nothing folds, the budget has room again, or the agent predates the budget', () => {
+    expect(budgetWarning(status(2000, 0))).toBeNull();
+    expect(budgetWarning(status(1500, 99))).toBeNull();
+    expect(budgetWarning({ version: 1 })).toBeNull();
+    expect(renderTable([], { sort: 'rate', limit: 10, windowS: 10, agent: 'http://a', warning: null })[1]).toMatch(/^SERVICE/);
   });
 });

@@ -143,14 +143,34 @@ function clip(s: string, n: number): string {
   return clean.length > n ? clean.slice(0, n - 1) + '~' : clean;
 }
 
+/**
+ * One line when the agent's cardinality budget folds series (from /api/status `series`), else null: the
+ * table shows every destination (it reads events before the budget), InfluxDB gets `other` for some.
+ */
+export function budgetWarning(status: unknown): string | null {
+  const ms = (status as { series?: { measurements?: Record<string, { budget: number; live: number; folded_points?: Record<string, number>; top?: Record<string, { value: string; series: number }[]> }> } })?.series?.measurements;
+  if (!ms) return null;
+  const parts: string[] = [];
+  let culprit: { k: string; value: string; series: number } | null = null;
+  for (const [m, st] of Object.entries(ms)) {
+    const folded = Object.values(st.folded_points ?? {}).reduce((a, b) => a + b, 0);
+    if (folded === 0 || st.live < st.budget) continue;
+    parts.push(`${m} ${st.live}/${st.budget} (${folded.toLocaleString('en')} points folded)`);
+    for (const [k, vs] of Object.entries(st.top ?? {})) if (vs[0] && vs[0].series > (culprit?.series ?? 1)) culprit = { k, ...vs[0] };
+  }
+  if (parts.length === 0) return null;
+  return `! series budget full, new series written as 'other': ${parts.join(', ')}${culprit ? `; top ${culprit.k}=${clip(culprit.value, 40)} (${culprit.series} series)` : ''}; see /api/status`;
+}
+
 /** The table as plain text lines (no escapes). */
-export function renderTable(rows: TopRow[], opts: { sort: string; limit: number; windowS: number; agent: string; status?: string }): string[] {
+export function renderTable(rows: TopRow[], opts: { sort: string; limit: number; windowS: number; agent: string; status?: string; warning?: string | null }): string[] {
   const cols = ['SERVICE', 'DESTINATION', 'CONN/S', 'P50', 'P99', 'MAX', 'SYN-RETX', 'FAILURES'];
   const lines: string[] = [];
   const total = rows.reduce((a, r) => a + r.rate, 0);
   lines.push(
     `tcplat top  ${opts.agent}  window ${opts.windowS}s  sort ${opts.sort}  ${rows.length} series  ${total.toFixed(1)} connects/s${opts.status ? '  ' + opts.status : ''}`,
   );
+  if (opts.warning) lines.push(opts.warning);
   // Columns as wide as their longest name, within bounds.
   const wS = Math.min(28, Math.max(7, ...rows.map((r) => r.service.length)));
   const wD = Math.min(36, Math.max(11, ...rows.map((r) => r.dst.length)));
@@ -229,10 +249,25 @@ export async function main(argv: string[]): Promise<number> {
   const tty = Boolean(process.stdout.isTTY) && !v.once;
 
   const draw = () => {
-    const lines = renderTable(model.rows(), { sort, limit: v.limit, windowS: v.window / 1000, agent: v.agent, status: status === 'ok' ? '' : status });
+    const lines = renderTable(model.rows(), { sort, limit: v.limit, windowS: v.window / 1000, agent: v.agent, status: status === 'ok' ? '' : status, warning });
     if (tty) process.stdout.write('\x1b[H\x1b[2J' + lines.join('\n') + '\n');
     else process.stdout.write(lines.join('\n') + '\n\n');
   };
+
+  // The cardinality budget's state, every 5 s (a warning line when it folds series).
+  let warning: string | null = null;
+  const pollBudget = async () => {
+    try {
+      const res = await fetch(`${v.agent.replace(/\/+$/, '')}/api/status`, { headers: v['api-token'] ? { Authorization: `Bearer ${v['api-token']}` } : {}, signal: ac.signal });
+      if (res.ok) warning = budgetWarning(await res.json());
+    } catch {
+      /* the stream reports an unreachable agent */
+    }
+  };
+  void pollBudget();
+  const budgetTimer = setInterval(() => void pollBudget(), 5000);
+  budgetTimer.unref();
+  ac.signal.addEventListener('abort', () => clearInterval(budgetTimer));
 
   let failure: Error | null = null;
   const reading = stream(v.agent, v['api-token'], ac.signal, (s) => {

@@ -1,4 +1,4 @@
-import type { ConnectEvent, ConnectResult, Family, Histogram } from '@tcplat/core';
+import type { CloseEvent, ConnectEvent, ConnectResult, Family, Histogram } from '@tcplat/core';
 
 /** A finished TCP session from tcplife: lifespan and bytes, never connect latency. */
 export interface SessionEvent {
@@ -40,7 +40,7 @@ export interface HistEvent {
 }
 
 /** What parsers emit: the probe's connect events (also built from tcpstates/tcpconnlat rows), sessions and probe histograms. */
-export type SourceEvent = ConnectEvent | SessionEvent | HistEvent;
+export type SourceEvent = ConnectEvent | SessionEvent | HistEvent | CloseEvent;
 
 /** Labels the enricher adds. */
 export interface Enrichment {
@@ -52,7 +52,9 @@ export interface Enrichment {
 export type EnrichedConnect = ConnectEvent & Enrichment;
 export type EnrichedSession = SessionEvent & Enrichment;
 export type EnrichedHist = HistEvent & Enrichment;
-export type EnrichedEvent = EnrichedConnect | EnrichedSession | EnrichedHist;
+/** The probe's close event of one established connection (tcp_session, tcp_session_hist). */
+export type EnrichedClose = CloseEvent & Enrichment;
+export type EnrichedEvent = EnrichedConnect | EnrichedSession | EnrichedHist | EnrichedClose;
 
 /** Minimal logger (pino-compatible subset): structured object first, message second. */
 export interface Logger {

@@ -5,7 +5,8 @@
 import crypto from 'node:crypto';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectionGuard, DurationError, fastifyHttpOptions, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
-import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, signLink, type AuthConfig } from './auth';
+import { ForwardError, forwardText, parseGrafanaWebhook, RELAY_BODY_LIMIT, relayText, RelayPayloadError, type RelayPayload } from './alert-relay';
+import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, safeEqual as safeEqualText, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
@@ -27,6 +28,7 @@ export const ROUTES = {
   seedHeatmap: '/visualize/tcp-latency-heatmap',
   links: '/links',
   alert: ALERT_PATH,
+  alertRelay: '/alert/relay',
   healthz: '/healthz',
   metrics: '/metrics',
 } as const;
@@ -42,7 +44,7 @@ const SEED_PARAMS = ['serviceName', 'timeRange', 'width', 'height', 'theme', 'tz
 
 /** Strip secrets from URLs before they reach a log line. */
 export function redactUrl(url: string): string {
-  return url.replace(/([?&](?:token|sig)=)[^&]*/gi, '$1***');
+  return url.replace(/([?&](?:token|sig|grant)=)[^&]*/gi, '$1***');
 }
 
 /**
@@ -99,7 +101,8 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
 
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0];
-    if (path === ROUTES.healthz || path === ROUTES.alert) return; // /alert checks its own grant
+    // /alert checks its link's signature or grant; /alert/relay its own token (the relay's, which opens nothing else).
+    if (path === ROUTES.healthz || path === ROUTES.alert || path === ROUTES.alertRelay) return;
     const r = checkAuth(auth, path, req.query as Record<string, unknown>, req.headers.authorization, Math.floor(now() / 1000));
     if (!r.ok) {
       if (r.status === 401) reply.header('WWW-Authenticate', 'Bearer realm="tcplat renderer"');
@@ -353,7 +356,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
 
   // Alert links: public, opened from mail or chat; the grant in the link is checked here (see auth.ts).
   // Only the service and the window come from the link; everything else about the picture is fixed.
-  const alertCfg = { linkSecret: auth.linkSecret, kids: config.alertLinkKeys, ttlMs: config.alertLinkTtlMs };
+  const alertCfg = { linkSecret: auth.linkSecret, kids: config.alertLinkKeys, ttlMs: config.alertLinkTtlMs, grants: config.alertLinkGrants };
   app.get(ROUTES.alert, async (req, reply) => {
     reply.header('Referrer-Policy', 'no-referrer').header('X-Robots-Tag', 'noindex');
     const c = checkAlertLink(alertCfg, req.query as Record<string, unknown>, now());
@@ -369,6 +372,46 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       theme: 'light',
     };
     return serve('heatmap', query, req, reply);
+  });
+
+  // The alert relay: Grafana's webhook contact point posts here; each alert gets a link signed for its
+  // service and window, and the message goes on to the chat webhook (alert-relay.ts). 502 when the chat
+  // did not take it: Grafana sends the notification again at the group's next flush.
+  const relay = config.alertRelay;
+  if (relay && auth.linkSecret && !linkBase) app.log.warn({}, 'the alert relay is on but there is no --public-url: it answers 409 until it is set (the address readers of the notifications can open)');
+  // Its own body limit: a notification of up to RELAY_MAX_ALERTS alerts with labels and annotations is
+  // larger than any other body of the API; still bounded.
+  // The token is checked before the body is read (onRequest), so only Grafana gets to send a large one.
+  const relayGate = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!relay || !auth.linkSecret) return reply.code(404).send({ error: 'the alert relay is off on this renderer (start it with --alert-relay-token, --alert-relay-to and --alert-link-keys)' });
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    if (!m || !safeEqualText(m[1].trim(), relay.token)) {
+      reply.header('WWW-Authenticate', 'Bearer realm="tcplat alert relay"');
+      return reply.code(401).send({ error: "the relay needs its token: set it as the webhook contact point's Authorization header credentials" });
+    }
+  };
+  app.post(ROUTES.alertRelay, { bodyLimit: RELAY_BODY_LIMIT, onRequest: relayGate }, async (req, reply) => {
+    if (!relay || !auth.linkSecret) return reply.code(404).send({ error: 'the alert relay is off' });
+    if (!linkBase) return reply.code(409).send({ error: 'the relay needs --public-url: the address readers of the notifications can open' });
+    let payload: RelayPayload;
+    try {
+      payload = parseGrafanaWebhook(req.body);
+    } catch (e) {
+      if (e instanceof RelayPayloadError) return reply.code(400).send({ error: e.message });
+      throw e;
+    }
+    const { text, links } = relayText(payload, { publicBase: linkBase, secret: auth.linkSecret, kid: relay.kid, ttlMs: config.alertLinkTtlMs });
+    try {
+      const r = await forwardText(relay.to, text, { timeoutMs: 10_000, attempts: 3 });
+      metrics.relayed('sent');
+      req.log.info({ alerts: payload.alerts.length, links, attempts: r.attempts }, 'alert relay: notification forwarded');
+      return reply.code(200).send({ ok: true, alerts: payload.alerts.length, links });
+    } catch (e) {
+      if (!(e instanceof ForwardError)) throw e;
+      metrics.relayed('failed');
+      req.log.warn({ alerts: payload.alerts.length, err: e.message }, 'alert relay: the chat webhook did not take the notification; Grafana sends it again at the next group interval');
+      return reply.code(502).send({ error: e.message });
+    }
   });
 
   // Open to probes; where the data comes from (InfluxDB URL, database) only for a caller with a token, or

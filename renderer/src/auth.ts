@@ -31,7 +31,7 @@ export function signLink(secret: Buffer, path: string, query: Query): string {
   return crypto.createHmac('sha256', secret).update(`${path}?${canonicalQueryString(query)}`).digest('base64url');
 }
 
-function safeEqual(a: string, b: string): boolean {
+export function safeEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && crypto.timingSafeEqual(x, y);
@@ -110,6 +110,8 @@ export interface AlertLinkConfig {
   linkSecret: Buffer | null;
   kids: string[];
   ttlMs: number;
+  /** Whether grant links (same grant for every alert, so not bound to one) open too: --alert-link-grants. */
+  grants: boolean;
 }
 
 /** The alert link's checked parts, or why it is refused (always 403: the link is not valid as it is). */
@@ -120,8 +122,13 @@ function single(query: Query, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The parameters of a relay-signed alert link (alert-relay.ts), `sig` last. */
+const SIGNED_ALERT_PARAMS = ['exp', 'from', 'kid', 'service', 'to', 'sig'];
+
 export function checkAlertLink(cfg: AlertLinkConfig, query: Query, nowMs: number): AlertCheck {
   if (!cfg.linkSecret || cfg.kids.length === 0) return { ok: false, message: 'alert links are not enabled on this renderer (--alert-link-keys is empty)' };
+  if (query.sig !== undefined) return checkSignedAlertLink(cfg as AlertLinkConfig & { linkSecret: Buffer }, query, nowMs);
+  if (!cfg.grants) return { ok: false, message: 'this link has no signature: alert links are signed per alert by the relay (POST /alert/relay); grant links are off (--alert-link-grants)' };
   for (const k of Object.keys(query)) {
     if (!(ALERT_PARAMS as readonly string[]).includes(k)) return { ok: false, message: `alert links carry only ${ALERT_PARAMS.join(', ')}; this one has ${JSON.stringify(k.slice(0, 64))}: it was changed` };
   }
@@ -130,19 +137,44 @@ export function checkAlertLink(cfg: AlertLinkConfig, query: Query, nowMs: number
   if (!kid || !grant) return { ok: false, message: 'an alert link needs exactly one kid and one grant' };
   if (!cfg.kids.includes(kid)) return { ok: false, message: `key id ${JSON.stringify(kid.slice(0, 64))} is revoked or unknown: links from older notifications stop working when their key id is retired` };
   if (!safeEqual(grant, alertGrant(cfg.linkSecret, kid))) return { ok: false, message: 'the grant does not match its key id (the link was changed or minted with another secret)' };
-  const service = single(query, 'service');
+  const w = checkWindow(single(query, 'service'), single(query, 'from'), single(query, 'to'));
+  if (!w.ok) return w;
+  const { service, fromMs, toMs } = w;
+  if (fromMs >= nowMs) return { ok: false, message: 'the window of this alert link has not started yet' };
+  if (toMs + cfg.ttlMs < nowMs) return { ok: false, message: `this alert link expired at ${new Date(toMs + cfg.ttlMs).toISOString()} (${cfg.ttlMs / 86_400_000} days after its window)` };
+  return { ok: true, service, fromMs, toMs };
+}
+
+function checkWindow(service: string | undefined, from: string | undefined, to: string | undefined): { ok: true; service: string; fromMs: number; toMs: number } | { ok: false; message: string } {
   if (service === undefined || service === '' || service === '*' || service === '$__all' || service.includes(',')) {
     return { ok: false, message: 'an alert link shows exactly one service (one service= value, no list)' };
   }
-  const from = single(query, 'from');
-  const to = single(query, 'to');
   if (!from || !to || !/^\d{1,15}$/.test(from) || !/^\d{1,15}$/.test(to)) return { ok: false, message: 'an alert link needs one from and one to, in epoch milliseconds' };
   const fromMs = Number(from);
   const toMs = Number(to);
   if (toMs <= fromMs || toMs - fromMs > ALERT_MAX_WINDOW_MS) return { ok: false, message: `an alert link's window is more than 0 and at most ${ALERT_MAX_WINDOW_MS / 3_600_000} h` };
-  if (fromMs >= nowMs) return { ok: false, message: 'the window of this alert link has not started yet' };
-  if (toMs + cfg.ttlMs < nowMs) return { ok: false, message: `this alert link expired at ${new Date(toMs + cfg.ttlMs).toISOString()} (${cfg.ttlMs / 86_400_000} days after its window)` };
   return { ok: true, service, fromMs, toMs };
+}
+
+/**
+ * A link the relay signed for one alert: every parameter under the HMAC (so neither the service nor the
+ * window nor the expiry can change), its key id still accepted (revocation), not expired.
+ */
+function checkSignedAlertLink(cfg: AlertLinkConfig & { linkSecret: Buffer }, query: Query, nowMs: number): AlertCheck {
+  for (const k of Object.keys(query)) {
+    if (!SIGNED_ALERT_PARAMS.includes(k)) return { ok: false, message: `signed alert links carry only ${SIGNED_ALERT_PARAMS.join(', ')}; this one has ${JSON.stringify(k.slice(0, 64))}: it was changed` };
+  }
+  const sig = single(query, 'sig');
+  const kid = single(query, 'kid');
+  const exp = single(query, 'exp');
+  if (!sig || !kid || !exp || !/^\d{1,12}$/.test(exp)) return { ok: false, message: 'a signed alert link needs exactly one kid, exp and sig' };
+  if (!cfg.kids.includes(kid)) return { ok: false, message: `key id ${JSON.stringify(kid.slice(0, 64))} is revoked or unknown: links from older notifications stop working when their key id is retired` };
+  if (!safeEqual(sig, signLink(cfg.linkSecret, ALERT_PATH, query))) return { ok: false, message: 'the link signature does not match (the link was changed or signed with another secret)' };
+  const w = checkWindow(single(query, 'service'), single(query, 'from'), single(query, 'to'));
+  if (!w.ok) return w;
+  if (w.fromMs >= nowMs) return { ok: false, message: 'the window of this alert link has not started yet' };
+  if (Number(exp) * 1000 < nowMs) return { ok: false, message: `this alert link expired at ${new Date(Number(exp) * 1000).toISOString()}` };
+  return w;
 }
 
 /**

@@ -41,7 +41,8 @@ export function alertLinkCommand(argv: string[], env: NodeJS.ProcessEnv = proces
     if (!secret) return { code: 2, out: '', err: 'tcplat renderer alert-link: no link secret: give --link-secret (or --auth-token), the same the renderer runs with\n' };
     const base = publicBase(config);
     if (!base) return { code: 2, out: '', err: 'tcplat renderer alert-link: give --public-url, the address recipients of alerts can open\n' };
-    const warn = config.alertLinkKeys.includes(kid) ? '' : `tcplat renderer alert-link: warning: ${kid} is not in --alert-link-keys, so the renderer refuses these links until it is\n`;
+    let warn = config.alertLinkKeys.includes(kid) ? '' : `tcplat renderer alert-link: warning: ${kid} is not in --alert-link-keys, so the renderer refuses these links until it is\n`;
+    if (!config.alertLinkGrants) warn += 'tcplat renderer alert-link: warning: grant links are off (--alert-link-grants): a renderer started with these options refuses them; the alert relay (POST /alert/relay) signs a link per alert instead, see deploy/README.md\n';
     return { code: 0, out: `${alertLinkPrefix(base, secret, kid)}\n`, err: warn };
   } catch (e) {
     if (e instanceof ConfigError) return { code: 2, out: '', err: `tcplat renderer alert-link: ${e.message}\n` };

@@ -48,6 +48,10 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'public-url', type: 'string', arg: 'URL', help: 'base URL put in minted and alert links, the one their readers can open (default on loopback: the listen address; beyond it POST /links refuses until it is set)' },
   { name: 'alert-link-keys', type: 'string', arg: 'KIDS', help: 'key ids (comma-separated) whose alert-link grants open GET /alert/heatmap.png; drop one to revoke its links (empty: alert links off)', default: '' },
   { name: 'alert-link-ttl', type: 'duration', arg: 'DURATION', help: 'how long after the end of its window an alert link still opens', default: '7d' },
+  { name: 'alert-relay-token', type: 'string', arg: 'TOKEN', help: `bearer token Grafana's webhook contact point sends to POST /alert/relay (its authorization_credentials; at least ${MIN_TOKEN_LENGTH} characters; opens nothing else). Unset: the relay is off`, secret: true },
+  { name: 'alert-relay-to', type: 'string', arg: 'URL', help: 'chat incoming-webhook URL the relay forwards each notification to, as {"text": ...} (Slack, Mattermost, Rocket.Chat); a secret: prefer TCPLAT_ALERT_RELAY_TO_FILE', secret: true },
+  { name: 'alert-relay-kid', type: 'string', arg: 'KID', help: 'key id the relay signs alert links with (default: the last of --alert-link-keys, the newest)' },
+  { name: 'alert-link-grants', type: 'bool', help: 'also open grant links (kid + grant, the same for every alert, so a reader can edit the service or window: see deploy/README.md); off: only per-alert links signed by the relay open', default: false },
   { name: 'log-level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level', default: 'info' },
 ];
 
@@ -84,6 +88,9 @@ export interface RendererConfig {
   publicUrl?: string;
   alertLinkKeys: string[];
   alertLinkTtlMs: number;
+  alertLinkGrants: boolean;
+  /** The relay (POST /alert/relay), when --alert-relay-token is set. */
+  alertRelay?: { token: string; to: string; kid: string };
   logLevel: string;
 }
 
@@ -106,6 +113,17 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
     .filter((s) => s !== '');
   for (const k of alertLinkKeys) if (!validKid(k)) throw new ConfigError(`--alert-link-keys: ${JSON.stringify(k)} is not a key id (letters, digits, . _ -; at most 64)`);
   if (alertLinkKeys.length > 0 && authTokens.length === 0 && linkSecret === undefined) throw new ConfigError('--alert-link-keys needs --link-secret (or --auth-token, from which the link secret is derived)');
+  let alertRelay: RendererConfig['alertRelay'];
+  const relayToken = v['alert-relay-token'] as string | undefined;
+  if (relayToken !== undefined && relayToken.trim() !== '') {
+    const [token] = parseTokens('alert-relay-token', relayToken, { list: false });
+    const to = String(v['alert-relay-to'] ?? '').trim();
+    if (!/^https?:\/\/[^\s]+$/.test(to)) throw new ConfigError('--alert-relay-token needs --alert-relay-to URL (the chat incoming webhook it forwards notifications to; TCPLAT_ALERT_RELAY_TO_FILE keeps it out of argv)');
+    if (alertLinkKeys.length === 0) throw new ConfigError('--alert-relay-token needs --alert-link-keys (the key id the relay signs alert links with)');
+    const kid = (v['alert-relay-kid'] as string | undefined) ?? alertLinkKeys[alertLinkKeys.length - 1];
+    if (!alertLinkKeys.includes(kid)) throw new ConfigError(`--alert-relay-kid ${JSON.stringify(kid)} is not in --alert-link-keys: the renderer would refuse the links it signs`);
+    alertRelay = { token, to, kid };
+  }
   const linkTtlMs = v['link-ttl'] as number;
   const linkMaxTtlMs = v['link-max-ttl'] as number;
   if (linkTtlMs > linkMaxTtlMs) throw new ConfigError('--link-ttl is longer than --link-max-ttl');
@@ -142,6 +160,8 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     alertLinkKeys,
     alertLinkTtlMs: v['alert-link-ttl'] as number,
+    alertLinkGrants: v['alert-link-grants'] === true,
+    alertRelay,
     logLevel: v['log-level'] as string,
   };
 }

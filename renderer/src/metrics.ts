@@ -48,6 +48,11 @@ export class RendererMetrics {
     this.registry.counter('tcplat_renderer_rollup_fallbacks_total', 'Charts that read the 10 s data because the picked rollups were missing (no RP/bucket), empty or partial in the range.', { reason }).inc();
   }
 
+  /** Notifications the alert relay forwarded (sent) or could not (failed: answered 502, Grafana resends). */
+  relayed(outcome: 'sent' | 'failed'): void {
+    this.registry.counter('tcplat_renderer_alert_relay_total', 'Alert notifications the relay forwarded to the chat webhook, by outcome.', { outcome }).inc();
+  }
+
   response(status: number): void {
     this.registry.counter('tcplat_renderer_http_responses_total', 'HTTP answers by status code.', { code: String(status) }).inc();
   }

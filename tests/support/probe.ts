@@ -69,6 +69,32 @@ export interface ConnectEvent {
   tsBig: bigint;
 }
 
+/** One established outbound connection at its end (bpf/README.md, close events). */
+export interface CloseLine {
+  type: 'close';
+  ts_ns: number;
+  lifespan_ns: number;
+  pid: number;
+  tid: number;
+  comm: string;
+  thread: string;
+  cgroup_id: number;
+  family: string;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+  bytes_sent: number;
+  bytes_received: number;
+  retrans: number;
+  srtt_us: number;
+  closed_by: 'local' | 'peer' | 'reset_in' | 'reset_out';
+  /** --zero-windows only. */
+  zero_windows?: number;
+  raw: string;
+  tsBig: bigint;
+}
+
 export interface StatsEvent {
   type: 'stats';
   ts_ns: number;
@@ -76,6 +102,8 @@ export interface StatsEvent {
   dropped: number;
   mode: string;
   started_ns: number;
+  /** Close lines written (absent with --no-close and in hist mode). */
+  closes?: number;
   drops: Record<string, number>;
   missed: Record<string, number>;
 }
@@ -109,6 +137,7 @@ export class Probe {
   readonly events: ConnectEvent[] = [];
   readonly stats: StatsEvent[] = [];
   readonly hists: HistLine[] = [];
+  readonly closes: CloseLine[] = [];
   readonly lines: string[] = [];
   stderr = '';
   exitCode: number | null = null;
@@ -155,6 +184,9 @@ export class Probe {
       this.stats.push(obj);
     } else if (obj.type === 'hist') {
       this.hists.push(obj);
+    } else if (obj.type === 'close') {
+      const m = /"ts_ns":(\d+)/.exec(line);
+      this.closes.push({ ...obj, raw: line, tsBig: BigInt(m ? m[1] : 0) });
     } else {
       throw new Error(`unexpected line type: ${line}`);
     }
@@ -196,6 +228,14 @@ export class Probe {
     return pick();
   }
 
+  /** Waits for n close events from one of the given destination ports. */
+  async waitCloses(dports: number | number[], n: number, timeoutMs = 5000): Promise<CloseLine[]> {
+    const set = new Set(Array.isArray(dports) ? dports : [dports]);
+    const pick = () => this.closes.filter((e) => set.has(e.dport));
+    await this.until(() => pick().length >= n, timeoutMs, `${n} close event(s) to port(s) ${[...set].join(',')}`);
+    return pick();
+  }
+
   eventsTo(dport: number): ConnectEvent[] {
     return this.events.filter((e) => e.dport === dport);
   }
@@ -232,16 +272,16 @@ export class Probe {
 
 export const probes = new Set<Probe>();
 
-/** An nftables table of our own, on the output hook. */
+/** An nftables table of our own, on the output hook (or the input hook). */
 export class NftTable {
   readonly name = `tcplat_test_${randomBytes(4).toString('hex')}`;
 
-  constructor(rules: string[]) {
+  constructor(rules: string[], hook: 'output' | 'input' = 'output') {
     tables.add(this);
     const script = [
       `table inet ${this.name} {`,
       '  chain out {',
-      '    type filter hook output priority 0; policy accept;',
+      `    type filter hook ${hook} priority 0; policy accept;`,
       ...rules.map((r) => `    ${r}`),
       '  }',
       '}',

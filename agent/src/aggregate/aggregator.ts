@@ -41,7 +41,9 @@
 import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
+import type { SeriesBudget } from './budget';
 import { SecondSample } from './sample';
+import { CloseAggregator } from './sessions';
 import { UsedTimes } from './used-times';
 
 /**
@@ -66,6 +68,8 @@ export interface AggregatorOptions {
   importEvery?: number;
   dedupHorizonS?: number;
   random?: () => number;
+  /** The cardinality budget every emitted point passes (budget.ts); none: every series is written. */
+  budget?: SeriesBudget;
 }
 
 interface HistCell {
@@ -101,6 +105,8 @@ export class Aggregator {
   /** Raw points already emitted per second of event time (for the limit across late reservoirs). */
   private readonly emittedPerSecond = new Map<number, number>();
   private sessions: EnrichedSession[] = [];
+  /** The probe's close events: tcp_session points and tcp_session_hist (sessions.ts). */
+  private readonly closes: CloseAggregator;
   private newestSecond = -Infinity;
   private flushNo = 0;
   private readonly runSlotNs: bigint;
@@ -115,7 +121,10 @@ export class Aggregator {
     return this.used.moves;
   }
   /** Raw and session points older than the timestamp memory: written unchecked (see the module comment). */
-  unchecked = 0;
+  private uncheckedOwn = 0;
+  get unchecked(): number {
+    return this.uncheckedOwn + this.closes.unchecked;
+  }
   private pendingHistEvents = 0;
   private pendingRaw = 0;
   /**
@@ -124,7 +133,7 @@ export class Aggregator {
    */
   get pending(): number {
     if (this.opts.importEvery !== undefined) return this.sinceFlush;
-    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length);
+    return Math.max(this.pendingHistEvents, this.pendingRaw + this.sessions.length) + this.closes.pending;
   }
 
   constructor(
@@ -138,6 +147,10 @@ export class Aggregator {
     this.windowMs = Number(opts.windowNs / SLOT_NS);
     this.horizon = opts.dedupHorizonS ?? 300;
     this.random = opts.random ?? (opts.importEvery !== undefined ? null : Math.random);
+    this.closes = new CloseAggregator(
+      { host: opts.host, windowNs: opts.windowNs, rawLimit: opts.rawLimit, deterministic: opts.importEvery !== undefined, random: opts.random },
+      stage,
+    );
   }
 
   add(ev: EnrichedEvent): void {
@@ -151,6 +164,10 @@ export class Aggregator {
     }
     if (ev.type === 'hist') {
       this.addHist(ev);
+      return;
+    }
+    if (ev.type === 'close') {
+      this.closes.add(ev);
       return;
     }
     const ts = ev.tsNs;
@@ -226,9 +243,12 @@ export class Aggregator {
    * Turn what is due into points: every histogram delta, the raw samples of finished seconds (all of them
    * when `final`), every session. Calls `emit` once per point: raw connect points come already encoded.
    */
-  flush(emit: (p: Emitted) => void, final = false): void {
+  flush(emitOut: (p: Emitted) => void, final = false): void {
     // Import mode: only the capture decides where deltas start and end (see the module comment).
     if (this.opts.importEvery !== undefined && !final && this.sinceFlush < this.opts.importEvery) return;
+    // Every point passes the cardinality budget (folded series are relabelled `other`, histogram deltas merged).
+    const budget = this.opts.budget;
+    const emit = budget ? budget.begin(emitOut, this.newestSecond) : emitOut;
     this.sinceFlush = 0;
     const flushNo = this.flushNo++;
     const offset = this.runSlotNs + BigInt(flushNo % 1_000_000);
@@ -253,7 +273,7 @@ export class Aggregator {
       const weight = s.n > kept ? s.n / kept : undefined;
       const order = s.timeOrder();
       const subs = order ? order.map((i) => s.subs[i]) : s.subs;
-      if (second < this.used.oldest) this.unchecked += kept;
+      if (second < this.used.oldest) this.uncheckedOwn += kept;
       const claimed = this.used.claimSorted(second, subs);
       const host = this.opts.host;
       for (let k = 0; k < kept; k++) {
@@ -287,7 +307,7 @@ export class Aggregator {
     for (const ev of sessions) {
       const second = Number(ev.tsNs / NS_PER_S);
       const sub0 = Number(ev.tsNs % NS_PER_S);
-      if (second < this.used.oldest) this.unchecked++;
+      if (second < this.used.oldest) this.uncheckedOwn++;
       const sub = this.used.claim(second, sub0);
       const timeNs = sub === sub0 ? ev.tsNs : BigInt(second) * NS_PER_S + BigInt(sub);
       emit(
@@ -307,6 +327,8 @@ export class Aggregator {
       );
       this.stage.emitted.inc();
     }
+    this.closes.flush(emit, offset, final);
+    budget?.end(emitOut);
     this.prune();
   }
 

@@ -128,7 +128,7 @@ export class Enricher {
       const cg = this.opts.cgroups.resolve(ev.cgroupId);
       if (cg !== undefined) facts = this.kernelCgroup(facts ?? this.noFacts, cg);
     }
-    const thread = ev.type === 'connect' ? ev.thread : undefined;
+    const thread = ev.type === 'connect' || ev.type === 'close' ? ev.thread : undefined;
     // With thread: rules the service also depends on the thread's name (a key built per event, only then).
     const key = this.opts.rules.needsThread && thread !== undefined ? `${ev.comm}\u0000${thread}` : ev.comm;
     let s = this.services.get(ev.pid, key);

@@ -13,6 +13,15 @@ describe('the probe command', () => {
     expect(stream.argv).toEqual(['/p', '--exclude-pid', '7']);
   });
 
+  test('--probe-close=false runs the probe with --no-close; by default it reports close events', () => {
+    const off = loadAgentConfig([...BASE, '--probe-close=false'], {}).config!;
+    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: off.probeMode, probeClose: off.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--no-close']);
+    const zw = loadAgentConfig([...BASE, '--probe-zero-windows'], {}).config!;
+    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: zw.probeMode, probeClose: zw.probeClose, probeZeroWindows: zw.probeZeroWindows }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--zero-windows']);
+    const on = loadAgentConfig(BASE, {}).config!;
+    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: on.probeMode, probeClose: on.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7']);
+  });
+
   test('hist mode is for the probe only: a clear error for text tools', () => {
     expect(() => loadAgentConfig([...BASE, '--source', 'tcplife', '--probe-mode', 'hist'], {})).toThrow(ConfigError);
     expect(() => loadAgentConfig([...BASE, '--source', 'tcplife', '--probe-mode', 'hist'], {})).toThrow(/--probe-mode hist: only for --source probe/);

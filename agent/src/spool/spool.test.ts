@@ -60,6 +60,44 @@ test('ids never go back: after a drained close, the next run\'s batches are not 
   await s3.close();
 });
 
+test('next() hands out each batch once until it is acked or released (a writer sends several at once)', async () => {
+  const s = await open(tmp());
+  for (let i = 0; i < 3; i++) await s.append(`m v=${i}\n`, 1);
+  const a = (await s.next())!;
+  const b = (await s.next())!;
+  const c = (await s.next())!;
+  expect([a, b, c].map((r) => text(r.payload))).toEqual(['m v=0\n', 'm v=1\n', 'm v=2\n']);
+  expect(await s.next()).toBeUndefined(); // all three are out
+  await s.release(b); // the writer stopped before sending it
+  expect(text((await s.next())!.payload)).toBe('m v=1\n');
+  await s.ack(a);
+  await s.ack(c);
+  expect(s.snapshot()).toMatchObject({ records: 1, lines: 1 });
+  await s.close();
+  const s2 = await open(s.dir); // claims are this run's only: the unacked batch is handed out again
+  expect(text((await s2.next())!.payload)).toBe('m v=1\n');
+  await s2.close();
+});
+
+test('appends that arrive together share one commit, each answered only after it, all in order', async () => {
+  const s = await open(tmp());
+  // ~1 MiB each, posted without waiting (as one flush does): the worker finds the later ones queued.
+  const body = (i: number) => Array.from({ length: 20_000 }, (_, k) => `m,b=${i} v=${k}i ${k}`).join('\n') + '\n';
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => s.append(body(i), 20_000)));
+  expect(results.every((r) => r.stored)).toBe(true);
+  expect(results.map((r) => r.id)).toEqual([...results.map((r) => r.id)].sort((a, b) => a - b));
+  expect(results.some((r) => (r.group ?? 1) > 1)).toBe(true);
+  expect(s.snapshot()).toMatchObject({ records: 20, lines: 400_000 });
+  await s.close();
+  const s2 = await open(s.dir);
+  for (let i = 0; i < 20; i++) {
+    const r = (await s2.next())!;
+    expect(text(r.payload).startsWith(`m,b=${i} v=0i 0\n`)).toBe(true);
+    await s2.ack(r);
+  }
+  await s2.close();
+});
+
 test('one owner at a time: a second open of the same directory is refused, naming the pid', async () => {
   const dir = tmp();
   const s = await open(dir);

@@ -12,7 +12,7 @@
  *
  * - Exclusive ownership: SQLite's exclusive lock on spool.db (taken at open, released by the kernel when the
  *   process dies); a second agent or import on the same directory fails to open, naming the holder's pid.
- * - Size cap: before a batch is inserted, the oldest rows go (never the batch the writer is sending),
+ * - Size cap: before a batch is inserted, the oldest rows go (never a batch the writer holds from next()),
  *   counted by reason `cap` and logged once per burst.
  * - Disk full / I/O error: the batch is kept in memory (bounded, default 64 MiB; beyond it the oldest held
  *   batch is dropped, reason `pending_full`), the failure is counted by reason, the worker retries every
@@ -251,7 +251,11 @@ export class Spool {
     return this.appendsSettled;
   }
 
-  /** The oldest batch not yet acknowledged (stored ones first, then ones held in memory). */
+  /**
+   * The oldest batch not yet acknowledged and not already handed out (stored ones first, then ones held in
+   * memory). It is the caller's until ack() or release(): the size cap never drops it, and the next call
+   * hands out the batch after it, so a writer can send several at once.
+   */
   async next(): Promise<SpoolRecord | undefined> {
     const r = await this.call<(Omit<SpoolRecord, 'payload'> & { payload: Uint8Array }) | undefined>({ op: 'next' });
     if (!r) return undefined;
@@ -265,6 +269,11 @@ export class Spool {
    */
   ack(rec: SpoolRecord | number): Promise<boolean> {
     return this.call<boolean>({ op: 'ack', id: typeof rec === 'number' ? rec : rec.id });
+  }
+
+  /** Give back a batch from next() unsent (the writer stops): a later next() hands it out again. */
+  release(rec: SpoolRecord | number): Promise<void> {
+    return this.call<void>({ op: 'release', id: typeof rec === 'number' ? rec : rec.id });
   }
 
   /** Every batch waiting, oldest first, as text (diagnostics and tests). */

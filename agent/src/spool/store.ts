@@ -66,6 +66,8 @@ export interface AppendResult {
   stored: boolean;
   /** Milliseconds of the SQLite transaction (insert + commit with fsync), when stored. */
   storeMs?: number;
+  /** Batches that shared this one's transaction (one commit, one fsync), when more than one. */
+  group?: number;
   /** Set when the store failed: the reason and SQLite's message. */
   failure?: { reason: string; message: string };
   drops: { reason: DropReason; records: number; lines: number; bytes: number }[];
@@ -110,7 +112,8 @@ export class SpoolStore {
   private readonly insert: Database.Statement;
   private readonly del: Database.Statement;
   private readonly oldest: Database.Statement;
-  private readonly oldestSkipping: Database.Statement;
+  private readonly oldestIdAfter: Database.Statement;
+  private readonly byId: Database.Statement;
   private readonly setMeta: Database.Statement;
   private readonly pending: Pending[] = [];
   /** Memory ids of batches stored after the writer got them (so an ack by memory id finds the row). */
@@ -118,8 +121,11 @@ export class SpoolStore {
   /** Acknowledged rows whose delete the disk refused: skipped, deleted on the next retry. */
   private readonly ackedNotDeleted = new Set<number>();
   private nextMemId = -1;
-  /** The batch the writer holds (from next(), not yet acked): the cap never drops it. */
-  private inFlight: number | null = null;
+  /**
+   * Batches the writer holds (handed out by next(), not yet acked; several when it sends in parallel): the
+   * cap and the memory bound never drop them, and next() hands out the oldest batch not among them.
+   */
+  private readonly claimed = new Set<number>();
   private closed = false;
   private runIdUnstored = false;
   private readonly s: StoreStats;
@@ -177,7 +183,8 @@ export class SpoolStore {
     this.del = db.prepare('DELETE FROM batches WHERE id = ?');
     this.setMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
     this.oldest = db.prepare('SELECT id, created_ms AS createdMs, lines, payload FROM batches ORDER BY id LIMIT 1');
-    this.oldestSkipping = db.prepare('SELECT id, created_ms AS createdMs, lines, payload FROM batches WHERE id > ? ORDER BY id LIMIT 1');
+    this.oldestIdAfter = db.prepare('SELECT id FROM batches WHERE id > ? ORDER BY id LIMIT 1');
+    this.byId = db.prepare('SELECT id, created_ms AS createdMs, lines, payload FROM batches WHERE id = ?');
     const agg = db.prepare('SELECT count(*) AS n, coalesce(sum(lines), 0) AS lines, coalesce(sum(length(payload)), 0) AS bytes FROM batches').get() as {
       n: number;
       lines: number;
@@ -218,8 +225,75 @@ export class SpoolStore {
 
   /** Compress and store one batch; when the disk refuses it, keep it in memory (bounded) and retry later. */
   append(text: string, lines: number, createdMs = Date.now()): AppendResult {
-    const payload = zlib.gzipSync(text, { level: this.opts.gzipLevel ?? 1 });
-    return this.appendCompressed(payload, lines, createdMs);
+    return this.appendCompressed(this.compress(text), lines, createdMs);
+  }
+
+  /** A batch's payload as stored and sent: gzip'd line protocol. */
+  compress(text: string): Buffer {
+    return zlib.gzipSync(text, { level: this.opts.gzipLevel ?? 1 });
+  }
+
+  /**
+   * Several batches that arrived together (one flush): one transaction, so one commit and one fsync for
+   * all of them, instead of one each. Each is as durable as alone: none is answered before the commit.
+   * When the disk refuses the transaction, each is stored (or held in memory) on its own, as append() does.
+   */
+  appendMany(items: { payload: Buffer; lines: number }[], createdMs = Date.now()): AppendResult[] {
+    const payloads = items.map((it) => it.payload);
+    if (items.length > 1 && this.pending.length === 0) {
+      const r = this.storeGroup(payloads, items.map((it) => it.lines), createdMs);
+      if (r) return r;
+    }
+    return items.map((it, k) => this.appendCompressed(payloads[k], it.lines, createdMs));
+  }
+
+  private storeGroup(payloads: Buffer[], lines: number[], createdMs: number): AppendResult[] | null {
+    const t0 = performance.now();
+    const out: { id: number; dropped: DropCounts }[] = [];
+    let bytes = this.s.bytes;
+    const cap = { ...this.s.dropped.cap };
+    try {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        for (let k = 0; k < payloads.length; k++) {
+          const dropped = this.capRows(payloads[k].length, bytes);
+          if (dropped.records > 0) {
+            cap.records += dropped.records;
+            cap.lines += dropped.lines;
+            cap.bytes += dropped.bytes;
+            this.setMeta.run('cap_records', cap.records);
+            this.setMeta.run('cap_lines', cap.lines);
+            this.setMeta.run('cap_bytes', cap.bytes);
+          }
+          const id = Number(this.insert.run(createdMs, lines[k], payloads[k]).lastInsertRowid);
+          bytes += payloads[k].length - dropped.bytes;
+          out.push({ id, dropped });
+        }
+        this.db.exec('COMMIT');
+      } catch (e) {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        throw e;
+      }
+    } catch {
+      return null; // counted (and the WAL checkpointed when full) by the one-by-one stores that follow
+    }
+    const ms = performance.now() - t0;
+    return out.map(({ id, dropped }, k) => {
+      const drops: AppendResult['drops'] = [];
+      this.s.appendedRecords++;
+      this.s.appendedLines += lines[k];
+      this.s.appendedBytes += payloads[k].length;
+      if (dropped.records > 0) {
+        this.countDrop('cap', dropped, drops);
+        this.s.records -= dropped.records;
+        this.s.lines -= dropped.lines;
+        this.s.bytes -= dropped.bytes;
+      }
+      this.s.records++;
+      this.s.lines += lines[k];
+      this.s.bytes += payloads[k].length;
+      return { id, stored: true, storeMs: ms, group: payloads.length, drops };
+    });
   }
 
   appendCompressed(payload: Buffer, lines: number, createdMs = Date.now()): AppendResult {
@@ -293,10 +367,10 @@ export class SpoolStore {
     return { ok: true, id, ms };
   }
 
-  /** Inside a transaction: delete the oldest rows (never the one in flight) until `incoming` fits. */
-  private capRows(incoming: number): DropCounts & { ids: number[] } {
+  /** Inside a transaction: delete the oldest rows (never one the writer holds) until `incoming` fits. */
+  private capRows(incoming: number, current = this.s.bytes): DropCounts & { ids: number[] } {
     const out = { records: 0, lines: 0, bytes: 0, ids: [] as number[] };
-    let bytes = this.s.bytes;
+    let bytes = current;
     let after = 0;
     while (bytes + incoming > this.opts.maxBytes) {
       const r = this.db.prepare('SELECT id, lines, length(payload) AS n FROM batches WHERE id > ? ORDER BY id LIMIT 1').get(after) as
@@ -304,7 +378,7 @@ export class SpoolStore {
         | undefined;
       if (!r) break;
       after = r.id;
-      if (r.id === this.inFlight || this.ackedNotDeleted.has(r.id)) continue;
+      if (this.claimed.has(r.id) || this.ackedNotDeleted.has(r.id)) continue;
       this.del.run(r.id);
       out.records++;
       out.lines += r.lines;
@@ -332,7 +406,8 @@ export class SpoolStore {
     this.s.pendingBytes += payload.length;
     const max = this.opts.pendingMaxBytes ?? 64 << 20;
     while (this.s.pendingBytes > max && this.pending.length > 1) {
-      const i = this.pending[0].id === this.inFlight ? 1 : 0;
+      const i = this.pending.findIndex((p) => !this.claimed.has(p.id));
+      if (i < 0) break; // every held batch is being sent
       const [p] = this.pending.splice(i, 1);
       this.forgetPending(p);
       this.countDrop('pending_full', { records: 1, lines: p.lines, bytes: p.payload.length }, drops);
@@ -372,7 +447,7 @@ export class SpoolStore {
       this.pending.shift();
       this.forgetPending(p);
       this.storedAs.set(p.id, r.id);
-      if (this.inFlight === p.id) this.inFlight = r.id;
+      if (this.claimed.delete(p.id)) this.claimed.add(r.id);
       stored++;
     }
     return { stored };
@@ -393,28 +468,51 @@ export class SpoolStore {
     return this.pending.length;
   }
 
-  /** The oldest batch not yet acknowledged: on disk first (older), then held in memory. */
+  /**
+   * The oldest batch not yet acknowledged and not already handed out (on disk first, older; then held in
+   * memory), claimed for the writer until ack() or release().
+   */
   next(): StoredBatch | undefined {
     if (this.s.records > this.ackedNotDeleted.size) {
+      let skip = 0;
       let r = this.oldest.get() as StoredBatch | undefined;
-      while (r && this.ackedNotDeleted.has(r.id)) r = this.oldestSkipping.get(r.id) as StoredBatch | undefined;
+      if (r && (this.claimed.has(r.id) || this.ackedNotDeleted.has(r.id))) {
+        // Skip by id only: the rows the writer holds are the oldest ones, their payloads need not be read.
+        let id: number | undefined = r.id;
+        while (id !== undefined && (this.claimed.has(id) || this.ackedNotDeleted.has(id)) && skip++ < this.claimed.size + this.ackedNotDeleted.size) {
+          id = (this.oldestIdAfter.get(id) as { id: number } | undefined)?.id;
+        }
+        r = id === undefined || this.claimed.has(id) || this.ackedNotDeleted.has(id) ? undefined : (this.byId.get(id) as StoredBatch | undefined);
+      }
       if (r) {
-        this.inFlight = r.id;
+        this.claimed.add(r.id);
         return r;
       }
     }
-    const p = this.pending[0];
-    if (!p) {
-      this.inFlight = null;
-      return undefined;
-    }
-    this.inFlight = p.id;
+    const p = this.pending.find((x) => !this.claimed.has(x.id));
+    if (!p) return undefined;
+    this.claimed.add(p.id);
     return { id: p.id, createdMs: p.createdMs, lines: p.lines, payload: p.payload };
   }
 
-  /** InfluxDB has the batch: delete it. Returns false when the delete could not be made durable yet. */
+  /** The writer gives a batch back unsent (it stopped): next() may hand it out again. */
+  release(id: number): void {
+    this.claimed.delete(id);
+    const row = this.storedAs.get(id);
+    if (row !== undefined) this.claimed.delete(row);
+  }
+
+  /**
+   * InfluxDB has the batch: delete it. Returns false when the delete could not be made yet.
+   *
+   * The delete is committed without waiting for its fsync (synchronous=NORMAL for this one transaction):
+   * the next commit of an append syncs the WAL, this frame included. Until then a power loss (not a crash
+   * of the agent: the WAL is in the kernel's page cache) can bring the row back, and the batch is sent
+   * again: the same points with the same timestamps, which InfluxDB stores once. An fsync per ack would
+   * put a disk flush between every two write requests.
+   */
   ack(id: number): boolean {
-    if (this.inFlight === id) this.inFlight = null;
+    this.release(id);
     if (id < 0) {
       const i = this.pending.findIndex((p) => p.id === id);
       if (i >= 0) {
@@ -436,7 +534,12 @@ export class SpoolStore {
       if (!r) return true; // dropped by the cap meanwhile
       lines = r.lines;
       bytes = r.n;
-      changes = this.del.run(id).changes;
+      this.db.pragma('synchronous = NORMAL');
+      try {
+        changes = this.del.run(id).changes;
+      } finally {
+        this.db.pragma('synchronous = FULL');
+      }
     } catch {
       // The disk refused even the delete (a full WAL): skip the row from now on, delete it later. After a
       // crash before that, the batch is sent again: the same points with the same timestamps, which

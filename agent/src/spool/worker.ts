@@ -3,7 +3,7 @@
  * every commit never run on the agent's event loop. Requests come as messages {seq, op, ...}; every reply
  * carries the store's stats so the main thread can answer /metrics without asking.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { SpoolLockedError, SpoolStore, type StoreOptions } from './store';
 
 export interface WorkerInit extends StoreOptions {
@@ -12,7 +12,7 @@ export interface WorkerInit extends StoreOptions {
   retryMs: number;
 }
 
-export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'list' } | { op: 'close' };
+export type RequestBody = { op: 'append'; text: string; lines: number } | { op: 'next' } | { op: 'ack'; id: number } | { op: 'release'; id: number } | { op: 'list' } | { op: 'close' };
 export type Request = RequestBody & { seq: number };
 
 const port = parentPort!;
@@ -46,13 +46,46 @@ function scheduleRetry(): void {
 
 scheduleRetry();
 
-port.on('message', (m: Request) => {
+/** Appends stored in one transaction at most (bounds how long the first of them waits). */
+const GROUP_MAX = 8;
+
+/**
+ * The appends of one flush arrive together: take those queued behind this one (by the time it is
+ * compressed) and store them in one transaction (one fsync). Stops at the first other request, which is
+ * then handled, so order holds.
+ */
+function appendGroup(first: Request & { op: 'append' }): void {
+  const group = [first];
+  let other: Request | undefined;
+  try {
+    const items = [{ payload: store.compress(first.text), lines: first.lines }];
+    while (group.length < GROUP_MAX) {
+      const q = receiveMessageOnPort(port)?.message as Request | undefined;
+      if (!q) break;
+      if (q.op !== 'append') {
+        other = q;
+        break;
+      }
+      group.push(q);
+      items.push({ payload: store.compress(q.text), lines: q.lines });
+    }
+    const results = store.appendMany(items);
+    scheduleRetry();
+    const stats = store.stats();
+    group.forEach((m, k) => port.postMessage({ type: 'reply', seq: m.seq, result: results[k], stats }));
+  } catch (e) {
+    for (const m of group) port.postMessage({ type: 'reply', seq: m.seq, error: (e as Error).message, stats: store.stats() });
+  }
+  if (other) handle(other);
+}
+
+port.on('message', handle);
+
+function handle(m: Request): void {
+  if (m.op === 'append') return appendGroup(m);
   try {
     let result: unknown;
     switch (m.op) {
-      case 'append':
-        result = store.append(m.text, m.lines);
-        break;
       case 'next': {
         const b = store.next();
         // Copy out of SQLite's buffer into a transferable one.
@@ -61,6 +94,9 @@ port.on('message', (m: Request) => {
       }
       case 'ack':
         result = store.ack(m.id);
+        break;
+      case 'release':
+        store.release(m.id);
         break;
       case 'list':
         result = store.list();
@@ -77,4 +113,4 @@ port.on('message', (m: Request) => {
   } catch (e) {
     port.postMessage({ type: 'reply', seq: m.seq, error: (e as Error).message, stats: store.stats() });
   }
-});
+}

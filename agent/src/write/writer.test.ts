@@ -176,6 +176,109 @@ describe('writer against a fake InfluxDB (a local recording stand-in)', () => {
   });
 });
 
+describe('parallel requests (a local stand-in that holds its answers)', () => {
+  /** Answers when the test says: counts the requests open at once. */
+  class Holding {
+    server: http.Server;
+    url = '';
+    open = 0;
+    maxOpen = 0;
+    /** Requests open when each one arrived (itself included). */
+    openAtArrival: number[] = [];
+    stored: string[] = [];
+    held: { res: http.ServerResponse; lines: string[] }[] = [];
+    constructor(private readonly decide: (n: number, h: Holding) => number | 'hold') {
+      this.server = http.createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const lines = zlib.gunzipSync(Buffer.concat(chunks)).toString().split('\n').filter((l) => l);
+          this.open++;
+          this.maxOpen = Math.max(this.maxOpen, this.open);
+          this.openAtArrival.push(this.open);
+          const d = this.decide(this.openAtArrival.length, this);
+          if (d === 'hold') this.held.push({ res, lines });
+          else this.answer(res, lines, d);
+        });
+      });
+    }
+    answer(res: http.ServerResponse, lines: string[], status: number): void {
+      this.open--;
+      if (status === 204) this.stored.push(...lines);
+      res.writeHead(status);
+      res.end(status === 204 ? '' : '{"error":"engine: cache full"}');
+    }
+    release(status: number): void {
+      for (const h of this.held.splice(0)) this.answer(h.res, h.lines, status);
+    }
+    async start(): Promise<this> {
+      await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+      this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+      return this;
+    }
+    async stop(): Promise<void> {
+      this.server.closeAllConnections();
+      await new Promise<void>((r) => this.server.close(() => r()));
+    }
+  }
+
+  test('while InfluxDB answers, 4 batches are on their way at once (never more); every line arrives once', async () => {
+    const srv = await new Holding(() => 'hold').start();
+    try {
+      const { spool, writer, metrics } = await setup({ version: 1, url: srv.url, db: 'd' });
+      const all: string[] = [];
+      for (let b = 0; b < 10; b++) {
+        const t = lines(3, `b${b}`);
+        all.push(...t.trim().split('\n'));
+        await spool.append(t, 3);
+      }
+      writer.kick();
+      // Answer each wave once the writer has filled its slots (or the 10 batches are all out).
+      const done = writer.drain(Date.now() + 30_000);
+      let answered = 0;
+      while (answered < 10) {
+        await waitUntil(() => srv.held.length === Math.min(4, 10 - answered), 20_000);
+        expect(writer.state.requestsInFlight).toBe(srv.held.length);
+        answered += srv.held.length;
+        srv.release(204);
+      }
+      expect(await done).toBe(true);
+      await writer.stop();
+      expect(srv.maxOpen).toBe(4);
+      expect(srv.stored.sort()).toEqual(all.sort());
+      expect(metrics.get('tcplat_written_lines_total')).toBe(30);
+      expect(spool.snapshot().records).toBe(0);
+    } finally {
+      await srv.stop();
+    }
+  }, 40_000);
+
+  test('once InfluxDB fails, one request at a time until it answers again; then parallel again', async () => {
+    // 1-4: held, then all answered 500; 5-7: 500 at once (one at a time expected); then 204.
+    const srv = await new Holding((n) => (n <= 4 ? 'hold' : n <= 7 ? 500 : 204)).start();
+    try {
+      const { spool, writer, metrics } = await setup({ version: 1, url: srv.url, db: 'd' });
+      const all: string[] = [];
+      for (let b = 0; b < 12; b++) {
+        const t = lines(2, `b${b}`);
+        all.push(...t.trim().split('\n'));
+        await spool.append(t, 2);
+      }
+      writer.kick();
+      await waitUntil(() => srv.held.length === 4, 20_000);
+      srv.release(500);
+      expect(await writer.drain(Date.now() + 30_000)).toBe(true);
+      await writer.stop();
+      // The failures were probed one at a time: requests 5, 6, 7 and the first success (8) each alone.
+      expect(srv.openAtArrival.slice(4, 8)).toEqual([1, 1, 1, 1]);
+      expect(metrics.get('tcplat_write_retries_total', { reason: 'http_500' })).toBe(7);
+      expect(srv.stored.sort()).toEqual(all.sort());
+    } finally {
+      await srv.stop();
+    }
+  }, 40_000);
+});
+
 test('connection refused is a network error, retried', async () => {
   const rec = await new Recorder().start();
   const url = rec.url;

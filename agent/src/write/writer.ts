@@ -1,8 +1,13 @@
 /**
- * Write stage: sends spooled batches to InfluxDB, oldest first, one request at a time, gzip-compressed,
- * to `/write` (1.x) or `/api/v2/write` (2.x). A batch leaves the spool only when every one of its lines
- * was stored by InfluxDB, refused for good and kept in the dead-letter file (fsynced), or counted as
- * dropped by reason. Every HTTP outcome is sorted as InfluxDB's own source answers (1.x
+ * Write stage: sends spooled batches to InfluxDB, oldest first, gzip-compressed, to `/write` (1.x) or
+ * `/api/v2/write` (2.x), up to `concurrency` requests at a time (default 4) while InfluxDB answers, one at a
+ * time while it fails (so a sick server is probed, not hammered; a throttle or backoff holds every request).
+ * Parallel requests are what keeps an import fast: the agent's event loop is busy parsing, so one
+ * request at a time would leave InfluxDB idle between an answer and the next request. Order between
+ * batches does not matter to InfluxDB (every point carries its own unique timestamp).
+ *
+ * A batch leaves the spool only when every one of its lines was stored by InfluxDB, refused for good and
+ * kept in the dead-letter file (fsynced), or counted as dropped by reason. Every HTTP outcome is sorted as InfluxDB's own source answers (1.x
  * services/httpd/handler.go serveWrite, 2.x http/write_handler.go) and as Telegraf's outputs sort them:
  *
  * - network error, timeout, 5xx: retry the same batch with capped exponential backoff and jitter;
@@ -44,6 +49,14 @@ export interface WriterOptions {
   /** A partial write refusing more lines than this is not bisected (see the module comment). */
   maxBisectDropped?: number;
   random?: () => number;
+  /** Write requests in flight at most while InfluxDB answers (one while it fails). Default 4. */
+  concurrency?: number;
+  /**
+   * Called when every line of a batch is settled (InfluxDB has what it accepted), before the batch leaves
+   * the spool: the rollup job marks the batch's hist windows dirty (a crash before the ack sends it again).
+   * With parallel requests batches settle in any order.
+   */
+  onDelivered?: (rec: SpoolRecord) => void;
   log: Logger;
   metrics: Metrics;
 }
@@ -56,7 +69,10 @@ export interface WriterState {
   consecutiveFailures: number;
   /** Set while InfluxDB refuses the credentials or the database/bucket (401/403/404). */
   configError: string | null;
+  /** A batch is being sent or acknowledged. */
   inFlight: boolean;
+  /** Write requests on their way. */
+  requestsInFlight: number;
 }
 
 /** Why lines were dropped on purpose (the `reason` label of tcplat_write_dropped_lines_total). */
@@ -141,7 +157,7 @@ interface Part {
   count: number;
 }
 
-/** The batch being sent and what of it is left (kept across retries). */
+/** The batch a lane is sending and what of it is left (kept across retries). */
 interface Work {
   rec: SpoolRecord;
   parts: Part[];
@@ -158,12 +174,22 @@ export class Writer {
     consecutiveFailures: 0,
     configError: null,
     inFlight: false,
+    requestsInFlight: 0,
   };
   private running: Promise<void> | null = null;
   private stopper = new AbortController();
-  private wake: (() => void) | null = null;
-  /** Set by kick(): a batch may have arrived while the loop was looking (the spool may answer later). */
-  private kicked = false;
+  /** Lanes waiting for a batch to arrive. */
+  private idle: (() => void)[] = [];
+  /** Bumped by kick(): a batch may have arrived while a lane was looking (the spool may answer later). */
+  private kicks = 0;
+  /** Lanes holding a batch (sending it or acknowledging it). */
+  private busy = 0;
+  /** Lanes waiting for a request slot. */
+  private slotWaiters: (() => void)[] = [];
+  /** Shared by every lane: no request before this time (backoff, Retry-After), and the attempt count. */
+  private pauseUntil = 0;
+  private attempt = 0;
+  private readonly concurrency: number;
   private readonly written: Counter;
   private readonly writtenBatches: Counter;
   private readonly retries = new Map<string, Counter>();
@@ -180,7 +206,6 @@ export class Writer {
   private readonly deadLetterFile: string;
   private readonly dropLog: BurstLog;
   private readonly loopErrorLog: BurstLog;
-  private work: Work | null = null;
   private lastConfigLogMs = 0;
   private stopped = false;
 
@@ -195,6 +220,7 @@ export class Writer {
     this.maxRetryAfter = opts.maxRetryAfterMs ?? 300_000;
     this.maxBisectDropped = opts.maxBisectDropped ?? 64;
     this.random = opts.random ?? Math.random;
+    this.concurrency = Math.max(1, Math.floor(opts.concurrency ?? 4));
     this.deadLetterFile = path.join(spool.dir, 'dead-letter.lp');
     const m = opts.metrics;
     this.written = m.counter('tcplat_written_lines_total', 'Lines InfluxDB accepted');
@@ -204,6 +230,7 @@ export class Writer {
     this.loopErrors = m.counter('tcplat_write_loop_errors_total', 'Unexpected errors in the send loop (logged, backed off from)');
     for (const r of ['refused', 'partial_write', 'too_large', 'dead_letter_failed', 'unreadable'] as const) this.dropCounter(r);
     m.gauge('tcplat_writer_healthy', '1 when the last write succeeded or nothing failed yet', () => (this.state.healthy ? 1 : 0));
+    m.gauge('tcplat_write_requests_in_flight', 'Write requests on their way to InfluxDB', () => this.state.requestsInFlight);
     this.dropLog = new BurstLog(opts.log, 'error', 'lines dropped by the writer');
     this.loopErrorLog = new BurstLog(opts.log, 'error', 'errors in the send loop');
   }
@@ -235,12 +262,8 @@ export class Writer {
   /** Start sending (idempotent); call after every append. */
   kick(): void {
     if (this.stopped) return;
-    this.kicked = true;
-    if (this.wake) {
-      const w = this.wake;
-      this.wake = null;
-      w();
-    }
+    this.kicks++;
+    for (const w of this.idle.splice(0)) w();
     if (!this.running) {
       this.running = this.loop()
         .catch((e: unknown) => {
@@ -269,7 +292,8 @@ export class Writer {
   async stop(): Promise<void> {
     this.stopped = true;
     this.stopper.abort();
-    if (this.wake) this.wake();
+    for (const w of this.idle.splice(0)) w();
+    for (const w of this.slotWaiters.splice(0)) w();
     await this.running;
     this.dropLog.flush();
     this.loopErrorLog.flush();
@@ -280,43 +304,94 @@ export class Writer {
     return backoff / 2 + (this.random() * backoff) / 2;
   }
 
-  private async loop(): Promise<void> {
+  private loop(): Promise<void> {
+    return Promise.all(Array.from({ length: this.concurrency }, () => this.lane())).then(() => undefined);
+  }
+
+  /** One sender: takes the oldest batch no other lane holds, sends it until settled, acks it; again. */
+  private async lane(): Promise<void> {
     const signal = this.stopper.signal;
-    let attempt = 0;
+    let w: Work | null = null;
     while (!signal.aborted) {
       let waitMs = 0;
+      let holding = false;
       try {
-        this.kicked = false;
-        const rec = await this.spool.next();
-        if (!rec) {
-          // An append (or stop) may have come while next() was on its way: look again instead of sleeping.
-          if (!this.kicked && !signal.aborted) await new Promise<void>((r) => (this.wake = r));
-          continue;
+        if (!w) {
+          const kicks = this.kicks;
+          const rec = await this.spool.next();
+          if (!rec) {
+            // An append (or stop) may have come while next() was on its way: look again instead of sleeping.
+            if (kicks === this.kicks && !signal.aborted) await new Promise<void>((r) => this.idle.push(r));
+            continue;
+          }
+          w = { rec, parts: [{ lines: null, count: rec.lines }], text: null, readFailures: 0 };
         }
+        holding = true;
+        this.busy++;
         this.state.inFlight = true;
-        const r = await this.sendRecord(rec, signal);
+        const r = await this.sendRecord(w, signal);
         if (r.done) {
+          try {
+            this.opts.onDelivered?.(w.rec);
+          } catch (e) {
+            this.opts.log.error({ err: (e as Error).message }, 'writer: the delivery hook failed');
+          }
           // A failed ack means the batch is sent again later: the same points, which InfluxDB stores once.
-          await this.spool.ack(rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
-          this.work = null;
-          attempt = 0;
+          await this.spool.ack(w.rec).catch((e: Error) => this.opts.log.error({ err: e.message }, 'cannot acknowledge a batch in the spool'));
+          w = null;
+          this.attempt = 0;
           continue;
         }
         if (signal.aborted) break;
-        attempt++;
-        // max(backoff, Retry-After), as Telegraf does: a Retry-After of 0 never makes a fast loop.
-        waitMs = this.backoffMs(attempt);
-        if (r.retryAfterMs !== undefined) waitMs = Math.max(waitMs, Math.min(this.maxRetryAfter, r.retryAfterMs));
+        // sendParts set the wait (holdBack) before it gave up its request slot.
+        waitMs = this.pauseUntil - Date.now();
       } catch (e) {
-        attempt++;
         this.loopErrors.inc();
         this.loopErrorLog.add('exception', 1, `writer: unexpected error, retrying after a backoff: ${(e as Error)?.message}`, { stack: (e as Error)?.stack });
-        waitMs = this.backoffMs(attempt);
+        this.holdBack(undefined);
+        waitMs = this.pauseUntil - Date.now();
       } finally {
-        this.state.inFlight = false;
+        if (holding) this.busy--;
+        this.state.inFlight = this.busy > 0;
       }
       if (waitMs > 0) await sleep(waitMs, signal);
     }
+    // Stopped with a batch in hand: give it back, so a later writer on this spool sends it.
+    if (w) await this.spool.release(w.rec).catch(() => undefined);
+  }
+
+  /**
+   * A failed attempt: every lane holds back until the backoff, or max(backoff, Retry-After) as Telegraf
+   * does (a Retry-After of 0 never makes a fast loop); the wait is InfluxDB's state, not one batch's.
+   */
+  private holdBack(retryAfterMs: number | undefined): void {
+    this.attempt++;
+    let waitMs = this.backoffMs(this.attempt);
+    if (retryAfterMs !== undefined) waitMs = Math.max(waitMs, Math.min(this.maxRetryAfter, retryAfterMs));
+    this.pauseUntil = Math.max(this.pauseUntil, Date.now() + waitMs);
+  }
+
+  /** A request slot: after any backoff or Retry-After, and one at a time while InfluxDB fails. */
+  private async slot(signal: AbortSignal): Promise<boolean> {
+    for (;;) {
+      if (signal.aborted) return false;
+      const wait = this.pauseUntil - Date.now();
+      if (wait > 0) {
+        await sleep(wait, signal);
+        continue;
+      }
+      const limit = this.state.consecutiveFailures > 0 ? 1 : this.concurrency;
+      if (this.state.requestsInFlight < limit) {
+        this.state.requestsInFlight++;
+        return true;
+      }
+      await new Promise<void>((r) => this.slotWaiters.push(r));
+    }
+  }
+
+  private releaseSlot(): void {
+    this.state.requestsInFlight--;
+    for (const w of this.slotWaiters.splice(0)) w();
   }
 
   /** The lines of the batch being sent (decompressed once, when a part must be split). */
@@ -336,10 +411,8 @@ export class Writer {
    * Send what is left of one spooled batch. `done`: every line is settled (written, dead-lettered or
    * counted), the batch can be acked. Else retry after the backoff (or Retry-After).
    */
-  private async sendRecord(rec: SpoolRecord, signal: AbortSignal): Promise<{ done: boolean; retryAfterMs?: number }> {
-    // next() hands a new object for the same row each time: the work in progress is the row's, by id.
-    if (!this.work || this.work.rec.id !== rec.id) this.work = { rec, parts: [{ lines: null, count: rec.lines }], text: null, readFailures: 0 };
-    const w = this.work;
+  private async sendRecord(w: Work, signal: AbortSignal): Promise<{ done: boolean; retryAfterMs?: number }> {
+    const rec = w.rec;
     try {
       return await this.sendParts(w, signal);
     } catch (e) {
@@ -370,10 +443,19 @@ export class Writer {
         body = Buffer.from(part.lines.join('\n') + '\n');
         gzip = false;
       }
-      const r = await this.send(body, gzip, signal);
-      if (signal.aborted) return { done: false };
-      const v = classify(r.status, r.error?.body ?? '', r.error?.retryAfterMs);
-      this.note(r, v, part.count);
+      if (!(await this.slot(signal))) return { done: false };
+      let r: SendResult;
+      let v: Verdict;
+      try {
+        r = await this.send(body, gzip, signal);
+        if (signal.aborted) return { done: false };
+        v = classify(r.status, r.error?.body ?? '', r.error?.retryAfterMs);
+        this.note(r, v, part.count);
+        // Before the slot is free: no other lane may send before it sees the wait.
+        if (v.kind === 'retry') this.holdBack(v.retryAfterMs);
+      } finally {
+        this.releaseSlot();
+      }
       switch (v.kind) {
         case 'ok':
           this.written.inc(part.count);

@@ -1,4 +1,4 @@
-import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, bucketField, bucketIndex, bucketLowerMs, bucketUpperMs } from './buckets';
+import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, bucketField, bucketIndex, bucketLowerMs, bucketUpperMs, SESSION_BUCKET_BOUNDS_MS, SESSION_BUCKET_COUNT, SESSION_BUCKET_FIELDS, sessionBucketIndex } from './buckets';
 
 describe('histogram buckets', () => {
   test('run log-spaced from 10 us to 10 s, five per decade, plus overflow', () => {
@@ -39,5 +39,27 @@ describe('histogram buckets', () => {
       const inside = Number.isFinite(hi) ? (lo + hi) / 2 : lo * 2;
       expect(bucketIndex(inside)).toBe(i);
     }
+  });
+});
+
+describe('session (lifespan) buckets', () => {
+  test('run from 1 ms to a day, R5 steps, plus overflow; le_<ms> fields like the connect buckets', () => {
+    expect(SESSION_BUCKET_BOUNDS_MS[0]).toBe(1);
+    expect(SESSION_BUCKET_BOUNDS_MS.at(-1)).toBe(86_400_000);
+    expect(SESSION_BUCKET_BOUNDS_MS.slice(0, 6)).toEqual([1, 1.6, 2.5, 4, 6.3, 10]);
+    expect(SESSION_BUCKET_BOUNDS_MS.at(-2)).toBe(63_000_000);
+    expect(SESSION_BUCKET_COUNT).toBe(SESSION_BUCKET_BOUNDS_MS.length + 1);
+    expect(SESSION_BUCKET_FIELDS[0]).toBe('le_1');
+    expect(SESSION_BUCKET_FIELDS.at(-1)).toBe('le_inf');
+    expect(new Set(SESSION_BUCKET_FIELDS).size).toBe(SESSION_BUCKET_COUNT);
+  });
+
+  test('a lifespan goes to the first bucket whose bound it does not exceed', () => {
+    expect(sessionBucketIndex(0)).toBe(0);
+    expect(sessionBucketIndex(1)).toBe(0);
+    expect(sessionBucketIndex(1.0001)).toBe(1);
+    expect(SESSION_BUCKET_FIELDS[sessionBucketIndex(1500)]).toBe('le_1600');
+    expect(SESSION_BUCKET_FIELDS[sessionBucketIndex(86_400_000)]).toBe('le_86400000');
+    expect(SESSION_BUCKET_FIELDS[sessionBucketIndex(86_400_001)]).toBe('le_inf');
   });
 });

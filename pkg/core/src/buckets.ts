@@ -57,3 +57,38 @@ export function bucketIndex(ms: number): number {
   }
   return lo;
 }
+
+/**
+ * Bucket boundaries for tcp_session_hist (connection lifespans): the same layout as the connect buckets
+ * (R5 steps, non-cumulative, `le_<ms>` fields, overflow `le_inf`) over 1 ms .. a day: 1, 1.6, 2.5, 4,
+ * 6.3, 10, ... 63,000,000 ms (17.5 h), then 86,400,000 ms (24 h), then the overflow.
+ */
+function makeSessionBounds(): number[] {
+  const out: number[] = [];
+  for (let exp = 0; exp <= 7; exp++) for (const m of R5) out.push(Number((m * 10 ** exp).toPrecision(2)));
+  out.push(86_400_000);
+  return out;
+}
+
+/** Upper bounds (ms) of the finite lifespan buckets: 1 .. 86,400,000. */
+export const SESSION_BUCKET_BOUNDS_MS: readonly number[] = Object.freeze(makeSessionBounds());
+
+/** Number of lifespan buckets including the overflow bucket. */
+export const SESSION_BUCKET_COUNT = SESSION_BUCKET_BOUNDS_MS.length + 1;
+
+/** Lifespan bucket field names in order, overflow (`le_inf`) last. */
+export const SESSION_BUCKET_FIELDS: readonly string[] = Object.freeze(
+  Array.from({ length: SESSION_BUCKET_COUNT }, (_, i) => (i === SESSION_BUCKET_BOUNDS_MS.length ? 'le_inf' : `le_${SESSION_BUCKET_BOUNDS_MS[i]}`)),
+);
+
+/** Index of the lifespan bucket a lifespan (ms) falls in. NaN and negatives go to bucket 0. */
+export function sessionBucketIndex(ms: number): number {
+  let lo = 0;
+  let hi = SESSION_BUCKET_BOUNDS_MS.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ms <= SESSION_BUCKET_BOUNDS_MS[mid]) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}

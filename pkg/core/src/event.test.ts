@@ -233,3 +233,42 @@ describe('probe v2 stats and hist lines', () => {
     expect(!r.ok && r.error.field).toBe(field);
   });
 });
+
+describe('parseProbeLine: close events', () => {
+  const closeGood =
+    '{"type":"close","ts_ns":1764100000123456789,"lifespan_ns":1512000000,"pid":1234,"tid":1240,"comm":"ruby","thread":"puma srv tp 0","cgroup_id":18446744073709551615,"family":"ipv4","saddr":"10.0.0.5","sport":43340,"daddr":"10.0.0.9","dport":5432,"bytes_sent":104857,"bytes_received":2048,"retrans":2,"srtt_us":350,"closed_by":"local"}';
+
+  test('reads the probe\'s close line exactly (DESIGN.md), 64-bit integers included', () => {
+    const r = parseProbeLine(closeGood);
+    expect(r).toEqual({
+      ok: true,
+      value: {
+        type: 'close', tsNs: 1764100000123456789n, lifespanNs: 1512000000, pid: 1234, tid: 1240, comm: 'ruby', thread: 'puma srv tp 0',
+        cgroupId: '18446744073709551615', family: 'ipv4', saddr: '10.0.0.5', sport: 43340, daddr: '10.0.0.9', dport: 5432,
+        bytesSent: 104857, bytesReceived: 2048, retrans: 2, srttUs: 350, closedBy: 'local',
+      },
+    });
+  });
+
+  test('zero_windows (probe --zero-windows) is read when present', () => {
+    const r = parseProbeLine(closeGood.replace('"closed_by":"local"', '"closed_by":"local","zero_windows":3'));
+    expect(r.ok && r.value.type === 'close' && r.value.zeroWindows).toBe(3);
+    const bad = parseProbeLine(closeGood.replace('"closed_by":"local"', '"closed_by":"local","zero_windows":-3'));
+    expect(bad.ok).toBe(false);
+  });
+
+  test.each([
+    ['closed_by', '"closed_by":"local"', '"closed_by":"timeout"', /closed_by must be one of local, peer, reset_in, reset_out/],
+    ['lifespan_ns', '"lifespan_ns":1512000000', '"lifespan_ns":-1', /lifespan_ns must be an integer/],
+    ['bytes_sent', '"bytes_sent":104857', '"bytes_sent":"lots"', /bytes_sent must be an integer/],
+    ['family', '"family":"ipv4"', '"family":"ipx"', /family must be ipv4 or ipv6/],
+    ['thread', '"thread":"puma srv tp 0"', '"thread":7', /thread must be a string/],
+  ])('a bad %s is refused with a clear error naming it', (field, from, to, msg) => {
+    const r = parseProbeLine(closeGood.replace(from, to));
+    expect(r.ok).toBe(false);
+    const e = (r as { ok: false; error: ProbeLineError }).error;
+    expect(e.reason).toBe('field');
+    expect(e.field).toBe(field);
+    expect(e.message).toMatch(msg);
+  });
+});

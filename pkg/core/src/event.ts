@@ -3,7 +3,7 @@
  * 64-bit integers that exceed JavaScript's exact range (ts_ns, cgroup_id) are read exactly, as bigint/string.
  */
 import { BUCKET_COUNT } from './buckets';
-import { FAMILIES, RESULTS, type ConnectResult, type Family } from './schema';
+import { CLOSED_BY, FAMILIES, RESULTS, type ClosedBy, type ConnectResult, type Family } from './schema';
 
 export interface ConnectEvent {
   type: 'connect';
@@ -67,7 +67,38 @@ export interface HistEvent {
   buckets: number[];
 }
 
-export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent;
+/**
+ * One outbound connection that reached ESTABLISHED, at its end (the probe's close events). `tsNs` is its
+ * connect's ts_ns (the join key); the connection closed at tsNs + lifespanNs.
+ */
+export interface CloseEvent {
+  type: 'close';
+  tsNs: bigint;
+  /** From the SYN to CLOSE, ns. */
+  lifespanNs: number;
+  pid: number;
+  tid: number;
+  comm: string;
+  thread?: string;
+  cgroupId: string;
+  family: Family;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+  /** Payload bytes the peer acknowledged / this end received. */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Segments retransmitted over the connection's life (SYNs included). */
+  retrans: number;
+  /** Smoothed RTT at close, us. */
+  srttUs: number;
+  closedBy: ClosedBy;
+  /** Times the peer's window went to zero (probe --zero-windows only). */
+  zeroWindows?: number;
+}
+
+export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent | CloseEvent;
 
 export type ProbeLineErrorReason = 'empty' | 'json' | 'type' | 'field' | 'duplicate_key';
 
@@ -264,7 +295,8 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
 
   if (r.type === 'stats') return statsEvent(text, r, tsNs);
   if (r.type === 'hist') return histEvent(text, r, tsNs);
-  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect, stats or hist)`, 'type');
+  if (r.type === 'close') return closeEvent(text, r, tsNs);
+  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect, close, stats or hist)`, 'type');
 
   const { latency_ns, errno, syn_retrans, pid, tid, sport, dport } = r;
   if (!isUint(latency_ns, SAFE)) return fail('field', badUint('latency_ns', latency_ns, SAFE), 'latency_ns');
@@ -346,6 +378,53 @@ function statsEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent>
     const c = counters(r[key]);
     if (c === null) return fail('field', `field ${key} must be an object of counts, got ${JSON.stringify(r[key])}`, key);
     if (c !== undefined) value[key] = c;
+  }
+  return { ok: true, value };
+}
+
+const CLOSED_BY_SET = new Set<string>(CLOSED_BY);
+
+function closeEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent> {
+  const ints: Array<[string, number]> = [
+    ['lifespan_ns', SAFE], ['pid', U32], ['tid', U32], ['sport', 65535], ['dport', 65535], ['bytes_sent', SAFE],
+    ['bytes_received', SAFE], ['retrans', U32], ['srtt_us', U32],
+  ];
+  for (const [k, max] of ints) if (!isUint(r[k], max)) return fail('field', badUint(k, r[k], max), k);
+  if (typeof r.closed_by !== 'string' || !CLOSED_BY_SET.has(r.closed_by)) {
+    return fail('field', `field closed_by must be one of ${CLOSED_BY.join(', ')}, got ${JSON.stringify(r.closed_by)}`, 'closed_by');
+  }
+  if (typeof r.family !== 'string' || !FAMILY_SET.has(r.family)) {
+    return fail('field', `field family must be ipv4 or ipv6, got ${JSON.stringify(r.family)}`, 'family');
+  }
+  for (const k of ['comm', 'saddr', 'daddr'] as const) {
+    if (typeof r[k] !== 'string') return fail('field', `field ${k} must be a string, got ${JSON.stringify(r[k])}`, k);
+  }
+  if (r.thread !== undefined && typeof r.thread !== 'string') return fail('field', `field thread must be a string, got ${JSON.stringify(r.thread)}`, 'thread');
+  const cgroupId = cgroupOf(text, r);
+  if (cgroupId === null) return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
+  const value: CloseEvent = {
+    type: 'close',
+    tsNs,
+    lifespanNs: r.lifespan_ns as number,
+    pid: r.pid as number,
+    tid: r.tid as number,
+    comm: r.comm as string,
+    cgroupId,
+    family: r.family as Family,
+    saddr: r.saddr as string,
+    sport: r.sport as number,
+    daddr: r.daddr as string,
+    dport: r.dport as number,
+    bytesSent: r.bytes_sent as number,
+    bytesReceived: r.bytes_received as number,
+    retrans: r.retrans as number,
+    srttUs: r.srtt_us as number,
+    closedBy: r.closed_by as ClosedBy,
+  };
+  if (r.thread !== undefined) value.thread = r.thread as string;
+  if (r.zero_windows !== undefined) {
+    if (!isUint(r.zero_windows, U32)) return fail('field', badUint('zero_windows', r.zero_windows, U32), 'zero_windows');
+    value.zeroWindows = r.zero_windows;
   }
   return { ok: true, value };
 }

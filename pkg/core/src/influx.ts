@@ -50,6 +50,12 @@ export function parseRetryAfter(value: string | null | undefined, nowMs: number 
   return Number.isFinite(t) ? Math.max(0, t - nowMs) : undefined;
 }
 
+/** fetch's error with its cause (`fetch failed: connect ECONNREFUSED 127.0.0.1:8086`). */
+function fetchFailure(e: unknown): string {
+  const err = e as Error & { cause?: { message?: string } };
+  return err.cause?.message ? `${err.message}: ${err.cause.message}` : err.message;
+}
+
 function base(url: string): string {
   return url.replace(/\/+$/, '');
 }
@@ -143,7 +149,7 @@ export async function queryInfluxQL(
       signal: opts.signal,
     });
   } catch (e) {
-    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${fetchFailure(e)}`, 0);
   }
   const text = await res.text();
   let json: { error?: string; results?: { error?: string; series?: InfluxSeries[] }[] };
@@ -175,7 +181,7 @@ export async function queryFlux(t: InfluxV2Target, flux: string, signal?: AbortS
       signal,
     });
   } catch (e) {
-    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${fetchFailure(e)}`, 0);
   }
   const text = await res.text();
   if (!res.ok) {

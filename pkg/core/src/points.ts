@@ -2,10 +2,10 @@
  * Points of the tcplat schema, built from typed values: the agent writes them, tests and benchmarks use
  * them to seed InfluxDB exactly as the agent would.
  */
-import { BUCKET_FIELDS } from './buckets';
+import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
 import { checkedInt, escapeMeasurement, MAX_TAG_BYTES, escapeStringField, escapeTag, floatText, int, IntValue, nsAsMsText, timeText, type Fields, type FieldValue, type Point } from './lineprotocol';
-import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, ROLLUP_WINDOWS, rollupMeasurement, SESSION_FIELD, TAG, type ConnectResult, type Family, type RollupWindowName } from './schema';
+import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, ROLLUP_WINDOWS, rollupMeasurement, SESSION_FIELD, SESSION_HIST_FIELD, TAG, type ClosedBy, type ConnectResult, type Family, type RollupWindowName } from './schema';
 
 export interface SeriesTags {
   host: string;
@@ -172,25 +172,83 @@ export interface SessionPointInput {
   dst: string;
   family: Family;
   lifespanMs: number;
-  txKb: number;
-  rxKb: number;
+  /** tcplife rows. */
+  txKb?: number;
+  rxKb?: number;
   pid: number;
   sport: number;
+  /** Probe close events: */
+  closedBy?: ClosedBy;
+  bytesSent?: number;
+  bytesReceived?: number;
+  retrans?: number;
+  srttMs?: number;
+  zeroWindows?: number;
+  thread?: string;
+  container?: string;
+  /** Close events this point stands for when sampled; omitted when 1. */
+  sampleWeight?: number;
   timeNs: bigint;
 }
 
 export function sessionPoint(s: SessionPointInput): Point {
+  const tags: Record<string, string> = { [TAG.comm]: s.comm, [TAG.dst]: s.dst, [TAG.family]: s.family, [TAG.host]: s.host, [TAG.service]: s.service };
+  if (s.closedBy !== undefined) tags[TAG.closedBy] = s.closedBy;
+  const fields: Fields = { [SESSION_FIELD.lifespanMs]: s.lifespanMs };
+  if (s.txKb !== undefined) fields[SESSION_FIELD.txKb] = s.txKb;
+  if (s.rxKb !== undefined) fields[SESSION_FIELD.rxKb] = s.rxKb;
+  fields[SESSION_FIELD.pid] = int(s.pid);
+  fields[SESSION_FIELD.sport] = int(s.sport);
+  if (s.bytesSent !== undefined) fields[SESSION_FIELD.bytesSent] = int(s.bytesSent);
+  if (s.bytesReceived !== undefined) fields[SESSION_FIELD.bytesReceived] = int(s.bytesReceived);
+  if (s.retrans !== undefined) fields[SESSION_FIELD.retrans] = int(s.retrans);
+  if (s.srttMs !== undefined) fields[SESSION_FIELD.srttMs] = s.srttMs;
+  if (s.zeroWindows !== undefined) fields[SESSION_FIELD.zeroWindows] = int(s.zeroWindows);
+  if (s.thread !== undefined) fields[SESSION_FIELD.thread] = s.thread;
+  if (s.container !== undefined) fields[SESSION_FIELD.container] = s.container;
+  if (s.sampleWeight !== undefined && s.sampleWeight !== 1) fields[SESSION_FIELD.sampleWeight] = s.sampleWeight;
+  return { measurement: MEASUREMENT.session, tags, fields, timeNs: s.timeNs };
+}
+
+/** Tags of one tcp_session_hist series. */
+export interface SessionSeriesTags {
+  host: string;
+  service: string;
+  dst: string;
+}
+
+/** One window's lifespan histogram (a delta) of one series, with its retransmit and reset counts. */
+export interface SessionHistInput {
+  count: number;
+  sumMs: number;
+  minMs: number;
+  maxMs: number;
+  /** Non-cumulative counts in SESSION_BUCKET_BOUNDS_MS order, overflow last. */
+  buckets: readonly number[];
+  retrans: number;
+  resetsIn: number;
+  resetsOut: number;
+  /** Only when the connections carried zero-window counts (probe --zero-windows). */
+  zeroWindows?: number;
+}
+
+export function sessionHistPoint(tags: SessionSeriesTags, h: SessionHistInput, timeNs: bigint): Point {
+  const fields: Fields = {
+    [SESSION_HIST_FIELD.count]: int(h.count),
+    [SESSION_HIST_FIELD.sumMs]: h.sumMs,
+    [SESSION_HIST_FIELD.minMs]: h.count > 0 ? h.minMs : 0,
+    [SESSION_HIST_FIELD.maxMs]: h.count > 0 ? h.maxMs : 0,
+    [SESSION_HIST_FIELD.retrans]: int(h.retrans),
+    [SESSION_HIST_FIELD.resetsIn]: int(h.resetsIn),
+    [SESSION_HIST_FIELD.resetsOut]: int(h.resetsOut),
+  };
+  if (h.zeroWindows !== undefined) fields[SESSION_HIST_FIELD.zeroWindows] = int(h.zeroWindows);
+  for (let i = 0; i < SESSION_BUCKET_FIELDS.length; i++) fields[SESSION_BUCKET_FIELDS[i]] = int(h.buckets[i]);
   return {
-    measurement: MEASUREMENT.session,
-    tags: { [TAG.comm]: s.comm, [TAG.dst]: s.dst, [TAG.family]: s.family, [TAG.host]: s.host, [TAG.service]: s.service },
-    fields: {
-      [SESSION_FIELD.lifespanMs]: s.lifespanMs,
-      [SESSION_FIELD.txKb]: s.txKb,
-      [SESSION_FIELD.rxKb]: s.rxKb,
-      [SESSION_FIELD.pid]: int(s.pid),
-      [SESSION_FIELD.sport]: int(s.sport),
-    },
-    timeNs: s.timeNs,
+    measurement: MEASUREMENT.sessionHist,
+    tags: { [TAG.dst]: tags.dst, [TAG.host]: tags.host, [TAG.service]: tags.service },
+    fields,
+    timeNs,
   };
 }
 

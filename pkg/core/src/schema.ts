@@ -8,8 +8,18 @@ export const MEASUREMENT = {
   connect: 'tcp_connect',
   /** Exact pre-aggregated histograms per flush window. */
   connectHist: 'tcp_connect_hist',
-  /** Sessions from BCC/libbpf-tools tcplife: lifespan, never connect latency. */
+  /**
+   * One point per finished outbound connection: from the probe's close events (stamped at the SYN, the
+   * same ts_ns as its tcp_connect point: the join key) or from BCC/libbpf-tools tcplife rows (stamped at
+   * their end). Lifespan, never connect latency.
+   */
   session: 'tcp_session',
+  /**
+   * Exact lifespan histograms of the probe's close events per flush window (by close time) per host,
+   * service, dst: SESSION_BUCKET_FIELDS (buckets.ts, 1 ms to a day) plus SESSION_HIST_FIELD. Like
+   * tcp_connect_hist, a window's histogram is the SUM of its points (deltas).
+   */
+  sessionHist: 'tcp_session_hist',
 } as const;
 
 /** Tag keys. Bounded cardinality only: never pid, source port or client addresses. */
@@ -20,6 +30,8 @@ export const TAG = {
   dst: 'dst',
   result: 'result',
   family: 'family',
+  /** tcp_session from the probe: who ended the connection (CLOSED_BY). */
+  closedBy: 'closed_by',
 } as const;
 
 export type TagKey = (typeof TAG)[keyof typeof TAG];
@@ -28,8 +40,14 @@ export type TagKey = (typeof TAG)[keyof typeof TAG];
 export const CONNECT_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.comm, TAG.dst, TAG.result, TAG.family];
 /** Tags written on tcp_connect_hist points. */
 export const HIST_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.dst, TAG.result];
-/** Tags written on tcp_session points. */
-export const SESSION_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.comm, TAG.dst, TAG.family];
+/** Tags written on tcp_session points (closed_by: probe close events only; tcplife does not say). */
+export const SESSION_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.comm, TAG.dst, TAG.family, TAG.closedBy];
+/** Tags written on tcp_session_hist points. */
+export const SESSION_HIST_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.dst];
+
+/** Who ended a connection, as the probe tells it (bpf/README.md). */
+export const CLOSED_BY = ['local', 'peer', 'reset_in', 'reset_out'] as const;
+export type ClosedBy = (typeof CLOSED_BY)[number];
 
 export const CONNECT_FIELD = {
   latencyMs: 'latency_ms',
@@ -56,10 +74,39 @@ export const HIST_FIELD = {
 
 export const SESSION_FIELD = {
   lifespanMs: 'lifespan_ms',
+  /** tcplife rows: KB as the tool prints them. */
   txKb: 'tx_kb',
   rxKb: 'rx_kb',
   pid: 'pid',
   sport: 'sport',
+  /** Probe close events: payload bytes the peer acknowledged / this end received (int). */
+  bytesSent: 'bytes_sent',
+  bytesReceived: 'bytes_received',
+  /** Probe close events: segments retransmitted over the connection's life, SYNs included (int). */
+  retrans: 'retrans',
+  /** Probe close events: smoothed RTT at close, ms (float). */
+  srttMs: 'srtt_ms',
+  /** Probe close events with --zero-windows: times the peer's window went to zero (int). */
+  zeroWindows: 'zero_windows',
+  thread: 'thread',
+  container: 'container',
+  /** How many close events this point stands for when raw points were sampled (1 when not sampled). */
+  sampleWeight: 'sample_weight',
+} as const;
+
+/** Fields of tcp_session_hist besides the bucket fields (SESSION_BUCKET_FIELDS). */
+export const SESSION_HIST_FIELD = {
+  count: 'count',
+  sumMs: 'sum_ms',
+  minMs: 'min_ms',
+  maxMs: 'max_ms',
+  /** Segments retransmitted, summed over the window's connections. */
+  retrans: 'retrans',
+  /** Connections of the window that the peer reset / this end reset. */
+  resetsIn: 'resets_in',
+  resetsOut: 'resets_out',
+  /** Zero-window episodes summed (only when the probe counted them: --zero-windows). */
+  zeroWindows: 'zero_windows',
 } as const;
 
 /** Outcomes of a connection attempt, as the probe classifies them. */
@@ -80,6 +127,10 @@ export type Family = (typeof FAMILIES)[number];
  * flush window, all aligned to the Unix epoch, so a coarser rollup is the sum of the finer one.
  * Where they live: InfluxDB 1.x, the retention policy ROLLUP_RP in the same database; 2.x, the bucket
  * named `<bucket>` + ROLLUP_BUCKET_SUFFIX (both configurable where a target is configured).
+ * Who makes them: agent/src/rollup (the agent live, for its own host, and `tcplat rollup` for history).
+ * Every rollup keeps the host tag: there is no host-less rollup (agents would overwrite each other's
+ * sums at the same series and time); fleet-wide views sum the hosts' rollups at query time. Every field
+ * of the source is written in every point (zeros included), with the source's types (counts integer).
  */
 export const ROLLUP_WINDOWS = [
   { name: '1m', ms: 60_000 },
