@@ -22,6 +22,7 @@ import {
   type Point,
 } from '@tcplat/core';
 import type { FastifyInstance } from 'fastify';
+import { rollupRange, rollupStore } from '../agent/src/rollup/engine';
 import { buildApp } from '../renderer/src/app';
 import { chartQuery, heatmapChart } from '../renderer/src/charts';
 import { RENDERER_OPTIONS, rendererConfig } from '../renderer/src/config';
@@ -230,6 +231,26 @@ for (const store of STORES) {
         expect(bins.at(-1)!.reduce((x, y) => x + y, 0)).toBe(want);
       } finally {
         await r.app.close();
+      }
+    }, 300_000);
+
+    test("rollups made by the agent's own engine (agent/src/rollup rollupRange) are read and draw the 10 s data's counts", async () => {
+      const eng = await store.make(true);
+      try {
+        const pts = history(NOW - 8 * D).filter((pt) => BigInt(pt.timeNs!) >= BigInt(NOW - 7 * D) * 1_000_000n);
+        await write(eng.target, pts);
+        await rollupRange({ store: rollupStore(eng.target), fromMs: NOW - 8 * D, toMs: NOW });
+        const source = influxSource(eng.target, 60_000);
+        for (const rangeMs of [D, 7 * D]) {
+          const p = params('heatmap', rangeMs);
+          const got = await readLevels(source, chartQuery(p), p.level, where, NOW, 10_000);
+          const want = await readLevels(source, chartQuery(p), 'base', WHERE_NONE, NOW, 10_000);
+          expect(got.fallback).toBeUndefined();
+          expect(got.parts[0].level).toBe(p.level);
+          expect(cells(heatmapChart(p, got.rows).request)).toEqual(cells(heatmapChart(p, want.rows).request));
+        }
+      } finally {
+        await eng.drop();
       }
     }, 300_000);
 
