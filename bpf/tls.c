@@ -225,7 +225,10 @@ static void consider(const char *path, const char *shown, bool is_lib)
 		goto out;
 	}
 	why = W_ATTACHED;
-	ops->log("tls: attached to %s (%s)", shown, mode);
+	if (strcmp(path, shown))
+		ops->log("tls: attached to %s (%s; as %s)", shown, mode, path);
+	else
+		ops->log("tls: attached to %s (%s)", shown, mode);
 out:
 	why_count[why]++;
 }
@@ -368,6 +371,8 @@ static int handle(void *ctx, void *data, size_t size)
 		return 0;
 	}
 	if (e->kind != TLS_EV_HANDSHAKE)
+		return 0;
+	if (ops->wanted && !ops->wanted(e->pid, e->cgroup_id, e->family ? e->dport : 0))
 		return 0;
 	e->ok ? n_ok++ : n_failed++;
 	if (e->family) {

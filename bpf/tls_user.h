@@ -12,6 +12,8 @@ struct tls_ops {
 	void (*emit)(const char *line, size_t len); /* one whole NDJSON line */
 	int64_t (*wall_of)(int64_t boot_ns);        /* CLOCK_BOOTTIME -> Unix ns */
 	void (*log)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+	/* The probe's --pid/--exclude-pid/--cgroup/--dport; dport 0: not joined */
+	bool (*wanted)(uint32_t pid, uint64_t cgroup_id, uint16_t dport);
 	bool verbose;
 };
 

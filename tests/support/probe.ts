@@ -81,6 +81,26 @@ export interface StatsEvent {
 }
 
 /** --mode hist: one line per (cgroup, process, destination, result) per window (bpf/README.md). */
+/** A TLS client handshake through OpenSSL (bpf/tls.bpf.c). */
+export interface TlsEvent {
+  type: 'tls';
+  ts_ns: number;
+  latency_ns: number;
+  result: string;
+  pid: number;
+  tid: number;
+  comm: string;
+  thread: string;
+  cgroup_id: number;
+  lib: string;
+  calls: number;
+  family: string;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+}
+
 export interface HistLine {
   type: 'hist';
   ts_ns: number;
@@ -109,6 +129,7 @@ export class Probe {
   readonly events: ConnectEvent[] = [];
   readonly stats: StatsEvent[] = [];
   readonly hists: HistLine[] = [];
+  readonly tls: TlsEvent[] = [];
   readonly lines: string[] = [];
   stderr = '';
   exitCode: number | null = null;
@@ -155,6 +176,8 @@ export class Probe {
       this.stats.push(obj);
     } else if (obj.type === 'hist') {
       this.hists.push(obj);
+    } else if (obj.type === 'tls') {
+      this.tls.push(obj);
     } else {
       throw new Error(`unexpected line type: ${line}`);
     }
