@@ -470,7 +470,9 @@ int tls_timeout_ms(int max_ms)
 	if (!skel)
 		return max_ms;
 	now = boot_ns();
-	due = next_rescan;
+	due = now + 100 * 1000000LL; /* tls.bpf.c submits without a wakeup */
+	if (next_rescan < due)
+		due = next_rescan;
 	for (size_t i = 0; i < n_pending; i++) {
 		int64_t t = pending[i].t0 + exec_delays_ms[pending[i].next] * 1000000LL;
 
