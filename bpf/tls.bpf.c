@@ -4,10 +4,11 @@
  * "TLS handshakes"). Loaded and attached per target by tls.c.
  *
  * A handshake runs from the first call of the handshake function on an SSL* to
- * its final return: return 1 is `ok`; a non-positive return is a retry when
- * SSL_get_error then says WANT_READ/WANT_WRITE/... (or the same SSL* simply
- * calls again), and `failed` when SSL_get_error says anything else, or when the
- * SSL* is freed after a non-positive return.
+ * its final return: return 1 is `ok`. A non-positive return followed by another
+ * call on the same SSL* was a retry (WANT_READ/WANT_WRITE); followed by
+ * SSL_free it was the last one: `failed`, timed to that return. (SSL_get_error
+ * would tell at once, but it runs after every non-blocking SSL_read that finds
+ * no data: a uprobe pair there costs ~11 us a call on our VMs.)
  *
  * The socket: OpenSSL does not know it (node uses a memory BIO), so the first
  * write/writev/sendto/sendmsg on a TCP socket by the handshaking thread after
@@ -63,7 +64,7 @@ struct {
 	__type(value, struct tls_key);
 } tls_join SEC(".maps");
 
-/* pid_tgid -> the SSL* of the call in progress (handshake function, SSL_get_error) */
+/* pid_tgid -> the SSL* of the handshake call in progress */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, TLS_MAX_INFLIGHT);
@@ -71,12 +72,6 @@ struct {
 	__type(value, __u64);
 } tls_args SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, TLS_MAX_INFLIGHT);
-	__type(key, __u64);
-	__type(value, __u64);
-} tls_geterr_args SEC(".maps");
 
 /* Entries in tls_join, so the write hooks of every other syscall on the host
  * return after one load. LRU evictions leave it high: slower, still right. */
@@ -148,8 +143,7 @@ static __always_inline void hs_enter(__u64 ssl, bool client_only_hook)
 		bpf_map_update_elem(&tls_join, &tid, &k, BPF_ANY);
 }
 
-static __always_inline void emit(struct tls_key *k, struct tls_inflight *v, bool ok, __u64 end_ns,
-				 __s32 ssl_error)
+static __always_inline void emit(struct tls_key *k, struct tls_inflight *v, bool ok, __u64 end_ns)
 {
 	struct tls_event *e = bpf_ringbuf_reserve(&tls_events, sizeof(*e), 0);
 
@@ -165,7 +159,6 @@ static __always_inline void emit(struct tls_key *k, struct tls_inflight *v, bool
 	e->pid = v->pid;
 	e->tid = v->tid;
 	e->last_ret = v->last_ret;
-	e->ssl_error = ssl_error;
 	e->calls = v->calls;
 	e->family = v->family;
 	e->sport = v->sport;
@@ -209,7 +202,7 @@ static __always_inline void hs_exit(long ret)
 	if ((int)ret == 1) {
 		__u8 done = TLS_ROLE_DONE;
 
-		emit(&k, v, true, bpf_ktime_get_boot_ns(), -1);
+		emit(&k, v, true, bpf_ktime_get_boot_ns());
 		finish(&k, v);
 		bpf_map_update_elem(&tls_role, &k, &done, BPF_ANY);
 		return;
@@ -265,44 +258,6 @@ int BPF_KPROBE(tls_set_accept_state, void *ssl)
 }
 
 SEC("uprobe")
-int BPF_KPROBE(tls_get_error, void *ssl)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 s = (__u64)ssl;
-
-	bpf_map_update_elem(&tls_geterr_args, &pid_tgid, &s, BPF_ANY);
-	return 0;
-}
-
-/* SSL_get_error's codes that mean "call again" (openssl/ssl.h): WANT_READ 2,
- * WANT_WRITE 3, WANT_X509_LOOKUP 4, WANT_CONNECT 7, WANT_ACCEPT 8, WANT_ASYNC 9,
- * WANT_ASYNC_JOB 10, WANT_CLIENT_HELLO_CB 11, WANT_RETRY_VERIFY 12. NONE is 0. */
-static __always_inline bool retry_code(long code)
-{
-	return code == 0 || (code >= 2 && code <= 4) || (code >= 7 && code <= 12);
-}
-
-SEC("uretprobe")
-int BPF_KRETPROBE(tls_get_error_ret, long code)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 *sslp = bpf_map_lookup_elem(&tls_geterr_args, &pid_tgid);
-	struct tls_inflight *v;
-	struct tls_key k;
-
-	if (!sslp)
-		return 0;
-	k = key_of(pid_tgid, *sslp);
-	bpf_map_delete_elem(&tls_geterr_args, &pid_tgid);
-	v = bpf_map_lookup_elem(&tls_inflight, &k);
-	if (!v || v->last_ret > 0 || retry_code((int)code))
-		return 0;
-	emit(&k, v, false, v->last_ret_ns, (int)code);
-	finish(&k, v);
-	return 0;
-}
-
-SEC("uprobe")
 int BPF_KPROBE(tls_free, void *ssl)
 {
 	struct tls_key k = key_of(bpf_get_current_pid_tgid(), (__u64)ssl);
@@ -312,7 +267,7 @@ int BPF_KPROBE(tls_free, void *ssl)
 		/* freed after a non-positive return: the handshake failed
 		 * (abandoned mid-call it is not reported) */
 		if (v->last_ret <= 0)
-			emit(&k, v, false, v->last_ret_ns, -1);
+			emit(&k, v, false, v->last_ret_ns);
 		finish(&k, v);
 	}
 	bpf_map_delete_elem(&tls_role, &k);

@@ -213,10 +213,6 @@ static void consider(const char *path, const char *shown, bool is_lib)
 			err = attach_one(skel->progs.tls_set_accept_state, path, "SSL_set_accept_state", false);
 	}
 	if (!err)
-		err = attach_one(skel->progs.tls_get_error, path, "SSL_get_error", false);
-	if (!err)
-		err = attach_one(skel->progs.tls_get_error_ret, path, "SSL_get_error", true);
-	if (!err)
 		err = attach_one(skel->progs.tls_free, path, "SSL_free", false);
 	if (err) {
 		why = W_ATTACH_FAILED;

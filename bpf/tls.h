@@ -59,7 +59,6 @@ struct tls_event {
 	__u32 pid;
 	__u32 tid;
 	__s32 last_ret;
-	__s32 ssl_error;  /* SSL_get_error's code when it decided a failure, else -1 */
 	__u32 calls;      /* handshake calls (retries + 1) */
 	__u16 family;
 	__u16 sport;
