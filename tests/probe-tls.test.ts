@@ -223,6 +223,29 @@ describeProbe('tcplat-probe: TLS handshakes through OpenSSL (real uprobes, real 
     expect(probe.stderr).toMatch(/tls: 2 handshakes ok, 1 failed \(0 without their socket\)/);
   }, 120000);
 
+  test('a non-blocking client (Python asyncio: memory BIO, SSL_do_handshake called until done) is one handshake, joined to its socket', async () => {
+    const probe = await Probe.start(['--dport', String(port), '--stats-interval', '0']);
+    const code = `
+import asyncio, json, os, ssl, sys
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    r, w = await asyncio.open_connection('127.0.0.1', int(sys.argv[1]), ssl=ctx, server_hostname='localhost')
+    print(json.dumps({'pid': os.getpid(), 'ok': True, 'sport': w.get_extra_info('sockname')[1]}), flush=True)
+    await r.read(2)
+    w.close()
+asyncio.run(main())
+`;
+    const c = client(['python3', '-c', code, String(port), cert]);
+    const res = await c.next();
+    expect(res.ok).toBe(true);
+    await c.done;
+    const [ev] = await tlsOf(probe, res.pid as number);
+    expectHandshake(ev, res.pid as number, res.sport as number, 'ok');
+    expect(ev.calls).toBeGreaterThanOrEqual(2); // WANT_READ returns were retries, not failures
+    await new Promise((r) => setTimeout(r, 500));
+    expect(probe.tls.filter((e) => e.pid === res.pid)).toHaveLength(1);
+  }, 120000);
+
   test('a process started after the probe, with a libssl copy the probe never saw, is attached and covered', async () => {
     const probe = await Probe.start(['--dport', String(port), '--stats-interval', '0']);
     const libdir = path.join(dir, 'lib');
