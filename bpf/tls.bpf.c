@@ -8,7 +8,8 @@
  * call on the same SSL* was a retry (WANT_READ/WANT_WRITE); followed by
  * SSL_free it was the last one: `failed`, timed to that return. (SSL_get_error
  * would tell at once, but it runs after every non-blocking SSL_read that finds
- * no data: a uprobe pair there costs ~11 us a call on our VMs.)
+ * no data: hooked (its SSL* saved at entry, looked up at return) it cost
+ * ~11.5 us a call on our VMs, see bpf/README.md.)
  *
  * The socket: OpenSSL does not know it (node uses a memory BIO), so the first
  * write/writev/sendto/sendmsg on a TCP socket by the handshaking thread after
