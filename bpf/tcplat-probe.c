@@ -810,34 +810,6 @@ static void write_out(const char *buf, size_t len)
 	olines++;
 }
 
-static void tls_emit(const char *line, size_t len)
-{
-	write_out(line, len);
-}
-
-/* The connect filters, for TLS handshakes (in user space; --cgroup: the exact
- * cgroup, not its descendants). dport 0: the socket is unknown. */
-static bool tls_wanted(uint32_t pid, uint64_t cgroup_id, uint16_t dport)
-{
-	bool in = opt.n_pids == 0;
-
-	for (int i = 0; i < opt.n_pids && !in; i++)
-		in = opt.pids[i] == pid;
-	for (int i = 0; i < opt.n_exclude_pids && in; i++)
-		in = opt.exclude_pids[i] != pid;
-	if (in && opt.n_cgroups) {
-		in = false;
-		for (int i = 0; i < opt.n_cgroups && !in; i++)
-			in = opt.cgroup_ids[i] == cgroup_id;
-	}
-	if (in && opt.n_dports) {
-		in = false;
-		for (int i = 0; i < opt.n_dports && !in; i++)
-			in = opt.dports[i] == dport;
-	}
-	return in;
-}
-
 static int handle_event(void *ctx, void *data, size_t size)
 {
 	const struct tcplat_event *e = data;
@@ -1276,6 +1248,36 @@ static void describe_filters(char *buf, size_t len)
 	if (!opt.n_pids && !opt.n_exclude_pids && !opt.n_cgroups && !opt.n_dports && !opt.min_latency_us)
 		ADD(" none");
 #undef ADD
+}
+
+/* ---- TLS handshakes (tls.c) ---- */
+
+static void tls_emit(const char *line, size_t len)
+{
+	write_out(line, len);
+}
+
+/* The connect filters, for TLS handshakes (in user space; --cgroup: the exact
+ * cgroup, not its descendants). dport 0: the socket is unknown. */
+static bool tls_wanted(uint32_t pid, uint64_t cgroup_id, uint16_t dport)
+{
+	bool in = opt.n_pids == 0;
+
+	for (int i = 0; i < opt.n_pids && !in; i++)
+		in = opt.pids[i] == pid;
+	for (int i = 0; i < opt.n_exclude_pids && in; i++)
+		in = opt.exclude_pids[i] != pid;
+	if (in && opt.n_cgroups) {
+		in = false;
+		for (int i = 0; i < opt.n_cgroups && !in; i++)
+			in = opt.cgroup_ids[i] == cgroup_id;
+	}
+	if (in && opt.n_dports) {
+		in = false;
+		for (int i = 0; i < opt.n_dports && !in; i++)
+			in = opt.dports[i] == dport;
+	}
+	return in;
 }
 
 int main(int argc, char **argv)
