@@ -286,6 +286,59 @@ asyncio.run(main())
     expectHandshake(ev, pid, res.sport as number, 'ok');
   }, 120000);
 
+  test('a Go binary (crypto/tls) is named in the log as not covered, and its handshake gives no tls line', async () => {
+    if (!works('go', ['version'])) {
+      if (ON_CI) throw new Error('Go is not installed: the not-covered case needs a real Go binary');
+      return;
+    }
+    const src = path.join(dir, 'gotls');
+    fs.mkdirSync(src, { recursive: true });
+    fs.writeFileSync(path.join(src, 'go.mod'), 'module gotls\n\ngo 1.21\n');
+    fs.writeFileSync(path.join(src, 'main.go'), `package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+)
+
+func main() {
+	pem, _ := os.ReadFile(os.Args[2])
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	fmt.Printf("{\\"pid\\":%d}\\n", os.Getpid())
+	bufio.NewReader(os.Stdin).ReadString('\\n')
+	c, err := tls.Dial("tcp", "127.0.0.1:"+os.Args[1], &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		fmt.Printf("{\\"ok\\":false}\\n")
+		return
+	}
+	fmt.Printf("{\\"ok\\":true,\\"sport\\":%d}\\n", c.LocalAddr().(*net.TCPAddr).Port)
+	c.Close()
+}
+`.replace('"os"\n)', '"net"\n\t"os"\n)'));
+    const bin = path.join(src, 'gotls');
+    execFileSync('go', ['build', '-o', bin, '.'], {
+      cwd: src, stdio: ['ignore', 'ignore', 'pipe'], timeout: 540_000,
+      env: { ...process.env, GOWORK: 'off', GOTOOLCHAIN: 'local', GOFLAGS: '', GOPROXY: 'off' },
+    });
+    const probe = await Probe.start(['--dport', String(port), '--stats-interval', '0']);
+    const go = client([bin, String(port), cert]);
+    const pid = (await go.next()).pid as number;
+    await probe.until(() => probe.stderr.includes(`tls: ${bin}: a Go binary (crypto/tls has no uprobe target); its TLS handshakes are not covered`), 20000, 'the Go binary named');
+    go.proc.stdin!.write('go\n');
+    const res = await go.next();
+    expect(res.ok).toBe(true);
+    await go.done;
+    // its TCP connect is there, its handshake is not: nothing pretends to cover it
+    await probe.until(() => probe.events.some((e) => e.pid === pid && e.sport === res.sport), 10000, "the Go client's connect line");
+    expect(await probe.stop()).toBe(0);
+    expect(probe.tls.filter((e) => e.pid === pid)).toHaveLength(0);
+    expect(probe.stderr).toMatch(/files: attached=\d+ not_openssl=\d+ go_crypto_tls=[1-9]/);
+  }, 600000);
+
   test('--tls off: no uprobes, no tls lines', async () => {
     const probe = await Probe.start(['--dport', String(port), '--stats-interval', '0', '--tls', 'off']);
     const py = pyClient(true);
