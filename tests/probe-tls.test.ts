@@ -12,6 +12,7 @@ import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { parseProbeLine } from '../pkg/core/src/event';
 import { ON_CI, Probe, TlsEvent, children, missing as missingProbe, useProbeHooks } from './support/probe';
 
 function works(cmd: string, args: string[]): boolean {
@@ -218,6 +219,14 @@ describeProbe('tcplat-probe: TLS handshakes through OpenSSL (real uprobes, real 
     expect(probe.tls.filter((e) => e.pid === ndRes.pid)).toHaveLength(1);
     expect(probe.tls.filter((e) => e.pid === badPid)).toHaveLength(1);
     expect(probe.tls.filter((e) => e.pid === server!.pid)).toHaveLength(0);
+
+    // what the agent reads: pkg/core's parser takes the probe's tls lines as they are
+    for (const line of probe.lines.filter((l) => l.includes('"type":"tls"'))) {
+      const r = parseProbeLine(line);
+      expect(r.ok && r.value.type).toBe('tls');
+    }
+    const parsed = parseProbeLine(probe.lines.find((l) => l.includes(`"pid":${pyPid},`) && l.includes('"type":"tls"'))!);
+    expect(parsed.ok && parsed.value.type === 'tls' && parsed.value.socket).toEqual({ family: 'ipv4', saddr: '127.0.0.1', sport: pyRes.sport, daddr: '127.0.0.1', dport: port });
 
     expect(await probe.stop()).toBe(0);
     expect(probe.stderr).toMatch(/tls: 2 handshakes ok, 1 failed \(0 without their socket\)/);

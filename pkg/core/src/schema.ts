@@ -10,6 +10,10 @@ export const MEASUREMENT = {
   connectHist: 'tcp_connect_hist',
   /** Sessions from BCC/libbpf-tools tcplife: lifespan, never connect latency. */
   session: 'tcp_session',
+  /** One point per client TLS handshake through OpenSSL (the probe's tls lines; issue 16). */
+  tls: 'tls_handshake',
+  /** Exact TLS handshake latency histograms per flush window, in the connect buckets (issue 16). */
+  tlsHist: 'tls_handshake_hist',
 } as const;
 
 /** Tag keys. Bounded cardinality only: never pid, source port or client addresses. */
@@ -67,6 +71,10 @@ export const RESULTS = ['ok', 'refused', 'timeout', 'unreachable', 'aborted', 'e
 export type ConnectResult = (typeof RESULTS)[number];
 /** Every result but `ok` counts as a failure in error rates. */
 export const FAILURE_RESULTS: readonly ConnectResult[] = RESULTS.filter((r) => r !== 'ok');
+
+/** Outcomes of a TLS handshake (the probe's tls lines): the final return of the handshake was 1, or not. */
+export const TLS_RESULTS = ['ok', 'failed'] as const;
+export type TlsResult = (typeof TLS_RESULTS)[number];
 
 export const FAMILIES = ['ipv4', 'ipv6'] as const;
 export type Family = (typeof FAMILIES)[number];
