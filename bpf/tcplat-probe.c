@@ -31,6 +31,7 @@
 
 #include "tcplat.h"
 #include "tcplat.skel.h"
+#include "tls_user.h"
 
 #define PROG "tcplat-probe"
 #define VERSION "0.1.0"
@@ -73,6 +74,7 @@ static struct {
 	bool zero_windows;
 	bool no_connect_exit;
 	bool verbose;
+	bool tls_off;
 } opt = {
 	.stats_interval = 10,
 	.ringbuf_mb = 4,
@@ -179,6 +181,9 @@ static void usage(FILE *f)
 "                       ENETUNREACH, EACCES) shows as aborted or not at all\n"
 "  --attach MODE        auto (default): BTF raw tracepoints (tp_btf), falling back\n"
 "                       to classic tracepoints; btf or tracepoint force one\n"
+"  --tls on|off         TLS client handshakes through OpenSSL (shared libssl, node):\n"
+"                       `tls` lines (default on when the uprobes attach; see\n"
+"                       bpf/README.md, \"TLS handshakes\", for what is covered)\n"
 "  --verbose            also print libbpf's log (e.g. the verifier's) on stderr\n"
 "  --version            print the version and exit\n"
 "  -h, --help           print this help and exit\n"
@@ -331,7 +336,7 @@ static void parse_args(int argc, char **argv)
 	enum { O_PID = 256, O_EXCLUDE_PID, O_CGROUP, O_DPORT, O_MIN_LAT, O_STATS,
 	       O_RINGBUF, O_ATTACH, O_VERBOSE, O_VERSION, O_MODE, O_HIST_INTERVAL,
 	       O_HIST_KEYS, O_INFLIGHT_MAX, O_NO_CONNECT_EXIT, O_INFLIGHT_FAST, O_NO_CLOSE,
-	       O_SESSIONS_MAX, O_ZERO_WINDOWS };
+	       O_SESSIONS_MAX, O_ZERO_WINDOWS, O_TLS };
 	static const struct option longopts[] = {
 		{ "pid", required_argument, NULL, O_PID },
 		{ "exclude-pid", required_argument, NULL, O_EXCLUDE_PID },
@@ -350,6 +355,7 @@ static void parse_args(int argc, char **argv)
 		{ "no-close", no_argument, NULL, O_NO_CLOSE },
 		{ "sessions-max", required_argument, NULL, O_SESSIONS_MAX },
 		{ "zero-windows", no_argument, NULL, O_ZERO_WINDOWS },
+		{ "tls", required_argument, NULL, O_TLS },
 		{ "verbose", no_argument, NULL, O_VERBOSE },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
@@ -464,6 +470,11 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_VERBOSE:
 			opt.verbose = true;
+			break;
+		case O_TLS:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				usage_error("--tls must be on or off, got '%s'", optarg);
+			opt.tls_off = !strcmp(optarg, "off");
 			break;
 		case O_VERSION:
 			printf(PROG " " VERSION "\n");
@@ -1408,6 +1419,36 @@ static void describe_filters(char *buf, size_t len)
 #undef ADD
 }
 
+/* ---- TLS handshakes (tls.c) ---- */
+
+static void tls_emit(const char *line, size_t len)
+{
+	write_out(line, len);
+}
+
+/* The connect filters, for TLS handshakes (in user space; --cgroup: the exact
+ * cgroup, not its descendants). dport 0: the socket is unknown. */
+static bool tls_wanted(uint32_t pid, uint64_t cgroup_id, uint16_t dport)
+{
+	bool in = opt.n_pids == 0;
+
+	for (int i = 0; i < opt.n_pids && !in; i++)
+		in = opt.pids[i] == pid;
+	for (int i = 0; i < opt.n_exclude_pids && in; i++)
+		in = opt.exclude_pids[i] != pid;
+	if (in && opt.n_cgroups) {
+		in = false;
+		for (int i = 0; i < opt.n_cgroups && !in; i++)
+			in = opt.cgroup_ids[i] == cgroup_id;
+	}
+	if (in && opt.n_dports) {
+		in = false;
+		for (int i = 0; i < opt.n_dports && !in; i++)
+			in = opt.dports[i] == dport;
+	}
+	return in;
+}
+
 int main(int argc, char **argv)
 {
 	struct tcplat_bpf *skel = NULL;
@@ -1514,6 +1555,11 @@ int main(int argc, char **argv)
 	}
 
 	clock_check(true);
+	if (!opt.tls_off) {
+		static const struct tls_ops tls_ops = { tls_emit, wall_of, logf_, tls_wanted, false };
+
+		tls_start(rb, &tls_ops); /* on failure: logged, the rest runs on */
+	}
 	started_ns = wall_of(ts_of(CLOCK_BOOTTIME));
 	hist_window_start = ts_of(CLOCK_BOOTTIME);
 	describe_filters(filters, sizeof(filters));
@@ -1542,6 +1588,7 @@ int main(int argc, char **argv)
 			timeout_ms = next_stats <= now ? 0 : (int)((next_stats - now + 999999) / 1000000);
 		if (opt.mode == MODE_HIST && (next_hist - now) / 1000000 < timeout_ms)
 			timeout_ms = next_hist <= now ? 0 : (int)((next_hist - now + 999999) / 1000000);
+		timeout_ms = tls_timeout_ms(timeout_ms);
 		n = ring_buffer__poll(rb, timeout_ms);
 		if (n < 0 && n != -EINTR) {
 			logf_("reading the ring buffer failed: %s", strerror(-n));
@@ -1556,6 +1603,7 @@ int main(int argc, char **argv)
 			busy_rounds = 2;
 		else if (busy_rounds > 0)
 			busy_rounds--;
+		tls_tick();
 		flush_out();
 		now = ts_of(CLOCK_BOOTTIME);
 		if (now >= next_clock_check)
@@ -1597,6 +1645,7 @@ int main(int argc, char **argv)
 	else if (stdout_broken)
 		logf_("stdout closed; exiting");
 out:
+	tls_stop();
 	ring_buffer__free(rb);
 	tcplat_bpf__destroy(skel);
 	free(hist_keys_buf);

@@ -109,6 +109,26 @@ export interface StatsEvent {
 }
 
 /** --mode hist: one line per (cgroup, process, destination, result) per window (bpf/README.md). */
+/** A TLS client handshake through OpenSSL (bpf/tls.bpf.c). */
+export interface TlsEvent {
+  type: 'tls';
+  ts_ns: number;
+  latency_ns: number;
+  result: string;
+  pid: number;
+  tid: number;
+  comm: string;
+  thread: string;
+  cgroup_id: number;
+  lib: string;
+  calls: number;
+  family: string;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+}
+
 export interface HistLine {
   type: 'hist';
   ts_ns: number;
@@ -138,6 +158,7 @@ export class Probe {
   readonly stats: StatsEvent[] = [];
   readonly hists: HistLine[] = [];
   readonly closes: CloseLine[] = [];
+  readonly tls: TlsEvent[] = [];
   readonly lines: string[] = [];
   stderr = '';
   exitCode: number | null = null;
@@ -187,6 +208,8 @@ export class Probe {
     } else if (obj.type === 'close') {
       const m = /"ts_ns":(\d+)/.exec(line);
       this.closes.push({ ...obj, raw: line, tsBig: BigInt(m ? m[1] : 0) });
+    } else if (obj.type === 'tls') {
+      this.tls.push(obj);
     } else {
       throw new Error(`unexpected line type: ${line}`);
     }

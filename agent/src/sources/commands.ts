@@ -62,6 +62,9 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       if (c.probeMode === 'hist') argv.push('--mode', 'hist', '--hist-interval', String((c.histIntervalMs ?? 10_000) / 1000));
       else if (c.probeClose === false) argv.push('--no-close');
       else if (c.probeZeroWindows) argv.push('--zero-windows');
+      // The agent does not store the probe's tls lines yet (issue 16: tls_handshake is named, not written):
+      // without this, every TLS client on the host would pay the uprobes for lines the agent drops.
+      argv.push('--tls', 'off');
       return { argv };
     }
     case 'ndjson':

@@ -272,3 +272,42 @@ describe('parseProbeLine: close events', () => {
     expect(e.message).toMatch(msg);
   });
 });
+
+describe('tls lines (issue 16)', () => {
+  // As bpf/tls.c prints them (captured from the probe: a Python client, then a node client whose socket was not seen).
+  const joined =
+    '{"type":"tls","ts_ns":1796671246741581148,"latency_ns":310468724,"result":"ok","pid":21360,"tid":21360,"comm":"python3","thread":"python3","cgroup_id":18446744073709551615,"lib":"openssl","calls":1,"family":"ipv4","saddr":"127.0.0.1","sport":57304,"daddr":"127.0.0.1","dport":43377}';
+  const unjoined =
+    '{"type":"tls","ts_ns":1796671247816661493,"latency_ns":68572,"result":"failed","pid":21416,"tid":21417,"comm":"node","thread":"libuv-worker","cgroup_id":1,"lib":"openssl","calls":3,"family":"","saddr":"","sport":0,"daddr":"","dport":0}';
+
+  test('a handshake joined to its socket, 64-bit integers exact', () => {
+    expect(parseProbeLine(joined)).toEqual({
+      ok: true,
+      value: {
+        type: 'tls', tsNs: 1796671246741581148n, latencyNs: 310468724, result: 'ok', pid: 21360, tid: 21360, comm: 'python3',
+        thread: 'python3', cgroupId: '18446744073709551615', lib: 'openssl', calls: 1,
+        socket: { family: 'ipv4', saddr: '127.0.0.1', sport: 57304, daddr: '127.0.0.1', dport: 43377 },
+      },
+    });
+  });
+
+  test('a handshake whose socket the probe did not see has no socket, not a fake 0.0.0.0:0', () => {
+    const r = parseProbeLine(unjoined);
+    expect(r.ok && r.value).toMatchObject({ type: 'tls', result: 'failed', calls: 3, thread: 'libuv-worker' });
+    expect(r.ok && r.value.type === 'tls' && r.value.socket).toBeUndefined();
+  });
+
+  test.each([
+    [{ result: 'refused' }, 'result'],
+    [{ result: 'aborted' }, 'result'],
+    [{ family: 'ipx' }, 'family'],
+    [{ calls: -1 }, 'calls'],
+    [{ latency_ns: 1.5 }, 'latency_ns'],
+    [{ lib: 3 }, 'lib'],
+    [{ dport: 70000 }, 'dport'],
+  ])('a bad tls line gives a typed error: %j', (o, field) => {
+    const r = parseProbeLine(JSON.stringify({ ...JSON.parse(joined.replace(/"(ts_ns|cgroup_id)":(\d+)/g, '"$1":"$2"')), ...o }).replace(/"(ts_ns|cgroup_id)":"(\d+)"/g, '"$1":$2'));
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.error.field).toBe(field);
+  });
+});

@@ -3,7 +3,7 @@
  * 64-bit integers that exceed JavaScript's exact range (ts_ns, cgroup_id) are read exactly, as bigint/string.
  */
 import { BUCKET_COUNT } from './buckets';
-import { CLOSED_BY, FAMILIES, RESULTS, type ClosedBy, type ConnectResult, type Family } from './schema';
+import { CLOSED_BY, FAMILIES, RESULTS, TLS_RESULTS, type ClosedBy, type ConnectResult, type Family, type TlsResult } from './schema';
 
 export interface ConnectEvent {
   type: 'connect';
@@ -98,7 +98,29 @@ export interface CloseEvent {
   zeroWindows?: number;
 }
 
-export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent | CloseEvent;
+/**
+ * One client TLS handshake through OpenSSL (bpf/tls.bpf.c): first call to final return per SSL*. Its socket
+ * (family, addresses, ports) is absent when the probe did not see it (the line has family "").
+ */
+export interface TlsEvent {
+  type: 'tls';
+  /** Unix ns of the first handshake call. */
+  tsNs: bigint;
+  latencyNs: number;
+  result: TlsResult;
+  pid: number;
+  tid: number;
+  comm: string;
+  thread?: string;
+  cgroupId: string;
+  /** The TLS library (`openssl`). */
+  lib: string;
+  /** Handshake calls on the SSL* (retries after WANT_READ/WANT_WRITE + 1). */
+  calls: number;
+  socket?: { family: Family; saddr: string; sport: number; daddr: string; dport: number };
+}
+
+export type ProbeEvent = ConnectEvent | StatsEvent | HistEvent | CloseEvent | TlsEvent;
 
 export type ProbeLineErrorReason = 'empty' | 'json' | 'type' | 'field' | 'duplicate_key';
 
@@ -296,7 +318,8 @@ export function parseProbeLine(line: string): ParseResult<ProbeEvent> {
   if (r.type === 'stats') return statsEvent(text, r, tsNs);
   if (r.type === 'hist') return histEvent(text, r, tsNs);
   if (r.type === 'close') return closeEvent(text, r, tsNs);
-  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect, close, stats or hist)`, 'type');
+  if (r.type === 'tls') return tlsEvent(text, r, tsNs);
+  if (r.type !== 'connect') return fail('type', `unknown event type ${JSON.stringify(r.type)} (expected connect, close, stats, hist or tls)`, 'type');
 
   const { latency_ns, errno, syn_retrans, pid, tid, sport, dport } = r;
   if (!isUint(latency_ns, SAFE)) return fail('field', badUint('latency_ns', latency_ns, SAFE), 'latency_ns');
@@ -480,4 +503,41 @@ function histEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent> 
 /** The destination label DESIGN.md uses when no mapping rule matches: `ip:port` or `[v6]:port`. */
 export function defaultDst(family: Family, addr: string, port: number): string {
   return family === 'ipv6' ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+const TLS_RESULT_SET = new Set<string>(TLS_RESULTS);
+
+function tlsEvent(text: string, r: Raw, tsNs: bigint): ParseResult<ProbeEvent> {
+  const ints: Array<[string, number]> = [['latency_ns', SAFE], ['pid', U32], ['tid', U32], ['calls', U32], ['sport', 65535], ['dport', 65535]];
+  for (const [k, max] of ints) if (!isUint(r[k], max)) return fail('field', badUint(k, r[k], max), k);
+  if (typeof r.result !== 'string' || !TLS_RESULT_SET.has(r.result)) {
+    return fail('field', `field result must be one of ${TLS_RESULTS.join(', ')}, got ${JSON.stringify(r.result)}`, 'result');
+  }
+  for (const k of ['comm', 'lib', 'saddr', 'daddr'] as const) {
+    if (typeof r[k] !== 'string') return fail('field', `field ${k} must be a string, got ${JSON.stringify(r[k])}`, k);
+  }
+  if (r.thread !== undefined && typeof r.thread !== 'string') return fail('field', `field thread must be a string, got ${JSON.stringify(r.thread)}`, 'thread');
+  // "" : the probe did not see the handshake's socket
+  if (typeof r.family !== 'string' || (r.family !== '' && !FAMILY_SET.has(r.family))) {
+    return fail('field', `field family must be ipv4, ipv6 or "" (socket not seen), got ${JSON.stringify(r.family)}`, 'family');
+  }
+  const cgroupId = cgroupOf(text, r);
+  if (cgroupId === null) return fail('field', `field cgroup_id must be an unsigned integer, got ${JSON.stringify(r.cgroup_id)}`, 'cgroup_id');
+  const value: TlsEvent = {
+    type: 'tls',
+    tsNs,
+    latencyNs: r.latency_ns as number,
+    result: r.result as TlsResult,
+    pid: r.pid as number,
+    tid: r.tid as number,
+    comm: r.comm as string,
+    cgroupId,
+    lib: r.lib as string,
+    calls: r.calls as number,
+  };
+  if (r.thread !== undefined) value.thread = r.thread as string;
+  if (r.family !== '') {
+    value.socket = { family: r.family as Family, saddr: r.saddr as string, sport: r.sport as number, daddr: r.daddr as string, dport: r.dport as number };
+  }
+  return { ok: true, value };
 }

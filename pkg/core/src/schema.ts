@@ -20,6 +20,10 @@ export const MEASUREMENT = {
    * tcp_connect_hist, a window's histogram is the SUM of its points (deltas).
    */
   sessionHist: 'tcp_session_hist',
+  /** One point per client TLS handshake through OpenSSL (the probe's tls lines; issue 16). */
+  tls: 'tls_handshake',
+  /** Exact TLS handshake latency histograms per flush window, in the connect buckets (issue 16). */
+  tlsHist: 'tls_handshake_hist',
 } as const;
 
 /** Tag keys. Bounded cardinality only: never pid, source port or client addresses. */
@@ -114,6 +118,10 @@ export const RESULTS = ['ok', 'refused', 'timeout', 'unreachable', 'aborted', 'e
 export type ConnectResult = (typeof RESULTS)[number];
 /** Every result but `ok` counts as a failure in error rates. */
 export const FAILURE_RESULTS: readonly ConnectResult[] = RESULTS.filter((r) => r !== 'ok');
+
+/** Outcomes of a TLS handshake (the probe's tls lines): the final return of the handshake was 1, or not. */
+export const TLS_RESULTS = ['ok', 'failed'] as const;
+export type TlsResult = (typeof TLS_RESULTS)[number];
 
 export const FAMILIES = ['ipv4', 'ipv6'] as const;
 export type Family = (typeof FAMILIES)[number];
