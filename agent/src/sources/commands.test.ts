@@ -10,16 +10,19 @@ describe('the probe command', () => {
     const c = sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: config!.probeMode, histIntervalMs: config!.histWindowMs }, () => true);
     expect(c.argv).toEqual(['/p', '--exclude-pid', '7', '--mode', 'hist', '--hist-interval', '15', '--tls', 'off']);
     const stream = sourceCommand({ source: 'probe', probe: '/p', selfPid: 7 }, () => true);
-    expect(stream.argv).toEqual(['/p', '--exclude-pid', '7', '--tls', 'off']);
+    expect(stream.argv).toEqual(['/p', '--exclude-pid', '7', '--no-close', '--tls', 'off']);
   });
 
-  test('--probe-close=false runs the probe with --no-close; by default it reports close events', () => {
-    const off = loadAgentConfig([...BASE, '--probe-close=false'], {}).config!;
-    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: off.probeMode, probeClose: off.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--no-close', '--tls', 'off']);
-    const zw = loadAgentConfig([...BASE, '--probe-zero-windows'], {}).config!;
-    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: zw.probeMode, probeClose: zw.probeClose, probeZeroWindows: zw.probeZeroWindows }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--zero-windows', '--tls', 'off']);
-    const on = loadAgentConfig(BASE, {}).config!;
-    expect(sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: on.probeMode, probeClose: on.probeClose }, () => true).argv).toEqual(['/p', '--exclude-pid', '7', '--tls', 'off']);
+  test('close events are off by default (--no-close); --probe-close turns them on, --probe-zero-windows too', () => {
+    const run = (argv: string[]) => {
+      const c = loadAgentConfig([...BASE, ...argv], {}).config!;
+      return sourceCommand({ source: 'probe', probe: '/p', selfPid: 7, probeMode: c.probeMode, probeClose: c.probeClose, probeZeroWindows: c.probeZeroWindows }, () => true).argv;
+    };
+    expect(run([])).toEqual(['/p', '--exclude-pid', '7', '--no-close', '--tls', 'off']);
+    expect(run(['--probe-close=false'])).toEqual(['/p', '--exclude-pid', '7', '--no-close', '--tls', 'off']);
+    expect(run(['--probe-close'])).toEqual(['/p', '--exclude-pid', '7', '--tls', 'off']);
+    expect(run(['--probe-zero-windows'])).toEqual(['/p', '--exclude-pid', '7', '--zero-windows', '--tls', 'off']);
+    expect(loadAgentConfig([...BASE], { TCPLAT_PROBE_CLOSE: 'true' }).config!.probeClose).toBe(true);
   });
 
   test('hist mode is for the probe only: a clear error for text tools', () => {

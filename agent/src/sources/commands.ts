@@ -42,7 +42,7 @@ export interface CommandInput {
   excludePids?: readonly number[];
   /** hist: the probe aggregates in the kernel and prints one histogram line per key every histIntervalMs. */
   probeMode?: ProbeMode;
-  /** Stream mode: false runs the probe with --no-close (no close events). Default true. */
+  /** Stream mode: true lets the probe report close events; otherwise it runs with --no-close. Default false. */
   probeClose?: boolean;
   /** Stream mode with close events: run the probe with --zero-windows. */
   probeZeroWindows?: boolean;
@@ -60,7 +60,7 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       const argv = [probe, ...[c.selfPid, ...(c.excludePids ?? [])].flatMap((p) => ['--exclude-pid', String(p)])];
       // Its windows as long as the agent's: each probe histogram then falls in one agent window.
       if (c.probeMode === 'hist') argv.push('--mode', 'hist', '--hist-interval', String((c.histIntervalMs ?? 10_000) / 1000));
-      else if (c.probeClose === false) argv.push('--no-close');
+      else if (c.probeClose !== true) argv.push('--no-close');
       else if (c.probeZeroWindows) argv.push('--zero-windows');
       // The agent does not store the probe's tls lines yet (issue 16: tls_handshake is named, not written):
       // without this, every TLS client on the host would pay the uprobes for lines the agent drops.
