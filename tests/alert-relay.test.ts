@@ -18,9 +18,13 @@
  *   that by posting the same body again.
  * - A Slack-style incoming webhook (a test-only fake): takes `{"text": ...}` as JSON and answers 200, or
  *   fails on demand (503, then a closed port).
+ * - A mail server (a test-only fake): the SMTP dialogue of RFC 5321 (220 greeting; EHLO, MAIL FROM,
+ *   RCPT TO answered 250; DATA 354, the message up to <CRLF>.<CRLF>, then 250, or 451 "try again later"
+ *   on demand; QUIT 221), no STARTTLS offered. The message is read as a mail client would: headers, and a
+ *   quoted-printable body decoded (RFC 2045).
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { InfluxV1Target } from '@tcplat/core';
 import { describeWith } from './support/prereq';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
@@ -63,6 +67,76 @@ class FakeChat {
   close(): Promise<void> {
     return new Promise((r) => this.server.close(() => r()));
   }
+}
+
+/** An SMTP sink: records each message (raw, dot-unstuffed); `fail` makes DATA answer 451. */
+class FakeMailServer {
+  readonly messages: { from: string; to: string[]; data: string }[] = [];
+  fail = 0;
+  port = 0;
+  private server = net.createServer((sock) => {
+    let buf = '';
+    let inData = false;
+    let from = '';
+    let to: string[] = [];
+    sock.write('220 sink.test ESMTP\r\n');
+    sock.on('data', (chunk) => {
+      buf += chunk.toString('latin1');
+      for (;;) {
+        if (inData) {
+          const end = buf.indexOf('\r\n.\r\n');
+          if (end < 0) return;
+          const data = buf.slice(0, end).replace(/^\.\./gm, '.');
+          buf = buf.slice(end + 5);
+          inData = false;
+          if (this.fail > 0) {
+            this.fail--;
+            sock.write('451 4.3.0 try again later\r\n');
+          } else {
+            this.messages.push({ from, to, data });
+            sock.write('250 2.0.0 queued\r\n');
+          }
+          from = '';
+          to = [];
+          continue;
+        }
+        const nl = buf.indexOf('\r\n');
+        if (nl < 0) return;
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 2);
+        const verb = line.slice(0, 4).toUpperCase();
+        if (verb === 'EHLO' || verb === 'HELO') sock.write('250-sink.test\r\n250 8BITMIME\r\n');
+        else if (verb === 'MAIL') (from = /<(.*)>/.exec(line)?.[1] ?? ''), sock.write('250 2.1.0 ok\r\n');
+        else if (verb === 'RCPT') to.push(/<(.*)>/.exec(line)?.[1] ?? ''), sock.write('250 2.1.5 ok\r\n');
+        else if (verb === 'DATA') (inData = true), sock.write('354 end with <CRLF>.<CRLF>\r\n');
+        else if (verb === 'QUIT') sock.end('221 2.0.0 bye\r\n');
+        else sock.write('250 2.0.0 ok\r\n');
+      }
+    });
+    sock.on('error', () => undefined);
+  });
+  async start(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  close(): Promise<void> {
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+/** A mail as a client reads it: its headers and its text body (quoted-printable decoded). */
+function readMail(data: string): { headers: Record<string, string>; text: string } {
+  const [head, ...rest] = data.split('\r\n\r\n');
+  const headers: Record<string, string> = {};
+  for (const l of head.replace(/\r\n[ \t]+/g, ' ').split('\r\n')) {
+    const i = l.indexOf(':');
+    headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+  }
+  let body = rest.join('\r\n\r\n');
+  if (/quoted-printable/i.test(headers['content-transfer-encoding'] ?? '')) {
+    body = Buffer.from(body.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+  }
+  return { headers, text: body.replace(/\r\n/g, '\n') };
 }
 
 describeWith(missing(), 'alert relay: Grafana webhook -> per-alert signed links -> chat', () => {
@@ -274,6 +348,46 @@ describeWith(missing(), 'alert relay: Grafana webhook -> per-alert signed links 
     expect([r.statusCode, r.json().links]).toEqual([200, 0]);
     expect(chat.texts.length).toBe(before + 1);
     expect(chat.texts.at(-1)).not.toMatch(/Heatmap/);
+  });
+
+  test('by mail: a plain-text mail per notification whose link opens that service only; a refused mail is 502 and resent', async () => {
+    const smtp = new FakeMailServer();
+    await smtp.start();
+    const mailFlags = [
+      '--workers', '1', '--auth-token', TOKEN, '--link-secret', SECRET, '--public-url', PUBLIC, '--listen', '0.0.0.0:7071', '--alert-link-keys', 'k1',
+      '--alert-relay-token', RELAY_TOKEN, '--alert-relay-smtp', `smtp://127.0.0.1:${smtp.port}`, '--alert-relay-mail-from', 'tcplat@example.com', '--alert-relay-mail-to', 'oncall@example.com, sre@example.com',
+    ];
+    const mailer = await testServer(target, mailFlags, { now: () => now });
+    try {
+      const body = payload([alert('firing', 'rails api', NOW - 20 * 60_000, null)]);
+      const r = await post(body, RELAY_TOKEN, mailer);
+      expect([r.statusCode, r.json()]).toEqual([200, { ok: true, alerts: 1, links: 1 }]);
+      expect(smtp.messages).toHaveLength(1);
+      const m = smtp.messages[0];
+      expect([m.from, m.to]).toEqual(['tcplat@example.com', ['oncall@example.com', 'sre@example.com']]);
+      const mail = readMail(m.data);
+      expect(mail.headers.subject).toBe('[FIRING:1] tcplat: p99 connect latency');
+      expect(mail.headers['content-type']).toMatch(/^text\/plain/);
+      expect(mail.text).toContain('[FIRING] p99 TCP connect latency of rails api is 1042 ms');
+      expect(mail.text).not.toContain(TOKEN);
+      const url = links(mail.text)[0];
+      expect(new URL(url).searchParams.get('service')).toBe('rails api');
+      expect((await open(url, mailer)).statusCode).toBe(200);
+      expect((await open(url.replace('service=rails%20api', 'service=nest'), mailer)).statusCode).toBe(403);
+
+      // The mail server refuses (451): 502, nothing recorded; Grafana's resend is delivered.
+      smtp.fail = 1;
+      const refused = await post(body, RELAY_TOKEN, mailer);
+      expect([refused.statusCode, refused.json().error]).toEqual([502, expect.stringMatching(/mail server did not take the message \(SMTP 451\)/)]);
+      expect(smtp.messages).toHaveLength(1);
+      expect((await post(body, RELAY_TOKEN, mailer)).statusCode).toBe(200);
+      expect(smtp.messages).toHaveLength(2);
+    } finally {
+      await mailer.close();
+      await smtp.close();
+    }
+    // Mail needs a sender and recipients: a clear error at start.
+    await expect(testServer(target, mailFlags.filter((f, i, a) => f !== '--alert-relay-mail-from' && a[i - 1] !== '--alert-relay-mail-from'))).rejects.toThrow(/--alert-relay-mail-from/);
   });
 
   test('off unless configured: 404 on a renderer without --alert-relay-token', async () => {

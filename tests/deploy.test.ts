@@ -610,12 +610,12 @@ describe('deploy/kubernetes', () => {
     expect(tokenKey(agent)).toBe('influx-write-token');
     expect(tokenKey(renderer)).toBe('influx-read-token');
     expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
-    // Plus the alert relay's token and chat webhook, optional (absent: the relay is off).
-    expect(secretKeys(renderer)).toEqual(['alert-relay-to', 'alert-relay-token', 'influx-read-token', 'renderer-token']);
-    for (const e of renderer.env.filter((x: Any) => /^TCPLAT_ALERT_RELAY_/.test(x.name))) expect([e.name, e.valueFrom.secretKeyRef.optional]).toEqual([e.name, true]);
+    // Plus the alert relay's token, chat webhook and SMTP server, optional (absent: the relay is off).
+    expect(secretKeys(renderer)).toEqual(['alert-relay-smtp', 'alert-relay-to', 'alert-relay-token', 'influx-read-token', 'renderer-token']);
+    for (const e of renderer.env.filter((x: Any) => /^TCPLAT_ALERT_RELAY_/.test(x.name) && x.valueFrom)) expect([e.name, e.valueFrom.secretKeyRef.optional]).toEqual([e.name, true]);
     for (const c of [agent, renderer]) expect(c.envFrom ?? []).toEqual((c.envFrom ?? []).filter((f: Any) => f.configMapRef));
     // The example Secret holds scoped tokens only, and says how to make them.
-    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'alert-relay-to', 'alert-relay-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
+    expect(Object.keys(secret.stringData).sort()).toEqual(['agent-api-token', 'alert-relay-smtp', 'alert-relay-to', 'alert-relay-token', 'influx-read-token', 'influx-write-token', 'renderer-token']);
     const text = read('deploy/kubernetes/secret.example.yaml');
     expect(text).toMatch(/--write-bucket/);
     expect(text).toMatch(/--read-bucket/);

@@ -7,7 +7,7 @@
  * own bearer token, the contact point's `authorization_credentials`), the renderer signs one link per
  * alert over (key id, service, from, to, exp) under its link secret, and forwards a plain-text message to
  * the chat webhook it was given (`--alert-relay-to`: Slack, Mattermost, Rocket.Chat, or anything that
- * takes Slack's `{"text": ...}` incoming-webhook body). Changing any parameter of such a link breaks its
+ * takes Slack's `{"text": ...}` incoming-webhook body) and/or mails it (`--alert-relay-smtp`, plain text). Changing any parameter of such a link breaks its
  * signature; dropping its key id from --alert-link-keys revokes it; it stops opening at `exp`.
  *
  * The payload is the one Grafana's webhook notifier sends (grafana/alerting receivers/webhook/v1/webhook.go:
@@ -18,6 +18,7 @@
  * notification again at the group's next flush (group_interval) because the notification log only records
  * successes. So the relay answers 502 when the chat webhook did not take the message, and nothing is lost.
  */
+import nodemailer from 'nodemailer';
 import { ALERT_MAX_WINDOW_MS, ALERT_PATH, signLink } from './auth';
 
 /** One alert of Grafana's webhook payload, the fields the relay reads. */
@@ -192,4 +193,30 @@ export async function forwardText(url: string, text: string, opts: { timeoutMs: 
     if (i < opts.attempts) await new Promise((r) => setTimeout(r, (opts.backoffMs ?? 500) * i));
   }
   throw new ForwardError(`the chat webhook did not take the message (${last}, ${opts.attempts} attempts)`);
+}
+
+/** Mail delivery of the relay: an SMTP server URL (a secret: it may carry a password), sender, recipients. */
+export interface MailTarget {
+  /** smtp://[user:pass@]host[:port] (STARTTLS when the server offers it) or smtps://... (TLS from the start). */
+  url: string;
+  from: string;
+  to: string[];
+}
+
+/** Send the message as a plain-text mail (subject = the notification's title). Throws ForwardError. */
+export async function mailText(target: MailTarget, subject: string, text: string, opts: { timeoutMs: number }): Promise<void> {
+  const transport = nodemailer.createTransport(target.url, {
+    connectionTimeout: opts.timeoutMs,
+    greetingTimeout: opts.timeoutMs,
+    socketTimeout: opts.timeoutMs,
+  } as never);
+  try {
+    await transport.sendMail({ from: target.from, to: target.to, subject, text });
+  } catch (e) {
+    const err = e as Error & { code?: string; responseCode?: number };
+    // Never the URL (it may carry the SMTP password): the server's answer code or the socket error.
+    throw new ForwardError(`the mail server did not take the message (${err.responseCode !== undefined ? `SMTP ${err.responseCode}` : (err.code ?? 'error')})`);
+  } finally {
+    transport.close();
+  }
 }

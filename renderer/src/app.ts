@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConnectionGuard, DurationError, fastifyHttpOptions, InfluxError, parseDuration, QueryValueError } from '@tcplat/core';
-import { ForwardError, forwardText, parseGrafanaWebhook, RELAY_BODY_LIMIT, relayText, RelayPayloadError, type RelayPayload } from './alert-relay';
+import { ForwardError, forwardText, mailText, parseGrafanaWebhook, RELAY_BODY_LIMIT, relayText, RelayPayloadError, type RelayPayload } from './alert-relay';
 import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, safeEqual as safeEqualText, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
 import { chartQuery, heatmapChart, percentilesChart } from './charts';
@@ -383,7 +383,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   // larger than any other body of the API; still bounded.
   // The token is checked before the body is read (onRequest), so only Grafana gets to send a large one.
   const relayGate = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!relay || !auth.linkSecret) return reply.code(404).send({ error: 'the alert relay is off on this renderer (start it with --alert-relay-token, --alert-relay-to and --alert-link-keys)' });
+    if (!relay || !auth.linkSecret) return reply.code(404).send({ error: 'the alert relay is off on this renderer (start it with --alert-relay-token, --alert-link-keys and --alert-relay-to and/or --alert-relay-smtp)' });
     const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
     if (!m || !safeEqualText(m[1].trim(), relay.token)) {
       reply.header('WWW-Authenticate', 'Bearer realm="tcplat alert relay"');
@@ -401,17 +401,24 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       throw e;
     }
     const { text, links } = relayText(payload, { publicBase: linkBase, secret: auth.linkSecret, kid: relay.kid, ttlMs: config.alertLinkTtlMs });
-    try {
-      const r = await forwardText(relay.to, text, { timeoutMs: 10_000, attempts: 3 });
+    // Every destination; one that fails makes the answer 502, so Grafana sends the notification again
+    // (the destinations that took it then get it twice: nothing is lost).
+    const sends: Promise<string>[] = [];
+    if (relay.to) sends.push(forwardText(relay.to, text, { timeoutMs: 10_000, attempts: 3 }).then((r) => `chat (${r.attempts} attempt${r.attempts > 1 ? 's' : ''})`));
+    if (relay.mail) sends.push(mailText(relay.mail, payload.title, text, { timeoutMs: 10_000 }).then(() => `mail to ${relay.mail!.to.length}`));
+    const results = await Promise.allSettled(sends);
+    const failed = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+    for (const e of failed) if (!(e instanceof ForwardError)) throw e;
+    const sent = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    if (failed.length === 0) {
       metrics.relayed('sent');
-      req.log.info({ alerts: payload.alerts.length, links, attempts: r.attempts }, 'alert relay: notification forwarded');
+      req.log.info({ alerts: payload.alerts.length, links, sent }, 'alert relay: notification forwarded');
       return reply.code(200).send({ ok: true, alerts: payload.alerts.length, links });
-    } catch (e) {
-      if (!(e instanceof ForwardError)) throw e;
-      metrics.relayed('failed');
-      req.log.warn({ alerts: payload.alerts.length, err: e.message }, 'alert relay: the chat webhook did not take the notification; Grafana sends it again at the next group interval');
-      return reply.code(502).send({ error: e.message });
     }
+    metrics.relayed('failed');
+    const error = failed.map((e) => e.message).join('; ');
+    req.log.warn({ alerts: payload.alerts.length, err: error, sent }, 'alert relay: a destination did not take the notification; Grafana sends it again at the next group interval');
+    return reply.code(502).send({ error });
   });
 
   // Open to probes; where the data comes from (InfluxDB URL, database) only for a caller with a token, or

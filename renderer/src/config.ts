@@ -50,6 +50,9 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'alert-link-ttl', type: 'duration', arg: 'DURATION', help: 'how long after the end of its window an alert link still opens', default: '7d' },
   { name: 'alert-relay-token', type: 'string', arg: 'TOKEN', help: `bearer token Grafana's webhook contact point sends to POST /alert/relay (its authorization_credentials; at least ${MIN_TOKEN_LENGTH} characters; opens nothing else). Unset: the relay is off`, secret: true },
   { name: 'alert-relay-to', type: 'string', arg: 'URL', help: 'chat incoming-webhook URL the relay forwards each notification to, as {"text": ...} (Slack, Mattermost, Rocket.Chat); a secret: prefer TCPLAT_ALERT_RELAY_TO_FILE', secret: true },
+  { name: 'alert-relay-smtp', type: 'string', arg: 'URL', help: 'SMTP server the relay mails each notification through, as plain text: smtp://[user:pass@]host[:port] (STARTTLS when offered) or smtps://...; a secret: prefer TCPLAT_ALERT_RELAY_SMTP_FILE', secret: true },
+  { name: 'alert-relay-mail-from', type: 'string', arg: 'ADDRESS', help: 'sender address of the relay\'s mails' },
+  { name: 'alert-relay-mail-to', type: 'string', arg: 'ADDRESSES', help: 'recipients (comma-separated) of the relay\'s mails' },
   { name: 'alert-relay-kid', type: 'string', arg: 'KID', help: 'key id the relay signs alert links with (default: the last of --alert-link-keys, the newest)' },
   { name: 'alert-link-grants', type: 'bool', help: 'also open grant links (kid + grant, the same for every alert, so a reader can edit the service or window: see deploy/README.md); off: only per-alert links signed by the relay open', default: false },
   { name: 'log-level', type: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level', default: 'info' },
@@ -90,7 +93,7 @@ export interface RendererConfig {
   alertLinkTtlMs: number;
   alertLinkGrants: boolean;
   /** The relay (POST /alert/relay), when --alert-relay-token is set. */
-  alertRelay?: { token: string; to: string; kid: string };
+  alertRelay?: { token: string; to?: string; mail?: { url: string; from: string; to: string[] }; kid: string };
   logLevel: string;
 }
 
@@ -118,11 +121,23 @@ export function rendererConfig(v: ConfigValues): RendererConfig {
   if (relayToken !== undefined && relayToken.trim() !== '') {
     const [token] = parseTokens('alert-relay-token', relayToken, { list: false });
     const to = String(v['alert-relay-to'] ?? '').trim();
-    if (!/^https?:\/\/[^\s]+$/.test(to)) throw new ConfigError('--alert-relay-token needs --alert-relay-to URL (the chat incoming webhook it forwards notifications to; TCPLAT_ALERT_RELAY_TO_FILE keeps it out of argv)');
+    if (to !== '' && !/^https?:\/\/[^\s]+$/.test(to)) throw new ConfigError('--alert-relay-to: expected the http(s) URL of a chat incoming webhook');
+    const smtp = String(v['alert-relay-smtp'] ?? '').trim();
+    let mail: { url: string; from: string; to: string[] } | undefined;
+    if (smtp !== '') {
+      if (!/^smtps?:\/\/[^\s/]+\/?$/.test(smtp)) throw new ConfigError('--alert-relay-smtp: expected smtp://[user:pass@]host[:port] or smtps://...');
+      const from = String(v['alert-relay-mail-from'] ?? '').trim();
+      const rcpt = String(v['alert-relay-mail-to'] ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+      const addr = /^[^\s@<>,]+@[^\s@<>,]+$/;
+      if (!addr.test(from)) throw new ConfigError('--alert-relay-smtp needs --alert-relay-mail-from ADDRESS (the sender)');
+      if (rcpt.length === 0 || !rcpt.every((r) => addr.test(r))) throw new ConfigError('--alert-relay-smtp needs --alert-relay-mail-to ADDRESSES (comma-separated recipients)');
+      mail = { url: smtp, from, to: rcpt };
+    }
+    if (to === '' && !mail) throw new ConfigError('--alert-relay-token needs somewhere to send: --alert-relay-to URL (a chat incoming webhook) and/or --alert-relay-smtp URL with --alert-relay-mail-from and --alert-relay-mail-to (TCPLAT_ALERT_RELAY_TO_FILE / TCPLAT_ALERT_RELAY_SMTP_FILE keep them out of argv)');
     if (alertLinkKeys.length === 0) throw new ConfigError('--alert-relay-token needs --alert-link-keys (the key id the relay signs alert links with)');
     const kid = (v['alert-relay-kid'] as string | undefined) ?? alertLinkKeys[alertLinkKeys.length - 1];
     if (!alertLinkKeys.includes(kid)) throw new ConfigError(`--alert-relay-kid ${JSON.stringify(kid)} is not in --alert-link-keys: the renderer would refuse the links it signs`);
-    alertRelay = { token, to, kid };
+    alertRelay = { token, ...(to !== '' ? { to } : {}), ...(mail ? { mail } : {}), kid };
   }
   const linkTtlMs = v['link-ttl'] as number;
   const linkMaxTtlMs = v['link-max-ttl'] as number;
