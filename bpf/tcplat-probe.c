@@ -876,16 +876,13 @@ static const char *closed_by_name(uint32_t c)
 	}
 }
 
-static void handle_close(const struct tcplat_close *r)
+/* The fields connect and close lines share: who connected (pid, tid, comm,
+ * thread, cgroup_id) and the socket (family, addresses, ports), from
+ * ",\"pid\":" to the dport's digits. */
+static char *put_who(char *p, const struct tcplat_event *e)
 {
-	const struct tcplat_event *e = &r->c;
-	char line[768], *p = line;
 	int af = e->family == 10 ? AF_INET6 : AF_INET;
 
-	p = put_str(p, "{\"type\":\"close\",\"ts_ns\":");
-	p = put_i64(p, wall_of((int64_t)e->start_ns));
-	p = put_str(p, ",\"lifespan_ns\":");
-	p = put_u64(p, r->lifespan_ns);
 	p = put_str(p, ",\"pid\":");
 	p = put_u64(p, e->pid);
 	p = put_str(p, ",\"tid\":");
@@ -905,6 +902,19 @@ static void handle_close(const struct tcplat_close *r)
 	p = put_addr(p, af, e->daddr);
 	p = put_str(p, "\",\"dport\":");
 	p = put_u64(p, e->dport);
+	return p;
+}
+
+static void handle_close(const struct tcplat_close *r)
+{
+	const struct tcplat_event *e = &r->c;
+	char line[768], *p = line;
+
+	p = put_str(p, "{\"type\":\"close\",\"ts_ns\":");
+	p = put_i64(p, wall_of((int64_t)e->start_ns));
+	p = put_str(p, ",\"lifespan_ns\":");
+	p = put_u64(p, r->lifespan_ns);
+	p = put_who(p, e);
 	p = put_str(p, ",\"bytes_sent\":");
 	p = put_u64(p, r->bytes_sent);
 	p = put_str(p, ",\"bytes_received\":");
@@ -930,7 +940,6 @@ static int handle_event(void *ctx, void *data, size_t size)
 {
 	const struct tcplat_event *e = data;
 	char line[640], *p = line;
-	int af = e->family == 10 ? AF_INET6 : AF_INET;
 
 	(void)ctx;
 	if (size < sizeof(*e))
@@ -955,25 +964,7 @@ static int handle_event(void *ctx, void *data, size_t size)
 	p = put_i64(p, e->ok ? 0 : e->err);
 	p = put_str(p, ",\"syn_retrans\":");
 	p = put_u64(p, e->syn_retrans);
-	p = put_str(p, ",\"pid\":");
-	p = put_u64(p, e->pid);
-	p = put_str(p, ",\"tid\":");
-	p = put_u64(p, e->tid);
-	p = put_str(p, ",\"comm\":\"");
-	p = put_json_str(p, e->comm, TCPLAT_COMM_LEN);
-	p = put_str(p, "\",\"thread\":\"");
-	p = put_json_str(p, e->thread, TCPLAT_COMM_LEN);
-	p = put_str(p, "\",\"cgroup_id\":");
-	p = put_u64(p, e->cgroup_id);
-	p = put_str(p, af == AF_INET6 ? ",\"family\":\"ipv6\",\"saddr\":\"" :
-					",\"family\":\"ipv4\",\"saddr\":\"");
-	p = put_addr(p, af, e->saddr);
-	p = put_str(p, "\",\"sport\":");
-	p = put_u64(p, e->sport);
-	p = put_str(p, ",\"daddr\":\"");
-	p = put_addr(p, af, e->daddr);
-	p = put_str(p, "\",\"dport\":");
-	p = put_u64(p, e->dport);
+	p = put_who(p, e);
 	p = put_str(p, "}\n");
 	write_out(line, p - line);
 	n_events++;
