@@ -22,7 +22,7 @@ import {
   histColumns,
   int,
   MEASUREMENT,
-  parseCsv,
+  fluxRecords,
   queryFlux,
   queryInfluxQL,
   quote,
@@ -255,20 +255,15 @@ export function rowsFromFluxCsv(text: string): RollupRow[] {
   let tagIdx: [string, number][] = [];
   let fieldIdx: [string, number][] = [];
   let timeIdx = -1;
-  for (const rec of parseCsv(text)) {
-    if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
-      header = null;
-      continue;
-    }
-    if (header === null) {
-      header = rec;
-      if (header.includes('error') && header.includes('reference')) continue;
-      tagIdx = ROLLUP_TAGS.map((t) => [t, header!.lastIndexOf(t)] as [string, number]).filter(([, i]) => i > 0);
+  for (const r of fluxRecords(text)) {
+    const rec = r.rec;
+    if (r.header !== header) {
+      // A new table: where its tags, fields and time are.
+      header = r.header;
+      tagIdx = ROLLUP_TAGS.map((t) => [t, r.header.lastIndexOf(t)] as [string, number]).filter(([, i]) => i > 0);
       fieldIdx = header.map((h, i) => [h, i] as [string, number]).filter(([h]) => fields.has(h));
       timeIdx = header.indexOf('_time');
-      continue;
     }
-    if (header.includes('error') && header.includes('reference')) throw new FluxResultError(`Flux query failed: ${rec[header.indexOf('error')] ?? 'unknown error'}`);
     const timeMs = Date.parse(rec[timeIdx] ?? '');
     if (!Number.isFinite(timeMs)) throw new FluxResultError(`Flux answer row without a valid _time: ${rec.join(',').slice(0, 200)}`);
     const tags: Record<string, string> = {};
@@ -488,16 +483,7 @@ export async function firstPointMs(t: InfluxTarget, host?: string, measurement: 
     `  |> keep(columns: ["_time"])`,
   ].join('\n');
   let min: number | null = null;
-  let header: string[] | null = null;
-  for (const rec of parseCsv(await queryFlux(t, flux, signal))) {
-    if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
-      header = null;
-      continue;
-    }
-    if (!header) {
-      header = rec;
-      continue;
-    }
+  for (const { header, rec } of fluxRecords(await queryFlux(t, flux, signal))) {
     const i = header.indexOf('_time');
     const ms = Date.parse(rec[i] ?? '');
     if (Number.isFinite(ms) && (min === null || ms < min)) min = ms;
@@ -520,16 +506,7 @@ export async function listHosts(t: InfluxTarget, fromMs: number, measurement: st
       'import "influxdata/influxdb/schema"',
       `schema.tagValues(bucket: ${s(t.bucket)}, tag: ${s(TAG.host)}, predicate: (r) => r._measurement == ${s(measurement)}, start: ${new Date(checkedMs(fromMs)).toISOString()})`,
     ].join('\n');
-    let header: string[] | null = null;
-    for (const rec of parseCsv(await queryFlux(t, flux, signal))) {
-      if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
-        header = null;
-        continue;
-      }
-      if (!header) {
-        header = rec;
-        continue;
-      }
+    for (const { header, rec } of fluxRecords(await queryFlux(t, flux, signal))) {
       const v = rec[header.indexOf('_value')];
       if (v) out.add(v);
     }

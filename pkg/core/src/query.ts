@@ -520,20 +520,17 @@ export function parseCsv(text: string): string[][] {
 }
 
 /**
- * Rows from a Flux answer in annotated CSV (`Accept: application/csv`, the /api/v2/query default dialect):
- * tables separated by blank lines, each with optional `#datatype`/`#group`/`#default` annotation rows and
- * a header row. An error table (`error,reference` header) becomes a FluxResultError.
+ * The data records of a Flux answer in annotated CSV (`Accept: application/csv`, the /api/v2/query default
+ * dialect), each with its table's header: tables are separated by blank lines, each with optional
+ * `#datatype`/`#group`/`#default` annotation rows and a header row. Records of one table share one header
+ * array (callers may key per-table work on it). An error table (`error,reference` header) throws
+ * FluxResultError.
  */
-export function histRowsFromFluxCsv(text: string, groupBy: readonly HistQueryTag[] = []): HistRow[] {
-  const out: HistRow[] = [];
+export function* fluxRecords(text: string): Generator<{ header: string[]; rec: string[] }> {
   let header: string[] | null = null;
   for (const rec of parseCsv(text)) {
-    if (rec.length === 0 || (rec.length === 1 && rec[0] === '')) {
-      header = null; // blank line: the next table brings its own header
-      continue;
-    }
-    if (rec[0].startsWith('#')) {
-      header = null;
+    if (rec.length === 0 || (rec.length === 1 && rec[0] === '') || rec[0].startsWith('#')) {
+      header = null; // blank line or annotation: the next table brings its own header
       continue;
     }
     if (header === null) {
@@ -543,6 +540,14 @@ export function histRowsFromFluxCsv(text: string, groupBy: readonly HistQueryTag
     if (header.includes('error') && header.includes('reference')) {
       throw new FluxResultError(`Flux query failed: ${rec[header.indexOf('error')] ?? 'unknown error'}`);
     }
+    yield { header, rec };
+  }
+}
+
+/** Rows of a histogram query's Flux answer (fluxRecords), stamped and sorted by time. */
+export function histRowsFromFluxCsv(text: string, groupBy: readonly HistQueryTag[] = []): HistRow[] {
+  const out: HistRow[] = [];
+  for (const { header, rec } of fluxRecords(text)) {
     const values: Record<string, number> = {};
     const tags: Record<string, string> = {};
     let timeMs = NaN;
