@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MEASUREMENT, queryFlux, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { MEASUREMENT, queryFlux, ROLLUP_BUCKET_SUFFIX, rollupMeasurement, writeLines, type InfluxV2Target } from '@tcplat/core';
 import { rollupRange, rollupStore } from '../agent/src/rollup/engine';
 import { freshBucket, missingInflux2, TEST_INFLUX2_TOKEN, TEST_INFLUX2_URL } from './support/influx';
 import { describeWith } from './support/prereq';
@@ -63,8 +63,8 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
   // make tokens. It reads its bucket since the rollups are made from the database (issue 14).
   test('creates the rollup bucket and the three tokens, files mode 0400; the agent writes with its own write code and makes rollups with its own engine, and cannot touch another bucket or make tokens', async () => {
     const r = await run();
-    expect([r.code, r.stderr]).toEqual([0, expect.stringMatching(/created rollup bucket \S+_rollups .*retention 400 d.*agent: new write token.*grafana: new read token.*renderer: new read token/s)]);
-    const made = (await (await api(TEST_INFLUX2_TOKEN, 'GET', `/api/v2/buckets?org=${bucket.org}&name=${bucket.bucket}_rollups`)).json()) as { buckets: { retentionRules: { everySeconds: number }[] }[] };
+    expect([r.code, r.stderr]).toEqual([0, expect.stringMatching(new RegExp(`created rollup bucket \\S+${ROLLUP_BUCKET_SUFFIX} .*retention 400 d.*agent: new write token.*grafana: new read token.*renderer: new read token`, 's'))]);
+    const made = (await (await api(TEST_INFLUX2_TOKEN, 'GET', `/api/v2/buckets?org=${bucket.org}&name=${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}`)).json()) as { buckets: { retentionRules: { everySeconds: number }[] }[] };
     expect(made.buckets[0].retentionRules[0].everySeconds).toBe(400 * 86_400);
     for (const n of ['agent', 'grafana', 'renderer']) expect((fs.statSync(file(n)).mode & 0o777).toString(8)).toBe('400');
     const agent = { ...bucket, token: token('agent') };
@@ -73,7 +73,7 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
     // The agent's live job, with the agent's token: reads the 10 s data, writes and reads the rollups.
     const r1 = await rollupRange({ store: rollupStore(agent), fromMs: now, toMs: now + 60_000, host: 'h1' });
     expect(r1.levels.map((l) => l.points)).toEqual([1, 1, 1]);
-    expect(await queryFlux({ ...agent, bucket: `${bucket.bucket}_rollups` }, `from(bucket: "${bucket.bucket}_rollups") |> range(start: -1d) |> filter(fn: (r) => r._measurement == "${MEASUREMENT.connectHist}_1h" and r._field == "count")`)).toMatch(/,3,count,/);
+    expect(await queryFlux({ ...agent, bucket: `${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}` }, `from(bucket: "${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}") |> range(start: -1d) |> filter(fn: (r) => r._measurement == "${rollupMeasurement(MEASUREMENT.connectHist, '1h')}" and r._field == "count")`)).toMatch(/,3,count,/);
     const other = await freshBucket('tokens_other');
     expect([401, 403, 404]).toContain((await api(agent.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${other.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
     await expect(writeLines({ ...other, token: agent.token }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow(/HTTP (401|403|404)/);
@@ -84,9 +84,9 @@ describeWith(missingInflux2(), 'influx-tokens.mjs: scoped tokens from the operat
     for (const n of ['grafana', 'renderer']) {
       const t = { ...bucket, token: token(n) };
       expect(await queryFlux(t, flux())).toMatch(/,3,count,tcp_connect_hist,/);
-      expect(await queryFlux({ ...t, bucket: `${bucket.bucket}_rollups` }, `from(bucket: "${bucket.bucket}_rollups") |> range(start: -1d) |> filter(fn: (r) => r._field == "count") |> last()`)).toMatch(/,3,count,tcp_connect_hist_1m,/);
+      expect(await queryFlux({ ...t, bucket: `${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}` }, `from(bucket: "${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}") |> range(start: -1d) |> filter(fn: (r) => r._field == "count") |> last()`)).toMatch(new RegExp(`,3,count,${rollupMeasurement(MEASUREMENT.connectHist, '1m')},`));
       await expect(writeLines(t, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
-      await expect(writeLines({ ...t, bucket: `${bucket.bucket}_rollups` }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
+      await expect(writeLines({ ...t, bucket: `${bucket.bucket}${ROLLUP_BUCKET_SUFFIX}` }, `m v=1 ${Date.now()}000000\n`)).rejects.toThrow();
       expect([401, 403, 404]).toContain((await api(t.token, 'POST', `/api/v2/delete?org=${bucket.org}&bucket=${bucket.bucket}`, JSON.stringify({ start: '1970-01-01T00:00:00Z', stop: '2100-01-01T00:00:00Z' }))).status);
       expect([401, 403]).toContain((await api(t.token, 'POST', '/api/v2/authorizations', newToken())).status);
     }
