@@ -16,8 +16,9 @@
  *   <credentials>" (receivers/webhook/v1/config.go, webhook.go). On a failed send the notifier returns
  *   retry=false and Alertmanager sends the notification again at the group's next flush: the fake does
  *   that by posting the same body again.
- * - A Slack-style incoming webhook (a test-only fake): takes `{"text": ...}` as JSON and answers 200, or
- *   fails on demand (503, then a closed port).
+ * - A Slack-style incoming webhook (a test-only fake): takes a POST of `{"text": ...}` as JSON and answers
+ *   200 "ok", as Slack documents its incoming webhooks (api.slack.com/messaging/webhooks; Mattermost's are
+ *   compatible), or fails on demand with 503, a status Slack's webhooks also answer when unavailable.
  * - A mail server (a test-only fake): the SMTP dialogue of RFC 5321 (220 greeting; EHLO, MAIL FROM,
  *   RCPT TO answered 250; DATA 354, the message up to <CRLF>.<CRLF>, then 250, or 451 "try again later"
  *   on demand; QUIT 221), no STARTTLS offered. The message is read as a mail client would: headers, and a
