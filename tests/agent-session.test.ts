@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MEASUREMENT, SESSION_BUCKET_FIELDS, sessionBucketIndex, type ClosedBy, type InfluxV1Target } from '@tcplat/core';
 import { agentArgs, buildAgent, PROBE, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
-import { runScenario } from './support/close-scenarios';
+import { retransSegs, runScenario } from './support/close-scenarios';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { freePort } from './support/net';
 import { describeWith, missingRootEbpf } from './support/prereq';
@@ -73,15 +73,21 @@ describeWith(missingLive(), 'agent live: close events -> tcp_session and tcp_ses
     const cmd = `exec ${PROBE} --exclude-pid $PPID --dport ${port} --stats-interval 1`;
     agent = await startAgent(agentArgs(db, `${dir}/spool`, ['--source', 'probe', '--source-cmd', cmd]));
     await waitFor(async () => (await agent!.status()).source.stderr_tail.some((l) => l.includes('tcplat-probe: attached')), 20_000, 'the probe to attach');
+    const retransBefore = retransSegs();
     const [, held] = await runScenario(['hold', String(port)]);
     const [, resets] = await runScenario(['resets', String(port)]);
+    // Loopback rarely retransmits, but on a loaded machine a late ACK can fire a tail-loss probe: the
+    // kernel's own count (host-wide, so an upper bound) is the ground truth, 0 when it retransmitted nothing.
+    const kernelRetrans = retransSegs() - retransBefore;
     await waitFor(async () => (await scalar(db, `SELECT count(lifespan_ms) FROM ${MEASUREMENT.session}`)) === 4, 30_000, '4 tcp_session points');
     await waitFor(async () => (await scalar(db, `SELECT sum("count") FROM ${MEASUREMENT.sessionHist}`)) === 4, 30_000, '4 connections in tcp_session_hist');
 
     const sessions = await rows(db, `SELECT lifespan_ms, bytes_sent, bytes_received, retrans, srtt_ms, sport, closed_by, comm, dst, service FROM ${MEASUREMENT.session}`);
     const bySport = new Map(sessions.map((s) => [s.sport as number, s]));
     const h = bySport.get(held.sport)!;
-    expect(h).toMatchObject({ closed_by: 'local', bytes_sent: 100000, bytes_received: held.reply, retrans: 0, comm: 'python3', service: 'python3', dst: `127.0.0.1:${port}` });
+    expect(h).toMatchObject({ closed_by: 'local', bytes_sent: 100000, bytes_received: held.reply, comm: 'python3', service: 'python3', dst: `127.0.0.1:${port}` });
+    expect(h.retrans as number).toBeLessThanOrEqual(kernelRetrans);
+    if (kernelRetrans === 0) expect(h.retrans).toBe(0);
     // 1.5-1.7 s; at most what the client itself saw from before connect() to the server's FIN (see
     // tests/probe-close.test.ts).
     expect(h.lifespan_ms as number).toBeGreaterThanOrEqual(1500);
@@ -98,7 +104,10 @@ describeWith(missingLive(), 'agent live: close events -> tcp_session and tcp_ses
 
     const hist = await rows(db, `SELECT sum("count") AS n, sum(resets_in) AS rin, sum(resets_out) AS rout, sum(retrans) AS re, ${SESSION_BUCKET_FIELDS.map((f) => `sum("${f}") AS "${f}"`).join(', ')} FROM ${MEASUREMENT.sessionHist} GROUP BY service, dst`);
     expect(hist).toHaveLength(1);
-    expect(hist[0]).toMatchObject({ service: 'python3', dst: `127.0.0.1:${port}`, n: 4, rin: 1, rout: 1, re: 0 });
+    // The window's retransmits are exactly the sum over its connections (each within the kernel's count).
+    const retransSum = sessions.reduce((n, x) => n + (x.retrans as number), 0);
+    expect(retransSum).toBeLessThanOrEqual(kernelRetrans);
+    expect(hist[0]).toMatchObject({ service: 'python3', dst: `127.0.0.1:${port}`, n: 4, rin: 1, rout: 1, re: retransSum });
     const expected = new Array<number>(SESSION_BUCKET_FIELDS.length).fill(0);
     for (const s of sessions) expected[sessionBucketIndex(s.lifespan_ms as number)]++;
     expect(SESSION_BUCKET_FIELDS.map((f) => hist[0][f])).toEqual(expected);

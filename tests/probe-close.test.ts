@@ -11,21 +11,13 @@
  * Prerequisites as in probe.test.ts plus python3; under CI=true a missing one fails (tests/support/prereq.ts).
  */
 import * as fs from 'fs';
-import { runScenario } from './support/close-scenarios';
+import { kernelCounter, retransSegs, runScenario } from './support/close-scenarios';
 import { freePort } from './support/net';
 import { describeWith } from './support/prereq';
 import { CloseLine, NftTable, Probe, commandWorks, missing as missingProbe, useProbeHooks } from './support/probe';
 
 const missing = missingProbe ?? (commandWorks('python3', ['-c', 'import socket, struct']) ? null : 'python3 is missing: run scripts/setup');
 
-/** A counter of the kernel's own: /proc/net/snmp (Tcp:) or /proc/net/netstat (TcpExt:). */
-function kernelCounter(file: string, prefix: string, name: string): number {
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith(prefix));
-  const keys = lines[0].split(/\s+/);
-  const vals = lines[1].split(/\s+/);
-  return Number(vals[keys.indexOf(name)]);
-}
-const retransSegs = () => kernelCounter('/proc/net/snmp', 'Tcp:', 'RetransSegs');
 const toZeroWindowAdv = () => kernelCounter('/proc/net/netstat', 'TcpExt:', 'TCPToZeroWindowAdv');
 
 const closeFrom = (p: Probe, port: number, sport: number): CloseLine | undefined => p.closes.find((c) => c.dport === port && c.sport === sport);

@@ -3,6 +3,7 @@
  * real sockets on loopback, made by python3 with the exact socket calls each needs.
  */
 import { spawn } from 'child_process';
+import fs from 'node:fs';
 import { children } from './probe';
 
 /**
@@ -110,3 +111,14 @@ export function runScenario(args: string[]): Promise<Array<Record<string, number
   });
 }
 
+
+/** A counter of the kernel's own: /proc/net/snmp (Tcp:) or /proc/net/netstat (TcpExt:). */
+export function kernelCounter(file: string, prefix: string, name: string): number {
+  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith(prefix));
+  const keys = lines[0].split(/\s+/);
+  const vals = lines[1].split(/\s+/);
+  return Number(vals[keys.indexOf(name)]);
+}
+
+/** Segments the kernel retransmitted, host-wide (other traffic can only add to it). */
+export const retransSegs = (): number => kernelCounter('/proc/net/snmp', 'Tcp:', 'RetransSegs');
