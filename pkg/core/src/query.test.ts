@@ -1,10 +1,11 @@
-import { BUCKET_FIELDS } from './buckets';
+import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import { QueryValueError } from './escape';
 import {
   buildFluxHistQuery,
   buildInfluxQLHistQuery,
   FluxResultError,
   histColumns,
+  histLayout,
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
   HIST_LEVELS,
@@ -50,6 +51,29 @@ describe('histColumns', () => {
       { field: 'max_ms', agg: 'max' },
       { field: 'syn_retrans', agg: 'sum' },
     ]);
+  });
+});
+
+describe('histogram layouts (kind)', () => {
+  const base: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['buckets', 'count'] };
+  test('tls reads tls_handshake_hist with the connect buckets and tags, in both dialects and at rollup levels', () => {
+    const q: HistQuery = { ...base, kind: 'tls', filters: { result: ['failed'] }, fields: ['le_0.01'] };
+    expect(buildInfluxQLHistQuery(q)).toBe(`SELECT sum("le_0.01") AS "le_0.01" FROM "tls_handshake_hist" WHERE time >= ${FROM}ms AND time < ${TO}ms AND "result" = 'failed' GROUP BY time(60000ms) fill(none)`);
+    expect(buildInfluxQLHistQuery({ ...q, source: { level: '1h' } })).toContain(`FROM "tcplat_rollups"."tls_handshake_hist_1h"`);
+    expect(buildFluxHistQuery(q, { bucket: 'b' })).toContain('r._measurement == "tls_handshake_hist"');
+    expect(histColumns(['buckets'], 'tls').map((c) => c.field)).toEqual(BUCKET_FIELDS);
+  });
+  test('session reads tcp_session_hist with the lifespan buckets; no result tag, no syn_retrans', () => {
+    expect(histLayout('session').tags).toEqual(['service', 'dst', 'host']);
+    expect(histColumns(['buckets'], 'session').map((c) => c.field)).toEqual(SESSION_BUCKET_FIELDS);
+    const text = buildInfluxQLHistQuery({ ...base, kind: 'session', filters: { service: ['api'], result: [] } });
+    expect(text).toContain('FROM "tcp_session_hist" WHERE');
+    expect(text).toContain('sum("le_86400000") AS "le_86400000"');
+    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'session', filters: { result: ['ok'] } })).toThrow(/cannot filter on "result": tcp_session_hist has service, dst, host/);
+    expect(() => buildFluxHistQuery({ ...base, kind: 'session', groupBy: ['result'] }, { bucket: 'b' })).toThrow(/cannot group by "result"/);
+    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'session', metrics: ['synRetrans'] })).toThrow(/no syn_retrans/);
+    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'nope' as never })).toThrow(QueryValueError);
+    expect(histLayout('session').bucketIndex(1500)).toBe(SESSION_BUCKET_FIELDS.indexOf('le_1600'));
   });
 });
 
