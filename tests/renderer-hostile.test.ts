@@ -112,6 +112,38 @@ describeWith(missingInflux(), 'renderer with hostile parameters', () => {
     expect(r.headers['x-tcplat-no-data']).toBe('true');
   }, 120_000); // hundreds of renders on a machine that may be busy
 
+  test('the lifespan chart and metric=tls parse the same parameters the same way; metric takes only connect or tls', async () => {
+    const paths: string[] = [];
+    for (const [route, extra] of [
+      ['/render/lifespan.png', {}],
+      ['/render/heatmap.png', { metric: 'tls' }],
+      ['/render/percentiles.png', { metric: 'tls' }],
+    ] as const) {
+      for (const p of PARAMS) {
+        for (const v of NASTIEST) {
+          const q = new URLSearchParams({ from: String(FROM), to: String(NOW), width: '400', height: '200', ...extra });
+          q.set(p, v);
+          paths.push(`${route}?${q}`);
+        }
+      }
+    }
+    for (const v of HOSTILE) for (const route of ['heatmap', 'percentiles', 'lifespan']) paths.push(`/render/${route}.png?metric=${encodeURIComponent(v)}`);
+    const answers = await run(paths);
+    expect(new Set(answers.map((a) => a.statusCode))).toEqual(new Set([200, 400]));
+    for (const v of HOSTILE) {
+      const a = await srv.get(`/render/heatmap.png?metric=${encodeURIComponent(v)}`);
+      expect(a.statusCode).toBe(400);
+      expect(a.json().parameter).toBe('metric');
+    }
+    // tcp_session_hist has no result tag: a result filter on the lifespan chart is a clear 400, not an empty chart.
+    const r = await srv.get(`/render/lifespan.png?result=ok&from=${FROM}&to=${NOW}`);
+    expect(r.statusCode).toBe(400);
+    expect(r.json()).toMatchObject({ parameter: 'result', error: expect.stringMatching(/lifespan.png has no result filter/) });
+    const t = await srv.get(`/render/lifespan.png?metric=tls&from=${FROM}&to=${NOW}`);
+    expect(t.statusCode).toBe(400);
+    expect(t.json().parameter).toBe('metric');
+  }, 120_000);
+
   test('hostile parameter names, repeated and oversized lists, the seed route', async () => {
     const paths = [
       ...HOSTILE.slice(0, 12).map((v) => `/render/heatmap.png?${encodeURIComponent(v)}=1`),

@@ -100,7 +100,12 @@ def send(out, header, body=b""):
 
 
 def human_latency(ms):
-    if ms >= 1000:
+    # Minutes and hours only on lifespan axes (connect and TLS latencies stop at 16 s).
+    if ms >= 3600000:
+        v, unit = ms / 3600000.0, "h"
+    elif ms >= 60000:
+        v, unit = ms / 60000.0, "min"
+    elif ms >= 1000:
         v, unit = ms / 1000.0, "s"
     elif ms >= 1:
         v, unit = ms, "ms"
@@ -168,6 +173,17 @@ def latency_axis(ax, lo, hi):
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+def log_ms_axis(ax, ly):
+    """A y axis drawn in log10(ms) on a linear scale: labels at the decades (or every other one for wide ranges, such as lifespans from 1 ms to a day)."""
+    ax.set_ylim(ly[0], ly[-1])
+    decades = [e for e in range(-3, 10) if ly[0] <= e <= ly[-1]]
+    if len(decades) > 7:
+        decades = decades[::2]
+    ax.yaxis.set_major_locator(FixedLocator(decades))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def margins(fig, w, h, right_px):
     left, bottom, top = 84, 40, 44
     fig.subplots_adjust(left=left / w, right=1 - right_px / w, bottom=bottom / h, top=1 - top / h)
@@ -203,15 +219,11 @@ class HeatmapFigure:
         # The cells are set by draw(); these are placeholders of the right shape.
         x = np.array([0.0, 1.0])
         self.mesh = ax.pcolorfast(x, ly, np.ma.masked_all((len(ly) - 1, 1)), cmap=theme["cmap"], norm=norm)
-        ax.set_ylim(ly[0], ly[-1])
-        decades = [e for e in range(-2, 5) if ly[0] <= e <= ly[-1]]
-        ax.yaxis.set_major_locator(FixedLocator(decades))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
-        ax.yaxis.set_minor_locator(NullLocator())
+        log_ms_axis(ax, ly)
         ax.xaxis.get_offset_text().set_color(theme["muted"])
         ax.xaxis.get_offset_text().set_fontsize(8)
         ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
-        ax.set_ylabel("connect latency", fontsize=9)
+        ax.set_ylabel(req.get("y_label", "connect latency"), fontsize=9)
         cax = fig.add_axes((1 - 80 / w, 40 / h, 12 / w, 1 - 84 / h))
         self.cb = cb = fig.colorbar(self.mesh, cax=cax)
         cb.outline.set_edgecolor(theme["grid"])
@@ -279,7 +291,7 @@ def render_heatmap(req):
     w, h = int(req["width"]), int(req["height"])
     if w * h > KEEP_MAX_PIXELS:
         return HeatmapFigure(req).draw(req)
-    key = (w, h, req.get("theme"), req.get("scale") == "linear", tuple(req["y_edges_ms"]))
+    key = (w, h, req.get("theme"), req.get("scale") == "linear", tuple(req["y_edges_ms"]), req.get("y_label"))
     template = TEMPLATES.pop(key, None)
     if template is None:
         template = HeatmapFigure(req)
@@ -340,7 +352,7 @@ def render_percentiles(req):
         if hi <= lo:
             hi = lo * 10
     latency_axis(ax, lo, hi)
-    ax.set_ylabel("connect latency", fontsize=9)
+    ax.set_ylabel(req.get("y_label", "connect latency"), fontsize=9)
     ax.tick_params(labelbottom=False)
     axe.set_ylabel("errors %", fontsize=9)
     axe.set_ylim(bottom=0)
@@ -360,6 +372,58 @@ def render_percentiles(req):
     return fig
 
 
+def render_lifespan(req):
+    """Lifespans of the connections that closed per bin (heatmap, p50/p99 over it) above new connections/s."""
+    fig, theme, w, h = new_figure(req)
+    margins(fig, w, h, 92)
+    gs = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
+    ax = fig.add_subplot(gs[0])
+    axr = fig.add_subplot(gs[1], sharex=ax)
+    for a in (ax, axr):
+        style_axes(a, theme)
+    ly = np.log10(np.asarray(req["y_edges_ms"], dtype=float))
+    nbins = int(req["bins"])
+    counts = np.asarray(req["counts"], dtype=float).reshape(nbins, len(ly) - 1)
+    x = (req["from_ms"] + np.arange(nbins + 1, dtype=float) * req["window_ms"]) / MS_PER_DAY
+    vmax = max(2.0, float(counts.max()) if counts.size else 2.0)
+    norm = Normalize(vmin=0, vmax=vmax) if req.get("scale") == "linear" else LogNorm(vmin=1, vmax=vmax)
+    mesh = ax.pcolorfast(x, ly, np.ma.masked_less_equal(counts.T, 0), cmap=theme["cmap"], norm=norm)
+    log_ms_axis(ax, ly)
+    ax.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
+    ax.set_ylabel(req.get("y_label", "lifespan"), fontsize=9)
+    ax.tick_params(labelbottom=False)
+    centres = x[:-1] + (x[1:] - x[:-1]) / 2
+    for name in ("p50", "p99"):
+        line = req.get("overlays", {}).get(name)
+        if line is None:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ly_line = np.log10(nan_array(line))
+        ax.plot(centres, ly_line, color=theme.get(name, theme["text"]), linewidth=1.3, linestyle="-" if name == "p50" else "--", label="lifespan " + name, marker="o" if nbins < 3 else None, markersize=3, path_effects=[patheffects.withStroke(linewidth=3, foreground=theme["halo"], alpha=0.6)])
+    leg = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
+    leg.get_frame().set_alpha(0.8)
+    rate = nan_array(req.get("rate", []))
+    colour = theme["series"][2]
+    axr.fill_between(centres, rate, step="mid", color=colour, alpha=0.35, linewidth=0)
+    axr.step(centres, rate, where="mid", color=colour, linewidth=1.2)
+    axr.set_ylim(0, max(1.0, float(np.nanmax(rate)) * 1.15 if rate.size and np.isfinite(rate).any() else 1.0))
+    axr.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(3))
+    axr.grid(True, which="major", axis="y", color=theme["grid"], linewidth=0.6, alpha=0.6)
+    axr.set_ylabel(req.get("rate_label", "new conns/s"), fontsize=9)
+    time_axis(axr, req, theme)
+    cax = fig.add_axes((1 - 80 / w, 40 / h, 12 / w, 1 - 84 / h))
+    cb = fig.colorbar(mesh, cax=cax)
+    cb.outline.set_edgecolor(theme["grid"])
+    cb.ax.tick_params(colors=theme["text"], labelsize=8)
+    cb.formatter = FuncFormatter(lambda v, _p: human_count(v))
+    cb.minorlocator = NullLocator()
+    cb.update_ticks()
+    label = req.get("colour_label", "connections per cell")
+    cb.set_label(label if h >= 360 else "connections", color=theme["text"], fontsize=8.5)
+    add_titles(fig, req, theme, w, h)
+    return fig
+
+
 def render_message(req):
     """An image that says why there is nothing to plot (no data in range): panels and alerts embed it."""
     fig, theme, w, h = new_figure(req)
@@ -370,7 +434,7 @@ def render_message(req):
     return fig
 
 
-RENDERERS = {"heatmap": render_heatmap, "percentiles": render_percentiles, "message": render_message}
+RENDERERS = {"heatmap": render_heatmap, "percentiles": render_percentiles, "lifespan": render_lifespan, "message": render_message}
 
 
 def _pixels(req):

@@ -8,7 +8,7 @@ import { ConnectionGuard, DurationError, fastifyHttpOptions, InfluxError, parseD
 import { ForwardError, forwardText, mailText, parseGrafanaWebhook, RELAY_BODY_LIMIT, relayText, RelayPayloadError, type RelayPayload } from './alert-relay';
 import { ALERT_PATH, checkAlertLink, canonicalQueryString, checkAuth, isLoopback, linkSecret, safeEqual as safeEqualText, signLink, type AuthConfig } from './auth';
 import { ImageCache, type CachedImage } from './cache';
-import { chartQuery, heatmapChart, percentilesChart } from './charts';
+import { chartQuery, heatmapChart, lifespanChart, newConnectsQuery, percentilesChart } from './charts';
 import type { RendererConfig } from './config';
 import { influxSource, readLevels, type HistSource } from './data';
 import { RendererMetrics } from './metrics';
@@ -25,6 +25,7 @@ export interface RendererDeps {
 export const ROUTES = {
   heatmap: '/render/heatmap.png',
   percentiles: '/render/percentiles.png',
+  lifespan: '/render/lifespan.png',
   seedHeatmap: '/visualize/tcp-latency-heatmap',
   links: '/links',
   alert: ALERT_PATH,
@@ -33,7 +34,7 @@ export const ROUTES = {
   metrics: '/metrics',
 } as const;
 
-const SIGNABLE: Record<string, ChartKind> = { [ROUTES.heatmap]: 'heatmap', [ROUTES.percentiles]: 'percentiles' };
+const SIGNABLE: Record<string, ChartKind> = { [ROUTES.heatmap]: 'heatmap', [ROUTES.percentiles]: 'percentiles', [ROUTES.lifespan]: 'lifespan' };
 
 const AUTH_PARAMS = ['token', 'exp', 'sig'] as const;
 const LINK_BODY_KEYS = ['url', 'path', 'params', 'ttl', 'pin'];
@@ -121,7 +122,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   });
 
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send({ error: `no route ${req.method} ${redactUrl(req.url.split('?')[0]).slice(0, 200)}; see ${ROUTES.heatmap}, ${ROUTES.percentiles}, ${ROUTES.links}, ${ROUTES.healthz}, ${ROUTES.metrics}` });
+    reply.code(404).send({ error: `no route ${req.method} ${redactUrl(req.url.split('?')[0]).slice(0, 200)}; see ${ROUTES.heatmap}, ${ROUTES.percentiles}, ${ROUTES.lifespan}, ${ROUTES.links}, ${ROUTES.healthz}, ${ROUTES.metrics}` });
   });
 
   app.setErrorHandler((err: FastifyError | Error, req, reply) => {
@@ -164,7 +165,11 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
     active++;
     const t0 = performance.now();
     try {
-      const read = await readLevels(source, chartQuery(p), p.level, config.rollups, now(), config.limits.minBinMs);
+      // A lifespan chart also reads the connects of the same range (new connections/s), at the same level.
+      const [read, connects] = await Promise.all([
+        readLevels(source, chartQuery(p), p.level, config.rollups, now(), config.limits.minBinMs),
+        kind === 'lifespan' ? readLevels(source, newConnectsQuery(p), p.level, config.rollups, now(), config.limits.minBinMs) : null,
+      ]);
       if (read.fallback) {
         metrics.rollupFallback(read.fallback);
         // Once per kind of fallback and level, not per request: the subtitle says it on every chart.
@@ -177,7 +182,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       const rows = read.rows;
       const t1 = performance.now();
       const info = { level: read.level, baseMs: config.limits.minBinMs, note: read.note };
-      const chart = kind === 'heatmap' ? heatmapChart(p, rows, info) : percentilesChart(p, rows, info);
+      const chart = kind === 'heatmap' ? heatmapChart(p, rows, info) : kind === 'lifespan' ? lifespanChart(p, rows, connects!.rows, info) : percentilesChart(p, rows, info);
       const t2 = performance.now();
       const r = await pool.render(chart.request);
       const t3 = performance.now();
@@ -235,7 +240,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
   }
 
   const renderSchema = { querystring: RENDER_QUERY_SCHEMA };
-  for (const kind of ['heatmap', 'percentiles'] as const) {
+  for (const kind of ['heatmap', 'percentiles', 'lifespan'] as const) {
     app.get(ROUTES[kind], { schema: renderSchema }, async (req, reply) => {
       const q = req.query as Record<string, unknown>;
       rejectUnknown(q, [...RENDER_PARAMS, ...AUTH_PARAMS]);

@@ -2,12 +2,12 @@
  * From rows to what a Python worker draws. All numbers are prepared here with pkg/core (bucket bounds,
  * quantiles), so the workers only draw and the datasource computes the same values.
  */
-import { BUCKET_BOUNDS_MS, BUCKET_COUNT, BUCKET_FIELDS, FAILURE_RESULTS, HIST_FIELD, levelLabel, quantileFromBuckets, type HistLevel, type HistQuery, type HistRow } from '@tcplat/core';
-import type { Overlay, RenderParams } from './params';
+import { FAILURE_RESULTS, HIST_FIELD, histLayout, levelLabel, quantileFromBuckets, SESSION_HIST_FIELD, TLS_RESULTS, type HistKind, type HistLevel, type HistQuery, type HistRow } from '@tcplat/core';
+import type { Metric, Overlay, RenderParams } from './params';
 
-/** Drawn y edges: the shared bounds plus one R5 step below the first and above the last (overflow). */
-export function yEdgesMs(): number[] {
-  const b = BUCKET_BOUNDS_MS;
+/** Drawn y edges: a layout's bounds (default the connect buckets) plus one R5 step below the first and above the last (overflow). */
+export function yEdgesMs(kind: HistKind = 'connect'): number[] {
+  const b = histLayout(kind).boundsMs;
   const below = (b[0] * b[0]) / b[1];
   const above = (b[b.length - 1] * b[b.length - 1]) / b[b.length - 2];
   return [below, ...b, above];
@@ -15,9 +15,20 @@ export function yEdgesMs(): number[] {
 
 export const QUANTILES: Record<Overlay, number> = { p50: 0.5, p90: 0.9, p99: 0.99, max: 1 };
 
-/** The one query a chart needs (min/max per bin only where they clamp quantiles: overlays, percentiles). */
+/** What each metric's charts say, and which results count as failures. */
+const METRIC_TEXT: Record<Metric, { what: string; unit: string; y: string; failures: readonly string[]; none: string }> = {
+  connect: { what: 'TCP connect latency', unit: 'connects', y: 'connect latency', failures: FAILURE_RESULTS, none: 'no TCP connects recorded for these filters in this time range' },
+  tls: { what: 'TLS handshake latency', unit: 'handshakes', y: 'TLS handshake latency', failures: TLS_RESULTS.filter((r) => r !== 'ok'), none: 'no TLS handshakes recorded for these filters in this time range (the agent stores them from the probe\'s tls lines)' },
+};
+
+/** The one query a chart needs (min/max per bin only where they clamp quantiles: overlays, percentiles, lifespans). */
 export function chartQuery(p: RenderParams): HistQuery {
+  if (p.kind === 'lifespan') {
+    const { result: _none, ...filters } = p.filters;
+    return { kind: 'session', filters, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['buckets', 'count', 'sum', 'min', 'max'], groupBy: [] };
+  }
   return {
+    kind: p.metric,
     filters: p.filters,
     fromMs: p.binFromMs,
     toMs: p.binToMs,
@@ -64,6 +75,14 @@ export interface ReadInfo {
   note?: string;
 }
 
+/**
+ * The second query of a lifespan chart: connections opened per bin (tcp_connect_hist count, result ok), the
+ * churn contract's "new connections/s" (schema-note: sum(count where result=ok) / interval).
+ */
+export function newConnectsQuery(p: RenderParams): HistQuery {
+  return { kind: 'connect', filters: { ...p.filters, result: ['ok'] }, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['count'], groupBy: [] };
+}
+
 function titles(p: RenderParams, what: string, extra: string[], read?: ReadInfo): { title: string; subtitle: string } {
   const scope = `${shortList(p.filters.service, 'all services')} → ${shortList(p.filters.dst, 'all destinations')}`;
   const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins of ${levelLabel(read?.level ?? p.level, read?.baseMs)}`];
@@ -85,17 +104,20 @@ export interface Chart {
   total: number;
 }
 
-function noData(p: RenderParams, what: string, read?: ReadInfo): Chart {
+function noData(p: RenderParams, what: string, read?: ReadInfo, detail = METRIC_TEXT.connect.none): Chart {
   const t = titles(p, what, [], read);
   return {
     total: 0,
-    request: { kind: 'message', ...base(p), ...t, message: 'No data', detail: 'no TCP connects recorded for these filters in this time range' },
+    request: { kind: 'message', ...base(p), ...t, message: 'No data', detail },
   };
 }
 
 const fmtCount = (n: number) => n.toLocaleString('en-US');
 
 export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
+  const text = METRIC_TEXT[p.metric ?? 'connect'];
+  const { bucketFields: BUCKET_FIELDS } = histLayout(p.metric ?? 'connect');
+  const BUCKET_COUNT = BUCKET_FIELDS.length;
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   const counts = new Float64Array(bins * BUCKET_COUNT);
   const mins = new Float64Array(bins).fill(Infinity);
@@ -114,7 +136,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo):
     if (lo !== undefined && lo < mins[i]) mins[i] = lo;
     if (hi !== undefined && hi > maxs[i]) maxs[i] = hi;
   }
-  if (total <= 0) return noData(p, 'TCP connect latency', read);
+  if (total <= 0) return noData(p, text.what, read, text.none);
   const overlays: Record<string, (number | null)[]> = {};
   for (const o of p.overlays) {
     const line: (number | null)[] = [];
@@ -124,7 +146,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo):
     }
     overlays[o] = line;
   }
-  const t = titles(p, 'TCP connect latency', [`${fmtCount(total)} connects`], read);
+  const t = titles(p, text.what, [`${fmtCount(total)} ${text.unit}`], read);
   return {
     total,
     request: {
@@ -132,11 +154,12 @@ export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo):
       ...base(p),
       ...t,
       bins,
-      y_edges_ms: yEdgesMs(),
+      y_edges_ms: yEdgesMs(p.metric ?? 'connect'),
+      y_label: text.y,
       counts: Array.from(counts),
       overlays,
       scale: p.scale,
-      colour_label: `connects per cell (${fmtDuration(p.windowMs)} × bucket)`,
+      colour_label: `${text.unit} per cell (${fmtDuration(p.windowMs)} × bucket)`,
     },
   };
 }
@@ -154,11 +177,14 @@ interface DstAcc {
 export const MAX_PERCENTILE_SERIES = 8;
 
 export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
+  const text = METRIC_TEXT[p.metric ?? 'connect'];
+  const { bucketFields: BUCKET_FIELDS } = histLayout(p.metric ?? 'connect');
+  const BUCKET_COUNT = BUCKET_FIELDS.length;
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   // Latency lines use successful handshakes unless the result filter names only failures: a refused
   // connect returns in microseconds and would hide a slow handshake in the percentiles.
   const latencyResults = p.filters.result.length > 0 && !p.filters.result.includes('ok') ? new Set(p.filters.result) : new Set(['ok']);
-  const failures = new Set<string>(FAILURE_RESULTS);
+  const failures = new Set<string>(text.failures);
   const byDst = new Map<string, DstAcc>();
   let total = 0;
   for (const r of rows) {
@@ -183,7 +209,8 @@ export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadIn
       if (hi !== undefined && hi > a.maxs[i]) a.maxs[i] = hi;
     }
   }
-  if (total <= 0) return noData(p, 'TCP connect percentiles', read);
+  const what = p.metric === 'tls' ? 'TLS handshake percentiles' : 'TCP connect percentiles';
+  if (total <= 0) return noData(p, what, read, text.none);
   const ranked = [...byDst.entries()].sort((x, y) => y[1].sum - x[1].sum || (x[0] < y[0] ? -1 : 1));
   const shown = ranked.slice(0, MAX_PERCENTILE_SERIES);
   const round = (v: number) => (Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : null);
@@ -200,9 +227,9 @@ export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadIn
     s.error_pct = Array.from(a.total, (t, i) => (t > 0 ? Math.round((a.failed[i] / t) * 1e6) / 1e4 : null));
     return s;
   });
-  const extra = [`${fmtCount(total)} connects`];
+  const extra = [`${fmtCount(total)} ${text.unit}`];
   if (ranked.length > shown.length) extra.push(`top ${shown.length} of ${ranked.length} destinations`);
-  const t = titles(p, 'TCP connect percentiles', extra, read);
+  const t = titles(p, what, extra, read);
   return {
     total,
     request: {
@@ -210,9 +237,113 @@ export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadIn
       ...base(p),
       ...t,
       times_ms: Array.from({ length: bins }, (_, i) => p.binFromMs + i * p.windowMs),
-      y_edges_ms: yEdgesMs(),
+      y_edges_ms: yEdgesMs(p.metric ?? 'connect'),
+      y_label: text.y,
       quantiles: ['p50', 'p90', 'p99', 'max'],
       series,
     },
   };
+}
+
+/** Rounded for the worker and the tests: 4 decimals. */
+const round4 = (v: number) => (Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : null);
+
+/**
+ * The lifespan chart (issue 15): a heatmap of the lifespans of the connections that CLOSED in each bin
+ * (tcp_session_hist, 1 ms to a day), lifespan p50 and p99 over it, and below it the new connections/s of the
+ * same service -> destination (tcp_connect_hist, result ok: `connects`). A pool that reuses its connections
+ * shows long lifespans and few connects/s; a churning one, lifespans near its request time and connects/s
+ * near its requests/s. The subtitle names the resolution read (of the lifespans).
+ */
+export function lifespanChart(p: RenderParams, rows: HistRow[], connects: HistRow[], read?: ReadInfo): Chart {
+  const { bucketFields, boundsMs } = histLayout('session');
+  const nb = bucketFields.length;
+  const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
+  const counts = new Float64Array(bins * nb);
+  const mins = new Float64Array(bins).fill(Infinity);
+  const maxs = new Float64Array(bins).fill(-Infinity);
+  const rate = new Float64Array(bins);
+  const all = new Float64Array(nb);
+  let total = 0;
+  let sumMs = 0;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const r of rows) {
+    const i = Math.floor((r.timeMs - p.binFromMs) / p.windowMs);
+    if (i < 0 || i >= bins) continue;
+    for (let k = 0; k < nb; k++) {
+      const c = r.values[bucketFields[k]] ?? 0;
+      counts[i * nb + k] += c;
+      all[k] += c;
+      total += c;
+    }
+    sumMs += r.values[SESSION_HIST_FIELD.sumMs] ?? 0;
+    const a = r.values[SESSION_HIST_FIELD.minMs];
+    const b = r.values[SESSION_HIST_FIELD.maxMs];
+    if (a !== undefined && a < mins[i]) mins[i] = a;
+    if (b !== undefined && b > maxs[i]) maxs[i] = b;
+    if (a !== undefined) lo = Math.min(lo, a);
+    if (b !== undefined) hi = Math.max(hi, b);
+  }
+  let opened = 0;
+  for (const r of connects) {
+    const i = Math.floor((r.timeMs - p.binFromMs) / p.windowMs);
+    if (i < 0 || i >= bins) continue;
+    const n = r.values[HIST_FIELD.count] ?? 0;
+    rate[i] += n / (p.windowMs / 1000);
+    opened += n;
+  }
+  const what = 'TCP connection lifespans';
+  if (total <= 0) {
+    const detail = opened > 0 ? `${fmtCount(opened)} connects but no closed connections: run the agent with --probe-close to record lifespans` : 'no closed connections recorded for these filters in this time range (the agent records them with --probe-close)';
+    return noData(p, what, read, detail);
+  }
+  const overlays: Record<string, (number | null)[]> = {};
+  for (const o of ['p50', 'p99'] as const) {
+    overlays[o] = Array.from({ length: bins }, (_, i) => round4(quantileFromBuckets(counts.subarray(i * nb, (i + 1) * nb) as unknown as number[], QUANTILES[o], mins[i], maxs[i], boundsMs)));
+  }
+  const rangeS = (p.binToMs - p.binFromMs) / 1000;
+  const p50 = quantileFromBuckets(Array.from(all), 0.5, lo, hi, boundsMs);
+  const p99 = quantileFromBuckets(Array.from(all), 0.99, lo, hi, boundsMs);
+  const extra = [
+    `${fmtCount(total)} closed`,
+    `${fmtRate(opened / rangeS)} new conns/s`,
+    `lifespan p50 ${fmtMs(p50)}, p99 ${fmtMs(p99)}`,
+    // Little's law over the connections that closed in the range: the mean, exact when the range is long against the lifespans.
+    `mean open ${fmtRate(sumMs / 1000 / rangeS)}`,
+  ];
+  const t = titles(p, what, extra, read);
+  return {
+    total,
+    request: {
+      kind: 'lifespan',
+      ...base(p),
+      ...t,
+      bins,
+      y_edges_ms: yEdgesMs('session'),
+      y_label: 'lifespan',
+      counts: Array.from(counts),
+      overlays,
+      rate: Array.from(rate, (v) => Math.round(v * 1000) / 1000),
+      rate_label: 'new conns/s',
+      scale: p.scale,
+      colour_label: `connections closed per cell (${fmtDuration(p.windowMs)} × bucket)`,
+    },
+  };
+}
+
+function fmtRate(v: number): string {
+  return v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function fmtMs(ms: number): string {
+  if (!Number.isFinite(ms)) return '–';
+  const units: [number, string][] = [
+    [86_400_000, 'd'],
+    [3_600_000, 'h'],
+    [60_000, 'min'],
+    [1000, 's'],
+  ];
+  for (const [u, name] of units) if (ms >= u) return `${Number((ms / u).toPrecision(2))} ${name}`;
+  return `${Number(ms.toPrecision(2))} ms`;
 }

@@ -1,12 +1,9 @@
 /**
- * Reading tcp_connect_hist: queries come from pkg/core's builders (InfluxQL for 1.x, Flux for 2.x, chosen
+ * Reading tcp_connect_hist (and tls_handshake_hist, tcp_session_hist: HistQuery.kind picks the layout): queries come from pkg/core's builders (InfluxQL for 1.x, Flux for 2.x, chosen
  * by the credentials), run with a timeout, and the answer is turned into the same rows for both.
  */
 import {
-  BUCKET_COUNT,
-  BUCKET_FIELDS,
-  bucketIndex,
-  HIST_QUERY_TAGS,
+  histLayout,
   HIST_FIELD,
   buildFluxHistQuery,
   buildInfluxQLHistQuery,
@@ -21,6 +18,7 @@ import {
   queryInfluxQL,
   type HistLevel,
   type HistQuery,
+  type HistLayout,
   type HistQueryTag,
   type LevelRead,
   type RollupWhere,
@@ -46,9 +44,6 @@ export const MAX_BUCKET_QUERIES = 4;
 /** The cost of one more query, in (series x field) reads: groups that would save fewer reads are merged. */
 const QUERY_COST = 8;
 
-/** Every tag of tcp_connect_hist: grouped by all of them, a query answers per series. */
-const SERIES_TAGS: readonly HistQueryTag[] = HIST_QUERY_TAGS;
-
 type SeriesTags = Record<HistQueryTag, string>;
 
 /** The buckets one series can have non-zero in a range: those of its smallest and its largest latency, and between. */
@@ -72,7 +67,7 @@ export interface BucketRead {
  * range order, cheapest merge first), down to MAX_BUCKET_QUERIES. Every series is in exactly one query,
  * so adding the queries' answers up is exact. Above MAX_PLANNED_SERIES series: one query, one range.
  */
-export function planBucketReads(ranges: readonly SeriesRange[]): BucketRead[] {
+export function planBucketReads(ranges: readonly SeriesRange[], layout: HistLayout = histLayout()): BucketRead[] {
   if (ranges.length === 0) return [];
   interface Group {
     lo: number;
@@ -117,7 +112,7 @@ export function planBucketReads(ranges: readonly SeriesRange[]): BucketRead[] {
   const reads: BucketRead[] = groups.map((g) => ({
     // One group holds every series there is: no need to list them.
     series: groups.length === 1 ? null : g.members,
-    fields: BUCKET_FIELDS.slice(g.lo, g.hi + 1),
+    fields: layout.bucketFields.slice(g.lo, g.hi + 1),
   }));
   if (reads.length === 1 && reads[0].fields.length > SPLIT_FIELDS) {
     const { series, fields } = reads[0];
@@ -129,8 +124,9 @@ export function planBucketReads(ranges: readonly SeriesRange[]): BucketRead[] {
   return reads;
 }
 
-/** Per-series bucket ranges from the answer of a min/max query grouped by every tag. */
-export function seriesRanges(rows: readonly HistRow[]): SeriesRange[] {
+/** Per-series bucket ranges from the answer of a min/max query grouped by every tag of the layout (its series). */
+export function seriesRanges(rows: readonly HistRow[], layout: HistLayout = histLayout()): SeriesRange[] {
+  const SERIES_TAGS = layout.tags;
   const bySeries = new Map<string, { tags: SeriesTags; min: number; max: number; incomplete: boolean }>();
   for (const r of rows) {
     const tags = {} as SeriesTags;
@@ -150,14 +146,14 @@ export function seriesRanges(rows: readonly HistRow[]): SeriesRange[] {
   const out: SeriesRange[] = [];
   for (const s of bySeries.values()) {
     const whole = s.incomplete || !(s.min <= s.max);
-    out.push({ tags: s.tags, lo: whole ? 0 : bucketIndex(s.min), hi: whole ? BUCKET_COUNT - 1 : bucketIndex(s.max) });
+    out.push({ tags: s.tags, lo: whole ? 0 : layout.bucketIndex(s.min), hi: whole ? layout.bucketFields.length - 1 : layout.bucketIndex(s.max) });
   }
   return out;
 }
 
-function bucketSum(r: HistRow): number {
+function bucketSum(r: HistRow, layout: HistLayout): number {
   let n = 0;
-  for (const f of BUCKET_FIELDS) n += r.values[f] ?? 0;
+  for (const f of layout.bucketFields) n += r.values[f] ?? 0;
   return n;
 }
 
@@ -214,17 +210,18 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
    * of a bin add up to less than its count, one query of every field is read instead.
    */
   async function twoPhase(q: HistQuery, signal: AbortSignal): Promise<HistRow[]> {
+    const layout = histLayout(q.kind);
     const scalars = q.metrics.filter((m) => m !== 'buckets');
     const head = run({ ...q, metrics: [...new Set([...scalars, 'count'] as const)], fields: undefined }, signal);
-    const buckets = run({ ...q, metrics: ['min', 'max'], fields: undefined, groupBy: SERIES_TAGS, windowMs: q.toMs - q.fromMs }, signal).then((rows) =>
-      Promise.all(planBucketReads(seriesRanges(rows)).map((r) => run({ ...q, metrics: ['buckets'], fields: r.fields, ...(r.series ? { series: r.series } : {}) }, signal))),
+    const buckets = run({ ...q, metrics: ['min', 'max'], fields: undefined, groupBy: layout.tags, windowMs: q.toMs - q.fromMs }, signal).then((rows) =>
+      Promise.all(planBucketReads(seriesRanges(rows, layout), layout).map((r) => run({ ...q, metrics: ['buckets'], fields: r.fields, ...(r.series ? { series: r.series } : {}) }, signal))),
     );
     const [base, parts] = await Promise.all([head, buckets]);
     const rows = mergeRows(base, parts);
     // Every connect is counted in one bucket. Buckets that add up to less than the count mean a series
     // had buckets outside its min/max (points written without min_ms/max_ms, not by the agent) or a point
     // arrived between the queries: then read every field in one query instead.
-    if (rows.some((r) => bucketSum(r) < (r.values[HIST_FIELD.count] ?? 0))) return run(q, signal);
+    if (rows.some((r) => bucketSum(r, layout) < (r.values[HIST_FIELD.count] ?? 0))) return run(q, signal);
     return rows;
   }
 

@@ -17,7 +17,11 @@ export class ParamError extends Error {
   }
 }
 
-export type ChartKind = 'heatmap' | 'percentiles';
+/** heatmap/percentiles: connect (or TLS handshake: metric=tls) latency; lifespan: connection lifespans (tcp_session_hist). */
+export type ChartKind = 'heatmap' | 'percentiles' | 'lifespan';
+/** What heatmap.png and percentiles.png draw: TCP connect latency (tcp_connect_hist) or TLS handshake latency (tls_handshake_hist). */
+export const METRICS = ['connect', 'tls'] as const;
+export type Metric = (typeof METRICS)[number];
 export const OVERLAYS = ['p50', 'p90', 'p99', 'max'] as const;
 export type Overlay = (typeof OVERLAYS)[number];
 /** Colour scale of the heatmap's cells: log (default: a burst never drowns the rest) or linear. */
@@ -49,6 +53,8 @@ export const DEFAULT_LIMITS: Limits = {
 
 export interface RenderParams {
   kind: ChartKind;
+  /** connect or tls (lifespan charts: always connect, their new-connections line reads tcp_connect_hist). */
+  metric: Metric;
   filters: Record<HistQueryTag, string[]>;
   /** The requested range, resolved. */
   fromMs: number;
@@ -72,7 +78,7 @@ const LIST = { type: 'array', items: { type: 'string', maxLength: 4096 }, maxIte
 const TEXT = { type: 'string', maxLength: 4096 };
 
 /** The parameters of the render routes (and so of the links that point at them). */
-export const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay', 'scale'] as const;
+export const RENDER_PARAMS = ['service', 'dst', 'host', 'result', 'from', 'to', 'width', 'height', 'theme', 'tz', 'title', 'overlay', 'scale', 'metric'] as const;
 
 /**
  * The query-string schema of the render routes. POST /links validates what it would sign with this same
@@ -94,6 +100,7 @@ export const RENDER_QUERY_SCHEMA = {
     height: { type: 'integer', minimum: 0, maximum: 1_000_000 },
     theme: { type: 'string', enum: ['light', 'dark'] },
     scale: { type: 'string', enum: ['log', 'linear'] },
+    metric: { type: 'string', enum: [...METRICS] },
     tz: TEXT,
     title: TEXT,
     token: TEXT,
@@ -214,6 +221,13 @@ function time(raw: Raw, name: 'from' | 'to', dflt: string, nowMs: number): numbe
 export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, nowMs: number): RenderParams {
   const filters = {} as Record<HistQueryTag, string[]>;
   for (const tag of HIST_QUERY_TAGS) filters[tag] = list(raw, tag, limits);
+  const metric = str(raw, 'metric') ?? 'connect';
+  if (!(METRICS as readonly string[]).includes(metric)) throw new ParamError('metric', `metric: expected connect or tls, got ${JSON.stringify(metric.slice(0, 20))}`);
+  if (kind === 'lifespan') {
+    // tcp_session_hist has no result tag (only connections that were established have a lifespan).
+    if (filters.result.length > 0) throw new ParamError('result', 'result: lifespan.png has no result filter (only established connections have a lifespan); leave it out');
+    if (metric !== 'connect') throw new ParamError('metric', 'metric: lifespan.png draws connection lifespans; metric=tls is for heatmap.png and percentiles.png');
+  }
   const fromMs = time(raw, 'from', 'now-1h', nowMs);
   const toMs = time(raw, 'to', 'now', nowMs);
   if (toMs <= fromMs) throw new ParamError('to', `to must be after from (got from=${new Date(fromMs).toISOString()}, to=${new Date(toMs).toISOString()})`);
@@ -240,7 +254,7 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
   const { level, windowMs } = pickResolution({ fromMs, toMs, intervalMs: chooseWindow(toMs - fromMs, width, limits), levels: limits.rollupLevels, baseMs: limits.minBinMs });
   const binFromMs = Math.floor(fromMs / windowMs) * windowMs;
   const binToMs = Math.ceil(toMs / windowMs) * windowMs;
-  return { kind, filters, fromMs, toMs, windowMs, level, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)), scale: scale as Scale };
+  return { kind, metric: metric as Metric, filters, fromMs, toMs, windowMs, level, binFromMs, binToMs, width, height, theme, tz, title, overlays: OVERLAYS.filter((o) => overlays.includes(o)), scale: scale as Scale };
 }
 
 /**
@@ -248,5 +262,5 @@ export function parseRenderParams(kind: ChartKind, raw: Raw, limits: Limits, now
  * whole bins (so `now-1h` asked twice within one bin is the same image). Cache key.
  */
 export function canonicalKey(p: RenderParams): string {
-  return JSON.stringify([p.kind, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.level, p.width, p.height, p.theme, p.tz, p.title, p.overlays, p.scale]);
+  return JSON.stringify([p.kind, p.metric, p.filters.service, p.filters.dst, p.filters.host, p.filters.result, p.binFromMs, p.binToMs, p.windowMs, p.level, p.width, p.height, p.theme, p.tz, p.title, p.overlays, p.scale]);
 }

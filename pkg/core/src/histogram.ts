@@ -1,4 +1,4 @@
-import { BUCKET_COUNT, bucketIndex, bucketLowerMs, bucketUpperMs } from './buckets';
+import { BUCKET_BOUNDS_MS, BUCKET_COUNT, bucketIndex } from './buckets';
 
 /** An exact latency histogram over the shared buckets, with count, sum, min and max. */
 export class Histogram {
@@ -33,9 +33,12 @@ export class Histogram {
 /**
  * Estimate a quantile from non-cumulative bucket counts by linear interpolation inside the bucket that
  * holds the rank, clamped to the observed min/max when known (so a single sample reports its own value
- * and the overflow bucket is bounded by max). Returns NaN when the histogram is empty.
+ * and the overflow bucket is bounded by max). Returns NaN when the histogram is empty. `boundsMs`: the
+ * finite buckets' upper bounds (default the connect buckets; SESSION_BUCKET_BOUNDS_MS for lifespans).
  */
-export function quantileFromBuckets(counts: readonly number[], q: number, minMs = NaN, maxMs = NaN): number {
+export function quantileFromBuckets(counts: readonly number[], q: number, minMs = NaN, maxMs = NaN, boundsMs: readonly number[] = BUCKET_BOUNDS_MS): number {
+  const bucketLowerMs = (i: number) => (i === 0 ? 0 : boundsMs[i - 1]);
+  const bucketUpperMs = (i: number) => (i >= boundsMs.length ? Infinity : boundsMs[i]);
   if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile must be within 0..1, got ${q}`);
   let total = 0;
   for (const c of counts) total += c;
