@@ -330,6 +330,7 @@ export class Agent {
     this.lastEventNs = e.tsNs;
     this.aggregator.add(e as EnrichedEvent);
     if (e.type === 'connect') this.stream.event(e);
+    else if (e.type === 'close') this.stream.closeEvent(e);
     // An import reads far faster than the flush interval: bound what waits in memory.
     if (this.aggregator.pending >= MAX_PENDING_EVENTS) this.flush(false);
   }

@@ -7,9 +7,9 @@
  * beyond), each with at most `bufferBytes` waiting in memory (frames beyond it are skipped), and a client
  * whose buffer stays full for `stallMs` (it stopped reading) is disconnected and counted.
  */
-import { Histogram } from '@tcplat/core';
+import { Histogram, SESSION_BUCKET_COUNT, sessionBucketIndex } from '@tcplat/core';
 import type { Counter, Metrics } from './metrics';
-import type { EnrichedConnect } from './types';
+import type { EnrichedClose, EnrichedConnect } from './types';
 
 export interface StreamClient {
   /** Queue one SSE frame for the client. */
@@ -48,12 +48,27 @@ interface Cell {
   synRetrans: number;
 }
 
+/** The connections of one service -> destination that closed in the second (probe close events, --probe-close). */
+interface SessionCell {
+  service: string;
+  dst: string;
+  count: number;
+  sumMs: number;
+  minMs: number;
+  maxMs: number;
+  /** Lifespan bucket counts (SESSION_BUCKET_BOUNDS_MS). */
+  buckets: number[];
+  retrans: number;
+  resets: number;
+}
+
 export class StreamHub {
   private readonly clients = new Map<StreamClient, Slot>();
   limits: StreamLimits = { ...DEFAULT_STREAM_LIMITS };
   private pending: string[] = [];
   private batchTimer: NodeJS.Timeout | null = null;
   private cells = new Map<string, Cell>();
+  private sessions = new Map<string, SessionCell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
   private readonly sent: Counter;
@@ -94,6 +109,7 @@ export class StreamHub {
         clearInterval(this.timer);
         this.timer = null;
         this.cells.clear();
+        this.sessions.clear();
         this.pending = [];
       }
     };
@@ -128,6 +144,25 @@ export class StreamHub {
     // clients cost few writes and few buffered chunks (each queued chunk costs far more than its bytes).
     if (this.pending.length >= MAX_BATCH_FRAMES) this.flushEvents();
     else this.batchTimer ??= setTimeout(() => this.flushEvents(), BATCH_MS);
+  }
+
+  /** A closed connection (the probe's close event): lifespans per service -> destination for the summary's `sessions`. */
+  closeEvent(ev: EnrichedClose): void {
+    if (this.clients.size === 0) return;
+    const key = `${ev.service}\u0000${ev.dst}`;
+    let c = this.sessions.get(key);
+    if (!c) {
+      c = { service: ev.service, dst: ev.dst, count: 0, sumMs: 0, minMs: Infinity, maxMs: -Infinity, buckets: new Array<number>(SESSION_BUCKET_COUNT).fill(0), retrans: 0, resets: 0 };
+      this.sessions.set(key, c);
+    }
+    const ms = ev.lifespanNs / 1e6;
+    c.count++;
+    c.sumMs += ms;
+    c.minMs = Math.min(c.minMs, ms);
+    c.maxMs = Math.max(c.maxMs, ms);
+    c.buckets[sessionBucketIndex(ms)]++;
+    c.retrans += ev.retrans;
+    if (ev.closedBy === 'reset_in' || ev.closedBy === 'reset_out') c.resets++;
   }
 
   private anyWantsEvents(): boolean {
@@ -188,7 +223,17 @@ export class StreamHub {
       };
     });
     this.cells = new Map();
-    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows })}\n\n`;
+    // Connections that closed in the second, per service -> destination, with their exact lifespan
+    // histogram (sparse, SESSION_BUCKET_BOUNDS_MS): `tcplat top`'s churn columns.
+    const sessions = [...this.sessions.values()].map((c) => {
+      const buckets: Record<number, number> = {};
+      c.buckets.forEach((n, i) => {
+        if (n > 0) buckets[i] = n;
+      });
+      return { service: c.service, dst: c.dst, count: c.count, sum_ms: c.sumMs, min_ms: c.minMs, max_ms: c.maxMs, retrans: c.retrans, resets: c.resets, buckets };
+    });
+    this.sessions = new Map();
+    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows, sessions })}\n\n`;
     for (const slot of [...this.clients.values()]) this.deliver(slot, frame);
   }
 

@@ -1,5 +1,5 @@
-import { bucketIndex } from '@tcplat/core';
-import { budgetWarning, renderTable, sortRows, TopModel, type SummaryRow } from './top';
+import { bucketIndex, sessionBucketIndex } from '@tcplat/core';
+import { budgetWarning, CHURN_HINT, renderTable, sortRows, TopModel, type SessionSummaryRow, type SummaryRow } from './top';
 
 function row(service: string, dst: string, result: string, latencies: number[], retrans = 0): SummaryRow {
   const buckets: Record<string, number> = {};
@@ -104,5 +104,54 @@ describe('tcplat top: the cardinality budget warning', () => {
     expect(budgetWarning(status(1500, 99))).toBeNull();
     expect(budgetWarning({ version: 1 })).toBeNull();
     expect(renderTable([], { sort: 'rate', limit: 10, windowS: 10, agent: 'http://a', warning: null })[1]).toMatch(/^SERVICE/);
+  });
+});
+
+describe('tcplat top: the churn group (close events, --probe-close)', () => {
+  /** One second's closed connections of a series, as agent/src/stream.ts sends them. */
+  function closed(service: string, dst: string, lifespans: number[], resets = 0): SessionSummaryRow {
+    const buckets: Record<string, number> = {};
+    for (const l of lifespans) buckets[sessionBucketIndex(l)] = (buckets[sessionBucketIndex(l)] ?? 0) + 1;
+    return { service, dst, count: lifespans.length, sum_ms: lifespans.reduce((a, b) => a + b, 0), min_ms: Math.min(...lifespans), max_ms: Math.max(...lifespans), resets, buckets };
+  }
+
+  test('a reusing pool: few new connects, long lifespans; a churning one: connects/s = requests/s, lifespans near the request time', () => {
+    const m = new TopModel(10_000);
+    for (let s = 0; s < 10; s++) {
+      m.add({
+        ts_ms: 1000 * s,
+        // churn: 50 requests/s, each on a new connection that lives ~20 ms; reuse: 50 requests/s over 4 connections, one replaced every 5 s.
+        series: [row('churn', 'api:8080', 'ok', new Array(50).fill(0.1)), row('churn', 'api:8080', 'refused', [0.05]), ...(s % 5 === 0 ? [row('reuse', 'api:8081', 'ok', [0.1])] : [])],
+        sessions: [closed('churn', 'api:8080', Array.from({ length: 50 }, (_, i) => 18 + (i % 5)), s === 0 ? 1 : 0), ...(s % 5 === 0 ? [closed('reuse', 'api:8081', [120_000])] : [])],
+      });
+    }
+    expect(m.sawSessions).toBe(true);
+    const rows = m.churnRows();
+    const churn = rows.find((r) => r.service === 'churn')!;
+    expect(churn.newPerS).toBeCloseTo(50, 6); // ok connects only: the refused ones opened nothing
+    expect(churn.closedPerS).toBeCloseTo(50, 6);
+    expect(churn.lifeP50).toBeGreaterThanOrEqual(18);
+    expect(churn.lifeP99).toBeLessThanOrEqual(22);
+    expect(churn.underOneS).toBe(1);
+    expect(churn.meanOpen).toBeCloseTo((50 * 20) / 1000, 6); // Little's law: 50/s x 20 ms = 1 open on average
+    expect(churn.resets).toBe(1);
+    const reuse = rows.find((r) => r.service === 'reuse')!;
+    expect(reuse.newPerS).toBeCloseTo(0.2, 6);
+    expect(reuse.lifeP50).toBe(120_000);
+    expect(reuse.underOneS).toBe(0);
+    const text = renderTable(m.rows(), { sort: 'rate', limit: 10, windowS: 10, agent: 'u', churn: { rows, saw: true } }).join('\n');
+    expect(text).toMatch(/NEW\/S +CLOSED\/S +OPEN~ +LIFE-P50 +LIFE-P99 +<1S +RESETS/);
+    expect(text).toMatch(/churn +api:8080 +50\.0 +50\.0 +1\.0 +\d\dms +\d\dms +100% +1/);
+    expect(text).toMatch(/reuse +api:8081 +0\.2 +0\.2 +24\.0 +2\.0m +2\.0m +0% +0/);
+  });
+
+  test('without close events: a hint naming --probe-close, never empty columns', () => {
+    const m = new TopModel(10_000);
+    m.add({ ts_ms: 0, series: [row('a', 'x:1', 'ok', [1])] });
+    m.add({ ts_ms: 1000, series: [row('a', 'x:1', 'ok', [1])], sessions: [] });
+    expect(m.sawSessions).toBe(false);
+    const text = renderTable(m.rows(), { sort: 'rate', limit: 10, windowS: 10, agent: 'u', churn: { rows: m.churnRows(), saw: m.sawSessions } });
+    expect(text.at(-1)).toBe(CHURN_HINT);
+    expect(CHURN_HINT).toContain('--probe-close');
   });
 });

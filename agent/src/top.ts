@@ -1,12 +1,14 @@
 /**
  * `tcplat top`: a live terminal view of connect latency from the agent's /api/stream (per-second summaries).
  * One row per service -> destination: connects/s, p50, p99, max, SYN retransmits and failures by result,
- * over a sliding window (default 10 s), refreshed every second.
+ * over a sliding window (default 10 s), refreshed every second. Below it, when the agent runs with
+ * --probe-close, the churn group (issue 15): new connections/s, mean open connections, lifespan p50/p99 and
+ * the share that lived under a second, per service -> destination.
  *
  * Plain ANSI, no full-screen library: on a terminal it redraws in place and keys change the sort order;
  * in a pipe or over a dumb SSH session it prints one table per refresh; `--once` prints one table and exits.
  */
-import { BUCKET_COUNT, formatHelp, Histogram, loadConfig, type OptionSpec } from '@tcplat/core';
+import { BUCKET_COUNT, formatHelp, Histogram, loadConfig, quantileFromBuckets, SESSION_BUCKET_BOUNDS_MS, SESSION_BUCKET_COUNT, type OptionSpec } from '@tcplat/core';
 
 export const TOP_OPTIONS: readonly OptionSpec[] = [
   { name: 'agent', type: 'string', arg: 'URL', default: 'http://127.0.0.1:7070', help: "the agent's HTTP API" },
@@ -32,10 +34,48 @@ export interface SummaryRow {
   buckets?: Record<string, number>;
 }
 
+/** Connections of one service -> destination that closed in one second (agent/src/stream.ts, --probe-close). */
+export interface SessionSummaryRow {
+  service: string;
+  dst: string;
+  count: number;
+  sum_ms: number;
+  min_ms: number;
+  max_ms: number;
+  retrans?: number;
+  resets?: number;
+  /** Sparse lifespan bucket counts: index in SESSION_BUCKET_BOUNDS_MS order -> count. */
+  buckets: Record<string, number>;
+}
+
 export interface Summary {
   ts_ms: number;
   series: SummaryRow[];
+  /** Absent from agents without close events support; [] when no connection closed in the second. */
+  sessions?: SessionSummaryRow[];
 }
+
+/**
+ * The churn columns of one service -> destination over the window. New connections/s is the `ok` connects
+ * (the contract of issue 15); the lifespan columns describe the connections that CLOSED in the window; mean
+ * open is Little's law over them (sum of lifespans / window): the mean, exact when the window is long
+ * against the lifespans.
+ */
+export interface ChurnRow {
+  service: string;
+  dst: string;
+  newPerS: number;
+  closedPerS: number;
+  meanOpen: number;
+  lifeP50: number;
+  lifeP99: number;
+  /** Share (0..1) of the closed connections that lived under a second; NaN when none closed. */
+  underOneS: number;
+  resets: number;
+}
+
+/** Lifespan buckets whose upper bound is at most 1 s: the "< 1 s" share counts them. */
+const UNDER_ONE_S = SESSION_BUCKET_BOUNDS_MS.filter((b) => b <= 1000).length;
 
 export interface TopRow {
   service: string;
@@ -51,12 +91,16 @@ export interface TopRow {
 
 /** Aggregates summaries over a sliding window into rows per service -> destination. */
 export class TopModel {
-  private frames: { ts: number; rows: SummaryRow[] }[] = [];
+  private frames: { ts: number; rows: SummaryRow[]; sessions: SessionSummaryRow[] }[] = [];
+  /** Whether the agent has sent any closed connection since top started (else the churn group is a hint). */
+  sawSessions = false;
 
   constructor(private readonly windowMs: number) {}
 
   add(s: Summary): void {
-    this.frames.push({ ts: s.ts_ms, rows: s.series });
+    const sessions = Array.isArray(s.sessions) ? s.sessions : [];
+    if (sessions.length > 0) this.sawSessions = true;
+    this.frames.push({ ts: s.ts_ms, rows: s.series, sessions });
     const cut = s.ts_ms - this.windowMs;
     while (this.frames.length > 0 && this.frames[0].ts <= cut) this.frames.shift();
   }
@@ -108,6 +152,58 @@ export class TopModel {
         retrans: a.retrans,
         failures: a.failures,
         fail,
+      };
+    });
+  }
+
+  /** The churn group: one row per service -> destination that opened or closed connections in the window. */
+  churnRows(): ChurnRow[] {
+    interface Acc {
+      service: string;
+      dst: string;
+      opened: number;
+      closed: number;
+      sumMs: number;
+      minMs: number;
+      maxMs: number;
+      buckets: number[];
+      resets: number;
+    }
+    const byKey = new Map<string, Acc>();
+    const acc = (service: string, dst: string): Acc => {
+      const key = `${service}\u0000${dst}`;
+      let a = byKey.get(key);
+      if (!a) byKey.set(key, (a = { service, dst, opened: 0, closed: 0, sumMs: 0, minMs: Infinity, maxMs: -Infinity, buckets: new Array<number>(SESSION_BUCKET_COUNT).fill(0), resets: 0 }));
+      return a;
+    };
+    for (const f of this.frames) {
+      for (const r of f.rows) if (r.result === 'ok') acc(r.service, r.dst).opened += r.count;
+      for (const s of f.sessions) {
+        const a = acc(s.service, s.dst);
+        a.closed += s.count;
+        a.sumMs += s.sum_ms;
+        a.minMs = Math.min(a.minMs, s.min_ms);
+        a.maxMs = Math.max(a.maxMs, s.max_ms);
+        a.resets += s.resets ?? 0;
+        for (const [i, n] of Object.entries(s.buckets ?? {})) {
+          const idx = Number(i);
+          if (idx >= 0 && idx < SESSION_BUCKET_COUNT) a.buckets[idx] += n;
+        }
+      }
+    }
+    const span = this.span();
+    return [...byKey.values()].map((a) => {
+      const short = a.buckets.slice(0, UNDER_ONE_S).reduce((x, y) => x + y, 0);
+      return {
+        service: a.service,
+        dst: a.dst,
+        newPerS: a.opened / span,
+        closedPerS: a.closed / span,
+        meanOpen: a.sumMs / 1000 / span,
+        lifeP50: quantileFromBuckets(a.buckets, 0.5, a.minMs, a.maxMs, SESSION_BUCKET_BOUNDS_MS),
+        lifeP99: quantileFromBuckets(a.buckets, 0.99, a.minMs, a.maxMs, SESSION_BUCKET_BOUNDS_MS),
+        underOneS: a.closed > 0 ? short / a.closed : NaN,
+        resets: a.resets,
       };
     });
   }
@@ -163,7 +259,34 @@ export function budgetWarning(status: unknown): string | null {
 }
 
 /** The table as plain text lines (no escapes). */
-export function renderTable(rows: TopRow[], opts: { sort: string; limit: number; windowS: number; agent: string; status?: string; warning?: string | null }): string[] {
+function life(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  if (x >= 3_600_000) return `${(x / 3_600_000).toFixed(1)}h`;
+  if (x >= 60_000) return `${(x / 60_000).toFixed(1)}m`;
+  return ms(x);
+}
+
+/** Where the agent sends no close events (run without --probe-close): what the churn group would show and how to get it. */
+export const CHURN_HINT = 'churn: no closed connections from the agent yet; run it with --probe-close for new conns/s, mean open connections, lifespan p50/p99 and the share under 1 s';
+
+/** The churn column group (issue 15), below the connect table: plain text lines. */
+export function renderChurn(rows: ChurnRow[], opts: { limit: number; windowS: number; saw: boolean }): string[] {
+  if (!opts.saw) return [CHURN_HINT];
+  const lines = [`churn over ${opts.windowS}s: new = ok connects/s; lifespans of the connections that closed; open = mean open (Little's law over those)`];
+  const wS = Math.min(28, Math.max(7, ...rows.map((r) => r.service.length)));
+  const wD = Math.min(36, Math.max(11, ...rows.map((r) => r.dst.length)));
+  const fmt = (c: string[]) => `${c[0].padEnd(wS)}  ${c[1].padEnd(wD)}  ${c[2].padStart(8)}  ${c[3].padStart(8)}  ${c[4].padStart(8)}  ${c[5].padStart(9)}  ${c[6].padStart(9)}  ${c[7].padStart(5)}  ${c[8].padStart(6)}`;
+  lines.push(fmt(['SERVICE', 'DESTINATION', 'NEW/S', 'CLOSED/S', 'OPEN~', 'LIFE-P50', 'LIFE-P99', '<1S', 'RESETS']));
+  const sorted = [...rows].sort((a, b) => b.newPerS - a.newPerS || b.closedPerS - a.closedPerS || a.service.localeCompare(b.service) || a.dst.localeCompare(b.dst));
+  for (const r of sorted.slice(0, opts.limit)) {
+    const share = Number.isFinite(r.underOneS) ? `${Math.round(r.underOneS * 100)}%` : '-';
+    lines.push(fmt([clip(r.service, wS), clip(r.dst, wD), r.newPerS.toFixed(1), r.closedPerS.toFixed(1), r.meanOpen.toFixed(1), life(r.lifeP50), life(r.lifeP99), share, String(r.resets)]));
+  }
+  if (rows.length === 0) lines.push('(no connections opened or closed in the window yet)');
+  return lines;
+}
+
+export function renderTable(rows: TopRow[], opts: { sort: string; limit: number; windowS: number; agent: string; status?: string; warning?: string | null; churn?: { rows: ChurnRow[]; saw: boolean } }): string[] {
   const cols = ['SERVICE', 'DESTINATION', 'CONN/S', 'P50', 'P99', 'MAX', 'SYN-RETX', 'FAILURES'];
   const lines: string[] = [];
   const total = rows.reduce((a, r) => a + r.rate, 0);
@@ -185,6 +308,7 @@ export function renderTable(rows: TopRow[], opts: { sort: string; limit: number;
     lines.push(fmt([clip(r.service, wS), clip(r.dst, wD), r.rate.toFixed(1), ms(r.p50), ms(r.p99), ms(r.max), String(r.retrans), failures || '-']));
   }
   if (rows.length === 0) lines.push('(no connects in the window yet)');
+  if (opts.churn) lines.push('', ...renderChurn(opts.churn.rows, { limit: opts.limit, windowS: opts.windowS, saw: opts.churn.saw }));
   return lines;
 }
 
@@ -234,7 +358,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       formatHelp(
         'top',
-        "Live view of TCP connect latency from a running agent (its /api/stream): one row per service -> destination\nwith connects/s, p50, p99, max, SYN retransmits and failures by result.",
+        "Live view of TCP connect latency from a running agent (its /api/stream): one row per service -> destination\nwith connects/s, p50, p99, max, SYN retransmits and failures by result. Below it, the churn group when the\nagent runs with --probe-close: new (ok) connects/s, closed/s, mean open connections, lifespan p50/p99 of the\nconnections that closed, their share under 1 s, and resets; without close events, a hint says so.",
         TOP_OPTIONS,
         'Keys on a terminal: r rate, 5 p50, 9 p99, m max, f failures, s SYN retransmits, n name, q quit.',
       ),
@@ -249,7 +373,7 @@ export async function main(argv: string[]): Promise<number> {
   const tty = Boolean(process.stdout.isTTY) && !v.once;
 
   const draw = () => {
-    const lines = renderTable(model.rows(), { sort, limit: v.limit, windowS: v.window / 1000, agent: v.agent, status: status === 'ok' ? '' : status, warning });
+    const lines = renderTable(model.rows(), { sort, limit: v.limit, windowS: v.window / 1000, agent: v.agent, status: status === 'ok' ? '' : status, warning, churn: { rows: model.churnRows(), saw: model.sawSessions } });
     if (tty) process.stdout.write('\x1b[H\x1b[2J' + lines.join('\n') + '\n');
     else process.stdout.write(lines.join('\n') + '\n\n');
   };
