@@ -178,7 +178,8 @@ def log_ms_axis(ax, ly):
     ax.set_ylim(ly[0], ly[-1])
     decades = [e for e in range(-3, 10) if ly[0] <= e <= ly[-1]]
     if len(decades) > 7:
-        decades = decades[::2]
+        # Lifespans (1 ms .. a day): the units people think in, not decades of milliseconds.
+        decades = [np.log10(t) for t in (1, 10, 100, 1000, 10000, 60000, 600000, 3600000, 86400000) if ly[0] <= np.log10(t) <= ly[-1]]
     ax.yaxis.set_major_locator(FixedLocator(decades))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: human_latency(10.0 ** v)))
     ax.yaxis.set_minor_locator(NullLocator())
