@@ -4,8 +4,10 @@
  * and their rollups in the schema of pkg/core (rollupHistPoints), real Python workers, PNGs decoded.
  * Checked: lifespan.png's counts per lifespan bucket, its new connections/s, p50/p99 and the resolution its
  * subtitle names (10 s data for an hour, 10 min rollups for a day); metric=tls reads tls_handshake_hist.
+ * The same reads through Flux on the real InfluxDB 2.x.
  */
 import {
+  encodePoints,
   Histogram,
   histPoint,
   MEASUREMENT,
@@ -16,9 +18,11 @@ import {
   rollupHistPoints,
   SESSION_BUCKET_COUNT,
   SESSION_BUCKET_FIELDS,
+  writeLines,
   sessionBucketIndex,
   sessionHistPoint,
   type InfluxV1Target,
+  type InfluxV2Target,
   type ConnectResult,
   type Point,
 } from '@tcplat/core';
@@ -26,7 +30,7 @@ import { chartQuery, lifespanChart, newConnectsQuery, percentilesChart } from '.
 import { influxSource, readLevels } from '../renderer/src/data';
 import { DEFAULT_LIMITS, parseRenderParams } from '../renderer/src/params';
 import { describeWith } from './support/prereq';
-import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
+import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN, TEST_INFLUX2_URL } from './support/influx';
 import { colourMass, decodePng, testServer, writePoints, type TestServer } from './renderer-support';
 
 // A fixed "now" on a whole hour: bins, levels and expectations are deterministic.
@@ -68,6 +72,32 @@ function seed(from: number): { base: Point[]; hourBase: Point[] } {
   return { base, hourBase: base.filter((p) => BigInt(p.timeNs!) >= BigInt(HOUR_FROM - 2 * 3_600_000) * 1_000_000n) };
 }
 
+/** TLS: nest -> api:443, 20 handshakes of ~300 ms and 2 failed ones per window; its TCP connects take 0.2 ms. */
+function tlsPoints(): Point[] {
+  const tls: Point[] = [];
+  for (let t = HOUR_FROM; t < NOW; t += W) {
+    const ns = BigInt(t) * 1_000_000n;
+    const ok = new Histogram();
+    for (let i = 0; i < 20; i++) ok.add(290 + i);
+    // tls_handshake_hist is tcp_connect_hist under another name (the contract); its result is ok/failed.
+    tls.push({ ...histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'ok' }, ok, ns), measurement: MEASUREMENT.tlsHist });
+    tls.push({ ...histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'failed' as ConnectResult }, connectWindow(2, 4), ns), measurement: MEASUREMENT.tlsHist });
+    tls.push(histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'ok' }, connectWindow(22, 0.2), ns));
+  }
+  return tls;
+}
+
+/** Counts per lifespan bucket over the whole chart. */
+function perBucket(req: Record<string, unknown>): Record<string, number> {
+  const counts = req.counts as number[];
+  const out: Record<string, number> = {};
+  for (let i = 0; i < counts.length; i++) {
+    const f = SESSION_BUCKET_FIELDS[i % SESSION_BUCKET_COUNT];
+    if (counts[i] > 0) out[f] = (out[f] ?? 0) + counts[i];
+  }
+  return out;
+}
+
 describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', () => {
   let target: InfluxV1Target;
   let srv: TestServer;
@@ -80,18 +110,7 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     // the 10 s data would miss 21 hours, so its counts prove which level it read.
     await writePoints(target, hourBase);
     await writePoints({ ...target, rp: ROLLUP_RP } as InfluxV1Target, ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(base, w.name)));
-    // TLS: nest -> api:443, 20 handshakes of ~300 ms and 2 failed ones per window; its TCP connects take 0.2 ms.
-    const tls: Point[] = [];
-    for (let t = HOUR_FROM; t < NOW; t += W) {
-      const ns = BigInt(t) * 1_000_000n;
-      const ok = new Histogram();
-      for (let i = 0; i < 20; i++) ok.add(290 + i);
-      // tls_handshake_hist is tcp_connect_hist under another name (the contract); its result is ok/failed.
-      tls.push({ ...histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'ok' }, ok, ns), measurement: MEASUREMENT.tlsHist });
-      tls.push({ ...histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'failed' as ConnectResult }, connectWindow(2, 4), ns), measurement: MEASUREMENT.tlsHist });
-      tls.push(histPoint({ host: 'h1', service: 'nest', dst: 'api:443', result: 'ok' }, connectWindow(22, 0.2), ns));
-    }
-    await writePoints(target, tls);
+    await writePoints(target, tlsPoints());
     srv = await testServer(target, ['--cache-mb', '0'], { now: () => NOW });
   }, 120_000);
 
@@ -107,17 +126,6 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     const source = influxSource(target, 10_000);
     const [read, connects] = await Promise.all([readLevels(source, chartQuery(p), p.level, WHERE, NOW, W), readLevels(source, newConnectsQuery(p), p.level, WHERE, NOW, W)]);
     return { p, read, chart: lifespanChart(p, read.rows, connects.rows, { level: read.level, baseMs: W, note: read.note }) };
-  }
-
-  /** Counts per lifespan bucket over the whole chart. */
-  function perBucket(req: Record<string, unknown>): Record<string, number> {
-    const counts = req.counts as number[];
-    const out: Record<string, number> = {};
-    for (let i = 0; i < counts.length; i++) {
-      const f = SESSION_BUCKET_FIELDS[i % SESSION_BUCKET_COUNT];
-      if (counts[i] > 0) out[f] = (out[f] ?? 0) + counts[i];
-    }
-    return out;
   }
 
   test('an hour of 10 s data: exact counts per lifespan bucket, new connections/s from ok connects, p50/p99 lines, the resolution named', async () => {
@@ -223,4 +231,41 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     const none = await srv.get(`/render/heatmap.png?metric=tls&service=churn&from=${HOUR_FROM}&to=${NOW}`);
     expect(none.headers['x-tcplat-no-data']).toBe('true');
   });
+});
+
+describeWith(missingInflux2(), 'renderer churn and TLS charts on InfluxDB 2.x (Flux)', () => {
+  let target: InfluxV2Target;
+
+  beforeAll(async () => {
+    target = await freshBucket('renderer_churn');
+    const { hourBase } = seed(HOUR_FROM);
+    const points = [...hourBase, ...tlsPoints()];
+    for (let i = 0; i < points.length; i += 5000) await writeLines(target, encodePoints(points.slice(i, i + 5000)));
+  }, 120_000);
+
+  afterAll(async () => {
+    if (!target) return;
+    const headers = { Authorization: `Token ${TEST_INFLUX2_TOKEN}` };
+    const found = (await (await fetch(`${TEST_INFLUX2_URL}/api/v2/buckets?name=${encodeURIComponent(target.bucket)}`, { headers })).json()) as { buckets?: { id: string }[] };
+    for (const b of found.buckets ?? []) await fetch(`${TEST_INFLUX2_URL}/api/v2/buckets/${b.id}`, { method: 'DELETE', headers });
+  });
+
+  test('lifespan counts per bucket and new connections/s, and TLS percentiles, through Flux', async () => {
+    const source = influxSource(target, 60_000);
+    const p = parseRenderParams('lifespan', { service: 'churn', from: String(HOUR_FROM), to: String(NOW) }, DEFAULT_LIMITS, NOW);
+    const none = { levels: [], rp: ROLLUP_RP };
+    const [read, connects] = await Promise.all([readLevels(source, chartQuery(p), p.level, none, NOW, W), readLevels(source, newConnectsQuery(p), p.level, none, NOW, W)]);
+    const chart = lifespanChart(p, read.rows, connects.rows, { level: read.level, baseMs: W });
+    expect(perBucket(chart.request)).toEqual({ le_25: (3_600_000 / W) * CHURN.closed });
+    for (const r of chart.request.rate as number[]) expect(r).toBeCloseTo(10, 6);
+    const reuse = parseRenderParams('lifespan', { service: 'reuse', from: String(HOUR_FROM), to: String(NOW) }, DEFAULT_LIMITS, NOW);
+    expect(perBucket(lifespanChart(reuse, await source.query(chartQuery(reuse)), []).request)).toEqual({ le_400000: 3_600_000 / W });
+
+    const t = parseRenderParams('percentiles', { service: 'nest', metric: 'tls', from: String(HOUR_FROM), to: String(NOW) }, DEFAULT_LIMITS, NOW);
+    const tc = percentilesChart(t, await source.query(chartQuery(t)));
+    expect(tc.total).toBe((3_600_000 / W) * 22);
+    const [s] = tc.request.series as { p50: number[]; error_pct: number[] }[];
+    for (const v of s.p50) expect(v).toBeGreaterThan(290);
+    for (const e of s.error_pct) expect(e).toBeCloseTo((2 / 22) * 100, 2);
+  }, 120_000);
 });
