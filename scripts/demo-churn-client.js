@@ -4,7 +4,7 @@
  * One client pool of `tcplat demo churn`, in its own process so the agent tells the pools apart by pid
  * (a `services` rule per pool). It waits for "go" on stdin, then sends --rate requests/s for --duration to
  * 127.0.0.1:--port, each a line answered by a line, and prints one JSON line with what it did:
- *   reuse: a pool of --size keep-alive connections, each replaced after --max-life (±20 %, like HikariCP's
+ *   reuse: a pool of at most --size keep-alive connections (opened as concurrent requests need them), each replaced after --max-life (±20 %, like HikariCP's
  *          maxLifetime), requests taken by a free connection;
  *   churn: a new connection per request, closed by the client once the answer is in.
  * Usage: node demo-churn-client.js reuse|churn PORT RATE DURATION_MS SIZE MAX_LIFE_MS

@@ -35,7 +35,7 @@ const OPTIONS = [
   { name: 'duration', type: 'duration', default: '40s', help: 'how long both pools send requests' },
   { name: 'rate', type: 'int', min: 1, max: 2000, default: 50, help: 'requests per second of each pool' },
   { name: 'request-time', type: 'duration', default: '20ms', help: 'how long the server takes to answer a request' },
-  { name: 'pool-size', type: 'int', min: 1, max: 100, default: 4, help: 'connections of the reusing pool' },
+  { name: 'pool-size', type: 'int', min: 1, max: 100, default: 4, help: 'most connections of the reusing pool (opened as concurrent requests need them)' },
   { name: 'max-life', type: 'duration', default: '15s', help: "the reusing pool replaces a connection after this long (±20 %, like HikariCP's maxLifetime)" },
   { name: 'out', type: 'string', arg: 'DIR', default: '.', help: 'where the two lifespan PNGs are written' },
   { name: 'theme', type: 'enum', values: ['dark', 'light'], default: 'dark', help: 'theme of the PNGs' },
@@ -342,7 +342,7 @@ async function churn(argv) {
 
     const startMs = Date.now();
     for (const p of pools) p.go();
-    say(`both pools send ${v.rate} requests/s for ${durationMs / 1000} s: reuse-pool over ${v['pool-size']} connections (replaced after ~${v['max-life'] / 1000} s), churn-pool over a new connection each`);
+    say(`both pools send ${v.rate} requests/s for ${durationMs / 1000} s: reuse-pool over at most ${v['pool-size']} connections (replaced after ~${v['max-life'] / 1000} s), churn-pool over a new connection each`);
 
     // tcplat top, over 10 s in the middle of the run (its window), as a user would look at it.
     const topAt = Math.max(0, durationMs / 2 - 5000);
