@@ -14,7 +14,7 @@ import { wallNs, type Clock } from './clock';
 import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
 import { ProcCache } from './enrich/proc';
-import { Metrics, StageCounters } from './metrics';
+import { Metrics, StageCounters, type Counter } from './metrics';
 import type { AgentConfig } from './options';
 import { Refusals } from './parse/refusals';
 import { isHistLine, parseHistLine } from './parse/hist';
@@ -105,6 +105,9 @@ export class Agent {
   private readonly enricher: Enricher;
   readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
+  /** TLS handshakes (the probe's tls lines): tls_handshake and tls_handshake_hist, the connect path's machinery. */
+  private readonly tlsAggregator: Aggregator;
+  private readonly tlsHandshakes: Record<'ok' | 'failed', Counter>;
   readonly budget: SeriesBudget;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
@@ -176,18 +179,19 @@ export class Agent {
       this.stages.enrich,
     );
     this.budget = new SeriesBudget({ maxSeries: config.maxSeries, horizonS: Math.round(config.seriesHorizonMs / 1000) }, m, this.log);
-    this.aggregator = new Aggregator(
-      {
-        host: config.host,
-        windowNs: BigInt(config.histWindowMs) * 1_000_000n,
-        rawLimit: config.rawRateLimit,
-        runId: this.spool.runId,
-        // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
-        importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
-        budget: this.budget,
-      },
-      this.stages.aggregate,
-    );
+    const aggregation = {
+      host: config.host,
+      windowNs: BigInt(config.histWindowMs) * 1_000_000n,
+      rawLimit: config.rawRateLimit,
+      runId: this.spool.runId,
+      // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
+      importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+      budget: this.budget,
+    };
+    this.aggregator = new Aggregator(aggregation, this.stages.aggregate);
+    this.tlsAggregator = new Aggregator({ ...aggregation, kind: 'tls' }, this.stages.aggregate);
+    const tlsHelp = 'TLS handshakes read from the probe (tls lines) and aggregated, by result (tls_handshake_hist counts every one; tls_handshake is rate-limited like tcp_connect)';
+    this.tlsHandshakes = { ok: m.counter('tcplat_tls_handshakes_total', tlsHelp, { result: 'ok' }), failed: m.counter('tcplat_tls_handshakes_total', tlsHelp, { result: 'failed' }) };
     const clock = deps.clock ?? wallNs;
     this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
     this.command =
@@ -201,6 +205,7 @@ export class Agent {
         probeMode: config.probeMode,
         probeClose: config.probeClose,
         probeZeroWindows: config.probeZeroWindows,
+        probeTls: config.probeTls,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
@@ -221,7 +226,7 @@ export class Agent {
       }),
     );
     m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
-    m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
+    m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.pendingEvents);
     const sp = () => this.spool.stats;
     const byReason = (f: (d: SpoolStats['dropped'][DropReason]) => number) => () =>
       (Object.keys(sp().dropped) as DropReason[]).map((reason) => ({ labels: { reason }, value: f(sp().dropped[reason]) }));
@@ -245,8 +250,13 @@ export class Agent {
     m.gauge('tcplat_session_direction_guesses_total', 'tcplife rows whose direction (opened or accepted) had no evidence: guessed (both ends seen: the lower port listens; one end: opened)', () => this.enricher.sessionGuesses);
     m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
     m.gauge('tcplat_cgroup_unresolved_total', 'Events whose cgroup id was not (or no longer) in the cgroup v2 hierarchy: no container or cgroup: rule for them', () => this.cgroups?.stats.unresolved ?? 0);
-    m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
-    m.gauge('tcplat_raw_unchecked_total', 'Raw/session points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked);
+    m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions + this.tlsAggregator.collisions);
+    m.gauge('tcplat_raw_unchecked_total', 'Raw/session/TLS points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked + this.tlsAggregator.unchecked);
+  }
+
+  /** Events held by both aggregators (connects and the rest; TLS handshakes). */
+  private get pendingEvents(): number {
+    return this.aggregator.pending + this.tlsAggregator.pending;
   }
 
   lagSeconds(): number {
@@ -305,8 +315,8 @@ export class Agent {
         parse.drop('stats_line');
         return;
       }
-      // Hist lines took parse/hist.ts above: anything else here but a connect or close is not ours to read.
-      if (r.value.type !== 'connect' && r.value.type !== 'close') {
+      // Hist lines took parse/hist.ts above: anything else here but a connect, close or tls line is not ours to read.
+      if (r.value.type !== 'connect' && r.value.type !== 'close' && r.value.type !== 'tls') {
         parse.drop('type');
         return;
       }
@@ -328,6 +338,14 @@ export class Agent {
     }
     if (!e) return;
     this.lastEventNs = e.tsNs;
+    if (e.type === 'tls') {
+      // Rare (clients keep their TLS connections open): kept off the connect path below.
+      this.tlsAggregator.add(e);
+      this.tlsHandshakes[e.result].inc();
+      this.stream.tls(e);
+      if (this.tlsAggregator.pending >= MAX_PENDING_EVENTS) this.flush(false);
+      return;
+    }
     this.aggregator.add(e as EnrichedEvent);
     if (e.type === 'connect') this.stream.event(e);
     // An import reads far faster than the flush interval: bound what waits in memory.
@@ -359,6 +377,7 @@ export class Agent {
     // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
     for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);
+    this.tlsAggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
     this.flushMaxMs = Math.max(this.flushMaxMs, performance.now() - t0);
@@ -469,7 +488,8 @@ export class Agent {
         last_event_ns: this.lastEventNs?.toString() ?? null,
       },
       pipeline: {
-        pending_events: this.aggregator.pending,
+        pending_events: this.pendingEvents,
+        tls_handshakes: { ok: this.tlsHandshakes.ok.value, failed: this.tlsHandshakes.failed.value },
         batch_lines: this.batchLines,
         stages: Object.fromEntries(
           Object.entries(this.stages).map(([name, st]) => [name, { received: st.received.value, emitted: st.emitted.value, dropped: st.droppedCount() }]),
@@ -523,7 +543,7 @@ export class Agent {
 
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0 && this.spool.appending === 0;
+    return this.pendingEvents === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0 && this.spool.appending === 0;
   }
 
   /**
