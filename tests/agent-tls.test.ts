@@ -10,11 +10,11 @@
  *   bucket, handshakes without their socket under dst `unknown`, a bad line refused by name, the raw limit's
  *   weights; importing it again changes nothing.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BUCKET_FIELDS, bucketIndex, MEASUREMENT, TLS_DST_UNSEEN, type InfluxV1Target } from '@tcplat/core';
-import { agentArgs, buildAgent, PROBE, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
+import { agentArgs, buildAgent, PROBE, ROOT, rows, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { describeWith, missingRootEbpf } from './support/prereq';
 import { client, NODE_CLIENT, PY_CLIENT, startTlsServer, type TlsServer } from './support/tls-scenarios';
@@ -139,6 +139,22 @@ describeWith(missingLive(), 'agent live: real TLS handshakes -> tls_handshake an
     expect(metrics).toMatch(/^tcplat_probe_tls_on 1$/m);
     expect(metrics).toMatch(/^tcplat_probe_tls_files\{outcome="attached"\} [1-9]\d*$/m);
     expect(metrics).toMatch(/^tcplat_probe_tls_lost\{kind="drop",reason="ringbuf_full"\} 0$/m);
+
+    // tcplat top: the TLS columns beside the connect columns of the same service -> destination. Once top
+    // listens (the agent counts it as a stream client), one more Python handshake.
+    const top = spawn(process.execPath, [path.join(ROOT, 'bin', 'tcplat'), 'top', '--agent', agent.url, '--once', '--interval', '8s', '--sort', 'name'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    top.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    top.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const topDone = new Promise<number | null>((r) => top.on('close', r));
+    await waitFor(async () => /^tcplat_stream_clients 1$/m.test(await (await fetch(`${agent!.url}/metrics`)).text()), 15_000, 'tcplat top to connect');
+    await py(true);
+    expect(await topDone).toBe(0);
+    expect(out).toMatch(/SYN-RETX\s+TLS\/S\s+TLS-P50\s+TLS-P99\s+TLS-FAIL\s+FAILURES/);
+    const line = out.split('\n').find((l) => l.startsWith('python3 ') && l.includes(`127.0.0.1:${port}`));
+    // 1 connect and 1 handshake over the ~8 summaries top heard: ~0.1/s each; the handshake's p50 and p99
+    // ~300 ms; none failed.
+    expect(line).toMatch(/\s0\.[12]\s+\S+\s+\S+\s+\S+\s+0\s+0\.[12]\s+(2[89]\d|[3-5]\d\d)ms\s+(2[89]\d|[3-5]\d\d)ms\s+0\s+-$/);
   }, 120_000);
 });
 
