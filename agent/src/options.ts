@@ -79,9 +79,8 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
 export const AGENT_SUMMARY = [
   'Runs a collector (the tcplat eBPF probe, or BCC/libbpf-tools tcplife, tcpstates, tcpconnlat), parses, enriches',
   'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session, tcp_session_hist,',
-  'tls_handshake and tls_handshake_hist to',
-  'InfluxDB through a durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
-  'destinations, see agent/README.md).',
+  'tls_handshake and tls_handshake_hist to InfluxDB through a durable on-disk spool. Service and destination',
+  'mapping rules live in the config file (sections services and destinations, see agent/README.md).',
 ].join('\n');
 
 export const AGENT_FOOTER = [
