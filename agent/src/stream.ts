@@ -1,6 +1,7 @@
 /**
  * Live view for `tcplat top` and friends: server-sent events of every connect as it is enriched, and a
- * summary per second (by arrival) per service, destination and result. Nothing is computed while nobody
+ * summary per second (by arrival) per service, destination and result (and the same for TLS handshakes, in
+ * the summary's `tls` rows). Nothing is computed while nobody
  * listens; a client that cannot keep up misses events (counted), never slows the pipeline.
  *
  * Bounded so that clients cannot starve the agent: at most `maxClients` at once (the route answers 503
@@ -9,7 +10,7 @@
  */
 import { Histogram } from '@tcplat/core';
 import type { Counter, Metrics } from './metrics';
-import type { EnrichedConnect } from './types';
+import type { EnrichedConnect, EnrichedTls } from './types';
 
 export interface StreamClient {
   /** Queue one SSE frame for the client. */
@@ -54,6 +55,8 @@ export class StreamHub {
   private pending: string[] = [];
   private batchTimer: NodeJS.Timeout | null = null;
   private cells = new Map<string, Cell>();
+  /** TLS handshakes of the current second (summary rows only: no per-handshake frames). */
+  private tlsCells = new Map<string, Cell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
   private readonly sent: Counter;
@@ -94,6 +97,7 @@ export class StreamHub {
         clearInterval(this.timer);
         this.timer = null;
         this.cells.clear();
+        this.tlsCells.clear();
         this.pending = [];
       }
     };
@@ -128,6 +132,18 @@ export class StreamHub {
     // clients cost few writes and few buffered chunks (each queued chunk costs far more than its bytes).
     if (this.pending.length >= MAX_BATCH_FRAMES) this.flushEvents();
     else this.batchTimer ??= setTimeout(() => this.flushEvents(), BATCH_MS);
+  }
+
+  /** A TLS handshake: counted in the second's `tls` summary rows. */
+  tls(ev: EnrichedTls): void {
+    if (this.clients.size === 0) return;
+    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}`;
+    let cell = this.tlsCells.get(key);
+    if (!cell) {
+      cell = { service: ev.service, dst: ev.dst, result: ev.result, hist: new Histogram(), synRetrans: 0 };
+      this.tlsCells.set(key, cell);
+    }
+    cell.hist.add(ev.latencyNs / 1e6);
   }
 
   private anyWantsEvents(): boolean {
@@ -168,7 +184,7 @@ export class StreamHub {
     this.flushEvents();
     // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
     // max) so a client such as `tcplat top` can merge seconds and results without losing precision.
-    const rows = [...this.cells.values()].map((c) => {
+    const row = (c: Cell, tls: boolean) => {
       const buckets: Record<number, number> = {};
       c.hist.buckets.forEach((n, i) => {
         if (n > 0) buckets[i] = n;
@@ -183,12 +199,16 @@ export class StreamHub {
         min_ms: c.hist.minMs,
         max_ms: c.hist.maxMs,
         sum_ms: c.hist.sumMs,
-        syn_retrans: c.synRetrans,
+        ...(tls ? {} : { syn_retrans: c.synRetrans }),
         buckets,
       };
-    });
+    };
+    const rows = [...this.cells.values()].map((c) => row(c, false));
+    const tls = [...this.tlsCells.values()].map((c) => row(c, true));
     this.cells = new Map();
-    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows })}\n\n`;
+    this.tlsCells = new Map();
+    // `total` counts connects only, as before; TLS handshakes come in their own rows (the same shape).
+    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows, tls })}\n\n`;
     for (const slot of [...this.clients.values()]) this.deliver(slot, frame);
   }
 
