@@ -88,3 +88,14 @@ test('churn and TLS metrics are offered with a description each; the picked one 
   await pick('Metric', 'TLS failure rate');
   expect(seen.at(-1)!.metric).toBe('tlsFailureRate');
 });
+
+test('a TLS metric offers the TLS results (ok, failed) for the result filter', async () => {
+  const ds = fakeDatasource();
+  const seen: TcplatQuery[] = [];
+  render(<Harness ds={ds} seen={seen} runs={{ n: 0 }} />);
+  await pick('Metric', 'TLS handshake p99');
+  await pick('Result', 'failed');
+  expect(seen.at(-1)).toMatchObject({ metric: 'tlsP99', result: ['failed'] });
+  await userEvent.click(screen.getByLabelText('Result'));
+  expect(screen.queryByText('refused', { selector: '[role="option"] *, [role="option"]' })).toBeNull();
+});

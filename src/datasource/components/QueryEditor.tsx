@@ -6,10 +6,10 @@ import React, { useEffect, useMemo, useState } from 'react';
 import type { QueryEditorProps, SelectableValue } from '@grafana/data';
 import { getTemplateSrv } from '@grafana/runtime';
 import { InlineField, InlineFieldRow, MultiSelect, Select } from '@grafana/ui';
-import { HIST_QUERY_TAGS, RESULTS, type HistQueryTag } from '@tcplat/core';
+import { HIST_QUERY_TAGS, MEASUREMENT, RESULTS, TLS_RESULTS, type HistQueryTag } from '@tcplat/core';
 import type { TcplatDataSource } from '../datasource';
 import { migrateQuery } from '../migrate';
-import { bucketsGroupByNotice, queryFilters } from '../queries';
+import { bucketsGroupByNotice, measurementOf, queryFilters } from '../queries';
 import { METRICS, METRIC_DESCRIPTIONS, METRIC_LABELS, type Metric, type TcplatOptions, type TcplatQuery } from '../types';
 
 type Props = QueryEditorProps<TcplatDataSource, TcplatQuery, TcplatOptions>;
@@ -58,10 +58,12 @@ function TagSelect({ ds, tag, query, onChange }: { ds: TcplatDataSource; tag: Hi
   const { values, loading, error } = useTagValues(ds, tag, query);
   const selected = query[tag] ?? [];
   const options = useMemo(() => {
-    const fromData = tag === 'result' ? [...new Set([...RESULTS, ...values])] : values;
+    // TLS handshakes end `ok` or `failed`; the values listed from the data are the connects' results.
+    const tls = measurementOf(query.metric) === MEASUREMENT.tlsHist;
+    const fromData = tag === 'result' ? (tls ? [...TLS_RESULTS] : [...new Set([...RESULTS, ...values])]) : values;
     const all = [...variableNames(), ...fromData, ...selected.filter((s) => !fromData.includes(s))];
     return [...new Set(all)].map((v) => ({ label: v, value: v }));
-  }, [tag, values, selected]);
+  }, [tag, values, selected, query.metric]);
   return (
     <InlineField label={TAG_LABELS[tag]} labelWidth={14} tooltip={error ? `Could not list values: ${error}` : 'Empty: every value. Template variables allowed.'} invalid={Boolean(error)}>
       <MultiSelect<string>
