@@ -11,7 +11,7 @@
  * `aggregateWindow` both align to 1970-01-01), each row is stamped with its bin's start, and the range is
  * [fromMs, toMs). Empty bins are not returned.
  */
-import { BUCKET_FIELDS } from './buckets';
+import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import { MAX_TIME_MS } from './duration';
 import { QueryValueError, quote } from './escape';
 import { HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
@@ -19,6 +19,35 @@ import { HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOW
 /** Tags of tcp_connect_hist that queries filter and group by. */
 export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
 export type HistQueryTag = (typeof HIST_QUERY_TAGS)[number];
+
+/**
+ * The histogram measurements these builders read: tcp_connect_hist, tls_handshake_hist (the same schema,
+ * issue 16) and tcp_session_hist (lifespans: SESSION_BUCKET_FIELDS, no `result` tag, issue 15).
+ */
+export const HIST_MEASUREMENTS = [MEASUREMENT.connectHist, MEASUREMENT.tlsHist, MEASUREMENT.sessionHist] as const;
+export type HistMeasurement = (typeof HIST_MEASUREMENTS)[number];
+
+/**
+ * The histogram measurements that have rollups (agent/src/rollup makes them). THE switch: when the agent
+ * rolls up tcp_session_hist or tls_handshake_hist too, add it here and every reader picks its rollups;
+ * until then queries of the others read their 10 s data whatever the range.
+ */
+export const ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
+
+/** The rollup levels a query of `measurement` may read, among `levels`: none when it has no rollups. */
+export function rollupLevelsFor(measurement: HistMeasurement, levels: readonly RollupWindowName[] = ROLLUP_WINDOWS.map((w) => w.name)): RollupWindowName[] {
+  return ROLLED_UP_MEASUREMENTS.includes(measurement) ? [...levels] : [];
+}
+
+/** The tags a measurement's histogram series carry (tcp_session_hist has no `result`). */
+export function histTagsOf(measurement: HistMeasurement): readonly HistQueryTag[] {
+  return measurement === MEASUREMENT.sessionHist ? HIST_QUERY_TAGS.filter((t) => t !== TAG.result) : HIST_QUERY_TAGS;
+}
+
+/** The bucket fields of a measurement, in order, overflow last. */
+export function bucketFieldsOf(measurement: HistMeasurement): readonly string[] {
+  return measurement === MEASUREMENT.sessionHist ? SESSION_BUCKET_FIELDS : BUCKET_FIELDS;
+}
 
 /**
  * What to read: `buckets` (every bucket field, summed), `count`, `sum` (sum_ms), `min` (min_ms),
@@ -53,6 +82,8 @@ export interface HistQuery {
   series?: readonly Readonly<Partial<Record<HistQueryTag, string>>>[];
   /** What to read: the 10 s data or one rollup level, and where it lives. Absent: the 10 s data. */
   source?: HistSourceRef;
+  /** Which histogram measurement (its rollups at a rollup level). Absent: tcp_connect_hist. */
+  measurement?: HistMeasurement;
 }
 
 /** The finest level: the agent's own windows (`tcp_connect_hist`, 10 s by default). */
@@ -75,9 +106,9 @@ export interface HistSourceRef {
   bucket?: string;
 }
 
-/** The measurement a level is read from. */
-export function levelMeasurement(level: HistLevel): string {
-  return level === BASE_LEVEL ? MEASUREMENT.connectHist : rollupMeasurement(MEASUREMENT.connectHist, level);
+/** The measurement a level is read from: `measurement` itself (default tcp_connect_hist) or its rollup. */
+export function levelMeasurement(level: HistLevel, measurement: HistMeasurement = MEASUREMENT.connectHist): string {
+  return level === BASE_LEVEL ? measurement : rollupMeasurement(measurement, level);
 }
 
 /** Window of a level in ms; `base` is the agent's flush window (baseMs). */
@@ -235,10 +266,10 @@ export interface HistColumn {
 }
 
 /** The fields a query reads and how each is aggregated, in a fixed order (buckets first). */
-export function histColumns(metrics: readonly HistMetric[]): HistColumn[] {
+export function histColumns(metrics: readonly HistMetric[], measurement: HistMeasurement = MEASUREMENT.connectHist): HistColumn[] {
   const want = new Set(metrics);
   const out: HistColumn[] = [];
-  if (want.has('buckets')) for (const f of BUCKET_FIELDS) out.push({ field: f, agg: 'sum' });
+  if (want.has('buckets')) for (const f of bucketFieldsOf(measurement)) out.push({ field: f, agg: 'sum' });
   if (want.has('count')) out.push({ field: HIST_FIELD.count, agg: 'sum' });
   if (want.has('sum')) out.push({ field: HIST_FIELD.sumMs, agg: 'sum' });
   if (want.has('min')) out.push({ field: HIST_FIELD.minMs, agg: 'min' });
@@ -267,7 +298,17 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   if (q.toMs <= q.fromMs) throw new QueryValueError(`toMs (${q.toMs}) must be after fromMs (${q.fromMs})`);
   int('windowMs', q.windowMs, 1, MAX_TIME_MS);
   for (const m of q.metrics) if (!(HIST_METRICS as readonly string[]).includes(m)) throw new QueryValueError(`unknown metric ${JSON.stringify(m)}`);
-  let columns = histColumns(q.metrics);
+  const measurement = q.measurement ?? MEASUREMENT.connectHist;
+  if (!(HIST_MEASUREMENTS as readonly string[]).includes(measurement)) throw new QueryValueError(`unknown histogram measurement ${JSON.stringify(measurement)}: use one of ${HIST_MEASUREMENTS.join(', ')}`);
+  if (measurement === MEASUREMENT.sessionHist && q.metrics.includes('synRetrans')) throw new QueryValueError(`${measurement} has no syn_retrans field`);
+  const tags = histTagsOf(measurement);
+  const noTag = (where: string, k: string) => {
+    if ((HIST_QUERY_TAGS as readonly string[]).includes(k) && !(tags as readonly string[]).includes(k)) throw new QueryValueError(`${where}: ${measurement} has no ${JSON.stringify(k)} tag (it has ${tags.join(', ')})`);
+  };
+  for (const [k, v] of Object.entries(q.filters ?? {})) if (v !== undefined && v.length > 0) noTag('filter', k);
+  for (const g of q.groupBy ?? []) noTag('group by', g);
+  for (const e of q.series ?? []) for (const k of Object.keys(e ?? {})) noTag('series', k);
+  let columns = histColumns(q.metrics, measurement);
   if (columns.length === 0) throw new QueryValueError('a query needs at least one metric');
   if (q.fields !== undefined) {
     for (const f of q.fields) if (!columns.some((c) => c.field === f)) throw new QueryValueError(`field ${JSON.stringify(f)} is not one of the metrics' fields`);
@@ -325,13 +366,13 @@ function checkSource(src: HistSourceRef | undefined): void {
 }
 
 /** The FROM of an InfluxQL query: the level's measurement, in the source's retention policy when it names one. */
-export function influxQLFrom(src: HistSourceRef | undefined): string {
+export function influxQLFrom(src: HistSourceRef | undefined, measurement: HistMeasurement = MEASUREMENT.connectHist): string {
   checkSource(src);
   const id = (s: string) => quote('influxql-ident', s);
   const level = src?.level ?? BASE_LEVEL;
   const rp = src?.rp ?? (level === BASE_LEVEL ? undefined : ROLLUP_RP);
   // "rp"."measurement" reads the retention policy of the request's database (the `db` parameter).
-  return rp === undefined ? id(levelMeasurement(level)) : `${id(rp)}.${id(levelMeasurement(level))}`;
+  return rp === undefined ? id(levelMeasurement(level, measurement)) : `${id(rp)}.${id(levelMeasurement(level, measurement))}`;
 }
 
 /** The bucket a Flux query reads: the source's, else the 10 s data's bucket or its rollup bucket. */
@@ -364,7 +405,7 @@ export function buildInfluxQLHistQuery(q: HistQuery): string {
     where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
   }
   const group = [`time(${q.windowMs}ms)`, ...groupBy.map(id)].join(', ');
-  return `SELECT ${select} FROM ${influxQLFrom(q.source)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
+  return `SELECT ${select} FROM ${influxQLFrom(q.source, q.measurement)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
 }
 
 function fluxTime(ms: number): string {
@@ -387,7 +428,7 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   const lines: string[] = [];
   lines.push(`data = from(bucket: ${s(fluxBucket(q.source, opts.bucket))})`);
   lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
-  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL))})`);
+  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL, q.measurement))})`);
   // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
   const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
   for (const [tag, values] of filters) {
@@ -631,7 +672,10 @@ export async function readHistLevels(
   nowMs: number,
   baseMs: number = BASE_WINDOW_MS,
 ): Promise<LevelRead> {
-  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels: where.levels, baseMs });
+  // A measurement without rollups (ROLLED_UP_MEASUREMENTS) reads its 10 s data, whatever was picked.
+  const levels = rollupLevelsFor(q.measurement ?? MEASUREMENT.connectHist, where.levels);
+  if (level !== BASE_LEVEL && !(levels as readonly string[]).includes(level)) level = BASE_LEVEL;
+  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels, baseMs });
   const readPart = (p: HistPart) => run({ ...q, fromMs: p.fromMs, toMs: p.toMs, source: sourceRef(p.level, where) });
   const answers = await Promise.all(
     parts.map((p) =>
