@@ -234,6 +234,10 @@ static void usage(FILE *f)
 "               drops (close losses included: session_full,\n"
 "               close_ringbuf_full, session_stale); closes = close lines\n"
 "               written; missed = program runs the kernel skipped, per hook\n"
+"               tls (unless --tls off): on, handshakes ok/failed, unjoined\n"
+"               (without their socket), drops, not_reported, files by\n"
+"               outcome (attached, not_openssl, go_crypto_tls, java,\n"
+"               attach_failed, unreadable); on:false = uprobes not loaded\n"
 "\n"
 "stderr gets logs; once the probe is attached it prints a line starting with\n"
 "\"" PROG ": attached\". SIGINT/SIGTERM: what was read from the kernel is still\n"
@@ -1017,7 +1021,7 @@ static void print_stats(struct tcplat_bpf *skel)
 		{ "session_stale", TCPLAT_CNT_DROP_SESSION_STALE },
 	};
 	enum { NDROPS = sizeof(drops) / sizeof(drops[0]) };
-	char line[512], *p = line;
+	char line[1024], *p = line;
 	uint64_t m_state = recursion_misses(state_prog), m_retrans = recursion_misses(retrans_prog);
 	uint64_t m_exit = recursion_misses(exit_prog), vals[NDROPS], total = 0;
 	uint64_t m_reset = recursion_misses(rst_in_prog) + recursion_misses(rst_out_prog);
@@ -1066,7 +1070,10 @@ static void print_stats(struct tcplat_bpf *skel)
 		p = put_str(p, ",\"zero_window\":");
 		p = put_u64(p, m_zw);
 	}
-	p = put_str(p, "}}\n");
+	p = put_str(p, "}");
+	if (!opt.tls_off)
+		p += tls_stats_json(p, line + sizeof(line) - 2 - p);
+	p = put_str(p, "}\n");
 	write_out(line, p - line);
 	flush_out();
 }

@@ -496,6 +496,30 @@ static uint64_t counter(uint32_t idx)
 	return sum;
 }
 
+size_t tls_stats_json(char *buf, size_t cap)
+{
+	size_t off;
+	int n;
+
+	if (!skel) {
+		/* asked for and not running: the uprobes could not be loaded (logged at start) */
+		n = snprintf(buf, cap, ",\"tls\":{\"on\":false}");
+		return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+	}
+	n = snprintf(buf, cap, ",\"tls\":{\"on\":true,\"ok\":%llu,\"failed\":%llu,\"unjoined\":%llu,"
+		     "\"drops\":{\"ringbuf_full\":%llu},\"not_reported\":{\"role_unknown\":%llu},\"files\":{",
+		     (unsigned long long)n_ok, (unsigned long long)n_failed, (unsigned long long)n_unjoined_lines,
+		     (unsigned long long)counter(TLS_CNT_DROP_RINGBUF), (unsigned long long)counter(TLS_CNT_ROLE_UNKNOWN));
+	off = n < 0 ? 0 : (size_t)n;
+	for (int i = 0; i < W_MAX && off < cap; i++) {
+		n = snprintf(buf + off, cap - off, "%s\"%s\":%llu", i ? "," : "", why_name[i], (unsigned long long)why_count[i]);
+		off += n < 0 ? 0 : (size_t)n;
+	}
+	if (off < cap)
+		off += snprintf(buf + off, cap - off, "}}");
+	return off >= cap ? cap - 1 : off;
+}
+
 void tls_stop(void)
 {
 	char whys[256];

@@ -24,6 +24,9 @@ int tls_start(struct ring_buffer *rb, const struct tls_ops *ops);
 void tls_tick(void);
 /* Milliseconds until tls_tick has work, at most max_ms. */
 int tls_timeout_ms(int max_ms);
+/* The TLS part of a stats line, `,"tls":{...}` (bpf/README.md), into buf (cap bytes, NUL-terminated);
+ * returns its length. */
+size_t tls_stats_json(char *buf, size_t cap);
 /* Summary log line, detach, free. */
 void tls_stop(void);
 #endif

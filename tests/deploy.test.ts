@@ -7,6 +7,8 @@
  * and the alert rules runs on the real InfluxDB 2.x that `npm test` starts.
  */
 import { expandValues } from '../src/shared/variables';
+import { migrateQuery } from '../src/datasource/migrate';
+import { METRICS, type TcplatQuery } from '../src/datasource/types';
 import { fluxRows } from './support/flux';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,10 +23,18 @@ import {
   connectPoint,
   histPoint,
   HIST_FIELD,
+  HIST_QUERY_TAGS,
   Histogram,
+  int,
   MEASUREMENT,
   RESULTS,
+  SESSION_BUCKET_FIELDS,
+  SESSION_HIST_FIELD,
+  SHORT_LIVED_FIELDS,
+  sessionBucketIndex,
+  sessionHistPoint,
   TAG,
+  TLS_RESULTS,
   queryFlux,
   writeLines,
   type ConnectResult,
@@ -442,6 +452,48 @@ describe('provisioning', () => {
     for (const k of Object.keys(heat.options)) expect([k, new RegExp(`\\b${k}\\??:`).test(fields)]).toEqual([k, true]);
   });
 
+  test('dashboard: the tcplat datasource panels (churn, TLS rows) name only metrics, tags and variables that exist', () => {
+    const variables = new Set((dashboard.templating.list as Any[]).map((v) => v.name));
+    const ours = dashboard.panels.filter((p: Any) => p.type === 'timeseries' && resolveDatasource(p.datasource) === 'tcplat');
+    expect(ours.length).toBeGreaterThanOrEqual(5);
+    const used = new Set<string>();
+    for (const p of ours) {
+      for (const t of p.targets as TcplatQuery[]) {
+        const where = `panel ${p.id} "${p.title}" ${t.refId}`;
+        expect([where, (METRICS as readonly string[]).includes(t.metric)]).toEqual([where, true]);
+        used.add(t.metric);
+        // Saved in the current shape: the datasource reads it as it is.
+        expect([where, migrateQuery(t)]).toEqual([where, t]);
+        for (const k of Object.keys(t)) expect([where, k, ['refId', 'datasource', 'version', 'metric', 'groupBy', ...HIST_QUERY_TAGS].includes(k)]).toEqual([where, k, true]);
+        for (const g of t.groupBy ?? []) expect([where, g, (HIST_QUERY_TAGS as readonly string[]).includes(g)]).toEqual([where, g, true]);
+        for (const tag of HIST_QUERY_TAGS) {
+          for (const v of t[tag] ?? []) {
+            const ok = v.startsWith('$') ? variables.has(v.slice(1)) : tag === 'result' && (RESULTS as readonly string[]).includes(v);
+            expect([where, tag, v, ok]).toEqual([where, tag, v, true]);
+          }
+        }
+        // The dashboard's selection applies: every tcplat query filters on the three variables.
+        expect([where, t.service, t.dst, t.host]).toEqual([where, ['$service'], ['$dst'], ['$host']]);
+      }
+    }
+    for (const m of ['newConnRate', 'openMean', 'lifespanP50', 'lifespanP99', 'shortShare', 'p99', 'tlsP99', 'tlsFailureRate']) expect([m, used.has(m)]).toEqual([m, true]);
+    // Two rows below the connect panels: churn, then TLS.
+    const rows = dashboard.panels.filter((p: Any) => p.type === 'row');
+    expect(rows.map((r: Any) => r.title)).toEqual(['Connection churn', 'TLS handshake']);
+    const connectBottom = Math.max(...dashboard.panels.filter((p: Any) => p.id <= 7).map((p: Any) => p.gridPos.y + p.gridPos.h));
+    expect(rows[0].gridPos.y).toBeGreaterThanOrEqual(connectBottom);
+    const inRow = (i: number) => ours.filter((p: Any) => p.gridPos.y > rows[i].gridPos.y && (i + 1 >= rows.length || p.gridPos.y < rows[i + 1].gridPos.y));
+    const metricsOf = (p: Any) => (p.targets as TcplatQuery[]).map((t) => t.metric);
+    // Churn panels say they need --probe-close.
+    for (const p of inRow(0)) expect([p.title, /--probe-close/.test(p.description)]).toEqual([p.title, true]);
+    expect(inRow(0).flatMap(metricsOf).sort()).toEqual(['lifespanP50', 'lifespanP99', 'newConnRate', 'openMean', 'shortShare']);
+    // TCP connect p99 and TLS handshake p99 of the same service -> destination in one panel, side by side.
+    const both = inRow(1).find((p: Any) => metricsOf(p).includes('tlsP99'));
+    expect(metricsOf(both)).toEqual(['p99', 'tlsP99']);
+    for (const t of both.targets) expect(t.groupBy).toEqual(['service', 'dst']);
+    expect(inRow(1).flatMap(metricsOf)).toContain('tlsFailureRate');
+  });
+
   test("each variable's All is `.*`: a regex for the Flux panels, and no filter at all for the heatmap panel", () => {
     for (const v of queryVariables) {
       expect([v.name, v.includeAll, v.allValue]).toEqual([v.name, true, '.*']);
@@ -458,6 +510,10 @@ describe('provisioning', () => {
     const fields: Record<string, Set<string>> = {
       [MEASUREMENT.connect]: new Set(Object.values(CONNECT_FIELD)),
       [MEASUREMENT.connectHist]: new Set([...Object.values(HIST_FIELD), ...BUCKET_FIELDS]),
+      [MEASUREMENT.sessionHist]: new Set([...Object.values(SESSION_HIST_FIELD), ...SESSION_BUCKET_FIELDS]),
+      // tls_handshake_hist is tcp_connect_hist's schema; tls_handshake points carry latency_ms like tcp_connect (schema-note).
+      [MEASUREMENT.tlsHist]: new Set([...Object.values(HIST_FIELD), ...BUCKET_FIELDS]),
+      [MEASUREMENT.tls]: new Set([CONNECT_FIELD.latencyMs, CONNECT_FIELD.pid, CONNECT_FIELD.thread, CONNECT_FIELD.container, CONNECT_FIELD.sampleWeight]),
     };
     const allFields = new Set(Object.values(fields).flatMap((s) => [...s]));
     // Columns Flux itself has, or that a query creates.
@@ -473,21 +529,23 @@ describe('provisioning', () => {
       for (const m of flux.matchAll(/\br\.([a-z_]+)/g)) {
         if (m[1].startsWith('_')) continue;
         // Rows after pivot/reduce carry fields as columns, and the accumulators of reduce().
-        const ok = tags.has(m[1]) || allFields.has(m[1]) || ['n', 'total', 'failed', 'mean_ms'].includes(m[1]);
+        const ok = tags.has(m[1]) || allFields.has(m[1]) || ['n', 'total', 'failed', 'mean_ms', 'short', 'closed', 'connects'].includes(m[1]);
         expect([where, m[1], ok]).toEqual([where, m[1], true]);
       }
       for (const m of flux.matchAll(/columns: \[([^\]]*)\]/g)) {
         for (const c of m[1].split(',').map((x) => x.trim().replace(/"/g, '')).filter(Boolean)) expect([where, c, tags.has(c) || fluxColumns.has(c)]).toEqual([where, c, true]);
       }
       for (const m of flux.matchAll(/tag: "([^"]+)"/g)) expect([where, tags.has(m[1])]).toEqual([where, true]);
-      for (const m of flux.matchAll(/r\.result [!=]= "([^"]+)"/g)) expect((RESULTS as readonly string[]).includes(m[1])).toBe(true);
+      for (const m of flux.matchAll(/r\.result [!=]= "([^"]+)"/g)) expect((RESULTS as readonly string[]).includes(m[1]) || (TLS_RESULTS as readonly string[]).includes(m[1])).toBe(true);
+      // A set of fields (the churn rule's short-lived buckets) is pkg/core's, exactly.
+      for (const m of flux.matchAll(/contains\(value: r\._field, set: \[([^\]]*)\]\)/g)) expect([where, JSON.parse(`[${m[1]}]`)]).toEqual([where, [...SHORT_LIVED_FIELDS]]);
       // Variables only inside regex literals, in the regex format: the values never become Flux code.
       for (const m of flux.matchAll(/\$\{?(\w+)(:\w+)?\}?/g)) expect([where, m[0], m[2]]).toEqual([where, m[0], ':regex']);
     }
   });
 
   test('alert rules: datasources exist, the condition chain is complete, and they point at the dashboard', () => {
-    expect(rules.map((r) => r.uid).sort()).toEqual(['tcplat-connect-failure-rate', 'tcplat-connect-p99']);
+    expect(rules.map((r) => r.uid).sort()).toEqual(['tcplat-churn-short-lived', 'tcplat-connect-failure-rate', 'tcplat-connect-p99', 'tcplat-tls-failure-rate', 'tcplat-tls-p99']);
     for (const r of rules) {
       const refs = new Set(r.data.map((d: Any) => d.refId));
       expect(refs.has(r.condition)).toBe(true);
@@ -738,6 +796,24 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
               }
               points.push(histPoint({ host, service, dst, result }, h, start, result === 'ok' && service === 'rails' ? n : 0));
             }
+            // Churn (issue 15): rails closes 20 connections of 50 ms and 5 of 5 s per window (80 % short-lived),
+            // nest.api 3 of 5 minutes (pooled).
+            const lifespans = service === 'rails' ? [...Array<number>(20).fill(50), ...Array<number>(5).fill(5000)] : Array<number>(3).fill(300_000);
+            const buckets = SESSION_BUCKET_FIELDS.map(() => 0);
+            for (const ms of lifespans) buckets[sessionBucketIndex(ms)]++;
+            const sum = lifespans.reduce((a, b) => a + b, 0);
+            points.push(sessionHistPoint({ host, service, dst }, { count: lifespans.length, sumMs: sum, minMs: Math.min(...lifespans), maxMs: Math.max(...lifespans), buckets, retrans: 0, resetsIn: 0, resetsOut: 0 }, start));
+            // TLS (issue 16): 3 handshakes per window, rails' slow (1.5 s), nest.api's fast plus one failure.
+            for (const result of ['ok', 'failed'] as const) {
+              const lat = result === 'ok' ? Array<number>(3).fill(service === 'rails' ? 1500 : 20) : service === 'rails' ? [] : [5];
+              if (lat.length === 0) continue;
+              const h = new Histogram();
+              lat.forEach((ms, i) => {
+                h.add(ms);
+                points.push({ measurement: MEASUREMENT.tls, tags: { host, service, dst, result, comm: service, family: 'ipv4' }, fields: { [CONNECT_FIELD.latencyMs]: ms + i * 0.01, [CONNECT_FIELD.pid]: int(100) }, timeNs: start + 2_000_000n + seq++ });
+              });
+              points.push({ ...histPoint({ host, service, dst, result: result as ConnectResult }, h, start), measurement: MEASUREMENT.tlsHist });
+            }
           }
         }
       }
@@ -788,7 +864,7 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
   });
 
   test('the alert queries give one value per service: p99 over 500 ms for the slow one, failure rate 2/27', async () => {
-    for (const r of rules) {
+    for (const r of rules.filter((x) => x.uid.startsWith('tcplat-connect-'))) {
       const q = r.data.find((d: Any) => d.refId === 'A');
       const from = NOW - q.relativeTimeRange.from * 1000;
       const rows = fluxRows(await queryFlux(target, interpolate(q.model.query, target.bucket, from, NOW, {})));
@@ -801,5 +877,29 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
         expect(by.rails).toBeCloseTo((100 * 2) / 27, 6);
       }
     }
+  });
+
+  test('the churn and TLS alert queries: short-lived share 80 % for rails, TLS p99 1.5 s for rails, TLS failures 1/4 for nest.api', async () => {
+    const one = async (uid: string) => {
+      const q = rules.find((x) => x.uid === uid).data.find((d: Any) => d.refId === 'A');
+      const rows = fluxRows(await queryFlux(target, interpolate(q.model.query, target.bucket, NOW - q.relativeTimeRange.from * 1000, NOW, {})));
+      return Object.fromEntries(rows.map((x) => [x.service, Number(x._value)]));
+    };
+    const threshold = (uid: string) => rules.find((x) => x.uid === uid).data.find((d: Any) => d.refId === 'C').model.conditions[0].evaluator.params[0];
+    // The lone service has neither 20 closed connections nor 1 connect/s: no value, so no alert.
+    const churn = await one('tcplat-churn-short-lived');
+    expect(Object.keys(churn).sort()).toEqual([...SERVICES].sort());
+    expect(churn.rails).toBeCloseTo(80, 6);
+    expect(churn['nest.api']).toBe(0);
+    expect(churn.rails > threshold('tcplat-churn-short-lived') && churn['nest.api'] < threshold('tcplat-churn-short-lived')).toBe(true);
+    const p99 = await one('tcplat-tls-p99');
+    expect(p99.rails).toBeGreaterThan(1500);
+    expect(p99.rails).toBeLessThan(1501);
+    expect(p99['nest.api']).toBeLessThan(threshold('tcplat-tls-p99'));
+    expect(threshold('tcplat-tls-p99')).toBe(1000);
+    const failures = await one('tcplat-tls-failure-rate');
+    expect(failures['nest.api']).toBeCloseTo(25, 6);
+    expect(failures.rails).toBe(0);
+    expect(threshold('tcplat-tls-failure-rate')).toBe(5);
   });
 });

@@ -12,7 +12,7 @@ import * as esbuild from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
-import { encodePoints, writeLines, type InfluxV2Target } from '@tcplat/core';
+import { encodePoints, SESSION_BUCKET_FIELDS, sessionBucketIndex, sessionHistPoint, writeLines, type InfluxV2Target, type Point } from '@tcplat/core';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN } from './support/influx';
 import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy, type StandInDatasource } from './support/grafana-proxy';
 import { bundleTestPage } from './support/browser-bundle';
@@ -81,6 +81,15 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
         now,
       ),
     );
+    // Lifespans of api's connections (the agent with --probe-close): 3 of 50 ms and 1 of 5 s per minute.
+    const sessions: Point[] = [];
+    for (let t = Math.ceil(from / 60_000) * 60_000; t < now; t += 60_000) {
+      const buckets = SESSION_BUCKET_FIELDS.map(() => 0);
+      buckets[sessionBucketIndex(50)] = 3;
+      buckets[sessionBucketIndex(5000)] = 1;
+      sessions.push(sessionHistPoint({ host: 'h1', service: 'api', dst: 'db:5432' }, { count: 4, sumMs: 5150, minMs: 50, maxMs: 5000, buckets, retrans: 0, resetsIn: 0, resetsOut: 0 }, BigInt(t) * 1_000_000n));
+    }
+    await writePoints(target, sessions);
     // Links carry the renderer's public URL (never the request's Host); here it stands for renderer.base.
     renderer = await testServer(target, ['--auth-token', TOKEN, '--public-url', PUBLIC_RENDERER]);
     await build;
@@ -184,6 +193,17 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     await page.getByTestId('run').click();
     await page.waitForFunction(`/frames/.test(document.querySelector('[data-testid="frames"]')?.textContent ?? '')`);
     expect(await page.getByTestId('frames').textContent()).toBe('2 frames: api, web');
+
+    // Churn in the real editor: the metric's option says what it needs; its query reads tcp_session_hist,
+    // where only api has lifespans.
+    await page.getByLabel('Metric').click();
+    const short = page.getByRole('option', { name: /churn: short-lived share/ });
+    await short.waitFor();
+    expect(await short.textContent()).toMatch(/lived under 1 s.*--probe-close/);
+    await short.click();
+    expect(await page.getByTestId('tcplat-metric-description').textContent()).toMatch(/--probe-close/);
+    await page.getByTestId('run').click();
+    await page.waitForFunction(`(document.querySelector('[data-testid="frames"]')?.textContent ?? '') === '1 frames: api'`, undefined, { timeout: 30_000 });
 
     // Copy link for alerts: the renderer signs a link that works without the token.
     await page.getByRole('button', { name: 'Copy link for alerts' }).click();

@@ -8,12 +8,13 @@
  * Clients: Python's ssl (shared libssl.so.3) and Node.js tls.connect (OpenSSL built into the node binary).
  * Prerequisites as in probe.test.ts, plus python3, openssl, unshare and node; under CI=true a missing one fails.
  */
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
+import { ChildProcess, execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseProbeLine } from '../pkg/core/src/event';
-import { ON_CI, Probe, TlsEvent, children, missing as missingProbe, useProbeHooks } from './support/probe';
+import { ON_CI, Probe, TlsEvent, missing as missingProbe, useProbeHooks } from './support/probe';
+import { client, NODE_CLIENT, PY_CLIENT, startTlsServer } from './support/tls-scenarios';
 
 function works(cmd: string, args: string[]): boolean {
   const r = spawnSync(cmd, args, { stdio: 'ignore' });
@@ -39,106 +40,10 @@ if (missing && ON_CI) {
 }
 const describeProbe = missing ? describe.skip : describe;
 
-const SERVER = `
-import socket, ssl, sys, threading, time
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-ls = socket.socket()
-ls.bind(('127.0.0.1', 0))
-ls.listen(64)
-print(ls.getsockname()[1], flush=True)
-def serve(c):
-    try:
-        time.sleep(0.3)  # the ground truth: 300 ms before the server's side of the handshake
-        s = ctx.wrap_socket(c, server_side=True)
-        s.sendall(b'hi')
-        s.recv(10)
-        s.close()
-    except Exception:
-        c.close()
-while True:
-    c, _ = ls.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-`;
-
-// A client that prints {"pid"} first and handshakes when a line arrives on stdin (gated) or at once.
-const PY_CLIENT = `
-import json, os, socket, ssl, sys
-port, cafile, gated = int(sys.argv[1]), sys.argv[2], sys.argv[3] == 'gated'
-ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
-print(json.dumps({'pid': os.getpid()}), flush=True)
-if gated:
-    sys.stdin.readline()
-sock = socket.create_connection(('127.0.0.1', port))
-sport = sock.getsockname()[1]  # wrap_socket detaches sock
-try:
-    s = ctx.wrap_socket(sock, server_hostname='localhost')
-    print(json.dumps({'ok': True, 'sport': sport}), flush=True)
-    s.recv(2)
-    s.close()
-except ssl.SSLError as e:
-    print(json.dumps({'ok': False, 'sport': sport, 'error': str(e)}), flush=True)
-`;
-
-const NODE_CLIENT = `
-const tls = require('tls'), fs = require('fs');
-const s = tls.connect({ host: '127.0.0.1', port: +process.argv[1], ca: fs.readFileSync(process.argv[2]), servername: 'localhost' }, () => {
-  console.log(JSON.stringify({ pid: process.pid, ok: true, sport: s.localPort }));
-  s.on('data', () => s.end());
-});
-s.on('error', (e) => { console.log(JSON.stringify({ pid: process.pid, ok: false, error: e.message })); process.exit(0); });
-s.on('close', () => process.exit(0));
-`;
-
 let dir = '';
 let cert = '';
 let server: ChildProcess | null = null;
 let port = 0;
-
-interface Client {
-  proc: ChildProcess;
-  lines: Array<Record<string, unknown>>;
-  stderr: string;
-  done: Promise<void>;
-  next(): Promise<Record<string, unknown>>;
-}
-
-function client(argv: string[], env?: NodeJS.ProcessEnv): Client {
-  const proc = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env });
-  children.add(proc);
-  const c: Client = {
-    proc, lines: [], stderr: '',
-    done: new Promise((resolve, reject) => {
-      proc.on('exit', (code) => {
-        children.delete(proc);
-        if (code === 0) resolve();
-        else reject(new Error(`${argv.join(' ')} exited ${code}: ${c.stderr}`));
-      });
-    }),
-    async next() {
-      const n = c.lines.length;
-      const deadline = Date.now() + 30000;
-      while (c.lines.length <= n) {
-        if (proc.exitCode !== null) throw new Error(`client exited ${proc.exitCode}: ${c.stderr}`);
-        if (Date.now() > deadline) throw new Error(`client printed nothing in 30 s: ${c.stderr}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      return c.lines[n];
-    },
-  };
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.startsWith('{')) c.lines.push(JSON.parse(line));
-    }
-  });
-  proc.stderr!.on('data', (d: Buffer) => (c.stderr += d.toString()));
-  return c;
-}
 
 const pyClient = (trusted: boolean, gated = false, wrapper: string[] = [], env?: NodeJS.ProcessEnv) =>
   client([...wrapper, 'python3', '-c', PY_CLIENT, String(port), trusted ? cert : '', gated ? 'gated' : 'now'], env);
@@ -160,15 +65,9 @@ describeProbe('tcplat-probe: TLS handshakes through OpenSSL (real uprobes, real 
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcplat-tls-'));
-    cert = path.join(dir, 'cert.pem');
-    const key = path.join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
-      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-    server = spawn('python3', ['-c', SERVER, cert, key], { stdio: ['ignore', 'pipe', 'inherit'] });
-    port = await new Promise<number>((resolve, reject) => {
-      server!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      server!.once('exit', (code) => reject(new Error(`TLS server exited ${code}`)));
-    });
+    const s = await startTlsServer(dir);
+    ({ cert, port } = s);
+    server = s.proc;
   }, 60000);
 
   afterAll(() => {
@@ -230,6 +129,10 @@ describeProbe('tcplat-probe: TLS handshakes through OpenSSL (real uprobes, real 
 
     expect(await probe.stop()).toBe(0);
     expect(probe.stderr).toMatch(/tls: 2 handshakes ok, 1 failed \(0 without their socket\)/);
+    // The same counts in the last stats line (what the agent reads into /metrics), with the files by outcome.
+    const stats = JSON.parse(probe.lines.filter((l) => l.includes('"type":"stats"')).pop()!);
+    expect(stats.tls).toMatchObject({ on: true, ok: 2, failed: 1, unjoined: 0, drops: { ringbuf_full: 0 } });
+    expect(stats.tls.files.attached).toBeGreaterThanOrEqual(2); // the shared libssl and node
   }, 120000);
 
   test('a non-blocking client (Python asyncio: memory BIO, SSL_do_handshake called until done) is one handshake, joined to its socket', async () => {
@@ -358,5 +261,6 @@ func main() {
     expect(await probe.stop()).toBe(0);
     expect(probe.tls).toHaveLength(0);
     expect(probe.stderr).not.toContain('tls:');
+    expect(probe.lines.filter((l) => l.includes('"type":"stats"')).pop()).not.toContain('"tls"');
   }, 60000);
 });

@@ -322,6 +322,28 @@ for i in range(${n}):
     expect(probe.eventsTo(port).length + probe.closes.filter((c) => c.dport === port).length + unwritten).toBe(2 * n);
   });
 
+  test('a remote peer (the benchmark\'s storm -r: SYNs answered from a TUN device, no server on this host): every connect reported once, with its remote address', async () => {
+    // What `scripts/bench-probe --remote` measures: only the client's side of each connection runs in this
+    // kernel. If the responder stopped answering, or the probe missed client-only connects, this fails.
+    const port = await freePort();
+    const probe = await Probe.start(['--dport', String(port), '--no-close']);
+    const storm = spawnSync(path.join(path.dirname(PROBE), 'storm'), ['-r', '-p', String(port), '-d', '1', '-t', '2'], {
+      encoding: 'utf8',
+      timeout: 30000,
+    });
+    expect(storm.stderr).toBe('');
+    const res = JSON.parse(storm.stdout) as { connects: number; errors: number; seconds: number };
+    expect(res.errors).toBe(0);
+    expect(res.connects).toBeGreaterThan(100);
+    expect(res.seconds).toBeLessThan(5); // no connect waited for a SYN retransmit at the end
+    await probe.waitEvents([port], res.connects, 15000);
+    expect(await probe.stop()).toBe(0);
+    const events = probe.eventsTo(port);
+    expect(events).toHaveLength(res.connects);
+    for (const e of events) expect(e).toMatchObject({ result: 'ok', daddr: '10.213.0.2', saddr: '10.213.0.1', comm: 'storm' });
+    expect(probe.stats.at(-1)).toMatchObject({ dropped: 0 });
+  });
+
   test('--mode hist counts exactly what --mode stream reports on the same storm, in pkg/core\'s buckets', async () => {
     const server = await startServer('127.0.0.1');
     const okPort = portOf(server);

@@ -14,7 +14,7 @@ import { wallNs, type Clock } from './clock';
 import { CgroupResolver } from './enrich/cgroup';
 import { Enricher } from './enrich/enricher';
 import { ProcCache } from './enrich/proc';
-import { Metrics, StageCounters } from './metrics';
+import { Metrics, StageCounters, type Counter } from './metrics';
 import type { AgentConfig } from './options';
 import { Refusals } from './parse/refusals';
 import { isHistLine, parseHistLine } from './parse/hist';
@@ -51,20 +51,46 @@ function collectGarbage(): void {
   fullGc?.();
 }
 
-/** Probe v2 stats lines: `drops` and `missed` objects of counters, as `drop:<reason>` / `missed:<hook>`. */
-function lossReasons(text: string): Map<string, number> {
+/** The `tls` object of a probe stats line (bpf/README.md, TLS handshakes): the probe's uprobes on OpenSSL. */
+export interface ProbeTlsStats {
+  /** false: asked for, but the uprobes could not be loaded (the probe logs why). */
+  on: boolean;
+  /** Files looked at, by outcome (attached, not_openssl, go_crypto_tls, java, attach_failed, unreadable). */
+  files: Record<string, number>;
+}
+
+/**
+ * Probe v2 stats lines: `drops` and `missed` objects of counters, as `drop:<reason>` / `missed:<hook>`; the
+ * `tls` object's counters (cumulative per run, summed over runs like the rest) as `tls:<ok|failed|unjoined>`,
+ * `tls_drop:<reason>` and `tls_not_reported:<reason>`, and its file outcomes (the current run's) apart.
+ */
+function lossReasons(text: string): { reasons: Map<string, number>; tls: ProbeTlsStats | null } {
   const out = new Map<string, number>();
-  if (!text.includes('"drops"') && !text.includes('"missed"')) return out;
+  let tls: ProbeTlsStats | null = null;
+  if (!text.includes('"drops"') && !text.includes('"missed"') && !text.includes('"tls"')) return { reasons: out, tls };
+  const counters = (kind: string, obj: unknown) => {
+    if (typeof obj !== 'object' || obj === null) return;
+    for (const [k, v] of Object.entries(obj)) if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out.set(`${kind}:${k}`, v);
+  };
   try {
-    const o = JSON.parse(text) as { drops?: Record<string, unknown>; missed?: Record<string, unknown> };
-    for (const [kind, obj] of [['drop', o.drops], ['missed', o.missed]] as const) {
-      if (typeof obj !== 'object' || obj === null) continue;
-      for (const [k, v] of Object.entries(obj)) if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out.set(`${kind}:${k}`, v);
+    const o = JSON.parse(text) as { drops?: unknown; missed?: unknown; tls?: Record<string, unknown> };
+    counters('drop', o.drops);
+    counters('missed', o.missed);
+    if (typeof o.tls === 'object' && o.tls !== null) {
+      const t = o.tls;
+      counters('tls', { ok: t.ok, failed: t.failed, unjoined: t.unjoined });
+      counters('tls_drop', t.drops);
+      counters('tls_not_reported', t.not_reported);
+      const files: Record<string, number> = {};
+      if (typeof t.files === 'object' && t.files !== null) {
+        for (const [k, v] of Object.entries(t.files)) if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) files[k] = v;
+      }
+      tls = { on: t.on === true, files };
     }
   } catch {
     /* the stats line itself parsed; extras are optional */
   }
-  return out;
+  return { reasons: out, tls };
 }
 
 /** InfluxDB's latest timestamp, less room for the 1 ns moves of unique timestamps and histogram offsets. */
@@ -105,6 +131,9 @@ export class Agent {
   private readonly enricher: Enricher;
   readonly cgroups: CgroupResolver | null;
   private readonly aggregator: Aggregator;
+  /** TLS handshakes (the probe's tls lines): tls_handshake and tls_handshake_hist, the connect path's machinery. */
+  private readonly tlsAggregator: Aggregator;
+  private readonly tlsHandshakes: Record<'ok' | 'failed', Counter>;
   readonly budget: SeriesBudget;
   private readonly textParser: TextParser | null;
   private readonly log: Logger;
@@ -114,6 +143,8 @@ export class Agent {
   private readonly refusals: Refusals;
   private probeStats: { events: number; dropped: number; atNs: string; runs: number; run: { events: number; dropped: number } | null } | null = null;
   private readonly probeRuns = new ProbeRunStats();
+  /** The TLS part of the probe's last stats line (null: none yet, or the probe runs with --tls off). */
+  private probeTls: ProbeTlsStats | null = null;
   private readonly startedMs = Date.now();
   private shuttingDown = false;
   private lastEventNs: bigint | null = null;
@@ -176,18 +207,19 @@ export class Agent {
       this.stages.enrich,
     );
     this.budget = new SeriesBudget({ maxSeries: config.maxSeries, horizonS: Math.round(config.seriesHorizonMs / 1000) }, m, this.log);
-    this.aggregator = new Aggregator(
-      {
-        host: config.host,
-        windowNs: BigInt(config.histWindowMs) * 1_000_000n,
-        rawLimit: config.rawRateLimit,
-        runId: this.spool.runId,
-        // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
-        importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
-        budget: this.budget,
-      },
-      this.stages.aggregate,
-    );
+    const aggregation = {
+      host: config.host,
+      windowNs: BigInt(config.histWindowMs) * 1_000_000n,
+      rawLimit: config.rawRateLimit,
+      runId: this.spool.runId,
+      // --once: points depend only on the capture, so importing it again overwrites instead of adding up.
+      importEvery: config.once ? MAX_PENDING_EVENTS : undefined,
+      budget: this.budget,
+    };
+    this.aggregator = new Aggregator(aggregation, this.stages.aggregate);
+    this.tlsAggregator = new Aggregator({ ...aggregation, kind: 'tls' }, this.stages.aggregate);
+    const tlsHelp = 'TLS handshakes read from the probe (tls lines) and aggregated, by result (tls_handshake_hist counts every one; tls_handshake is rate-limited like tcp_connect)';
+    this.tlsHandshakes = { ok: m.counter('tcplat_tls_handshakes_total', tlsHelp, { result: 'ok' }), failed: m.counter('tcplat_tls_handshakes_total', tlsHelp, { result: 'failed' }) };
     const clock = deps.clock ?? wallNs;
     this.textParser = config.source === 'probe' || config.source === 'ndjson' ? null : new TextParser(config.source as TextTool, clock);
     this.command =
@@ -201,6 +233,7 @@ export class Agent {
         probeMode: config.probeMode,
         probeClose: config.probeClose,
         probeZeroWindows: config.probeZeroWindows,
+        probeTls: config.probeTls,
         histIntervalMs: config.histWindowMs,
       });
     this.source = new SourceSupervisor({ command: this.command, once: config.once, log: this.log, onLine: (l) => this.line(l) });
@@ -214,14 +247,26 @@ export class Agent {
     m.gauge('tcplat_source_running', '1 while the source process runs', () => (this.source.state.running ? 1 : 0));
     m.gauge('tcplat_source_long_lines_dropped_total', 'Source lines over 1 MiB, dropped', () => this.source.state.longLinesDropped);
     m.gauge('tcplat_probe_kernel_dropped', 'Events the probe lost in the kernel (ring buffer full), from its stats lines, summed over probe runs', () => this.probeRuns.dropped);
-    m.gauge('tcplat_probe_kernel_lost', 'Probe v2 loss counters summed over probe runs: kind=drop (attempts lost, by reason) and kind=missed (hook runs the kernel skipped)', () =>
-      [...this.probeRuns.reasons].map(([k, value]) => {
+    const reasonsOf = (kinds: readonly string[]) =>
+      [...this.probeRuns.reasons].flatMap(([k, value]) => {
         const [kind, reason] = k.split(':');
-        return { labels: { kind, reason }, value };
-      }),
+        return kinds.includes(kind) ? [{ kind, reason, value }] : [];
+      });
+    m.gauge('tcplat_probe_kernel_lost', 'Probe v2 loss counters summed over probe runs: kind=drop (attempts lost, by reason) and kind=missed (hook runs the kernel skipped)', () =>
+      reasonsOf(['drop', 'missed']).map(({ kind, reason, value }) => ({ labels: { kind, reason }, value })),
     );
+    m.gauge('tcplat_probe_tls_handshakes', "TLS handshakes the probe reported, summed over probe runs, by result (ok, failed; unjoined: of those, reported without their socket, dst 'unknown')", () =>
+      reasonsOf(['tls']).map(({ reason, value }) => ({ labels: { result: reason }, value })),
+    );
+    m.gauge('tcplat_probe_tls_lost', 'TLS handshakes the probe could not report, summed over probe runs: kind=drop (ring buffer full) and kind=not_reported (role_unknown: the SSL* was set up before the probe attached)', () =>
+      reasonsOf(['tls_drop', 'tls_not_reported']).map(({ kind, reason, value }) => ({ labels: { kind: kind.slice(4), reason }, value })),
+    );
+    m.gauge('tcplat_probe_tls_files', "Files the probe's TLS discovery looked at in its current run, by outcome: attached (OpenSSL uprobes on it), not_openssl, go_crypto_tls and java (not covered), attach_failed, unreadable (bpf/README.md)", () =>
+      Object.entries(this.probeTls?.files ?? {}).map(([outcome, value]) => ({ labels: { outcome }, value })),
+    );
+    m.gauge('tcplat_probe_tls_on', "1 while the probe's TLS uprobes run, 0 when they could not be loaded or the probe runs with --tls off (--probe-tls=off)", () => (this.probeTls?.on ? 1 : 0));
     m.gauge('tcplat_probe_runs_total', 'Probe processes whose stats lines the agent read (each restart starts its counters at 0)', () => this.probeRuns.runs);
-    m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.aggregator.pending);
+    m.gauge('tcplat_pipeline_pending_events', 'Events in memory not yet spooled (aggregation)', () => this.pendingEvents);
     const sp = () => this.spool.stats;
     const byReason = (f: (d: SpoolStats['dropped'][DropReason]) => number) => () =>
       (Object.keys(sp().dropped) as DropReason[]).map((reason) => ({ labels: { reason }, value: f(sp().dropped[reason]) }));
@@ -245,8 +290,13 @@ export class Agent {
     m.gauge('tcplat_session_direction_guesses_total', 'tcplife rows whose direction (opened or accepted) had no evidence: guessed (both ends seen: the lower port listens; one end: opened)', () => this.enricher.sessionGuesses);
     m.gauge('tcplat_cgroup_walks_total', 'Walks of the cgroup v2 hierarchy to resolve new cgroup ids', () => this.cgroups?.stats.walks ?? 0);
     m.gauge('tcplat_cgroup_unresolved_total', 'Events whose cgroup id was not (or no longer) in the cgroup v2 hierarchy: no container or cgroup: rule for them', () => this.cgroups?.stats.unresolved ?? 0);
-    m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions);
-    m.gauge('tcplat_raw_unchecked_total', 'Raw/session points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked);
+    m.gauge('tcplat_ts_collisions_total', 'Points moved by 1 ns because their series already had a point at that time', () => this.aggregator.collisions + this.tlsAggregator.collisions);
+    m.gauge('tcplat_raw_unchecked_total', 'Raw/session/TLS points older than the unique-timestamp memory (300 s of event time), written unchecked', () => this.aggregator.unchecked + this.tlsAggregator.unchecked);
+  }
+
+  /** Events held by both aggregators (connects and the rest; TLS handshakes). */
+  private get pendingEvents(): number {
+    return this.aggregator.pending + this.tlsAggregator.pending;
   }
 
   lagSeconds(): number {
@@ -301,12 +351,14 @@ export class Agent {
       if (r.value.type === 'stats') {
         // Probe v2 names its run (started_ns); older probes are told apart by the agent's restarts.
         const started = /"started_ns":(\d+)/.exec(text)?.[1];
-        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs, lossReasons(text));
+        const extra = lossReasons(text);
+        this.probeTls = extra.tls;
+        this.probeStatsLine(started ?? this.source.state.starts, r.value.events, r.value.dropped, r.value.tsNs, extra.reasons);
         parse.drop('stats_line');
         return;
       }
-      // Hist lines took parse/hist.ts above: anything else here but a connect or close is not ours to read.
-      if (r.value.type !== 'connect' && r.value.type !== 'close') {
+      // Hist lines took parse/hist.ts above: anything else here but a connect, close or tls line is not ours to read.
+      if (r.value.type !== 'connect' && r.value.type !== 'close' && r.value.type !== 'tls') {
         parse.drop('type');
         return;
       }
@@ -328,6 +380,14 @@ export class Agent {
     }
     if (!e) return;
     this.lastEventNs = e.tsNs;
+    if (e.type === 'tls') {
+      // Rare (clients keep their TLS connections open): kept off the connect path below.
+      this.tlsAggregator.add(e);
+      this.tlsHandshakes[e.result].inc();
+      this.stream.tls(e);
+      if (this.tlsAggregator.pending >= MAX_PENDING_EVENTS) this.flush(false);
+      return;
+    }
     this.aggregator.add(e as EnrichedEvent);
     if (e.type === 'connect') this.stream.event(e);
     else if (e.type === 'close') this.stream.closeEvent(e);
@@ -360,6 +420,7 @@ export class Agent {
     // tcplife rows held for evidence of their direction: at most a few seconds, all of them at the end.
     for (const s of this.enricher.takeSessions(final ? 'all' : 'expired')) this.aggregator.add(s);
     this.aggregator.flush((p) => this.encode(p), final);
+    this.tlsAggregator.flush((p) => this.encode(p), final);
     this.sealBatch();
     if (process.memoryUsage().heapUsed > HEAP_SOFT_LIMIT) collectGarbage();
     this.flushMaxMs = Math.max(this.flushMaxMs, performance.now() - t0);
@@ -466,11 +527,13 @@ export class Agent {
         stderr_tail: s.stderrTail,
         text_columns: this.textParser?.columns,
         probe_stats: this.probeStats,
+        probe_tls: this.probeTlsStatus(),
         cgroups: this.cgroups?.state ?? null,
         last_event_ns: this.lastEventNs?.toString() ?? null,
       },
       pipeline: {
-        pending_events: this.aggregator.pending,
+        pending_events: this.pendingEvents,
+        tls_handshakes: { ok: this.tlsHandshakes.ok.value, failed: this.tlsHandshakes.failed.value },
         batch_lines: this.batchLines,
         stages: Object.fromEntries(
           Object.entries(this.stages).map(([name, st]) => [name, { received: st.received.value, emitted: st.emitted.value, dropped: st.droppedCount() }]),
@@ -483,6 +546,14 @@ export class Agent {
       readiness: this.readiness(),
       metrics: this.metrics.snapshot(),
     };
+  }
+
+  /** /api/status source.probe_tls: the probe's TLS coverage (files by outcome) and its handshake counts. */
+  private probeTlsStatus(): Record<string, unknown> | null {
+    const t = this.probeTls;
+    if (!t) return this.config.source === 'probe' && !this.config.probeTls ? { on: false, reason: '--probe-tls=off' } : null;
+    const sum = (kind: string) => Object.fromEntries([...this.probeRuns.reasons].filter(([k]) => k.startsWith(kind + ':')).map(([k, v]) => [k.slice(kind.length + 1), v]));
+    return { on: t.on, files: t.files, handshakes: sum('tls'), drops: sum('tls_drop'), not_reported: sum('tls_not_reported') };
   }
 
   private describeTarget(): string {
@@ -524,7 +595,7 @@ export class Agent {
 
   /** True when every event read so far is on disk and nothing is waiting in memory. */
   get quiescent(): boolean {
-    return this.aggregator.pending === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0 && this.spool.appending === 0;
+    return this.pendingEvents === 0 && this.batchLines === 0 && this.enricher.heldSessions === 0 && this.spool.appending === 0;
   }
 
   /**

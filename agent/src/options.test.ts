@@ -71,7 +71,7 @@ describe('agent options', () => {
 
 describe('source commands', () => {
   test('the probe excludes the agent in the kernel; --source-cmd replaces any command', () => {
-    expect(sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => true)).toEqual({ argv: ['/x/probe', '--exclude-pid', '42', '--no-close', '--tls', 'off'] });
+    expect(sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => true)).toEqual({ argv: ['/x/probe', '--exclude-pid', '42', '--no-close'] });
     expect(() => sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42 }, () => false)).toThrow(/--probe \/x\/probe: not found .*make -C bpf/);
     expect(sourceCommand({ source: 'tcplife', sourceCmd: 'cat cap.txt', selfPid: 1 })).toEqual({ shell: 'cat cap.txt' });
     expect(sourceCommand({ source: 'tcpstates', selfPid: 1 }, (p) => p === '/usr/share/bcc/tools/tcpstates')).toEqual({ argv: ['/usr/share/bcc/tools/tcpstates'] });
@@ -84,7 +84,7 @@ describe('source commands', () => {
     const { config } = loadAgentConfig([...BASE, '--exclude-pid', '7', '--exclude-pid', '8,9'], {});
     expect(config!.excludePids).toEqual([7, 8, 9]);
     expect(sourceCommand({ source: 'probe', probe: '/x/probe', selfPid: 42, excludePids: config!.excludePids }, () => true)).toEqual({
-      argv: ['/x/probe', '--exclude-pid', '42', '--exclude-pid', '7', '--exclude-pid', '8', '--exclude-pid', '9', '--no-close', '--tls', 'off'],
+      argv: ['/x/probe', '--exclude-pid', '42', '--exclude-pid', '7', '--exclude-pid', '8', '--exclude-pid', '9', '--no-close'],
     });
     expect(() => loadAgentConfig([...BASE, '--exclude-pid', 'me'], {})).toThrow(/--exclude-pid: expected a process id, got "me"/);
   });

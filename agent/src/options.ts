@@ -46,6 +46,12 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
     default: false,
     help: 'close events (implies --probe-close) also count the times the peer advertised a zero window (zero_windows in tcp_session and tcp_session_hist); runs the probe with --zero-windows, which costs on every received segment (bpf/README.md)',
   },
+  {
+    name: 'probe-tls',
+    type: 'bool',
+    default: true,
+    help: "the probe also times every client TLS handshake made through OpenSSL (the host's and containers' libssl, node's built-in OpenSSL: tls_handshake and tls_handshake_hist). Costs ~2.0 us per hooked OpenSSL handshake call (uprobes; bpf/README.md), nothing on processes that make no TLS handshake; hosts without libssl or node run on without it. --probe-tls=off runs the probe with --tls off",
+  },
   { name: 'once', type: 'bool', default: false, help: "import mode: process the source until it ends, write everything, roll up the import's range, exit (0 done; 1 source failed, InfluxDB refuses the configuration, or the rollups failed (the data is written; the log names the tcplat rollup command that finishes them); 2 nothing parsed or most lines refused). Re-importing a capture writes the same points" },
   ...INFLUX_OPTIONS,
   { name: 'spool-dir', type: 'string', arg: 'DIR', default: '/var/lib/tcplat/spool', help: 'durable spool (SQLite; batches wait here until InfluxDB has them); one process at a time. With --once the default is a fresh temporary directory, removed when the import is done' },
@@ -72,9 +78,9 @@ export const AGENT_OPTIONS: readonly OptionSpec[] = [
 
 export const AGENT_SUMMARY = [
   'Runs a collector (the tcplat eBPF probe, or BCC/libbpf-tools tcplife, tcpstates, tcpconnlat), parses, enriches',
-  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session and tcp_session_hist to',
-  'InfluxDB through a durable on-disk spool. Service and destination mapping rules live in the config file (sections services and',
-  'destinations, see agent/README.md).',
+  'and aggregates what it prints, and writes tcp_connect, tcp_connect_hist, tcp_session, tcp_session_hist,',
+  'tls_handshake and tls_handshake_hist to InfluxDB through a durable on-disk spool. Service and destination',
+  'mapping rules live in the config file (sections services and destinations, see agent/README.md).',
 ].join('\n');
 
 export const AGENT_FOOTER = [
@@ -93,6 +99,8 @@ export interface AgentConfig {
   probeClose: boolean;
   /** The probe counts zero windows per connection (--zero-windows). */
   probeZeroWindows: boolean;
+  /** The probe times TLS handshakes (its --tls on, the default). */
+  probeTls: boolean;
   once: boolean;
   target: InfluxTarget;
   spoolDir: string;
@@ -178,6 +186,7 @@ export function agentConfig(c: LoadedConfig): AgentConfig {
     // Zero windows are counted per close event: asking for them turns close events on.
     probeClose: v['probe-close'] === true || v['probe-zero-windows'] === true,
     probeZeroWindows: v['probe-zero-windows'] === true,
+    probeTls: v['probe-tls'] !== false,
     once: v.once === true,
     target,
     ...spoolDir(c),

@@ -1,6 +1,7 @@
 /**
  * Live view for `tcplat top` and friends: server-sent events of every connect as it is enriched, and a
- * summary per second (by arrival) per service, destination and result. Nothing is computed while nobody
+ * summary per second (by arrival) per service, destination and result (and the same for TLS handshakes, in
+ * the summary's `tls` rows). Nothing is computed while nobody
  * listens; a client that cannot keep up misses events (counted), never slows the pipeline.
  *
  * Bounded so that clients cannot starve the agent: at most `maxClients` at once (the route answers 503
@@ -9,7 +10,7 @@
  */
 import { Histogram, SESSION_BUCKET_COUNT, sessionBucketIndex } from '@tcplat/core';
 import type { Counter, Metrics } from './metrics';
-import type { EnrichedClose, EnrichedConnect } from './types';
+import type { EnrichedClose, EnrichedConnect, EnrichedTls } from './types';
 
 export interface StreamClient {
   /** Queue one SSE frame for the client. */
@@ -69,6 +70,8 @@ export class StreamHub {
   private batchTimer: NodeJS.Timeout | null = null;
   private cells = new Map<string, Cell>();
   private sessions = new Map<string, SessionCell>();
+  /** TLS handshakes of the current second (summary rows only: no per-handshake frames). */
+  private tlsCells = new Map<string, Cell>();
   private timer: NodeJS.Timeout | null = null;
   private readonly skipped: Counter;
   private readonly sent: Counter;
@@ -110,6 +113,7 @@ export class StreamHub {
         this.timer = null;
         this.cells.clear();
         this.sessions.clear();
+        this.tlsCells.clear();
         this.pending = [];
       }
     };
@@ -165,6 +169,18 @@ export class StreamHub {
     if (ev.closedBy === 'reset_in' || ev.closedBy === 'reset_out') c.resets++;
   }
 
+  /** A TLS handshake: counted in the second's `tls` summary rows. */
+  tls(ev: EnrichedTls): void {
+    if (this.clients.size === 0) return;
+    const key = `${ev.service}\u0000${ev.dst}\u0000${ev.result}`;
+    let cell = this.tlsCells.get(key);
+    if (!cell) {
+      cell = { service: ev.service, dst: ev.dst, result: ev.result, hist: new Histogram(), synRetrans: 0 };
+      this.tlsCells.set(key, cell);
+    }
+    cell.hist.add(ev.latencyNs / 1e6);
+  }
+
   private anyWantsEvents(): boolean {
     for (const c of this.clients.keys()) if (c.wantEvents) return true;
     return false;
@@ -203,7 +219,7 @@ export class StreamHub {
     this.flushEvents();
     // Besides the per-second quantiles, each row carries its exact histogram (sparse buckets, sum, min,
     // max) so a client such as `tcplat top` can merge seconds and results without losing precision.
-    const rows = [...this.cells.values()].map((c) => {
+    const row = (c: Cell, tls: boolean) => {
       const buckets: Record<number, number> = {};
       c.hist.buckets.forEach((n, i) => {
         if (n > 0) buckets[i] = n;
@@ -218,10 +234,12 @@ export class StreamHub {
         min_ms: c.hist.minMs,
         max_ms: c.hist.maxMs,
         sum_ms: c.hist.sumMs,
-        syn_retrans: c.synRetrans,
+        ...(tls ? {} : { syn_retrans: c.synRetrans }),
         buckets,
       };
-    });
+    };
+    const rows = [...this.cells.values()].map((c) => row(c, false));
+    const tls = [...this.tlsCells.values()].map((c) => row(c, true));
     this.cells = new Map();
     // Connections that closed in the second, per service -> destination, with their exact lifespan
     // histogram (sparse, SESSION_BUCKET_BOUNDS_MS): `tcplat top`'s churn columns.
@@ -233,7 +251,9 @@ export class StreamHub {
       return { service: c.service, dst: c.dst, count: c.count, sum_ms: c.sumMs, min_ms: c.minMs, max_ms: c.maxMs, retrans: c.retrans, resets: c.resets, buckets };
     });
     this.sessions = new Map();
-    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows, sessions })}\n\n`;
+    this.tlsCells = new Map();
+    // `total` counts connects only, as before; TLS handshakes come in their own rows (the same shape).
+    const frame = `event: summary\ndata: ${JSON.stringify({ ts_ms: Date.now(), total: rows.reduce((n, r) => n + r.count, 0), series: rows, tls, sessions })}\n\n`;
     for (const slot of [...this.clients.values()]) this.deliver(slot, frame);
   }
 

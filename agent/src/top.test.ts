@@ -107,6 +107,48 @@ describe('tcplat top: the cardinality budget warning', () => {
   });
 });
 
+describe('tcplat top TLS columns', () => {
+  test("handshakes/s, TLS p50/p99 of successful handshakes and failed handshakes beside the same service -> destination's connects", () => {
+    const m = new TopModel(10_000);
+    for (let s = 0; s < 4; s++) {
+      m.add({
+        ts_ms: 1000 * s,
+        series: [row('rails', 'api:443', 'ok', [0.4, 0.5])],
+        tls: [row('rails', 'api:443', 'ok', [310, 320]), row('rails', 'api:443', 'failed', [5])],
+      });
+    }
+    // A destination with a handshake and no connect in the window (its connect fell before it) still shows.
+    m.add({ ts_ms: 4000, series: [], tls: [row('nest', 'auth:443', 'ok', [900])] });
+    const rows = m.rows();
+    const rails = rows.find((r) => r.service === 'rails')!;
+    expect(rails.tls!.rate).toBeCloseTo(12 / 5, 5); // 12 handshakes over 5 s of summaries
+    expect(rails.tls!.fail).toBe(4);
+    expect(rails.tls!.p50).toBeGreaterThan(300); // the ok handshakes, not the fast failures
+    expect(rails.tls!.p99).toBeLessThan(330);
+    expect(rails.rate).toBeCloseTo(8 / 5, 5); // connect columns unchanged
+    const nest = rows.find((r) => r.service === 'nest')!;
+    expect(nest.rate).toBe(0);
+    expect(nest.tls!.p99).toBeGreaterThan(800);
+    expect(sortRows(rows, 'tls')[0].service).toBe('nest');
+
+    const text = renderTable(rows, { sort: 'name', limit: 10, windowS: 10, agent: 'u' });
+    expect(text[0]).toContain('TLS handshakes/s');
+    expect(text[1]).toMatch(/SYN-RETX\s+TLS\/S\s+TLS-P50\s+TLS-P99\s+TLS-FAIL\s+FAILURES/);
+    const railsLine = text.find((l) => l.startsWith('rails'))!;
+    expect(railsLine).toMatch(/\s2\.4\s+3\d\dms\s+3\d\dms\s+4\s+-$/);
+    // A row without handshakes: dashes in the TLS group.
+    const plain = new TopModel(10_000);
+    plain.add({ ts_ms: 0, series: [row('a', 'x:1', 'ok', [1])] });
+    expect(renderTable(plain.rows(), { sort: 'rate', limit: 5, windowS: 10, agent: 'u' })[2]).toMatch(/\s0\s+-\s+-\s+-\s+-\s+-$/);
+  });
+
+  test('an agent from before issue 16 (no tls rows): no TLS columns for the row, nothing breaks', () => {
+    const m = new TopModel(10_000);
+    m.add({ ts_ms: 0, series: [row('a', 'x:1', 'ok', [1])] });
+    expect(m.rows()[0].tls).toBeUndefined();
+  });
+});
+
 describe('tcplat top: the churn group (close events, --probe-close)', () => {
   /** One second's closed connections of a series, as agent/src/stream.ts sends them. */
   function closed(service: string, dst: string, lifespans: number[], resets = 0): SessionSummaryRow {

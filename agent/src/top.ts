@@ -1,21 +1,22 @@
 /**
  * `tcplat top`: a live terminal view of connect latency from the agent's /api/stream (per-second summaries).
  * One row per service -> destination: connects/s, p50, p99, max, SYN retransmits and failures by result,
- * over a sliding window (default 10 s), refreshed every second. Below it, when the agent runs with
+ * and the TLS handshakes of the same service -> destination (handshakes/s, TLS p50/p99, failed handshakes;
+ * the summaries' `tls` rows), over a sliding window (default 10 s), refreshed every second. Below it, when the agent runs with
  * --probe-close, the churn group (issue 15): new connections/s, mean open connections, lifespan p50/p99 and
  * the share that lived under a second, per service -> destination.
  *
  * Plain ANSI, no full-screen library: on a terminal it redraws in place and keys change the sort order;
  * in a pipe or over a dumb SSH session it prints one table per refresh; `--once` prints one table and exits.
  */
-import { BUCKET_COUNT, formatHelp, Histogram, loadConfig, quantileFromBuckets, SESSION_BUCKET_BOUNDS_MS, SESSION_BUCKET_COUNT, type OptionSpec } from '@tcplat/core';
+import { BUCKET_COUNT, formatHelp, Histogram, lifespanQuantile, loadConfig, meanOpenConnections, newConnectionsPerS, SESSION_BUCKET_COUNT, shortLivedShare, type OptionSpec } from '@tcplat/core';
 
 export const TOP_OPTIONS: readonly OptionSpec[] = [
   { name: 'agent', type: 'string', arg: 'URL', default: 'http://127.0.0.1:7070', help: "the agent's HTTP API" },
   { name: 'api-token', type: 'string', arg: 'TOKEN', secret: true, help: "the agent's bearer token (when it listens beyond loopback)" },
   { name: 'window', type: 'duration', default: '10s', help: 'rates and percentiles cover this sliding window' },
   { name: 'interval', type: 'duration', default: '1s', help: 'refresh period; with --once, how long to listen before printing (at least 2.5 s)' },
-  { name: 'sort', type: 'enum', values: ['rate', 'p50', 'p99', 'max', 'fail', 'retrans', 'name'], default: 'rate', help: 'sort rows by this column (descending; name: ascending)' },
+  { name: 'sort', type: 'enum', values: ['rate', 'p50', 'p99', 'max', 'fail', 'retrans', 'tls', 'name'], default: 'rate', help: 'sort rows by this column (descending; tls: TLS handshake p99; name: ascending)' },
   { name: 'limit', type: 'int', min: 1, max: 10000, default: 40, help: 'most rows shown' },
   { name: 'once', type: 'bool', default: false, help: 'print one table after --interval and exit (for scripts and pipes)' },
 ];
@@ -53,6 +54,19 @@ export interface Summary {
   series: SummaryRow[];
   /** Absent from agents without close events support; [] when no connection closed in the second. */
   sessions?: SessionSummaryRow[];
+  /** TLS handshakes per service, destination and result (ok, failed); absent from agents before issue 16. */
+  tls?: SummaryRow[];
+}
+
+/** The TLS column group of a row: handshakes of the same service -> destination over the window. */
+export interface TlsColumns {
+  /** Handshakes per second (ok and failed). */
+  rate: number;
+  /** Of successful handshakes (of the failed ones when none succeeded), ms. */
+  p50: number;
+  p99: number;
+  /** Failed handshakes in the window. */
+  fail: number;
 }
 
 /**
@@ -74,8 +88,7 @@ export interface ChurnRow {
   resets: number;
 }
 
-/** Lifespan buckets whose upper bound is at most 1 s: the "< 1 s" share counts them. */
-const UNDER_ONE_S = SESSION_BUCKET_BOUNDS_MS.filter((b) => b <= 1000).length;
+
 
 export interface TopRow {
   service: string;
@@ -87,11 +100,48 @@ export interface TopRow {
   retrans: number;
   failures: Record<string, number>;
   fail: number;
+  /** TLS handshakes of this service -> destination in the window; absent when there were none. */
+  tls?: TlsColumns;
+}
+
+/** The histogram a summary row carries (sparse buckets, count, sum, min, max). */
+function rowHistogram(r: SummaryRow): Histogram {
+  const h = new Histogram();
+  if (r.buckets) {
+    for (const [i, n] of Object.entries(r.buckets)) {
+      const idx = Number(i);
+      if (idx >= 0 && idx < BUCKET_COUNT) h.buckets[idx] += n;
+    }
+    h.count = r.count;
+    h.sumMs = r.sum_ms ?? 0;
+    h.minMs = r.min_ms ?? Infinity;
+    h.maxMs = r.max_ms;
+  }
+  return h;
+}
+
+/** TLS columns per `service\u0000dst` from the summaries' `tls` rows, rates over `span` seconds. */
+export function tlsColumns(frames: readonly (readonly SummaryRow[])[], span: number): Map<string, TlsColumns> {
+  const byKey = new Map<string, { ok: Histogram; failed: Histogram }>();
+  for (const rows of frames) {
+    for (const r of rows) {
+      const key = `${r.service}\u0000${r.dst}`;
+      let a = byKey.get(key);
+      if (!a) byKey.set(key, (a = { ok: new Histogram(), failed: new Histogram() }));
+      (r.result === 'ok' ? a.ok : a.failed).merge(rowHistogram(r));
+    }
+  }
+  const out = new Map<string, TlsColumns>();
+  for (const [key, a] of byKey) {
+    const h = a.ok.count > 0 ? a.ok : a.failed;
+    out.set(key, { rate: (a.ok.count + a.failed.count) / span, p50: h.quantile(0.5), p99: h.quantile(0.99), fail: a.failed.count });
+  }
+  return out;
 }
 
 /** Aggregates summaries over a sliding window into rows per service -> destination. */
 export class TopModel {
-  private frames: { ts: number; rows: SummaryRow[]; sessions: SessionSummaryRow[] }[] = [];
+  private frames: { ts: number; rows: SummaryRow[]; tls: SummaryRow[]; sessions: SessionSummaryRow[] }[] = [];
   /** Whether the agent has sent any closed connection since top started (else the churn group is a hint). */
   sawSessions = false;
 
@@ -100,7 +150,7 @@ export class TopModel {
   add(s: Summary): void {
     const sessions = Array.isArray(s.sessions) ? s.sessions : [];
     if (sessions.length > 0) this.sawSessions = true;
-    this.frames.push({ ts: s.ts_ms, rows: s.series, sessions });
+    this.frames.push({ ts: s.ts_ms, rows: s.series, tls: s.tls ?? [], sessions });
     const cut = s.ts_ms - this.windowMs;
     while (this.frames.length > 0 && this.frames[0].ts <= cut) this.frames.shift();
   }
@@ -120,17 +170,7 @@ export class TopModel {
           a = { service: r.service, dst: r.dst, ok: new Histogram(), all: new Histogram(), retrans: 0, failures: {} };
           byKey.set(key, a);
         }
-        const h = new Histogram();
-        if (r.buckets) {
-          for (const [i, n] of Object.entries(r.buckets)) {
-            const idx = Number(i);
-            if (idx >= 0 && idx < BUCKET_COUNT) h.buckets[idx] += n;
-          }
-          h.count = r.count;
-          h.sumMs = r.sum_ms ?? 0;
-          h.minMs = r.min_ms ?? Infinity;
-          h.maxMs = r.max_ms;
-        }
+        const h = rowHistogram(r);
         if (r.result === 'ok') a.ok.merge(h);
         else a.failures[r.result] = (a.failures[r.result] ?? 0) + r.count;
         a.all.merge(h);
@@ -138,6 +178,16 @@ export class TopModel {
       }
     }
     const span = this.span();
+    const tls = tlsColumns(
+      this.frames.map((f) => f.tls),
+      span,
+    );
+    // A destination with handshakes and no connect in the window (the connect fell just before it) still shows.
+    for (const key of tls.keys()) {
+      if (byKey.has(key)) continue;
+      const [service, dst] = key.split('\u0000');
+      byKey.set(key, { service, dst, ok: new Histogram(), all: new Histogram(), retrans: 0, failures: {} });
+    }
     return [...byKey.values()].map((a) => {
       // Latency columns describe successful handshakes; when there are none, the failures' own times.
       const h = a.ok.count > 0 ? a.ok : a.all;
@@ -152,6 +202,7 @@ export class TopModel {
         retrans: a.retrans,
         failures: a.failures,
         fail,
+        tls: tls.get(`${a.service}\u0000${a.dst}`),
       };
     });
   }
@@ -192,20 +243,18 @@ export class TopModel {
       }
     }
     const span = this.span();
-    return [...byKey.values()].map((a) => {
-      const short = a.buckets.slice(0, UNDER_ONE_S).reduce((x, y) => x + y, 0);
-      return {
-        service: a.service,
-        dst: a.dst,
-        newPerS: a.opened / span,
-        closedPerS: a.closed / span,
-        meanOpen: a.sumMs / 1000 / span,
-        lifeP50: quantileFromBuckets(a.buckets, 0.5, a.minMs, a.maxMs, SESSION_BUCKET_BOUNDS_MS),
-        lifeP99: quantileFromBuckets(a.buckets, 0.99, a.minMs, a.maxMs, SESSION_BUCKET_BOUNDS_MS),
-        underOneS: a.closed > 0 ? short / a.closed : NaN,
-        resets: a.resets,
-      };
-    });
+    // The formulas of pkg/core churn.ts, shared with the datasource and the renderer.
+    return [...byKey.values()].map((a) => ({
+      service: a.service,
+      dst: a.dst,
+      newPerS: newConnectionsPerS(a.opened, span),
+      closedPerS: a.closed / span,
+      meanOpen: meanOpenConnections(a.sumMs, span),
+      lifeP50: lifespanQuantile(a.buckets, 0.5, a.minMs, a.maxMs),
+      lifeP99: lifespanQuantile(a.buckets, 0.99, a.minMs, a.maxMs),
+      underOneS: shortLivedShare(a.buckets, a.closed),
+      resets: a.resets,
+    }));
   }
 }
 
@@ -217,6 +266,7 @@ export function sortRows(rows: TopRow[], by: string): TopRow[] {
     max: (r) => r.max,
     fail: (r) => r.fail,
     retrans: (r) => r.retrans,
+    tls: (r) => r.tls?.p99 ?? NaN,
   };
   if (by === 'name') return [...rows].sort((a, b) => a.service.localeCompare(b.service) || a.dst.localeCompare(b.dst));
   const k = key[by] ?? key.rate;
@@ -258,6 +308,12 @@ export function budgetWarning(status: unknown): string | null {
   return `! series budget full, new series written as 'other': ${parts.join(', ')}${culprit ? `; top ${culprit.k}=${clip(culprit.value, 40)} (${culprit.series} series)` : ''}; see /api/status`;
 }
 
+/** The TLS column group (header when `r` is null): handshakes/s, TLS p50, p99, failed handshakes; '-' without any. */
+function tlsGroup(r: TopRow | null): string {
+  const c = r === null ? ['TLS/S', 'TLS-P50', 'TLS-P99', 'TLS-FAIL'] : r.tls ? [r.tls.rate.toFixed(1), ms(r.tls.p50), ms(r.tls.p99), String(r.tls.fail)] : ['-', '-', '-', '-'];
+  return `  ${c[0].padStart(7)}  ${c[1].padStart(7)}  ${c[2].padStart(7)}  ${c[3].padStart(8)}`;
+}
+
 /** The table as plain text lines (no escapes). */
 function life(x: number): string {
   if (!Number.isFinite(x)) return '-';
@@ -290,22 +346,24 @@ export function renderTable(rows: TopRow[], opts: { sort: string; limit: number;
   const cols = ['SERVICE', 'DESTINATION', 'CONN/S', 'P50', 'P99', 'MAX', 'SYN-RETX', 'FAILURES'];
   const lines: string[] = [];
   const total = rows.reduce((a, r) => a + r.rate, 0);
+  const handshakes = rows.reduce((a, r) => a + (r.tls?.rate ?? 0), 0);
   lines.push(
-    `tcplat top  ${opts.agent}  window ${opts.windowS}s  sort ${opts.sort}  ${rows.length} series  ${total.toFixed(1)} connects/s${opts.status ? '  ' + opts.status : ''}`,
+    `tcplat top  ${opts.agent}  window ${opts.windowS}s  sort ${opts.sort}  ${rows.length} series  ${total.toFixed(1)} connects/s  ${handshakes.toFixed(1)} TLS handshakes/s${opts.status ? '  ' + opts.status : ''}`,
   );
   if (opts.warning) lines.push(opts.warning);
   // Columns as wide as their longest name, within bounds.
   const wS = Math.min(28, Math.max(7, ...rows.map((r) => r.service.length)));
   const wD = Math.min(36, Math.max(11, ...rows.map((r) => r.dst.length)));
-  const fmt = (c: string[]) =>
-    `${c[0].padEnd(wS)}  ${c[1].padEnd(wD)}  ${c[2].padStart(8)}  ${c[3].padStart(7)}  ${c[4].padStart(7)}  ${c[5].padStart(7)}  ${c[6].padStart(8)}  ${c[7]}`;
-  lines.push(fmt(cols));
+  // Column groups (TLS) go between the connect columns and the free-width failures.
+  const fmt = (c: string[], groups: string) =>
+    `${c[0].padEnd(wS)}  ${c[1].padEnd(wD)}  ${c[2].padStart(8)}  ${c[3].padStart(7)}  ${c[4].padStart(7)}  ${c[5].padStart(7)}  ${c[6].padStart(8)}${groups}  ${c[7]}`;
+  lines.push(fmt(cols, tlsGroup(null)));
   for (const r of sortRows(rows, opts.sort).slice(0, opts.limit)) {
     const failures = Object.entries(r.failures)
       .sort((a, b) => b[1] - a[1])
       .map(([k, n]) => `${k}:${n}`)
       .join(' ');
-    lines.push(fmt([clip(r.service, wS), clip(r.dst, wD), r.rate.toFixed(1), ms(r.p50), ms(r.p99), ms(r.max), String(r.retrans), failures || '-']));
+    lines.push(fmt([clip(r.service, wS), clip(r.dst, wD), r.rate.toFixed(1), ms(r.p50), ms(r.p99), ms(r.max), String(r.retrans), failures || '-'], tlsGroup(r)));
   }
   if (rows.length === 0) lines.push('(no connects in the window yet)');
   if (opts.churn) lines.push('', ...renderChurn(opts.churn.rows, { limit: opts.limit, windowS: opts.windowS, saw: opts.churn.saw }));
@@ -358,9 +416,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       formatHelp(
         'top',
-        "Live view of TCP connect latency from a running agent (its /api/stream): one row per service -> destination\nwith connects/s, p50, p99, max, SYN retransmits and failures by result. Below it, the churn group when the\nagent runs with --probe-close: new (ok) connects/s, closed/s, mean open connections, lifespan p50/p99 of the\nconnections that closed, their share under 1 s, and resets; without close events, a hint says so.",
+        "Live view of TCP connect latency from a running agent (its /api/stream): one row per service -> destination\nwith connects/s, p50, p99, max, SYN retransmits and failures by result, and the TLS handshakes of the same\nservice -> destination (TLS/S, TLS-P50, TLS-P99 of successful handshakes, TLS-FAIL: failed handshakes; '-' when none).\nBelow it, the churn group when the agent runs with --probe-close: new (ok) connects/s, closed/s, mean open\nconnections, lifespan p50/p99 of the connections that closed, their share under 1 s, and resets; without close\nevents, a hint says so.",
         TOP_OPTIONS,
-        'Keys on a terminal: r rate, 5 p50, 9 p99, m max, f failures, s SYN retransmits, n name, q quit.',
+        'Keys on a terminal: r rate, 5 p50, 9 p99, m max, f failures, s SYN retransmits, t TLS p99, n name, q quit.',
       ),
     );
     return 0;
@@ -434,7 +492,7 @@ export async function main(argv: string[]): Promise<number> {
     if (tty && process.stdin.isTTY) {
       process.stdin.setRawMode(true);
       process.stdin.resume();
-      const keys: Record<string, string> = { r: 'rate', '5': 'p50', '9': 'p99', m: 'max', f: 'fail', s: 'retrans', n: 'name' };
+      const keys: Record<string, string> = { r: 'rate', '5': 'p50', '9': 'p99', m: 'max', f: 'fail', s: 'retrans', t: 'tls', n: 'name' };
       process.stdin.on('data', (d) => {
         const k = d.toString();
         if (k === 'q' || k === '\u0003') stop(0);

@@ -1,4 +1,4 @@
-import type { CloseEvent, ConnectEvent, ConnectResult, Family, Histogram } from '@tcplat/core';
+import type { CloseEvent, ConnectEvent, ConnectResult, Family, Histogram, TlsEvent } from '@tcplat/core';
 
 /** A finished TCP session from tcplife: lifespan and bytes, never connect latency. */
 export interface SessionEvent {
@@ -39,8 +39,8 @@ export interface HistEvent {
   hist: Histogram;
 }
 
-/** What parsers emit: the probe's connect events (also built from tcpstates/tcpconnlat rows), sessions and probe histograms. */
-export type SourceEvent = ConnectEvent | SessionEvent | HistEvent | CloseEvent;
+/** What parsers emit: the probe's connect events (also built from tcpstates/tcpconnlat rows), sessions, probe histograms, close and TLS events. */
+export type SourceEvent = ConnectEvent | SessionEvent | HistEvent | CloseEvent | TlsEvent;
 
 /** Labels the enricher adds. */
 export interface Enrichment {
@@ -54,7 +54,9 @@ export type EnrichedSession = SessionEvent & Enrichment;
 export type EnrichedHist = HistEvent & Enrichment;
 /** The probe's close event of one established connection (tcp_session, tcp_session_hist). */
 export type EnrichedClose = CloseEvent & Enrichment;
-export type EnrichedEvent = EnrichedConnect | EnrichedSession | EnrichedHist | EnrichedClose;
+/** The probe's TLS handshake (tls_handshake, tls_handshake_hist); dst is TLS_DST_UNSEEN when its socket was not seen. */
+export type EnrichedTls = TlsEvent & Enrichment;
+export type EnrichedEvent = EnrichedConnect | EnrichedSession | EnrichedHist | EnrichedClose | EnrichedTls;
 
 /** Minimal logger (pino-compatible subset): structured object first, message second. */
 export interface Logger {

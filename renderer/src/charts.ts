@@ -2,12 +2,33 @@
  * From rows to what a Python worker draws. All numbers are prepared here with pkg/core (bucket bounds,
  * quantiles), so the workers only draw and the datasource computes the same values.
  */
-import { FAILURE_RESULTS, HIST_FIELD, histLayout, levelLabel, quantileFromBuckets, SESSION_HIST_FIELD, TLS_RESULTS, type HistKind, type HistLevel, type HistQuery, type HistRow } from '@tcplat/core';
+import {
+  BUCKET_BOUNDS_MS,
+  bucketFieldsOf,
+  FAILURE_RESULTS,
+  HIST_FIELD,
+  levelLabel,
+  lifespanQuantile,
+  meanOpenConnections,
+  MEASUREMENT,
+  newConnectionsPerS,
+  quantileFromBuckets,
+  SESSION_BUCKET_BOUNDS_MS,
+  SESSION_HIST_FIELD,
+  TLS_RESULTS,
+  type HistLevel,
+  type HistMeasurement,
+  type HistQuery,
+  type HistRow,
+} from '@tcplat/core';
 import type { Metric, Overlay, RenderParams } from './params';
 
-/** Drawn y edges: a layout's bounds (default the connect buckets) plus one R5 step below the first and above the last (overflow). */
-export function yEdgesMs(kind: HistKind = 'connect'): number[] {
-  const b = histLayout(kind).boundsMs;
+/** The histogram each metric reads. */
+const MEASUREMENT_OF: Record<Metric, HistMeasurement> = { connect: MEASUREMENT.connectHist, tls: MEASUREMENT.tlsHist };
+
+/** Drawn y edges: a measurement's bucket bounds (default the connect buckets) plus one R5 step below the first and above the last (overflow). */
+export function yEdgesMs(measurement: HistMeasurement = MEASUREMENT.connectHist): number[] {
+  const b = measurement === MEASUREMENT.sessionHist ? SESSION_BUCKET_BOUNDS_MS : BUCKET_BOUNDS_MS;
   const below = (b[0] * b[0]) / b[1];
   const above = (b[b.length - 1] * b[b.length - 1]) / b[b.length - 2];
   return [below, ...b, above];
@@ -25,10 +46,11 @@ const METRIC_TEXT: Record<Metric, { what: string; unit: string; y: string; failu
 export function chartQuery(p: RenderParams): HistQuery {
   if (p.kind === 'lifespan') {
     const { result: _none, ...filters } = p.filters;
-    return { kind: 'session', filters, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['buckets', 'count', 'sum', 'min', 'max'], groupBy: [] };
+    return { measurement: MEASUREMENT.sessionHist, filters, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['buckets', 'count', 'sum', 'min', 'max'], groupBy: [] };
   }
   return {
-    kind: p.metric,
+    // tcp_connect_hist queries stay as they were (no measurement named): the same text, the same cache.
+    ...(p.metric === 'tls' ? { measurement: MEASUREMENT.tlsHist } : {}),
     filters: p.filters,
     fromMs: p.binFromMs,
     toMs: p.binToMs,
@@ -80,7 +102,7 @@ export interface ReadInfo {
  * churn contract's "new connections/s" (schema-note: sum(count where result=ok) / interval).
  */
 export function newConnectsQuery(p: RenderParams): HistQuery {
-  return { kind: 'connect', filters: { ...p.filters, result: ['ok'] }, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['count'], groupBy: [] };
+  return { filters: { ...p.filters, result: ['ok'] }, fromMs: p.binFromMs, toMs: p.binToMs, windowMs: p.windowMs, metrics: ['count'], groupBy: [] };
 }
 
 function titles(p: RenderParams, what: string, extra: string[], read?: ReadInfo): { title: string; subtitle: string } {
@@ -116,7 +138,7 @@ const fmtCount = (n: number) => n.toLocaleString('en-US');
 
 export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
   const text = METRIC_TEXT[p.metric ?? 'connect'];
-  const { bucketFields: BUCKET_FIELDS } = histLayout(p.metric ?? 'connect');
+  const BUCKET_FIELDS = bucketFieldsOf(MEASUREMENT_OF[p.metric ?? 'connect']);
   const BUCKET_COUNT = BUCKET_FIELDS.length;
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   const counts = new Float64Array(bins * BUCKET_COUNT);
@@ -154,7 +176,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo):
       ...base(p),
       ...t,
       bins,
-      y_edges_ms: yEdgesMs(p.metric ?? 'connect'),
+      y_edges_ms: yEdgesMs(MEASUREMENT_OF[p.metric ?? 'connect']),
       y_label: text.y,
       counts: Array.from(counts),
       overlays,
@@ -178,7 +200,7 @@ export const MAX_PERCENTILE_SERIES = 8;
 
 export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadInfo): Chart {
   const text = METRIC_TEXT[p.metric ?? 'connect'];
-  const { bucketFields: BUCKET_FIELDS } = histLayout(p.metric ?? 'connect');
+  const BUCKET_FIELDS = bucketFieldsOf(MEASUREMENT_OF[p.metric ?? 'connect']);
   const BUCKET_COUNT = BUCKET_FIELDS.length;
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   // Latency lines use successful handshakes unless the result filter names only failures: a refused
@@ -237,7 +259,7 @@ export function percentilesChart(p: RenderParams, rows: HistRow[], read?: ReadIn
       ...base(p),
       ...t,
       times_ms: Array.from({ length: bins }, (_, i) => p.binFromMs + i * p.windowMs),
-      y_edges_ms: yEdgesMs(p.metric ?? 'connect'),
+      y_edges_ms: yEdgesMs(MEASUREMENT_OF[p.metric ?? 'connect']),
       y_label: text.y,
       quantiles: ['p50', 'p90', 'p99', 'max'],
       series,
@@ -256,7 +278,7 @@ const round4 = (v: number) => (Number.isFinite(v) ? Math.round(v * 1e4) / 1e4 : 
  * near its requests/s. The subtitle names the resolution read (of the lifespans).
  */
 export function lifespanChart(p: RenderParams, rows: HistRow[], connects: HistRow[], read?: ReadInfo): Chart {
-  const { bucketFields, boundsMs } = histLayout('session');
+  const bucketFields = bucketFieldsOf(MEASUREMENT.sessionHist);
   const nb = bucketFields.length;
   const bins = Math.round((p.binToMs - p.binFromMs) / p.windowMs);
   const counts = new Float64Array(bins * nb);
@@ -300,17 +322,18 @@ export function lifespanChart(p: RenderParams, rows: HistRow[], connects: HistRo
   }
   const overlays: Record<string, (number | null)[]> = {};
   for (const o of ['p50', 'p99'] as const) {
-    overlays[o] = Array.from({ length: bins }, (_, i) => round4(quantileFromBuckets(counts.subarray(i * nb, (i + 1) * nb) as unknown as number[], QUANTILES[o], mins[i], maxs[i], boundsMs)));
+    overlays[o] = Array.from({ length: bins }, (_, i) => round4(lifespanQuantile(counts.subarray(i * nb, (i + 1) * nb) as unknown as number[], QUANTILES[o], mins[i], maxs[i])));
   }
+  // The range's totals by the formulas of pkg/core churn.ts (the datasource's too).
   const rangeS = (p.binToMs - p.binFromMs) / 1000;
-  const p50 = quantileFromBuckets(Array.from(all), 0.5, lo, hi, boundsMs);
-  const p99 = quantileFromBuckets(Array.from(all), 0.99, lo, hi, boundsMs);
+  const p50 = lifespanQuantile(Array.from(all), 0.5, lo, hi);
+  const p99 = lifespanQuantile(Array.from(all), 0.99, lo, hi);
   const extra = [
     `${fmtCount(total)} closed`,
-    `${fmtRate(opened / rangeS)} new conns/s`,
+    `${fmtRate(newConnectionsPerS(opened, rangeS))} new conns/s`,
     `lifespan p50 ${fmtMs(p50)}, p99 ${fmtMs(p99)}`,
     // Little's law over the connections that closed in the range: the mean, exact when the range is long against the lifespans.
-    `mean open ${fmtRate(sumMs / 1000 / rangeS)}`,
+    `mean open ${fmtRate(meanOpenConnections(sumMs, rangeS))}`,
   ];
   const t = titles(p, what, extra, read);
   return {
@@ -320,7 +343,7 @@ export function lifespanChart(p: RenderParams, rows: HistRow[], connects: HistRo
       ...base(p),
       ...t,
       bins,
-      y_edges_ms: yEdgesMs('session'),
+      y_edges_ms: yEdgesMs(MEASUREMENT.sessionHist),
       y_label: 'lifespan',
       counts: Array.from(counts),
       overlays,

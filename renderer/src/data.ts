@@ -1,10 +1,15 @@
 /**
- * Reading tcp_connect_hist (and tls_handshake_hist, tcp_session_hist: HistQuery.kind picks the layout): queries come from pkg/core's builders (InfluxQL for 1.x, Flux for 2.x, chosen
+ * Reading tcp_connect_hist (and tls_handshake_hist, tcp_session_hist: HistQuery.measurement picks the layout): queries come from pkg/core's builders (InfluxQL for 1.x, Flux for 2.x, chosen
  * by the credentials), run with a timeout, and the answer is turned into the same rows for both.
  */
 import {
-  histLayout,
+  bucketFieldsOf,
+  bucketIndex,
+  histTagsOf,
   HIST_FIELD,
+  MEASUREMENT,
+  sessionBucketIndex,
+  type HistMeasurement,
   buildFluxHistQuery,
   buildInfluxQLHistQuery,
   describeTarget,
@@ -18,7 +23,6 @@ import {
   queryInfluxQL,
   type HistLevel,
   type HistQuery,
-  type HistLayout,
   type HistQueryTag,
   type LevelRead,
   type RollupWhere,
@@ -46,6 +50,17 @@ const QUERY_COST = 8;
 
 type SeriesTags = Record<HistQueryTag, string>;
 
+/** What the bucket plan needs of a histogram measurement, from pkg/core: its series tags, bucket fields and bucket index. */
+export interface BucketLayout {
+  tags: readonly HistQueryTag[];
+  bucketFields: readonly string[];
+  bucketIndex: (ms: number) => number;
+}
+
+export function bucketLayout(m: HistMeasurement = MEASUREMENT.connectHist): BucketLayout {
+  return { tags: histTagsOf(m), bucketFields: bucketFieldsOf(m), bucketIndex: m === MEASUREMENT.sessionHist ? sessionBucketIndex : bucketIndex };
+}
+
 /** The buckets one series can have non-zero in a range: those of its smallest and its largest latency, and between. */
 export interface SeriesRange {
   /** The series' tags ("" = it has no such tag). */
@@ -67,7 +82,7 @@ export interface BucketRead {
  * range order, cheapest merge first), down to MAX_BUCKET_QUERIES. Every series is in exactly one query,
  * so adding the queries' answers up is exact. Above MAX_PLANNED_SERIES series: one query, one range.
  */
-export function planBucketReads(ranges: readonly SeriesRange[], layout: HistLayout = histLayout()): BucketRead[] {
+export function planBucketReads(ranges: readonly SeriesRange[], layout: BucketLayout = bucketLayout()): BucketRead[] {
   if (ranges.length === 0) return [];
   interface Group {
     lo: number;
@@ -125,7 +140,7 @@ export function planBucketReads(ranges: readonly SeriesRange[], layout: HistLayo
 }
 
 /** Per-series bucket ranges from the answer of a min/max query grouped by every tag of the layout (its series). */
-export function seriesRanges(rows: readonly HistRow[], layout: HistLayout = histLayout()): SeriesRange[] {
+export function seriesRanges(rows: readonly HistRow[], layout: BucketLayout = bucketLayout()): SeriesRange[] {
   const SERIES_TAGS = layout.tags;
   const bySeries = new Map<string, { tags: SeriesTags; min: number; max: number; incomplete: boolean }>();
   for (const r of rows) {
@@ -151,7 +166,7 @@ export function seriesRanges(rows: readonly HistRow[], layout: HistLayout = hist
   return out;
 }
 
-function bucketSum(r: HistRow, layout: HistLayout): number {
+function bucketSum(r: HistRow, layout: BucketLayout): number {
   let n = 0;
   for (const f of layout.bucketFields) n += r.values[f] ?? 0;
   return n;
@@ -210,7 +225,7 @@ export function influxSource(target: InfluxTarget, timeoutMs: number): HistSourc
    * of a bin add up to less than its count, one query of every field is read instead.
    */
   async function twoPhase(q: HistQuery, signal: AbortSignal): Promise<HistRow[]> {
-    const layout = histLayout(q.kind);
+    const layout = bucketLayout(q.measurement);
     const scalars = q.metrics.filter((m) => m !== 'buckets');
     const head = run({ ...q, metrics: [...new Set([...scalars, 'count'] as const)], fields: undefined }, signal);
     const buckets = run({ ...q, metrics: ['min', 'max'], fields: undefined, groupBy: layout.tags, windowMs: q.toMs - q.fromMs }, signal).then((rows) =>

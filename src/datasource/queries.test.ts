@@ -1,5 +1,5 @@
 import { DataFrameType, FieldType, createDataFrame, getFieldDisplayName, type DataFrame } from '@grafana/data';
-import { BUCKET_FIELDS, HIST_FIELD, QueryValueError, buildInfluxQLHistQuery, bucketIndex, type HistRow } from '@tcplat/core';
+import { BUCKET_FIELDS, HIST_FIELD, QueryValueError, SESSION_BUCKET_FIELDS, buildInfluxQLHistQuery, bucketIndex, sessionBucketIndex, type HistRow } from '@tcplat/core';
 import { BUCKET_NAMES, expandValues, framesFromRows, planQuery, queryFilters, tagValuesFlux, tagValuesFromFluxCsv, tagValuesInfluxQL, windowFor, type Replace } from './queries';
 import type { TcplatQuery } from './types';
 
@@ -250,5 +250,63 @@ describe('tag value queries', () => {
   test('Flux CSV answers', () => {
     const csv = '#datatype,string,long,string\n#group,false,false,false\n#default,_result,,\n,result,table,_value\n,,0,api\n,,0,web\n\n';
     expect(tagValuesFromFluxCsv(csv)).toEqual(['api', 'web']);
+  });
+});
+
+describe('churn and TLS metrics (issues 15, 16)', () => {
+  const range = { fromMs: 1_700_000_000_000, toMs: 1_700_000_000_000 + 7 * 86_400_000 };
+  const replace = replacer({ service: [`api' OR 1=1 --`, 'web"; DROP'] });
+
+  test('each reads its measurement; churn and TLS read the 10 s data (no rollups of them yet) where connects read rollups', () => {
+    const plan = (metric: TcplatQuery['metric']) => planQuery({ refId: 'A', metric, groupBy: ['service'] }, {}, range, 600_000);
+    expect(plan('p99')).toMatchObject({ measurement: 'tcp_connect_hist', level: '10m' });
+    expect(plan('newConnRate')).toMatchObject({ measurement: 'tcp_connect_hist', level: '10m' });
+    for (const m of ['openMean', 'lifespanP50', 'lifespanP99', 'shortShare'] as const) expect(plan(m)).toMatchObject({ measurement: 'tcp_session_hist', level: 'base', hist: { measurement: 'tcp_session_hist', windowMs: 600_000 } });
+    for (const m of ['tlsP50', 'tlsP99', 'tlsFailureRate', 'tlsRate'] as const) expect(plan(m)).toMatchObject({ measurement: 'tls_handshake_hist', level: 'base', hist: { measurement: 'tls_handshake_hist' } });
+  });
+
+  test('new connections are the ok connects; lifespans ignore a result filter and group-by (tcp_session_hist has no result)', () => {
+    const f = queryFilters({ service: ['$service'], result: ['refused'] }, replace);
+    expect(planQuery({ refId: 'A', metric: 'newConnRate' }, f, range, 60_000).hist.filters).toEqual({ service: [`api' OR 1=1 --`, 'web"; DROP'], result: ['ok'] });
+    const life = planQuery({ refId: 'A', metric: 'lifespanP99', groupBy: ['service', 'result'] }, f, range, 60_000);
+    expect(life.hist.filters).toEqual({ service: [`api' OR 1=1 --`, 'web"; DROP'] });
+    expect(life.groupBy).toEqual(['service']);
+    // The hostile variable values reach the text only as quoted literals.
+    const text = buildInfluxQLHistQuery(life.hist);
+    expect(text).toContain(`FROM "tcp_session_hist"`);
+    expect(text.replace(/'(?:\\.|[^'\\])*'/gs, "''")).toMatch(/WHERE time >= \d+ms AND time < \d+ms AND \("service" = '' OR "service" = ''\) GROUP BY/);
+    expect(planQuery({ refId: 'A', metric: 'tlsFailureRate', groupBy: ['dst'] }, {}, range, 60_000).queryGroupBy).toEqual(['dst', 'result']);
+  });
+
+  test('frames: the churn formulas of pkg/core and the TLS failure share', () => {
+    const t = 1_700_000_000_000;
+    const sessionBuckets = (short: number, long: number) => {
+      const v: Record<string, number> = {};
+      SESSION_BUCKET_FIELDS.forEach((f) => (v[f] = 0));
+      v[SESSION_BUCKET_FIELDS[sessionBucketIndex(50)]] = short;
+      v[SESSION_BUCKET_FIELDS[sessionBucketIndex(5000)]] = long;
+      return v;
+    };
+    const rows: HistRow[] = [{ timeMs: t, tags: {}, values: { ...sessionBuckets(30, 10), count: 40, sum_ms: 30 * 50 + 10 * 5000, min_ms: 50, max_ms: 5000 } }];
+    const one = (metric: TcplatQuery['metric']) => framesFromRows(rows, planQuery({ refId: 'A', metric }, {}, { fromMs: t, toMs: t + 60_000 }, 60_000), 'A')[0].fields[1];
+    expect([...one('shortShare').values]).toEqual([0.75]);
+    expect(one('shortShare').config.unit).toBe('percentunit');
+    expect(one('openMean').values[0]).toBeCloseTo(51.5 / 60, 12);
+    expect(one('lifespanP50').values[0]).toBeGreaterThanOrEqual(50);
+    expect(one('lifespanP50').values[0]).toBeLessThanOrEqual(63);
+    expect(one('lifespanP99').values[0]).toBeGreaterThan(4000);
+    const tls: HistRow[] = [
+      { timeMs: t, tags: { result: 'ok' }, values: { count: 19 } },
+      { timeMs: t, tags: { result: 'failed' }, values: { count: 1 } },
+    ];
+    const fr = framesFromRows(tls, planQuery({ refId: 'A', metric: 'tlsFailureRate' }, {}, { fromMs: t, toMs: t + 60_000 }, 60_000), 'A');
+    expect([...fr[0].fields[1].values]).toEqual([0.05]);
+  });
+
+  test('no tcp_session_hist in range: the panel says the agent needs --probe-close', () => {
+    const frames = framesFromRows([], planQuery({ refId: 'A', metric: 'shortShare' }, {}, range, 60_000), 'A');
+    expect(frames[0].meta?.notices?.[0].text).toMatch(/--probe-close/);
+    expect(framesFromRows([], planQuery({ refId: 'A', metric: 'tlsP99' }, {}, range, 60_000), 'A')[0].meta?.notices?.[0].text).toMatch(/No tls_handshake_hist/);
+    expect(framesFromRows([], planQuery({ refId: 'A', metric: 'p99' }, {}, range, 60_000), 'A')).toEqual([]);
   });
 });

@@ -8,19 +8,29 @@ import { DataFrameType, FieldType, createDataFrame, type DataFrame, type Field, 
 import {
   BUCKET_BOUNDS_MS,
   BUCKET_FIELDS,
+  bucketFieldsOf,
   FAILURE_RESULTS,
   HIST_FIELD,
   HIST_QUERY_TAGS,
+  histTagsOf,
   levelLabel,
+  lifespanQuantile,
   MAX_TIME_MS,
+  meanOpenConnections,
   MEASUREMENT,
+  newConnectionsPerS,
   QueryValueError,
+  rollupLevelsFor,
+  SESSION_HIST_FIELD,
+  shortLivedShare,
   TAG,
+  TLS_RESULTS,
   parseCsv,
   pickResolution,
   quantileFromBuckets,
   quote,
   type HistLevel,
+  type HistMeasurement,
   type LevelRead,
   type RollupWindowName,
   type HistMetric,
@@ -54,6 +64,10 @@ export function metricsFor(metric: Metric): HistMetric[] {
     case 'p50':
     case 'p90':
     case 'p99':
+    case 'tlsP50':
+    case 'tlsP99':
+    case 'lifespanP50':
+    case 'lifespanP99':
       // min and max clamp the estimate inside the first and the overflow bucket.
       return ['buckets', 'min', 'max'];
     case 'max':
@@ -62,13 +76,45 @@ export function metricsFor(metric: Metric): HistMetric[] {
       return ['count', 'sum'];
     case 'rate':
     case 'errorRate':
+    case 'newConnRate':
+    case 'tlsRate':
+    case 'tlsFailureRate':
       return ['count'];
+    case 'openMean':
+      return ['sum'];
+    case 'shortShare':
+      return ['buckets', 'count'];
     case 'buckets':
       return ['buckets'];
     default:
       throw new QueryValueError(`unknown metric ${JSON.stringify(metric)}`);
   }
 }
+
+/** The histogram measurement a metric reads (churn: pkg/core churn.ts says which). */
+export function measurementOf(metric: Metric): HistMeasurement {
+  switch (metric) {
+    case 'openMean':
+    case 'lifespanP50':
+    case 'lifespanP99':
+    case 'shortShare':
+      return MEASUREMENT.sessionHist;
+    case 'tlsP50':
+    case 'tlsP99':
+    case 'tlsFailureRate':
+    case 'tlsRate':
+      return MEASUREMENT.tlsHist;
+    default:
+      // newConnRate too: successful connects of tcp_connect_hist.
+      return MEASUREMENT.connectHist;
+  }
+}
+
+/** Metrics that split counts by `result` to divide failures by all attempts. */
+const FAILURE_SHARE: Partial<Record<Metric, readonly string[]>> = {
+  errorRate: FAILURE_RESULTS,
+  tlsFailureRate: TLS_RESULTS.filter((r) => r !== 'ok'),
+};
 
 /** Bin width for a panel interval: whole seconds, at least the agent's flush window. */
 export function windowFor(intervalMs: number | undefined): number {
@@ -85,6 +131,8 @@ export interface PlannedQuery {
   metric: Metric;
   /** The resolution picked for the range (pkg/core pickResolution); hist.windowMs is whole windows of it. */
   level: HistLevel;
+  /** The histogram measurement read (hist.measurement). */
+  measurement: HistMeasurement;
 }
 
 /**
@@ -92,27 +140,44 @@ export interface PlannedQuery {
  * `levels`, default all; [] reads only the 10 s data), the bin width rounded up to whole windows of it.
  */
 export function planQuery(q: TcplatQuery, filters: Filters, range: { fromMs: number; toMs: number }, intervalMs?: number, levels?: readonly RollupWindowName[]): PlannedQuery {
-  const groupBy = [...new Set((q.groupBy ?? []).filter((g) => (HIST_QUERY_TAGS as readonly string[]).includes(g)))];
+  const measurement = measurementOf(q.metric);
+  // tcp_session_hist has no result tag: a result filter or group-by of the query does not apply to it.
+  const tags = histTagsOf(measurement);
+  const groupBy = [...new Set((q.groupBy ?? []).filter((g) => (tags as readonly string[]).includes(g)))];
+  const f: Filters = {};
+  for (const t of tags) if (filters[t]) f[t] = filters[t];
+  // New connections are the successful connects, whatever results the query lists.
+  if (q.metric === 'newConnRate') f.result = ['ok'];
   // Grafana's heatmap draws one heatmap-rows frame (the last one it sees), so buckets are summed over every
   // matching series: the database adds them up, and framesFromRows says so when a group-by was asked for.
-  const queryGroupBy = q.metric === 'buckets' ? [] : q.metric === 'errorRate' && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
+  const queryGroupBy = q.metric === 'buckets' ? [] : FAILURE_SHARE[q.metric] && !groupBy.includes('result') ? [...groupBy, TAG.result] : groupBy;
   const fromMs = Math.max(0, Math.floor(range.fromMs));
   const toMs = Math.min(MAX_TIME_MS, Math.max(fromMs + 1, Math.ceil(range.toMs)));
-  const res = pickResolution({ fromMs, toMs, intervalMs: windowFor(intervalMs), levels, baseMs: MIN_WINDOW_MS });
+  // Only measurements with rollups (pkg/core ROLLED_UP_MEASUREMENTS) may pick a rollup level.
+  const res = pickResolution({ fromMs, toMs, intervalMs: windowFor(intervalMs), levels: rollupLevelsFor(measurement, levels), baseMs: MIN_WINDOW_MS });
   // Whole bins (epoch-aligned, as both dialects bin): the first and last bins hold every window they
   // stand for (a rate divides by the bin width), and a rollup window is never cut by the range's edge.
   const binFrom = Math.floor(fromMs / res.windowMs) * res.windowMs;
   const binTo = Math.min(MAX_TIME_MS, Math.ceil(toMs / res.windowMs) * res.windowMs);
   return {
-    hist: { filters, fromMs: binFrom, toMs: binTo, windowMs: res.windowMs, metrics: metricsFor(q.metric), groupBy: queryGroupBy },
+    hist: { filters: f, fromMs: binFrom, toMs: binTo, windowMs: res.windowMs, metrics: metricsFor(q.metric), groupBy: queryGroupBy, ...(measurement !== MEASUREMENT.connectHist ? { measurement } : {}) },
     groupBy,
     queryGroupBy,
     metric: q.metric,
     level: res.level,
+    measurement,
   };
 }
 
-const QUANTILE: Partial<Record<Metric, number>> = { p50: 0.5, p90: 0.9, p99: 0.99 };
+/** Why a churn or TLS query can find nothing: the data is written only when the agent collects it. */
+export const NO_DATA_HINT: Partial<Record<HistMeasurement, string>> = {
+  [MEASUREMENT.sessionHist]: `No ${MEASUREMENT.sessionHist} in this range: lifespans and churn need the tcplat agent run with --probe-close (close events are off by default).`,
+  [MEASUREMENT.tlsHist]: `No ${MEASUREMENT.tlsHist} in this range: no TLS handshake was seen (OpenSSL clients through shared libssl or node; see bpf/README.md for what is covered).`,
+};
+
+const QUANTILE: Partial<Record<Metric, number>> = { p50: 0.5, p90: 0.9, p99: 0.99, tlsP50: 0.5, tlsP99: 0.99 };
+const LIFESPAN_QUANTILE: Partial<Record<Metric, number>> = { lifespanP50: 0.5, lifespanP99: 0.99 };
+const PER_SECOND: readonly Metric[] = ['rate', 'newConnRate', 'tlsRate'];
 
 function labelsOf(tags: Record<string, string>, groupBy: readonly HistQueryTag[]): Labels {
   const l: Labels = {};
@@ -158,6 +223,9 @@ export function bucketsGroupByNotice(groupBy: readonly HistQueryTag[]): string {
  */
 export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string, read?: Pick<LevelRead, 'level' | 'note' | 'fallback'>): DataFrame[] {
   const frames = framesOf(rows, plan, refId);
+  const why = rows.length === 0 ? NO_DATA_HINT[plan.measurement] : undefined;
+  // An empty churn or TLS panel says what it needs rather than just "No data".
+  if (why) frames.push(createDataFrame({ refId, name: METRIC_LABELS[plan.metric], meta: { notices: [{ severity: 'info', text: why }] }, fields: [] }));
   // Which resolution was read: in meta.custom for tools, and as a notice Grafana shows on the panel when
   // it is not the 10 s data (info), or when the picked rollups were not there (warning, naming tcplat rollup).
   const level = read?.level ?? plan.level;
@@ -201,14 +269,15 @@ function framesOf(rows: readonly HistRow[], plan: PlannedQuery, refId: string): 
     frames.push(createDataFrame({ refId, name: 'latency', meta: { type: DataFrameType.HeatmapRows, ...(notices ? { notices } : {}) }, fields }));
     return frames;
   }
-  if (metric === 'errorRate') {
+  const failures = FAILURE_SHARE[metric];
+  if (failures) {
     // Totals per user group and bin over every result; failures are the results that are not `ok`.
     const byResult = groupBy.includes('result');
     const outer = groupBy.filter((g) => g !== 'result');
     const totals = new Map<string, number>();
     const tkey = (r: HistRow) => JSON.stringify([outer.map((g) => r.tags[g] ?? ''), r.timeMs]);
     for (const r of rows) totals.set(tkey(r), (totals.get(tkey(r)) ?? 0) + (r.values[HIST_FIELD.count] ?? 0));
-    const failing = rows.filter((r) => (FAILURE_RESULTS as readonly string[]).includes(r.tags[TAG.result] ?? ''));
+    const failing = rows.filter((r) => failures.includes(r.tags[TAG.result] ?? ''));
     const keyed = byResult ? failing : rows;
     const series = new Map<string, { labels: Labels; points: Map<number, number> }>();
     for (const r of keyed) {
@@ -216,7 +285,7 @@ function framesOf(rows: readonly HistRow[], plan: PlannedQuery, refId: string): 
       const key = JSON.stringify(groupBy.map((g) => labels[g]));
       let s = series.get(key);
       if (!s) series.set(key, (s = { labels, points: new Map() }));
-      const fail = (FAILURE_RESULTS as readonly string[]).includes(r.tags[TAG.result] ?? '') ? (r.values[HIST_FIELD.count] ?? 0) : 0;
+      const fail = failures.includes(r.tags[TAG.result] ?? '') ? (r.values[HIST_FIELD.count] ?? 0) : 0;
       s.points.set(r.timeMs, (s.points.get(r.timeMs) ?? 0) + fail);
     }
     for (const [, s] of [...series.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -234,16 +303,19 @@ function framesOf(rows: readonly HistRow[], plan: PlannedQuery, refId: string): 
     let values: Array<number | null>;
     let unit = 'ms';
     const q = QUANTILE[metric];
+    const lq = LIFESPAN_QUANTILE[metric];
+    const finite = (v: number) => (Number.isFinite(v) ? v : null);
+    const buckets = (r: HistRow) => bucketFieldsOf(plan.measurement).map((f) => r.values[f] ?? 0);
     if (q !== undefined) {
-      values = rs.map((r) => {
-        const v = quantileFromBuckets(
-          BUCKET_FIELDS.map((f) => r.values[f] ?? 0),
-          q,
-          r.values[HIST_FIELD.minMs] ?? NaN,
-          r.values[HIST_FIELD.maxMs] ?? NaN,
-        );
-        return Number.isFinite(v) ? v : null;
-      });
+      values = rs.map((r) => finite(quantileFromBuckets(buckets(r), q, r.values[HIST_FIELD.minMs] ?? NaN, r.values[HIST_FIELD.maxMs] ?? NaN)));
+    } else if (lq !== undefined) {
+      values = rs.map((r) => finite(lifespanQuantile(buckets(r), lq, r.values[SESSION_HIST_FIELD.minMs] ?? NaN, r.values[SESSION_HIST_FIELD.maxMs] ?? NaN)));
+    } else if (metric === 'openMean') {
+      unit = 'short';
+      values = rs.map((r) => meanOpenConnections(r.values[SESSION_HIST_FIELD.sumMs] ?? 0, windowS));
+    } else if (metric === 'shortShare') {
+      unit = 'percentunit';
+      values = rs.map((r) => finite(shortLivedShare(buckets(r), r.values[SESSION_HIST_FIELD.count])));
     } else if (metric === 'max') {
       values = rs.map((r) => r.values[HIST_FIELD.maxMs] ?? null);
     } else if (metric === 'mean') {
@@ -251,9 +323,12 @@ function framesOf(rows: readonly HistRow[], plan: PlannedQuery, refId: string): 
         const c = r.values[HIST_FIELD.count] ?? 0;
         return c > 0 ? (r.values[HIST_FIELD.sumMs] ?? 0) / c : null;
       });
-    } else {
+    } else if (PER_SECOND.includes(metric)) {
       unit = 'cps';
-      values = rs.map((r) => (r.values[HIST_FIELD.count] ?? 0) / windowS);
+      const count = (r: HistRow) => r.values[HIST_FIELD.count] ?? 0;
+      values = rs.map((r) => (metric === 'newConnRate' ? newConnectionsPerS(count(r), windowS) : count(r) / windowS));
+    } else {
+      throw new QueryValueError(`unknown metric ${JSON.stringify(metric)}`);
     }
     frames.push(seriesFrame(refId, metric, labels, times, values, unit));
   }

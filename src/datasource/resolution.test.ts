@@ -1,73 +1,19 @@
 /**
  * Issue 14: the datasource reads the coarsest rollup that fits Grafana's interval, on the real InfluxDB
  * 1.x (InfluxQL) and 2.x (Flux). Grafana's backend_srv is replaced by a pass-through to the real server
- * that does what the datasource's routes in plugin.json tell Grafana's proxy to do (`influx/query` ->
- * `<influxUrl>/query`, `influx/api/v2/query` -> `<influxUrl>/api/v2/query` with `Authorization: Token`);
- * the proxy itself is tested in tests/grafana-proxy.test.ts. Data: the agent's 10 s points and their
+ * (tests/support/datasource-backend.ts). Data: the agent's 10 s points and their
  * rollups (pkg/core rollupHistPoints), in the rollup retention policy / bucket.
  */
-import http from 'node:http';
 import crypto from 'node:crypto';
 import { dateTime, type DataFrame, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
-import { encodePoints, Histogram, histPoint, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupHistPoints, type Point } from '@tcplat/core';
-import { lastValueFrom, Observable } from 'rxjs';
+import { Histogram, histPoint, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupHistPoints, type Point } from '@tcplat/core';
+import { lastValueFrom } from 'rxjs';
+import { backend, bucket2, INFLUX1, INFLUX2, TOKEN2, write1, write2, call } from '../../tests/support/datasource-backend';
 import { describeWith } from '../../tests/support/prereq';
 import { TcplatDataSource } from './datasource';
 import type { Metric, TcplatOptions, TcplatQuery } from './types';
 
-const INFLUX1 = process.env.TCPLAT_TEST_INFLUX_URL ?? '';
-const INFLUX2 = process.env.TCPLAT_TEST_INFLUX2_URL ?? '';
-const TOKEN2 = process.env.TCPLAT_TEST_INFLUX2_TOKEN ?? '';
-
-/** HTTP from the jsdom test environment (no fetch there): node's own client. */
-function call(method: string, url: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers: { ...headers, ...(body !== undefined ? { 'Content-Length': String(Buffer.byteLength(body)) } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.on('error', reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
-}
-
-const PROXY = '/api/datasources/proxy/uid/tcplat/';
-let upstream = { influxUrl: '', token: '' };
-const sent: string[] = [];
-
-jest.mock('@grafana/runtime', () => ({
-  getTemplateSrv: () => ({ getVariables: () => [], replace: (t: string) => t }),
-  getBackendSrv: () => ({
-    fetch: (req: { url: string; method: string; data?: unknown; headers?: Record<string, string>; responseType?: string }) =>
-      new Observable((sub) => {
-        const path = req.url.slice(PROXY.length);
-        const flux = path.startsWith('influx/api/v2/query');
-        const url = `${upstream.influxUrl}/${path.slice('influx/'.length)}`;
-        const body = req.data === undefined ? undefined : JSON.stringify(req.data);
-        sent.push(flux ? String((req.data as { query: string }).query) : new URL(url).searchParams.get('q') ?? '');
-        call(req.method, url, body, { ...(req.headers ?? {}), ...(flux ? { Authorization: `Token ${upstream.token}` } : {}) }).then(
-          ({ status, text }) => {
-            let data: unknown = text;
-            if (req.responseType !== 'text' || status >= 300) {
-              try {
-                data = JSON.parse(text);
-              } catch {
-                /* keep the text */
-              }
-            }
-            if (status >= 300) sub.error({ status, data, statusText: '' });
-            else {
-              sub.next({ data, status, ok: true, headers: new Headers() });
-              sub.complete();
-            }
-          },
-          (e) => sub.error({ status: 502, data: String(e), statusText: 'Bad Gateway' }),
-        );
-      }),
-  }),
-}));
+jest.mock('@grafana/runtime', () => jest.requireActual('../../tests/support/datasource-backend').grafanaRuntime());
 
 const H = 3_600_000;
 const D = 24 * H;
@@ -100,7 +46,7 @@ function ds(jsonData: Partial<TcplatOptions>): TcplatDataSource {
     type: 'tcplat-connect-datasource',
     name: 'tcplat',
     url: '/api/datasources/proxy/uid/tcplat',
-    jsonData: { influxUrl: upstream.influxUrl, ...jsonData },
+    jsonData: { influxUrl: backend.upstream.influxUrl, ...jsonData },
     meta: {} as DataSourceInstanceSettings['meta'],
     readOnly: false,
     access: 'proxy',
@@ -124,33 +70,12 @@ interface Store {
   setup(): Promise<{ json: Partial<TcplatOptions>; noRollups: Partial<TcplatOptions> }>;
 }
 
-async function write1(db: string, rp: string | null, pts: Point[]): Promise<void> {
-  for (let i = 0; i < pts.length; i += 5000) {
-    const r = await call('POST', `${INFLUX1}/write?db=${db}&precision=ns${rp ? `&rp=${rp}` : ''}`, encodePoints(pts.slice(i, i + 5000)));
-    if (r.status !== 204) throw new Error(`write: ${r.status} ${r.text}`);
-  }
-}
-
-async function write2(bucket: string, pts: Point[]): Promise<void> {
-  for (let i = 0; i < pts.length; i += 5000) {
-    const r = await call('POST', `${INFLUX2}/api/v2/write?org=tcplat&bucket=${bucket}&precision=ns`, encodePoints(pts.slice(i, i + 5000)), { Authorization: `Token ${TOKEN2}` });
-    if (r.status !== 204) throw new Error(`write: ${r.status} ${r.text}`);
-  }
-}
-
-async function bucket2(name: string): Promise<void> {
-  const h = { Authorization: `Token ${TOKEN2}`, 'Content-Type': 'application/json' };
-  const orgs = JSON.parse((await call('GET', `${INFLUX2}/api/v2/orgs?org=tcplat`, undefined, h)).text) as { orgs: { id: string }[] };
-  const r = await call('POST', `${INFLUX2}/api/v2/buckets`, JSON.stringify({ orgID: orgs.orgs[0].id, name, retentionRules: [] }), h);
-  if (r.status !== 201) throw new Error(`bucket ${name}: ${r.status} ${r.text}`);
-}
-
 const STORES: Store[] = [
   {
     name: 'InfluxDB 1.x (InfluxQL)',
     missing: INFLUX1 ? null : 'no test InfluxDB: TCPLAT_TEST_INFLUX_URL is unset (run through npm test)',
     async setup() {
-      upstream = { influxUrl: INFLUX1, token: '' };
+      backend.upstream = { influxUrl: INFLUX1, token: '' };
       const db = `res_${crypto.randomBytes(4).toString('hex')}`;
       const bare = `${db}_bare`;
       for (const d of [db, bare]) await call('POST', `${INFLUX1}/query`, `q=${encodeURIComponent(`CREATE DATABASE "${d}"`)}`, { 'Content-Type': 'application/x-www-form-urlencoded' });
@@ -167,7 +92,7 @@ const STORES: Store[] = [
     name: 'InfluxDB 2.x (Flux)',
     missing: INFLUX2 && TOKEN2 ? null : 'no test InfluxDB 2.x: TCPLAT_TEST_INFLUX2_URL/TOKEN are unset (run through npm test)',
     async setup() {
-      upstream = { influxUrl: INFLUX2, token: TOKEN2 };
+      backend.upstream = { influxUrl: INFLUX2, token: TOKEN2 };
       const b = `res_${crypto.randomBytes(4).toString('hex')}`;
       const bare = `${b}_bare`;
       for (const name of [b, b + ROLLUP_BUCKET_SUFFIX, bare]) await bucket2(name);
@@ -188,7 +113,7 @@ for (const store of STORES) {
       cfg = await store.setup();
     }, 180_000);
     beforeEach(() => {
-      upstream = store.name.startsWith('InfluxDB 1') ? { influxUrl: INFLUX1, token: '' } : { influxUrl: INFLUX2, token: TOKEN2 };
+      backend.upstream = store.name.startsWith('InfluxDB 1') ? { influxUrl: INFLUX1, token: '' } : { influxUrl: INFLUX2, token: TOKEN2 };
     });
 
     // Grafana's intervals for a ~1,000 px panel: 1 h -> 2 s (10 s data), 24 h -> 1 min, 7 d -> 10 min, 30 d -> 30 min; a 200 px one at 30 d -> 3 h.
@@ -200,7 +125,7 @@ for (const store of STORES) {
       ['30 d, narrow', 30 * D, 3 * H, '1h', 3 * H],
     ])('%s (range %d ms, interval %d ms): reads level %s, says so in the frame, and its numbers equal the 10 s data’s', async (_n, rangeMs, intervalMs, level, windowMs) => {
       for (const metric of ['rate', 'p99', 'buckets'] as const) {
-        sent.length = 0;
+        backend.sent.length = 0;
         const res = await lastValueFrom(ds(cfg.json).query(request(rangeMs, intervalMs, metric)));
         expect(res.errors).toBeUndefined();
         expect(res.data.length).toBeGreaterThan(0);
@@ -211,8 +136,8 @@ for (const store of STORES) {
         }
         // The first query reads the picked level (in the rollup RP / bucket); the bins are whole windows of it.
         const measurement = level === 'base' ? 'tcp_connect_hist' : `tcp_connect_hist_${level}`;
-        expect(sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? (level === 'base' ? `FROM "${measurement}"` : `FROM "${ROLLUP_RP}"."${measurement}"`) : `r._measurement == "${measurement}"`);
-        expect(sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? `time(${windowMs}ms)` : `every: ${windowMs}ms`);
+        expect(backend.sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? (level === 'base' ? `FROM "${measurement}"` : `FROM "${ROLLUP_RP}"."${measurement}"`) : `r._measurement == "${measurement}"`);
+        expect(backend.sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? `time(${windowMs}ms)` : `every: ${windowMs}ms`);
         const base = await lastValueFrom(ds({ ...cfg.json, rollups: false }).query(request(rangeMs, intervalMs, metric)));
         expect((base.data as DataFrame[])[0].meta?.custom).toMatchObject({ resolution: 'base' });
         expect(values(res.data)).toEqual(values(base.data));

@@ -34,13 +34,19 @@
  * kernel's longest SYN timeout, ~127 s) of event time (UsedTimes). An event older than that can no longer
  * be checked: it is written at its own time and counted (tcplat_raw_unchecked_total), never silently.
  *
+ * TLS handshakes (the probe's `tls` lines, issue 16) take the same path in an Aggregator of their own
+ * (`kind: 'tls'`): tls_handshake_hist is tcp_connect_hist's schema under another name (syn_retrans 0), and
+ * tls_handshake raw points have the same limit, sampling and unique timestamps as tcp_connect points (their
+ * own UsedTimes: another measurement). Its own instance keeps the TLS results (`ok` included) apart from the
+ * connect series, and leaves the connect path as it was.
+ *
  * Cost: this stage sees every event, so it builds no key strings (series are nested maps of the strings
  * the enricher shares) and keeps a second's raw events as columns (SecondSample), not as event objects;
  * raw points leave as connectLine's values, not as Point objects.
  */
-import { Histogram, histPoint, sessionPoint, type ConnectLineInput, type Point, type SeriesTags } from '@tcplat/core';
+import { Histogram, histPoint, MEASUREMENT, sessionPoint, tlsPoint, type ConnectLineInput, type ConnectResult, type Family, type Point, type SeriesTags, type TlsResult } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
-import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession } from '../types';
+import type { EnrichedConnect, EnrichedEvent, EnrichedHist, EnrichedSession, EnrichedTls } from '../types';
 import type { SeriesBudget } from './budget';
 import { SecondSample } from './sample';
 import { CloseAggregator } from './sessions';
@@ -70,6 +76,8 @@ export interface AggregatorOptions {
   random?: () => number;
   /** The cardinality budget every emitted point passes (budget.ts); none: every series is written. */
   budget?: SeriesBudget;
+  /** What this aggregator takes: connect events (and sessions, closes, probe histograms), or TLS handshakes only. */
+  kind?: 'connect' | 'tls';
 }
 
 interface HistCell {
@@ -80,7 +88,7 @@ interface HistCell {
 
 /** One histogram series (service, dst, result) and its windows that received events since the last flush. */
 interface Series {
-  tags: SeriesTags;
+  tags: SeriesTags<ConnectResult | TlsResult>;
   cells: Map<number, HistCell>;
   /** The window the last event went to (events mostly arrive in time order). */
   lastWindow: number;
@@ -114,6 +122,7 @@ export class Aggregator {
   private readonly used = new UsedTimes();
   private readonly horizon: number;
   private readonly random: (() => number) | null;
+  private readonly tls: boolean;
   /** Events received since the last flush that emitted (import mode). */
   private sinceFlush = 0;
   /** 1 ns moves made to keep raw and session timestamps unique (a point moved by 3 ns counts 3). */
@@ -147,6 +156,7 @@ export class Aggregator {
     this.windowMs = Number(opts.windowNs / SLOT_NS);
     this.horizon = opts.dedupHorizonS ?? 300;
     this.random = opts.random ?? (opts.importEvery !== undefined ? null : Math.random);
+    this.tls = opts.kind === 'tls';
     this.closes = new CloseAggregator(
       { host: opts.host, windowNs: opts.windowNs, rawLimit: opts.rawLimit, deterministic: opts.importEvery !== undefined, random: opts.random },
       stage,
@@ -170,12 +180,41 @@ export class Aggregator {
       this.closes.add(ev);
       return;
     }
+    if (ev.type === 'tls') {
+      this.addTls(ev);
+      return;
+    }
     const ts = ev.tsNs;
     // Two bigint divisions per event; everything after is plain number math.
     const second = Number(ts / NS_PER_S);
     const sub = Number(ts % NS_PER_S);
+    const cell = this.cellOf(this.seriesOf(ev), second, sub);
+    cell.hist.add(ev.latencyNs / 1e6);
+    cell.synRetrans += ev.synRetrans;
+    this.pendingHistEvents++;
+
+    const s = this.sampleOf(second);
+    const before = s.kept;
+    s.offer(ev, sub, this.random ?? s.seeded);
+    this.offered(s, before);
+  }
+
+  /** A TLS handshake: the connect path without SYN retransmits (tls_handshake_hist, tls_handshake). */
+  private addTls(ev: EnrichedTls): void {
+    if (!this.tls) throw new Error('a TLS handshake reached the connect aggregator');
+    const second = Number(ev.tsNs / NS_PER_S);
+    const sub = Number(ev.tsNs % NS_PER_S);
+    this.cellOf(this.seriesOf(ev), second, sub).hist.add(ev.latencyNs / 1e6);
+    this.pendingHistEvents++;
+    const s = this.sampleOf(second);
+    const before = s.kept;
+    s.offerTls(ev, sub, this.random ?? s.seeded);
+    this.offered(s, before);
+  }
+
+  /** The histogram cell of the window holding (second, sub ns) in `series`. */
+  private cellOf(series: Series, second: number, sub: number): HistCell {
     const windowIdx = Math.floor((second * 1000 + Math.floor(sub / 1e6)) / this.windowMs);
-    const series = this.seriesOf(ev);
     let cell = series.lastWindow === windowIdx ? series.lastCell : series.cells.get(windowIdx);
     if (!cell) {
       cell = { windowStartNs: BigInt(windowIdx) * this.opts.windowNs, hist: new Histogram(), synRetrans: 0 };
@@ -183,10 +222,11 @@ export class Aggregator {
     }
     series.lastWindow = windowIdx;
     series.lastCell = cell;
-    cell.hist.add(ev.latencyNs / 1e6);
-    cell.synRetrans += ev.synRetrans;
-    this.pendingHistEvents++;
+    return cell;
+  }
 
+  /** The raw-point reservoir of one second of event time. */
+  private sampleOf(second: number): SecondSample {
     if (second > this.newestSecond) this.newestSecond = second;
     let s = this.samples.get(second);
     if (!s) {
@@ -195,10 +235,12 @@ export class Aggregator {
       s = new SecondSample(second, capacity, this.flushNo);
       this.samples.set(second, s);
     }
-    const before = s.kept;
-    s.offer(ev, sub, this.random ?? s.seeded);
+    return s;
+  }
+
+  private offered(s: SecondSample, keptBefore: number): void {
     // Beyond the limit an event is sampled out, or takes the place of an earlier one: one fewer either way.
-    if (s.kept > before) this.pendingRaw++;
+    if (s.kept > keptBefore) this.pendingRaw++;
     else this.stage.drop('sampled_out');
   }
 
@@ -220,7 +262,7 @@ export class Aggregator {
     this.pendingHistEvents += ev.hist.count;
   }
 
-  private seriesOf(ev: Pick<EnrichedConnect, 'service' | 'dst' | 'result'>): Series {
+  private seriesOf(ev: { service: string; dst: string; result: ConnectResult | TlsResult }): Series {
     let byDst = this.series.get(ev.service);
     if (!byDst) {
       byDst = new Map();
@@ -256,7 +298,7 @@ export class Aggregator {
       for (const byResult of byDst.values()) {
         for (const series of byResult.values()) {
           for (const cell of series.cells.values()) {
-            emit(histPoint(series.tags, cell.hist, cell.windowStartNs + offset, cell.synRetrans));
+            emit(histPoint(series.tags, cell.hist, cell.windowStartNs + offset, cell.synRetrans, this.tls ? MEASUREMENT.tlsHist : MEASUREMENT.connectHist));
             this.stage.emitted.inc();
           }
         }
@@ -278,14 +320,35 @@ export class Aggregator {
       const host = this.opts.host;
       for (let k = 0; k < kept; k++) {
         const i = order ? order[k] : k;
+        if (this.tls) {
+          emit(
+            tlsPoint({
+              host,
+              service: s.service[i],
+              comm: s.comm[i],
+              dst: s.dst[i],
+              result: s.result[i] as TlsResult,
+              family: s.family[i],
+              latencyNs: s.latencyNs[i],
+              pid: s.pid[i],
+              lib: s.lib![i],
+              container: s.container?.[i],
+              thread: s.thread?.[i],
+              sampleWeight: weight,
+              timeNs: nsText(second, claimed[k]),
+            }),
+          );
+          this.stage.emitted.inc();
+          continue;
+        }
         emit({
           raw: true,
           host,
           service: s.service[i],
           comm: s.comm[i],
           dst: s.dst[i],
-          result: s.result[i],
-          family: s.family[i],
+          result: s.result[i] as ConnectResult,
+          family: s.family[i] as Family,
           latencyNs: s.latencyNs[i],
           synRetrans: s.synRetrans[i],
           pid: s.pid[i],

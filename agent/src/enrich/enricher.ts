@@ -1,10 +1,10 @@
 /**
  * Enrich stage: service (mapping rules, default comm), destination label (rules, default `ip:port`),
- * container and cgroup (from the probe's cgroup_id, resolved through the cgroup2 hierarchy, so they hold
+ * container and cgroup (the same for connects, closes and TLS handshakes; from the probe's cgroup_id, resolved through the cgroup2 hierarchy, so they hold
  * after the process exited; else from /proc/PID/cgroup; live sources only). Drops the agent's own connections (no feedback
  * loop through InfluxDB) and, for tcplife, sessions this host accepted rather than opened.
  */
-import { defaultDst } from '@tcplat/core';
+import { defaultDst, TLS_DST_UNSEEN } from '@tcplat/core';
 import type { StageCounters } from '../metrics';
 import type { EnrichedConnect, EnrichedEvent, EnrichedSession, SourceEvent } from '../types';
 import { SessionDirection, type Decided } from './direction';
@@ -128,7 +128,7 @@ export class Enricher {
       const cg = this.opts.cgroups.resolve(ev.cgroupId);
       if (cg !== undefined) facts = this.kernelCgroup(facts ?? this.noFacts, cg);
     }
-    const thread = ev.type === 'connect' || ev.type === 'close' ? ev.thread : undefined;
+    const thread = ev.type === 'connect' || ev.type === 'close' || ev.type === 'tls' ? ev.thread : undefined;
     // With thread: rules the service also depends on the thread's name (a key built per event, only then).
     const key = this.opts.rules.needsThread && thread !== undefined ? `${ev.comm}\u0000${thread}` : ev.comm;
     let s = this.services.get(ev.pid, key);
@@ -142,7 +142,8 @@ export class Enricher {
     // The cached, equal comm: one string per process name instead of one per event (the raw sample keeps it).
     out.comm = s.comm;
     out.service = s.service;
-    out.dst = this.dst(ev.family, ev.daddr, ev.dport);
+    if (ev.type !== 'tls') out.dst = this.dst(ev.family, ev.daddr, ev.dport);
+    else out.dst = ev.socket ? this.dst(ev.socket.family, ev.socket.daddr, ev.socket.dport) : TLS_DST_UNSEEN;
     if (facts) {
       const c = containerLabel({ id: facts.containerId, podUid: facts.podUid });
       if (c) out.container = c;

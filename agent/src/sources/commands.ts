@@ -46,6 +46,8 @@ export interface CommandInput {
   probeClose?: boolean;
   /** Stream mode with close events: run the probe with --zero-windows. */
   probeZeroWindows?: boolean;
+  /** false: run the probe with --tls off (no uprobes on OpenSSL, no tls lines). Default on. */
+  probeTls?: boolean;
   histIntervalMs?: number;
 }
 
@@ -62,9 +64,8 @@ export function sourceCommand(c: CommandInput, exists: (p: string) => boolean = 
       if (c.probeMode === 'hist') argv.push('--mode', 'hist', '--hist-interval', String((c.histIntervalMs ?? 10_000) / 1000));
       else if (c.probeClose !== true) argv.push('--no-close');
       else if (c.probeZeroWindows) argv.push('--zero-windows');
-      // The agent does not store the probe's tls lines yet (issue 16: tls_handshake is named, not written):
-      // without this, every TLS client on the host would pay the uprobes for lines the agent drops.
-      argv.push('--tls', 'off');
+      // TLS handshakes (tls_handshake, tls_handshake_hist) are on by default: the probe's own default.
+      if (c.probeTls === false) argv.push('--tls', 'off');
       return { argv };
     }
     case 'ndjson':

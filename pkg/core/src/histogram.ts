@@ -33,12 +33,11 @@ export class Histogram {
 /**
  * Estimate a quantile from non-cumulative bucket counts by linear interpolation inside the bucket that
  * holds the rank, clamped to the observed min/max when known (so a single sample reports its own value
- * and the overflow bucket is bounded by max). Returns NaN when the histogram is empty. `boundsMs`: the
- * finite buckets' upper bounds (default the connect buckets; SESSION_BUCKET_BOUNDS_MS for lifespans).
+ * and the overflow bucket is bounded by max). Returns NaN when the histogram is empty. `bounds` are the
+ * finite buckets' upper bounds (the counts have one more, the overflow): the connect buckets by default,
+ * SESSION_BUCKET_BOUNDS_MS for lifespans.
  */
-export function quantileFromBuckets(counts: readonly number[], q: number, minMs = NaN, maxMs = NaN, boundsMs: readonly number[] = BUCKET_BOUNDS_MS): number {
-  const bucketLowerMs = (i: number) => (i === 0 ? 0 : boundsMs[i - 1]);
-  const bucketUpperMs = (i: number) => (i >= boundsMs.length ? Infinity : boundsMs[i]);
+export function quantileFromBuckets(counts: readonly number[], q: number, minMs = NaN, maxMs = NaN, bounds: readonly number[] = BUCKET_BOUNDS_MS): number {
   if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile must be within 0..1, got ${q}`);
   let total = 0;
   for (const c of counts) total += c;
@@ -49,8 +48,8 @@ export function quantileFromBuckets(counts: readonly number[], q: number, minMs 
     const c = counts[i];
     if (c <= 0) continue;
     if (seen + c >= rank) {
-      let lo = bucketLowerMs(i);
-      let hi = bucketUpperMs(i);
+      let lo = i === 0 ? 0 : bounds[i - 1];
+      let hi = i >= bounds.length ? Infinity : bounds[i];
       if (Number.isFinite(minMs)) lo = Math.max(lo, Math.min(minMs, hi));
       if (Number.isFinite(maxMs)) hi = Math.min(hi, Math.max(maxMs, lo));
       if (!Number.isFinite(hi)) hi = lo;
@@ -59,5 +58,5 @@ export function quantileFromBuckets(counts: readonly number[], q: number, minMs 
     }
     seen += c;
   }
-  return Number.isFinite(maxMs) ? maxMs : bucketLowerMs(counts.length - 1);
+  return Number.isFinite(maxMs) ? maxMs : bounds[Math.min(counts.length, bounds.length + 1) - 2] ?? 0;
 }

@@ -1,6 +1,7 @@
 export * from './schema';
 export * from './buckets';
 export * from './histogram';
+export * from './churn';
 export * from './lineprotocol';
 export * from './duration';
 export * from './escape';

@@ -5,13 +5,14 @@
 import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import type { Histogram } from './histogram';
 import { checkedInt, escapeMeasurement, MAX_TAG_BYTES, escapeStringField, escapeTag, floatText, int, IntValue, nsAsMsText, timeText, type Fields, type FieldValue, type Point } from './lineprotocol';
-import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, ROLLUP_WINDOWS, rollupMeasurement, SESSION_FIELD, SESSION_HIST_FIELD, TAG, type ClosedBy, type ConnectResult, type Family, type RollupWindowName } from './schema';
+import { CONNECT_FIELD, HIST_FIELD, MEASUREMENT, ROLLUP_WINDOWS, rollupMeasurement, SESSION_FIELD, SESSION_HIST_FIELD, TAG, TLS_FIELD, type ClosedBy, type ConnectResult, type Family, type RollupWindowName, type TlsResult } from './schema';
 
-export interface SeriesTags {
+/** Tags of one histogram series: tcp_connect_hist (connect results) or tls_handshake_hist (TLS results). */
+export interface SeriesTags<R extends string = ConnectResult> {
   host: string;
   service: string;
   dst: string;
-  result: ConnectResult;
+  result: R;
 }
 
 export interface ConnectPointInput extends SeriesTags {
@@ -144,11 +145,22 @@ export function connectLine(e: ConnectLineInput): string {
   return `${HEADS.get(e)}${F_LATENCY}${latency}${F_SYN}${syn}${F_PID}${pid}${F_SPORT}${sport}i${more} ${time}`;
 }
 
+/** The histogram measurements in the connect buckets: tcp_connect_hist, and tls_handshake_hist (same schema). */
+/** The measurements histPoint writes (query.ts's HistMeasurement also names tcp_session_hist). */
+export type HistPointMeasurement = typeof MEASUREMENT.connectHist | typeof MEASUREMENT.tlsHist;
+
 /**
- * One tcp_connect_hist point: the exact histogram of one series over one window, stamped with the
- * window's start. Every bucket field is written (zeros included) so a window's point is complete on its own.
+ * One tcp_connect_hist point (or, with `measurement`, tls_handshake_hist: the same tags and fields): the
+ * exact histogram of one series over one window, stamped with the window's start. Every bucket field is
+ * written (zeros included) so a window's point is complete on its own.
  */
-export function histPoint(tags: SeriesTags, h: Histogram, windowStartNs: bigint, synRetrans = 0): Point {
+export function histPoint(
+  tags: SeriesTags<ConnectResult | TlsResult>,
+  h: Histogram,
+  windowStartNs: bigint,
+  synRetrans = 0,
+  measurement: HistPointMeasurement = MEASUREMENT.connectHist,
+): Point {
   const fields: Fields = {
     [HIST_FIELD.count]: int(h.count),
     [HIST_FIELD.sumMs]: h.sumMs,
@@ -158,10 +170,39 @@ export function histPoint(tags: SeriesTags, h: Histogram, windowStartNs: bigint,
   };
   for (let i = 0; i < BUCKET_FIELDS.length; i++) fields[BUCKET_FIELDS[i]] = int(h.buckets[i]);
   return {
-    measurement: MEASUREMENT.connectHist,
+    measurement,
     tags: { [TAG.dst]: tags.dst, [TAG.host]: tags.host, [TAG.result]: tags.result, [TAG.service]: tags.service },
     fields,
     timeNs: windowStartNs,
+  };
+}
+
+export interface TlsPointInput extends SeriesTags<TlsResult> {
+  comm: string;
+  /** '' when the probe did not see the handshake's socket: the point then has no family tag. */
+  family: Family | '';
+  latencyNs: number;
+  pid: number;
+  lib: string;
+  container?: string;
+  thread?: string;
+  /** Handshakes this point stands for when sampled; omitted when 1. */
+  sampleWeight?: number;
+  /** Integer ns, as a bigint or decimal string. */
+  timeNs: bigint | string;
+}
+
+/** One tls_handshake point (one client TLS handshake; the probe's `tls` line). Rare: no line template. */
+export function tlsPoint(e: TlsPointInput): Point {
+  const fields: Fields = { [TLS_FIELD.latencyMs]: e.latencyNs / 1e6, [TLS_FIELD.pid]: int(e.pid), [TLS_FIELD.lib]: e.lib };
+  if (e.container) fields[TLS_FIELD.container] = e.container;
+  if (e.thread) fields[TLS_FIELD.thread] = e.thread;
+  if (e.sampleWeight !== undefined && e.sampleWeight !== 1) fields[TLS_FIELD.sampleWeight] = e.sampleWeight;
+  return {
+    measurement: MEASUREMENT.tls,
+    tags: { [TAG.comm]: e.comm, [TAG.dst]: e.dst, [TAG.family]: e.family, [TAG.host]: e.host, [TAG.result]: e.result, [TAG.service]: e.service },
+    fields,
+    timeNs: e.timeNs,
   };
 }
 

@@ -5,7 +5,6 @@ import {
   buildInfluxQLHistQuery,
   FluxResultError,
   histColumns,
-  histLayout,
   histRowsFromFluxCsv,
   histRowsFromInfluxQL,
   HIST_LEVELS,
@@ -16,6 +15,9 @@ import {
   parseCsv,
   pickResolution,
   planHistParts,
+  readHistLevels,
+  ROLLED_UP_MEASUREMENTS,
+  rollupLevelsFor,
   ROLLUP_LAG_MS,
   type HistLevel,
   type HistQuery,
@@ -51,29 +53,6 @@ describe('histColumns', () => {
       { field: 'max_ms', agg: 'max' },
       { field: 'syn_retrans', agg: 'sum' },
     ]);
-  });
-});
-
-describe('histogram layouts (kind)', () => {
-  const base: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['buckets', 'count'] };
-  test('tls reads tls_handshake_hist with the connect buckets and tags, in both dialects and at rollup levels', () => {
-    const q: HistQuery = { ...base, kind: 'tls', filters: { result: ['failed'] }, fields: ['le_0.01'] };
-    expect(buildInfluxQLHistQuery(q)).toBe(`SELECT sum("le_0.01") AS "le_0.01" FROM "tls_handshake_hist" WHERE time >= ${FROM}ms AND time < ${TO}ms AND "result" = 'failed' GROUP BY time(60000ms) fill(none)`);
-    expect(buildInfluxQLHistQuery({ ...q, source: { level: '1h' } })).toContain(`FROM "tcplat_rollups"."tls_handshake_hist_1h"`);
-    expect(buildFluxHistQuery(q, { bucket: 'b' })).toContain('r._measurement == "tls_handshake_hist"');
-    expect(histColumns(['buckets'], 'tls').map((c) => c.field)).toEqual(BUCKET_FIELDS);
-  });
-  test('session reads tcp_session_hist with the lifespan buckets; no result tag, no syn_retrans', () => {
-    expect(histLayout('session').tags).toEqual(['service', 'dst', 'host']);
-    expect(histColumns(['buckets'], 'session').map((c) => c.field)).toEqual(SESSION_BUCKET_FIELDS);
-    const text = buildInfluxQLHistQuery({ ...base, kind: 'session', filters: { service: ['api'], result: [] } });
-    expect(text).toContain('FROM "tcp_session_hist" WHERE');
-    expect(text).toContain('sum("le_86400000") AS "le_86400000"');
-    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'session', filters: { result: ['ok'] } })).toThrow(/cannot filter on "result": tcp_session_hist has service, dst, host/);
-    expect(() => buildFluxHistQuery({ ...base, kind: 'session', groupBy: ['result'] }, { bucket: 'b' })).toThrow(/cannot group by "result"/);
-    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'session', metrics: ['synRetrans'] })).toThrow(/no syn_retrans/);
-    expect(() => buildInfluxQLHistQuery({ ...base, kind: 'nope' as never })).toThrow(QueryValueError);
-    expect(histLayout('session').bucketIndex(1500)).toBe(SESSION_BUCKET_FIELDS.indexOf('le_1600'));
   });
 });
 
@@ -504,5 +483,60 @@ describe('resolution: which level a query reads', () => {
   test('labels name what was read', () => {
     expect(HIST_LEVELS.map((l) => levelLabel(l))).toEqual(['10 s data', '1 min rollups', '10 min rollups', '1 h rollups']);
     expect(levelLabel('base', 60_000)).toBe('1 min data');
+  });
+});
+
+describe('the measurement a query reads (issues 15 and 16: tcp_session_hist, tls_handshake_hist)', () => {
+  const q: HistQuery = { fromMs: FROM, toMs: TO, windowMs: 60_000, metrics: ['buckets', 'count'] };
+  const tail = `WHERE time >= 1764100000000ms AND time < 1764103600000ms GROUP BY time(60000ms) fill(none)`;
+
+  test('tls_handshake_hist: the connect schema, only the measurement changes (and its rollups would be named after it)', () => {
+    const connect = buildInfluxQLHistQuery(q);
+    expect(buildInfluxQLHistQuery({ ...q, measurement: 'tls_handshake_hist' })).toBe(connect.replace('"tcp_connect_hist"', '"tls_handshake_hist"'));
+    expect(buildFluxHistQuery({ ...q, measurement: 'tls_handshake_hist' }, { bucket: 'b' })).toBe(buildFluxHistQuery(q, { bucket: 'b' }).replace('"tcp_connect_hist"', '"tls_handshake_hist"'));
+    expect(buildInfluxQLHistQuery({ ...q, metrics: ['count'], measurement: 'tls_handshake_hist', source: { level: '1h' } })).toContain('FROM "tcplat_rollups"."tls_handshake_hist_1h"');
+  });
+
+  test('tcp_session_hist: the lifespan bucket fields, and no result tag to filter or group on', () => {
+    const text = buildInfluxQLHistQuery({ ...q, measurement: 'tcp_session_hist', filters: { service: ['api'] }, groupBy: ['dst'] });
+    expect(text).toContain('FROM "tcp_session_hist"');
+    for (const f of SESSION_BUCKET_FIELDS) expect(text).toContain(`sum("${f}") AS "${f}"`);
+    expect(text).not.toContain('"le_0.01"');
+    expect(histColumns(['buckets'], 'tcp_session_hist').map((c) => c.field)).toEqual([...SESSION_BUCKET_FIELDS]);
+    expect(() => buildInfluxQLHistQuery({ ...q, measurement: 'tcp_session_hist', filters: { result: ['ok'] } })).toThrow(/tcp_session_hist has no "result" tag/);
+    expect(() => buildFluxHistQuery({ ...q, measurement: 'tcp_session_hist', groupBy: ['result'] }, { bucket: 'b' })).toThrow(/no "result" tag/);
+    expect(() => buildInfluxQLHistQuery({ ...q, measurement: 'tcp_session_hist', metrics: ['synRetrans'] })).toThrow(/no syn_retrans/);
+    // An empty result filter is no filter: allowed.
+    expect(() => buildInfluxQLHistQuery({ ...q, measurement: 'tcp_session_hist', filters: { result: [] } })).not.toThrow();
+    expect(() => buildInfluxQLHistQuery({ ...q, measurement: 'tcp_session' as never })).toThrow(/unknown histogram measurement "tcp_session"/);
+  });
+
+  test.each(HOSTILE)('hostile value %j in a tcp_session_hist / tls_handshake_hist query stays inside one string literal', (v) => {
+    for (const measurement of ['tcp_session_hist', 'tls_handshake_hist'] as const) {
+      const iql = buildInfluxQLHistQuery({ ...q, metrics: ['count'], measurement, filters: { service: [v], dst: [v] } });
+      expect(iql.replace(/'(?:\\.|[^'\\])*'/gs, "''")).toBe(`SELECT sum("count") AS "count" FROM "${measurement}" WHERE time >= 1764100000000ms AND time < 1764103600000ms AND "service" = '' AND "dst" = '' GROUP BY time(60000ms) fill(none)`);
+      const flux = buildFluxHistQuery({ ...q, metrics: ['count'], measurement, filters: { service: [v] } }, { bucket: 'b' });
+      expect(flux.replace(/"(?:\\.|[^"\\])*"/gs, '""').split('\n')[3]).toBe('  |> filter(fn: (r) => r[""] == "")');
+    }
+  });
+
+  test('rollups: only the measurements in ROLLED_UP_MEASUREMENTS have them (the one switch)', () => {
+    expect(ROLLED_UP_MEASUREMENTS).toEqual(['tcp_connect_hist']);
+    expect(rollupLevelsFor('tcp_connect_hist')).toEqual(ROLLUP_WINDOWS.map((w) => w.name));
+    expect(rollupLevelsFor('tcp_connect_hist', ['1h'])).toEqual(['1h']);
+    expect(rollupLevelsFor('tcp_session_hist')).toEqual([]);
+    expect(rollupLevelsFor('tls_handshake_hist')).toEqual([]);
+  });
+
+  test('readHistLevels reads the 10 s data of a measurement without rollups, even when a rollup level was picked', async () => {
+    const seen: HistQuery[] = [];
+    const run = async (x: HistQuery): Promise<HistRow[]> => {
+      seen.push(x);
+      return [];
+    };
+    const read = await readHistLevels(run, 'influxql', { ...q, windowMs: 3_600_000, measurement: 'tcp_session_hist' }, '1h', { levels: ['1m', '10m', '1h'], rp: 'r' }, TO + 86_400_000);
+    expect(read.level).toBe('base');
+    expect(seen.map((x) => [x.source?.level, x.measurement])).toEqual([['base', 'tcp_session_hist']]);
+    expect(read.note).toBeUndefined();
   });
 });

@@ -11,52 +11,42 @@
  * `aggregateWindow` both align to 1970-01-01), each row is stamped with its bin's start, and the range is
  * [fromMs, toMs). Empty bins are not returned.
  */
-import { BUCKET_BOUNDS_MS, BUCKET_FIELDS, bucketIndex, SESSION_BUCKET_BOUNDS_MS, SESSION_BUCKET_FIELDS, sessionBucketIndex } from './buckets';
+import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import { MAX_TIME_MS } from './duration';
 import { QueryValueError, quote } from './escape';
-import { HIST_FIELD, HIST_TAGS, MEASUREMENT, SESSION_HIST_TAGS, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
+import { HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
 
 /** Tags of tcp_connect_hist that queries filter and group by. */
 export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
 export type HistQueryTag = (typeof HIST_QUERY_TAGS)[number];
 
 /**
- * The histogram measurements a HistQuery reads. All three have the same shape (count, sum_ms, min_ms,
- * max_ms and non-cumulative `le_<ms>` bucket fields, deltas summed per window, rolled up the same way);
- * they differ in measurement, bucket layout and tags: `connect` (tcp_connect_hist), `tls`
- * (tls_handshake_hist: the connect buckets and tags), `session` (tcp_session_hist: lifespan buckets from
- * 1 ms to a day, no `result` tag).
+ * The histogram measurements these builders read: tcp_connect_hist, tls_handshake_hist (the same schema,
+ * issue 16) and tcp_session_hist (lifespans: SESSION_BUCKET_FIELDS, no `result` tag, issue 15).
  */
-export const HIST_KINDS = ['connect', 'tls', 'session'] as const;
-export type HistKind = (typeof HIST_KINDS)[number];
+export const HIST_MEASUREMENTS = [MEASUREMENT.connectHist, MEASUREMENT.tlsHist, MEASUREMENT.sessionHist] as const;
+export type HistMeasurement = (typeof HIST_MEASUREMENTS)[number];
 
-export interface HistLayout {
-  kind: HistKind;
-  /** The 10 s data's measurement (rollups: rollupMeasurement of it). */
-  measurement: string;
-  /** Bucket field names in order, overflow last, and the finite buckets' upper bounds (ms). */
-  bucketFields: readonly string[];
-  boundsMs: readonly number[];
-  /** Index of the bucket a value (ms) falls in. */
-  bucketIndex: (ms: number) => number;
-  /** The tags of HIST_QUERY_TAGS the measurement has (filters and groupBy on others are refused). */
-  tags: readonly HistQueryTag[];
+/**
+ * The histogram measurements that have rollups (agent/src/rollup makes them). THE switch: when the agent
+ * rolls up tcp_session_hist or tls_handshake_hist too, add it here and every reader picks its rollups;
+ * until then queries of the others read their 10 s data whatever the range.
+ */
+export const ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
+
+/** The rollup levels a query of `measurement` may read, among `levels`: none when it has no rollups. */
+export function rollupLevelsFor(measurement: HistMeasurement, levels: readonly RollupWindowName[] = ROLLUP_WINDOWS.map((w) => w.name)): RollupWindowName[] {
+  return ROLLED_UP_MEASUREMENTS.includes(measurement) ? [...levels] : [];
 }
 
-const tagsOf = (written: readonly string[]): HistQueryTag[] => HIST_QUERY_TAGS.filter((t) => written.includes(t));
+/** The tags a measurement's histogram series carry (tcp_session_hist has no `result`). */
+export function histTagsOf(measurement: HistMeasurement): readonly HistQueryTag[] {
+  return measurement === MEASUREMENT.sessionHist ? HIST_QUERY_TAGS.filter((t) => t !== TAG.result) : HIST_QUERY_TAGS;
+}
 
-const LAYOUTS: Record<HistKind, HistLayout> = {
-  connect: { kind: 'connect', measurement: MEASUREMENT.connectHist, bucketFields: BUCKET_FIELDS, boundsMs: BUCKET_BOUNDS_MS, bucketIndex, tags: tagsOf(HIST_TAGS) },
-  // The contract (issue 16): exactly the schema of tcp_connect_hist under another name.
-  tls: { kind: 'tls', measurement: MEASUREMENT.tlsHist, bucketFields: BUCKET_FIELDS, boundsMs: BUCKET_BOUNDS_MS, bucketIndex, tags: tagsOf(HIST_TAGS) },
-  session: { kind: 'session', measurement: MEASUREMENT.sessionHist, bucketFields: SESSION_BUCKET_FIELDS, boundsMs: SESSION_BUCKET_BOUNDS_MS, bucketIndex: sessionBucketIndex, tags: tagsOf(SESSION_HIST_TAGS) },
-};
-
-/** The layout of a histogram measurement (default: tcp_connect_hist). */
-export function histLayout(kind: HistKind = 'connect'): HistLayout {
-  const l = LAYOUTS[kind];
-  if (!l) throw new QueryValueError(`unknown histogram ${JSON.stringify(kind)}: use one of ${HIST_KINDS.join(', ')}`);
-  return l;
+/** The bucket fields of a measurement, in order, overflow last. */
+export function bucketFieldsOf(measurement: HistMeasurement): readonly string[] {
+  return measurement === MEASUREMENT.sessionHist ? SESSION_BUCKET_FIELDS : BUCKET_FIELDS;
 }
 
 /**
@@ -67,8 +57,6 @@ export const HIST_METRICS = ['buckets', 'count', 'sum', 'min', 'max', 'synRetran
 export type HistMetric = (typeof HIST_METRICS)[number];
 
 export interface HistQuery {
-  /** Which histogram measurement to read (HistLayout); absent: tcp_connect_hist. */
-  kind?: HistKind;
   /** Exact-match filters: a series matches when its tag equals any listed value. Absent or empty: no filter. */
   filters?: Partial<Record<HistQueryTag, readonly string[]>>;
   /** Inclusive start, epoch ms. */
@@ -94,6 +82,8 @@ export interface HistQuery {
   series?: readonly Readonly<Partial<Record<HistQueryTag, string>>>[];
   /** What to read: the 10 s data or one rollup level, and where it lives. Absent: the 10 s data. */
   source?: HistSourceRef;
+  /** Which histogram measurement (its rollups at a rollup level). Absent: tcp_connect_hist. */
+  measurement?: HistMeasurement;
 }
 
 /** The finest level: the agent's own windows (`tcp_connect_hist`, 10 s by default). */
@@ -116,10 +106,9 @@ export interface HistSourceRef {
   bucket?: string;
 }
 
-/** The measurement a level is read from (of the `kind` histogram; default tcp_connect_hist). */
-export function levelMeasurement(level: HistLevel, kind: HistKind = 'connect'): string {
-  const m = histLayout(kind).measurement;
-  return level === BASE_LEVEL ? m : rollupMeasurement(m, level);
+/** The measurement a level is read from: `measurement` itself (default tcp_connect_hist) or its rollup. */
+export function levelMeasurement(level: HistLevel, measurement: HistMeasurement = MEASUREMENT.connectHist): string {
+  return level === BASE_LEVEL ? measurement : rollupMeasurement(measurement, level);
 }
 
 /** Window of a level in ms; `base` is the agent's flush window (baseMs). */
@@ -236,7 +225,7 @@ export function planHistParts(o: { fromMs: number; toMs: number; level: HistLeve
   return parts;
 }
 
-/** The field -> aggregation of every histogram field (for adding up rows of several parts; bucket fields of every layout sum). */
+/** The field -> aggregation of every histogram field (for adding up rows of several parts). */
 const FIELD_AGG: ReadonlyMap<string, HistAgg> = new Map(histColumns(HIST_METRICS).map((c) => [c.field, c.agg]));
 
 /**
@@ -276,11 +265,11 @@ export interface HistColumn {
   agg: HistAgg;
 }
 
-/** The fields a query reads and how each is aggregated, in a fixed order (buckets first), for the `kind` histogram. */
-export function histColumns(metrics: readonly HistMetric[], kind: HistKind = 'connect'): HistColumn[] {
+/** The fields a query reads and how each is aggregated, in a fixed order (buckets first). */
+export function histColumns(metrics: readonly HistMetric[], measurement: HistMeasurement = MEASUREMENT.connectHist): HistColumn[] {
   const want = new Set(metrics);
   const out: HistColumn[] = [];
-  if (want.has('buckets')) for (const f of histLayout(kind).bucketFields) out.push({ field: f, agg: 'sum' });
+  if (want.has('buckets')) for (const f of bucketFieldsOf(measurement)) out.push({ field: f, agg: 'sum' });
   if (want.has('count')) out.push({ field: HIST_FIELD.count, agg: 'sum' });
   if (want.has('sum')) out.push({ field: HIST_FIELD.sumMs, agg: 'sum' });
   if (want.has('min')) out.push({ field: HIST_FIELD.minMs, agg: 'min' });
@@ -308,12 +297,18 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
   int('toMs', q.toMs, 0, MAX_TIME_MS);
   if (q.toMs <= q.fromMs) throw new QueryValueError(`toMs (${q.toMs}) must be after fromMs (${q.fromMs})`);
   int('windowMs', q.windowMs, 1, MAX_TIME_MS);
-  const layout = histLayout(q.kind);
-  const TAGS = layout.tags;
-  // tcp_session_hist has no syn_retrans (its retransmits are `retrans`, over the connection's life).
-  if (layout.kind === 'session' && q.metrics.includes('synRetrans')) throw new QueryValueError(`${layout.measurement} has no syn_retrans field`);
   for (const m of q.metrics) if (!(HIST_METRICS as readonly string[]).includes(m)) throw new QueryValueError(`unknown metric ${JSON.stringify(m)}`);
-  let columns = histColumns(q.metrics, layout.kind);
+  const measurement = q.measurement ?? MEASUREMENT.connectHist;
+  if (!(HIST_MEASUREMENTS as readonly string[]).includes(measurement)) throw new QueryValueError(`unknown histogram measurement ${JSON.stringify(measurement)}: use one of ${HIST_MEASUREMENTS.join(', ')}`);
+  if (measurement === MEASUREMENT.sessionHist && q.metrics.includes('synRetrans')) throw new QueryValueError(`${measurement} has no syn_retrans field`);
+  const tags = histTagsOf(measurement);
+  const noTag = (where: string, k: string) => {
+    if ((HIST_QUERY_TAGS as readonly string[]).includes(k) && !(tags as readonly string[]).includes(k)) throw new QueryValueError(`${where}: ${measurement} has no ${JSON.stringify(k)} tag (it has ${tags.join(', ')})`);
+  };
+  for (const [k, v] of Object.entries(q.filters ?? {})) if (v !== undefined && v.length > 0) noTag('filter', k);
+  for (const g of q.groupBy ?? []) noTag('group by', g);
+  for (const e of q.series ?? []) for (const k of Object.keys(e ?? {})) noTag('series', k);
+  let columns = histColumns(q.metrics, measurement);
   if (columns.length === 0) throw new QueryValueError('a query needs at least one metric');
   if (q.fields !== undefined) {
     for (const f of q.fields) if (!columns.some((c) => c.field === f)) throw new QueryValueError(`field ${JSON.stringify(f)} is not one of the metrics' fields`);
@@ -321,21 +316,19 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
     if (columns.length === 0) throw new QueryValueError('fields: empty: a query needs at least one field');
   }
   const filters: [HistQueryTag, string[]][] = [];
-  for (const tag of TAGS) {
+  for (const tag of HIST_QUERY_TAGS) {
     const values = q.filters?.[tag];
     if (values === undefined || values.length === 0) continue;
     for (const v of values) checkTagValue(`filter ${tag}`, v);
     // Deduplicate and sort: the same filter always gives the same query text (cache keys, golden tests).
     filters.push([tag, [...new Set(values)].sort()]);
   }
-  for (const [k, v] of Object.entries(q.filters ?? {})) {
-    // An empty list filters nothing: a caller may pass every tag of HIST_QUERY_TAGS, even one this measurement lacks.
-    const emptyKnown = (HIST_QUERY_TAGS as readonly string[]).includes(k) && Array.isArray(v) && v.length === 0;
-    if (!(TAGS as readonly string[]).includes(k) && !emptyKnown) throw new QueryValueError(`cannot filter on ${JSON.stringify(k)}: ${layout.measurement} has ${TAGS.join(', ')}`);
+  for (const k of Object.keys(q.filters ?? {})) {
+    if (!(HIST_QUERY_TAGS as readonly string[]).includes(k)) throw new QueryValueError(`cannot filter on ${JSON.stringify(k)}: use one of ${HIST_QUERY_TAGS.join(', ')}`);
   }
   const groupBy: HistQueryTag[] = [];
   for (const g of q.groupBy ?? []) {
-    if (!(TAGS as readonly string[]).includes(g)) throw new QueryValueError(`cannot group by ${JSON.stringify(g)}: ${layout.measurement} has ${TAGS.join(', ')}`);
+    if (!(HIST_QUERY_TAGS as readonly string[]).includes(g)) throw new QueryValueError(`cannot group by ${JSON.stringify(g)}: use one of ${HIST_QUERY_TAGS.join(', ')}`);
     if (!groupBy.includes(g)) groupBy.push(g);
   }
   let series: SeriesEntry[] | null = null;
@@ -344,10 +337,10 @@ function check(q: HistQuery): { filters: [HistQueryTag, string[]][]; groupBy: Hi
     if (q.series.length > MAX_SERIES_ENTRIES) throw new QueryValueError(`series: at most ${MAX_SERIES_ENTRIES} entries, got ${q.series.length}`);
     series = q.series.map((entry) => {
       for (const k of Object.keys(entry ?? {})) {
-        if (!(TAGS as readonly string[]).includes(k)) throw new QueryValueError(`series: cannot match on ${JSON.stringify(k)}: use ${TAGS.join(', ')}`);
+        if (!(HIST_QUERY_TAGS as readonly string[]).includes(k)) throw new QueryValueError(`series: cannot match on ${JSON.stringify(k)}: use ${HIST_QUERY_TAGS.join(', ')}`);
       }
       const out: SeriesEntry = [];
-      for (const tag of TAGS) {
+      for (const tag of HIST_QUERY_TAGS) {
         const v = entry?.[tag];
         if (v === undefined) continue;
         checkTagValue(`series ${tag}`, v);
@@ -373,13 +366,13 @@ function checkSource(src: HistSourceRef | undefined): void {
 }
 
 /** The FROM of an InfluxQL query: the level's measurement, in the source's retention policy when it names one. */
-export function influxQLFrom(src: HistSourceRef | undefined, kind: HistKind = 'connect'): string {
+export function influxQLFrom(src: HistSourceRef | undefined, measurement: HistMeasurement = MEASUREMENT.connectHist): string {
   checkSource(src);
   const id = (s: string) => quote('influxql-ident', s);
   const level = src?.level ?? BASE_LEVEL;
   const rp = src?.rp ?? (level === BASE_LEVEL ? undefined : ROLLUP_RP);
   // "rp"."measurement" reads the retention policy of the request's database (the `db` parameter).
-  return rp === undefined ? id(levelMeasurement(level, kind)) : `${id(rp)}.${id(levelMeasurement(level, kind))}`;
+  return rp === undefined ? id(levelMeasurement(level, measurement)) : `${id(rp)}.${id(levelMeasurement(level, measurement))}`;
 }
 
 /** The bucket a Flux query reads: the source's, else the 10 s data's bucket or its rollup bucket. */
@@ -412,7 +405,7 @@ export function buildInfluxQLHistQuery(q: HistQuery): string {
     where.push(alts.length === 1 ? alts[0] : `(${alts.join(' OR ')})`);
   }
   const group = [`time(${q.windowMs}ms)`, ...groupBy.map(id)].join(', ');
-  return `SELECT ${select} FROM ${influxQLFrom(q.source, q.kind)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
+  return `SELECT ${select} FROM ${influxQLFrom(q.source, q.measurement)} WHERE ${where.join(' AND ')} GROUP BY ${group} fill(none)`;
 }
 
 function fluxTime(ms: number): string {
@@ -435,7 +428,7 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   const lines: string[] = [];
   lines.push(`data = from(bucket: ${s(fluxBucket(q.source, opts.bucket))})`);
   lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
-  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL, q.kind))})`);
+  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL, q.measurement))})`);
   // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
   const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
   for (const [tag, values] of filters) {
@@ -679,7 +672,10 @@ export async function readHistLevels(
   nowMs: number,
   baseMs: number = BASE_WINDOW_MS,
 ): Promise<LevelRead> {
-  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels: where.levels, baseMs });
+  // A measurement without rollups (ROLLED_UP_MEASUREMENTS) reads its 10 s data, whatever was picked.
+  const levels = rollupLevelsFor(q.measurement ?? MEASUREMENT.connectHist, where.levels);
+  if (level !== BASE_LEVEL && !(levels as readonly string[]).includes(level)) level = BASE_LEVEL;
+  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels, baseMs });
   const readPart = (p: HistPart) => run({ ...q, fromMs: p.fromMs, toMs: p.toMs, source: sourceRef(p.level, where) });
   const answers = await Promise.all(
     parts.map((p) =>

@@ -44,6 +44,10 @@ export type TagKey = (typeof TAG)[keyof typeof TAG];
 export const CONNECT_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.comm, TAG.dst, TAG.result, TAG.family];
 /** Tags written on tcp_connect_hist points. */
 export const HIST_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.dst, TAG.result];
+/** Tags written on tls_handshake points (family absent when the probe did not see the handshake's socket). */
+export const TLS_TAGS: readonly TagKey[] = CONNECT_TAGS;
+/** Tags written on tls_handshake_hist points: those of tcp_connect_hist (the same schema, another name). */
+export const TLS_HIST_TAGS: readonly TagKey[] = HIST_TAGS;
 /** Tags written on tcp_session points (closed_by: probe close events only; tcplife does not say). */
 export const SESSION_TAGS: readonly TagKey[] = [TAG.host, TAG.service, TAG.comm, TAG.dst, TAG.family, TAG.closedBy];
 /** Tags written on tcp_session_hist points. */
@@ -67,6 +71,23 @@ export const CONNECT_FIELD = {
   sampleWeight: 'sample_weight',
 } as const;
 
+/** Fields of tls_handshake points (one per handshake). */
+export const TLS_FIELD = {
+  /** From the first handshake call on the SSL* to its final return, ms (float). */
+  latencyMs: 'latency_ms',
+  pid: 'pid',
+  thread: 'thread',
+  container: 'container',
+  /** The TLS library the probe hooked (`openssl`). */
+  lib: 'lib',
+  /** How many handshakes this point stands for when raw points were sampled (1 when not sampled). */
+  sampleWeight: 'sample_weight',
+} as const;
+
+/**
+ * Fields of tcp_connect_hist, and of tls_handshake_hist (the same fields and connect buckets, so every reader
+ * of one reads the other with only the measurement changed; syn_retrans is always 0 there).
+ */
 export const HIST_FIELD = {
   count: 'count',
   sumMs: 'sum_ms',
@@ -122,6 +143,12 @@ export const FAILURE_RESULTS: readonly ConnectResult[] = RESULTS.filter((r) => r
 /** Outcomes of a TLS handshake (the probe's tls lines): the final return of the handshake was 1, or not. */
 export const TLS_RESULTS = ['ok', 'failed'] as const;
 export type TlsResult = (typeof TLS_RESULTS)[number];
+
+/**
+ * The dst of a TLS handshake whose socket the probe did not see (its line has family ""): the handshake
+ * still counts, under this destination, with no family tag.
+ */
+export const TLS_DST_UNSEEN = 'unknown';
 
 export const FAMILIES = ['ipv4', 'ipv6'] as const;
 export type Family = (typeof FAMILIES)[number];

@@ -62,3 +62,40 @@ test('template variables are offered as values', async () => {
   await pick('Service', '$service');
   expect(seen.at(-1)!.service).toEqual(['$service']);
 });
+
+test('churn and TLS metrics are offered with a description each; the picked one is described under the editor', async () => {
+  const ds = fakeDatasource();
+  const seen: TcplatQuery[] = [];
+  render(<Harness ds={ds} seen={seen} runs={{ n: 0 }} />);
+  await userEvent.click(screen.getByLabelText('Metric'));
+  for (const [label, description] of [
+    ['churn: new connections/s', /Successful connects per second/],
+    ['churn: concurrently open (mean)', /Little's law.*--probe-close/],
+    ['churn: lifespan p50', /Median lifespan.*--probe-close/],
+    ['churn: lifespan p99', /99th percentile lifespan/],
+    ['churn: short-lived share (< 1 s)', /lived under 1 s.*--probe-close/],
+    ['TLS handshake p50', /Median TLS handshake latency/],
+    ['TLS handshake p99', /99th percentile TLS handshake/],
+    ['TLS failure rate', /TLS handshakes that failed/],
+    ['TLS handshakes/s', /TLS handshakes per second/],
+  ] as const) {
+    const option = (await screen.findByText(label, { selector: '[role="option"] *, [role="option"]' })).closest('[role="option"]') as HTMLElement;
+    expect([label, option.textContent]).toEqual([label, expect.stringMatching(description)]);
+  }
+  await userEvent.click(await screen.findByText('churn: short-lived share (< 1 s)', { selector: '[role="option"] *, [role="option"]' }));
+  expect(seen.at(-1)!.metric).toBe('shortShare');
+  expect(screen.getByTestId('tcplat-metric-description')).toHaveTextContent(/lived under 1 s.*--probe-close/);
+  await pick('Metric', 'TLS failure rate');
+  expect(seen.at(-1)!.metric).toBe('tlsFailureRate');
+});
+
+test('a TLS metric offers the TLS results (ok, failed) for the result filter', async () => {
+  const ds = fakeDatasource();
+  const seen: TcplatQuery[] = [];
+  render(<Harness ds={ds} seen={seen} runs={{ n: 0 }} />);
+  await pick('Metric', 'TLS handshake p99');
+  await pick('Result', 'failed');
+  expect(seen.at(-1)).toMatchObject({ metric: 'tlsP99', result: ['failed'] });
+  await userEvent.click(screen.getByLabelText('Result'));
+  expect(screen.queryByText('refused', { selector: '[role="option"] *, [role="option"]' })).toBeNull();
+});

@@ -6,16 +6,16 @@ import React, { useEffect, useMemo, useState } from 'react';
 import type { QueryEditorProps, SelectableValue } from '@grafana/data';
 import { getTemplateSrv } from '@grafana/runtime';
 import { InlineField, InlineFieldRow, MultiSelect, Select } from '@grafana/ui';
-import { HIST_QUERY_TAGS, RESULTS, type HistQueryTag } from '@tcplat/core';
+import { HIST_QUERY_TAGS, MEASUREMENT, RESULTS, TLS_RESULTS, type HistQueryTag } from '@tcplat/core';
 import type { TcplatDataSource } from '../datasource';
 import { migrateQuery } from '../migrate';
-import { bucketsGroupByNotice, queryFilters } from '../queries';
-import { METRICS, METRIC_LABELS, type Metric, type TcplatOptions, type TcplatQuery } from '../types';
+import { bucketsGroupByNotice, measurementOf, queryFilters } from '../queries';
+import { METRICS, METRIC_DESCRIPTIONS, METRIC_LABELS, type Metric, type TcplatOptions, type TcplatQuery } from '../types';
 
 type Props = QueryEditorProps<TcplatDataSource, TcplatQuery, TcplatOptions>;
 
 const TAG_LABELS: Record<HistQueryTag, string> = { service: 'Service', dst: 'Destination', host: 'Host', result: 'Result' };
-const METRIC_OPTIONS: Array<SelectableValue<Metric>> = METRICS.map((m) => ({ label: METRIC_LABELS[m], value: m }));
+const METRIC_OPTIONS: Array<SelectableValue<Metric>> = METRICS.map((m) => ({ label: METRIC_LABELS[m], value: m, description: METRIC_DESCRIPTIONS[m] }));
 const GROUP_OPTIONS: Array<SelectableValue<HistQueryTag>> = HIST_QUERY_TAGS.map((t) => ({ label: TAG_LABELS[t], value: t }));
 
 function variableNames(): string[] {
@@ -58,10 +58,12 @@ function TagSelect({ ds, tag, query, onChange }: { ds: TcplatDataSource; tag: Hi
   const { values, loading, error } = useTagValues(ds, tag, query);
   const selected = query[tag] ?? [];
   const options = useMemo(() => {
-    const fromData = tag === 'result' ? [...new Set([...RESULTS, ...values])] : values;
+    // TLS handshakes end `ok` or `failed`; the values listed from the data are the connects' results.
+    const tls = measurementOf(query.metric) === MEASUREMENT.tlsHist;
+    const fromData = tag === 'result' ? (tls ? [...TLS_RESULTS] : [...new Set([...RESULTS, ...values])]) : values;
     const all = [...variableNames(), ...fromData, ...selected.filter((s) => !fromData.includes(s))];
     return [...new Set(all)].map((v) => ({ label: v, value: v }));
-  }, [tag, values, selected]);
+  }, [tag, values, selected, query.metric]);
   return (
     <InlineField label={TAG_LABELS[tag]} labelWidth={14} tooltip={error ? `Could not list values: ${error}` : 'Empty: every value. Template variables allowed.'} invalid={Boolean(error)}>
       <MultiSelect<string>
@@ -105,7 +107,7 @@ export function QueryEditor({ datasource, query: raw, onChange, onRunQuery }: Pr
         ))}
       </InlineFieldRow>
       <InlineFieldRow>
-        <InlineField label="Metric" labelWidth={14} tooltip="Latency quantiles and max/mean in ms, connects per second, the share of failed connects, or the histogram buckets for Grafana's heatmap.">
+        <InlineField label="Metric" labelWidth={14} tooltip="Connect latency (quantiles, max, mean in ms; connects/s; failure share; heatmap buckets), connection churn (new connections/s, concurrently open, lifespans, short-lived share; needs the agent's --probe-close) or TLS handshakes (p50/p99, failure rate, handshakes/s).">
           <Select<Metric> aria-label="Metric" inputId="tcplat-query-metric" width={40} options={METRIC_OPTIONS} value={query.metric} onChange={(v) => update({ ...query, metric: v.value! })} />
         </InlineField>
         <InlineField label="Group by" labelWidth={14} tooltip="One series per combination of these tags.">
@@ -120,6 +122,9 @@ export function QueryEditor({ datasource, query: raw, onChange, onRunQuery }: Pr
           />
         </InlineField>
       </InlineFieldRow>
+      <div data-testid="tcplat-metric-description" style={{ opacity: 0.8, fontSize: 12, margin: '4px 0' }}>
+        {METRIC_DESCRIPTIONS[query.metric] ?? ''}
+      </div>
       {query.metric === 'buckets' && (query.groupBy?.length ?? 0) > 0 && (
         <div data-testid="tcplat-buckets-groupby" style={{ opacity: 0.8, fontSize: 12, margin: '4px 0' }}>
           {bucketsGroupByNotice(query.groupBy!)}
