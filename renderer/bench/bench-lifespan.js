@@ -3,9 +3,10 @@
 /**
  * What the lifespan chart (issue 15) costs against the connect heatmap on the same amount of data, in one
  * run, interleaved: 25 h of 10 s tcp_session_hist and tcp_connect_hist points of 4 series (2 services x
- * 2 destinations) and their rollups, the renderer started by bin/tcplat (--cache-mb 0, 2 workers), then
- * uncached p50/p95 of heatmap.png and lifespan.png at 1 h (10 s data) and 24 h (10 min rollups), with the
- * ratio lifespan / heatmap and the load average at the start and end.
+ * 2 destinations) and tcp_connect_hist's rollups, the renderer started by bin/tcplat (--cache-mb 0, 2 workers),
+ * then uncached p50/p95 of heatmap.png and lifespan.png at 1 h and 24 h (the heatmap reads the 10 min rollups
+ * at 24 h; the lifespans always read the 10 s data: the agent makes no tcp_session_hist rollups, pkg/core
+ * ROLLED_UP_MEASUREMENTS), with the ratio lifespan / heatmap and the load average at the start and end.
  * Usage: node renderer/bench/bench-lifespan.js --influx-url URL [--n 15]
  */
 const { spawn } = require('node:child_process');
@@ -68,7 +69,8 @@ async function seed(target) {
     for (let i = 0; i < ps.length; i += 5000) await core.writeLines(t, core.encodePoints(ps.slice(i, i + 5000)));
   };
   await write(target, points);
-  await write({ ...target, rp: core.ROLLUP_RP }, core.ROLLUP_WINDOWS.flatMap((w) => core.rollupHistPoints(points, w.name)));
+  const connects = points.filter((p) => p.measurement === core.MEASUREMENT.connectHist);
+  await write({ ...target, rp: core.ROLLUP_RP }, core.ROLLUP_WINDOWS.flatMap((w) => core.rollupHistPoints(connects, w.name)));
   return points.length;
 }
 
