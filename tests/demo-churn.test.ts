@@ -131,14 +131,15 @@ describeWith(missing(), 'tcplat demo churn, for real', () => {
     expect(churnRate).toBeGreaterThan(RATE * 0.85);
     expect(sr.connects / reuse.seconds).toBeLessThan(1);
     // Lifespans: the churning pool's near its request time (the server's 20 ms plus a loaded machine's
-    // scheduling), all under a second; the reusing pool's in seconds (its connections live ~12 s, the last
-    // ones until the run ends), none under a second.
+    // scheduling), all under a second; the reusing pool's in seconds (its connections live ~12 s). Only the
+    // ones the run's end closes can be young (a replacement opened just before it): at most the pool's 4.
     expect(sc.p50).toBeGreaterThanOrEqual(REQUEST_MS);
     expect(sc.p50).toBeLessThan(REQUEST_MS * 10);
     expect(sc.p99).toBeLessThan(1000);
     expect(sc.shortShare).toBe(1);
     expect(sr.p50).toBeGreaterThan(5000);
-    expect(sr.shortShare).toBe(0);
+    expect(sr.shortShare * sr.closed).toBeLessThanOrEqual(4);
+    expect(sr.shortShare).toBeLessThan(0.5);
   });
 
   test('tcplat top --once against the live agent: the churn group tells the pools apart', () => {
