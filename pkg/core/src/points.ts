@@ -146,7 +146,7 @@ export function connectLine(e: ConnectLineInput): string {
 }
 
 /** The histogram measurements in the connect buckets: tcp_connect_hist, and tls_handshake_hist (same schema). */
-export type HistMeasurement = typeof MEASUREMENT.connectHist | typeof MEASUREMENT.tlsHist;
+export type ConnectLikeHistMeasurement = typeof MEASUREMENT.connectHist | typeof MEASUREMENT.tlsHist;
 
 /**
  * One tcp_connect_hist point (or, with `measurement`, tls_handshake_hist: the same tags and fields): the
@@ -158,7 +158,7 @@ export function histPoint(
   h: Histogram,
   windowStartNs: bigint,
   synRetrans = 0,
-  measurement: HistMeasurement = MEASUREMENT.connectHist,
+  measurement: ConnectLikeHistMeasurement = MEASUREMENT.connectHist,
 ): Point {
   const fields: Fields = {
     [HIST_FIELD.count]: int(h.count),
