@@ -19,6 +19,7 @@ import YAML from 'yaml';
 import {
   BUCKET_FIELDS,
   CONNECT_FIELD,
+  TLS_FIELD,
   encodePoints,
   connectPoint,
   histPoint,
@@ -511,9 +512,9 @@ describe('provisioning', () => {
       [MEASUREMENT.connect]: new Set(Object.values(CONNECT_FIELD)),
       [MEASUREMENT.connectHist]: new Set([...Object.values(HIST_FIELD), ...BUCKET_FIELDS]),
       [MEASUREMENT.sessionHist]: new Set([...Object.values(SESSION_HIST_FIELD), ...SESSION_BUCKET_FIELDS]),
-      // tls_handshake_hist is tcp_connect_hist's schema; tls_handshake points carry latency_ms like tcp_connect (schema-note).
+      // tls_handshake_hist is tcp_connect_hist's schema; tls_handshake points have their own fields (TLS_FIELD).
       [MEASUREMENT.tlsHist]: new Set([...Object.values(HIST_FIELD), ...BUCKET_FIELDS]),
-      [MEASUREMENT.tls]: new Set([CONNECT_FIELD.latencyMs, CONNECT_FIELD.pid, CONNECT_FIELD.thread, CONNECT_FIELD.container, CONNECT_FIELD.sampleWeight]),
+      [MEASUREMENT.tls]: new Set(Object.values(TLS_FIELD)),
     };
     const allFields = new Set(Object.values(fields).flatMap((s) => [...s]));
     // Columns Flux itself has, or that a query creates.
@@ -810,7 +811,7 @@ describeWith(missingInflux2(), 'dashboard and alert queries on InfluxDB 2.x', ()
               const h = new Histogram();
               lat.forEach((ms, i) => {
                 h.add(ms);
-                points.push({ measurement: MEASUREMENT.tls, tags: { host, service, dst, result, comm: service, family: 'ipv4' }, fields: { [CONNECT_FIELD.latencyMs]: ms + i * 0.01, [CONNECT_FIELD.pid]: int(100) }, timeNs: start + 2_000_000n + seq++ });
+                points.push({ measurement: MEASUREMENT.tls, tags: { host, service, dst, result, comm: service, family: 'ipv4' }, fields: { [TLS_FIELD.latencyMs]: ms + i * 0.01, [TLS_FIELD.pid]: int(100) }, timeNs: start + 2_000_000n + seq++ });
               });
               points.push({ ...histPoint({ host, service, dst, result: result as ConnectResult }, h, start), measurement: MEASUREMENT.tlsHist });
             }

@@ -146,8 +146,7 @@ export function connectLine(e: ConnectLineInput): string {
 }
 
 /** The histogram measurements in the connect buckets: tcp_connect_hist, and tls_handshake_hist (same schema). */
-/** The measurements histPoint writes (query.ts's HistMeasurement also names tcp_session_hist). */
-export type HistPointMeasurement = typeof MEASUREMENT.connectHist | typeof MEASUREMENT.tlsHist;
+export type ConnectLikeHistMeasurement = typeof MEASUREMENT.connectHist | typeof MEASUREMENT.tlsHist;
 
 /**
  * One tcp_connect_hist point (or, with `measurement`, tls_handshake_hist: the same tags and fields): the
@@ -159,7 +158,7 @@ export function histPoint(
   h: Histogram,
   windowStartNs: bigint,
   synRetrans = 0,
-  measurement: HistPointMeasurement = MEASUREMENT.connectHist,
+  measurement: ConnectLikeHistMeasurement = MEASUREMENT.connectHist,
 ): Point {
   const fields: Fields = {
     [HIST_FIELD.count]: int(h.count),
