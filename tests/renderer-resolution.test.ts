@@ -323,8 +323,9 @@ for (const store of STORES) {
 
 test('rollup flags: levels, RP and bucket are checked at start with a message naming the flag', () => {
   const cfg = (flags: string[]) => rendererConfig(loadConfig(RENDERER_OPTIONS, ['--influx-db', 'x', ...flags], {}).values);
-  expect(cfg([]).rollups).toEqual({ levels: ['1m', '10m', '1h'], rp: 'tcplat_rollups', bucket: undefined });
-  expect(cfg(['--rollups', '1h,10m', '--rollup-rp', 'long']).rollups).toEqual({ levels: ['1h', '10m'], rp: 'long', bucket: undefined });
+  expect(cfg([]).rollups).toEqual({ levels: ['1m', '10m', '1h'], rp: 'tcplat_rollups', bucket: undefined, fleet: true });
+  expect(cfg(['--rollups', '1h,10m', '--rollup-rp', 'long']).rollups).toEqual({ levels: ['1h', '10m'], rp: 'long', bucket: undefined, fleet: true });
+  expect([cfg(['--no-fleet-rollups']).rollups.fleet, cfg(['--rollups', 'none']).rollups.fleet]).toEqual([false, false]);
   expect(cfg(['--rollups', 'none']).limits.rollupLevels).toEqual([]);
   expect(() => cfg(['--rollups', '5m'])).toThrow(/--rollups: "5m" is not a rollup level/);
   expect(() => cfg(['--rollup-rp', ''])).toThrow(/--rollup-rp: expected a name/);
