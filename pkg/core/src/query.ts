@@ -711,19 +711,16 @@ async function readFleet(
   const lastBin = bin(fleetRows[fleetRows.length - 1].timeMs);
   const headCut = firstBin > q.fromMs ? Math.min(fleetEnd, firstBin + q.windowMs) : q.fromMs;
   const tailStart = lastBin + q.windowMs < fleetEnd ? Math.max(headCut, lastBin) : fleetEnd;
-  const gaps: Promise<LevelRead>[] = [];
+  const [head, after] = await Promise.all([headCut > q.fromMs ? perHost(q.fromMs, headCut) : null, tailStart < fleetEnd ? perHost(tailStart, fleetEnd) : null]);
+  // A note only where the hosts had data the fleet rollups lack (a quiet service's first or last bins are
+  // read per host too, silently: they hold nothing the fleet rollups miss).
   const notes: string[] = [];
-  if (headCut > q.fromMs) {
-    gaps.push(perHost(q.fromMs, headCut));
-    notes.push(`before ${fmtUtc(headCut)}: per-host data (no fleet rollups there; run tcplat rollup)`);
-  }
-  if (tailStart < fleetEnd) {
-    gaps.push(perHost(tailStart, fleetEnd));
-    notes.push(`after ${fmtUtc(tailStart)}: per-host data (fleet rollups end there: is tcplat rollup --follow running?)`);
-  }
+  if (head && head.rows.some((r) => r.timeMs < firstBin)) notes.push(`before ${fmtUtc(headCut)}: per-host data (no fleet rollups there; run tcplat rollup)`);
+  if (after && after.rows.some((r) => r.timeMs > lastBin)) notes.push(`after ${fmtUtc(tailStart)}: per-host data (fleet rollups end there: is tcplat rollup --follow running?)`);
   const keep = fleetRows.filter((r) => bin(r.timeMs) >= headCut && bin(r.timeMs) < tailStart);
   const fleetPart: HistPart | null = tailStart > headCut ? { level, fromMs: headCut, toMs: tailStart, fleet: true } : null;
-  return combine([...(await Promise.all(gaps)), ...tail], fleetPart, keep, notes.length > 0 ? notes.join('; ') : undefined);
+  const gaps = [head, after].filter((x): x is LevelRead => x !== null);
+  return combine([...gaps, ...tail], fleetPart, keep, notes.length > 0 ? notes.join('; ') : undefined);
 }
 
 /** readHistLevels from the per-host levels only. */
