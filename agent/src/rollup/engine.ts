@@ -46,7 +46,7 @@ import {
   type RollupWindowName,
 } from '@tcplat/core';
 
-/** The tags a rollup keeps apart: every tag of the histogram series (never a host-less rollup, see README). */
+/** The tags a per-host rollup keeps apart: every tag of the histogram series (the host-less fleet rollups: rollupFleetRange). */
 export const ROLLUP_TAGS = [TAG.host, TAG.service, TAG.dst, TAG.result] as const;
 
 /** Every field of a histogram point and how it adds up over a window. */
