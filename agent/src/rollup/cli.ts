@@ -133,7 +133,7 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
   }
   // What the run reads: the 10 s data, or (--fleet-only) the per-host rollups the fleet ones are summed from.
   const input = o.fleetOnly ? { t: store.rollup, m: rollupMeasurement(MEASUREMENT.connectHist, FLEET_ROLLUP_WINDOWS[0]) } : { t: o.target, m: MEASUREMENT.connectHist };
-  const inputWhere = describeTarget(input.t) + (input.t.version === 1 && input.t.rp ? ` rp=${input.t.rp}` : '');
+  const inputWhere = describeTarget(input.t);
   const done = (code: number) => (code === 0 && o.followMs !== undefined ? follow(store, o, io, err, now) : code);
   let from = o.fromMs;
   if (from === undefined) {
