@@ -181,7 +181,7 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
       const eta = ((steps.length - i - 1) * elapsed) / (i + 1);
       err(`${label}: ${r.points} points (${r.summary}); ${points} in all, ${Math.round(rate)} points/s, ETA ${fmtSeconds(eta)}`);
     } catch (e) {
-      err(`tcplat rollup: ${label}${roll.host() ? ` (host ${roll.host()})` : ''} failed: ${(e as Error).message}`);
+      err(`tcplat rollup: ${label}${roll.host() && hosts.length > 1 ? ` (host ${roll.host()})` : ''} failed: ${(e as Error).message}`);
       err(`tcplat rollup: chunks before it are done; run the same command again, or with --from ${new Date(a).toISOString()} to start at this chunk`);
       return 1;
     }
