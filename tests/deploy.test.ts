@@ -25,6 +25,7 @@ import {
   histPoint,
   HIST_FIELD,
   HIST_QUERY_TAGS,
+  loadConfig,
   Histogram,
   int,
   MEASUREMENT,
@@ -44,6 +45,7 @@ import {
   type Point,
 } from '@tcplat/core';
 import { AGENT_OPTIONS } from '../agent/src/options';
+import { ROLLUP_OPTIONS } from '../agent/src/rollup/cli';
 import { ROUTES } from '../renderer/src/app';
 import { RENDERER_OPTIONS } from '../renderer/src/config';
 import { DEFAULT_LIMITS, parseRenderParams } from '../renderer/src/params';
@@ -142,7 +144,7 @@ function fluxQueries(): { where: string; flux: string; kind: string }[] {
 
 describe('docker-compose.yml', () => {
   test('has the four services and the token init step, and the images and Dockerfile stages they name exist', () => {
-    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'influxdb-tokens', 'renderer']);
+    expect(Object.keys(services).sort()).toEqual(['agent', 'grafana', 'influxdb', 'influxdb-tokens', 'renderer', 'rollup']);
     expect(services.influxdb.image).toBe('influxdb:2.7');
     expect(services['influxdb-tokens'].image).toMatch(/^node:20-/);
     // A pinned 12.3.x patch (the newest known: deploy/README.md says how it was picked) that the plugins'
@@ -304,6 +306,18 @@ describe('least privilege: the operator token stays with InfluxDB, each service 
       expect([name, sees]).toEqual([name, name === 'influxdb' || name === 'influxdb-tokens']);
     }
     expect(read('provisioning/datasources/tcplat.yaml')).not.toMatch(/OPERATOR/);
+  });
+
+  test('the rollup service keeps the fleet rollups current with tcplat rollup --fleet-only --follow, on the agent image and the agent token', () => {
+    const r = services.rollup;
+    expect(r.image).toBe(services.agent.image);
+    const { values } = loadConfig(ROLLUP_OPTIONS, r.command.slice(1), {});
+    expect([r.command[0], values['fleet-only'], typeof values.follow]).toEqual(['rollup', true, 'number']);
+    const known = envNames(ROLLUP_OPTIONS);
+    for (const k of Object.keys(envMap(r))) expect([k, known.has(k)]).toEqual([k, true]);
+    expect(tokenVolumes(r)).toEqual(tokenVolumes(services.agent));
+    expect(envMap(r).TCPLAT_INFLUX_TOKEN_FILE).toBe(envMap(services.agent).TCPLAT_INFLUX_TOKEN_FILE);
+    expect(r.depends_on['influxdb-tokens'].condition).toBe('service_completed_successfully');
   });
 
   test("each service mounts exactly one token volume, its own, where it reads its token", () => {
@@ -607,6 +621,7 @@ describe('provisioning', () => {
 
 describe('deploy/kubernetes', () => {
   const kinds = (kind: string) => k8s.filter((x) => x.doc?.kind === kind).map((x) => x.doc);
+  const deployment = (name: string) => kinds('Deployment').find((d) => d.metadata.name === name);
   const secret = kinds('Secret')[0];
   const configMap = kinds('ConfigMap')[0];
 
@@ -665,7 +680,7 @@ describe('deploy/kubernetes', () => {
     const tokenKey = (c: Any) => c.env.find((e: Any) => e.name === 'TCPLAT_INFLUX_TOKEN').valueFrom.secretKeyRef.key;
     const secretKeys = (c: Any) => c.env.filter((e: Any) => e.valueFrom?.secretKeyRef).map((e: Any) => e.valueFrom.secretKeyRef.key).sort();
     const agent = kinds('DaemonSet')[0].spec.template.spec.containers[0];
-    const renderer = kinds('Deployment')[0].spec.template.spec.containers[0];
+    const renderer = deployment('tcplat-renderer').spec.template.spec.containers[0];
     expect(tokenKey(agent)).toBe('influx-write-token');
     expect(tokenKey(renderer)).toBe('influx-read-token');
     expect(secretKeys(agent)).toEqual(['agent-api-token', 'influx-write-token']);
@@ -680,8 +695,19 @@ describe('deploy/kubernetes', () => {
     expect(text).toMatch(/--read-bucket/);
   });
 
+  test('the rollup Deployment: one replica of tcplat rollup --fleet-only --follow with the agents\' token', () => {
+    const dep = deployment('tcplat-rollup');
+    expect(dep.spec.replicas).toBe(1);
+    const c = dep.spec.template.spec.containers[0];
+    checkEnv(c, ROLLUP_OPTIONS);
+    const { values } = loadConfig(ROLLUP_OPTIONS, c.args.slice(1), {});
+    expect([c.args[0], values['fleet-only'], typeof values.follow]).toEqual(['rollup', true, 'number']);
+    expect(c.image.split(':')[0]).toBe(kinds('DaemonSet')[0].spec.template.spec.containers[0].image.split(':')[0]);
+    expect(c.env.find((e: Any) => e.name === 'TCPLAT_INFLUX_TOKEN').valueFrom.secretKeyRef.key).toBe('influx-write-token');
+  });
+
   test('the renderer Deployment and Service: token from the Secret, probes on /healthz', () => {
-    const dep = kinds('Deployment')[0];
+    const dep = deployment('tcplat-renderer');
     const c = dep.spec.template.spec.containers[0];
     checkEnv(c, RENDERER_OPTIONS);
     expect(c.env.find((e: Any) => e.name === 'TCPLAT_AUTH_TOKEN').valueFrom.secretKeyRef).toBeTruthy();

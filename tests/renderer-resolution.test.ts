@@ -3,7 +3,8 @@
  * InfluxDB 1.x and 2.x. The 10 s data is written as the agent writes it (histPoint + line protocol) and the
  * rollups in the schema of pkg/core (rollupHistPoints: one point per series per window, summed), into the
  * rollup retention policy (1.x) or bucket (2.x). The numbers drawn from the rollups must equal the numbers
- * drawn from the 10 s data, bin by bin and bucket by bucket.
+ * drawn from the 10 s data, bin by bin and bucket by bucket. Charts over every host read the fleet rollups
+ * (summed over hosts) that tcplat rollup's engine makes, and say so.
  */
 import {
   BUCKET_COUNT,
@@ -22,7 +23,7 @@ import {
   type Point,
 } from '@tcplat/core';
 import type { FastifyInstance } from 'fastify';
-import { rollupRange, rollupStore } from '../agent/src/rollup/engine';
+import { rollupFleetRange, rollupRange, rollupStore } from '../agent/src/rollup/engine';
 import { buildApp } from '../renderer/src/app';
 import { chartQuery, heatmapChart } from '../renderer/src/charts';
 import { RENDERER_OPTIONS, rendererConfig } from '../renderer/src/config';
@@ -318,13 +319,79 @@ for (const store of STORES) {
         for (const m of [none, empty, partial]) await m.drop();
       }
     }, 600_000);
+
+    test('a chart over every host reads the fleet rollups made by tcplat rollup (rollupFleetRange), a host filter the per-host ones; both draw the 10 s data\'s counts', async () => {
+      const fl = await store.make(true);
+      const stale = await store.make(true);
+      try {
+        const pts = history(NOW - 8 * D).filter((pt) => BigInt(pt.timeNs!) >= BigInt(NOW - 7 * D) * 1_000_000n);
+        for (const m of [fl, stale]) {
+          await write(m.target, pts);
+          await rollupRange({ store: rollupStore(m.target), fromMs: NOW - 8 * D, toMs: NOW });
+        }
+        await rollupFleetRange({ store: rollupStore(fl.target), fromMs: NOW - 8 * D, toMs: NOW });
+        // Fleet rollups that stop 2 days ago (tcplat rollup --follow stopped then).
+        await rollupFleetRange({ store: rollupStore(stale.target), fromMs: NOW - 8 * D, toMs: NOW - 2 * D });
+        const fleetWhere: RollupWhere = { ...where, fleet: true };
+        for (const [m, note] of [
+          [fl, undefined],
+          [stale, /^after 2026-11-28 1[0-9]:00 UTC: per-host data \(fleet rollups end there: is tcplat rollup --follow running\?\)$/],
+        ] as const) {
+          const source = influxSource(m.target, 60_000);
+          for (const rangeMs of [D, 7 * D]) {
+            const p = params('heatmap', rangeMs);
+            const got = await readLevels(source, chartQuery(p), p.level, fleetWhere, NOW, 10_000);
+            const want = await readLevels(source, chartQuery(p), 'base', WHERE_NONE, NOW, 10_000);
+            if (m === stale && rangeMs === D) {
+              // The last day has no fleet rollups at all: per host, as without them.
+              expect(got.fleet).toBeUndefined();
+            } else {
+              expect({ fleet: got.fleet, first: got.parts[0] }).toEqual({ fleet: true, first: expect.objectContaining({ level: p.level, fleet: true, fromMs: p.binFromMs }) });
+              if (note) expect(got.note).toMatch(note);
+              else expect(got.note).toBeUndefined();
+            }
+            expect(got.fallback).toBeUndefined();
+            const a = heatmapChart(p, got.rows);
+            expect(a.total).toBeGreaterThan(0);
+            expect(cells(a.request)).toEqual(cells(heatmapChart(p, want.rows).request));
+          }
+        }
+        const r = await renderer(fl.target);
+        try {
+          const res = await fetch(`${r.base}/render/heatmap.png?from=${NOW - 7 * D}&to=${NOW}&width=${WIDTH}`);
+          expect([res.status, res.headers.get('x-tcplat-resolution'), res.headers.get('x-tcplat-fleet-rollups')]).toEqual([200, '1h', 'true']);
+          expect(r.drawn.at(-1)!.subtitle).toContain('1 h bins of 1 h fleet rollups');
+          const one = await fetch(`${r.base}/render/heatmap.png?from=${NOW - 7 * D}&to=${NOW}&width=${WIDTH}&host=h1`);
+          expect([one.status, one.headers.get('x-tcplat-resolution'), one.headers.get('x-tcplat-fleet-rollups')]).toEqual([200, '1h', null]);
+          expect(r.drawn.at(-1)!.subtitle).toContain('1 h bins of 1 h rollups');
+          const p1 = parseRenderParams('heatmap', { from: String(NOW - 7 * D), to: String(NOW), width: String(WIDTH), host: 'h1' }, DEFAULT_LIMITS, NOW);
+          const want1 = await readLevels(influxSource(fl.target, 60_000), chartQuery(p1), 'base', WHERE_NONE, NOW, 10_000);
+          expect(cells(r.drawn.at(-1)!)).toEqual(cells(heatmapChart(p1, want1.rows).request));
+        } finally {
+          await r.app.close();
+        }
+        // --no-fleet-rollups: the per-host rollups, as before.
+        const off = await renderer(fl.target, ['--no-fleet-rollups']);
+        try {
+          const res = await fetch(`${off.base}/render/heatmap.png?from=${NOW - 7 * D}&to=${NOW}&width=${WIDTH}`);
+          expect(res.headers.get('x-tcplat-fleet-rollups')).toBeNull();
+          expect(off.drawn.at(-1)!.subtitle).toContain('1 h bins of 1 h rollups');
+        } finally {
+          await off.app.close();
+        }
+      } finally {
+        await fl.drop();
+        await stale.drop();
+      }
+    }, 600_000);
   });
 }
 
 test('rollup flags: levels, RP and bucket are checked at start with a message naming the flag', () => {
   const cfg = (flags: string[]) => rendererConfig(loadConfig(RENDERER_OPTIONS, ['--influx-db', 'x', ...flags], {}).values);
-  expect(cfg([]).rollups).toEqual({ levels: ['1m', '10m', '1h'], rp: 'tcplat_rollups', bucket: undefined });
-  expect(cfg(['--rollups', '1h,10m', '--rollup-rp', 'long']).rollups).toEqual({ levels: ['1h', '10m'], rp: 'long', bucket: undefined });
+  expect(cfg([]).rollups).toEqual({ levels: ['1m', '10m', '1h'], rp: 'tcplat_rollups', bucket: undefined, fleet: true });
+  expect(cfg(['--rollups', '1h,10m', '--rollup-rp', 'long']).rollups).toEqual({ levels: ['1h', '10m'], rp: 'long', bucket: undefined, fleet: true });
+  expect([cfg(['--no-fleet-rollups']).rollups.fleet, cfg(['--rollups', 'none']).rollups.fleet]).toEqual([false, false]);
   expect(cfg(['--rollups', 'none']).limits.rollupLevels).toEqual([]);
   expect(() => cfg(['--rollups', '5m'])).toThrow(/--rollups: "5m" is not a rollup level/);
   expect(() => cfg(['--rollup-rp', ''])).toThrow(/--rollup-rp: expected a name/);

@@ -8,6 +8,7 @@ import {
   BUCKET_COUNT,
   BUCKET_FIELDS,
   encodePoint,
+  fleetRollupMeasurement,
   Histogram,
   histPoint,
   HIST_FIELD,
@@ -89,17 +90,22 @@ export interface Sums {
 }
 
 function key(tags: Record<string, string>, timeMs: number): string {
-  return `${tags.host}|${tags.service}|${tags.dst}|${tags.result}|${timeMs}`;
+  return `${tags.host ?? '(fleet)'}|${tags.service}|${tags.dst}|${tags.result}|${timeMs}`;
 }
 
-/** What the rollup at window `w` must hold for these points (optionally one host's). */
-export function expectedSums(pts: readonly SeedPoint[], windowMs: number, host?: string): Map<string, Record<string, number>> {
+/**
+ * What the rollup at window `w` must hold for these points (optionally one host's); `fleet`: what the
+ * fleet rollup must hold (the points of every host added up per service, dst, result).
+ */
+export function expectedSums(pts: readonly SeedPoint[], windowMs: number, host?: string, fleet = false): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();
   for (const p of pts) {
     if (host !== undefined && p.tags.host !== host) continue;
     const ms = Number(p.timeNs / 1_000_000n);
     const w = Math.floor(ms / windowMs) * windowMs;
-    const k = key(p.tags as unknown as Record<string, string>, w);
+    const tags = { ...(p.tags as unknown as Record<string, string>) };
+    if (fleet) delete tags.host;
+    const k = key(tags, w);
     let s = out.get(k);
     if (!s) {
       s = { [HIST_FIELD.count]: 0, [HIST_FIELD.sumMs]: 0, [HIST_FIELD.minMs]: Infinity, [HIST_FIELD.maxMs]: -Infinity, [HIST_FIELD.synRetrans]: 0 };
@@ -116,9 +122,9 @@ export function expectedSums(pts: readonly SeedPoint[], windowMs: number, host?:
   return out;
 }
 
-/** Every point of one rollup level as stored (1.x: in `rp`; 2.x: in `bucket`), keyed like expectedSums. */
-export async function storedRollup(t: InfluxTarget, window: RollupWindowName, fromMs: number, toMs: number): Promise<Map<string, Record<string, number>>> {
-  const m = rollupMeasurement(MEASUREMENT.connectHist, window);
+/** Every point of one rollup level (`fleet`: its fleet rollup) as stored (1.x: in `rp`; 2.x: in `bucket`), keyed like expectedSums. */
+export async function storedRollup(t: InfluxTarget, window: RollupWindowName, fromMs: number, toMs: number, fleet = false): Promise<Map<string, Record<string, number>>> {
+  const m = fleet ? fleetRollupMeasurement(MEASUREMENT.connectHist, window) : rollupMeasurement(MEASUREMENT.connectHist, window);
   const out = new Map<string, Record<string, number>>();
   const add = (tags: Record<string, string>, timeMs: number, fields: Record<string, number>) => {
     const k = key(tags, timeMs);
@@ -149,7 +155,7 @@ export async function storedRollup(t: InfluxTarget, window: RollupWindowName, fr
   for (const row of fluxRows(csv)) {
     const fields: Record<string, number> = {};
     for (const [k, v] of Object.entries(row)) if (fieldNames.has(k) && v !== '') fields[k] = Number(v);
-    add({ host: row.host, service: row.service, dst: row.dst, result: row.result }, Date.parse(row._time), fields);
+    add({ ...(row.host !== undefined ? { host: row.host } : {}), service: row.service, dst: row.dst, result: row.result }, Date.parse(row._time), fields);
   }
   return out;
 }

@@ -9,7 +9,8 @@
  * Scale (issue 14): 30 d of one host and 7 d of a service on 20 hosts, written in the agent's schema (10 s
  * tcp_connect_hist points, up to an hour past the start of the run so that charts ending now are live)
  * AND their rollups (1 min, 10 min, 1 h: summed here from the points written, into
- * the retention policy tcplat_rollups), rendered uncached and compared with the 1 h render of the same host
+ * the retention policy tcplat_rollups; then the fleet rollups, summed over hosts, made by the real
+ * `tcplat rollup --fleet-only` as users make them), rendered uncached and compared with the 1 h render of the same host
  * measured in the same run, interleaved (target: each at most 3x).
  *
  * Flags: --influx-url URL (required) --renders N (default 1000) --n N (samples per range, default 25)
@@ -154,6 +155,25 @@ async function seedScale(target) {
   return { raw, rolled };
 }
 
+/** `tcplat rollup --fleet-only` over everything written (the real CLI): its seconds; throws when it fails. */
+function fleetRollup() {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(root, 'bin/tcplat'), 'rollup', '--influx-url', INFLUX, '--influx-db', DB, '--fleet-only', '--chunk', '168h', '--to', String(SCALE_END)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const lines = err.trim().split('\n');
+      log(`tcplat rollup: ${lines.at(-1)}`);
+      if (code === 0) resolve((performance.now() - t0) / 1000);
+      else reject(new Error(`tcplat rollup --fleet-only exited ${code}: ${lines.slice(-3).join(' / ')}`));
+    });
+  });
+}
+
 function freePort() {
   return new Promise((resolve) => {
     const s = require('node:net').createServer();
@@ -231,7 +251,8 @@ async function timed(url) {
   const body = Buffer.from(await res.arrayBuffer());
   const ms = performance.now() - t0;
   if (res.status !== 200 || body.subarray(1, 4).toString() !== 'PNG') throw new Error(`${url}: HTTP ${res.status} ${body.toString().slice(0, 200)}`);
-  return { ms, timing: res.headers.get('server-timing') ?? '', level: res.headers.get('x-tcplat-resolution') ?? '' };
+  const fleet = res.headers.get('x-tcplat-fleet-rollups') === 'true';
+  return { ms, timing: res.headers.get('server-timing') ?? '', level: (res.headers.get('x-tcplat-resolution') ?? '') + (fleet ? ' fleet' : '') };
 }
 
 const SCALE_END = END + Number(flag('scale-ahead-h', '1')) * HOUR;
@@ -304,6 +325,10 @@ async function main() {
       t = performance.now();
       seeded = await seedScale(target);
       log(`seeded ${seeded.raw} 10 s points and ${seeded.rolled} rollup points in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      // The fleet rollups (summed over hosts, no host tag), made as users make them: tcplat rollup.
+      t = performance.now();
+      seeded.fleetSeconds = await fleetRollup();
+      log(`made the fleet rollups with tcplat rollup --fleet-only in ${seeded.fleetSeconds.toFixed(1)} s`);
     }
     // InfluxDB compacts what was just written for a while: give it a minute before measuring.
     await sleep(Number(flag('scale-settle-s', '60')) * 1000);
@@ -313,6 +338,13 @@ async function main() {
     const r = await startRenderer(['--cache-mb', '0', '--query-timeout', '120s']);
     try {
       const sc = await scaleFigures(r.base, Number(flag('scale-n', '9')));
+      // The same charts from the per-host rollups only (before the fleet rollups), 5 samples each.
+      const perHost = await startRenderer(['--cache-mb', '0', '--no-fleet-rollups', '--query-timeout', '120s']);
+      try {
+        sc.perHost = await scaleFigures(perHost.base, 5);
+      } finally {
+        await stopRenderer(perHost);
+      }
       const noRollups = await startRenderer(['--cache-mb', '0', '--rollups', 'none', '--query-timeout', '120s']);
       try {
         // The same charts from the 10 s data only (what they cost before the rollups), 3 samples each.
@@ -329,7 +361,7 @@ async function main() {
         ['7d20', '7 d, a service on 20 hosts'],
       ]) {
         const ratio = k === '1h' ? '' : `  ${(sc[k].p50 / sc['1h'].p50).toFixed(1)}x the 1 h render (target <= 3x: ${sc[k].p50 / sc['1h'].p50 <= 3 ? 'met' : 'MISSED'})`;
-        const before = `; 10 s data only: ${fmt(sc.without[k].p50)} = ${(sc.without[k].p50 / sc.without['1h'].p50).toFixed(1)}x`;
+        const before = `; per-host rollups only: ${fmt(sc.perHost[k].p50)} = ${(sc.perHost[k].p50 / sc.perHost['1h'].p50).toFixed(1)}x (load ${sc.perHost.load1.toFixed(1)}); 10 s data only: ${fmt(sc.without[k].p50)} = ${(sc.without[k].p50 / sc.without['1h'].p50).toFixed(1)}x (load ${sc.without.load1.toFixed(1)})`;
         console.log(`  ${name.padEnd(28)} ${fmt(sc[k].p50).padStart(10)} (best ${fmt(sc[k].best)}, read ${sc[k].level})${ratio}${before}`);
       }
     } finally {

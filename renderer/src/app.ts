@@ -181,7 +181,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       }
       const rows = read.rows;
       const t1 = performance.now();
-      const info = { level: read.level, baseMs: config.limits.minBinMs, note: read.note };
+      const info = { level: read.level, baseMs: config.limits.minBinMs, note: read.note, fleet: read.fleet };
       const chart = kind === 'heatmap' ? heatmapChart(p, rows, info) : kind === 'lifespan' ? lifespanChart(p, rows, connects!.rows, info) : percentilesChart(p, rows, info);
       const t2 = performance.now();
       const r = await pool.render(chart.request);
@@ -198,6 +198,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
         noData: chart.total === 0,
         level: read.level,
         fallback: read.fallback,
+        fleet: read.fleet,
         maxAgeS,
         timing,
         expiresAt: now() + maxAgeS * 1000,
@@ -233,6 +234,7 @@ export async function rendererPlugin(app: FastifyInstance, deps: RendererDeps): 
       .header('X-Tcplat-Bin-Ms', String(p.windowMs))
       .header('X-Tcplat-Resolution', img.level ?? p.level);
     if (img.fallback) reply.header('X-Tcplat-Rollup-Fallback', img.fallback);
+    if (img.fleet) reply.header('X-Tcplat-Fleet-Rollups', 'true');
     if (img.noData) reply.header('X-Tcplat-No-Data', 'true');
     if (!hit && img.timing) reply.header('Server-Timing', img.timing);
     if (req.headers['if-none-match'] === img.etag) return reply.code(304).send();

@@ -11,6 +11,8 @@ export interface CachedImage {
   /** The resolution read (pkg/core HistLevel) and, when it fell back to the 10 s data, why. */
   level?: string;
   fallback?: string;
+  /** The range was read from the fleet rollups (X-Tcplat-Fleet-Rollups: true). */
+  fleet?: boolean;
   /** Server-Timing of the render that produced it (query, prepare, render = queue + draw, draw). */
   timing?: string;
   expiresAt: number;

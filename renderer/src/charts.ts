@@ -95,6 +95,8 @@ export interface ReadInfo {
   /** The 10 s data's window (--min-bin). */
   baseMs: number;
   note?: string;
+  /** The range was read from the fleet rollups (summed over hosts): the subtitle says "1 h fleet rollups". */
+  fleet?: boolean;
 }
 
 /**
@@ -107,7 +109,7 @@ export function newConnectsQuery(p: RenderParams): HistQuery {
 
 function titles(p: RenderParams, what: string, extra: string[], read?: ReadInfo): { title: string; subtitle: string } {
   const scope = `${shortList(p.filters.service, 'all services')} → ${shortList(p.filters.dst, 'all destinations')}`;
-  const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins of ${levelLabel(read?.level ?? p.level, read?.baseMs)}`];
+  const sub = [fmtRange(p), `${fmtDuration(p.windowMs)} bins of ${levelLabel(read?.level ?? p.level, read?.baseMs, read?.fleet === true)}`];
   if (read?.note) sub.push(read.note);
   if (p.filters.host.length) sub.push(`host ${shortList(p.filters.host, '')}`);
   if (p.filters.result.length) sub.push(`result ${shortList(p.filters.result, '')}`);

@@ -40,6 +40,12 @@ export const RENDERER_OPTIONS: readonly OptionSpec[] = [
   { name: 'rollups', type: 'string', arg: 'LEVELS', help: `rollup levels to read for long ranges, comma-separated (${ROLLUP_WINDOWS.map((w) => w.name).join(', ')}), or none: read only the 10 s data`, default: ROLLUP_WINDOWS.map((w) => w.name).join(',') },
   { name: 'rollup-rp', type: 'string', arg: 'RP', help: 'InfluxDB 1.x retention policy of the rollups, in the --influx-db database', default: ROLLUP_RP },
   { name: 'rollup-bucket', type: 'string', arg: 'BUCKET', help: `InfluxDB 2.x bucket of the rollups (default: --influx-bucket + ${ROLLUP_BUCKET_SUFFIX})` },
+  {
+    name: 'no-fleet-rollups',
+    type: 'bool',
+    help: 'never read the fleet rollups (made by tcplat rollup, summed over hosts) for charts over every host: read one series per host',
+    default: false,
+  },
   { name: 'min-bin', type: 'duration', arg: 'DURATION', help: "narrowest time bin: the agent's flush window", default: '10s' },
   { name: 'auth-token', type: 'string', arg: 'TOKENS', help: `bearer tokens (comma-separated, each at least ${MIN_TOKEN_LENGTH} characters) required on every route but /healthz`, secret: true },
   { name: 'link-secret', type: 'string', arg: 'SECRET', help: 'HMAC key of signed links (default: derived from the first auth token)', secret: true },
@@ -68,6 +74,8 @@ export interface RollupConfig {
   rp: string;
   /** 2.x: bucket. */
   bucket?: string;
+  /** Read the fleet rollups for charts over every host (not with --no-fleet-rollups or --rollups none). */
+  fleet: boolean;
 }
 
 export interface RendererConfig {
@@ -196,5 +204,5 @@ function rollupConfig(v: ConfigValues, influx: InfluxTarget): RollupConfig {
   // eslint-disable-next-line no-control-regex
   for (const [flag, val] of [['rollup-rp', rp], ['rollup-bucket', bucket]] as const) if (val !== undefined && (val === '' || /[\x00-\x1f\x7f]/.test(val))) throw new ConfigError(`--${flag}: expected a name, got ${JSON.stringify(val)}`);
   if (bucket !== undefined && influx.version === 1) throw new ConfigError('--rollup-bucket is for InfluxDB 2.x; with --influx-db the rollups are in --rollup-rp');
-  return { levels, rp, bucket };
+  return { levels, rp, bucket, fleet: levels.length > 0 && v['no-fleet-rollups'] !== true };
 }

@@ -153,7 +153,7 @@ export class TcplatDataSource extends DataSourceApi<TcplatQuery, TcplatOptions> 
   rollupWhere(): RollupWhere {
     const o = this.options;
     const levels: RollupWindowName[] = o.rollups === false ? [] : ROLLUP_WINDOWS.map((w) => w.name);
-    return { levels, rp: o.rollupRetentionPolicy || ROLLUP_RP, ...(o.rollupBucket ? { bucket: o.rollupBucket } : {}) };
+    return { levels, rp: o.rollupRetentionPolicy || ROLLUP_RP, ...(o.rollupBucket ? { bucket: o.rollupBucket } : {}), fleet: levels.length > 0 && o.fleetRollups !== false };
   }
 
   /** The rows of one query (one part, one level), from whichever InfluxDB this datasource talks to. */

@@ -221,7 +221,7 @@ export function bucketsGroupByNotice(groupBy: readonly HistQueryTag[]): string {
  * label key of the first bucket as the one to match: with `le` it lays cells out by upper bound (yMax) and
  * starts the axis at 0, so the lowest bucket reads 0..0.01 ms.
  */
-export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string, read?: Pick<LevelRead, 'level' | 'note' | 'fallback'>): DataFrame[] {
+export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, refId: string, read?: Pick<LevelRead, 'level' | 'note' | 'fallback' | 'fleet'>): DataFrame[] {
   const frames = framesOf(rows, plan, refId);
   const why = rows.length === 0 ? NO_DATA_HINT[plan.measurement] : undefined;
   // An empty churn or TLS panel says what it needs rather than just "No data".
@@ -229,14 +229,14 @@ export function framesFromRows(rows: readonly HistRow[], plan: PlannedQuery, ref
   // Which resolution was read: in meta.custom for tools, and as a notice Grafana shows on the panel when
   // it is not the 10 s data (info), or when the picked rollups were not there (warning, naming tcplat rollup).
   const level = read?.level ?? plan.level;
-  const label = levelLabel(level, MIN_WINDOW_MS);
+  const label = levelLabel(level, MIN_WINDOW_MS, read?.fleet === true);
   const notice = read?.note
-    ? { severity: 'warning' as const, text: `Read the 10 s data: ${read.note}.` }
+    ? { severity: 'warning' as const, text: read.fleet && !read.fallback ? `Read ${label} where there are some: ${read.note}.` : `Read the 10 s data: ${read.note}.` }
     : level !== 'base'
       ? { severity: 'info' as const, text: `Read ${label} (${plan.hist.windowMs / 1000} s bins): the coarsest resolution with one point per interval.` }
       : null;
   for (const f of frames) {
-    f.meta = { ...f.meta, custom: { ...f.meta?.custom, resolution: level, resolutionLabel: label, ...(read?.fallback ? { rollupFallback: read.fallback } : {}) } };
+    f.meta = { ...f.meta, custom: { ...f.meta?.custom, resolution: level, resolutionLabel: label, ...(read?.fleet ? { fleetRollups: true } : {}), ...(read?.fallback ? { rollupFallback: read.fallback } : {}) } };
     if (notice) f.meta.notices = [...(f.meta.notices ?? []), notice];
   }
   return frames;

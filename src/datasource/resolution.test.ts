@@ -6,7 +6,7 @@
  */
 import crypto from 'node:crypto';
 import { dateTime, type DataFrame, type DataQueryRequest, type DataSourceInstanceSettings } from '@grafana/data';
-import { Histogram, histPoint, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupHistPoints, type Point } from '@tcplat/core';
+import { FLEET_ROLLUP_WINDOWS, fleetRollupMeasurement, Histogram, histPoint, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupHistPoints, type Point } from '@tcplat/core';
 import { lastValueFrom } from 'rxjs';
 import { backend, bucket2, INFLUX1, INFLUX2, TOKEN2, write1, write2, call } from '../../tests/support/datasource-backend';
 import { describeWith } from '../../tests/support/prereq';
@@ -37,6 +37,12 @@ function points(fromMs: number): Point[] {
   for (let t = Math.ceil(fromMs / 10_000) * 10_000; t < NOW - 3 * H; t += 1_790_000) add(t, k++);
   for (let t = NOW - 3 * H; t <= NOW; t += 10_000) add(t, k++);
   return out;
+}
+
+/** The fleet rollups of `pts` (every host's points summed per service, dst, result), as tcplat rollup writes them. */
+function fleetRollups(pts: Point[]): Point[] {
+  const hostless = pts.map((p) => ({ ...p, tags: { ...p.tags, host: undefined } }));
+  return FLEET_ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(hostless, w).map((p) => ({ ...p, measurement: fleetRollupMeasurement(MEASUREMENT.connectHist, w) })));
 }
 
 function ds(jsonData: Partial<TcplatOptions>): TcplatDataSource {
@@ -84,7 +90,7 @@ const STORES: Store[] = [
       await write1(db, null, pts);
       await write1(bare, null, pts);
       const done = pts.filter((p) => BigInt(p.timeNs!) < BigInt(NOW - 60_000) * 1_000_000n);
-      await write1(db, ROLLUP_RP, ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(done, w.name)));
+      await write1(db, ROLLUP_RP, [...ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(done, w.name)), ...fleetRollups(done)]);
       return { json: { dialect: 'influxql', database: db }, noRollups: { dialect: 'influxql', database: bare } };
     },
   },
@@ -100,7 +106,7 @@ const STORES: Store[] = [
       await write2(b, pts);
       await write2(bare, pts);
       const done = pts.filter((p) => BigInt(p.timeNs!) < BigInt(NOW - 60_000) * 1_000_000n);
-      await write2(b + ROLLUP_BUCKET_SUFFIX, ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(done, w.name)));
+      await write2(b + ROLLUP_BUCKET_SUFFIX, [...ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(done, w.name)), ...fleetRollups(done)]);
       return { json: { dialect: 'flux', org: 'tcplat', bucket: b }, noRollups: { dialect: 'flux', org: 'tcplat', bucket: bare } };
     },
   },
@@ -125,6 +131,8 @@ for (const store of STORES) {
       ['30 d, narrow', 30 * D, 3 * H, '1h', 3 * H],
     ])('%s (range %d ms, interval %d ms): reads level %s, says so in the frame, and its numbers equal the 10 s data’s', async (_n, rangeMs, intervalMs, level, windowMs) => {
       for (const metric of ['rate', 'p99', 'buckets'] as const) {
+        // Buckets are summed over every host (one heatmap): that query reads the fleet rollups where there are some.
+        const fleet = metric === 'buckets' && (FLEET_ROLLUP_WINDOWS as readonly string[]).includes(level);
         backend.sent.length = 0;
         const res = await lastValueFrom(ds(cfg.json).query(request(rangeMs, intervalMs, metric)));
         expect(res.errors).toBeUndefined();
@@ -132,16 +140,44 @@ for (const store of STORES) {
         for (const f of res.data as DataFrame[]) {
           expect(f.meta?.custom).toMatchObject({ resolution: level });
           expect(f.meta?.custom?.rollupFallback).toBeUndefined();
-          if (level !== 'base') expect(f.meta?.notices?.some((n) => n.severity === 'info' && n.text.includes(`${level === '1h' ? '1 h' : level === '10m' ? '10 min' : '1 min'} rollups`))).toBe(true);
+          const label = `${level === '1h' ? '1 h' : level === '10m' ? '10 min' : '1 min'} ${fleet ? 'fleet rollups' : 'rollups'}`;
+          if (level !== 'base') expect(f.meta?.notices?.some((n) => n.severity === 'info' && n.text.includes(label))).toBe(true);
         }
         // The first query reads the picked level (in the rollup RP / bucket); the bins are whole windows of it.
-        const measurement = level === 'base' ? 'tcp_connect_hist' : `tcp_connect_hist_${level}`;
+        const measurement = level === 'base' ? 'tcp_connect_hist' : fleet ? fleetRollupMeasurement(MEASUREMENT.connectHist, level as '10m' | '1h') : `tcp_connect_hist_${level}`;
         expect(backend.sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? (level === 'base' ? `FROM "${measurement}"` : `FROM "${ROLLUP_RP}"."${measurement}"`) : `r._measurement == "${measurement}"`);
         expect(backend.sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? `time(${windowMs}ms)` : `every: ${windowMs}ms`);
         const base = await lastValueFrom(ds({ ...cfg.json, rollups: false }).query(request(rangeMs, intervalMs, metric)));
         expect((base.data as DataFrame[])[0].meta?.custom).toMatchObject({ resolution: 'base' });
         expect(values(res.data)).toEqual(values(base.data));
       }
+    }, 120_000);
+
+    test('a query over every host (not grouped by host) reads the fleet rollups, says so, and gives the 10 s data’s numbers; grouped by host (rate, p99) it reads per host', async () => {
+      for (const metric of ['rate', 'p99', 'buckets'] as const) {
+        const req = request(7 * D, 600_000, metric);
+        req.targets = [{ ...req.targets[0], groupBy: [] }];
+        backend.sent.length = 0;
+        const res = await lastValueFrom(ds(cfg.json).query(req));
+        expect(res.errors).toBeUndefined();
+        const f = (res.data as DataFrame[])[0];
+        expect(f.meta?.custom).toMatchObject({ resolution: '10m', resolutionLabel: '10 min fleet rollups', fleetRollups: true });
+        expect(f.meta?.notices?.some((n) => n.severity === 'info' && n.text.includes('10 min fleet rollups'))).toBe(true);
+        const fleet = fleetRollupMeasurement(MEASUREMENT.connectHist, '10m');
+        expect(backend.sent[0]).toContain(store.name.startsWith('InfluxDB 1') ? `FROM "${ROLLUP_RP}"."${fleet}"` : `r._measurement == "${fleet}"`);
+        const base = await lastValueFrom(ds({ ...cfg.json, rollups: false }).query(req));
+        expect(values(res.data)).toEqual(values(base.data));
+        // fleetRollups: false reads the per-host rollups, with the same numbers.
+        backend.sent.length = 0;
+        const off = await lastValueFrom(ds({ ...cfg.json, fleetRollups: false }).query(req));
+        expect((off.data as DataFrame[])[0].meta?.custom?.fleetRollups).toBeUndefined();
+        expect(backend.sent.some((q) => q.includes('_fleet_'))).toBe(false);
+        expect(values(off.data)).toEqual(values(base.data));
+      }
+      // Grouped by host (the other tests' requests): never the fleet rollups.
+      backend.sent.length = 0;
+      await lastValueFrom(ds(cfg.json).query(request(7 * D, 600_000, 'rate')));
+      expect(backend.sent.some((q) => q.includes('_fleet_'))).toBe(false);
     }, 120_000);
 
     test('no rollups (no RP / bucket): the 10 s data, and a warning on the panel naming tcplat rollup', async () => {

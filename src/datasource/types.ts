@@ -24,6 +24,11 @@ export interface TcplatOptions extends DataSourceJsonData {
   rendererUrl?: string;
   /** Read rollups for long ranges (default true); false reads only the 10 s data. */
   rollups?: boolean;
+  /**
+   * Read the fleet rollups (made by `tcplat rollup`, summed over hosts) for queries over every host
+   * (default true; needs `rollups`); false reads one series per host.
+   */
+  fleetRollups?: boolean;
   /** 1.x: retention policy of the rollups, in `database` (default ROLLUP_RP of pkg/core). */
   rollupRetentionPolicy?: string;
   /** 2.x: bucket of the rollups (default `<bucket>` + ROLLUP_BUCKET_SUFFIX of pkg/core). */

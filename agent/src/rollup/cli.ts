@@ -8,6 +8,8 @@
 import {
   ConfigError,
   describeTarget,
+  FLEET_ROLLUP_WINDOWS,
+  fleetRollupMeasurement,
   formatHelp,
   INFLUX_OPTIONS,
   influxTargetFromConfig,
@@ -20,7 +22,7 @@ import {
   rollupMeasurement,
   type OptionSpec,
 } from '@tcplat/core';
-import { chunks, COARSEST_WINDOW_MS, ensureRollupStore, firstPointMs, influxQLDuration, listHosts, rollupRange, rollupStore, setSourceRetention } from './engine';
+import { chunks, COARSEST_WINDOW_MS, ensureRollupStore, firstPointMs, floorTo, influxQLDuration, listHosts, rollupFleetRange, rollupRange, rollupStore, setSourceRetention, type RollupStore } from './engine';
 
 export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
   ...INFLUX_OPTIONS,
@@ -44,6 +46,20 @@ export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
     help: "set the retention of the 10 s and raw data (1.x: --influx-rp or the database's default RP; 2.x: --influx-bucket), e.g. 14d. Never changed unless given",
   },
   { name: 'no-setup', type: 'bool', default: false, help: 'do not create the rollup RP/bucket (it must exist)' },
+  {
+    name: 'fleet-only',
+    type: 'bool',
+    default: false,
+    help: `only the fleet rollups (${FLEET_ROLLUP_WINDOWS.map((w) => fleetRollupMeasurement(MEASUREMENT.connectHist, w)).join(', ')}: summed over hosts, no host tag), from the per-host rollups already there (the agents make those live)`,
+  },
+  { name: 'no-fleet', type: 'bool', default: false, help: 'do not make the fleet rollups (the per-host ones only)' },
+  {
+    name: 'follow',
+    type: 'duration',
+    arg: 'DURATION',
+    help: 'after the run, keep going: every DURATION redo it over the last --follow-lookback (e.g. 2m with --fleet-only keeps the fleet rollups current, late events included); stops on SIGTERM/SIGINT',
+  },
+  { name: 'follow-lookback', type: 'duration', arg: 'DURATION', default: '3h', help: 'with --follow: how far back each round re-sums (events later than this need a run with --from)' },
 ];
 
 export const ROLLUP_SUMMARY = [
@@ -53,6 +69,10 @@ export const ROLLUP_SUMMARY = [
   'existed), after importing old captures with an agent run with --no-rollup, or to repair a range. Running it again',
   'gives the same rollups. Progress (chunk, points written, rate, ETA) goes to stderr; on failure it exits 1 naming',
   'the chunk, and running the same command again (or from that chunk) finishes the job.',
+  `It also makes the fleet rollups (${FLEET_ROLLUP_WINDOWS.map((w) => fleetRollupMeasurement(MEASUREMENT.connectHist, w)).join(', ')}): the per-host rollups summed over`,
+  'every host, without the host tag, which charts over a whole service read instead of one series per host. No agent',
+  'can make those (each would overwrite the others\' sums): run `tcplat rollup --fleet-only --follow 2m` once per',
+  'InfluxDB (the compose file and the Kubernetes manifests do) to keep them current.',
 ].join('\n');
 
 export const ROLLUP_FOOTER = [
@@ -61,6 +81,7 @@ export const ROLLUP_FOOTER = [
   '  tcplat rollup --influx-db tcplat --from now-2d --host web-1',
   '  tcplat rollup --influx-db tcplat --retention-raw 14d --retention-rollups 400d',
   '  tcplat rollup --influx-org tcplat --influx-bucket tcplat --influx-token "$TOKEN"',
+  '  tcplat rollup --influx-db tcplat --fleet-only --follow 2m',
 ].join('\n');
 
 function fmtTime(ms: number): string {
@@ -74,7 +95,15 @@ function fmtSeconds(s: number): string {
   return `${(s / 3600).toFixed(1)}h`;
 }
 
-export async function main(argv: string[], io: { stderr: NodeJS.WritableStream; stdout: NodeJS.WritableStream; now?: () => number } = process): Promise<number> {
+interface MainIo {
+  stderr: NodeJS.WritableStream;
+  stdout: NodeJS.WritableStream;
+  now?: () => number;
+  /** Ends --follow (the CLI: SIGTERM/SIGINT). */
+  signal?: AbortSignal;
+}
+
+export async function main(argv: string[], io: MainIo = process): Promise<number> {
   const err = (s: string) => io.stderr.write(s + '\n');
   const now = io.now ?? Date.now;
   let o: ReturnType<typeof parse>;
@@ -102,31 +131,35 @@ export async function main(argv: string[], io: { stderr: NodeJS.WritableStream; 
     err(`tcplat rollup: cannot set up the rollup ${rollupWhere} on ${where}: ${(e as Error).message}`);
     return 1;
   }
+  // What the run reads: the 10 s data, or (--fleet-only) the per-host rollups the fleet ones are summed from.
+  const input = o.fleetOnly ? { t: store.rollup, m: rollupMeasurement(MEASUREMENT.connectHist, FLEET_ROLLUP_WINDOWS[0]) } : { t: o.target, m: MEASUREMENT.connectHist };
+  const inputWhere = describeTarget(input.t);
+  const done = (code: number) => (code === 0 && o.followMs !== undefined ? follow(store, o, io, err, now) : code);
   let from = o.fromMs;
   if (from === undefined) {
     let first: number | null;
     try {
-      first = await firstPointMs(o.target, o.host);
+      first = await firstPointMs(input.t, o.host, input.m);
     } catch (e) {
-      err(`tcplat rollup: cannot read ${MEASUREMENT.connectHist} from ${where}: ${(e as Error).message}`);
+      err(`tcplat rollup: cannot read ${input.m} from ${inputWhere}: ${(e as Error).message}`);
       return 1;
     }
     if (first === null) {
-      err(`tcplat rollup: no ${MEASUREMENT.connectHist} points${o.host !== undefined ? ` of host ${o.host}` : ''} in ${where}: nothing to roll up`);
-      return 0;
+      err(`tcplat rollup: no ${input.m} points${o.host !== undefined ? ` of host ${o.host}` : ''} in ${inputWhere}: nothing to roll up`);
+      return done(0);
     }
     from = first;
   }
   if (from >= o.toMs) {
     err(`tcplat rollup: nothing to do: the range starts (${fmtTime(from)}) at or after its end (${fmtTime(o.toMs)})`);
-    return 0;
+    return done(0);
   }
   const steps = chunks(from, o.toMs, o.chunkMs);
   let hosts: string[];
   try {
-    hosts = o.host !== undefined ? [o.host] : await listHosts(o.target, steps[0][0]);
+    hosts = o.host !== undefined ? [o.host] : await listHosts(input.t, steps[0][0], input.m);
   } catch (e) {
-    err(`tcplat rollup: cannot list the hosts of ${MEASUREMENT.connectHist} in ${where}: ${(e as Error).message}`);
+    err(`tcplat rollup: cannot list the hosts of ${input.m} in ${inputWhere}: ${(e as Error).message}`);
     return 1;
   }
   err(
@@ -135,32 +168,105 @@ export async function main(argv: string[], io: { stderr: NodeJS.WritableStream; 
     }, into the ${rollupWhere}`,
   );
   const t0 = now();
+  const roll = chunkRoller(store, o, hosts);
   let points = 0;
   for (let i = 0; i < steps.length; i++) {
     const [a, b] = steps[i];
     const label = `chunk ${i + 1}/${steps.length} ${fmtTime(a)} .. ${fmtTime(b)}`;
-    let host = '';
     try {
-      // Host by host: each host's series are rolled up on their own, and one answer holds one host's.
-      const byLevel = new Map<string, number>();
-      let chunkPoints = 0;
-      for (host of hosts) {
-        const r = await rollupRange({ store, fromMs: a, toMs: b, host });
-        chunkPoints += r.points;
-        for (const l of r.levels) byLevel.set(l.window, (byLevel.get(l.window) ?? 0) + l.points);
-      }
-      points += chunkPoints;
+      const r = await roll(a, b);
+      points += r.points;
       const elapsed = (now() - t0) / 1000;
       const rate = elapsed > 0 ? points / elapsed : 0;
       const eta = ((steps.length - i - 1) * elapsed) / (i + 1);
-      err(`${label}: ${chunkPoints} points (${ROLLUP_WINDOWS.map((w) => `${w.name} ${byLevel.get(w.name) ?? 0}`).join(', ')}); ${points} in all, ${Math.round(rate)} points/s, ETA ${fmtSeconds(eta)}`);
+      err(`${label}: ${r.points} points (${r.summary}); ${points} in all, ${Math.round(rate)} points/s, ETA ${fmtSeconds(eta)}`);
     } catch (e) {
-      err(`tcplat rollup: ${label}${hosts.length > 1 ? ` (host ${host})` : ''} failed: ${(e as Error).message}`);
+      err(`tcplat rollup: ${label}${roll.host() && hosts.length > 1 ? ` (host ${roll.host()})` : ''} failed: ${(e as Error).message}`);
       err(`tcplat rollup: chunks before it are done; run the same command again, or with --from ${new Date(a).toISOString()} to start at this chunk`);
       return 1;
     }
   }
   err(`tcplat rollup: done: ${points} points in ${steps.length} chunk(s), ${fmtSeconds((now() - t0) / 1000)}`);
+  return done(0);
+}
+
+interface Parsed {
+  target: RollupStore['source'];
+  host?: string;
+  fleetOnly: boolean;
+  noFleet: boolean;
+  followMs?: number;
+  lookbackMs: number;
+}
+
+/**
+ * One chunk's work: the per-host levels host by host (unless --fleet-only), then the fleet levels (unless
+ * --no-fleet), which always sum every host's rollups, so they are exact after a --host run too.
+ */
+function chunkRoller(store: RollupStore, o: Parsed, hosts: string[]) {
+  let current = '';
+  const fn = async (a: number, b: number): Promise<{ points: number; summary: string }> => {
+    const byLevel = new Map<string, number>();
+    let points = 0;
+    if (!o.fleetOnly) {
+      // Host by host: each host's series are rolled up on their own, and one answer holds one host's.
+      for (const host of hosts) {
+        current = host;
+        const r = await rollupRange({ store, fromMs: a, toMs: b, host });
+        points += r.points;
+        for (const l of r.levels) byLevel.set(l.window, (byLevel.get(l.window) ?? 0) + l.points);
+      }
+    }
+    current = '';
+    if (!o.noFleet) {
+      // The fleet sums read every host's rollups: host by host when the hosts are known (less memory).
+      const r = await rollupFleetRange({ store, fromMs: a, toMs: b, hosts: o.host === undefined ? hosts : undefined });
+      points += r.points;
+      for (const l of r.levels) byLevel.set(`fleet ${l.window}`, l.points);
+    }
+    const names = [...(o.fleetOnly ? [] : ROLLUP_WINDOWS.map((w) => w.name)), ...(o.noFleet ? [] : FLEET_ROLLUP_WINDOWS.map((w) => `fleet ${w}`))];
+    return { points, summary: names.map((n) => `${n} ${byLevel.get(n) ?? 0}`).join(', ') };
+  };
+  return Object.assign(fn, { host: () => current });
+}
+
+/**
+ * --follow: every followMs, the same work over [now - lookback, now) (whole hours), hosts listed again each
+ * round (new hosts join). A failed round is logged and the next one tries again (InfluxDB restarts, a
+ * network blip): the service keeps running. Stops on SIGTERM/SIGINT (or io.signal).
+ */
+async function follow(store: RollupStore, o: Parsed, io: MainIo, err: (s: string) => void, now: () => number): Promise<number> {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  const signal = io.signal ?? ac.signal;
+  if (!io.signal) {
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  }
+  err(`tcplat rollup: following: every ${fmtSeconds(o.followMs! / 1000)}, the last ${fmtSeconds(o.lookbackMs / 1000)}${o.fleetOnly ? ' (fleet rollups only)' : ''}`);
+  try {
+    while (!signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, o.followMs);
+        signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      });
+      if (signal.aborted) break;
+      const t0 = now();
+      const to = t0;
+      const from = floorTo(to - o.lookbackMs, COARSEST_WINDOW_MS);
+      try {
+        const hosts = o.fleetOnly ? (o.host !== undefined ? [o.host] : await listHosts(store.rollup, from, rollupMeasurement(MEASUREMENT.connectHist, FLEET_ROLLUP_WINDOWS[0]))) : o.host !== undefined ? [o.host] : await listHosts(o.target, from);
+        const r = await chunkRoller(store, o, hosts)(from, to);
+        err(`tcplat rollup: follow ${fmtTime(from)} .. now: ${r.points} points (${r.summary}) in ${((now() - t0) / 1000).toFixed(1)}s`);
+      } catch (e) {
+        err(`tcplat rollup: follow ${fmtTime(from)} .. now failed: ${(e as Error).message}; trying again in ${fmtSeconds(o.followMs! / 1000)}`);
+      }
+    }
+  } finally {
+    process.off('SIGTERM', stop);
+    process.off('SIGINT', stop);
+  }
+  err('tcplat rollup: stopped following');
   return 0;
 }
 
@@ -190,6 +296,12 @@ function parse(v: Record<string, unknown>, sources: Record<string, string>, nowM
     }
     return String(x);
   };
+  const fleetOnly = v['fleet-only'] === true;
+  const noFleet = v['no-fleet'] === true;
+  if (fleetOnly && noFleet) throw new ConfigError('--fleet-only and --no-fleet: nothing left to do; give one of them');
+  if (v.follow !== undefined && !((v.follow as number) >= 1000)) throw new ConfigError(`--follow: at least 1s, got ${v.follow as number} ms`);
+  const lookbackMs = v['follow-lookback'] as number;
+  if (!(lookbackMs >= COARSEST_WINDOW_MS)) throw new ConfigError(`--follow-lookback: at least the coarsest rollup window (1h), got ${lookbackMs} ms`);
   const host = v.host === undefined ? undefined : String(v.host);
   if (host === '') throw new ConfigError('--host: empty; leave it out to roll up every host');
   return {
@@ -204,5 +316,9 @@ function parse(v: Record<string, unknown>, sources: Record<string, string>, nowM
     alterRollups: sources['retention-rollups'] !== 'default',
     retentionRaw: retention('retention-raw'),
     noSetup: v['no-setup'] === true,
+    fleetOnly,
+    noFleet,
+    followMs: v.follow === undefined ? undefined : (v.follow as number),
+    lookbackMs,
   };
 }

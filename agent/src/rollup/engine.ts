@@ -33,6 +33,9 @@ import {
   TAG,
   writeLines,
   FluxResultError,
+  FLEET_ROLLUP_WINDOWS,
+  FLEET_TAGS,
+  fleetRollupMeasurement,
   HIST_FIELD,
   InfluxError,
   type Fields,
@@ -43,7 +46,7 @@ import {
   type RollupWindowName,
 } from '@tcplat/core';
 
-/** The tags a rollup keeps apart: every tag of the histogram series (never a host-less rollup, see README). */
+/** The tags a per-host rollup keeps apart: every tag of the histogram series (the host-less fleet rollups: rollupFleetRange). */
 export const ROLLUP_TAGS = [TAG.host, TAG.service, TAG.dst, TAG.result] as const;
 
 /** Every field of a histogram point and how it adds up over a window. */
@@ -133,6 +136,61 @@ export async function rollupRange(o: RollupRangeOptions): Promise<RangeResult> {
     prev = w.name;
   }
   return { fromMs: levels[0].fromMs, toMs: to, levels, points: levels.reduce((a, l) => a + l.points, 0) };
+}
+
+export interface FleetRangeResult {
+  fromMs: number;
+  toMs: number;
+  /** Fleet points written per fleet window (one per service, dst, result per window that had data). */
+  levels: LevelResult[];
+  points: number;
+}
+
+/**
+ * Recompute the fleet rollups (FLEET_ROLLUP_WINDOWS, no host tag) over [fromMs, toMs), widened per level to
+ * whole windows: each fleet window is the sum over hosts of the per-host rollup of the same window (counts
+ * and buckets added, min of mins, max of maxes), so it is exact whenever the per-host rollups are. Made
+ * centrally (`tcplat rollup`), never by an agent: one writer per fleet series. `hosts`: read the per-host
+ * rollups host by host (memory holds one host's rows and the fleet sums); absent: all in one query.
+ * Re-running it overwrites each fleet point with the current sum, so late events that reached the per-host
+ * rollups reach the fleet ones at the next run over their window.
+ */
+export async function rollupFleetRange(o: { store: RollupStore; fromMs: number; toMs: number; hosts?: readonly string[]; measurement?: string; signal?: AbortSignal }): Promise<FleetRangeResult> {
+  const source = o.measurement ?? MEASUREMENT.connectHist;
+  const levels: LevelResult[] = [];
+  for (const name of FLEET_ROLLUP_WINDOWS) {
+    const w = ROLLUP_WINDOWS.find((x) => x.name === name)!;
+    const from = floorTo(o.fromMs, w.ms);
+    const to = ceilTo(o.toMs, w.ms);
+    const sums = new Map<string, RollupRow>();
+    for (const host of o.hosts ?? [undefined]) {
+      const rows = await readSums({ target: o.store.rollup, measurement: rollupMeasurement(source, name), fromMs: from, toMs: to, windowMs: w.ms, host, signal: o.signal });
+      foldHosts(sums, rows);
+    }
+    const points = await writeRollup(o.store.rollup, fleetRollupMeasurement(source, name), [...sums.values()], o.signal);
+    levels.push({ window: name, fromMs: from, toMs: to, points });
+  }
+  return { fromMs: Math.min(...levels.map((l) => l.fromMs)), toMs: Math.max(...levels.map((l) => l.toMs)), levels, points: levels.reduce((a, l) => a + l.points, 0) };
+}
+
+/** Add per-host rows into fleet rows (keyed by window and FLEET_TAGS): counts summed, min_ms min, max_ms max. */
+export function foldHosts(into: Map<string, RollupRow>, rows: readonly RollupRow[]): void {
+  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(ROLLUP_COLUMNS.map((c) => [c.field, c.agg]));
+  for (const r of rows) {
+    const tags: Record<string, string> = {};
+    for (const t of FLEET_TAGS) tags[t] = r.tags[t] ?? '';
+    const k = JSON.stringify([r.timeMs, ...FLEET_TAGS.map((t) => tags[t])]);
+    const have = into.get(k);
+    if (!have) {
+      into.set(k, { timeMs: r.timeMs, tags, values: { ...r.values } });
+      continue;
+    }
+    for (const [f, x] of Object.entries(r.values)) {
+      const had = have.values[f];
+      const agg = aggOf.get(f) ?? 'sum';
+      have.values[f] = had === undefined ? x : agg === 'sum' ? had + x : agg === 'min' ? Math.min(had, x) : Math.max(had, x);
+    }
+  }
 }
 
 export interface ReadSumsOptions {

@@ -14,12 +14,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { escapeMeasurement, MEASUREMENT } from '@tcplat/core';
 import type { Counter, Metrics } from '../metrics';
 import type { SpoolRecord } from '../spool/spool';
 import type { Logger } from '../types';
 import { chunks, ensureRollupStore, FINEST_WINDOW_MS, floorTo, rollupRange, tryEnsureRollupStore, type RollupStore } from './engine';
+
+const gunzip = promisify(zlib.gunzip);
 
 export const STATE_FILE = 'rollup-state.json';
 /** Without a state file, this much history is recomputed at start. */
@@ -166,13 +169,15 @@ export class RollupJob {
   }
 
   /**
-   * The writer delivered this batch (InfluxDB has it; it is not acknowledged in the spool yet). Marks its
-   * hist windows dirty; a window before the saved mark lowers the mark on disk first (synchronously).
+   * The writer delivered this batch (InfluxDB has it; it is not acknowledged in the spool yet; the writer
+   * awaits this before the ack). Marks its hist windows dirty; a window before the saved mark lowers the
+   * mark on disk first (synchronously, before the promise resolves). The batch is decompressed on libuv's
+   * thread pool, not on the event loop that reads the probe.
    */
-  delivered(rec: SpoolRecord): void {
+  async delivered(rec: SpoolRecord): Promise<void> {
     let text: Buffer;
     try {
-      text = zlib.gunzipSync(rec.payload);
+      text = await gunzip(rec.payload);
     } catch {
       return; // the writer counts unreadable batches; nothing of it reached InfluxDB
     }

@@ -54,9 +54,9 @@ export interface WriterOptions {
   /**
    * Called when every line of a batch is settled (InfluxDB has what it accepted), before the batch leaves
    * the spool: the rollup job marks the batch's hist windows dirty (a crash before the ack sends it again).
-   * With parallel requests batches settle in any order.
+   * Awaited before the ack (an async hook delays only its own batch). With parallel requests batches settle in any order.
    */
-  onDelivered?: (rec: SpoolRecord) => void;
+  onDelivered?: (rec: SpoolRecord) => void | Promise<void>;
   log: Logger;
   metrics: Metrics;
 }
@@ -332,7 +332,7 @@ export class Writer {
         const r = await this.sendRecord(w, signal);
         if (r.done) {
           try {
-            this.opts.onDelivered?.(w.rec);
+            await this.opts.onDelivered?.(w.rec);
           } catch (e) {
             this.opts.log.error({ err: (e as Error).message }, 'writer: the delivery hook failed');
           }

@@ -18,12 +18,13 @@ import {
   readHistLevels,
   ROLLED_UP_MEASUREMENTS,
   rollupLevelsFor,
+  coversAllHosts,
   ROLLUP_LAG_MS,
   type HistLevel,
   type HistQuery,
   type HistRow,
 } from './query';
-import { ROLLUP_WINDOWS } from './schema';
+import { FLEET_LAG_MS, ROLLUP_WINDOWS } from './schema';
 
 const FROM = 1_764_100_000_000; // 2025-11-25T19:46:40Z
 const TO = FROM + 3_600_000;
@@ -538,5 +539,102 @@ describe('the measurement a query reads (issues 15 and 16: tcp_session_hist, tls
     expect(read.level).toBe('base');
     expect(seen.map((x) => [x.source?.level, x.measurement])).toEqual([['base', 'tcp_session_hist']]);
     expect(read.note).toBeUndefined();
+  });
+});
+
+describe('fleet rollups: which measurement each range of a query over every host reads', () => {
+  const H = 3_600_000;
+  const D = 24 * H;
+  const NOW = Date.UTC(2026, 10, 30, 12, 34, 56);
+  // 7 d in 1 h bins, as the renderer asks at 1,000 px.
+  const q: HistQuery = { fromMs: Math.floor((NOW - 7 * D) / H) * H, toMs: NOW, windowMs: H, metrics: ['count'] };
+  const where = { levels: ROLLUP_WINDOWS.map((w) => w.name), rp: 'tcplat_rollups', fleet: true };
+  /**
+   * Data of one connect per second everywhere: answers each bin's share of the range asked (the fleet
+   * rollup only for bins inside [fleetFrom, fleetTo)), and records what was asked.
+   */
+  function store(fleetFrom: number, fleetTo: number) {
+    const asked: { measurement: string; fromMs: number; toMs: number }[] = [];
+    const run = async (x: HistQuery): Promise<HistRow[]> => {
+      const m = buildInfluxQLHistQuery(x).match(/FROM "[^"]+"\."([^"]+)"|FROM "([^"]+)"/)!;
+      const measurement = m[1] ?? m[2];
+      asked.push({ measurement, fromMs: x.fromMs, toMs: x.toMs });
+      const rows: HistRow[] = [];
+      for (let t = Math.floor(x.fromMs / x.windowMs) * x.windowMs; t < x.toMs; t += x.windowMs) {
+        if (x.source?.fleet && (t < fleetFrom || t >= fleetTo)) continue;
+        rows.push({ timeMs: t, tags: {}, values: { count: (Math.min(t + x.windowMs, x.toMs) - Math.max(t, x.fromMs)) / 1000 } });
+      }
+      return rows;
+    };
+    return { asked, run };
+  }
+  const fleetEnd = Math.floor((NOW - FLEET_LAG_MS) / H) * H;
+
+  test('a query over every host reads the fleet rollup up to the windows it may lag behind, per-host levels after', async () => {
+    const s = store(0, Infinity);
+    const read = await readHistLevels(s.run, 'influxql', q, '1h', where, NOW);
+    expect(read.fleet).toBe(true);
+    expect(read.note).toBeUndefined();
+    expect(read.parts[0]).toEqual({ level: '1h', fromMs: q.fromMs, toMs: fleetEnd, fleet: true });
+    expect(read.parts.slice(1).every((p) => !p.fleet && p.fromMs >= fleetEnd)).toBe(true);
+    expect(read.parts.at(-1)!.level).toBe('base');
+    expect(s.asked[0]).toEqual({ measurement: 'tcp_connect_hist_fleet_1h', fromMs: q.fromMs, toMs: fleetEnd });
+    // Nothing before fleetEnd is read per host: the cost is one series per service, dst, result.
+    expect(s.asked.filter((a) => !a.measurement.includes('fleet') && a.fromMs < fleetEnd)).toEqual([]);
+    expect(levelLabel(read.level, undefined, read.fleet)).toBe('1 h fleet rollups');
+    // 24 h at 10 min bins reads the 10 min fleet rollup.
+    const s10 = store(0, Infinity);
+    const r10 = await readHistLevels(s10.run, 'influxql', { ...q, fromMs: NOW - D - ((NOW - D) % 600_000), windowMs: 600_000 }, '10m', where, NOW);
+    expect([r10.fleet, s10.asked[0].measurement]).toEqual([true, 'tcp_connect_hist_fleet_10m']);
+  });
+
+  test('a host filter, grouping by host, a level without a fleet rollup, or fleet reading off: per-host levels only', async () => {
+    for (const [x, level, w] of [
+      [{ ...q, filters: { host: ['web-1'] } }, '1h', where],
+      [{ ...q, groupBy: ['host'] }, '1h', where],
+      [{ ...q, series: [{ host: 'web-1', service: 'api' }] }, '1h', where],
+      [{ ...q, windowMs: 60_000 }, '1m', where],
+      [q, '1h', { ...where, fleet: false }],
+    ] as [HistQuery, HistLevel, typeof where][]) {
+      const s = store(0, Infinity);
+      const read = await readHistLevels(s.run, 'influxql', x, level, w, NOW);
+      expect(read.fleet).toBeUndefined();
+      expect(s.asked.some((a) => a.measurement.includes('fleet'))).toBe(false);
+    }
+    expect(coversAllHosts({ ...q, filters: { host: [] } })).toBe(true);
+  });
+
+  test('fleet rollups that start late or stop early: those bins are read per host, whole, and the note says so; no bin counted twice', async () => {
+    const from = q.fromMs + 2 * D + 30 * 60_000; // mid-bin
+    const to = fleetEnd - D;
+    const s = store(from, to);
+    const read = await readHistLevels(s.run, 'influxql', q, '1h', where, NOW);
+    expect(read.fleet).toBe(true);
+    // The first and last bins the fleet rollup answers may hold only some of their windows: they are read
+    // per host, with everything before and after them.
+    const firstFleetBin = Math.floor(from / H) * H + H;
+    const lastFleetBin = to - H;
+    expect(read.parts.find((p) => p.fleet)).toEqual({ level: '1h', fromMs: firstFleetBin + H, toMs: lastFleetBin, fleet: true });
+    expect(read.parts.filter((p) => !p.fleet && p.fromMs < fleetEnd).map((p) => [p.fromMs, p.toMs])).toEqual([
+      [q.fromMs, firstFleetBin + H],
+      [lastFleetBin, fleetEnd],
+    ]);
+    expect(read.note).toMatch(/^before .* UTC: per-host data \(no fleet rollups there; run tcplat rollup\); after .* UTC: per-host data \(fleet rollups end there: is tcplat rollup --follow running\?\)$/);
+    // Every second counted once: whole bins 3,600, the open last one up to now.
+    expect(read.rows.length).toBe(Math.ceil((q.toMs - q.fromMs) / H));
+    expect(read.rows.slice(0, -1).every((r) => r.values.count === 3600)).toBe(true);
+    expect(read.rows.at(-1)!.values.count).toBe((NOW - Math.floor(NOW / H) * H) / 1000);
+  });
+
+  test('no fleet rollups at all (never made, or their store missing): per-host levels, no note', async () => {
+    const s = store(0, 0);
+    const read = await readHistLevels(s.run, 'influxql', q, '1h', where, NOW);
+    expect([read.fleet, read.note, read.fallback]).toEqual([undefined, undefined, undefined]);
+    expect(read.rows.length).toBe(Math.ceil((q.toMs - q.fromMs) / H));
+    const missing = async (x: HistQuery) => {
+      if (x.source?.fleet) throw new Error('retention policy not found: tcplat_rollups');
+      return s.run(x);
+    };
+    expect((await readHistLevels(missing, 'influxql', q, '1h', where, NOW)).rows.length).toBe(Math.ceil((q.toMs - q.fromMs) / H));
   });
 });

@@ -14,7 +14,7 @@
 import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import { MAX_TIME_MS } from './duration';
 import { QueryValueError, quote } from './escape';
-import { HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
+import { FLEET_LAG_MS, FLEET_ROLLUP_WINDOWS, fleetRollupMeasurement, HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
 
 /** Tags of tcp_connect_hist that queries filter and group by. */
 export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
@@ -33,6 +33,9 @@ export type HistMeasurement = (typeof HIST_MEASUREMENTS)[number];
  * until then queries of the others read their 10 s data whatever the range.
  */
 export const ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
+
+/** The histogram measurements that also have host-less fleet rollups (`tcplat rollup` makes them). */
+export const FLEET_ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
 
 /** The rollup levels a query of `measurement` may read, among `levels`: none when it has no rollups. */
 export function rollupLevelsFor(measurement: HistMeasurement, levels: readonly RollupWindowName[] = ROLLUP_WINDOWS.map((w) => w.name)): RollupWindowName[] {
@@ -104,11 +107,17 @@ export interface HistSourceRef {
   rp?: string;
   /** Flux: the bucket. */
   bucket?: string;
+  /** The fleet rollup of the level (summed over hosts, no host tag: FLEET_ROLLUP_WINDOWS only). */
+  fleet?: boolean;
 }
 
-/** The measurement a level is read from: `measurement` itself (default tcp_connect_hist) or its rollup. */
-export function levelMeasurement(level: HistLevel, measurement: HistMeasurement = MEASUREMENT.connectHist): string {
-  return level === BASE_LEVEL ? measurement : rollupMeasurement(measurement, level);
+/**
+ * The measurement a level is read from: `measurement` itself (default tcp_connect_hist) or its rollup
+ * (`fleet`: its host-less fleet rollup).
+ */
+export function levelMeasurement(level: HistLevel, measurement: HistMeasurement = MEASUREMENT.connectHist, fleet = false): string {
+  if (level === BASE_LEVEL) return measurement;
+  return fleet ? fleetRollupMeasurement(measurement, level) : rollupMeasurement(measurement, level);
 }
 
 /** Window of a level in ms; `base` is the agent's flush window (baseMs). */
@@ -119,11 +128,14 @@ export function levelMs(level: HistLevel, baseMs: number = BASE_WINDOW_MS): numb
   return w.ms;
 }
 
-/** What a chart's subtitle or a Grafana notice says was read: "10 s data", "1 min rollups", "1 h rollups". */
-export function levelLabel(level: HistLevel, baseMs: number = BASE_WINDOW_MS): string {
+/**
+ * What a chart's subtitle or a Grafana notice says was read: "10 s data", "1 min rollups", "1 h rollups",
+ * "1 h fleet rollups" (`fleet`: the host-less fleet rollups were read for the range).
+ */
+export function levelLabel(level: HistLevel, baseMs: number = BASE_WINDOW_MS, fleet = false): string {
   const ms = levelMs(level, baseMs);
   const text = ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : ms % 60_000 === 0 ? `${ms / 60_000} min` : `${ms / 1000} s`;
-  return level === BASE_LEVEL ? `${text} data` : `${text} rollups`;
+  return level === BASE_LEVEL ? `${text} data` : `${text} ${fleet ? 'fleet rollups' : 'rollups'}`;
 }
 
 /** The agent's default flush window: the width of a `tcp_connect_hist` window. */
@@ -190,6 +202,8 @@ export interface HistPart {
   level: HistLevel;
   fromMs: number;
   toMs: number;
+  /** Read from the level's fleet rollup (summed over hosts). */
+  fleet?: boolean;
 }
 
 /**
@@ -363,6 +377,9 @@ function checkSource(src: HistSourceRef | undefined): void {
     // eslint-disable-next-line no-control-regex
     if (/[\x00-\x1f\x7f]/.test(v)) throw new QueryValueError(`source ${k}: names never contain control characters`);
   }
+  if (src.fleet && (src.level === BASE_LEVEL || !FLEET_ROLLUP_WINDOWS.includes(src.level))) {
+    throw new QueryValueError(`no fleet rollup at ${src.level}: fleet rollups are ${FLEET_ROLLUP_WINDOWS.join(', ')}`);
+  }
 }
 
 /** The FROM of an InfluxQL query: the level's measurement, in the source's retention policy when it names one. */
@@ -372,7 +389,8 @@ export function influxQLFrom(src: HistSourceRef | undefined, measurement: HistMe
   const level = src?.level ?? BASE_LEVEL;
   const rp = src?.rp ?? (level === BASE_LEVEL ? undefined : ROLLUP_RP);
   // "rp"."measurement" reads the retention policy of the request's database (the `db` parameter).
-  return rp === undefined ? id(levelMeasurement(level, measurement)) : `${id(rp)}.${id(levelMeasurement(level, measurement))}`;
+  const m = id(levelMeasurement(level, measurement, src?.fleet === true));
+  return rp === undefined ? m : `${id(rp)}.${m}`;
 }
 
 /** The bucket a Flux query reads: the source's, else the 10 s data's bucket or its rollup bucket. */
@@ -428,7 +446,7 @@ export function buildFluxHistQuery(q: HistQuery, opts: { bucket: string }): stri
   const lines: string[] = [];
   lines.push(`data = from(bucket: ${s(fluxBucket(q.source, opts.bucket))})`);
   lines.push(`  |> range(start: ${fluxTime(q.fromMs)}, stop: ${fluxTime(q.toMs)})`);
-  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL, q.measurement))})`);
+  lines.push(`  |> filter(fn: (r) => r._measurement == ${s(levelMeasurement(q.source?.level ?? BASE_LEVEL, q.measurement, q.source?.fleet === true))})`);
   // A series without the tag has no such column: "" matches it the way InfluxQL's `tag = ''` does.
   const cond = (tag: string, v: string) => (v === '' ? `(not exists ${col(tag)} or ${col(tag)} == ${s('')})` : `${col(tag)} == ${s(v)}`);
   for (const [tag, values] of filters) {
@@ -615,6 +633,15 @@ export interface RollupWhere {
   levels: readonly RollupWindowName[];
   rp: string;
   bucket?: string;
+  /** Read the fleet rollups (FLEET_ROLLUP_WINDOWS) for queries over every host (coversAllHosts). Default: no. */
+  fleet?: boolean;
+}
+
+/** A query over every host: no host filter, neither grouped nor matched by host (the fleet rollups have no host tag). */
+export function coversAllHosts(q: HistQuery): boolean {
+  if ((q.filters?.[TAG.host]?.length ?? 0) > 0) return false;
+  if (q.groupBy?.includes(TAG.host)) return false;
+  return !(q.series ?? []).some((e) => e[TAG.host] !== undefined);
 }
 
 export function sourceRef(level: HistLevel, where: RollupWhere): HistSourceRef {
@@ -633,8 +660,10 @@ export interface LevelRead {
   /** The parts read, with the level each was read at. */
   parts: HistPart[];
   fallback?: RollupFallback;
-  /** One line for the chart's subtitle when the read fell back to the 10 s data. */
+  /** One line for the chart's subtitle when the read fell back to the 10 s data (or to per-host rollups). */
   note?: string;
+  /** Most of the range was read from the level's fleet rollup (levelLabel's `fleet`). */
+  fleet?: boolean;
 }
 
 /**
@@ -672,10 +701,92 @@ export async function readHistLevels(
   nowMs: number,
   baseMs: number = BASE_WINDOW_MS,
 ): Promise<LevelRead> {
-  // A measurement without rollups (ROLLED_UP_MEASUREMENTS) reads its 10 s data, whatever was picked.
-  const levels = rollupLevelsFor(q.measurement ?? MEASUREMENT.connectHist, where.levels);
+  // A measurement without rollups (ROLLED_UP_MEASUREMENTS) reads its 10 s data, whatever was picked; only
+  // FLEET_ROLLED_UP_MEASUREMENTS have fleet rollups.
+  const measurement = q.measurement ?? MEASUREMENT.connectHist;
+  const levels = rollupLevelsFor(measurement, where.levels);
   if (level !== BASE_LEVEL && !(levels as readonly string[]).includes(level)) level = BASE_LEVEL;
-  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels, baseMs });
+  where = { ...where, levels };
+  if (where.fleet && FLEET_ROLLED_UP_MEASUREMENTS.includes(measurement) && level !== BASE_LEVEL && FLEET_ROLLUP_WINDOWS.includes(level) && coversAllHosts(q)) {
+    const w = levelMs(level, baseMs);
+    const fleetEnd = Math.min(q.toMs, Math.floor((nowMs - FLEET_LAG_MS) / w) * w);
+    if (fleetEnd > q.fromMs) return readFleet(run, dialect, q, level, where, nowMs, baseMs, fleetEnd);
+  }
+  return readHostLevels(run, dialect, q, level, where, nowMs, baseMs);
+}
+
+/**
+ * A query over every host at a level with a fleet rollup: [fromMs, fleetEnd) from the fleet rollup (one
+ * series per service, dst, result instead of one per host), the newer windows from the per-host levels
+ * (readHostLevels). Where the fleet rollup has no bins -- none made (no `tcplat rollup` yet), history
+ * older than its first bin, or windows after its last one (`tcplat rollup --follow` not running) -- those
+ * bins are read from the per-host levels, so the chart is never short of data; a bin at such an edge is
+ * read per host whole, in place of the fleet's rows for it (it may hold only some of its windows).
+ */
+async function readFleet(
+  run: (q: HistQuery) => Promise<HistRow[]>,
+  dialect: 'influxql' | 'flux',
+  q: HistQuery,
+  level: HistLevel,
+  where: RollupWhere,
+  nowMs: number,
+  baseMs: number,
+  fleetEnd: number,
+): Promise<LevelRead> {
+  const perHost = (fromMs: number, toMs: number) => readHostLevels(run, dialect, { ...q, fromMs, toMs }, level, { ...where, fleet: false }, nowMs, baseMs);
+  const [fleetRows, recent] = await Promise.all([
+    run({ ...q, toMs: fleetEnd, source: { ...sourceRef(level, where), fleet: true } }).catch((e) => {
+      if (isMissingRollupStore(e)) return [];
+      throw e;
+    }),
+    fleetEnd < q.toMs ? perHost(fleetEnd, q.toMs) : null,
+  ]);
+  const tail = recent ? [recent] : [];
+  const combine = (reads: LevelRead[], fleetPart: HistPart | null, keep: HistRow[], note?: string): LevelRead => {
+    const parts = [...(fleetPart ? [fleetPart] : []), ...reads.flatMap((r) => r.parts)].sort((a, b) => a.fromMs - b.fromMs);
+    const fallback = reads.find((r) => r.fallback)?.fallback;
+    const notes = [...new Set([note, ...reads.map((r) => r.note)].filter((x): x is string => x !== undefined))];
+    return {
+      rows: mergeHistParts([keep, ...reads.map((r) => r.rows)], q.windowMs),
+      level,
+      parts,
+      ...(fallback ? { fallback } : {}),
+      ...(notes.length > 0 ? { note: notes.join('; ') } : {}),
+      ...(fleetPart ? { fleet: true } : {}),
+    };
+  };
+  if (fleetRows.length === 0) {
+    // No fleet rollup in the range: read per host (as without fleet rollups; the subtitle says "rollups").
+    return combine([await perHost(q.fromMs, fleetEnd), ...tail], null, []);
+  }
+  const bin = (t: number) => Math.floor(t / q.windowMs) * q.windowMs;
+  const firstBin = bin(fleetRows[0].timeMs);
+  const lastBin = bin(fleetRows[fleetRows.length - 1].timeMs);
+  const headCut = firstBin > q.fromMs ? Math.min(fleetEnd, firstBin + q.windowMs) : q.fromMs;
+  const tailStart = lastBin + q.windowMs < fleetEnd ? Math.max(headCut, lastBin) : fleetEnd;
+  const [head, after] = await Promise.all([headCut > q.fromMs ? perHost(q.fromMs, headCut) : null, tailStart < fleetEnd ? perHost(tailStart, fleetEnd) : null]);
+  // A note only where the hosts had data the fleet rollups lack (a quiet service's first or last bins are
+  // read per host too, silently: they hold nothing the fleet rollups miss).
+  const notes: string[] = [];
+  if (head && head.rows.some((r) => r.timeMs < firstBin)) notes.push(`before ${fmtUtc(headCut)}: per-host data (no fleet rollups there; run tcplat rollup)`);
+  if (after && after.rows.some((r) => r.timeMs > lastBin)) notes.push(`after ${fmtUtc(tailStart)}: per-host data (fleet rollups end there: is tcplat rollup --follow running?)`);
+  const keep = fleetRows.filter((r) => bin(r.timeMs) >= headCut && bin(r.timeMs) < tailStart);
+  const fleetPart: HistPart | null = tailStart > headCut ? { level, fromMs: headCut, toMs: tailStart, fleet: true } : null;
+  const gaps = [head, after].filter((x): x is LevelRead => x !== null);
+  return combine([...gaps, ...tail], fleetPart, keep, notes.length > 0 ? notes.join('; ') : undefined);
+}
+
+/** readHistLevels from the per-host levels only. */
+async function readHostLevels(
+  run: (q: HistQuery) => Promise<HistRow[]>,
+  dialect: 'influxql' | 'flux',
+  q: HistQuery,
+  level: HistLevel,
+  where: RollupWhere,
+  nowMs: number,
+  baseMs: number,
+): Promise<LevelRead> {
+  const parts = planHistParts({ fromMs: q.fromMs, toMs: q.toMs, level, nowMs, levels: where.levels, baseMs });
   const readPart = (p: HistPart) => run({ ...q, fromMs: p.fromMs, toMs: p.toMs, source: sourceRef(p.level, where) });
   const answers = await Promise.all(
     parts.map((p) =>

@@ -163,9 +163,9 @@ export type Family = (typeof FAMILIES)[number];
  * Where they live: InfluxDB 1.x, the retention policy ROLLUP_RP in the same database; 2.x, the bucket
  * named `<bucket>` + ROLLUP_BUCKET_SUFFIX (both configurable where a target is configured).
  * Who makes them: agent/src/rollup (the agent live, for its own host, and `tcplat rollup` for history).
- * Every rollup keeps the host tag: there is no host-less rollup (agents would overwrite each other's
- * sums at the same series and time); fleet-wide views sum the hosts' rollups at query time. Every field
- * of the source is written in every point (zeros included), with the source's types (counts integer).
+ * These rollups keep the host tag: an agent cannot write a host-less one (agents would overwrite each
+ * other's sums at the same series and time); the fleet rollups below are made centrally instead. Every
+ * field of the source is written in every point (zeros included), with the source's types (counts integer).
  */
 export const ROLLUP_WINDOWS = [
   { name: '1m', ms: 60_000 },
@@ -183,3 +183,29 @@ export function rollupMeasurement(source: string, window: RollupWindowName): str
 export const ROLLUP_RP = 'tcplat_rollups';
 /** Default InfluxDB 2.x rollup bucket: the 10 s data's bucket name plus this suffix. */
 export const ROLLUP_BUCKET_SUFFIX = '_rollups';
+
+/**
+ * Fleet rollups (issue 14): the per-host rollup of a window summed over every host, without the host tag
+ * (tags service, dst, result), so a fleet-wide chart reads one series per (service, dst, result) instead
+ * of one per host. Made centrally by `tcplat rollup` (backfill, and `--follow` to keep them current,
+ * re-summing the recent windows from the per-host rollups so late events end up in them), never by an
+ * agent. Same store (RP/bucket), stamping and fields as the per-host rollups; one point per series per
+ * window, so writing it again overwrites it.
+ */
+export const FLEET_ROLLUP_WINDOWS: readonly RollupWindowName[] = ['10m', '1h'];
+
+/** The tags a fleet rollup keeps (every histogram tag but host). */
+export const FLEET_TAGS: readonly TagKey[] = [TAG.service, TAG.dst, TAG.result];
+
+/** The measurement holding the fleet-wide (host-less) `window` rollup of histogram measurement `source`. */
+export function fleetRollupMeasurement(source: string, window: RollupWindowName): string {
+  return `${source}_fleet_${window}`;
+}
+
+/**
+ * A fleet rollup window is read once it ended this long ago: the per-host rollups are up to ROLLUP_LAG_MS
+ * (query.ts, 2 min) behind, and `tcplat rollup --follow` re-sums the recent windows every 2 min by default,
+ * so by then the fleet window has been re-summed from complete per-host ones. Newer windows are read from
+ * the per-host levels.
+ */
+export const FLEET_LAG_MS = 10 * 60_000;
