@@ -3,7 +3,7 @@
 #   docker build --target agent    -t tcplat-agent .      eBPF probe + agent (runs privileged, see docker-compose.yml)
 #   docker build --target renderer -t tcplat-renderer .   renderer + Matplotlib workers
 #   docker build --target plugins  --output type=local,dest=. .   writes dist/ (both Grafana plugins) to the host
-# Both services run the one CLI: ENTRYPOINT node /app/bin/tcplat, the subcommand is the CMD.
+# Both services run the one CLI: ENTRYPOINT /app/bin/tcplat (its #! line carries node's flags), the subcommand is the CMD.
 
 ARG NODE_VERSION=20
 
@@ -41,7 +41,7 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/bin ./bin
 COPY --from=build /src/pkg/core/package.json pkg/core/
 COPY --from=build /src/pkg/core/dist pkg/core/dist
-ENTRYPOINT ["node", "/app/bin/tcplat"]
+ENTRYPOINT ["/app/bin/tcplat"]
 
 # ---- agent: probe + agent (root: it loads eBPF programs) ---------------------------------------------
 FROM runtime AS agent

@@ -273,7 +273,8 @@ async function main(argv) {
     }
     const hostport = (/** @type {{host: string, port: number}} */ a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
     const start = (/** @type {string} */ name, /** @type {string[]} */ args) => {
-      const ch = new Child(name, process.execPath, [path.join(root, 'bin/tcplat'), ...args], path.join(dataDir, 'log', `${name}.log`), env);
+      // Run as an executable: its #! line gives node the flags the services run with.
+      const ch = new Child(name, path.join(root, 'bin/tcplat'), args, path.join(dataDir, 'log', `${name}.log`), env);
       children.push(ch);
       return ch;
     };

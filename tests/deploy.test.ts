@@ -387,7 +387,11 @@ describe('Dockerfile', () => {
     expect(text).toMatch(/^FROM node:\$\{NODE_VERSION\}-bookworm AS build$/m);
     expect(text).toMatch(/npm run build/);
     expect(text).toMatch(/make -C bpf tcplat-probe/);
-    expect(text).toMatch(/ENTRYPOINT \["node", "\/app\/bin\/tcplat"\]/);
+    // bin/tcplat runs as an executable, so node gets the flags of its #! line (the young-generation
+    // bound that keeps the agent's RSS down, README Performance) in the image as everywhere else.
+    expect(text).toMatch(/ENTRYPOINT \["\/app\/bin\/tcplat"\]/);
+    expect(read('bin/tcplat').split('\n')[0]).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=\d+$/);
+    expect(fs.statSync(path.join(ROOT, 'bin/tcplat')).mode & 0o111).toBe(0o111);
   });
   test('every path it copies from the build context exists', () => {
     for (const m of text.matchAll(/^COPY (?!--from)(.+) (\S+)$/gm)) {

@@ -110,11 +110,12 @@ async function endToEnd(file: string): Promise<Record<string, number>> {
     await queryInfluxQL({ ...target, db: '' }, 'CREATE DATABASE bench', { method: 'POST' });
     const t0 = Date.now();
     const args = [
-      path.join(ROOT, 'bin', 'tcplat'), 'agent', '--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once',
+      'agent', '--source', 'ndjson', '--source-cmd', `cat ${file}`, '--once',
       '--influx-url', url, '--influx-db', 'bench', '--spool-dir', path.join(work, 'spool'), '--listen', '127.0.0.1:0', '--log-level', 'info',
     ];
     const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      // As users start it: bin/tcplat as an executable, with the node flags of its #! line.
+      const child = spawn(path.join(ROOT, 'bin', 'tcplat'), args, { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       child.stderr.on('data', (c: Buffer) => (err += c.toString()));
       child.on('close', (c) => resolve({ code: c, stderr: err }));
@@ -176,8 +177,8 @@ async function live(): Promise<Record<string, number> | null> {
   try {
     await queryInfluxQL({ ...target, db: '' }, 'CREATE DATABASE bench', { method: 'POST' });
     agent = spawn(
-      process.execPath,
-      [path.join(ROOT, 'bin', 'tcplat'), 'agent', '--source', 'probe', '--influx-url', url, '--influx-db', 'bench', '--spool-dir', path.join(work, 'spool'), '--listen', '127.0.0.1:0'],
+      path.join(ROOT, 'bin', 'tcplat'),
+      ['agent', '--source', 'probe', '--influx-url', url, '--influx-db', 'bench', '--spool-dir', path.join(work, 'spool'), '--listen', '127.0.0.1:0'],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let err = '';
