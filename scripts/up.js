@@ -299,7 +299,7 @@ async function main(argv) {
     const rows = [
       ['InfluxDB', target.url, influxStarted ? `pid ${fs.readFileSync(path.join(influxDir, 'influxd.pid'), 'utf8').trim()}` : 'external'],
       ['agent + probe', `${agentUrl}  (/metrics /api/status /api/stream)`, `pid ${agent.pid}`],
-      ['renderer', `${rendererUrl}  (/render/heatmap.png /render/percentiles.png)`, `pid ${renderer.pid}`],
+      ['renderer', `${rendererUrl}  (/render/heatmap.png /render/percentiles.png /render/lifespan.png; metric=tls)`, `pid ${renderer.pid}`],
     ];
     for (const [a, b, d] of rows) process.stdout.write(`  ${a.padEnd(14)} ${b.padEnd(70)} ${d}\n`);
     say(`logs in ${path.join(dataDir, 'log')}; live view: bin/tcplat top --agent ${agentUrl}; Ctrl-C stops everything`);
