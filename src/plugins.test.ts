@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import semver from 'semver';
+import { RENDER_PATHS } from './shared/renderer';
 
 const ID = /^[0-9a-z]+-([0-9a-z]+-)?(app|panel|datasource|secretsmanager|transformer)$/;
 const TOP_KEYS = new Set(['$schema', 'alerting', 'annotations', 'autoEnabled', 'backend', 'builtIn', 'category', 'dependencies', 'enterpriseFeatures', 'executable', 'hideFromList', 'id', 'includes', 'info', 'logs', 'metrics', 'name', 'pascalName', 'preload', 'queryOptions', 'routes', 'skipDataQuery', 'state', 'streaming', 'tracing', 'type']);
@@ -75,11 +76,14 @@ describe.each(plugins)('$id plugin.json', ({ dir, id, type }) => {
         { name: 'u', content: '{{ .JsonData.influxUser | orEmpty }}' },
         { name: 'p', content: '{{ .SecureJsonData.influxPassword | orEmpty }}' },
       ]);
-      for (const p of ['renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/links', 'renderer/metrics']) {
+      for (const p of ['renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/render/lifespan.png', 'renderer/links', 'renderer/metrics']) {
         expect(byPath[p].url).toBe(`{{ .JsonData.rendererUrl }}/${p.slice('renderer/'.length)}`);
         expect(byPath[p].headers).toEqual([{ name: 'Authorization', content: 'Bearer {{ .SecureJsonData.rendererToken | orEmpty }}' }]);
       }
       expect([byPath['renderer/links'].reqRole, byPath['renderer/metrics'].reqRole]).toEqual(['Editor', 'Editor']);
+      // Every chart the panel can ask for has its route (a chart without one reaches the renderer without
+      // the token in Grafana: 401, shown as "Authentication to data source failed").
+      for (const chart of Object.values(RENDER_PATHS)) expect([chart, byPath[`renderer${chart}`]?.method]).toEqual([chart, 'GET']);
       // (Who can do what through them, behind Grafana's proxy rules: tests/grafana-proxy.test.ts.)
     });
   }

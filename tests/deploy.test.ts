@@ -9,6 +9,10 @@
 import { expandValues } from '../src/shared/variables';
 import { migrateQuery } from '../src/datasource/migrate';
 import { METRICS, type TcplatQuery } from '../src/datasource/types';
+import type { TimeRange } from '@grafana/data';
+import { chartOf, renderParams } from '../src/panel/render';
+import { DEFAULT_PANEL_OPTIONS } from '../src/panel/types';
+import { COLOUR_SCALES, OVERLAYS, RENDER_KINDS, RENDER_METRICS, renderQuery } from '../src/shared/renderer';
 import { fluxRows } from './support/flux';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -469,6 +473,39 @@ describe('provisioning', () => {
     const types = read('src/panel/types.ts');
     const fields = /interface PanelOptions \{([\s\S]*?)\n\}/.exec(types)![1];
     for (const k of Object.keys(heat.options)) expect([k, new RegExp(`\\b${k}\\??:`).test(fields)]).toEqual([k, true]);
+  });
+
+  test('dashboard: every tcplat panel asks for a chart the panel and the renderer know; a lifespan chart in the churn row, a TLS one in the TLS row', () => {
+    const panels = dashboard.panels.filter((p: Any) => p.type === PANEL_PLUGIN.id);
+    expect(panels.length).toBeGreaterThanOrEqual(3);
+    const known: Record<string, readonly unknown[]> = { chart: RENDER_KINDS, metric: RENDER_METRICS, colourScale: COLOUR_SCALES };
+    // A TimeRange as render.ts reads it (valueOf of from/to, raw): @grafana/data's ESM dependencies do not load in the node project.
+    const now = Date.now();
+    const range = { from: new Date(now - 3_600_000), to: new Date(now), raw: { from: 'now-1h', to: 'now' } } as unknown as TimeRange;
+    for (const p of panels) {
+      const where = `panel ${p.id} "${p.title}"`;
+      // Every option is one of the panel's, each enumerated one among its values: a typo (chart: "lifespans")
+      // would draw an error in the panel, not the chart.
+      for (const [k, values] of Object.entries(known)) if (k in p.options) expect([where, k, p.options[k], values.includes(p.options[k])]).toEqual([where, k, p.options[k], true]);
+      for (const o of p.options.overlays ?? []) expect([where, o, (OVERLAYS as readonly string[]).includes(o)]).toEqual([where, o, true]);
+      expect([where, Object.keys(p.options).filter((k) => !(k in DEFAULT_PANEL_OPTIONS))]).toEqual([where, []]);
+      // The renderer accepts what the panel sends for these options (its own parser, as for a request).
+      const options = { ...DEFAULT_PANEL_OPTIONS, ...p.options, service: 'api', dst: '', host: '' };
+      const rp = renderParams(options, { width: 800, height: 300, devicePixelRatio: 1, timeRange: range, timeZone: 'utc', isDark: true, replaceVariables: (t: string) => t });
+      const raw = Object.fromEntries([...new Set(renderQuery(rp).keys())].map((k) => [k, renderQuery(rp).getAll(k).length > 1 ? renderQuery(rp).getAll(k) : renderQuery(rp).get(k)!]));
+      const kind = chartOf(options).kind;
+      expect([where, parseRenderParams(kind, raw, DEFAULT_LIMITS, Date.now()).kind]).toEqual([where, kind]);
+    }
+    const rows = dashboard.panels.filter((p: Any) => p.type === 'row');
+    const inRow = (i: number) => panels.filter((p: Any) => p.gridPos.y > rows[i].gridPos.y && (i + 1 >= rows.length || p.gridPos.y < rows[i + 1].gridPos.y));
+    const lifespan = inRow(0).filter((p: Any) => p.options.chart === 'lifespan');
+    expect(lifespan.length).toBe(1);
+    expect(lifespan[0].description).toMatch(/--probe-close/);
+    expect(lifespan[0].options.result).toBe('');
+    const tls = inRow(1).filter((p: Any) => p.options.metric === 'tls');
+    expect(tls.map((p: Any) => p.options.chart)).toEqual(['heatmap']);
+    // The connect heatmap above the rows stays what it was.
+    expect(chartOf(panels[0].options)).toEqual({ kind: 'heatmap', metric: 'connect' });
   });
 
   test('dashboard: the tcplat datasource panels (churn, TLS rows) name only metrics, tags and variables that exist', () => {

@@ -42,6 +42,7 @@ describe('plugin.json routes', () => {
       'GET influx/query -',
       'GET renderer/render/heatmap.png -',
       'GET renderer/render/percentiles.png -',
+      'GET renderer/render/lifespan.png -',
       'POST renderer/links Editor',
       'GET renderer/metrics Editor',
     ]);
@@ -58,7 +59,7 @@ describe('plugin.json routes', () => {
     const byPath = Object.fromEntries(ROUTES.map((r) => [r.path, creds(r)]));
     expect(byPath['influx/api/v2/query']).toEqual(['header Authorization: Token {{ .SecureJsonData.influxToken | orEmpty }}']);
     expect(byPath['influx/query']).toEqual(['param u={{ .JsonData.influxUser | orEmpty }}', 'param p={{ .SecureJsonData.influxPassword | orEmpty }}']);
-    for (const p of ['renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/links', 'renderer/metrics']) {
+    for (const p of ['renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/render/lifespan.png', 'renderer/links', 'renderer/metrics']) {
       expect(byPath[p]).toEqual(['header Authorization: Bearer {{ .SecureJsonData.rendererToken | orEmpty }}']);
     }
   });

@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as esbuild from 'esbuild';
 import { chromium, type Browser } from 'playwright-core';
-import type { InfluxV1Target } from '@tcplat/core';
+import { SESSION_BUCKET_FIELDS, sessionBucketIndex, sessionHistPoint, type InfluxV1Target, type Point } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
 import { bundleTestPage } from './support/browser-bundle';
@@ -151,6 +151,15 @@ describeWith(missing(), 'built plugins on Grafana 12.3 (React 18) and Grafana 13
         now,
       ),
     );
+    // Lifespans of api's connections (the agent with --probe-close): 3 of 50 ms and 1 of 5 s per minute.
+    const sessions: Point[] = [];
+    for (let t = Math.ceil(from / 60_000) * 60_000; t < now; t += 60_000) {
+      const buckets = SESSION_BUCKET_FIELDS.map(() => 0);
+      buckets[sessionBucketIndex(50)] = 3;
+      buckets[sessionBucketIndex(5000)] = 1;
+      sessions.push(sessionHistPoint({ host: 'h1', service: 'api', dst: 'db:5432' }, { count: 4, sumMs: 5150, minMs: 50, maxMs: 5000, buckets, retrans: 0, resetsIn: 0, resetsOut: 0 }, BigInt(t) * 1_000_000n));
+    }
+    await writePoints(target, sessions);
     renderer = await testServer(target, ['--auth-token', TOKEN]);
     await Promise.all(builds);
     proxy = await server(hostDirs, { renderer: renderer.base, influx: target.url }, held, hold);
@@ -222,6 +231,18 @@ describeWith(missing(), 'built plugins on Grafana 12.3 (React 18) and Grafana 13
     } finally {
       hold.on = false;
     }
+
+    // The built panel draws connection lifespans: lifespan.png through the proxy, a real PNG with data.
+    const renders: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/renderer/render/')) renders.push(r.url());
+    });
+    await page.goto(`${base}/${set.name}/?db=${encodeURIComponent(target.db)}&from=${from}&to=${now}&service=api&chart=lifespan`);
+    await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 60_000 });
+    await page.waitForFunction(`(document.querySelector('[data-testid="tcplat-panel-image"]')?.naturalWidth ?? 0) > 0`, undefined, { timeout: 30_000 });
+    expect(renders.map((u) => new URL(u).pathname)).toEqual(['/api/datasources/proxy/uid/tcplat/renderer/render/lifespan.png']);
+    expect(await page.getAttribute('[data-testid="tcplat-panel-image"]', 'alt')).toBe('tcplat connection lifespans');
+    await page.screenshot({ path: path.join(SHOTS, `plugins-host-${set.name}-lifespan.png`) });
 
     expect(errors).toEqual([]);
     await page.close();

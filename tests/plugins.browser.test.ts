@@ -12,7 +12,7 @@ import * as esbuild from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { InfluxV1Target } from '@tcplat/core';
 import { seedPoints, testServer, writePoints, type TestServer } from './renderer-support';
-import { encodePoints, SESSION_BUCKET_FIELDS, sessionBucketIndex, sessionHistPoint, writeLines, type InfluxV2Target, type Point } from '@tcplat/core';
+import { encodePoints, MEASUREMENT, SESSION_BUCKET_FIELDS, sessionBucketIndex, sessionHistPoint, writeLines, type InfluxV2Target, type Point } from '@tcplat/core';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2, TEST_INFLUX2_TOKEN } from './support/influx';
 import { missingGo, pluginRoutes, startGrafanaProxy, type GrafanaProxy, type StandInDatasource } from './support/grafana-proxy';
 import { bundleTestPage } from './support/browser-bundle';
@@ -90,6 +90,8 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
       sessions.push(sessionHistPoint({ host: 'h1', service: 'api', dst: 'db:5432' }, { count: 4, sumMs: 5150, minMs: 50, maxMs: 5000, buckets, retrans: 0, resetsIn: 0, resetsOut: 0 }, BigInt(t) * 1_000_000n));
     }
     await writePoints(target, sessions);
+    // TLS handshakes of api (the agent's tls_handshake_hist: connect's schema under another name), 300-340 ms.
+    await writePoints(target, seedPoints([{ service: 'api', dst: 'db:5432', perWindow: 5, latency: (i) => 300 + i * 10 }], from, now).map((p) => ({ ...p, measurement: MEASUREMENT.tlsHist })));
     // Links carry the renderer's public URL (never the request's Host); here it stands for renderer.base.
     renderer = await testServer(target, ['--auth-token', TOKEN, '--public-url', PUBLIC_RENDERER]);
     await build;
@@ -173,6 +175,52 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
     await page.close();
   });
 
+  test('a lifespan panel and a TLS handshake panel load real PNGs through their routes; the lifespan one sends no result filter', async () => {
+    const page = await browser!.newPage({ viewport: { width: 1000, height: 500 }, deviceScaleFactor: 1 });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    for (const [query, chartPath, metric] of [
+      // result=ok: a filter kept from a connect chart, dropped for lifespans (the renderer would refuse it).
+      ['chart=lifespan&metric=tls&result=ok', '/render/lifespan.png', null],
+      ['chart=heatmap&metric=tls', '/render/heatmap.png', 'tls'],
+      ['chart=percentiles&metric=tls&result=failed', '/render/percentiles.png', 'tls'],
+    ] as const) {
+      const before = proxy!.upstream.length;
+      await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api&${query}`);
+      // A decoded image with data (api has lifespans and TLS handshakes; the failed-only one has none).
+      const state = query.includes('failed') ? 'nodata' : 'ok';
+      await page.waitForSelector(`[data-testid="tcplat-panel"][data-state="${state}"]`, { timeout: 30_000 });
+      await page.waitForFunction(`(document.querySelector('[data-testid="tcplat-panel-image"]')?.naturalWidth ?? 0) > 0`);
+      expect([query, await imageWidth(page)]).toEqual([query, 760]);
+      const sent = proxy!.upstream.slice(before).filter((u) => u.route?.startsWith('renderer/render/'));
+      expect([query, sent.length]).toEqual([query, 1]);
+      const u = new URL(sent[0].url);
+      expect([query, u.pathname, u.searchParams.get('metric'), u.searchParams.getAll('result'), u.searchParams.getAll('service')]).toEqual([
+        query,
+        chartPath,
+        metric,
+        query.includes('failed') ? ['failed'] : [],
+        ['api'],
+      ]);
+      // The renderer token was added by the route, never seen by the page.
+      expect(sent[0].headers.authorization).toBe(`Bearer ${TOKEN}`);
+      expect(await page.content()).not.toContain(TOKEN);
+      await page.screenshot({ path: path.join(SHOTS, `plugins-panel-${query.replace(/[^a-z=]+/g, '-')}.png`) });
+    }
+    // The alert link of the lifespan chart signs lifespan.png, and opens without the token.
+    await page.goto(`${base}/?${settings()}&from=${from}&to=${now}&service=api&chart=lifespan`);
+    await page.waitForSelector('[data-testid="tcplat-panel"][data-state="ok"]', { timeout: 30_000 });
+    await page.getByRole('button', { name: 'Copy link for alerts' }).click();
+    const linkBox = page.getByLabel('Signed link');
+    await linkBox.waitFor({ timeout: 15_000 });
+    const link = await linkBox.inputValue();
+    expect(link).toMatch(/^https:\/\/renderer\.public\.example\/render\/lifespan\.png\?.*&sig=/);
+    const signed = await fetch(renderer!.base + link.slice(PUBLIC_RENDERER.length));
+    expect([signed.status, signed.headers.get('content-type'), signed.headers.get('x-tcplat-no-data')]).toEqual([200, 'image/png', null]);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   test('the panel shows the renderer image, the editors work on real data, and a stopped renderer shows the error state', async () => {
     const page = await browser!.newPage({ viewport: { width: 1000, height: 1150 }, deviceScaleFactor: 1 });
     const errors: string[] = [];
@@ -241,7 +289,7 @@ describeWith(missing(), 'plugins in chromium (panel + editors, renderer and Infl
   test('every request the plugins made matched a route of plugin.json', () => {
     const used = new Set(proxy!.upstream.map((u) => u.route));
     expect(used.has(null)).toBe(false);
-    for (const r of ['influx/query', 'renderer/render/heatmap.png', 'renderer/links', 'renderer/metrics']) expect(used).toContain(r);
+    for (const r of ['influx/query', 'renderer/render/heatmap.png', 'renderer/render/percentiles.png', 'renderer/render/lifespan.png', 'renderer/links', 'renderer/metrics']) expect(used).toContain(r);
   });
 });
 

@@ -4,7 +4,7 @@
  */
 import type { InterpolateFunction, TimeRange } from '@grafana/data';
 import { expandValues } from '../shared/variables';
-import type { RenderParams } from '../shared/renderer';
+import { RENDER_KINDS, RENDER_METRICS, type RenderKind, type RenderMetric, type RenderParams } from '../shared/renderer';
 import { IMAGE_LIMITS, type PanelOptions } from './types';
 
 export interface RenderContext {
@@ -56,6 +56,27 @@ export function imageSize(width: number, height: number, dpr: number): { width: 
 }
 
 /**
+ * What the options ask to draw. A panel saved before `metric` existed has none: connect latency, as then.
+ * A value the panel does not know (a hand-edited or newer dashboard) is an error the panel shows, rather
+ * than a request to a path the renderer does not have.
+ */
+export function chartOf(options: Pick<PanelOptions, 'chart' | 'metric'>): { kind: RenderKind; metric: RenderMetric } {
+  const kind = options.chart ?? 'heatmap';
+  if (!RENDER_KINDS.includes(kind)) throw new Error(`Unknown chart ${JSON.stringify(String(kind)).slice(0, 40)} in the panel options: pick ${RENDER_KINDS.join(', ')}.`);
+  const metric = options.metric ?? 'connect';
+  if (!(RENDER_METRICS as readonly string[]).includes(metric)) throw new Error(`Unknown metric ${JSON.stringify(String(metric)).slice(0, 40)} in the panel options: pick ${RENDER_METRICS.join(' or ')}.`);
+  // Lifespans are of TCP connections: the metric is not asked (the renderer refuses metric on lifespan.png).
+  return { kind, metric: kind === 'lifespan' ? 'connect' : metric };
+}
+
+/** The chart in words, for the image's alt text and the panel's messages. */
+export function chartName(options: Pick<PanelOptions, 'chart' | 'metric'>): string {
+  const { kind, metric } = chartOf(options);
+  if (kind === 'lifespan') return 'connection lifespans';
+  return `${metric === 'tls' ? 'TLS handshake' : 'connect'} latency ${kind}`;
+}
+
+/**
  * The image request. `relative`: keep Grafana's relative range (`now-6h`) as text, for links that follow
  * the clock (alerts); otherwise the dashboard's resolved range in epoch ms (what the panel shows now).
  */
@@ -66,13 +87,18 @@ export function renderParams(options: PanelOptions, ctx: RenderContext, relative
   const from = relative && rel(raw.from) ? String(raw.from) : ctx.timeRange.from.valueOf();
   const to = relative && rel(raw.to) ? String(raw.to) : ctx.timeRange.to.valueOf();
   const title = options.title ? ctx.replaceVariables(options.title) : '';
+  const { kind, metric } = chartOf(options);
   return {
     service: optionValues(options.service, ctx.replaceVariables),
     dst: optionValues(options.dst, ctx.replaceVariables),
     host: optionValues(options.host, ctx.replaceVariables),
-    result: optionValues(options.result, ctx.replaceVariables),
-    overlay: options.chart === 'heatmap' ? [...(options.overlays ?? [])] : [],
-    ...(options.chart === 'heatmap' && options.colourScale === 'linear' ? { scale: 'linear' as const } : {}),
+    // Sessions have no result tag: a filter kept from a connect chart is dropped, not sent to a 400.
+    result: kind === 'lifespan' ? [] : optionValues(options.result, ctx.replaceVariables),
+    // The lifespan chart always draws its p50/p99 lines; `overlay` is the latency heatmap's.
+    overlay: kind === 'heatmap' ? [...(options.overlays ?? [])] : [],
+    ...(kind !== 'percentiles' && options.colourScale === 'linear' ? { scale: 'linear' as const } : {}),
+    // Only when not the default: connect charts keep the URLs (and renderer cache keys) they had.
+    ...(metric === 'tls' ? { metric } : {}),
     from,
     to,
     width: size.width,

@@ -4,8 +4,12 @@
  */
 import type { BackendSrvRequest } from '@grafana/runtime';
 
-export const RENDER_PATHS = { heatmap: '/render/heatmap.png', percentiles: '/render/percentiles.png' } as const;
+export const RENDER_PATHS = { heatmap: '/render/heatmap.png', percentiles: '/render/percentiles.png', lifespan: '/render/lifespan.png' } as const;
 export type RenderKind = keyof typeof RENDER_PATHS;
+export const RENDER_KINDS = Object.keys(RENDER_PATHS) as RenderKind[];
+/** What heatmap.png and percentiles.png draw: TCP connect latency or TLS handshake latency (renderer/src/params.ts METRICS). */
+export const RENDER_METRICS = ['connect', 'tls'] as const;
+export type RenderMetric = (typeof RENDER_METRICS)[number];
 export const OVERLAYS = ['p50', 'p90', 'p99', 'max'] as const;
 export type Overlay = (typeof OVERLAYS)[number];
 export const COLOUR_SCALES = ['log', 'linear'] as const;
@@ -29,6 +33,8 @@ export interface RenderParams {
   title?: string;
   /** Heatmap colour scale; absent: the renderer's default (log). */
   scale?: ColourScale;
+  /** heatmap/percentiles only; absent: the renderer's default (connect). lifespan.png refuses it. */
+  metric?: RenderMetric;
 }
 
 const LISTS = ['service', 'dst', 'host', 'result', 'overlay'] as const;
@@ -45,6 +51,7 @@ export function renderQuery(p: RenderParams): URLSearchParams {
   if (p.tz) q.set('tz', p.tz);
   if (p.title) q.set('title', p.title);
   if (p.scale) q.set('scale', p.scale);
+  if (p.metric) q.set('metric', p.metric);
   return q;
 }
 

@@ -143,7 +143,14 @@ function Host({ ds, panel }: { ds: AnyDataSourcePlugin; panel: PanelPlugin }) {
     timeRange,
     timeZone: 'utc',
     // The plugin's own defaults (PanelPlugin.defaults runs its options builder, as Grafana does).
-    options: { ...(panel.defaults as object), title: 'connect latency: $service', service: '$service' },
+    // ?chart= and ?metric= pick the chart (the panel's options of those names).
+    options: {
+      ...(panel.defaults as object),
+      title: 'connect latency: $service',
+      service: '$service',
+      ...(qs.get('chart') ? { chart: qs.get('chart'), title: `${qs.get('chart')}: $service` } : {}),
+      ...(qs.get('metric') ? { metric: qs.get('metric') } : {}),
+    },
     transparent: false,
     width: 760,
     height: 340,

@@ -1,7 +1,8 @@
 /**
  * Browser test page (tests/plugins.browser.test.ts): the real panel and editors inside @grafana/ui's
  * theme (dark), against the test's stand-in for Grafana's datasource proxy. Settings come from the query
- * string: db (or dialect=flux with org and bucket), from, to, service, and ds (the datasource uid, default
+ * string: db (or dialect=flux with org and bucket), from, to, service, chart and metric (the panel's
+ * options of those names; default the panel's), and ds (the datasource uid, default
  * tcplat), influx and renderer (the URLs the stand-in's copy of the same datasource uses, shown in
  * messages as Grafana would).
  */
@@ -14,7 +15,7 @@ import { QueryEditor } from '../datasource/components/QueryEditor';
 import { TcplatDataSource } from '../datasource/datasource';
 import type { TcplatOptions, TcplatQuery, TcplatSecureOptions } from '../datasource/types';
 import { HeatmapPanel } from '../panel/components/HeatmapPanel';
-import { DEFAULT_PANEL_OPTIONS } from '../panel/types';
+import { DEFAULT_PANEL_OPTIONS, type PanelOptions } from '../panel/types';
 import { getTemplateSrv, pageState } from './runtime';
 
 const qs = new URLSearchParams(location.search);
@@ -65,7 +66,14 @@ function App() {
     data: { state: LoadingState.Done, series: [], timeRange },
     timeRange,
     timeZone: 'utc',
-    options: { ...DEFAULT_PANEL_OPTIONS, service: '$service', title: 'connect latency: $service' },
+    options: {
+      ...DEFAULT_PANEL_OPTIONS,
+      service: '$service',
+      title: 'connect latency: $service',
+      ...(qs.get('chart') ? { chart: qs.get('chart') as PanelOptions['chart'], title: `${qs.get('chart')}: $service` } : {}),
+      ...(qs.get('metric') ? { metric: qs.get('metric') as PanelOptions['metric'] } : {}),
+      ...(qs.get('result') ? { result: qs.get('result')! } : {}),
+    },
     transparent: false,
     width: 760,
     height: 340,

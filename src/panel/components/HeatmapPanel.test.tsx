@@ -76,6 +76,41 @@ test("errors show the renderer's own message", async () => {
   expect(err).toHaveTextContent('refused the parameter service');
 });
 
+test('a lifespan panel asks lifespan.png without the result filter; its no-data notice names --probe-close', async () => {
+  fetchMock.mockReturnValue(png({ 'X-Tcplat-No-Data': 'true' }));
+  render(<HeatmapPanel {...props({ chart: 'lifespan', result: 'ok', metric: 'tls' })} />);
+  expect(await screen.findByTestId('tcplat-panel-nodata')).toHaveTextContent('No closed connections in this time range for these filters (agents record lifespans with --probe-close)');
+  const u = new URL(fetchMock.mock.calls[0][0].url, 'http://grafana');
+  expect(u.pathname).toBe('/api/datasources/proxy/uid/tc/renderer/render/lifespan.png');
+  expect([u.searchParams.has('result'), u.searchParams.has('metric'), u.searchParams.has('overlay')]).toEqual([false, false, false]);
+  expect(screen.getByTestId('tcplat-panel-image')).toHaveAttribute('alt', 'tcplat connection lifespans');
+});
+
+test('a TLS panel asks metric=tls; a renderer error names the chart', async () => {
+  fetchMock.mockReturnValue(throwError(() => ({ status: 500, data: new Blob([JSON.stringify({ error: 'InfluxDB: timeout' })]) })));
+  render(<HeatmapPanel {...props({ chart: 'percentiles', metric: 'tls' })} />);
+  expect(await screen.findByTestId('tcplat-panel-error')).toHaveTextContent('The TLS handshake latency percentiles could not be drawn');
+  const u = new URL(fetchMock.mock.calls[0][0].url, 'http://grafana');
+  expect([u.pathname, u.searchParams.get('metric')]).toEqual(['/api/datasources/proxy/uid/tc/renderer/render/percentiles.png', 'tls']);
+});
+
+test('an unknown chart in the saved options is shown as such, and nothing is requested', async () => {
+  render(<HeatmapPanel {...props({ chart: 'pie' as never })} />);
+  expect(await screen.findByTestId('tcplat-panel-error')).toHaveTextContent('Unknown chart "pie" in the panel options: pick heatmap, percentiles, lifespan.');
+  expect(fetchMock).not.toHaveBeenCalled();
+});
+
+test('copy link for alerts on a lifespan panel signs lifespan.png', async () => {
+  fetchMock.mockImplementation(minted('https://renderer.example.com/render/lifespan.png?from=now-1h&to=now&exp=1893456000&sig=abc'));
+  render(<HeatmapPanel {...props({ chart: 'lifespan', result: 'ok' })} />);
+  await screen.findByTestId('tcplat-panel-image');
+  await userEvent.click(screen.getByRole('button', { name: 'Copy link for alerts' }));
+  await waitFor(() => expect(screen.getByLabelText('Signed link')).toHaveValue('https://renderer.example.com/render/lifespan.png?from=now-1h&to=now&exp=1893456000&sig=abc'));
+  const req = fetchMock.mock.calls.find((c) => c[0].url.endsWith('/links'))![0];
+  expect(req.data).toMatchObject({ path: '/render/lifespan.png', params: { service: ['api'], from: 'now-1h', to: 'now' } });
+  expect(req.data.params).not.toHaveProperty('result');
+});
+
 const minted = (url: string) => (r: { url: string }) =>
   r.url.endsWith('/renderer/links') ? of({ data: { url, expires: '2030-01-01T00:00:00.000Z' }, status: 201, headers: new Headers() }) : png();
 

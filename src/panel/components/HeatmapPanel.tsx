@@ -13,7 +13,7 @@ import { Alert, Button, IconButton, Input, Spinner, useStyles2, useTheme2 } from
 import { PLUGIN_ID, type TcplatOptions } from '../../datasource/types';
 import { Cancelled, HttpFailure, proxyFetch } from '../../shared/http';
 import { NO_DATA_HEADER, linkRequest, renderUrl, type MintedLink } from '../../shared/renderer';
-import { renderParams, type RenderContext } from '../render';
+import { chartName, chartOf, renderParams, type RenderContext } from '../render';
 import type { PanelOptions } from '../types';
 
 type Props = PanelProps<PanelOptions>;
@@ -86,13 +86,16 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
   };
   let url: string | null = null;
   let setupError: string | null = null;
+  let name = 'chart';
   try {
+    name = chartName(options);
     if (!ds) setupError = 'No tcplat datasource: add one (with a renderer URL) and pick it in the panel options.';
     else if (!(ds.jsonData as TcplatOptions).rendererUrl) setupError = `The datasource ${ds.name} has no renderer URL: set it in its settings.`;
-    else url = renderUrl(ds.url ?? '', options.chart, renderParams(options, ctx));
+    else url = renderUrl(ds.url ?? '', chartOf(options).kind, renderParams(options, ctx));
   } catch (e) {
     setupError = (e as Error).message;
   }
+  const lifespans = !setupError && chartOf(options).kind === 'lifespan';
 
   useEffect(() => {
     if (!url || !ds) return;
@@ -122,7 +125,7 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
     if (!ds) return;
     setLink({ status: 'minting' });
     try {
-      const req = linkRequest(ds.url ?? '', options.chart, renderParams(options, ctx, true), options.linkTtl || undefined);
+      const req = linkRequest(ds.url ?? '', chartOf(options).kind, renderParams(options, ctx, true), options.linkTtl || undefined);
       const res = await proxyFetch<MintedLink>(req, 'the renderer', (ds.jsonData as TcplatOptions).rendererUrl ?? '');
       let copied = false;
       try {
@@ -152,7 +155,7 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
   const src = image.status === 'error' ? undefined : image.src;
   return (
     <div className={styles.wrap} data-testid="tcplat-panel" data-state={image.status === 'ok' && image.noData ? 'nodata' : image.status}>
-      {src && <img className={styles.img} src={src} alt={`tcplat ${options.chart} of connect latency`} data-testid="tcplat-panel-image" />}
+      {src && <img className={styles.img} src={src} alt={`tcplat ${name}`} data-testid="tcplat-panel-image" />}
       {image.status === 'loading' && (
         <div className={styles.loading} data-testid="tcplat-panel-loading" aria-live="polite">
           <Spinner inline /> Rendering…
@@ -160,12 +163,12 @@ export function HeatmapPanel({ options, width, height, timeRange, timeZone, repl
       )}
       {image.status === 'ok' && image.noData && (
         <div className={styles.badge} data-testid="tcplat-panel-nodata" role="status">
-          No data in this time range for these filters
+          {lifespans ? 'No closed connections in this time range for these filters (agents record lifespans with --probe-close)' : 'No data in this time range for these filters'}
         </div>
       )}
       {image.status === 'error' && (
         <div className={styles.error} data-testid="tcplat-panel-error">
-          <Alert severity="error" title={image.parameter ? `The renderer refused the parameter ${image.parameter}` : 'The heatmap could not be drawn'}>
+          <Alert severity="error" title={image.parameter ? `The renderer refused the parameter ${image.parameter}` : `The ${name} could not be drawn`}>
             {image.message}
           </Alert>
         </div>
