@@ -267,7 +267,7 @@ class HeatmapFigure:
             self.legend = ax.legend(loc="upper left", fontsize=8, frameon=True, facecolor=theme["bg"], edgecolor=theme["grid"], labelcolor=theme["text"])
             self.legend.get_frame().set_alpha(0.8)
         label = req.get("colour_label", "connects per cell")
-        self.cb.set_label(label if h >= 360 else "connects", color=theme["text"], fontsize=8.5)
+        self.cb.set_label(label if h >= 360 else req.get("colour_unit", "connects"), color=theme["text"], fontsize=8.5)
         # Titles sit in fixed pixel rows so that small panels keep them readable.
         self.title.set_text(fit(req.get("title", ""), w - 20, 8.6))
         self.subtitle.set_text(fit(req.get("subtitle") or "", w - 20, 6.0))
@@ -420,7 +420,7 @@ def render_lifespan(req):
     cb.minorlocator = NullLocator()
     cb.update_ticks()
     label = req.get("colour_label", "connections per cell")
-    cb.set_label(label if h >= 360 else "connections", color=theme["text"], fontsize=8.5)
+    cb.set_label(label if h >= 360 else req.get("colour_unit", "connections"), color=theme["text"], fontsize=8.5)
     add_titles(fig, req, theme, w, h)
     return fig
 

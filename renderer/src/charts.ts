@@ -184,6 +184,7 @@ export function heatmapChart(p: RenderParams, rows: HistRow[], read?: ReadInfo):
       overlays,
       scale: p.scale,
       colour_label: `${text.unit} per cell (${fmtDuration(p.windowMs)} × bucket)`,
+      colour_unit: text.unit, // the label of a short chart (under 360 px)
     },
   };
 }
