@@ -179,9 +179,9 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     expect(first.stderr).toMatch(/created retention policy tcplat_rollups on rollupagent_\w+ \(duration 400d\)/);
     expect(first.stderr).toMatch(new RegExp(`${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + 5 * HOUR))} in 5 chunk\\(s\\) of 1h`));
     expect(first.stderr).toMatch(
-      new RegExp(`^chunk 1/5 ${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + HOUR))}: \\d+ points \\(1m \\d+, 10m \\d+, 1h \\d+, fleet 10m \\d+, fleet 1h \\d+\\); \\d+ in all, \\d+ points/s, ETA \\S+$`, 'm'),
+      new RegExp(`^tcp_connect_hist chunk 1/5 ${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + HOUR))}: \\d+ points \\(1m \\d+, 10m \\d+, 1h \\d+, fleet 10m \\d+, fleet 1h \\d+\\); \\d+ in all, \\d+ points/s, ETA \\S+$`, 'm'),
     );
-    expect(first.stderr).toMatch(/^chunk 5\/5 /m);
+    expect(first.stderr).toMatch(/^tcp_connect_hist chunk 5\/5 /m);
     expect(first.stderr).toMatch(/done: \d+ points in 5 chunk\(s\)/);
     expect(await rollupDiffs(db2)).toEqual([]);
     const second = await runCli(args);
