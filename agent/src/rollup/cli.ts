@@ -66,11 +66,12 @@ export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
 ];
 
 export const ROLLUP_SUMMARY = [
-  `Computes the rollups of ${ROLLED_UP_MEASUREMENTS.join(', ')} (exact sums over ${ROLLUP_WINDOWS.map((w) => w.name).join(', ')}`,
-  `windows: ${ROLLUP_WINDOWS.map((w) => rollupMeasurement(MEASUREMENT.connectHist, w.name)).join(', ')} and the same for the others) from the data already in InfluxDB,`,
-  'the way the agent keeps them up to date live. Use it once after upgrading (history written before rollups',
-  'existed), after importing old captures with an agent run with --no-rollup, or to repair a range. Running it again',
-  'gives the same rollups. Progress (chunk, points written, rate, ETA) goes to stderr; on failure it exits 1 naming',
+  `Computes the rollups of ${ROLLED_UP_MEASUREMENTS.join(', ')}, one after the other`,
+  `(exact sums over ${ROLLUP_WINDOWS.map((w) => w.name).join(', ')} windows: ${ROLLUP_WINDOWS.map((w) => rollupMeasurement(MEASUREMENT.connectHist, w.name)).join(', ')} and the same`,
+  'for the others) from the data already in InfluxDB, the way the agent keeps them up to date live.',
+  'Use it once after upgrading (history written before rollups existed), after importing old captures with an',
+  'agent run with --no-rollup, or to repair a range. Running it again',
+  'gives the same rollups. Progress (measurement, chunk, points written, rate, ETA) goes to stderr; on failure it exits 1 naming',
   'the chunk, and running the same command again (or from that chunk) finishes the job.',
   `It also makes the fleet rollups of ${FLEET_ROLLED_UP_MEASUREMENTS.join(', ')} (${FLEET_ROLLUP_WINDOWS.map((w) => fleetRollupMeasurement(MEASUREMENT.connectHist, w)).join(', ')}): the per-host rollups summed over`,
   'every host, without the host tag, which charts over a whole service read instead of one series per host. No agent',
