@@ -11,7 +11,10 @@
  * shard directory is its size; the rollups are made by the agent's engine (agent/src/rollup/engine.ts),
  * then each level is copied into its own database with SELECT INTO (tags kept with GROUP BY *).
  *
- *   node scripts/rollup-storage.js [--series 60] [--density 0.7] [--raw-rate 5] [--seed 1]
+ * `--measurement tcp_session_hist` (or tls_handshake_hist) measures that histogram and its rollups instead
+ * (tcp_session_hist: one series per service x dst, lifespans, retrans and resets); `--raw-rate 0` skips raw.
+ *
+ *   node scripts/rollup-storage.js [--series 60] [--density 0.7] [--raw-rate 5] [--seed 1] [--measurement M]
  * Needs `npm run build` (agent/dist, pkg/core/dist). Prints a table (bytes on disk, points, bytes/point,
  * per host per day).
  */
@@ -35,6 +38,15 @@ const DENSITY = opt('density', 0.7);
 const RAW_RATE = opt('raw-rate', 5);
 const SEED = opt('seed', 1);
 const DAY = 86_400_000;
+const MEASUREMENT = (() => {
+  const i = args.indexOf('--measurement');
+  const m = i >= 0 ? args[i + 1] : core.MEASUREMENT.connectHist;
+  if (!core.ROLLED_UP_MEASUREMENTS.includes(m)) {
+    console.error(`rollup-storage: --measurement: one of ${core.ROLLED_UP_MEASUREMENTS.join(', ')}`);
+    process.exit(2);
+  }
+  return m;
+})();
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -106,6 +118,9 @@ bind-address = "127.0.0.1:${rpc}"
     const series = [];
     for (const service of services) for (const dst of ['10.0.3.17:5432', 'redis.internal:6379']) for (const result of ['ok', 'refused', 'timeout']) series.push({ host: 'node-1', service, dst, result });
     series.length = Math.min(series.length, SERIES);
+    const session = MEASUREMENT === core.MEASUREMENT.sessionHist;
+    // tcp_session_hist has no result tag: one series per service x dst.
+    const histSeries = session ? series.filter((x) => x.result === 'ok').map(({ host, service, dst }) => ({ host, service, dst, result: 'ok' })) : series;
 
     // 10 s histograms.
     let lines = [];
@@ -115,12 +130,20 @@ bind-address = "127.0.0.1:${rpc}"
       lines = [];
     };
     for (let w = day0; w < day0 + DAY; w += 10_000) {
-      for (const s of series) {
+      for (const s of histSeries) {
         if (r() > (s.result === 'ok' ? DENSITY : DENSITY / 4)) continue;
-        const h = new core.Histogram();
         const n = 1 + Math.floor(r() * 8);
-        for (let i = 0; i < n; i++) h.add(s.result === 'timeout' ? 1000 + r() * 2000 : Math.exp(Math.log(0.4) + r() * 2.5));
-        lines.push(core.encodePoint(core.histPoint(s, h, BigInt(w) * 1_000_000n + 1_000_000n, r() < 0.05 ? 1 : 0)));
+        if (session) {
+          const lifespans = Array.from({ length: n }, () => Math.exp(Math.log(5) + r() * 12));
+          const buckets = new Array(core.SESSION_BUCKET_COUNT).fill(0);
+          for (const l of lifespans) buckets[core.sessionBucketIndex(l)]++;
+          const h = { count: n, sumMs: lifespans.reduce((a, b) => a + b, 0), minMs: Math.min(...lifespans), maxMs: Math.max(...lifespans), buckets, retrans: Math.floor(r() * 3), resetsIn: r() < 0.1 ? 1 : 0, resetsOut: 0 };
+          lines.push(core.encodePoint(core.sessionHistPoint({ host: s.host, service: s.service, dst: s.dst }, h, BigInt(w) * 1_000_000n + 1_000_000n)));
+        } else {
+          const h = new core.Histogram();
+          for (let i = 0; i < n; i++) h.add(s.result === 'timeout' ? 1000 + r() * 2000 : Math.exp(Math.log(0.4) + r() * 2.5));
+          lines.push(core.encodePoint(core.histPoint(s, h, BigInt(w) * 1_000_000n + 1_000_000n, r() < 0.05 ? 1 : 0, MEASUREMENT === core.MEASUREMENT.tlsHist ? MEASUREMENT : core.MEASUREMENT.connectHist)));
+        }
         histPoints++;
         if (lines.length >= 5000) await flush('hist10s');
       }
@@ -129,8 +152,8 @@ bind-address = "127.0.0.1:${rpc}"
 
     // Raw points.
     let rawPoints = 0;
-    const stepNs = BigInt(Math.round(1e9 / RAW_RATE));
-    for (let ns = BigInt(day0) * 1_000_000n; ns < BigInt(day0 + DAY) * 1_000_000n; ns += stepNs) {
+    const stepNs = RAW_RATE > 0 ? BigInt(Math.round(1e9 / RAW_RATE)) : 0n;
+    for (let ns = BigInt(day0) * 1_000_000n; stepNs > 0n && ns < BigInt(day0 + DAY) * 1_000_000n; ns += stepNs) {
       const s = series[Math.floor(r() * series.length)];
       lines.push(
         core.connectLine({ ...s, comm: 'ruby', family: 'ipv4', latencyNs: Math.round(Math.exp(Math.log(0.4) + r() * 2.5) * 1e6), synRetrans: 0, pid: 1000 + Math.floor(r() * 50), sport: 30000 + Math.floor(r() * 30000), timeNs: ns + BigInt(Math.floor(r() * 1000)) }),
@@ -145,11 +168,11 @@ bind-address = "127.0.0.1:${rpc}"
     await engine.ensureRollupStore(store, { retention: '0' });
     const counts = {};
     for (const [a, b] of engine.chunks(day0, day0 + DAY, 6 * 3_600_000)) {
-      const res = await engine.rollupRange({ store, fromMs: a, toMs: b });
+      const res = await engine.rollupRange({ store, measurement: MEASUREMENT, fromMs: a, toMs: b });
       for (const l of res.levels) counts[l.window] = (counts[l.window] ?? 0) + l.points;
     }
     for (const w of core.ROLLUP_WINDOWS) {
-      const m = core.rollupMeasurement(core.MEASUREMENT.connectHist, w.name);
+      const m = core.rollupMeasurement(MEASUREMENT, w.name);
       await q('hist10s', `SELECT * INTO "r${w.name}"."autogen"."${m}" FROM "hist10s"."${core.ROLLUP_RP}"."${m}" GROUP BY *`);
     }
     // Let snapshots and full compactions settle: sizes stop moving.
@@ -162,9 +185,9 @@ bind-address = "127.0.0.1:${rpc}"
       last = now;
     }
     const rows = [
-      ['raw tcp_connect', 'raw', rawPoints, `${RAW_RATE}/s`],
-      ['tcp_connect_hist (10 s)', 'hist10s', histPoints, `${series.length} series`],
-      ...core.ROLLUP_WINDOWS.map((w) => [`tcp_connect_hist_${w.name}`, `r${w.name}`, counts[w.name], '']),
+      ...(rawPoints > 0 ? [['raw tcp_connect', 'raw', rawPoints, `${RAW_RATE}/s`]] : []),
+      [`${MEASUREMENT} (10 s)`, 'hist10s', histPoints, `${histSeries.length} series`],
+      ...core.ROLLUP_WINDOWS.map((w) => [core.rollupMeasurement(MEASUREMENT, w.name), `r${w.name}`, counts[w.name], '']),
     ];
     const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
     console.log(`InfluxDB 1.x (${execFileSync('influxd', ['version']).toString().trim()}), one host, one day; load average ${load}`);

@@ -1,10 +1,10 @@
 /**
  * The renderer's churn and TLS charts against the real InfluxDB 1.x (issues 15, 16): tcp_session_hist,
  * tls_handshake_hist and tcp_connect_hist written with the agent's encoders (sessionHistPoint, histPoint)
- * and tcp_connect_hist's rollups in the schema of pkg/core (rollupHistPoints), real Python workers, PNGs decoded.
- * Checked: lifespan.png's counts per lifespan bucket, its new connections/s, p50/p99 and the resolution its
- * subtitle names (the 10 s data: the agent makes no rollups of tcp_session_hist, pkg/core ROLLED_UP_MEASUREMENTS,
- * while a day's new connections/s come from tcp_connect_hist's 10 min rollups); metric=tls reads tls_handshake_hist.
+ * and the rollups of tcp_connect_hist and tcp_session_hist in the schema of pkg/core (rollupHistPoints), real
+ * Python workers, PNGs decoded. Checked: lifespan.png's counts per lifespan bucket, its new connections/s,
+ * p50/p99 and the resolution its subtitle names (an hour: the 10 s data; a day: the 10 min rollups of both,
+ * pkg/core ROLLED_UP_MEASUREMENTS); metric=tls reads tls_handshake_hist.
  * The same reads through Flux on the real InfluxDB 2.x.
  */
 import {
@@ -58,7 +58,7 @@ function connectWindow(n: number, ms: number) {
 }
 
 /** 10 s points from `from` to NOW: lifespans and connects of both pools, TLS handshakes of one service. */
-/** 10 s points from `from`; hourBase: every lifespan point, but the connects of the last three hours only. */
+/** 10 s points from `from`; hourBase: those of the last three hours only. */
 function seed(from: number): { base: Point[]; hourBase: Point[] } {
   const base: Point[] = [];
   const churnLifespans = Array.from({ length: CHURN.closed }, (_, i) => CHURN.lifespan(i));
@@ -71,7 +71,7 @@ function seed(from: number): { base: Point[]; hourBase: Point[] } {
     base.push(histPoint({ host: 'h1', service: 'churn', dst: DST, result: 'ok' }, connectWindow(CHURN.opened, 0.2), ns));
     base.push(histPoint({ host: 'h1', service: 'churn', dst: DST, result: 'refused' }, connectWindow(CHURN.refused, 0.05), ns));
   }
-  return { base, hourBase: base.filter((p) => p.measurement === MEASUREMENT.sessionHist || BigInt(p.timeNs!) >= BigInt(HOUR_FROM - 2 * 3_600_000) * 1_000_000n) };
+  return { base, hourBase: base.filter((p) => BigInt(p.timeNs!) >= BigInt(HOUR_FROM - 2 * 3_600_000) * 1_000_000n) };
 }
 
 /** TLS: nest -> api:443, 20 handshakes of ~300 ms and 2 failed ones per window; its TCP connects take 0.2 ms. */
@@ -108,12 +108,10 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     target = await freshDatabase('renderer_churn');
     await queryInfluxQL({ ...target, db: '' }, `CREATE RETENTION POLICY ${quote('influxql-ident', ROLLUP_RP)} ON ${quote('influxql-ident', target.db)} DURATION INF REPLICATION 1`, { method: 'POST' });
     const { base, hourBase } = seed(DAY_FROM - 3_600_000);
-    // Lifespans: the whole day of 10 s data (the agent rolls up no tcp_session_hist). Connects: 10 s data of
-    // the last three hours only, and the rollups of the whole day, so a day's connects/s prove they came
-    // from the rollups.
+    // Lifespans and connects: 10 s data of the last three hours only, and the rollups of the whole day, so
+    // a day's lifespan counts and connects/s prove they came from the rollups.
     await writePoints(target, hourBase);
-    const connects = base.filter((p) => p.measurement === MEASUREMENT.connectHist);
-    await writePoints({ ...target, rp: ROLLUP_RP } as InfluxV1Target, ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(connects, w.name)));
+    await writePoints({ ...target, rp: ROLLUP_RP } as InfluxV1Target, ROLLUP_WINDOWS.flatMap((w) => rollupHistPoints(base, w.name)));
     await writePoints(target, tlsPoints());
     srv = await testServer(target, ['--cache-mb', '0'], { now: () => NOW });
   }, 120_000);
@@ -158,13 +156,15 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     expect(reuse.chart.request.subtitle).toContain('mean open 30.0');
   });
 
-  test('a day: lifespans from the 10 s data (no tcp_session_hist rollups), new connections/s from the 10 min rollups; every connection counted', async () => {
+  test('a day: lifespans and new connections/s from the 10 min rollups (tcp_session_hist is rolled up too); every connection counted', async () => {
     const { p, read, chart } = await chartOf('churn', DAY_FROM);
     expect(p.level).toBe('10m');
-    expect(read.level).toBe('base');
+    expect(read.level).toBe('10m');
     expect(read.fallback).toBeUndefined();
+    expect(read.note).toBeUndefined();
+    // The 10 s lifespans hold only the last three hours: the whole day's closes counted means the rollups were read.
     expect(perBucket(chart.request)).toEqual({ le_25: (86_400_000 / W) * CHURN.closed });
-    expect(chart.request.subtitle).toMatch(/ bins of 10 s data/);
+    expect(chart.request.subtitle).toMatch(/ bins of 10 min rollups/);
     // The 10 s connects hold only the last three hours: 10/s in every bin means the rollups were read.
     for (const r of chart.request.rate as number[]) expect(r).toBeCloseTo(10, 6);
   });
@@ -192,7 +192,7 @@ describeWith(missingInflux(), 'renderer churn and TLS charts on InfluxDB 1.x', (
     expect(rm.meanRow).toBeLessThan(cm.meanRow - 0.3 * (box.bottom - box.top));
     const day = await srv.get(`/render/lifespan.png?service=churn&from=${DAY_FROM}&to=${NOW}`);
     expect(day.statusCode).toBe(200);
-    expect(day.headers['x-tcplat-resolution']).toBe('base');
+    expect(day.headers['x-tcplat-resolution']).toBe('10m');
     // No closed connections for a service: a "no data" image that says how to record them.
     const none = await srv.get(`/render/lifespan.png?service=nest&${range}`);
     expect(none.statusCode).toBe(200);

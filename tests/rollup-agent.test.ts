@@ -1,5 +1,7 @@
 /**
  * Rollups end to end with the real `tcplat agent` and `tcplat rollup` on the real InfluxDB 1.x:
+ * - live, TLS handshakes and closes (probe-format tls and close lines): tls_handshake_hist and
+ *   tcp_session_hist are rolled up too, every level equal to the 10 s data the agent wrote;
  * - live: the agent's rollups appear and equal the 10 s data it wrote; SIGKILLed after delivering but
  *   before rolling up (its data older than the 2 h default catch-up), the restarted agent catches up from
  *   its state file: no window is missing;
@@ -56,6 +58,76 @@ async function rollupDiffs(db: InfluxV1Target): Promise<string[]> {
     out.push(...d.map((x) => `${w.name}: ${x}`));
   }
   return out;
+}
+
+/** Close and TLS lines as bpf/tcplat-probe prints them (bpf/README.md; tests/agent-session.test.ts, agent-tls.test.ts). */
+function closeAndTlsEvents(fromMs: number, toMs: number, n: number, seed: number): string {
+  const r = rng(seed);
+  const lines: string[] = [];
+  const closedBy = ['local', 'peer', 'reset_in', 'reset_out'];
+  for (let i = 0; i < n; i++) {
+    const ms = fromMs + Math.floor(((toMs - fromMs) * i) / n);
+    const tsNs = (BigInt(ms) * 1_000_000n + BigInt(i % 1000)).toString();
+    const comm = r() < 0.5 ? 'ruby' : 'node';
+    lines.push(
+      JSON.stringify({
+        type: 'close', ts_ns: '@', lifespan_ns: Math.floor(r() ** 4 * 600e9) + 100_000, pid: 4242, tid: 4243, comm, thread: 'worker', cgroup_id: 1, family: 'ipv4',
+        saddr: '127.0.0.1', sport: 10000 + (i % 50000), daddr: '10.0.0.5', dport: r() < 0.5 ? 5432 : 6379, bytes_sent: 1000, bytes_received: 2000,
+        retrans: r() < 0.1 ? 2 : 0, srtt_us: 350, closed_by: closedBy[i % closedBy.length],
+      }).replace('"@"', tsNs),
+    );
+    lines.push(
+      JSON.stringify({
+        type: 'tls', ts_ns: '@', latency_ns: Math.floor(2e6 + r() * 300e6), result: r() < 0.9 ? 'ok' : 'failed', pid: 1000 + (i % 7), tid: 1000 + (i % 7), comm, thread: comm,
+        cgroup_id: 1, lib: 'openssl', calls: 1, family: 'ipv4', saddr: '127.0.0.1', sport: 40000 + (i % 20000), daddr: '10.0.0.9', dport: 443,
+      }).replace('"@"', tsNs),
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Each rollup level of `measurement` against the 10 s points the agent wrote, added up here (every field
+ * summed but min_ms/max_ms: min/max), per series (every tag) and window. Returns the differences.
+ */
+async function measurementDiffs(db: InfluxV1Target, measurement: string): Promise<string[]> {
+  const id = (x: string) => quote('influxql-ident', x);
+  const read = async (t: InfluxV1Target, m: string) => {
+    const [series] = await queryInfluxQL(t, `SELECT * FROM ${t.rp ? `${id(t.db)}.${id(t.rp)}.` : ''}${id(m)} GROUP BY *`, { epoch: 'ms' });
+    const out: { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[] = [];
+    for (const se of series ?? []) {
+      const ti = se.columns.indexOf('time');
+      for (const v of se.values) {
+        const fields: Record<string, number> = {};
+        se.columns.forEach((c, i) => {
+          if (i !== ti && typeof v[i] === 'number') fields[c] = v[i] as number;
+        });
+        out.push({ tags: se.tags ?? {}, timeMs: Number(v[ti]), fields });
+      }
+    }
+    return out;
+  };
+  const tenS = await read(db, measurement);
+  if (tenS.length === 0) return [`no ${measurement} 10 s points`];
+  const out: string[] = [];
+  for (const w of LEVELS) {
+    const want = new Map<string, Record<string, number>>();
+    for (const p of tenS) {
+      const k = JSON.stringify([Math.floor(p.timeMs / w.ms) * w.ms, Object.entries(p.tags).filter(([, v]) => v !== '').sort()]);
+      const s = want.get(k);
+      if (!s) want.set(k, { ...p.fields });
+      else for (const [f, v] of Object.entries(p.fields)) s[f] = s[f] === undefined ? v : f === 'min_ms' ? Math.min(s[f], v) : f === 'max_ms' ? Math.max(s[f], v) : s[f] + v;
+    }
+    const got = new Map<string, Record<string, number>>();
+    for (const p of await read({ ...db, rp: ROLLUP_RP }, `${measurement}_${w.name}`)) got.set(JSON.stringify([p.timeMs, Object.entries(p.tags).filter(([, v]) => v !== '').sort()]), p.fields);
+    for (const [k, e] of want) {
+      const g = got.get(k);
+      if (!g) out.push(`${w.name}: missing ${k}`);
+      else for (const [f, v] of Object.entries(e)) if (f === 'sum_ms' ? Math.abs(g[f] - v) > 1e-9 * Math.max(1, v) : g[f] !== v) out.push(`${w.name}: ${k} ${f}: expected ${v}, stored ${g[f]}`);
+    }
+    for (const k of got.keys()) if (!want.has(k)) out.push(`${w.name}: unexpected ${k}`);
+  }
+  return out.slice(0, 20);
 }
 
 async function hasRollupRp(db: InfluxV1Target): Promise<boolean> {
@@ -152,6 +224,40 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     agents.splice(0);
   }, 300_000);
 
+  test('live: the agent rolls up tls_handshake_hist and tcp_session_hist too; every level equals the 10 s data it wrote', async () => {
+    const { db, dir } = await fresh();
+    const now = Date.now();
+    const file = path.join(dir, 'close-tls.ndjson');
+    fs.writeFileSync(file, events(now - 25 * 60_000, now - 60_000, 300, 5) + closeAndTlsEvents(now - 25 * 60_000, now - 60_000, 600, 6));
+    const a = await startAgent(agentArgs(db, path.join(dir, 'spool'), ['--source', 'ndjson', '--source-cmd', keepAlive(file), '--flush-interval', '200ms', '--rollup-interval', '1s']));
+    agents.push(a);
+    await waitFor(
+      async () => (await scalar(db, 'SELECT sum("count") FROM "tls_handshake_hist"')) === 600 && (await scalar(db, 'SELECT sum("count") FROM "tcp_session_hist"')) === 600 && (await a.status()).spool.records === 0,
+      60_000,
+      'the 600 handshakes and 600 closes in InfluxDB',
+    );
+    let last: string[] = [];
+    await waitFor(
+      async () => {
+        last = [...(await measurementDiffs(db, 'tls_handshake_hist').catch((e: Error) => [e.message])), ...(await measurementDiffs(db, 'tcp_session_hist').catch((e: Error) => [e.message]))];
+        return last.length === 0;
+      },
+      90_000,
+      'tls_handshake_hist and tcp_session_hist rollups equal to the 10 s data',
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\n${last.join('\n')}\nagent stderr:\n${a.stderr().slice(-3000)}`);
+    });
+    // The rollups hold what the 10 s data holds: 600 of each at every level, session fields included.
+    for (const w of LEVELS) {
+      expect(await scalar({ ...db, rp: ROLLUP_RP } as InfluxV1Target, `SELECT sum("count") FROM "${ROLLUP_RP}"."tls_handshake_hist_${w.name}"`)).toBe(600);
+      expect(await scalar({ ...db, rp: ROLLUP_RP } as InfluxV1Target, `SELECT sum("count") FROM "${ROLLUP_RP}"."tcp_session_hist_${w.name}"`)).toBe(600);
+      expect(await scalar({ ...db, rp: ROLLUP_RP } as InfluxV1Target, `SELECT sum("resets_in") FROM "${ROLLUP_RP}"."tcp_session_hist_${w.name}"`)).toBe(150);
+    }
+    expect(((await (await fetch(`${a.url}/api/status`)).json()) as { rollup: unknown }).rollup).toMatchObject({ errors: 0 });
+    expect(await a.stop()).toBe(0);
+    agents.splice(0);
+  }, 240_000);
+
   test('an import (--once) rolls up its whole range before it exits and says so; with --no-rollup, tcplat rollup backfills it (twice: the same)', async () => {
     const T = DAYS_AGO + 55 * 60_000;
     const { db, dir } = await fresh();
@@ -179,9 +285,9 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     expect(first.stderr).toMatch(/created retention policy tcplat_rollups on rollupagent_\w+ \(duration 400d\)/);
     expect(first.stderr).toMatch(new RegExp(`${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + 5 * HOUR))} in 5 chunk\\(s\\) of 1h`));
     expect(first.stderr).toMatch(
-      new RegExp(`^chunk 1/5 ${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + HOUR))}: \\d+ points \\(1m \\d+, 10m \\d+, 1h \\d+, fleet 10m \\d+, fleet 1h \\d+\\); \\d+ in all, \\d+ points/s, ETA \\S+$`, 'm'),
+      new RegExp(`^tcp_connect_hist chunk 1/5 ${esc(hourText(DAYS_AGO))} \\.\\. ${esc(hourText(DAYS_AGO + HOUR))}: \\d+ points \\(1m \\d+, 10m \\d+, 1h \\d+, fleet 10m \\d+, fleet 1h \\d+\\); \\d+ in all, \\d+ points/s, ETA \\S+$`, 'm'),
     );
-    expect(first.stderr).toMatch(/^chunk 5\/5 /m);
+    expect(first.stderr).toMatch(/^tcp_connect_hist chunk 5\/5 /m);
     expect(first.stderr).toMatch(/done: \d+ points in 5 chunk\(s\)/);
     expect(await rollupDiffs(db2)).toEqual([]);
     const second = await runCli(args);

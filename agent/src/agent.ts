@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine } from '@tcplat/core';
+import { connectLine, encodePoint, LineProtocolError, MEASUREMENT, parseProbeLine, ROLLED_UP_MEASUREMENTS, type HistMeasurement } from '@tcplat/core';
 import { Aggregator, type Emitted } from './aggregate/aggregator';
 import { SeriesBudget } from './aggregate/budget';
 import { wallNs, type Clock } from './clock';
@@ -438,7 +438,7 @@ export class Agent {
       return;
     }
     enc.emitted.inc();
-    if (this.config.once && !('raw' in p) && p.measurement === MEASUREMENT.connectHist && p.timeNs !== undefined) {
+    if (this.config.once && !('raw' in p) && ROLLED_UP_MEASUREMENTS.includes(p.measurement as HistMeasurement) && p.timeNs !== undefined) {
       const ms = Number(BigInt(p.timeNs) / 1_000_000n);
       if (!this.importSpan) this.importSpan = { fromMs: ms, toMs: ms + 1 };
       else {
@@ -561,7 +561,7 @@ export class Agent {
     return t.version === 1 ? `InfluxDB 1.x ${t.url} db=${t.db}` : `InfluxDB 2.x ${t.url} org=${t.org} bucket=${t.bucket}`;
   }
 
-  /** --once: roll up the import's range (this host), chunk by chunk. */
+  /** --once: roll up the import's range (this host, every rolled-up measurement), chunk by chunk. */
   private async rollupImport(): Promise<{ fromMs: number; toMs: number; points: number; error: string | null } | null> {
     const span = this.importSpan;
     if (!span) return null;
@@ -572,7 +572,9 @@ export class Agent {
       if (ensured.ok) this.log.info({}, `rollups: ${ensured.message}`);
       else this.log.warn({}, `rollups: ${ensured.message}; trying the rollups anyway`);
       for (const [a, b] of chunks(span.fromMs, span.toMs, LIVE_CHUNK_MS)) {
-        points += (await rollupRange({ store, fromMs: Math.max(a, span.fromMs), toMs: Math.min(b, span.toMs), host: this.config.host })).points;
+        for (const measurement of ROLLED_UP_MEASUREMENTS) {
+          points += (await rollupRange({ store, measurement, fromMs: Math.max(a, span.fromMs), toMs: Math.min(b, span.toMs), host: this.config.host })).points;
+        }
       }
     } catch (e) {
       return { ...span, points, error: (e as Error).message };

@@ -3,11 +3,12 @@
 /**
  * What the lifespan chart (issue 15) costs against the connect heatmap on the same amount of data, in one
  * run, interleaved: 25 h of 10 s tcp_session_hist and tcp_connect_hist points of 4 series (2 services x
- * 2 destinations) and tcp_connect_hist's rollups, the renderer started by bin/tcplat (--cache-mb 0, 2 workers),
- * then uncached p50/p95 of heatmap.png and lifespan.png at 1 h and 24 h (the heatmap reads the 10 min rollups
- * at 24 h; the lifespans always read the 10 s data: the agent makes no tcp_session_hist rollups, pkg/core
- * ROLLED_UP_MEASUREMENTS), with the ratio lifespan / heatmap and the load average at the start and end.
- * Usage: node renderer/bench/bench-lifespan.js --influx-url URL [--n 15]
+ * 2 destinations) and the rollups of both (as the agent makes them), the renderer started by bin/tcplat
+ * (--cache-mb 0, 2 workers), then uncached p50/p95 of heatmap.png and lifespan.png at 1 h and 24 h (both read
+ * the 10 min rollups at 24 h), with the ratio lifespan / heatmap and the load average at the start and end.
+ * --no-session-rollups writes tcp_connect_hist's rollups only: the lifespans then read the 10 s data, as
+ * before tcp_session_hist was rolled up (the baseline).
+ * Usage: node renderer/bench/bench-lifespan.js --influx-url URL [--n 15] [--no-session-rollups]
  */
 const { spawn } = require('node:child_process');
 const net = require('node:net');
@@ -27,6 +28,7 @@ if (!INFLUX) {
   process.exit(2);
 }
 const N = Number(arg('n', '15'));
+const SESSION_ROLLUPS = !process.argv.includes('--no-session-rollups');
 const DB = 'bench_lifespan';
 const W = 10_000;
 const HOUR = 3_600_000;
@@ -69,8 +71,8 @@ async function seed(target) {
     for (let i = 0; i < ps.length; i += 5000) await core.writeLines(t, core.encodePoints(ps.slice(i, i + 5000)));
   };
   await write(target, points);
-  const connects = points.filter((p) => p.measurement === core.MEASUREMENT.connectHist);
-  await write({ ...target, rp: core.ROLLUP_RP }, core.ROLLUP_WINDOWS.flatMap((w) => core.rollupHistPoints(connects, w.name)));
+  const rolled = SESSION_ROLLUPS ? points : points.filter((p) => p.measurement === core.MEASUREMENT.connectHist);
+  await write({ ...target, rp: core.ROLLUP_RP }, core.ROLLUP_WINDOWS.flatMap((w) => core.rollupHistPoints(rolled, w.name)));
   return points.length;
 }
 
@@ -124,7 +126,7 @@ async function main() {
       o.ratio_p50_vs_heatmap = +(o.p50_ms / h.p50_ms).toFixed(2);
     }
     console.table(out);
-    console.log(JSON.stringify({ n: N, load_start: startLoad, load_end: load(), results: out }));
+    console.log(JSON.stringify({ n: N, session_rollups: SESSION_ROLLUPS, load_start: startLoad, load_end: load(), results: out }));
   } finally {
     try {
       process.kill(-child.pid, 'SIGTERM');

@@ -257,12 +257,12 @@ describe('churn and TLS metrics (issues 15, 16)', () => {
   const range = { fromMs: 1_700_000_000_000, toMs: 1_700_000_000_000 + 7 * 86_400_000 };
   const replace = replacer({ service: [`api' OR 1=1 --`, 'web"; DROP'] });
 
-  test('each reads its measurement; churn and TLS read the 10 s data (no rollups of them yet) where connects read rollups', () => {
+  test('each reads its measurement, and its rollups: churn and TLS pick a rollup level as connects do', () => {
     const plan = (metric: TcplatQuery['metric']) => planQuery({ refId: 'A', metric, groupBy: ['service'] }, {}, range, 600_000);
     expect(plan('p99')).toMatchObject({ measurement: 'tcp_connect_hist', level: '10m' });
     expect(plan('newConnRate')).toMatchObject({ measurement: 'tcp_connect_hist', level: '10m' });
-    for (const m of ['openMean', 'lifespanP50', 'lifespanP99', 'shortShare'] as const) expect(plan(m)).toMatchObject({ measurement: 'tcp_session_hist', level: 'base', hist: { measurement: 'tcp_session_hist', windowMs: 600_000 } });
-    for (const m of ['tlsP50', 'tlsP99', 'tlsFailureRate', 'tlsRate'] as const) expect(plan(m)).toMatchObject({ measurement: 'tls_handshake_hist', level: 'base', hist: { measurement: 'tls_handshake_hist' } });
+    for (const m of ['openMean', 'lifespanP50', 'lifespanP99', 'shortShare'] as const) expect(plan(m)).toMatchObject({ measurement: 'tcp_session_hist', level: '10m', hist: { measurement: 'tcp_session_hist', windowMs: 600_000 } });
+    for (const m of ['tlsP50', 'tlsP99', 'tlsFailureRate', 'tlsRate'] as const) expect(plan(m)).toMatchObject({ measurement: 'tls_handshake_hist', level: '10m', hist: { measurement: 'tls_handshake_hist' } });
   });
 
   test('new connections are the ok connects; lifespans ignore a result filter and group-by (tcp_session_hist has no result)', () => {

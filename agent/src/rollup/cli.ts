@@ -16,6 +16,9 @@ import {
   loadConfig,
   MEASUREMENT,
   parseTime,
+  FLEET_ROLLED_UP_MEASUREMENTS,
+  ROLLED_UP_MEASUREMENTS,
+  type HistMeasurement,
   ROLLUP_BUCKET_SUFFIX,
   ROLLUP_RP,
   ROLLUP_WINDOWS,
@@ -26,7 +29,7 @@ import { chunks, COARSEST_WINDOW_MS, ensureRollupStore, firstPointMs, floorTo, i
 
 export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
   ...INFLUX_OPTIONS,
-  { name: 'from', type: 'string', arg: 'TIME', help: 'start of the range: now-7d, epoch ms or an ISO 8601 date (default: the first tcp_connect_hist point)' },
+  { name: 'from', type: 'string', arg: 'TIME', help: 'start of the range: now-7d, epoch ms or an ISO 8601 date (default: each measurement\'s first point)' },
   { name: 'to', type: 'string', arg: 'TIME', default: 'now', help: 'end of the range (exclusive; widened to whole windows)' },
   { name: 'host', type: 'string', arg: 'NAME', help: "only this host's series (default: every host; each host's series are rolled up on their own)" },
   { name: 'chunk', type: 'duration', arg: 'DURATION', default: '6h', help: "time walked per step (whole hours); each step is done host by host, so memory holds one host's series of one step" },
@@ -63,13 +66,14 @@ export const ROLLUP_OPTIONS: readonly OptionSpec[] = [
 ];
 
 export const ROLLUP_SUMMARY = [
-  `Computes the rollups of ${MEASUREMENT.connectHist} (exact sums over ${ROLLUP_WINDOWS.map((w) => w.name).join(', ')} windows:`,
-  `${ROLLUP_WINDOWS.map((w) => rollupMeasurement(MEASUREMENT.connectHist, w.name)).join(', ')}) from the data already in InfluxDB,`,
-  'the way the agent keeps them up to date live. Use it once after upgrading (history written before rollups',
-  'existed), after importing old captures with an agent run with --no-rollup, or to repair a range. Running it again',
-  'gives the same rollups. Progress (chunk, points written, rate, ETA) goes to stderr; on failure it exits 1 naming',
+  `Computes the rollups of ${ROLLED_UP_MEASUREMENTS.join(', ')}, one after the other`,
+  `(exact sums over ${ROLLUP_WINDOWS.map((w) => w.name).join(', ')} windows: ${ROLLUP_WINDOWS.map((w) => rollupMeasurement(MEASUREMENT.connectHist, w.name)).join(', ')} and the same`,
+  'for the others) from the data already in InfluxDB, the way the agent keeps them up to date live.',
+  'Use it once after upgrading (history written before rollups existed), after importing old captures with an',
+  'agent run with --no-rollup, or to repair a range. Running it again',
+  'gives the same rollups. Progress (measurement, chunk, points written, rate, ETA) goes to stderr; on failure it exits 1 naming',
   'the chunk, and running the same command again (or from that chunk) finishes the job.',
-  `It also makes the fleet rollups (${FLEET_ROLLUP_WINDOWS.map((w) => fleetRollupMeasurement(MEASUREMENT.connectHist, w)).join(', ')}): the per-host rollups summed over`,
+  `It also makes the fleet rollups of ${FLEET_ROLLED_UP_MEASUREMENTS.join(', ')} (${FLEET_ROLLUP_WINDOWS.map((w) => fleetRollupMeasurement(MEASUREMENT.connectHist, w)).join(', ')}): the per-host rollups summed over`,
   'every host, without the host tag, which charts over a whole service read instead of one series per host. No agent',
   'can make those (each would overwrite the others\' sums): run `tcplat rollup --fleet-only --follow 2m` once per',
   'InfluxDB (the compose file and the Kubernetes manifests do) to keep them current.',
@@ -131,10 +135,22 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
     err(`tcplat rollup: cannot set up the rollup ${rollupWhere} on ${where}: ${(e as Error).message}`);
     return 1;
   }
+  // Each rolled-up measurement in turn (--fleet-only: those with fleet rollups), its progress lines named.
+  const measurements = o.fleetOnly ? FLEET_ROLLED_UP_MEASUREMENTS : ROLLED_UP_MEASUREMENTS;
+  for (const m of measurements) {
+    const code = await rollMeasurement(m, store, o, err, now);
+    if (code !== 0) return code;
+  }
+  return o.followMs !== undefined ? follow(store, o, io, err, now) : 0;
+}
+
+/** The whole run for one measurement: its range, its hosts, chunk by chunk with progress. 0, or 1 on failure. */
+async function rollMeasurement(m: HistMeasurement, store: RollupStore, o: ReturnType<typeof parse>, err: (s: string) => void, now: () => number): Promise<number> {
+  const where = describeTarget(o.target);
+  const rollupWhere = store.rollup.version === 1 ? `retention policy ${store.rollup.rp}` : `bucket ${store.rollup.bucket}`;
   // What the run reads: the 10 s data, or (--fleet-only) the per-host rollups the fleet ones are summed from.
-  const input = o.fleetOnly ? { t: store.rollup, m: rollupMeasurement(MEASUREMENT.connectHist, FLEET_ROLLUP_WINDOWS[0]) } : { t: o.target, m: MEASUREMENT.connectHist };
+  const input = o.fleetOnly ? { t: store.rollup, m: rollupMeasurement(m, FLEET_ROLLUP_WINDOWS[0]) } : { t: o.target, m };
   const inputWhere = describeTarget(input.t);
-  const done = (code: number) => (code === 0 && o.followMs !== undefined ? follow(store, o, io, err, now) : code);
   let from = o.fromMs;
   if (from === undefined) {
     let first: number | null;
@@ -146,13 +162,13 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
     }
     if (first === null) {
       err(`tcplat rollup: no ${input.m} points${o.host !== undefined ? ` of host ${o.host}` : ''} in ${inputWhere}: nothing to roll up`);
-      return done(0);
+      return 0;
     }
     from = first;
   }
   if (from >= o.toMs) {
-    err(`tcplat rollup: nothing to do: the range starts (${fmtTime(from)}) at or after its end (${fmtTime(o.toMs)})`);
-    return done(0);
+    err(`tcplat rollup: ${m}: nothing to do: the range starts (${fmtTime(from)}) at or after its end (${fmtTime(o.toMs)})`);
+    return 0;
   }
   const steps = chunks(from, o.toMs, o.chunkMs);
   let hosts: string[];
@@ -163,16 +179,16 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
     return 1;
   }
   err(
-    `tcplat rollup: ${where}: ${fmtTime(steps[0][0])} .. ${fmtTime(steps[steps.length - 1][1])} in ${steps.length} chunk(s) of ${o.chunkMs / 3_600_000}h, ${
+    `tcplat rollup: ${m} in ${where}: ${fmtTime(steps[0][0])} .. ${fmtTime(steps[steps.length - 1][1])} in ${steps.length} chunk(s) of ${o.chunkMs / 3_600_000}h, ${
       o.host !== undefined ? `host ${o.host}` : `${hosts.length} host(s)`
     }, into the ${rollupWhere}`,
   );
   const t0 = now();
-  const roll = chunkRoller(store, o, hosts);
+  const roll = chunkRoller(store, o, hosts, m);
   let points = 0;
   for (let i = 0; i < steps.length; i++) {
     const [a, b] = steps[i];
-    const label = `chunk ${i + 1}/${steps.length} ${fmtTime(a)} .. ${fmtTime(b)}`;
+    const label = `${m} chunk ${i + 1}/${steps.length} ${fmtTime(a)} .. ${fmtTime(b)}`;
     try {
       const r = await roll(a, b);
       points += r.points;
@@ -186,8 +202,8 @@ export async function main(argv: string[], io: MainIo = process): Promise<number
       return 1;
     }
   }
-  err(`tcplat rollup: done: ${points} points in ${steps.length} chunk(s), ${fmtSeconds((now() - t0) / 1000)}`);
-  return done(0);
+  err(`tcplat rollup: ${m} done: ${points} points in ${steps.length} chunk(s), ${fmtSeconds((now() - t0) / 1000)}`);
+  return 0;
 }
 
 interface Parsed {
@@ -203,7 +219,9 @@ interface Parsed {
  * One chunk's work: the per-host levels host by host (unless --fleet-only), then the fleet levels (unless
  * --no-fleet), which always sum every host's rollups, so they are exact after a --host run too.
  */
-function chunkRoller(store: RollupStore, o: Parsed, hosts: string[]) {
+function chunkRoller(store: RollupStore, o: Parsed, hosts: string[], measurement: HistMeasurement) {
+  // Only the measurements of FLEET_ROLLED_UP_MEASUREMENTS have fleet rollups.
+  const noFleet = o.noFleet || !FLEET_ROLLED_UP_MEASUREMENTS.includes(measurement);
   let current = '';
   const fn = async (a: number, b: number): Promise<{ points: number; summary: string }> => {
     const byLevel = new Map<string, number>();
@@ -212,19 +230,19 @@ function chunkRoller(store: RollupStore, o: Parsed, hosts: string[]) {
       // Host by host: each host's series are rolled up on their own, and one answer holds one host's.
       for (const host of hosts) {
         current = host;
-        const r = await rollupRange({ store, fromMs: a, toMs: b, host });
+        const r = await rollupRange({ store, measurement, fromMs: a, toMs: b, host });
         points += r.points;
         for (const l of r.levels) byLevel.set(l.window, (byLevel.get(l.window) ?? 0) + l.points);
       }
     }
     current = '';
-    if (!o.noFleet) {
+    if (!noFleet) {
       // The fleet sums read every host's rollups: host by host when the hosts are known (less memory).
-      const r = await rollupFleetRange({ store, fromMs: a, toMs: b, hosts: o.host === undefined ? hosts : undefined });
+      const r = await rollupFleetRange({ store, measurement, fromMs: a, toMs: b, hosts: o.host === undefined ? hosts : undefined });
       points += r.points;
       for (const l of r.levels) byLevel.set(`fleet ${l.window}`, l.points);
     }
-    const names = [...(o.fleetOnly ? [] : ROLLUP_WINDOWS.map((w) => w.name)), ...(o.noFleet ? [] : FLEET_ROLLUP_WINDOWS.map((w) => `fleet ${w}`))];
+    const names = [...(o.fleetOnly ? [] : ROLLUP_WINDOWS.map((w) => w.name)), ...(noFleet ? [] : FLEET_ROLLUP_WINDOWS.map((w) => `fleet ${w}`))];
     return { points, summary: names.map((n) => `${n} ${byLevel.get(n) ?? 0}`).join(', ') };
   };
   return Object.assign(fn, { host: () => current });
@@ -255,9 +273,11 @@ async function follow(store: RollupStore, o: Parsed, io: MainIo, err: (s: string
       const to = t0;
       const from = floorTo(to - o.lookbackMs, COARSEST_WINDOW_MS);
       try {
-        const hosts = o.fleetOnly ? (o.host !== undefined ? [o.host] : await listHosts(store.rollup, from, rollupMeasurement(MEASUREMENT.connectHist, FLEET_ROLLUP_WINDOWS[0]))) : o.host !== undefined ? [o.host] : await listHosts(o.target, from);
-        const r = await chunkRoller(store, o, hosts)(from, to);
-        err(`tcplat rollup: follow ${fmtTime(from)} .. now: ${r.points} points (${r.summary}) in ${((now() - t0) / 1000).toFixed(1)}s`);
+        for (const m of o.fleetOnly ? FLEET_ROLLED_UP_MEASUREMENTS : ROLLED_UP_MEASUREMENTS) {
+          const hosts = o.host !== undefined ? [o.host] : o.fleetOnly ? await listHosts(store.rollup, from, rollupMeasurement(m, FLEET_ROLLUP_WINDOWS[0])) : await listHosts(o.target, from, m);
+          const r = await chunkRoller(store, o, hosts, m)(from, to);
+          err(`tcplat rollup: follow ${m} ${fmtTime(from)} .. now: ${r.points} points (${r.summary}) in ${((now() - t0) / 1000).toFixed(1)}s`);
+        }
       } catch (e) {
         err(`tcplat rollup: follow ${fmtTime(from)} .. now failed: ${(e as Error).message}; trying again in ${fmtSeconds(o.followMs! / 1000)}`);
       }

@@ -1,12 +1,15 @@
 /**
- * The rollup engine (issue 14): exact sums of `tcp_connect_hist` over coarser windows, made by tcplat FROM
+ * The rollup engine (issue 14): exact sums of the histogram measurements of ROLLUP_SCHEMAS (pkg/core:
+ * tcp_connect_hist, tls_handshake_hist, tcp_session_hist, each with its own tags and fields) over coarser
+ * windows, made by tcplat FROM
  * THE DATABASE, the same way for the agent's live catch-up and for `tcplat rollup`'s backfill, on any
  * InfluxDB that answers queries and takes writes (1.x InfluxQL, 2.x Flux; no continuous queries or tasks).
  *
  * For a time range (and optionally one host), per rollup window w of ROLLUP_WINDOWS in order (1m from the
  * 10 s data, then 10m from the 1m rollup, then 1h from the 10m one: a cascade, each level read from the
  * level below), it gets the sums (every bucket field, count, sum_ms, syn_retrans summed; min_ms min;
- * max_ms max) per window and per series (host, service, dst, result) -- made by Flux on 2.x, added up from
+ * max_ms max; tcp_session_hist's retrans, resets and zero windows summed) per window and per series (every
+ * tag of the measurement) -- made by Flux on 2.x, added up from
  * the points InfluxQL returns on 1.x (faster there, see influxQLPoints) -- and writes one point per
  * series per window, stamped at the window's start, into `rollupMeasurement(source, w)` in the rollup
  * retention policy (1.x) or bucket (2.x). A point written again overwrites the old one, so re-running is
@@ -19,7 +22,6 @@
 import {
   describeTarget,
   encodePoint,
-  histColumns,
   int,
   MEASUREMENT,
   fluxRecords,
@@ -34,10 +36,11 @@ import {
   writeLines,
   FluxResultError,
   FLEET_ROLLUP_WINDOWS,
-  FLEET_TAGS,
   fleetRollupMeasurement,
   HIST_FIELD,
   InfluxError,
+  rollupSchemaOf,
+  type RollupSchema,
   type Fields,
   type HistColumn,
   type InfluxTarget,
@@ -46,14 +49,16 @@ import {
   type RollupWindowName,
 } from '@tcplat/core';
 
-/** The tags a per-host rollup keeps apart: every tag of the histogram series (the host-less fleet rollups: rollupFleetRange). */
-export const ROLLUP_TAGS = [TAG.host, TAG.service, TAG.dst, TAG.result] as const;
+/** The tags a per-host rollup of tcp_connect_hist keeps apart (each measurement's: ROLLUP_SCHEMAS in pkg/core). */
+export const ROLLUP_TAGS: readonly string[] = rollupSchemaOf(MEASUREMENT.connectHist).tags;
 
-/** Every field of a histogram point and how it adds up over a window. */
-export const ROLLUP_COLUMNS: readonly HistColumn[] = histColumns(['buckets', 'count', 'sum', 'min', 'max', 'synRetrans']);
+/** Every field of a tcp_connect_hist point and how it adds up over a window (each measurement's: ROLLUP_SCHEMAS). */
+export const ROLLUP_COLUMNS: readonly HistColumn[] = rollupSchemaOf(MEASUREMENT.connectHist).columns;
 
-/** Float fields (written as floats); every other field is an integer count. */
-const FLOAT_FIELDS = new Set<string>([HIST_FIELD.sumMs, HIST_FIELD.minMs, HIST_FIELD.maxMs]);
+/** The fleet rollups' tags of a measurement: its tags but the host. */
+function fleetTagsOf(schema: RollupSchema): readonly string[] {
+  return schema.tags.filter((t) => t !== TAG.host);
+}
 
 /** Lines per write request. */
 const WRITE_BATCH_LINES = 5000;
@@ -122,6 +127,7 @@ export interface RollupRangeOptions {
  */
 export async function rollupRange(o: RollupRangeOptions): Promise<RangeResult> {
   const source = o.measurement ?? MEASUREMENT.connectHist;
+  const schema = rollupSchemaOf(source);
   let from = o.fromMs;
   let to = o.toMs;
   const levels: LevelResult[] = [];
@@ -130,8 +136,8 @@ export async function rollupRange(o: RollupRangeOptions): Promise<RangeResult> {
     from = floorTo(from, w.ms);
     to = ceilTo(to, w.ms);
     const readFrom = prev === null ? { target: o.store.source, measurement: source } : { target: o.store.rollup, measurement: rollupMeasurement(source, prev) };
-    const rows = await readSums({ ...readFrom, fromMs: from, toMs: to, windowMs: w.ms, host: o.host, signal: o.signal });
-    const points = await writeRollup(o.store.rollup, rollupMeasurement(source, w.name), rows, o.signal);
+    const rows = await readSums({ ...readFrom, schema, fromMs: from, toMs: to, windowMs: w.ms, host: o.host, signal: o.signal });
+    const points = await writeRollup(o.store.rollup, rollupMeasurement(source, w.name), rows, o.signal, schema);
     levels.push({ window: w.name, fromMs: from, toMs: to, points });
     prev = w.name;
   }
@@ -157,6 +163,7 @@ export interface FleetRangeResult {
  */
 export async function rollupFleetRange(o: { store: RollupStore; fromMs: number; toMs: number; hosts?: readonly string[]; measurement?: string; signal?: AbortSignal }): Promise<FleetRangeResult> {
   const source = o.measurement ?? MEASUREMENT.connectHist;
+  const schema = rollupSchemaOf(source);
   const levels: LevelResult[] = [];
   for (const name of FLEET_ROLLUP_WINDOWS) {
     const w = ROLLUP_WINDOWS.find((x) => x.name === name)!;
@@ -164,18 +171,19 @@ export async function rollupFleetRange(o: { store: RollupStore; fromMs: number; 
     const to = ceilTo(o.toMs, w.ms);
     const sums = new Map<string, RollupRow>();
     for (const host of o.hosts ?? [undefined]) {
-      const rows = await readSums({ target: o.store.rollup, measurement: rollupMeasurement(source, name), fromMs: from, toMs: to, windowMs: w.ms, host, signal: o.signal });
-      foldHosts(sums, rows);
+      const rows = await readSums({ target: o.store.rollup, schema, measurement: rollupMeasurement(source, name), fromMs: from, toMs: to, windowMs: w.ms, host, signal: o.signal });
+      foldHosts(sums, rows, schema);
     }
-    const points = await writeRollup(o.store.rollup, fleetRollupMeasurement(source, name), [...sums.values()], o.signal);
+    const points = await writeRollup(o.store.rollup, fleetRollupMeasurement(source, name), [...sums.values()], o.signal, schema);
     levels.push({ window: name, fromMs: from, toMs: to, points });
   }
   return { fromMs: Math.min(...levels.map((l) => l.fromMs)), toMs: Math.max(...levels.map((l) => l.toMs)), levels, points: levels.reduce((a, l) => a + l.points, 0) };
 }
 
-/** Add per-host rows into fleet rows (keyed by window and FLEET_TAGS): counts summed, min_ms min, max_ms max. */
-export function foldHosts(into: Map<string, RollupRow>, rows: readonly RollupRow[]): void {
-  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(ROLLUP_COLUMNS.map((c) => [c.field, c.agg]));
+/** Add per-host rows into fleet rows (keyed by window and the tags but host): counts summed, min_ms min, max_ms max. */
+export function foldHosts(into: Map<string, RollupRow>, rows: readonly RollupRow[], schema: RollupSchema = rollupSchemaOf(MEASUREMENT.connectHist)): void {
+  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(schema.columns.map((c) => [c.field, c.agg]));
+  const FLEET_TAGS = fleetTagsOf(schema);
   for (const r of rows) {
     const tags: Record<string, string> = {};
     for (const t of FLEET_TAGS) tags[t] = r.tags[t] ?? '';
@@ -195,6 +203,8 @@ export function foldHosts(into: Map<string, RollupRow>, rows: readonly RollupRow
 
 export interface ReadSumsOptions {
   target: InfluxTarget;
+  /** The tags and fields of what is read (default tcp_connect_hist's). */
+  schema?: RollupSchema;
   measurement: string;
   fromMs: number;
   toMs: number;
@@ -207,7 +217,7 @@ export interface ReadSumsOptions {
 export async function readSums(o: ReadSumsOptions): Promise<RollupRow[]> {
   if (o.target.version === 1) {
     const series = (await queryInfluxQL(o.target, influxQLPoints(o.target, o), { method: 'POST', epoch: 'ms', signal: o.signal }))[0] ?? [];
-    return sumPoints(series, o.windowMs);
+    return sumPoints(series, o.windowMs, o.schema);
   }
   return fluxReadSums({ ...o, target: o.target });
 }
@@ -223,13 +233,15 @@ export function influxQLPoints(t: InfluxV1Target, o: Omit<ReadSumsOptions, 'targ
   const from = t.rp ? `${id(t.db)}.${id(t.rp)}.${id(o.measurement)}` : `${id(t.db)}..${id(o.measurement)}`;
   const where = [`time >= ${checkedMs(o.fromMs)}ms`, `time < ${checkedMs(o.toMs)}ms`];
   if (o.host !== undefined) where.push(`${id(TAG.host)} = ${quote('influxql-string', o.host)}`);
-  return `SELECT ${ROLLUP_COLUMNS.map((c) => id(c.field)).join(', ')} FROM ${from} WHERE ${where.join(' AND ')} GROUP BY ${ROLLUP_TAGS.map(id).join(', ')}`;
+  const schema = o.schema ?? rollupSchemaOf(MEASUREMENT.connectHist);
+  return `SELECT ${schema.columns.map((c) => id(c.field)).join(', ')} FROM ${from} WHERE ${where.join(' AND ')} GROUP BY ${schema.tags.map(id).join(', ')}`;
 }
 
 /** Add up points per series and epoch-aligned window: counts summed, min_ms min, max_ms max. */
-export function sumPoints(series: readonly { tags?: Record<string, string>; columns: string[]; values: unknown[][] }[], windowMs: number): RollupRow[] {
+export function sumPoints(series: readonly { tags?: Record<string, string>; columns: string[]; values: unknown[][] }[], windowMs: number, schema: RollupSchema = rollupSchemaOf(MEASUREMENT.connectHist)): RollupRow[] {
   const out = new Map<string, RollupRow>();
-  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(ROLLUP_COLUMNS.map((c) => [c.field, c.agg]));
+  const aggOf = new Map<string, 'sum' | 'min' | 'max'>(schema.columns.map((c) => [c.field, c.agg]));
+  const ROLLUP_TAGS = schema.tags;
   for (const s of series) {
     const tags: Record<string, string> = {};
     for (const t of ROLLUP_TAGS) tags[t] = s.tags?.[t] ?? '';
@@ -270,7 +282,7 @@ export function sumPoints(series: readonly { tags?: Record<string, string>; colu
 export function fluxSums(t: InfluxV2Target, o: Omit<ReadSumsOptions, 'target'>, agg: 'sum' | 'min' | 'max'): string {
   const s = (v: string) => quote('flux-string', v);
   const every = `${checkedMs(o.windowMs)}ms`;
-  const fields = ROLLUP_COLUMNS.filter((c) => c.agg === agg).map((c) => c.field);
+  const fields = (o.schema ?? rollupSchemaOf(MEASUREMENT.connectHist)).columns.filter((c) => c.agg === agg).map((c) => c.field);
   const lines: string[] = [];
   lines.push(`from(bucket: ${s(t.bucket)})`);
   lines.push(`  |> range(start: ${new Date(checkedMs(o.fromMs)).toISOString()}, stop: ${new Date(checkedMs(o.toMs)).toISOString()})`);
@@ -283,12 +295,13 @@ export function fluxSums(t: InfluxV2Target, o: Omit<ReadSumsOptions, 'target'>, 
   return lines.join('\n') + '\n';
 }
 
-/** Rows of the three aggregates' answers joined per series and window. */
+/** Rows of the three aggregates' answers joined per series and window (a schema without min or max fields asks nothing for them). */
 async function fluxReadSums(o: ReadSumsOptions & { target: InfluxV2Target }): Promise<RollupRow[]> {
   const byKey = new Map<string, RollupRow>();
+  const schema = o.schema ?? rollupSchemaOf(MEASUREMENT.connectHist);
   for (const agg of ['sum', 'min', 'max'] as const) {
-    for (const r of rowsFromFluxCsv(await queryFlux(o.target, fluxSums(o.target, o, agg), o.signal))) {
-      const k = JSON.stringify([r.timeMs, ...ROLLUP_TAGS.map((t) => r.tags[t])]);
+    for (const r of rowsFromFluxCsv(await queryFlux(o.target, fluxSums(o.target, o, agg), o.signal), schema)) {
+      const k = JSON.stringify([r.timeMs, ...schema.tags.map((t) => r.tags[t])]);
       const had = byKey.get(k);
       if (had) Object.assign(had.values, r.values);
       else byKey.set(k, r);
@@ -306,9 +319,10 @@ function checkedMs(ms: number): number {
  * Rows of the pivoted Flux answer. The annotated CSV has a column `result` of its own (the yield's name)
  * before the table's columns, and our tag `result` comes later: tags are read from their LAST column.
  */
-export function rowsFromFluxCsv(text: string): RollupRow[] {
+export function rowsFromFluxCsv(text: string, schema: RollupSchema = rollupSchemaOf(MEASUREMENT.connectHist)): RollupRow[] {
   const out: RollupRow[] = [];
-  const fields = new Set(ROLLUP_COLUMNS.map((c) => c.field));
+  const fields = new Set(schema.columns.map((c) => c.field));
+  const ROLLUP_TAGS = schema.tags;
   let header: string[] | null = null;
   let tagIdx: [string, number][] = [];
   let fieldIdx: [string, number][] = [];
@@ -340,13 +354,13 @@ export function rowsFromFluxCsv(text: string): RollupRow[] {
 }
 
 /** The line of one rollup point: the source's tags and fields (integer counts stay integers). */
-export function rollupLine(measurement: string, r: RollupRow): string | null {
+export function rollupLine(measurement: string, r: RollupRow, schema: RollupSchema = rollupSchemaOf(MEASUREMENT.connectHist)): string | null {
   const fields: Fields = {};
   let any = false;
-  for (const c of ROLLUP_COLUMNS) {
+  for (const c of schema.columns) {
     const v = r.values[c.field];
     if (v === undefined) continue;
-    fields[c.field] = FLOAT_FIELDS.has(c.field) ? v : int(Math.round(v));
+    fields[c.field] = schema.floatFields.includes(c.field) ? v : int(Math.round(v));
     any = true;
   }
   if (!any) return null;
@@ -354,7 +368,7 @@ export function rollupLine(measurement: string, r: RollupRow): string | null {
 }
 
 /** Write rows as rollup points, in batches; returns the points written. */
-export async function writeRollup(t: InfluxTarget, measurement: string, rows: readonly RollupRow[], signal?: AbortSignal): Promise<number> {
+export async function writeRollup(t: InfluxTarget, measurement: string, rows: readonly RollupRow[], signal?: AbortSignal, schema: RollupSchema = rollupSchemaOf(MEASUREMENT.connectHist)): Promise<number> {
   let n = 0;
   let batch: string[] = [];
   const flush = async () => {
@@ -364,7 +378,7 @@ export async function writeRollup(t: InfluxTarget, measurement: string, rows: re
     batch = [];
   };
   for (const r of rows) {
-    const line = rollupLine(measurement, r);
+    const line = rollupLine(measurement, r, schema);
     if (line === null) continue;
     batch.push(line);
     if (batch.length >= WRITE_BATCH_LINES) await flush();

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { encodePoint, Histogram, histPoint, Metrics } from '@tcplat/core';
+import { encodePoint, Histogram, histPoint, MEASUREMENT, Metrics, SESSION_BUCKET_FIELDS, sessionHistPoint } from '@tcplat/core';
 import { silentLogger } from '../types';
 import { rollupStore } from './engine';
 import { contiguous, DEFAULT_CATCH_UP_MS, histWindows, RollupJob, STATE_FILE } from './job';
@@ -27,6 +27,18 @@ describe('rollup job: dirty windows and the state file (the real databases are i
     expect([...histWindows(text)].sort()).toEqual([5 * M, 7 * M]);
     expect([...histWindows(hist(9 * M, 'h'))]).toEqual([9 * M]);
     expect([...histWindows(raw)]).toEqual([]);
+  });
+
+  test('tls_handshake_hist and tcp_session_hist lines make their windows dirty too (their raw lines do not)', () => {
+    const h = new Histogram();
+    h.add(1);
+    const tls = encodePoint(histPoint({ host: 'h', service: 's', dst: 'd', result: 'ok' }, h, BigInt(3 * M + 20_000) * 1_000_000n, 0, MEASUREMENT.tlsHist));
+    const session = encodePoint(
+      sessionHistPoint({ host: 'h', service: 's', dst: 'd' }, { count: 1, sumMs: 5, minMs: 5, maxMs: 5, buckets: new Array<number>(SESSION_BUCKET_FIELDS.length).fill(0), retrans: 0, resetsIn: 0, resetsOut: 0 }, BigInt(11 * M) * 1_000_000n + 4n),
+    );
+    const rawSession = 'tcp_session,host=h lifespan_ms=5 1000000000000000000';
+    expect([...histWindows([rawSession, session, tls].join('\n'))].sort((a, b) => a - b)).toEqual([3 * M, 11 * M]);
+    expect([...histWindows(session)]).toEqual([11 * M]);
   });
 
   test('adjacent windows form one range', () => {

@@ -1,8 +1,10 @@
 /**
- * The agent's live rollup job. The writer tells it which `tcp_connect_hist` windows it delivered points
- * into (from the timestamps of the hist lines of each batch InfluxDB accepted, before the batch leaves the
- * spool); those 1m windows are dirty. Every --rollup-interval the job recomputes the dirty windows with the
- * engine (finer level first, then the coarser windows that contain them), for this host only. A late event
+ * The agent's live rollup job. The writer tells it which windows it delivered histogram points into (from
+ * the timestamps of the lines of each batch InfluxDB accepted whose measurement has rollups:
+ * ROLLED_UP_MEASUREMENTS, i.e. tcp_connect_hist, tls_handshake_hist, tcp_session_hist; before the batch
+ * leaves the spool); those 1m windows are dirty. Every --rollup-interval the job recomputes the dirty
+ * windows with the engine (finer level first, then the coarser windows that contain them), for this host
+ * only, for every rolled-up measurement (one set of dirty windows for all: a window is recomputed whole). A late event
  * or an import makes its window dirty again, so the rollups stay exact.
  *
  * Crash safety: a small state file in the spool directory (written to a temporary file, fsynced, renamed)
@@ -16,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { escapeMeasurement, MEASUREMENT } from '@tcplat/core';
+import { escapeMeasurement, ROLLED_UP_MEASUREMENTS } from '@tcplat/core';
 import type { Counter, Metrics } from '../metrics';
 import type { SpoolRecord } from '../spool/spool';
 import type { Logger } from '../types';
@@ -53,20 +55,27 @@ export interface RollupRunSummary {
   error: string | null;
 }
 
-const HIST_PREFIX = escapeMeasurement(MEASUREMENT.connectHist) + ',';
-
-const HIST_START = Buffer.from(HIST_PREFIX);
-const HIST_NEXT = Buffer.from('\n' + HIST_PREFIX);
+/** Per rolled-up measurement: its line's start at the batch's start, and after a newline. */
+const HIST_PREFIXES = ROLLED_UP_MEASUREMENTS.map((m) => {
+  const prefix = escapeMeasurement(m) + ',';
+  return { start: Buffer.from(prefix), next: Buffer.from('\n' + prefix) };
+});
 const NL = 0x0a;
 const SPACE = 0x20;
 
 /**
- * The 1m windows (start, ms) of the tcp_connect_hist lines in a line-protocol batch. The timestamp is the
+ * The 1m windows (start, ms) of the lines of rolled-up measurements in a line-protocol batch (one pass per
+ * measurement). The timestamp is the
  * line's last field (after its last space: tag and field values escape or quote their spaces, and a
  * string field never ends a hist line). Works on the bytes (no UTF-8 decoding of the raw lines between).
  */
 export function histWindows(text: string | Buffer, out: Set<number> = new Set()): Set<number> {
   const b = typeof text === 'string' ? Buffer.from(text) : text;
+  for (const p of HIST_PREFIXES) scanWindows(b, p.start, p.next, out);
+  return out;
+}
+
+function scanWindows(b: Buffer, HIST_START: Buffer, HIST_NEXT: Buffer, out: Set<number>): void {
   let i = b.subarray(0, HIST_START.length).equals(HIST_START) ? 0 : b.indexOf(HIST_NEXT);
   if (i > 0) i++;
   while (i >= 0 && i < b.length) {
@@ -86,7 +95,6 @@ export function histWindows(text: string | Buffer, out: Set<number> = new Set())
     const next = b.indexOf(HIST_NEXT, end);
     i = next < 0 ? -1 : next + 1;
   }
-  return out;
 }
 
 export class RollupJob {
@@ -112,7 +120,7 @@ export class RollupJob {
     this.now = o.now ?? Date.now;
     this.file = path.join(o.dir, STATE_FILE);
     const m = o.metrics;
-    this.windowsRolled = m.counter('tcplat_rollup_windows_total', 'Dirty 1m windows of tcp_connect_hist recomputed (with their 10m and 1h windows)');
+    this.windowsRolled = m.counter('tcplat_rollup_windows_total', 'Dirty 1m windows recomputed (with their 10m and 1h windows, every rolled-up measurement)');
     this.pointsWritten = m.counter('tcplat_rollup_points_written_total', 'Rollup points written (all levels)');
     this.errors = m.counter('tcplat_rollup_errors_total', 'Rollup runs that failed (their windows stay dirty and are retried)');
     this.runs = m.counter('tcplat_rollup_runs_total', 'Rollup runs');
@@ -261,12 +269,16 @@ export class RollupJob {
           const from = Math.max(a, ca);
           const to = Math.min(b, cb);
           if (this.stopped) throw new Error('stopped');
-          timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
-          const r = await rollupRange({ store: this.o.store, fromMs: from, toMs: to, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
+          let chunkPoints = 0;
+          for (const measurement of ROLLED_UP_MEASUREMENTS) {
+            timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
+            const r = await rollupRange({ store: this.o.store, measurement, fromMs: from, toMs: to, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
+            chunkPoints += r.points;
+          }
           doneTo = to;
-          points += r.points;
+          points += chunkPoints;
           windows += (to - from) / FINEST_WINDOW_MS;
-          this.pointsWritten.inc(r.points);
+          this.pointsWritten.inc(chunkPoints);
           this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
         }
       }

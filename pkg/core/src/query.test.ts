@@ -17,6 +17,7 @@ import {
   planHistParts,
   readHistLevels,
   ROLLED_UP_MEASUREMENTS,
+  rollupSchemaOf,
   rollupLevelsFor,
   coversAllHosts,
   ROLLUP_LAG_MS,
@@ -521,21 +522,41 @@ describe('the measurement a query reads (issues 15 and 16: tcp_session_hist, tls
     }
   });
 
-  test('rollups: only the measurements in ROLLED_UP_MEASUREMENTS have them (the one switch)', () => {
-    expect(ROLLED_UP_MEASUREMENTS).toEqual(['tcp_connect_hist']);
+  test('rollups: every histogram measurement has them, from the one table ROLLUP_SCHEMAS (the one switch)', () => {
+    expect(ROLLED_UP_MEASUREMENTS).toEqual(['tcp_connect_hist', 'tls_handshake_hist', 'tcp_session_hist']);
     expect(rollupLevelsFor('tcp_connect_hist')).toEqual(ROLLUP_WINDOWS.map((w) => w.name));
     expect(rollupLevelsFor('tcp_connect_hist', ['1h'])).toEqual(['1h']);
-    expect(rollupLevelsFor('tcp_session_hist')).toEqual([]);
-    expect(rollupLevelsFor('tls_handshake_hist')).toEqual([]);
+    expect(rollupLevelsFor('tcp_session_hist')).toEqual(ROLLUP_WINDOWS.map((w) => w.name));
+    expect(rollupLevelsFor('tls_handshake_hist')).toEqual(ROLLUP_WINDOWS.map((w) => w.name));
+    // tcp_session_hist: no result tag; its session fields summed, min_ms/max_ms kept as min/max.
+    const session = rollupSchemaOf('tcp_session_hist');
+    expect(session.tags).toEqual(['host', 'service', 'dst']);
+    const agg = Object.fromEntries(session.columns.map((c) => [c.field, c.agg]));
+    expect(agg).toMatchObject({ count: 'sum', sum_ms: 'sum', min_ms: 'min', max_ms: 'max', retrans: 'sum', resets_in: 'sum', resets_out: 'sum', zero_windows: 'sum' });
+    for (const f of SESSION_BUCKET_FIELDS) expect(agg[f]).toBe('sum');
+    expect(rollupSchemaOf('tls_handshake_hist').columns).toEqual(rollupSchemaOf('tcp_connect_hist').columns);
+    expect(() => rollupSchemaOf('tcp_connect')).toThrow(/has no rollups/);
   });
 
-  test('readHistLevels reads the 10 s data of a measurement without rollups, even when a rollup level was picked', async () => {
+  test('readHistLevels reads a tcp_session_hist rollup level when one was picked (per host: it has no fleet rollups)', async () => {
+    const seen: HistQuery[] = [];
+    const run = async (x: HistQuery): Promise<HistRow[]> => {
+      seen.push(x);
+      return x.source?.level === '1h' ? [{ timeMs: q.fromMs, tags: {}, values: { count: 3 } }] : [];
+    };
+    const read = await readHistLevels(run, 'influxql', { ...q, windowMs: 3_600_000, measurement: 'tcp_session_hist' }, '1h', { levels: ['1m', '10m', '1h'], rp: 'r', fleet: true }, TO + 86_400_000);
+    expect(read.level).toBe('1h');
+    expect(seen[0]).toMatchObject({ measurement: 'tcp_session_hist', source: { level: '1h', rp: 'r' } });
+    expect(seen.every((x) => !x.source?.fleet)).toBe(true);
+  });
+
+  test('readHistLevels reads the 10 s data when the levels allowed hold no rollup level', async () => {
     const seen: HistQuery[] = [];
     const run = async (x: HistQuery): Promise<HistRow[]> => {
       seen.push(x);
       return [];
     };
-    const read = await readHistLevels(run, 'influxql', { ...q, windowMs: 3_600_000, measurement: 'tcp_session_hist' }, '1h', { levels: ['1m', '10m', '1h'], rp: 'r' }, TO + 86_400_000);
+    const read = await readHistLevels(run, 'influxql', { ...q, windowMs: 3_600_000, measurement: 'tcp_session_hist' }, '1h', { levels: [], rp: 'r' }, TO + 86_400_000);
     expect(read.level).toBe('base');
     expect(seen.map((x) => [x.source?.level, x.measurement])).toEqual([['base', 'tcp_session_hist']]);
     expect(read.note).toBeUndefined();

@@ -14,7 +14,7 @@
 import { BUCKET_FIELDS, SESSION_BUCKET_FIELDS } from './buckets';
 import { MAX_TIME_MS } from './duration';
 import { QueryValueError, quote } from './escape';
-import { FLEET_LAG_MS, FLEET_ROLLUP_WINDOWS, fleetRollupMeasurement, HIST_FIELD, MEASUREMENT, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
+import { FLEET_LAG_MS, FLEET_ROLLUP_WINDOWS, fleetRollupMeasurement, HIST_FIELD, MEASUREMENT, SESSION_HIST_FIELD, ROLLUP_BUCKET_SUFFIX, ROLLUP_RP, ROLLUP_WINDOWS, rollupMeasurement, TAG, type RollupWindowName } from './schema';
 
 /** Tags of tcp_connect_hist that queries filter and group by. */
 export const HIST_QUERY_TAGS = [TAG.service, TAG.dst, TAG.host, TAG.result] as const;
@@ -28,11 +28,56 @@ export const HIST_MEASUREMENTS = [MEASUREMENT.connectHist, MEASUREMENT.tlsHist, 
 export type HistMeasurement = (typeof HIST_MEASUREMENTS)[number];
 
 /**
- * The histogram measurements that have rollups (agent/src/rollup makes them). THE switch: when the agent
- * rolls up tcp_session_hist or tls_handshake_hist too, add it here and every reader picks its rollups;
- * until then queries of the others read their 10 s data whatever the range.
+ * What a rolled-up measurement is made of, for the rollup engine (agent/src/rollup): the tags a series is
+ * kept apart by, every field with how it adds up over a window, and which fields are floats (the others
+ * are integer counts).
  */
-export const ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
+export interface RollupSchema {
+  measurement: HistMeasurement;
+  tags: readonly string[];
+  columns: readonly HistColumn[];
+  floatFields: readonly string[];
+}
+
+const HIST_FLOATS = [HIST_FIELD.sumMs, HIST_FIELD.minMs, HIST_FIELD.maxMs];
+
+/**
+ * The rolled-up measurements, in the order the engine makes them. tls_handshake_hist has tcp_connect_hist's
+ * schema; tcp_session_hist has no `result` tag, its lifespan buckets and SESSION_HIST_FIELD (min_ms min,
+ * max_ms max, the rest summed).
+ */
+export const ROLLUP_SCHEMAS: readonly RollupSchema[] = [
+  { measurement: MEASUREMENT.connectHist, tags: [TAG.host, TAG.service, TAG.dst, TAG.result], columns: histColumns(['buckets', 'count', 'sum', 'min', 'max', 'synRetrans']), floatFields: HIST_FLOATS },
+  {
+    measurement: MEASUREMENT.tlsHist,
+    tags: [TAG.host, TAG.service, TAG.dst, TAG.result],
+    columns: histColumns(['buckets', 'count', 'sum', 'min', 'max', 'synRetrans'], MEASUREMENT.tlsHist),
+    floatFields: HIST_FLOATS,
+  },
+  {
+    measurement: MEASUREMENT.sessionHist,
+    tags: [TAG.host, TAG.service, TAG.dst],
+    columns: [
+      ...histColumns(['buckets', 'count', 'sum', 'min', 'max'], MEASUREMENT.sessionHist),
+      ...[SESSION_HIST_FIELD.retrans, SESSION_HIST_FIELD.resetsIn, SESSION_HIST_FIELD.resetsOut, SESSION_HIST_FIELD.zeroWindows].map((field) => ({ field, agg: 'sum' as const })),
+    ],
+    floatFields: [SESSION_HIST_FIELD.sumMs, SESSION_HIST_FIELD.minMs, SESSION_HIST_FIELD.maxMs],
+  },
+];
+
+/**
+ * The histogram measurements that have rollups (agent/src/rollup makes them, from ROLLUP_SCHEMAS). THE
+ * switch: readers of a measurement listed here read its rollups; queries of the others read their 10 s
+ * data whatever the range.
+ */
+export const ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = ROLLUP_SCHEMAS.map((s) => s.measurement);
+
+/** The rollup schema of a measurement; throws for one without rollups. */
+export function rollupSchemaOf(measurement: string): RollupSchema {
+  const s = ROLLUP_SCHEMAS.find((x) => x.measurement === measurement);
+  if (!s) throw new QueryValueError(`${JSON.stringify(measurement)} has no rollups: use one of ${ROLLED_UP_MEASUREMENTS.join(', ')}`);
+  return s;
+}
 
 /** The histogram measurements that also have host-less fleet rollups (`tcplat rollup` makes them). */
 export const FLEET_ROLLED_UP_MEASUREMENTS: readonly HistMeasurement[] = [MEASUREMENT.connectHist];
