@@ -246,6 +246,25 @@ function suite(name: string, missing: () => string | null, target: () => Promise
       await job.catchUp();
       expect(job.status()).toMatchObject({ errors: 0, dirty_windows: 0, windows_rolled_up: 1 });
       await checkAll(t, all);
+
+      // A batch with only tcp_session_hist lines marks only that measurement: the job recomputes its rollups
+      // and reads nothing of the others (a tls_handshake_hist point written behind its back into the same
+      // window stays out of the rollups until a batch of tls lines marks it).
+      const w2 = T0 + 100 * 60_000;
+      const sessionOnly = seed(w2, w2 + 10_000, ['web-1'], 62, 1, 9n).filter((p) => p.measurement === MEASUREMENT.sessionHist);
+      const tlsBehind = seed(w2, w2 + 10_000, ['web-1'], 63, 1, 11n).filter((p) => p.measurement === MEASUREMENT.tlsHist);
+      expect(sessionOnly.length).toBeGreaterThan(0);
+      expect(tlsBehind.length).toBeGreaterThan(0);
+      const sessionBody = await write(t, sessionOnly);
+      const tlsBody = await write(t, tlsBehind);
+      const all2 = [...all, ...sessionOnly, ...tlsBehind];
+      await job.delivered({ payload: zlib.gzipSync(sessionBody) } as never);
+      await job.catchUp();
+      expect(diff(expected(all2, MEASUREMENT.sessionHist, 60_000), await stored(rollupStore(t).rollup, MEASUREMENT.sessionHist, '1m'))).toEqual([]);
+      expect(diff(expected(all2, MEASUREMENT.tlsHist, 60_000), await stored(rollupStore(t).rollup, MEASUREMENT.tlsHist, '1m')).length).toBeGreaterThan(0);
+      await job.delivered({ payload: zlib.gzipSync(tlsBody) } as never);
+      await job.catchUp();
+      await checkAll(t, all2);
       await job.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     }, 240_000);

@@ -4,8 +4,9 @@
  * ROLLED_UP_MEASUREMENTS, i.e. tcp_connect_hist, tls_handshake_hist, tcp_session_hist; before the batch
  * leaves the spool); those 1m windows are dirty. Every --rollup-interval the job recomputes the dirty
  * windows with the engine (finer level first, then the coarser windows that contain them), for this host
- * only, for every rolled-up measurement (one set of dirty windows for all: a window is recomputed whole). A late event
- * or an import makes its window dirty again, so the rollups stay exact.
+ * only, for each rolled-up measurement that received data in the window (a window is recomputed whole;
+ * a host without TLS or close events reads nothing of their measurements). A late event or an import
+ * makes its window dirty again, so the rollups stay exact.
  *
  * Crash safety: a small state file in the spool directory (written to a temporary file, fsynced, renamed)
  * holds `rolledUpToMs`: every window before it is rolled up. At start everything from there to now is
@@ -58,7 +59,7 @@ export interface RollupRunSummary {
 /** Per rolled-up measurement: its line's start at the batch's start, and after a newline. */
 const HIST_PREFIXES = ROLLED_UP_MEASUREMENTS.map((m) => {
   const prefix = escapeMeasurement(m) + ',';
-  return { start: Buffer.from(prefix), next: Buffer.from('\n' + prefix) };
+  return { measurement: m as string, start: Buffer.from(prefix), next: Buffer.from('\n' + prefix) };
 });
 const NL = 0x0a;
 const SPACE = 0x20;
@@ -70,8 +71,19 @@ const SPACE = 0x20;
  * string field never ends a hist line). Works on the bytes (no UTF-8 decoding of the raw lines between).
  */
 export function histWindows(text: string | Buffer, out: Set<number> = new Set()): Set<number> {
+  for (const ws of histWindowsByMeasurement(text).values()) for (const w of ws) out.add(w);
+  return out;
+}
+
+/** histWindows per rolled-up measurement (only those with lines in the batch). */
+export function histWindowsByMeasurement(text: string | Buffer): Map<string, Set<number>> {
   const b = typeof text === 'string' ? Buffer.from(text) : text;
-  for (const p of HIST_PREFIXES) scanWindows(b, p.start, p.next, out);
+  const out = new Map<string, Set<number>>();
+  for (const p of HIST_PREFIXES) {
+    const ws = new Set<number>();
+    scanWindows(b, p.start, p.next, ws);
+    if (ws.size > 0) out.set(p.measurement, ws);
+  }
   return out;
 }
 
@@ -98,8 +110,11 @@ function scanWindows(b: Buffer, HIST_START: Buffer, HIST_NEXT: Buffer, out: Set<
 }
 
 export class RollupJob {
-  /** Dirty 1m windows (start ms). */
-  private readonly dirty = new Set<number>();
+  /**
+   * Dirty 1m windows (start ms) -> the rolled-up measurements that received data in them: a run recomputes
+   * a window of only those (a host without TLS or close events pays no reads of their empty measurements).
+   */
+  private readonly dirty = new Map<number, Set<string>>();
   private savedMark: number | null = null;
   private newestRolled: number | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -140,7 +155,7 @@ export class RollupJob {
 
   private oldestDirty(): number | null {
     let min: number | null = null;
-    for (const w of this.dirty) if (min === null || w < min) min = w;
+    for (const w of this.dirty.keys()) if (min === null || w < min) min = w;
     return min;
   }
 
@@ -172,8 +187,14 @@ export class RollupJob {
     this.o.log.info({ fromMs: from, dirtyWindows: this.dirty.size, intervalMs: this.o.intervalMs }, `rollups: catching up from ${new Date(from).toISOString()} (${why})`);
   }
 
-  private markRange(fromMs: number, toMs: number): void {
-    for (let w = floorTo(fromMs, FINEST_WINDOW_MS); w < toMs; w += FINEST_WINDOW_MS) this.dirty.add(w);
+  private markRange(fromMs: number, toMs: number, measurements: readonly string[] = ROLLED_UP_MEASUREMENTS): void {
+    for (let w = floorTo(fromMs, FINEST_WINDOW_MS); w < toMs; w += FINEST_WINDOW_MS) this.mark(w, measurements);
+  }
+
+  private mark(w: number, measurements: Iterable<string>): void {
+    let set = this.dirty.get(w);
+    if (!set) this.dirty.set(w, (set = new Set()));
+    for (const m of measurements) set.add(m);
   }
 
   /**
@@ -189,13 +210,14 @@ export class RollupJob {
     } catch {
       return; // the writer counts unreadable batches; nothing of it reached InfluxDB
     }
-    this.deliveredWindows(histWindows(text));
+    for (const [measurement, windows] of histWindowsByMeasurement(text)) this.deliveredWindows(windows, [measurement]);
   }
 
-  deliveredWindows(windows: Iterable<number>): void {
+  /** Windows delivered into InfluxDB for `measurements` (default: every rolled-up one). */
+  deliveredWindows(windows: Iterable<number>, measurements: readonly string[] = ROLLED_UP_MEASUREMENTS): void {
     let min: number | null = null;
     for (const w of windows) {
-      this.dirty.add(w);
+      this.mark(w, measurements);
       if (min === null || w < min) min = w;
     }
     if (min !== null && (this.savedMark === null || min < this.savedMark)) this.save(min, true);
@@ -238,15 +260,17 @@ export class RollupJob {
   private async runInner(): Promise<void> {
     if (this.dirty.size === 0) return;
     const t0 = this.now();
-    const taken = [...this.dirty].sort((a, b) => a - b);
-    for (const w of taken) this.dirty.delete(w);
+    const taken = [...this.dirty.entries()].sort((a, b) => a[0] - b[0]);
+    this.dirty.clear(); // synchronously: deliveries during the run mark new entries
     let windows = 0;
     let points = 0;
     let error: string | null = null;
-    const ranges = contiguous(taken);
+    // Per measurement, the ranges of its dirty windows (a window is recomputed only where it has new data).
+    const plan = ROLLED_UP_MEASUREMENTS.map((m) => ({ measurement: m as string, ranges: contiguous(taken.filter(([, ms]) => ms.has(m)).map(([w]) => w)) })).filter((p) => p.ranges.length > 0);
     // Where the work stands: on any failure, everything from here on is dirty again.
+    let pi = 0;
     let ri = 0;
-    let doneTo = ranges[0][0];
+    let doneTo = plan.length > 0 ? plan[0].ranges[0][0] : 0;
     let timeout: AbortSignal | null = null;
     try {
       if (!this.storeReady) {
@@ -262,30 +286,33 @@ export class RollupJob {
         }
         this.storeReady = true;
       }
-      for (; ri < ranges.length; ri++) {
-        const [a, b] = ranges[ri];
-        doneTo = a;
-        for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
-          const from = Math.max(a, ca);
-          const to = Math.min(b, cb);
-          if (this.stopped) throw new Error('stopped');
-          let chunkPoints = 0;
-          for (const measurement of ROLLED_UP_MEASUREMENTS) {
+      for (; pi < plan.length; pi++) {
+        const { measurement, ranges } = plan[pi];
+        for (ri = 0; ri < ranges.length; ri++) {
+          const [a, b] = ranges[ri];
+          doneTo = a;
+          for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
+            const from = Math.max(a, ca);
+            const to = Math.min(b, cb);
+            if (this.stopped) throw new Error('stopped');
             timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
             const r = await rollupRange({ store: this.o.store, measurement, fromMs: from, toMs: to, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
-            chunkPoints += r.points;
+            doneTo = to;
+            points += r.points;
+            this.pointsWritten.inc(r.points);
           }
-          doneTo = to;
-          points += chunkPoints;
-          windows += (to - from) / FINEST_WINDOW_MS;
-          this.pointsWritten.inc(chunkPoints);
-          this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
         }
       }
+      windows = taken.length;
+      this.windowsRolled.inc(windows);
     } catch (e) {
-      if (ri < ranges.length) {
-        this.markRange(doneTo, ranges[ri][1]);
-        for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
+      if (pi < plan.length) {
+        const { measurement, ranges } = plan[pi];
+        if (ri < ranges.length) {
+          this.markRange(doneTo, ranges[ri][1], [measurement]);
+          for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb, [measurement]);
+        }
+        for (const later of plan.slice(pi + 1)) for (const [ra, rb] of later.ranges) this.markRange(ra, rb, [later.measurement]);
       }
       error = this.stopped ? 'stopped' : timeout?.aborted ? `no answer from InfluxDB within ${RUN_CALL_TIMEOUT_MS / 1000} s (a rollup step)` : (e as Error).message;
       if (error !== 'stopped') {
@@ -296,7 +323,7 @@ export class RollupJob {
       }
     }
     this.lastError = error;
-    if (error === null) this.newestRolled = Math.max(this.newestRolled ?? 0, taken[taken.length - 1]);
+    if (error === null) this.newestRolled = Math.max(this.newestRolled ?? 0, taken[taken.length - 1][0]);
     this.runs.inc();
     const end = this.now();
     this.lastRun = { atMs: end, durationMs: end - t0, windows, points, error };
