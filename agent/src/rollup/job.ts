@@ -262,15 +262,15 @@ export class RollupJob {
     const t0 = this.now();
     const taken = [...this.dirty.entries()].sort((a, b) => a[0] - b[0]);
     this.dirty.clear(); // synchronously: deliveries during the run mark new entries
+    const dirtyOf = new Map(taken);
     let windows = 0;
     let points = 0;
     let error: string | null = null;
-    // Per measurement, the ranges of its dirty windows (a window is recomputed only where it has new data).
-    const plan = ROLLED_UP_MEASUREMENTS.map((m) => ({ measurement: m as string, ranges: contiguous(taken.filter(([, ms]) => ms.has(m)).map(([w]) => w)) })).filter((p) => p.ranges.length > 0);
-    // Where the work stands: on any failure, everything from here on is dirty again.
-    let pi = 0;
+    const ranges = contiguous(taken.map(([w]) => w));
+    // Where the work stands: on any failure, everything from here on is dirty again (every measurement:
+    // recomputing a window that had no new data is only extra work).
     let ri = 0;
-    let doneTo = plan.length > 0 ? plan[0].ranges[0][0] : 0;
+    let doneTo = ranges[0][0];
     let timeout: AbortSignal | null = null;
     try {
       if (!this.storeReady) {
@@ -286,33 +286,36 @@ export class RollupJob {
         }
         this.storeReady = true;
       }
-      for (; pi < plan.length; pi++) {
-        const { measurement, ranges } = plan[pi];
-        for (ri = 0; ri < ranges.length; ri++) {
-          const [a, b] = ranges[ri];
-          doneTo = a;
-          for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
-            const from = Math.max(a, ca);
-            const to = Math.min(b, cb);
-            if (this.stopped) throw new Error('stopped');
-            timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
-            const r = await rollupRange({ store: this.o.store, measurement, fromMs: from, toMs: to, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
-            doneTo = to;
-            points += r.points;
-            this.pointsWritten.inc(r.points);
+      for (; ri < ranges.length; ri++) {
+        const [a, b] = ranges[ri];
+        doneTo = a;
+        for (const [ca, cb] of chunks(a, b, LIVE_CHUNK_MS)) {
+          const from = Math.max(a, ca);
+          const to = Math.min(b, cb);
+          if (this.stopped) throw new Error('stopped');
+          let chunkPoints = 0;
+          // Each measurement over the chunk's windows that received its data (a window is recomputed
+          // only for the histograms that changed in it).
+          for (const measurement of ROLLED_UP_MEASUREMENTS) {
+            const mine: number[] = [];
+            for (let w = from; w < to; w += FINEST_WINDOW_MS) if (dirtyOf.get(w)?.has(measurement)) mine.push(w);
+            for (const [ma, mb] of contiguous(mine)) {
+              timeout = AbortSignal.timeout(RUN_CALL_TIMEOUT_MS);
+              const r = await rollupRange({ store: this.o.store, measurement, fromMs: ma, toMs: mb, host: this.o.host, signal: AbortSignal.any([this.stopper.signal, timeout]) });
+              chunkPoints += r.points;
+            }
           }
+          doneTo = to;
+          points += chunkPoints;
+          windows += (to - from) / FINEST_WINDOW_MS;
+          this.pointsWritten.inc(chunkPoints);
+          this.windowsRolled.inc((to - from) / FINEST_WINDOW_MS);
         }
       }
-      windows = taken.length;
-      this.windowsRolled.inc(windows);
     } catch (e) {
-      if (pi < plan.length) {
-        const { measurement, ranges } = plan[pi];
-        if (ri < ranges.length) {
-          this.markRange(doneTo, ranges[ri][1], [measurement]);
-          for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb, [measurement]);
-        }
-        for (const later of plan.slice(pi + 1)) for (const [ra, rb] of later.ranges) this.markRange(ra, rb, [later.measurement]);
+      if (ri < ranges.length) {
+        this.markRange(doneTo, ranges[ri][1]);
+        for (const [ra, rb] of ranges.slice(ri + 1)) this.markRange(ra, rb);
       }
       error = this.stopped ? 'stopped' : timeout?.aborted ? `no answer from InfluxDB within ${RUN_CALL_TIMEOUT_MS / 1000} s (a rollup step)` : (e as Error).message;
       if (error !== 'stopped') {
