@@ -18,11 +18,6 @@ import {
   histPoint,
   MEASUREMENT,
   Metrics,
-  queryFlux,
-  queryInfluxQL,
-  quote,
-  rollupMeasurement,
-  rollupSchemaOf,
   ROLLUP_WINDOWS,
   SESSION_BUCKET_FIELDS,
   sessionBucketIndex,
@@ -37,8 +32,7 @@ import { RollupJob } from '../agent/src/rollup/job';
 import { main as rollupCli } from '../agent/src/rollup/cli';
 import { silentLogger } from '../agent/src/types';
 import { tmpDir } from './agent-support';
-import { rng } from './rollup-support';
-import { fluxRows } from './support/flux';
+import { rng, storedRollup } from './rollup-support';
 import { dropDatabase, freshBucket, freshDatabase, missingInflux, missingInflux2 } from './support/influx';
 import { describeWith } from './support/prereq';
 
@@ -129,46 +123,8 @@ function expected(pts: readonly Point[], measurement: string, windowMs: number):
 }
 
 /** One rollup level of a measurement as stored, keyed like expected(). */
-async function stored(t: InfluxTarget, measurement: string, w: RollupWindowName): Promise<Map<string, Record<string, number>>> {
-  const m = rollupMeasurement(measurement, w);
-  const out = new Map<string, Record<string, number>>();
-  const add = (tags: Record<string, string>, ms: number, fields: Record<string, number>) => {
-    const k = key(tags, ms);
-    if (out.has(k)) throw new Error(`two rollup points for ${k}`);
-    out.set(k, fields);
-  };
-  const from = T0 - 3_600_000;
-  const to = T0 + 6 * 3_600_000;
-  if (t.version === 1) {
-    const id = (s: string) => quote('influxql-ident', s);
-    const [series] = await queryInfluxQL(t, `SELECT * FROM ${id(t.db)}.${id(t.rp!)}.${id(m)} WHERE time >= ${from}ms AND time < ${to}ms GROUP BY *`, { epoch: 'ms' });
-    for (const s of series ?? []) {
-      const ti = s.columns.indexOf('time');
-      for (const v of s.values) {
-        const fields: Record<string, number> = {};
-        s.columns.forEach((c, i) => {
-          if (i !== ti && typeof v[i] === 'number') fields[c] = v[i] as number;
-        });
-        add(s.tags ?? {}, Number(v[ti]), fields);
-      }
-    }
-    return out;
-  }
-  const s = (v: string) => quote('flux-string', v);
-  const schema = rollupSchemaOf(measurement);
-  const csv = await queryFlux(
-    t,
-    `from(bucket: ${s(t.bucket)}) |> range(start: ${new Date(from).toISOString()}, stop: ${new Date(to).toISOString()}) |> filter(fn: (r) => r._measurement == ${s(m)}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
-  );
-  const fieldNames = new Set(schema.columns.map((c) => c.field));
-  for (const row of fluxRows(csv)) {
-    const fields: Record<string, number> = {};
-    for (const [k, v] of Object.entries(row)) if (fieldNames.has(k) && v !== '') fields[k] = Number(v);
-    const tags: Record<string, string> = {};
-    for (const tg of schema.tags) if (row[tg] !== undefined) tags[tg] = row[tg];
-    add(tags, Date.parse(row._time), fields);
-  }
-  return out;
+function stored(t: InfluxTarget, measurement: string, w: RollupWindowName): Promise<Map<string, Record<string, number>>> {
+  return storedRollup(t, w, T0 - 3_600_000, T0 + 6 * 3_600_000, false, measurement, key);
 }
 
 function diff(want: Map<string, Record<string, number>>, got: Map<string, Record<string, number>>): string[] {

@@ -12,6 +12,7 @@ import {
   Histogram,
   histPoint,
   HIST_FIELD,
+  rollupSchemaOf,
   MEASUREMENT,
   queryFlux,
   queryInfluxQL,
@@ -122,12 +123,23 @@ export function expectedSums(pts: readonly SeedPoint[], windowMs: number, host?:
   return out;
 }
 
-/** Every point of one rollup level (`fleet`: its fleet rollup) as stored (1.x: in `rp`; 2.x: in `bucket`), keyed like expectedSums. */
-export async function storedRollup(t: InfluxTarget, window: RollupWindowName, fromMs: number, toMs: number, fleet = false): Promise<Map<string, Record<string, number>>> {
-  const m = fleet ? fleetRollupMeasurement(MEASUREMENT.connectHist, window) : rollupMeasurement(MEASUREMENT.connectHist, window);
+/**
+ * Every point of one rollup level (`fleet`: its fleet rollup) of `measurement` (default tcp_connect_hist) as
+ * stored (1.x: in `rp`; 2.x: in `bucket`), keyed by `keyOf` (default: like expectedSums).
+ */
+export async function storedRollup(
+  t: InfluxTarget,
+  window: RollupWindowName,
+  fromMs: number,
+  toMs: number,
+  fleet = false,
+  measurement: string = MEASUREMENT.connectHist,
+  keyOf: (tags: Record<string, string>, timeMs: number) => string = key,
+): Promise<Map<string, Record<string, number>>> {
+  const m = fleet ? fleetRollupMeasurement(measurement, window) : rollupMeasurement(measurement, window);
   const out = new Map<string, Record<string, number>>();
   const add = (tags: Record<string, string>, timeMs: number, fields: Record<string, number>) => {
-    const k = key(tags, timeMs);
+    const k = keyOf(tags, timeMs);
     if (out.has(k)) throw new Error(`two rollup points for ${k}`);
     out.set(k, fields);
   };
@@ -151,11 +163,14 @@ export async function storedRollup(t: InfluxTarget, window: RollupWindowName, fr
     t,
     `from(bucket: ${s(t.bucket)}) |> range(start: ${new Date(fromMs).toISOString()}, stop: ${new Date(toMs).toISOString()}) |> filter(fn: (r) => r._measurement == ${s(m)}) |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")`,
   );
-  const fieldNames = new Set([...BUCKET_FIELDS, ...Object.values(HIST_FIELD)]);
+  const schema = rollupSchemaOf(measurement);
+  const fieldNames = new Set(schema.columns.map((c) => c.field));
   for (const row of fluxRows(csv)) {
     const fields: Record<string, number> = {};
     for (const [k, v] of Object.entries(row)) if (fieldNames.has(k) && v !== '') fields[k] = Number(v);
-    add({ ...(row.host !== undefined ? { host: row.host } : {}), service: row.service, dst: row.dst, result: row.result }, Date.parse(row._time), fields);
+    const tags: Record<string, string> = {};
+    for (const tg of schema.tags) if (row[tg] !== undefined) tags[tg] = row[tg]; // a fleet rollup has no host
+    add(tags, Date.parse(row._time), fields);
   }
   return out;
 }
