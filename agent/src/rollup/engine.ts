@@ -21,6 +21,8 @@
  */
 import {
   describeTarget,
+  fetchFailure,
+  v2ErrorMessage,
   encodePoint,
   int,
   MEASUREMENT,
@@ -500,18 +502,10 @@ async function v2Api(t: InfluxV2Target, method: string, path: string, body: unkn
       signal,
     });
   } catch (e) {
-    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${(e as Error).message}`, 0);
+    throw new InfluxError(`cannot reach ${describeTarget(t)}: ${fetchFailure(e)}`, 0);
   }
   const text = await res.text();
-  if (!res.ok) {
-    let msg = text.slice(0, 300);
-    try {
-      msg = (JSON.parse(text) as { message?: string }).message ?? msg;
-    } catch {
-      /* not JSON */
-    }
-    throw new InfluxError(`${method} ${path.split('?')[0]} on ${describeTarget(t)}: HTTP ${res.status}: ${msg}`, res.status, text);
-  }
+  if (!res.ok) throw new InfluxError(`${method} ${path.split('?')[0]} on ${describeTarget(t)}: HTTP ${res.status}: ${v2ErrorMessage(text)}`, res.status, text);
   return text ? JSON.parse(text) : null;
 }
 

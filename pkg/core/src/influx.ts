@@ -51,9 +51,20 @@ export function parseRetryAfter(value: string | null | undefined, nowMs: number 
 }
 
 /** fetch's error with its cause (`fetch failed: connect ECONNREFUSED 127.0.0.1:8086`). */
-function fetchFailure(e: unknown): string {
+export function fetchFailure(e: unknown): string {
   const err = e as Error & { cause?: { message?: string } };
   return err.cause?.message ? `${err.message}: ${err.cause.message}` : err.message;
+}
+
+/** The message of an InfluxDB 2.x error body (`{"code":...,"message":...}`), else the start of the text. */
+export function v2ErrorMessage(text: string): string {
+  try {
+    const m = (JSON.parse(text) as { message?: unknown }).message;
+    if (typeof m === 'string') return m;
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return text.slice(0, 300);
 }
 
 function base(url: string): string {
@@ -185,13 +196,7 @@ export async function queryFlux(t: InfluxV2Target, flux: string, signal?: AbortS
   }
   const text = await res.text();
   if (!res.ok) {
-    let msg = text.slice(0, 300);
-    try {
-      msg = (JSON.parse(text) as { message?: string }).message ?? msg;
-    } catch {
-      /* not JSON: keep the text */
-    }
-    throw new InfluxError(`Flux query to ${describeTarget(t)} failed: HTTP ${res.status}: ${msg}`, res.status, text);
+    throw new InfluxError(`Flux query to ${describeTarget(t)} failed: HTTP ${res.status}: ${v2ErrorMessage(text)}`, res.status, text);
   }
   return text;
 }
