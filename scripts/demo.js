@@ -19,17 +19,9 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const { root, core, waitHttp } = require('./node-support');
 const POOLS = /** @type {const} */ (['reuse-pool', 'churn-pool']);
 
-/** @returns {any} */
-function core() {
-  try {
-    return require(path.join(root, 'pkg/core/dist'));
-  } catch {
-    throw new Error('pkg/core is not built: run sudo scripts/setup (or npm run build) first');
-  }
-}
 
 const OPTIONS = [
   { name: 'duration', type: 'duration', default: '40s', help: 'how long both pools send requests' },
@@ -57,22 +49,6 @@ function freePort() {
   });
 }
 
-/** @param {string} url @param {number} timeoutMs @param {() => string | null} failed */
-async function waitHttp(url, timeoutMs, failed) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const why = failed();
-    if (why) throw new Error(why);
-    try {
-      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (r.ok) return;
-    } catch {
-      /* not up yet */
-    }
-    await sleep(200);
-  }
-  throw new Error(`${url} did not answer within ${Math.round(timeoutMs / 1000)} s`);
-}
 
 /** The local InfluxDB of `tcplat up`, if one answers on its default address. */
 async function upInflux() {

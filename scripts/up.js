@@ -16,16 +16,8 @@ const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '..');
+const { root, core, waitHttp } = require('./node-support');
 
-/** @returns {any} */
-function core() {
-  try {
-    return require(path.join(root, 'pkg/core/dist'));
-  } catch {
-    throw new Error('pkg/core is not built: run sudo scripts/setup (or npm run build) first');
-  }
-}
 
 const OPTIONS = [
   { name: 'influx-port', type: 'int', min: 1, max: 65535, default: 8086, help: 'port of the local InfluxDB 1.x that up starts when --influx-url is not given' },
@@ -49,22 +41,6 @@ function portFree(host, port) {
   });
 }
 
-/** @param {string} url @param {number} timeoutMs */
-async function waitHttp(url, timeoutMs, /** @type {() => string | null} */ failed) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const why = failed();
-    if (why) throw new Error(why);
-    try {
-      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (r.ok) return;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} did not answer within ${Math.round(timeoutMs / 1000)} s`);
-}
 
 /** Why the probe cannot run here, or null. */
 function probeBlocker() {
