@@ -2,7 +2,10 @@
  * The tcplat datasource against the real test InfluxDB 1.x / 2.x from the plugins' jsdom tests: a stand-in
  * for Grafana's backend_srv that does what the datasource's routes in plugin.json tell Grafana's proxy to
  * do (`influx/query` -> `<influxUrl>/query`, `influx/api/v2/query` -> `<influxUrl>/api/v2/query` with
- * `Authorization: Token`); the proxy itself is tested in tests/grafana-proxy.test.ts. Use from a test file:
+ * `Authorization: Token`), as grafana/grafana's pkg/api/pluginproxy/ds_proxy.go (validateRequest, director)
+ * and ds_auth_provider.go (ApplyRoute: the route's url plus the rest of the path, its headers set) do;
+ * tests/support/grafana-proxy.ts follows that code in full and tests/grafana-proxy.test.ts tests the
+ * routes through it. Use from a test file:
  *   jest.mock('@grafana/runtime', () => require('../../tests/support/datasource-backend').grafanaRuntime());
  * jsdom has no fetch: HTTP goes through node's own client.
  */
