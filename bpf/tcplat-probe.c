@@ -1281,6 +1281,18 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	/* hist mode sends nothing per attempt: a token ring buffer */
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
+	{
+		/* wakeup_flags(): each CPU wakes the reader after its share of an
+		 * eighth of the buffer's records (8-byte header each) */
+		uint64_t records = ((uint64_t)opt.ringbuf_mb << 20) / (sizeof(struct tcplat_event) + 8);
+		int ncpu = libbpf_num_possible_cpus();
+		uint64_t every = records / 8 / (ncpu > 0 ? ncpu : 1);
+
+		skel->rodata->wake_every = every ? every : 1;
+		/* unique_start_ns(): room for every CPU's number in the low bits */
+		while ((1 << skel->rodata->cpu_bits) < ncpu)
+			skel->rodata->cpu_bits++;
+	}
 	bpf_map__set_max_entries(skel->maps.inflight, opt.inflight_max);
 	bpf_map__set_max_entries(skel->maps.inflight_fast,
 				 use_btf && opt.inflight_fast ? opt.inflight_fast : 1);

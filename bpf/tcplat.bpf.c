@@ -118,9 +118,20 @@ static const __u64 bucket_bounds_ns[TCPLAT_NBUCKETS - 1] = {
  * value argument of a map update without a 300-byte stack copy. */
 static const struct tcplat_hist_val hist_init = { .min_ns = ~0ULL };
 
-/* Last start timestamp handed out, host-wide: start_ns values are strictly
- * increasing, so (host, ts_ns) is unique and ordered by SYN time. */
-__u64 last_start_ns = 0;
+/* Start timestamps are unique host-wide and increasing: each CPU hands out
+ * only values whose low cpu_bits bits are its own number, strictly increasing
+ * on that CPU (last_start_ns, per CPU). No shared cache line is written (a
+ * host-wide compare-and-swap cost ~100 ns per connect on a 2-CPU VM, the line
+ * moving between the CPUs); SYNs on different CPUs are ordered to within
+ * 2^cpu_bits ns, below what the CPUs' clocks can tell apart. cpu_bits: set
+ * by the loader, log2 of the possible CPUs rounded up. */
+const volatile __u32 cpu_bits = 0;
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_start_ns SEC(".maps");
 
 /* Waking the reader costs an irq_work (a self-IPI: a VM exit under
  * virtualisation), several microseconds per event if done for every event, as
@@ -218,6 +229,20 @@ struct {
 	.values = { [0] = &hist_a },
 };
 
+/* sk_key(): per CPU, where a typed socket pointer becomes a number. One slot
+ * per nesting level: a program interrupted between its store and its load
+ * (by an interrupt whose program calls sk_key too) finds its own value. */
+struct sk_scratch_val {
+	__u64 depth;
+	__u64 slot[4]; /* process, softirq, hardirq, NMI */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sk_scratch_val);
+} sk_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TCPLAT_CNT_MAX);
@@ -263,18 +288,24 @@ static __always_inline void count(__u32 idx)
 
 static __always_inline __u64 unique_start_ns(void)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 now = bpf_ktime_get_boot_ns(), step = 1ULL << cpu_bits, mine;
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id(); /* both inlined */
+	__u64 *last = bpf_map_lookup_elem(&last_start_ns, &zero);
 
-	/* Two CPUs can read the same nanosecond; bump by 1 ns on collision. */
+	mine = (now & ~(step - 1)) | (cpu & (step - 1));
+	if (!last)
+		return mine;
+	/* A compare-and-swap on this CPU's own line (cheap: it does not move):
+	 * a program that interrupts or preempts this one on the CPU gets
+	 * another value. */
 	for (int i = 0; i < 8; i++) {
-		__u64 last = last_start_ns;
-		__u64 ts = now > last ? now : last + 1;
+		__u64 l = *last, ts = mine > l ? mine : l + step;
 
-		if (__sync_val_compare_and_swap(&last_start_ns, last, ts) == last)
+		if (__sync_val_compare_and_swap(last, l, ts) == l)
 			return ts;
 	}
-	/* Heavy contention: still unique, at most a few ns late. */
-	return __sync_fetch_and_add(&last_start_ns, 1) + 1;
+	/* not reached in practice: still unique, still this CPU's low bits */
+	return __sync_fetch_and_add(last, step) + step;
 }
 
 static __always_inline bool cgroup_matches(void)
@@ -310,19 +341,28 @@ static __always_inline bool dport_wanted(__u16 dport)
 
 /* pid, tid, cgroup, the process's name and the thread's name of the current
  * task (process context only). */
-static __always_inline void caller(__u64 pid_tgid, __u32 *pid, __u32 *tid, __u64 *cgroup_id,
+static __always_inline void caller(struct task_struct *task, __u64 pid_tgid, __u32 *pid, __u32 *tid, __u64 *cgroup_id,
 				   char *comm, char *thread, bool btf)
 {
 	*pid = pid_tgid >> 32;
 	*tid = (__u32)pid_tgid;
-	*cgroup_id = bpf_get_current_cgroup_id();
 	/* comm is the process: pools name their threads ("HikariPool-1 c",
 	 * "puma srv tp 0"), which would split one service into many. */
 	if (btf) {
-		struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
-
-		__builtin_memcpy(comm, leader->comm, TCPLAT_COMM_LEN);
-	} else {
+		/* Typed loads, no helper calls (each costs ~60 ns on a kernel
+		 * with return-thunk mitigations): the same fields
+		 * bpf_get_current_cgroup_id() and bpf_get_current_comm() read
+		 * (task_dfl_cgroup(current)->kn->id; current->comm). */
+		*cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+		__builtin_memcpy(comm, task->group_leader->comm, TCPLAT_COMM_LEN);
+		if (!hist_mode)
+			__builtin_memcpy(thread, task->comm, TCPLAT_COMM_LEN);
+		else
+			__builtin_memset(thread, 0, TCPLAT_COMM_LEN);
+		return;
+	}
+	*cgroup_id = bpf_get_current_cgroup_id();
+	{
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 
@@ -334,15 +374,37 @@ static __always_inline void caller(__u64 pid_tgid, __u32 *pid, __u32 *tid, __u64
 		__builtin_memset(thread, 0, TCPLAT_COMM_LEN);
 }
 
+/* Records this CPU put into the ring buffer since it last woke the reader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} rb_unwoken SEC(".maps");
+
+/* Set by the loader: an eighth of the ring buffer's records, shared among the
+ * CPUs (at least 1). */
+const volatile __u64 wake_every = 1;
+
 static __always_inline __u64 wakeup_flags(__u64 now)
 {
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&rb_unwoken, &zero); /* inlined: no call */
+
 	if (now - last_wakeup_ns >= WAKEUP_NS) {
 		last_wakeup_ns = now; /* racy on purpose: at worst one extra wakeup */
+		if (n)
+			*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
 	}
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
-	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 8)
+	/* The buffer may be filling up faster than the reader polls: every CPU
+	 * wakes it after wake_every records of its own, so at most an eighth
+	 * of the buffer waits unannounced (bpf_ringbuf_query() would tell
+	 * exactly, at two helper calls per record). */
+	if (n && ++*n >= wake_every) {
+		*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
+	}
 	return BPF_RB_NO_WAKEUP;
 }
 
@@ -423,6 +485,8 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
 		hist_add(src);
 		return;
 	}
+	/* reserve + submit: measured cheaper than bpf_ringbuf_output(), which
+	 * copies under the ring's lock (bpf/README.md, Overhead) */
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(TCPLAT_CNT_DROP_RINGBUF);
@@ -448,11 +512,30 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
  * copied by a helper, it is a plain scalar (the same value on both paths). */
 static __always_inline __u64 sk_key(struct sock *sk, bool btf)
 {
-	__u64 key = 0;
+	__u32 zero = 0;
+	volatile struct sk_scratch_val *sc;
+	__u64 depth, key;
 
 	if (!btf)
 		return (__u64)sk;
-	bpf_probe_read_kernel(&key, sizeof(key), &sk);
+	/* Stored into a map value and loaded back, the pointer is a scalar to
+	 * the verifier (a pointer may go into a map for CAP_PERFMON, which the
+	 * probe needs anyway). A per-CPU array lookup is inlined: plain stores
+	 * and loads, where bpf_probe_read_kernel() was a helper call (~60 ns
+	 * measured on the benchmark VM, a kernel with return-thunk
+	 * mitigations). volatile: the compiler must not forward the store.
+	 * Programs nest on a CPU only last-in first-out (interrupts), so a
+	 * depth counter restored on the way out gives each level its slot
+	 * without atomics: an interrupt before the increment is visible
+	 * finishes with the slot before this program stores to it. */
+	sc = bpf_map_lookup_elem(&sk_scratch, &zero);
+	if (!sc)
+		return 0;
+	depth = sc->depth;
+	sc->depth = depth + 1;
+	sc->slot[depth & 3] = (__u64)sk;
+	key = sc->slot[depth & 3];
+	sc->depth = depth;
 	return key;
 }
 
@@ -538,7 +621,11 @@ static __always_inline void inflight_end(struct sock *sk, struct tcplat_inflight
 
 static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	/* BTF path: one helper call for the task, then typed loads of what
+	 * bpf_get_current_pid_tgid() would return. */
+	struct task_struct *task = btf ? bpf_get_current_task_btf() : NULL;
+	__u64 pid_tgid = btf ? (__u64)(__u32)task->tgid << 32 | (__u32)task->pid :
+			       bpf_get_current_pid_tgid();
 	struct tcplat_inflight v;
 
 	if ((btf ? BPF_CORE_READ_BITFIELD(sk, sk_protocol) :
@@ -552,7 +639,7 @@ static __always_inline int on_syn_sent(struct sock *sk, bool btf)
 	/* Unique, ordered timestamps matter only for per-attempt records. */
 	v.start_ns = hist_mode ? bpf_ktime_get_boot_ns() : unique_start_ns();
 	v.syn_retrans = 0;
-	caller(pid_tgid, &v.pid, &v.tid, &v.cgroup_id, v.comm, v.thread, btf);
+	caller(task, pid_tgid, &v.pid, &v.tid, &v.cgroup_id, v.comm, v.thread, btf);
 	/* A socket can connect() again after a failure: errors already on it
 	 * are not about this attempt. */
 	v.errq_len = RD(btf, sk, sk_error_queue.qlen);
@@ -638,8 +725,12 @@ static __always_inline int on_done(struct sock *sk, bool ok, bool btf)
 	if (!in || !in->start_ns)
 		return 0; /* not ours: filtered out, passive socket, or started before us */
 
-	now = bpf_ktime_get_boot_ns();
 	ev.start_ns = in->start_ns;
+	/* (TCP's own clock, tp->tcp_clock_cache, refreshed when the SYN-ACK's
+	 * processing starts, would save this helper call, but ends the
+	 * handshake ~2 us earlier than this transition on loopback: the two
+	 * modes would disagree, and the contract is this transition.) */
+	now = bpf_ktime_get_boot_ns();
 	ev.latency_ns = now > in->start_ns ? now - in->start_ns : 0;
 	ev.cgroup_id = in->cgroup_id;
 	ev.pid = in->pid;
@@ -979,7 +1070,7 @@ static __always_inline void report_early_failure(struct sock *sk, const void *ua
 	ev.start_ns = hist_mode ? now : unique_start_ns();
 	ev.latency_ns = 0; /* no packet was sent */
 	ev.err = err;
-	caller(pid_tgid, &ev.pid, &ev.tid, &ev.cgroup_id, ev.comm, ev.thread, false);
+	caller(NULL, pid_tgid, &ev.pid, &ev.tid, &ev.cgroup_id, ev.comm, ev.thread, false);
 	emit(&ev, now);
 }
 
