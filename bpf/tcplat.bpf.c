@@ -485,8 +485,8 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
 		hist_add(src);
 		return;
 	}
-	/* reserve + submit: measured cheaper than bpf_ringbuf_output(), which
-	 * copies under the ring's lock (bpf/README.md, Overhead) */
+	/* reserve + submit or bpf_ringbuf_output(): the same here (what costs is
+	 * the ring's lock and the record's cold cache lines, bpf/README.md) */
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(TCPLAT_CNT_DROP_RINGBUF);

@@ -263,6 +263,50 @@ print(json.dumps({"n": len(socks)}))`);
     }
   });
 
+  test('two threads connecting at once on two CPUs: every ts_ns unique, each CPU\'s in SYN order, and each CPU\'s own low bit (the per-CPU stamps)', async () => {
+    if (os.cpus().length < 2) {
+      console.warn('this test needs 2 CPUs: skipped on this machine');
+      return;
+    }
+    const server = await startServer('127.0.0.1');
+    const port = portOf(server);
+    const probe = await Probe.start(['--dport', String(port)]);
+    const n = 400;
+    // Each thread pinned to its CPU (sched_setaffinity of the calling thread), connecting as fast as it can;
+    // the threads are renamed so each event says which one it was.
+    const [r] = await runPython(`
+import ctypes, json, os, socket, threading
+libc = ctypes.CDLL(None)
+def work(cpu, out):
+    os.sched_setaffinity(0, {cpu})
+    libc.prctl(15, ("cpu%d" % cpu).encode(), 0, 0, 0)
+    for i in range(${n}):
+        s = socket.create_connection(("127.0.0.1", ${port}))
+        out.append(s.getsockname()[1])
+        s.close()
+ports = {0: [], 1: []}
+ts = [threading.Thread(target=work, args=(c, ports[c])) for c in (0, 1)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps({"ports": ports}))`);
+    const events = await probe.waitEvents(port, 2 * n, 30000);
+    const ports = r.ports as Record<string, number[]>;
+    // unique host-wide (as exact integers: a JS number cannot tell ns apart at this size)
+    expect(new Set(events.map((e) => e.tsBig)).size).toBe(2 * n);
+    for (const cpu of ['0', '1']) {
+      const mine = events.filter((e) => e.thread === `cpu${cpu}`);
+      expect(mine).toHaveLength(n);
+      // SYN order on one CPU: the thread's connects, in the order it made them (its local ports, in order)
+      const bySyn = [...mine].sort((a, b) => (a.tsBig < b.tsBig ? -1 : a.tsBig > b.tsBig ? 1 : 0));
+      expect(bySyn.map((e) => e.sport)).toEqual(ports[cpu]);
+      // one clock epoch (no step during the test): the CPU's number in the lowest bit shows through the
+      // wall-clock offset as one parity per CPU
+      expect(new Set(mine.map((e) => e.tsBig % 2n)).size).toBe(1);
+    }
+    const parity = (t: string) => events.find((e) => e.thread === t)!.tsBig % 2n;
+    expect(parity('cpu0')).not.toBe(parity('cpu1'));
+  });
+
   test('SIGINT while stdout is stalled: the probe waits for the reader, then every line is there, counted in the final stats', async () => {
     const server = await startServer('127.0.0.1');
     const port = portOf(server);
