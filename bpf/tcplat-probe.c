@@ -1282,14 +1282,10 @@ static struct tcplat_bpf *open_and_load(bool use_btf, int retrans_nargs, int *er
 	bpf_map__set_max_entries(skel->maps.events,
 				 opt.mode == MODE_HIST ? 4096 : opt.ringbuf_mb << 20);
 	{
-		/* wakeup_flags(): each CPU wakes the reader after its share of an
-		 * eighth of the buffer's records (8-byte header each) */
-		uint64_t records = ((uint64_t)opt.ringbuf_mb << 20) / (sizeof(struct tcplat_event) + 8);
-		int ncpu = libbpf_num_possible_cpus();
-		uint64_t every = records / 8 / (ncpu > 0 ? ncpu : 1);
+		int ncpu = libbpf_num_possible_cpus(); /* checked in main() */
 
-		skel->rodata->wake_every = every ? every : 1;
-		/* unique_start_ns(): room for every CPU's number in the low bits */
+		skel->rodata->ring_bytes = opt.mode == MODE_HIST ? 4096 : (uint64_t)opt.ringbuf_mb << 20;
+		/* unique_start_ns(): room for every possible CPU's number in the low bits */
 		while ((1 << skel->rodata->cpu_bits) < ncpu)
 			skel->rodata->cpu_bits++;
 	}
@@ -1516,6 +1512,13 @@ int main(int argc, char **argv)
 		      "CONFIG_FTRACE_SYSCALLS and tracefs): a connect() that fails inside the kernel "
 		      "(EADDRNOTAVAIL, ENETUNREACH, EACCES) will show as aborted or not at all");
 
+	/* unique_start_ns() gives each possible CPU its own low bits: without
+	 * their number CPUs could stamp alike */
+	if (libbpf_num_possible_cpus() <= 0) {
+		logf_("cannot read the number of possible CPUs (/sys/devices/system/cpu/possible): %s",
+		      strerror(-libbpf_num_possible_cpus()));
+		goto out;
+	}
 	for (;;) {
 		bool loaded;
 

@@ -121,8 +121,8 @@ static const struct tcplat_hist_val hist_init = { .min_ns = ~0ULL };
 /* Start timestamps are unique host-wide and increasing: each CPU hands out
  * only values whose low cpu_bits bits are its own number, strictly increasing
  * on that CPU (last_start_ns, per CPU). No shared cache line is written (a
- * host-wide compare-and-swap cost ~100 ns per connect on a 2-CPU VM, the line
- * moving between the CPUs); SYNs on different CPUs are ordered to within
+ * host-wide compare-and-swap cost ~30-100 ns per connect on a 2-CPU VM, the
+ * line moving between the CPUs); SYNs on different CPUs are ordered to within
  * 2^cpu_bits ns, below what the CPUs' clocks can tell apart. cpu_bits: set
  * by the loader, log2 of the possible CPUs rounded up. */
 const volatile __u32 cpu_bits = 0;
@@ -229,19 +229,9 @@ struct {
 	.values = { [0] = &hist_a },
 };
 
-/* sk_key(): per CPU, where a typed socket pointer becomes a number. One slot
- * per nesting level: a program interrupted between its store and its load
- * (by an interrupt whose program calls sk_key too) finds its own value. */
-struct sk_scratch_val {
-	__u64 depth;
-	__u64 slot[4]; /* process, softirq, hardirq, NMI */
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sk_scratch_val);
-} sk_scratch SEC(".maps");
+/* sk_key(): the socket's address as a number is its distance from this
+ * variable (a fixed address for the life of the loaded program). */
+__u64 sk_key_anchor SEC(".data.anchor") = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -374,36 +364,37 @@ static __always_inline void caller(struct task_struct *task, __u64 pid_tgid, __u
 		__builtin_memset(thread, 0, TCPLAT_COMM_LEN);
 }
 
-/* Records this CPU put into the ring buffer since it last woke the reader. */
+/* Records this CPU put into the ring buffer since it last looked at its fill. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} rb_unwoken SEC(".maps");
+} rb_unchecked SEC(".maps");
 
-/* Set by the loader: an eighth of the ring buffer's records, shared among the
- * CPUs (at least 1). */
-const volatile __u64 wake_every = 1;
+/* Set by the loader: the ring buffer's size in bytes. */
+const volatile __u64 ring_bytes = 4 << 20;
+#define FILL_CHECK_EVERY 32
 
 static __always_inline __u64 wakeup_flags(__u64 now)
 {
 	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&rb_unwoken, &zero); /* inlined: no call */
+	__u64 *n;
 
 	if (now - last_wakeup_ns >= WAKEUP_NS) {
 		last_wakeup_ns = now; /* racy on purpose: at worst one extra wakeup */
-		if (n)
-			*n = 0;
 		return BPF_RB_FORCE_WAKEUP;
 	}
-	/* The buffer may be filling up faster than the reader polls: every CPU
-	 * wakes it after wake_every records of its own, so at most an eighth
-	 * of the buffer waits unannounced (bpf_ringbuf_query() would tell
-	 * exactly, at two helper calls per record). */
-	if (n && ++*n >= wake_every) {
+	/* The buffer may be filling up faster than the reader polls: wake it
+	 * when an eighth of it waits. Each CPU looks every FILL_CHECK_EVERY
+	 * records of its own (bpf_ringbuf_query() is a helper call: per record
+	 * it cost ~20-40 ns), so at most an eighth plus FILL_CHECK_EVERY
+	 * records per CPU wait unannounced. */
+	n = bpf_map_lookup_elem(&rb_unchecked, &zero); /* inlined: no call */
+	if (n && ++*n >= FILL_CHECK_EVERY) {
 		*n = 0;
-		return BPF_RB_FORCE_WAKEUP;
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_bytes / 8)
+			return BPF_RB_FORCE_WAKEUP;
 	}
 	return BPF_RB_NO_WAKEUP;
 }
@@ -512,30 +503,18 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
  * copied by a helper, it is a plain scalar (the same value on both paths). */
 static __always_inline __u64 sk_key(struct sock *sk, bool btf)
 {
-	__u32 zero = 0;
-	volatile struct sk_scratch_val *sc;
-	__u64 depth, key;
+	__u64 key;
 
 	if (!btf)
 		return (__u64)sk;
-	/* Stored into a map value and loaded back, the pointer is a scalar to
-	 * the verifier (a pointer may go into a map for CAP_PERFMON, which the
-	 * probe needs anyway). A per-CPU array lookup is inlined: plain stores
-	 * and loads, where bpf_probe_read_kernel() was a helper call (~60 ns
-	 * measured on the benchmark VM, a kernel with return-thunk
-	 * mitigations). volatile: the compiler must not forward the store.
-	 * Programs nest on a CPU only last-in first-out (interrupts), so a
-	 * depth counter restored on the way out gives each level its slot
-	 * without atomics: an interrupt before the increment is visible
-	 * finishes with the slot before this program stores to it. */
-	sc = bpf_map_lookup_elem(&sk_scratch, &zero);
-	if (!sc)
-		return 0;
-	depth = sc->depth;
-	sc->depth = depth + 1;
-	sc->slot[depth & 3] = (__u64)sk;
-	key = sc->slot[depth & 3];
-	sc->depth = depth;
+	/* One pointer minus another is a plain number to the verifier when the
+	 * loader has CAP_PERFMON (allow_ptr_leaks), which the probe needs
+	 * anyway: two instructions, no helper call (bpf_probe_read_kernel()
+	 * cost ~60 ns here, a kernel with return-thunk mitigations) and no
+	 * shared state (a per-CPU scratch slot would be unsafe where tracepoint
+	 * programs are preemptible, PREEMPT_RT since Linux 7.0). Constant per
+	 * socket while the program is loaded, never 0: a key, not an address. */
+	asm volatile("%[k] = %[s]\n\t%[k] -= %[b]" : [k] "=&r"(key) : [s] "r"(sk), [b] "r"(&sk_key_anchor));
 	return key;
 }
 

@@ -52,8 +52,11 @@ int main(int argc, char **argv)
 	if (rb_map)
 		rb = ring_buffer__new(bpf_map__fd(rb_map), drop_record, NULL, NULL);
 	while (!stop) {
-		if (rb)
-			ring_buffer__consume(rb);
+		if (!rb) {
+			pause(); /* nothing to read: no wakeups of our own in the baseline */
+			continue;
+		}
+		ring_buffer__consume(rb);
 		usleep(5000);
 	}
 	ring_buffer__free(rb);
