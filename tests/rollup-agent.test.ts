@@ -213,7 +213,11 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     // What /api/status and /metrics show, once the run that made them has ended: the connect rollups are
     // exact before the same run has gone through the TLS and session histograms of those windows.
     const status2 = async () => ((await (await fetch(`${a2.url}/api/status`)).json()) as { rollup: Record<string, unknown> });
-    await waitFor(async () => ((await status2()).rollup.windows_rolled_up as number) > 0, 30_000, 'the catch-up run to end');
+    // last_run is set when a run ends; windows_rolled_up counts per chunk, during the run (agent/src/rollup/job.ts)
+    await waitFor(async () => {
+      const r = (await status2()).rollup;
+      return r.last_run != null && (r.windows_rolled_up as number) > 0;
+    }, 30_000, 'the catch-up run to end');
     const st = await status2();
     expect(st.rollup).toMatchObject({ enabled: true, errors: 0 });
     expect(st.rollup.windows_rolled_up as number).toBeGreaterThan(30);
