@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
-import { queryInfluxQL, quote, ROLLUP_RP, writeLines, type InfluxV1Target } from '@tcplat/core';
+import { MEASUREMENT, queryInfluxQL, quote, ROLLUP_RP, writeLines, type InfluxV1Target } from '@tcplat/core';
 import { agentArgs, buildAgent, probeLine, ROOT, runAgentOnce, scalar, startAgent, tmpDir, waitFor, type RunningAgent } from './agent-support';
 import { diffSums, expectedFromStored, LEVELS, rng, stored10s, storedRollup } from './rollup-support';
 import { dropDatabase, freshDatabase, missingInflux } from './support/influx';
@@ -91,41 +91,14 @@ function closeAndTlsEvents(fromMs: number, toMs: number, n: number, seed: number
  * summed but min_ms/max_ms: min/max), per series (every tag) and window. Returns the differences.
  */
 async function measurementDiffs(db: InfluxV1Target, measurement: string): Promise<string[]> {
-  const id = (x: string) => quote('influxql-ident', x);
-  const read = async (t: InfluxV1Target, m: string) => {
-    const [series] = await queryInfluxQL(t, `SELECT * FROM ${t.rp ? `${id(t.db)}.${id(t.rp)}.` : ''}${id(m)} GROUP BY *`, { epoch: 'ms' });
-    const out: { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[] = [];
-    for (const se of series ?? []) {
-      const ti = se.columns.indexOf('time');
-      for (const v of se.values) {
-        const fields: Record<string, number> = {};
-        se.columns.forEach((c, i) => {
-          if (i !== ti && typeof v[i] === 'number') fields[c] = v[i] as number;
-        });
-        out.push({ tags: se.tags ?? {}, timeMs: Number(v[ti]), fields });
-      }
-    }
-    return out;
-  };
-  const tenS = await read(db, measurement);
+  // every non-empty tag: the TLS and session histograms have their own tag sets
+  const allTags = (tags: Record<string, string>, timeMs: number) => JSON.stringify([timeMs, Object.entries(tags).filter(([, v]) => v !== '').sort()]);
+  const tenS = await stored10s(db, measurement);
   if (tenS.length === 0) return [`no ${measurement} 10 s points`];
   const out: string[] = [];
   for (const w of LEVELS) {
-    const want = new Map<string, Record<string, number>>();
-    for (const p of tenS) {
-      const k = JSON.stringify([Math.floor(p.timeMs / w.ms) * w.ms, Object.entries(p.tags).filter(([, v]) => v !== '').sort()]);
-      const s = want.get(k);
-      if (!s) want.set(k, { ...p.fields });
-      else for (const [f, v] of Object.entries(p.fields)) s[f] = s[f] === undefined ? v : f === 'min_ms' ? Math.min(s[f], v) : f === 'max_ms' ? Math.max(s[f], v) : s[f] + v;
-    }
-    const got = new Map<string, Record<string, number>>();
-    for (const p of await read({ ...db, rp: ROLLUP_RP }, `${measurement}_${w.name}`)) got.set(JSON.stringify([p.timeMs, Object.entries(p.tags).filter(([, v]) => v !== '').sort()]), p.fields);
-    for (const [k, e] of want) {
-      const g = got.get(k);
-      if (!g) out.push(`${w.name}: missing ${k}`);
-      else for (const [f, v] of Object.entries(e)) if (f === 'sum_ms' ? Math.abs(g[f] - v) > 1e-9 * Math.max(1, v) : g[f] !== v) out.push(`${w.name}: ${k} ${f}: expected ${v}, stored ${g[f]}`);
-    }
-    for (const k of got.keys()) if (!want.has(k)) out.push(`${w.name}: unexpected ${k}`);
+    const got = await storedRollup({ ...db, rp: ROLLUP_RP }, w.name, 0, Date.now() + 86_400_000, false, measurement, allTags);
+    out.push(...diffSums(expectedFromStored(tenS, w.ms, allTags), got).map((d) => `${w.name}: ${d}`));
   }
   return out.slice(0, 20);
 }
@@ -246,7 +219,7 @@ describeWith(missingInflux(), 'rollups with the real agent and tcplat rollup (re
     let last: string[] = [];
     await waitFor(
       async () => {
-        last = [...(await measurementDiffs(db, 'tls_handshake_hist').catch((e: Error) => [e.message])), ...(await measurementDiffs(db, 'tcp_session_hist').catch((e: Error) => [e.message]))];
+        last = [...(await measurementDiffs(db, MEASUREMENT.tlsHist).catch((e: Error) => [e.message])), ...(await measurementDiffs(db, MEASUREMENT.sessionHist).catch((e: Error) => [e.message]))];
         return last.length === 0;
       },
       90_000,

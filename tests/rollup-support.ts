@@ -144,18 +144,7 @@ export async function storedRollup(
     out.set(k, fields);
   };
   if (t.version === 1) {
-    const id = (s: string) => quote('influxql-ident', s);
-    const [series] = await queryInfluxQL(t, `SELECT * FROM ${id(t.db)}.${id(t.rp!)}.${id(m)} WHERE time >= ${fromMs}ms AND time < ${toMs}ms GROUP BY *`, { epoch: 'ms' });
-    for (const s of series ?? []) {
-      const ti = s.columns.indexOf('time');
-      for (const v of s.values) {
-        const fields: Record<string, number> = {};
-        s.columns.forEach((c, i) => {
-          if (i !== ti && typeof v[i] === 'number') fields[c] = v[i] as number;
-        });
-        add(s.tags ?? {}, Number(v[ti]), fields);
-      }
-    }
+    for (const p of await storedPoints(t, m, `WHERE time >= ${fromMs}ms AND time < ${toMs}ms`)) add(p.tags, p.timeMs, p.fields);
     return out;
   }
   const s = (v: string) => quote('flux-string', v);
@@ -179,7 +168,11 @@ export async function storedRollup(
  * Compare stored rollups with the expected sums: the same series and windows; counts, buckets and
  * syn_retrans exactly; sum_ms within float rounding; min/max exactly. Returns the differences (empty: equal).
  */
-export function diffSums(expected: Map<string, Record<string, number>>, stored: Map<string, Record<string, number>>): string[] {
+export function diffSums(
+  expected: Map<string, Record<string, number>>,
+  stored: Map<string, Record<string, number>>,
+  opts: { extraFields?: boolean } = {},
+): string[] {
   const diffs: string[] = [];
   for (const [k, e] of expected) {
     const s = stored.get(k);
@@ -192,6 +185,7 @@ export function diffSums(expected: Map<string, Record<string, number>>, stored: 
       const ok = f === HIST_FIELD.sumMs ? Math.abs(got - v) <= 1e-9 * Math.max(1, Math.abs(v)) : got === v;
       if (!ok) diffs.push(`${k} ${f}: expected ${v}, stored ${got}`);
     }
+    if (opts.extraFields) for (const f of Object.keys(s)) if (!(f in e)) diffs.push(`${k} ${f}: stored, not in the 10 s data`);
   }
   for (const k of stored.keys()) if (!expected.has(k)) diffs.push(`unexpected ${k}`);
   return diffs.slice(0, 20);
@@ -199,10 +193,19 @@ export function diffSums(expected: Map<string, Record<string, number>>, stored: 
 
 export const LEVELS = ROLLUP_WINDOWS;
 
-/** The 10 s points as stored (1.x), for comparing rollups with what the agent really wrote. */
-export async function stored10s(t: InfluxTarget & { version: 1 }): Promise<{ tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[]> {
-  const [series] = await queryInfluxQL({ ...t, rp: undefined }, `SELECT * FROM ${quote('influxql-ident', MEASUREMENT.connectHist)} GROUP BY *`, { epoch: 'ms' });
-  const out: { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[] = [];
+/** A point as InfluxQL returns it: its tags, time and numeric fields. */
+export interface StoredPoint {
+  tags: Record<string, string>;
+  timeMs: number;
+  fields: Record<string, number>;
+}
+
+/** Every point of `measurement` (1.x: in `t.rp` if set, else the default retention policy), optionally `where`. */
+export async function storedPoints(t: InfluxTarget & { version: 1 }, measurement: string, where = ''): Promise<StoredPoint[]> {
+  const id = (x: string) => quote('influxql-ident', x);
+  const from = t.rp ? `${id(t.db)}.${id(t.rp)}.${id(measurement)}` : id(measurement);
+  const [series] = await queryInfluxQL(t, `SELECT * FROM ${from} ${where} GROUP BY *`, { epoch: 'ms' });
+  const out: StoredPoint[] = [];
   for (const s of series ?? []) {
     const ti = s.columns.indexOf('time');
     for (const v of s.values) {
@@ -216,11 +219,20 @@ export async function stored10s(t: InfluxTarget & { version: 1 }): Promise<{ tag
   return out;
 }
 
+/** The 10 s points as stored (1.x, default retention policy), for comparing rollups with what the agent really wrote. */
+export function stored10s(t: InfluxTarget & { version: 1 }, measurement: string = MEASUREMENT.connectHist): Promise<StoredPoint[]> {
+  return storedPoints({ ...t, rp: undefined }, measurement);
+}
+
 /** expectedSums for stored points (fields by name). */
-export function expectedFromStored(pts: readonly { tags: Record<string, string>; timeMs: number; fields: Record<string, number> }[], windowMs: number): Map<string, Record<string, number>> {
+export function expectedFromStored(
+  pts: readonly StoredPoint[],
+  windowMs: number,
+  keyOf: (tags: Record<string, string>, timeMs: number) => string = key,
+): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();
   for (const p of pts) {
-    const k = key(p.tags, Math.floor(p.timeMs / windowMs) * windowMs);
+    const k = keyOf(p.tags, Math.floor(p.timeMs / windowMs) * windowMs);
     const s = out.get(k);
     if (!s) {
       out.set(k, { ...p.fields });
