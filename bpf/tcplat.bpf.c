@@ -498,9 +498,10 @@ static __always_inline void emit(const struct tcplat_event *src, __u64 now)
 #define IN_STORAGE 2
 #define IN_SLOT 3
 
-/* The socket's address as a number. On the BTF path sk is a typed pointer, on
- * which the verifier allows no arithmetic (nor reading it back in halves);
- * copied by a helper, it is a plain scalar (the same value on both paths). */
+/* A number per socket, the key of its in-flight record and session: the
+ * address itself on the classic path; on the BTF path, where sk is a typed
+ * pointer the verifier allows no arithmetic on, its distance from a global.
+ * Only one path is loaded at a time, so the two never meet. */
 static __always_inline __u64 sk_key(struct sock *sk, bool btf)
 {
 	__u64 key;
